@@ -1,0 +1,1 @@
+"""progressive: how convolutional networks learn scale-dependent features."""

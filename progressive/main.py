@@ -1,0 +1,30 @@
+"""Trains a model with progressive resizing: `python -m progressive.main --config=... --workdir=...`.
+
+Kept short on purpose: the logic lives in `progressive.train`, importable in a notebook.
+"""
+
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from progressive import train
+from progressive.config_validation import ConfigError
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/default.py[:smoke].")
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except ConfigError as e:
+    sys.exit(f"Config error: {e}")
+
+
+if __name__ == "__main__":
+  app.run(main)

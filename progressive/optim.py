@@ -1,0 +1,59 @@
+"""Optax optimisers whose learning rate and momentum follow schedules on the device.
+
+`optax.inject_hyperparams` evaluates the schedules from the optimiser's own step count
+inside the compiled step, so the host never feeds a value per step, and the current
+values sit in `opt_state.hyperparams` for logging.
+"""
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import optax
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def _decay_mask(params):
+  """Weight decay on kernels only (ndim > 1): not on biases or norm scales and shifts."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def _sgd(learning_rate, momentum, weight_decay, nesterov):
+  return optax.chain(
+      optax.add_decayed_weights(weight_decay, mask=_decay_mask),
+      optax.sgd(learning_rate, momentum=momentum, nesterov=nesterov),
+  )
+
+
+def _adamw(learning_rate, momentum, weight_decay, b2, eps):
+  return optax.adamw(
+      learning_rate, b1=momentum, b2=b2, eps=eps, weight_decay=weight_decay, mask=_decay_mask
+  )
+
+
+def make_optimizer(
+    config: Mapping[str, Any], lr_fn: Callable, momentum_fn: Callable
+) -> optax.GradientTransformation:
+  """SGD (Nesterov optional) or AdamW with scheduled LR and momentum (Adam's beta1).
+
+  `config` is `config.opt`: `name`, `weight_decay`, `nesterov` (sgd), `b2` and `eps`
+  (adamw).
+  """
+  name = config["name"]
+  if name == "sgd":
+    return optax.inject_hyperparams(_sgd, static_args=("nesterov",))(
+        learning_rate=lr_fn,
+        momentum=momentum_fn,
+        weight_decay=config["weight_decay"],
+        nesterov=config["nesterov"],
+    )
+  if name == "adamw":
+    return optax.inject_hyperparams(_adamw)(
+        learning_rate=lr_fn,
+        momentum=momentum_fn,
+        weight_decay=config["weight_decay"],
+        b2=config["b2"],
+        eps=config["eps"],
+    )
+  raise ValueError(f"config.opt.name must be one of {OPTIMIZERS}, got {name!r}.")
