@@ -5,7 +5,7 @@ Kept short on purpose: the logic lives in `progressive.train`, importable in a n
 
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from progressive import train
@@ -20,6 +20,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except ConfigError as e:

@@ -14,8 +14,13 @@ import optax
 
 
 def _cos_anneal(start: float, end: float, pos):
-  """fastai's `SchedCos`: `start + (1 + cos(pi * (1 - pos))) * (end - start) / 2`."""
-  return start + (1.0 + jnp.cos(math.pi * (1.0 - pos))) * (end - start) / 2.0
+  """fastai's `SchedCos`: `start + (1 + cos(pi * (1 - pos))) * (end - start) / 2`.
+
+  Written as the identical `start * cos^2(pi pos / 2) + end * sin^2(pi pos / 2)`, which
+  keeps float32 precise near both ends (the LR falls five orders of magnitude).
+  """
+  angle = math.pi / 2.0 * pos
+  return start * jnp.cos(angle) ** 2 + end * jnp.sin(angle) ** 2
 
 
 def _two_phase(total_steps: int, pct_start: float, values: tuple[float, float, float]):

@@ -76,9 +76,12 @@ def create_train_state(model, tx, rng: jax.Array, image_size: int) -> TrainState
 def train_step(state: TrainState, batch, *, size: int, mean, std, axis_name: str = AXIS):
   """One SGD step on this device's shard of the global batch.
 
-  Gradients, metrics and (through the model's `bn_axis_name`) batch-norm statistics are
-  averaged over `axis_name`, so N devices compute what one device would on the whole
-  global batch. Returns the new state and the step's metrics (all scalars on device).
+  The loss is the mean over the global batch (`pmean` of the local means), so its
+  gradient with respect to the replicated parameters is the average of the per-device
+  gradients: under `shard_map`, JAX sums the cotangents of a replicated input over the
+  axis itself. Batch-norm statistics are reduced over the axis by the model
+  (`bn_axis_name`). N devices thus compute what one device would on the whole batch.
+  Returns the new state and the step's metrics (scalars, left on the device).
   """
   images = preprocess(batch["image"], size, mean, std)
   labels = batch["label"]
@@ -91,14 +94,13 @@ def train_step(state: TrainState, batch, *, size: int, mean, std, axis_name: str
         mutable=["batch_stats"],
     )
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    return loss, (logits, updates)
+    return jax.lax.pmean(loss, axis_name), (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  grads = jax.lax.pmean(grads, axis_name)
   state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
   hyperparams = state.opt_state.hyperparams
   metrics = {
-      "loss": jax.lax.pmean(loss, axis_name),
+      "loss": loss,
       "accuracy": jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), axis_name),
       "lr": hyperparams["learning_rate"],
       "momentum": hyperparams["momentum"],
@@ -127,22 +129,22 @@ def make_train_step(mesh: jax.sharding.Mesh, mean, std) -> Callable:
   input state is donated.
   """
 
-  def step(state, batch, size):
+  def parallel_train_step(state, batch, size):
     per_device = functools.partial(train_step, size=size, mean=mean, std=std)
     return jax.shard_map(
         per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P())
     )(state, batch)
 
-  return jax.jit(step, static_argnums=2, donate_argnums=0)
+  return jax.jit(parallel_train_step, static_argnums=2, donate_argnums=0)
 
 
 def make_eval_step(mean, std) -> Callable:
   """`(state, batch, size) -> per-example outputs`, jitted; sharded like its inputs."""
 
-  def step(state, batch, size):
+  def parallel_eval_step(state, batch, size):
     return eval_step(state, batch, size=size, mean=mean, std=std)
 
-  return jax.jit(step, static_argnums=2)
+  return jax.jit(parallel_eval_step, static_argnums=2)
 
 
 def shard_batch(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:

@@ -60,7 +60,16 @@ class Head(nn.Module):
     if self.kind == "gap":
       x = jnp.mean(x, axis=(1, 2))
     elif self.kind == "flatten":
+      spatial = x.shape[1:3]
       x = x.reshape((x.shape[0], -1))
+      if self.has_variable("params", "dense"):
+        expected = self.get_variable("params", "dense")["kernel"].shape[0]
+        if expected != x.shape[-1]:
+          raise ValueError(
+              f"The 'flatten' head was built for {expected} input features but got "
+              f"{x.shape[-1]} (a {spatial[0]}x{spatial[1]} feature map): it only runs at the "
+              "input size it was initialised at. Use head='gap' to run at every size."
+          )
     else:
       raise ValueError(f"head must be one of {HEADS}, got {self.kind!r}.")
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="dense")(x)

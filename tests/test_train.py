@@ -1,0 +1,160 @@
+"""End-to-end training on the smoke config: stages, compiles, evals, checkpoints, resume."""
+
+import json
+import pathlib
+
+import jax
+import numpy as np
+import pytest
+from jax._src import monitoring
+
+from progressive import schedules, train
+from progressive.metrics import read_rows
+
+
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+@pytest.fixture(scope="module")
+def backend_compiles():
+  """Names of the functions XLA compiles while the fixture is alive."""
+  names = []
+
+  def listener(event, duration, **kwargs):
+    del duration
+    if event == BACKEND_COMPILE_EVENT:
+      names.append(kwargs.get("fun_name"))
+
+  monitoring.register_event_duration_secs_listener(listener)
+  yield names
+  monitoring.unregister_event_duration_listener(listener)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, data_dir, backend_compiles):
+  from configs import default
+
+  config = default.get_config("smoke")
+  config.data.data_dir = data_dir
+  config.progress_bar = False
+  workdir = tmp_path_factory.mktemp("smoke")
+  before = len(backend_compiles)
+  summary = train.train_and_evaluate(config, str(workdir))
+  train_compiles = [n for n in backend_compiles[before:] if "parallel_train_step" in n]
+  return config, workdir, summary, train_compiles
+
+
+def test_smoke_run_trains_through_every_stage(smoke_run):
+  config, workdir, summary, _ = smoke_run
+  rows = read_rows(workdir / "metrics.jsonl")
+  train_rows = [r for r in rows if r["event"] == "train"]
+  plan = schedules.stage_plan(config.stages, config.batch_size, 1024)
+  assert summary["step"] == plan[-1].end == 24
+  assert [r["step"] for r in train_rows] == list(range(4, 25, 4))
+  assert [r["stage"] for r in train_rows] == [0, 0, 1, 1, 2, 2]
+  assert [r["size"] for r in train_rows] == [16, 16, 24, 24, 32, 32]
+  for row in train_rows:
+    assert set(row) >= {"step", "stage", "size", "loss", "accuracy", "lr", "momentum", "images_per_sec"}
+    assert row["images_per_sec"] > 0
+  # Loss goes down: the last interval is clearly below the first.
+  assert train_rows[-1]["loss"] < train_rows[0]["loss"] - 0.1
+  # The one-cycle LR peaks inside the run and ends near lr_max / div_final.
+  assert max(r["lr"] for r in train_rows) > 0.5 * config.opt.lr_max
+  assert train_rows[-1]["lr"] < 0.05 * config.opt.lr_max
+
+
+def test_one_compile_per_stage_shape(smoke_run):
+  _, workdir, summary, train_compiles = smoke_run
+  compile_rows = [r for r in read_rows(workdir / "metrics.jsonl") if r["event"] == "compile"]
+  assert [(r["stage"], r["size"], r["batch_size"]) for r in compile_rows] == [
+      (0, 16, 64), (1, 24, 64), (2, 32, 64)
+  ]
+  assert all(r["seconds"] > 0 for r in compile_rows)
+  # Counted by XLA itself, not assumed: one backend compile of the step per stage shape.
+  assert len(train_compiles) == 3
+  assert summary["compile"] == compile_rows
+
+
+def test_eval_rows_for_every_eval_size(smoke_run):
+  config, workdir, _, _ = smoke_run
+  eval_rows = [r for r in read_rows(workdir / "metrics.jsonl") if r["event"] == "eval"]
+  by_step = {}
+  for row in eval_rows:
+    by_step.setdefault(row["step"], []).append(row["size"])
+    assert 0.0 <= row["accuracy"] <= 1.0 and np.isfinite(row["loss"])
+    assert {"accuracy_shape", "accuracy_texture", "split"} <= set(row)
+  assert by_step == {8: [16, 32], 16: [16, 24, 32], 24: [16, 32]}
+  for stage in config.stages:
+    assert stage["size"] in sum(by_step.values(), [])
+
+
+def test_outputs_in_workdir(smoke_run):
+  config, workdir, _, _ = smoke_run
+  assert json.loads((workdir / "config.json").read_text()) == json.loads(config.to_json())
+  assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["16", "24", "8"]
+  assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_second_invocation_does_not_retrain(smoke_run, capsys):
+  config, workdir, _, _ = smoke_run
+  lines_before = (workdir / "metrics.jsonl").read_text()
+  summary = train.train_and_evaluate(config, str(workdir))
+  assert summary["step"] == 24
+  assert "finished run" in capsys.readouterr().out
+  assert (workdir / "metrics.jsonl").read_text() == lines_before
+
+
+def test_workdir_with_another_config_is_refused(smoke_run):
+  config, workdir, _, _ = smoke_run
+  config = config.copy_and_resolve_references()
+  config.model.channels = (8, 16)
+  with pytest.raises(train.ConfigError, match=r"model\.channels"):
+    train.train_and_evaluate(config, str(workdir))
+
+
+class _Killed(Exception):
+  pass
+
+
+def test_interrupted_run_resumes_to_identical_result(smoke_run, smoke_config, tmp_path, monkeypatch):
+  _, _, reference, _ = smoke_run
+  reference_rows = read_rows(smoke_run[1] / "metrics.jsonl")
+  config = smoke_config
+  config.checkpoint_every_steps = 4  # Mid-stage checkpoints, with the data iterator's state.
+  real_save = train.save_checkpoint
+
+  def save_then_die(mngr, step, *args):
+    real_save(mngr, step, *args)
+    if step == 12:  # Mid-way through stage 1.
+      raise _Killed()
+
+  monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+  with pytest.raises(_Killed):
+    train.train_and_evaluate(config, str(tmp_path))
+  monkeypatch.setattr(train, "save_checkpoint", real_save)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+
+  assert summary["step"] == 24
+  # Resumed in stage 1 at step 12: compiled stages 1 and 2 only.
+  assert [(r["stage"], r["step"]) for r in summary["compile"]] == [(1, 12), (2, 16)]
+  jax.tree.map(
+      np.testing.assert_array_equal,
+      jax.device_get(summary["state"].params),
+      jax.device_get(reference["state"].params),
+  )
+  rows = read_rows(tmp_path / "metrics.jsonl")
+
+  def losses(rows):
+    return [(r["step"], r["loss"]) for r in rows if r["event"] == "train"]
+
+  assert losses(rows) == losses(reference_rows)  # No row lost or written twice.
+  evals = [(r["step"], r["size"], r["accuracy"]) for r in rows if r["event"] == "eval"]
+  assert evals == [(r["step"], r["size"], r["accuracy"]) for r in reference_rows if r["event"] == "eval"]
+
+
+def test_non_finite_loss_stops_with_step_and_stage(smoke_config, tmp_path):
+  config = smoke_config
+  config.opt.lr_max = 1e30
+  config.opt.div = 1.0
+  with pytest.raises(train.NonFiniteLossError, match=r"Non-finite loss .* at step \d+ \(stage 0, 16px\)"):
+    train.train_and_evaluate(config, str(tmp_path))
