@@ -62,6 +62,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 200  # 0: checkpoint only at the end of each stage.
   config.max_to_keep = 3  # Checkpoints kept on disk.
   config.progress_bar = True
+  config.skip_nonfinite = False  # True: skip steps with a NaN/inf loss instead of stopping.
+  # Start from the parameters of another run (its workdir or a checkpoint folder).
+  config.init_from = config_dict.placeholder(str)
 
   if arg == "smoke":
     config.data.builder_config = "small"

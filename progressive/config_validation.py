@@ -7,6 +7,8 @@ command-line override fails in a second instead of after a dataset build and a c
 from collections.abc import Mapping
 from typing import Any
 
+from etils import epath
+
 from progressive import models, schedules
 from progressive.data import pipeline
 from progressive.optim import OPTIMIZERS
@@ -131,6 +133,13 @@ def validate(config, num_devices: int) -> None:
       raise ConfigError(f"config.{field} must be an integer >= 0 (0 turns it off), got {config[field]!r}.")
   _positive_int(config.log_every_steps, "config.log_every_steps")
   _positive_int(config.max_to_keep, "config.max_to_keep")
+  if not isinstance(config.skip_nonfinite, bool):
+    raise ConfigError(f"config.skip_nonfinite must be True or False, got {config.skip_nonfinite!r}.")
+  if config.init_from and not epath.Path(config.init_from).exists():
+    raise ConfigError(
+        f"config.init_from={config.init_from!r} does not exist; give the workdir of a "
+        "run (or one of its checkpoint folders) to take parameters from."
+    )
 
   info = pipeline.dataset_info(config.data)
   plan = schedules.stage_plan(config.stages, config.batch_size, info.num_train)

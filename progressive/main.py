@@ -3,6 +3,7 @@
 Kept short on purpose: the logic lives in `progressive.train`, importable in a notebook.
 """
 
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -14,6 +15,7 @@ from progressive.config_validation import ConfigError
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/default.py[:smoke].")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.")
+flags.DEFINE_bool("force", False, "Continue a workdir's run under a changed config.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -23,9 +25,13 @@ def main(argv):
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except ConfigError as e:
-    sys.exit(f"Config error: {e}")
+    summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, force=FLAGS.force)
+  except (ConfigError, train.WorkdirError, train.MemoryLimitError) as e:
+    sys.exit(f"Error: {e}")
+  except train.NonFiniteLossError as e:
+    sys.exit(f"Training stopped: {e}")
+  if "interrupted" in summary:
+    sys.exit(128 + signal.Signals[summary["interrupted"]].value)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import copy
 import dataclasses
 import functools
 import json
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
@@ -22,13 +24,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 from etils import epath
 from flax.training import train_state
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from progressive import models, optim, schedules
+from progressive import checkpoints, models, optim, schedules
 from progressive.config_validation import ConfigError, validate
 from progressive.data import pipeline
 from progressive.data.resize import resize_images
@@ -36,16 +37,6 @@ from progressive.metrics import MetricsWriter, read_rows
 
 AXIS = "batch"
 
-# Fields that may change between invocations on one workdir: they steer the run's
-# bookkeeping, not what it computes.
-RUN_CONTROL_FIELDS = (
-    "progress_bar",
-    "log_every_steps",
-    "eval_every_steps",
-    "checkpoint_every_steps",
-    "max_to_keep",
-    "data.data_dir",
-)
 
 
 class TrainState(train_state.TrainState):
@@ -73,7 +64,16 @@ def create_train_state(model, tx, rng: jax.Array, image_size: int) -> TrainState
   )
 
 
-def train_step(state: TrainState, batch, *, size: int, mean, std, axis_name: str = AXIS):
+def train_step(
+    state: TrainState,
+    batch,
+    *,
+    size: int,
+    mean,
+    std,
+    skip_nonfinite: bool = False,
+    axis_name: str = AXIS,
+):
   """One SGD step on this device's shard of the global batch.
 
   The loss is the mean over the global batch (`pmean` of the local means), so its
@@ -81,6 +81,9 @@ def train_step(state: TrainState, batch, *, size: int, mean, std, axis_name: str
   gradients: under `shard_map`, JAX sums the cotangents of a replicated input over the
   axis itself. Batch-norm statistics are reduced over the axis by the model
   (`bn_axis_name`). N devices thus compute what one device would on the whole batch.
+  With `skip_nonfinite`, a step whose loss or gradients are not finite leaves the
+  parameters, batch statistics and optimiser state as they were (only `step` advances)
+  and counts itself in the `skipped` metric.
   Returns the new state and the step's metrics (scalars, left on the device).
   """
   images = preprocess(batch["image"], size, mean, std)
@@ -97,15 +100,26 @@ def train_step(state: TrainState, batch, *, size: int, mean, std, axis_name: str
     return jax.lax.pmean(loss, axis_name), (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-  state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
-  hyperparams = state.opt_state.hyperparams
+  new_state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
+  hyperparams = new_state.opt_state.hyperparams
   metrics = {
       "loss": loss,
       "accuracy": jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), axis_name),
       "lr": hyperparams["learning_rate"],
       "momentum": hyperparams["momentum"],
   }
-  return state, metrics
+  if skip_nonfinite:
+    finite = jnp.isfinite(loss) & jnp.all(
+        jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+    )
+    kept = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old),
+        (new_state.params, new_state.batch_stats, new_state.opt_state),
+        (state.params, state.batch_stats, state.opt_state),
+    )
+    new_state = new_state.replace(params=kept[0], batch_stats=kept[1], opt_state=kept[2])
+    metrics["skipped"] = 1 - finite.astype(jnp.int32)
+  return new_state, metrics
 
 
 def eval_step(state: TrainState, batch, *, size: int, mean, std):
@@ -122,7 +136,7 @@ def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
   return jax.sharding.Mesh(np.asarray(devices), (AXIS,))
 
 
-def make_train_step(mesh: jax.sharding.Mesh, mean, std) -> Callable:
+def make_train_step(mesh: jax.sharding.Mesh, mean, std, *, skip_nonfinite: bool = False) -> Callable:
   """The data-parallel step, jitted once: `(state, batch, size) -> (state, metrics)`.
 
   `size` is static: each distinct stage size (and batch shape) is its own compile. The
@@ -130,7 +144,9 @@ def make_train_step(mesh: jax.sharding.Mesh, mean, std) -> Callable:
   """
 
   def parallel_train_step(state, batch, size):
-    per_device = functools.partial(train_step, size=size, mean=mean, std=std)
+    per_device = functools.partial(
+        train_step, size=size, mean=mean, std=std, skip_nonfinite=skip_nonfinite
+    )
     return jax.shard_map(
         per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P())
     )(state, batch)
@@ -213,67 +229,104 @@ def evaluate(
   return rows
 
 
-def _flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  flat = {}
-  for key, value in config.items():
-    if isinstance(value, Mapping):
-      flat.update(_flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
+class WorkdirError(RuntimeError):
+  """The workdir cannot hold this run (unwritable, or another run's config)."""
 
 
-def check_workdir_config(workdir: epath.Path, config: ml_collections.ConfigDict) -> None:
-  """Writes `config.json`, or refuses a workdir that holds a run of another config."""
+class MemoryLimitError(RuntimeError):
+  """A stage's compiled step needs more device memory than the device has."""
+
+
+def check_workdir(workdir: epath.Path, config: ml_collections.ConfigDict, *, force: bool = False):
+  """Makes sure `workdir` can take this run, then writes `config.json`.
+
+  A workdir holding another config is refused with the differing fields; with `force`
+  the old `config.json` is kept as `config.<time>.json` and the new one written.
+  """
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / ".write_test"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as e:
+    raise WorkdirError(
+        f"Cannot write to --workdir={workdir} ({e.strerror or e}). Choose a writable "
+        "directory, or fix its permissions."
+    ) from None
   path = workdir / "config.json"
   new = json.loads(config.to_json())
   if path.exists():
-    old = _flatten(json.loads(path.read_text()))
-    new_flat = _flatten(new)
-    differing = sorted(
-        k for k in set(old) | set(new_flat)
-        if k not in RUN_CONTROL_FIELDS and old.get(k) != new_flat.get(k)
-    )
-    if differing:
-      details = "; ".join(f"{k}: {old.get(k)!r} -> {new_flat.get(k)!r}" for k in differing)
-      raise ConfigError(
+    old = json.loads(path.read_text())
+    differences = checkpoints.config_differences(old, new, ignore=checkpoints.RUN_CONTROL_FIELDS)
+    if differences and not force:
+      details = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in differences.items())
+      raise WorkdirError(
           f"{workdir} holds a run with a different config ({details}). Use a new "
-          "--workdir, or rerun with the config stored in its config.json."
+          "--workdir, rerun with the config in its config.json, or pass --force to "
+          "continue this run under the new config."
       )
-  workdir.mkdir(parents=True, exist_ok=True)
+    if differences:
+      backup = workdir / f"config.{time.strftime('%Y%m%d-%H%M%S')}.json"
+      path.rename(backup)
+      print(f"--force: the previous config is kept as {backup}.")
   path.write_text(json.dumps(new, indent=2) + "\n")
 
 
-def checkpoint_manager(workdir: epath.Path, max_to_keep: int) -> ocp.CheckpointManager:
-  return ocp.CheckpointManager(
-      workdir / "checkpoints",
-      options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
+def device_memory_limit() -> int | None:
+  """Bytes of memory on the first local device, where the backend reports it (GPU, TPU)."""
+  stats = jax.local_devices()[0].memory_stats()
+  return stats.get("bytes_limit") if stats else None
+
+
+def check_memory(compiled, stage: schedules.Stage) -> None:
+  """Refuses a compiled step that cannot fit in device memory, before it runs."""
+  limit = device_memory_limit()
+  analysis = compiled.memory_analysis()
+  if limit is None or analysis is None:
+    return
+  needed = (
+      analysis.argument_size_in_bytes
+      + analysis.output_size_in_bytes
+      + analysis.temp_size_in_bytes
+      - analysis.alias_size_in_bytes
   )
+  if needed > limit:
+    raise MemoryLimitError(
+        f"Stage {stage.index} ({stage.size}px, batch {stage.batch_size}) needs about "
+        f"{needed / 2**30:.2f} GiB per device but the device has {limit / 2**30:.2f} GiB. "
+        f"Lower config.stages[{stage.index}].batch_size, or use "
+        "--config.model.dtype=bfloat16."
+    )
 
 
-def save_checkpoint(mngr: ocp.CheckpointManager, step: int, state, data_state, stage: int):
-  """Saves the train state, the data iterator's state and the stage at `step`."""
-  mngr.save(
-      step,
-      args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state),
-          data=ocp.args.JsonSave(data_state),
-          meta=ocp.args.JsonSave({"step": step, "stage": stage}),
-      ),
-  )
+class _StopSignals:
+  """Turns SIGTERM and SIGINT into a request to checkpoint at the next step boundary.
 
+  A second SIGINT interrupts at once. Handlers are only installed from the main thread
+  (Python allows no other) and are restored on exit.
+  """
 
-def restore_checkpoint(mngr: ocp.CheckpointManager, step: int, state):
-  """Restores what `save_checkpoint` wrote, laid out like `state`."""
-  restored = mngr.restore(
-      step,
-      args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(state),
-          data=ocp.args.JsonRestore(),
-          meta=ocp.args.JsonRestore(),
-      ),
-  )
-  return restored.state, restored.data, restored.meta
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signum == signal.SIGINT and signum == signal.SIGINT:
+      raise KeyboardInterrupt
+    self.signum = signum
+    print(f"\nReceived {signal.Signals(signum).name}: saving a checkpoint at the next step.")
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
+    return self
+
+  def __exit__(self, *exc):
+    for s, handler in self._previous.items():
+      signal.signal(s, handler)
 
 
 @dataclasses.dataclass
@@ -302,37 +355,62 @@ class _Progress:
       self._bar.close()
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Trains through every stage of `config`, resuming from `workdir` if it holds a run.
+class _TrainMetrics:
+  """Step metrics left on the device until fetched: every N steps, or before a
+  checkpoint or an evaluation, so a checkpoint never holds a non-finite state."""
 
-  Returns a summary: the final step, the last eval rows and the compile rows of this
-  invocation.
-  """
-  validate(config, jax.device_count())
-  workdir = epath.Path(workdir)
-  check_workdir_config(workdir, config)
+  def __init__(self, writer: MetricsWriter):
+    self._writer = writer
+    self._pending = []
+    self._since = time.perf_counter()
+    self.last_finite_loss = None
 
-  info = pipeline.dataset_info(config.data)
-  plan = schedules.stage_plan(config.stages, config.batch_size, info.num_train)
-  total_steps = plan[-1].end
-  mngr = checkpoint_manager(workdir, config.max_to_keep)
-  latest = mngr.latest_step()
-  if latest is not None and latest >= total_steps:
-    print(f"{workdir} holds a finished run ({latest}/{total_steps} steps); nothing to train.")
-    rows = read_rows(workdir / "metrics.jsonl")
-    mngr.close()
-    return {
-        "step": latest,
-        "eval": [r for r in rows if r["event"] == "eval" and r["step"] == latest],
-        "compile": [],
-    }
+  def add(self, metrics) -> None:
+    self._pending.append(metrics)
 
-  train_arrays = pipeline.load_split(config.data, "train")
-  test_arrays = pipeline.load_split(config.data, "test")
+  def flush(self, step: int, stage: schedules.Stage, progress: _Progress) -> None:
+    if not self._pending:
+      return
+    fetched = jax.device_get(self._pending)
+    elapsed = time.perf_counter() - self._since
+    first = step - len(fetched) + 1
+    for offset, m in enumerate(fetched):
+      loss = float(m["loss"])
+      if np.isfinite(loss):
+        self.last_finite_loss = loss
+      elif not m.get("skipped"):
+        raise NonFiniteLossError(
+            f"Non-finite loss {loss} at step {first + offset} (stage {stage.index}, "
+            f"{stage.size}px); the last finite loss was {self.last_finite_loss}. The last "
+            "checkpoint holds the state before it. Lower config.opt.lr_max, or set "
+            "config.skip_nonfinite=True to skip such steps."
+        )
+    row = dict(
+        step=step,
+        stage=stage.index,
+        size=stage.size,
+        loss=float(np.mean([m["loss"] for m in fetched])),
+        accuracy=float(np.mean([m["accuracy"] for m in fetched])),
+        lr=float(fetched[-1]["lr"]),
+        momentum=float(fetched[-1]["momentum"]),
+        images_per_sec=len(fetched) * stage.batch_size / elapsed,
+        num_steps=len(fetched),  # The row averages steps (step - num_steps, step].
+    )
+    if "skipped" in fetched[0]:
+      row["skipped"] = int(sum(int(m["skipped"]) for m in fetched))
+    self._writer.write("train", **row)
+    progress.update(
+        len(fetched), loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}",
+        img_s=f"{row['images_per_sec']:.0f}",
+    )
+    self._pending = []
+    self._since = time.perf_counter()
 
-  mesh = make_mesh()
-  replicated = NamedSharding(mesh, P())
-  batch_sharding = NamedSharding(mesh, P(AXIS))
+  def restart_clock(self) -> None:
+    self._since = time.perf_counter()
+
+
+def _build_state(config, info: pipeline.DatasetInfo, plan, mesh):
   model = models.build(config.model, num_classes=info.num_classes, bn_axis_name=AXIS)
   lr_fn, momentum_fn = schedules.make_schedules(
       plan,
@@ -345,110 +423,155 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   )
   tx = optim.make_optimizer(config.opt, lr_fn, momentum_fn)
   state = create_train_state(model, tx, jax.random.key(config.seed), plan[0].size)
-  state = jax.device_put(state, replicated)
+  return jax.device_put(state, NamedSharding(mesh, P()))
 
+
+def _abstract_batch(stage: schedules.Stage, image_size: int, sharding: NamedSharding) -> dict:
+  shape = (stage.batch_size, image_size, image_size, 3)
+  return {
+      "image": jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=sharding),
+      "label": jax.ShapeDtypeStruct((stage.batch_size,), jnp.int32, sharding=sharding),
+  }
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict, workdir: str, *, force: bool = False
+) -> dict[str, Any]:
+  """Trains through every stage of `config`, resuming from `workdir` if it holds a run.
+
+  Returns a summary: the final `step`, the last `eval` rows, the `compile` rows of this
+  invocation, the final `state`, and `interrupted` (the signal name) if SIGTERM or
+  SIGINT stopped it after a checkpoint.
+  """
+  validate(config, jax.device_count())
+  workdir = epath.Path(workdir)
+  check_workdir(workdir, config, force=force)
+  config_json = json.loads(config.to_json())
+
+  info = pipeline.dataset_info(config.data)
+  plan = schedules.stage_plan(config.stages, config.batch_size, info.num_train)
+  total_steps = plan[-1].end
+  mesh = make_mesh()
+  batch_sharding = NamedSharding(mesh, P(AXIS))
+  state = _build_state(config, info, plan, mesh)
+
+  mngr = checkpoints.manager(workdir, config.max_to_keep)
   step, data_state, data_stage = 0, None, None
-  if latest is not None:
-    state, data_state, meta = restore_checkpoint(mngr, latest, state)
+  restored = checkpoints.restore_latest(mngr, workdir, state, config_json)
+  if restored is not None:
+    state, data_state, meta = restored
     step, data_stage = int(meta["step"]), int(meta["stage"])
+  elif config.init_from:
+    state = checkpoints.init_from(config.init_from, state)
+    print(f"Initialised parameters from {config.init_from}.")
+  if step >= total_steps:
+    print(f"{workdir} holds a finished run ({step}/{total_steps} steps); nothing to train.")
+    rows = read_rows(workdir / "metrics.jsonl")
+    mngr.close()
+    return {
+        "step": step,
+        "eval": [r for r in rows if r["event"] == "eval" and r["step"] == step],
+        "compile": [],
+        "state": state,
+    }
+  if step:
     print(f"Resuming {workdir} from step {step} (stage {data_stage}).")
 
+  train_arrays = pipeline.load_split(config.data, "train")
+  test_arrays = pipeline.load_split(config.data, "test")
+
   writer = MetricsWriter(workdir, resume_step=step)
-  p_train_step = make_train_step(mesh, info.mean, info.std)
+  p_train_step = make_train_step(
+      mesh, info.mean, info.std, skip_nonfinite=config.skip_nonfinite
+  )
   p_eval_step = make_eval_step(info.mean, info.std)
   compiled: dict[tuple[int, int], Any] = {}
-  compile_rows, eval_rows = [], []
-  eval_kwargs = dict(batch_size=config.eval_batch_size, sharding=batch_sharding, info=info)
+  summary = {"step": step, "eval": [], "compile": [], "state": state}
 
   def run_eval(stage: schedules.Stage):
     sizes = sorted({stage.size, *config.eval_sizes})
-    rows = evaluate(state, p_eval_step, test_arrays, sizes, **eval_kwargs)
+    rows = evaluate(
+        state, p_eval_step, test_arrays, sizes,
+        batch_size=config.eval_batch_size, sharding=batch_sharding, info=info,
+    )
     for row in rows:
       writer.write("eval", step=step, stage=stage.index, split="test", **row)
     return rows
 
+  def save(stage: schedules.Stage, data_state):
+    checkpoints.save(mngr, step, state, data_state, stage=stage.index, config_json=config_json)
+
   try:
-    for stage in plan:
-      if step >= stage.end:
-        continue
-      key = (stage.size, stage.batch_size)
-      if key not in compiled:
-        abstract_batch = {
-            "image": jax.ShapeDtypeStruct(
-                (stage.batch_size, info.image_size, info.image_size, 3), jnp.uint8,
-                sharding=batch_sharding,
-            ),
-            "label": jax.ShapeDtypeStruct((stage.batch_size,), jnp.int32, sharding=batch_sharding),
-        }
-        start = time.perf_counter()
-        compiled[key] = p_train_step.lower(state, abstract_batch, stage.size).compile()
-        seconds = time.perf_counter() - start
-        compile_rows.append(
-            writer.write(
-                "compile", step=step, stage=stage.index, size=stage.size,
-                batch_size=stage.batch_size, seconds=seconds,
-            )
-        )
-      step_fn = compiled[key]
-
-      dataset = pipeline.train_dataset(
-          train_arrays, stage.batch_size, seed=config.seed * 1009 + stage.index
-      )
-      iterator = iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
-      if data_state is not None and data_stage == stage.index:
-        iterator.set_state(data_state)
-      batches = DevicePrefetch(iterator, batch_sharding)
-
-      progress = _Progress(
-          stage.num_steps, step - stage.start, f"stage {stage.index} ({stage.size}px)",
-          config.progress_bar,
-      )
-      pending, interval_start = [], time.perf_counter()
-      while step < stage.end:
-        state, metrics = step_fn(state, next(batches))
-        step += 1
-        pending.append(metrics)
-        if step % config.log_every_steps == 0 or step == stage.end:
-          fetched = jax.device_get(pending)
-          elapsed = time.perf_counter() - interval_start
-          losses = [float(m["loss"]) for m in fetched]
-          for offset, loss in enumerate(losses):
-            if not np.isfinite(loss):
-              raise NonFiniteLossError(
-                  f"Non-finite loss {loss} at step {step - len(losses) + offset + 1} "
-                  f"(stage {stage.index}, {stage.size}px)."
+    with _StopSignals() as stop:
+      for stage in plan:
+        if step >= stage.end:
+          continue
+        key = (stage.size, stage.batch_size)
+        if key not in compiled:
+          start = time.perf_counter()
+          lowered = p_train_step.lower(state, _abstract_batch(stage, info.image_size, batch_sharding), stage.size)
+          compiled[key] = lowered.compile()
+          seconds = time.perf_counter() - start
+          check_memory(compiled[key], stage)
+          summary["compile"].append(
+              writer.write(
+                  "compile", step=step, stage=stage.index, size=stage.size,
+                  batch_size=stage.batch_size, seconds=seconds,
               )
-          row = writer.write(
-              "train",
-              step=step,
-              stage=stage.index,
-              size=stage.size,
-              loss=float(np.mean(losses)),
-              accuracy=float(np.mean([m["accuracy"] for m in fetched])),
-              lr=float(fetched[-1]["lr"]),
-              momentum=float(fetched[-1]["momentum"]),
-              images_per_sec=len(fetched) * stage.batch_size / elapsed,
           )
-          progress.update(
-              len(fetched), loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}",
-              img_s=f"{row['images_per_sec']:.0f}",
-          )
-          pending, interval_start = [], time.perf_counter()
-        if config.eval_every_steps and step % config.eval_every_steps == 0 and step < stage.end:
-          run_eval(stage)
-        if (
-            config.checkpoint_every_steps
-            and step % config.checkpoint_every_steps == 0
-            and step < stage.end
-        ):
-          save_checkpoint(mngr, step, state, batches.state, stage.index)
-      progress.close()
-      eval_rows = run_eval(stage)
-      save_checkpoint(mngr, step, state, batches.state, stage.index)
-      summary = ", ".join(f"{r['size']}px {r['accuracy']:.3f}" for r in eval_rows)
-      print(f"Stage {stage.index} ({stage.size}px) done at step {step}: test accuracy {summary}")
+          print(f"Compiled stage {stage.index} ({stage.size}px, batch {stage.batch_size}) in {seconds:.1f}s.")
+        step_fn = compiled[key]
+
+        dataset = pipeline.train_dataset(
+            train_arrays, stage.batch_size, seed=config.seed * 1009 + stage.index
+        )
+        iterator = iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
+        if data_state is not None and data_stage == stage.index:
+          iterator.set_state(data_state)
+        batches = DevicePrefetch(iterator, batch_sharding)
+        progress = _Progress(
+            stage.num_steps, step - stage.start, f"stage {stage.index} ({stage.size}px)",
+            config.progress_bar,
+        )
+        metrics = _TrainMetrics(writer)
+        while step < stage.end:
+          state, step_metrics = step_fn(state, next(batches))
+          step += 1
+          metrics.add(step_metrics)
+          if step % config.log_every_steps == 0 or step == stage.end:
+            metrics.flush(step, stage, progress)
+          if stop.signum is not None and step < stage.end:
+            metrics.flush(step, stage, progress)
+            save(stage, batches.state)
+            mngr.wait_until_finished()
+            progress.close()
+            name = signal.Signals(stop.signum).name
+            print(
+                f"Stopped by {name} at step {step} (stage {stage.index}); checkpoint saved "
+                f"in {workdir / 'checkpoints'}. Run the same command again to resume."
+            )
+            summary.update(step=step, state=state, interrupted=name)
+            return summary
+          if config.eval_every_steps and step % config.eval_every_steps == 0 and step < stage.end:
+            metrics.flush(step, stage, progress)
+            run_eval(stage)
+            metrics.restart_clock()
+          if (
+              config.checkpoint_every_steps
+              and step % config.checkpoint_every_steps == 0
+              and step < stage.end
+          ):
+            metrics.flush(step, stage, progress)
+            save(stage, batches.state)
+            metrics.restart_clock()
+        progress.close()
+        summary["eval"] = run_eval(stage)
+        save(stage, batches.state)
+        accuracies = ", ".join(f"{r['size']}px {r['accuracy']:.3f}" for r in summary["eval"])
+        print(f"Stage {stage.index} ({stage.size}px) done at step {step}: test accuracy {accuracies}")
   finally:
     mngr.wait_until_finished()
     mngr.close()
     writer.close()
-  return {"step": step, "eval": eval_rows, "compile": compile_rows, "state": state}
+  summary.update(step=step, state=state)
+  return summary

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax._src import monitoring
 
-from progressive import schedules, train
+from progressive import checkpoints, schedules, train
 from progressive.metrics import read_rows
 
 
@@ -108,7 +108,7 @@ def test_workdir_with_another_config_is_refused(smoke_run):
   config, workdir, _, _ = smoke_run
   config = config.copy_and_resolve_references()
   config.model.channels = (8, 16)
-  with pytest.raises(train.ConfigError, match=r"model\.channels"):
+  with pytest.raises(train.WorkdirError, match=r"model\.channels"):
     train.train_and_evaluate(config, str(workdir))
 
 
@@ -121,17 +121,17 @@ def test_interrupted_run_resumes_to_identical_result(smoke_run, smoke_config, tm
   reference_rows = read_rows(smoke_run[1] / "metrics.jsonl")
   config = smoke_config
   config.checkpoint_every_steps = 4  # Mid-stage checkpoints, with the data iterator's state.
-  real_save = train.save_checkpoint
+  real_save = checkpoints.save
 
-  def save_then_die(mngr, step, *args):
-    real_save(mngr, step, *args)
+  def save_then_die(mngr, step, *args, **kwargs):
+    real_save(mngr, step, *args, **kwargs)
     if step == 12:  # Mid-way through stage 1.
       raise _Killed()
 
-  monkeypatch.setattr(train, "save_checkpoint", save_then_die)
+  monkeypatch.setattr(checkpoints, "save", save_then_die)
   with pytest.raises(_Killed):
     train.train_and_evaluate(config, str(tmp_path))
-  monkeypatch.setattr(train, "save_checkpoint", real_save)
+  monkeypatch.setattr(checkpoints, "save", real_save)
   summary = train.train_and_evaluate(config, str(tmp_path))
 
   assert summary["step"] == 24

@@ -1,0 +1,301 @@
+"""Faults a real run meets: kills, signals, corrupt checkpoints, bad workdirs, NaNs.
+
+The reference for "nothing lost" is an uninterrupted run of the same config: on the CPU
+with the same device count, a resumed run must end with bitwise the same parameters
+and the same metrics rows.
+"""
+
+import os
+import pathlib
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from progressive import checkpoints, train
+from progressive.config_validation import ConfigError
+from progressive.metrics import read_rows
+
+REPO = pathlib.Path(__file__).parents[1]
+
+
+def _final_params(workdir: pathlib.Path):
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  state = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(steps[-1]) / "state")
+  return steps[-1], state["params"]
+
+
+def _assert_same_params(a, b):
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), jax.device_get(b))
+
+
+def _train_rows(workdir):
+  return [(r["step"], r["stage"], r["loss"]) for r in read_rows(workdir / "metrics.jsonl") if r["event"] == "train"]
+
+
+def _eval_rows(workdir):
+  return [(r["step"], r["size"], r["accuracy"]) for r in read_rows(workdir / "metrics.jsonl") if r["event"] == "eval"]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir):
+  """An uninterrupted smoke run, checkpointing every 4 steps."""
+  from configs import default
+
+  config = default.get_config("smoke")
+  config.data.data_dir = data_dir
+  config.progress_bar = False
+  config.checkpoint_every_steps = 4
+  workdir = tmp_path_factory.mktemp("reference")
+  train.train_and_evaluate(config, str(workdir))
+  return config, workdir
+
+
+def test_sigterm_checkpoints_at_the_next_step_and_resumes_exactly(reference, tmp_path, monkeypatch):
+  config, ref_dir = reference
+  config = config.copy_and_resolve_references()
+  real_next = train.DevicePrefetch.__next__
+  calls = {"n": 0}
+
+  def next_then_signal(self):
+    calls["n"] += 1
+    if calls["n"] == 10:  # While step 10 is being taken, as a scheduler would.
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real_next(self)
+
+  monkeypatch.setattr(train.DevicePrefetch, "__next__", next_then_signal)
+  handler_before = signal.getsignal(signal.SIGTERM)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  monkeypatch.undo()
+  assert summary["interrupted"] == "SIGTERM"
+  assert summary["step"] == 10  # Stopped at the step boundary, in stage 1.
+  assert checkpoints.manager(tmp_path, 3).latest_step() == 10
+  assert signal.getsignal(signal.SIGTERM) is handler_before  # Handlers restored.
+
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["step"] == 24 and "interrupted" not in summary
+  _assert_same_params(_final_params(tmp_path)[1], _final_params(ref_dir)[1])
+  # The signal flushed a row at step 10, splitting the interval (8, 12]; every step is
+  # still in exactly one row, and the rows away from the split are the reference's.
+  rows = [r for r in read_rows(tmp_path / "metrics.jsonl") if r["event"] == "train"]
+  covered = sorted(s for r in rows for s in range(r["step"] - r["num_steps"] + 1, r["step"] + 1))
+  assert covered == list(range(1, 25))
+  assert [r for r in _train_rows(tmp_path) if r[0] not in (10, 12)] == [
+      r for r in _train_rows(ref_dir) if r[0] != 12
+  ]
+  assert _eval_rows(tmp_path) == _eval_rows(ref_dir)
+
+
+def _corrupt_state(step_dir: pathlib.Path):
+  for path in (step_dir / "state").rglob("*"):
+    if path.is_file() and path.parent.name == "d":
+      data = path.read_bytes()
+      path.write_bytes(data[: len(data) // 2])
+
+
+def test_corrupt_latest_checkpoint_falls_back_and_is_kept(reference, tmp_path, capsys):
+  config, ref_dir = reference
+  workdir = tmp_path / "run"
+  shutil.copytree(ref_dir, workdir)
+  _corrupt_state(workdir / "checkpoints" / "24")
+  summary = train.train_and_evaluate(config, str(workdir))
+  out = capsys.readouterr().out
+  assert "checkpoints/24 cannot be restored" in out
+  kept = list((workdir / checkpoints.CORRUPT_DIR).iterdir())
+  assert [p.name.split("-")[0] for p in kept] == ["24"]  # Moved aside, not deleted.
+  assert "Resuming" in out and "from step 20" in out
+  assert summary["step"] == 24
+  _assert_same_params(_final_params(workdir)[1], _final_params(ref_dir)[1])
+  assert _train_rows(workdir) == _train_rows(ref_dir)
+
+
+def test_unreadable_meta_falls_back(reference, tmp_path, capsys):
+  config, ref_dir = reference
+  workdir = tmp_path / "run"
+  shutil.copytree(ref_dir, workdir)
+  (workdir / "checkpoints" / "24" / "meta" / "metadata").write_text("{not json")
+  assert train.train_and_evaluate(config, str(workdir))["step"] == 24
+  assert "checkpoints/24 cannot be restored" in capsys.readouterr().out
+
+
+def test_half_written_checkpoint_is_never_restored(reference, tmp_path):
+  config, ref_dir = reference
+  workdir = tmp_path / "run"
+  shutil.copytree(ref_dir, workdir)
+  shutil.rmtree(workdir / "checkpoints" / "24")
+  # What a kill during a write leaves: orbax's temporary folder, never renamed.
+  partial = workdir / "checkpoints" / "24.orbax-checkpoint-tmp-1700000000"
+  shutil.copytree(ref_dir / "checkpoints" / "24", partial)
+  _corrupt_state(partial)
+  summary = train.train_and_evaluate(config, str(workdir))
+  assert summary["step"] == 24
+  assert summary["compile"][0]["step"] == 20  # Resumed from the last complete one.
+  _assert_same_params(_final_params(workdir)[1], _final_params(ref_dir)[1])
+
+
+def test_checkpoint_from_another_config_names_the_field(reference, tmp_path):
+  config, ref_dir = reference
+  workdir = tmp_path / "run"
+  shutil.copytree(ref_dir, workdir)
+  other = config.copy_and_resolve_references()
+  other.model.channels = (8, 16, 64)
+  with pytest.raises(train.WorkdirError, match=r"model\.channels: \[8, 16, 32\] -> \[8, 16, 64\]"):
+    train.train_and_evaluate(other, str(workdir))
+  # With --force the config is accepted, but the checkpoint is not silently mixed in.
+  with pytest.raises(ConfigError, match=r"model\.channels: \[8, 16, 32\] in the checkpoint, \[8, 16, 64\] now"):
+    train.train_and_evaluate(other, str(workdir), force=True)
+  assert list(workdir.glob("config.*.json"))  # The previous config.json is kept.
+
+
+def test_init_from_takes_parameters_only(reference, tmp_path):
+  config, ref_dir = reference
+  _, ref_params = _final_params(ref_dir)
+  info_state = train._build_state(  # pylint: disable=protected-access
+      config, _info(config), _plan(config), train.make_mesh()
+  )
+  state = checkpoints.init_from(str(ref_dir), info_state)
+  _assert_same_params(state.params, ref_params)
+  assert int(state.step) == 0  # Optimiser state and step start afresh.
+  other = config.copy_and_resolve_references()
+  other.model.channels = (8, 16, 64)
+  other_state = train._build_state(other, _info(other), _plan(other), train.make_mesh())  # pylint: disable=protected-access
+  with pytest.raises(ConfigError, match=r"does not fit this model: params\.conv2\.\S+ has shape \[(3, 3, 16, )?32\] there and \[(3, 3, 16, )?64\] here"):
+    checkpoints.init_from(str(ref_dir), other_state)
+
+
+def _info(config):
+  from progressive.data import pipeline
+
+  return pipeline.dataset_info(config.data)
+
+
+def _plan(config):
+  from progressive import schedules
+
+  return schedules.stage_plan(config.stages, config.batch_size, _info(config).num_train)
+
+
+def test_unwritable_workdir(smoke_config, tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  with pytest.raises(train.WorkdirError, match="Cannot write to --workdir"):
+    train.train_and_evaluate(smoke_config, str(blocker / "run"))
+
+
+def test_stage_that_cannot_fit_in_device_memory(smoke_config, tmp_path, monkeypatch):
+  monkeypatch.setattr(train, "device_memory_limit", lambda: 1024)
+  with pytest.raises(train.MemoryLimitError, match=r"Stage 0 \(16px, batch 64\) needs about .* GiB per device but the device has 0.00 GiB"):
+    train.train_and_evaluate(smoke_config, str(tmp_path))
+  assert not [r for r in read_rows(tmp_path / "metrics.jsonl") if r["event"] == "train"]
+
+
+def test_non_finite_steps_can_be_skipped(smoke_config, tmp_path):
+  config = smoke_config
+  config.opt.lr_max = 1e30
+  config.opt.div = 1.0
+  config.skip_nonfinite = True
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  rows = [r for r in read_rows(tmp_path / "metrics.jsonl") if r["event"] == "train"]
+  assert summary["step"] == 24
+  assert sum(r["skipped"] for r in rows) >= 1
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(summary["state"].params)))
+
+
+# Kill tests: the real command in a subprocess, SIGKILLed, then run again.
+
+KILL_CONFIG = """
+from configs import default
+
+def get_config(arg=None):
+  config = default.get_config("smoke")
+  config.data.data_dir = {data_dir!r}
+  config.progress_bar = False
+  config.stages = [dict(size=16, steps=40), dict(size=24, steps=40), dict(size=32, steps=20)]
+  config.checkpoint_every_steps = 5
+  config.log_every_steps = 5
+  return config
+"""
+
+
+def _command(config_path, workdir):
+  return [sys.executable, "-m", "progressive.main", f"--config={config_path}", f"--workdir={workdir}"]
+
+
+def _run(config_path, workdir):
+  result = subprocess.run(
+      _command(config_path, workdir), cwd=REPO, capture_output=True, text=True, timeout=300
+  )
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result
+
+
+def _kill_when(config_path, workdir, ready, timeout=240):
+  """Starts the run, SIGKILLs it as soon as `ready(workdir)` holds; returns whether it did."""
+  process = subprocess.Popen(
+      _command(config_path, workdir), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
+  deadline = time.time() + timeout
+  try:
+    while process.poll() is None and time.time() < deadline:
+      if ready(workdir):
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        return True
+      time.sleep(0.005)
+  finally:
+    if process.poll() is None:
+      process.kill()
+      process.wait()
+  return False
+
+
+def _steps(workdir):
+  path = workdir / "checkpoints"
+  return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit()) if path.exists() else []
+
+
+def _writing(workdir):
+  path = workdir / "checkpoints"
+  return path.exists() and any("orbax-checkpoint-tmp" in p.name for p in path.iterdir()) and bool(_steps(workdir))
+
+
+def _compiled_stage_1(workdir):
+  rows = read_rows(workdir / "metrics.jsonl") if (workdir / "metrics.jsonl").exists() else []
+  return any(r["event"] == "compile" and r["stage"] == 1 for r in rows if r.get("event"))
+
+
+@pytest.fixture(scope="module")
+def kill_setup(tmp_path_factory, data_dir):
+  root = tmp_path_factory.mktemp("kill")
+  config_path = root / "kill_config.py"
+  config_path.write_text(textwrap.dedent(KILL_CONFIG.format(data_dir=data_dir)))
+  reference_dir = root / "reference"
+  _run(config_path, reference_dir)
+  return config_path, reference_dir
+
+
+@pytest.mark.parametrize(
+    "moment,ready",
+    [
+        ("during a stage", lambda w: 15 in _steps(w)),
+        ("during a checkpoint write", _writing),
+        ("at a stage switch", _compiled_stage_1),
+    ],
+)
+def test_sigkill_then_rerun_ends_identical(kill_setup, tmp_path, moment, ready):
+  config_path, reference_dir = kill_setup
+  workdir = tmp_path / "run"
+  assert _kill_when(config_path, workdir, ready), f"the run finished before the kill {moment}"
+  assert 100 not in _steps(workdir)  # Killed before the end.
+  _run(config_path, workdir)
+  assert _final_params(workdir)[0] == 100
+  _assert_same_params(_final_params(workdir)[1], _final_params(reference_dir)[1])
+  assert _train_rows(workdir) == _train_rows(reference_dir)
+  assert _eval_rows(workdir) == _eval_rows(reference_dir)
