@@ -66,6 +66,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Start from the parameters of another run (its workdir or a checkpoint folder).
   config.init_from = config_dict.placeholder(str)
 
+  # Multi-process runs (several hosts, or processes on one): each process reads its own
+  # shard of the data. `initialize=True` alone lets JAX read the cluster from the
+  # environment (Cloud TPU, Slurm, ...); else give all three fields below.
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.initialize = False
+  config.distributed.coordinator_address = config_dict.placeholder(str)  # "host:port"
+  config.distributed.num_processes = config_dict.placeholder(int)
+  config.distributed.process_id = config_dict.placeholder(int)
+
   if arg == "smoke":
     config.data.builder_config = "small"
     config.model.channels = (8, 16, 32)

@@ -16,6 +16,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from etils import epath
+from jax.experimental import multihost_utils
 
 from progressive.config_validation import ConfigError
 
@@ -30,6 +31,10 @@ RUN_CONTROL_FIELDS = (
     "checkpoint_every_steps",
     "max_to_keep",
     "data.data_dir",
+    "distributed.initialize",
+    "distributed.coordinator_address",
+    "distributed.num_processes",
+    "distributed.process_id",
 )
 # Fields a checkpoint can be resumed under when they change (with --force): they change
 # what is still to come, not the shape or meaning of the saved state.
@@ -86,14 +91,17 @@ def _quarantine(mngr: ocp.CheckpointManager, workdir: epath.Path, step: int, err
   """Moves an unreadable checkpoint out of orbax's sight, keeping every byte of it."""
   source = workdir / "checkpoints" / str(step)
   target = workdir / CORRUPT_DIR / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-  target.parent.mkdir(parents=True, exist_ok=True)
-  source.rename(target)
-  message = (
-      f"Checkpoint {source} cannot be restored ({type(error).__name__}: {error}). "
-      f"Moved it to {target} and falling back to the previous checkpoint."
-  )
-  logging.warning(message)
-  print(f"WARNING: {message}")
+  if jax.process_index() == 0:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    source.rename(target)
+    message = (
+        f"Checkpoint {source} cannot be restored ({type(error).__name__}: {error}). "
+        f"Moved it to {target} and falling back to the previous checkpoint."
+    )
+    logging.warning(message)
+    print(f"WARNING: {message}")
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"quarantine checkpoint {step}")
   mngr.reload()
 
 

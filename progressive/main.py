@@ -24,6 +24,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
+  train.initialize_distributed(FLAGS.config.distributed)
   try:
     summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, force=FLAGS.force)
   except (ConfigError, train.WorkdirError, train.MemoryLimitError) as e:

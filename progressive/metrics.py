@@ -23,11 +23,19 @@ def read_rows(path) -> list[dict[str, Any]]:
 class MetricsWriter:
   """Appends rows to `workdir/metrics.jsonl` and mirrors scalars to TensorBoard."""
 
-  def __init__(self, workdir, *, resume_step: int = 0):
-    """Opens the writer; rows past `resume_step` (left by a killed run) are dropped."""
+  def __init__(self, workdir, *, resume_step: int = 0, active: bool = True):
+    """Opens the writer; rows past `resume_step` (left by a killed run) are dropped.
+
+    An inactive writer (processes other than the first) writes nothing.
+    """
     self.path = epath.Path(workdir) / "metrics.jsonl"
+    self.active = active
+    if not active:
+      return
     rows = [r for r in read_rows(self.path) if r.get("step", 0) <= resume_step]
-    self.path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp = self.path.parent / (self.path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    tmp.replace(self.path)
     self._file = self.path.open("a")
     from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
 
@@ -35,6 +43,8 @@ class MetricsWriter:
 
   def write(self, event: str, **fields) -> dict[str, Any]:
     row = {"event": event, **fields}
+    if not self.active:
+      return row
     self._file.write(json.dumps(row) + "\n")
     self._file.flush()
     step = fields.get("step", 0)
@@ -51,5 +61,7 @@ class MetricsWriter:
       self.write(event, **row)
 
   def close(self) -> None:
+    if not self.active:
+      return
     self._file.close()
     self._tb.close()

@@ -11,6 +11,7 @@ import copy
 import dataclasses
 import functools
 import json
+import os
 import signal
 import threading
 import time
@@ -26,6 +27,7 @@ import numpy as np
 import optax
 from etils import epath
 from flax.training import train_state
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -210,23 +212,60 @@ def evaluate(
     batch_size: int,
     sharding: NamedSharding,
     info: pipeline.DatasetInfo,
+    num_examples: int | None = None,
 ) -> list[dict[str, Any]]:
-  """Accuracy and loss on a split at each size, with per-family accuracy if known."""
+  """Accuracy and loss on a split at each size, with per-family accuracy if known.
+
+  `arrays` is this process's shard of the split and `batch_size` the global eval batch;
+  in a multi-process run `num_examples` (the whole split) fixes how many batches every
+  process runs, and the per-example results are gathered from all processes.
+  """
+  processes = jax.process_count()
+  local_batch = batch_size // processes
+  per_process = -(-(num_examples or len(arrays["label"])) // processes)
+  num_batches = -(-per_process // local_batch)
   rows = []
   for size in sizes:
-    predictions, losses = [], []
-    for batch in pipeline.eval_batches(arrays, batch_size):
-      mask = batch.pop("mask")
-      out = jax.device_get(eval_fn(state, shard_batch(batch, sharding), size))
-      predictions.append(out["prediction"][mask])
-      losses.append(out["loss"][mask])
-    correct = np.concatenate(predictions) == arrays["label"]
-    row = {"size": int(size), "accuracy": float(correct.mean()), "loss": float(np.concatenate(losses).mean())}
+    results = collections.defaultdict(list)
+    for batch in pipeline.eval_batches(arrays, local_batch, num_batches):
+      host = {k: batch.pop(k) for k in list(batch) if k != "image"}
+      out = eval_fn(state, shard_batch({"image": batch["image"], "label": host["label"]}, sharding), size)
+      if processes > 1:
+        out = multihost_utils.process_allgather(out, tiled=True)
+        host = multihost_utils.process_allgather(host, tiled=True)
+      for key, value in {**jax.device_get(out), **host}.items():
+        results[key].append(np.asarray(value))
+    results = {k: np.concatenate(v) for k, v in results.items()}
+    mask = results["mask"]
+    correct = (results["prediction"] == results["label"])[mask]
+    row = {
+        "size": int(size),
+        "accuracy": float(correct.mean()),
+        "loss": float(results["loss"][mask].mean()),
+        "examples": int(mask.sum()),
+    }
     if info.family_names is not None:
+      family = results["family"][mask]
       for f, name in enumerate(info.family_names):
-        row[f"accuracy_{name}"] = float(correct[arrays["family"] == f].mean())
+        row[f"accuracy_{name}"] = float(correct[family == f].mean())
     rows.append(row)
   return rows
+
+
+def initialize_distributed(config: Mapping[str, Any]) -> None:
+  """Joins a multi-process run when `config.distributed` (or the launcher) asks for it.
+
+  With `initialize=True` and no address, `jax.distributed.initialize()` reads the
+  cluster from the environment (Cloud TPU, Slurm, Open MPI, Kubernetes); otherwise the
+  coordinator address, process count and id come from the config. Must run before
+  anything else touches JAX devices.
+  """
+  explicit = {
+      k: config[k] for k in ("coordinator_address", "num_processes", "process_id")
+      if config[k] is not None
+  }
+  if config["initialize"] or explicit or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    jax.distributed.initialize(**explicit)
 
 
 class WorkdirError(RuntimeError):
@@ -245,7 +284,7 @@ def check_workdir(workdir: epath.Path, config: ml_collections.ConfigDict, *, for
   """
   try:
     workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / ".write_test"
+    probe = workdir / f".write_test.{jax.process_index()}"
     probe.write_text("ok")
     probe.unlink()
   except OSError as e:
@@ -255,6 +294,7 @@ def check_workdir(workdir: epath.Path, config: ml_collections.ConfigDict, *, for
     ) from None
   path = workdir / "config.json"
   new = json.loads(config.to_json())
+  primary = jax.process_index() == 0
   if path.exists():
     old = json.loads(path.read_text())
     differences = checkpoints.config_differences(old, new, ignore=checkpoints.RUN_CONTROL_FIELDS)
@@ -265,11 +305,14 @@ def check_workdir(workdir: epath.Path, config: ml_collections.ConfigDict, *, for
           "--workdir, rerun with the config in its config.json, or pass --force to "
           "continue this run under the new config."
       )
-    if differences:
+    if differences and primary:
       backup = workdir / f"config.{time.strftime('%Y%m%d-%H%M%S')}.json"
       path.rename(backup)
       print(f"--force: the previous config is kept as {backup}.")
-  path.write_text(json.dumps(new, indent=2) + "\n")
+  if primary:  # Written whole then renamed, so other processes never read half of it.
+    tmp = workdir / "config.json.tmp"
+    tmp.write_text(json.dumps(new, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def device_memory_limit() -> int | None:
@@ -327,6 +370,17 @@ class _StopSignals:
   def __exit__(self, *exc):
     for s, handler in self._previous.items():
       signal.signal(s, handler)
+
+  def requested(self, *, can_sync: bool) -> int | None:
+    """The signal to stop for, if any. With several processes they must agree, which
+    takes a collective: only asked where all processes are (`can_sync`), e.g. at a
+    logging step; any process's signal stops them all."""
+    if jax.process_count() == 1:
+      return self.signum
+    if not can_sync:
+      return None
+    signums = multihost_utils.process_allgather(np.int32(self.signum or 0))
+    return int(np.max(signums)) or None
 
 
 @dataclasses.dataclass
@@ -447,6 +501,8 @@ def train_and_evaluate(
   workdir = epath.Path(workdir)
   check_workdir(workdir, config, force=force)
   config_json = json.loads(config.to_json())
+  process, processes = jax.process_index(), jax.process_count()
+  log = print if process == 0 else lambda *args, **kwargs: None
 
   info = pipeline.dataset_info(config.data)
   plan = schedules.stage_plan(config.stages, config.batch_size, info.num_train)
@@ -463,9 +519,9 @@ def train_and_evaluate(
     step, data_stage = int(meta["step"]), int(meta["stage"])
   elif config.init_from:
     state = checkpoints.init_from(config.init_from, state)
-    print(f"Initialised parameters from {config.init_from}.")
+    log(f"Initialised parameters from {config.init_from}.")
   if step >= total_steps:
-    print(f"{workdir} holds a finished run ({step}/{total_steps} steps); nothing to train.")
+    log(f"{workdir} holds a finished run ({step}/{total_steps} steps); nothing to train.")
     rows = read_rows(workdir / "metrics.jsonl")
     mngr.close()
     return {
@@ -475,12 +531,13 @@ def train_and_evaluate(
         "state": state,
     }
   if step:
-    print(f"Resuming {workdir} from step {step} (stage {data_stage}).")
+    log(f"Resuming {workdir} from step {step} (stage {data_stage}).")
 
-  train_arrays = pipeline.load_split(config.data, "train")
-  test_arrays = pipeline.load_split(config.data, "test")
+  # Each process reads only its own shard of every split.
+  train_arrays = pipeline.load_split(config.data, "train", shard=process, num_shards=processes)
+  test_arrays = pipeline.load_split(config.data, "test", shard=process, num_shards=processes)
 
-  writer = MetricsWriter(workdir, resume_step=step)
+  writer = MetricsWriter(workdir, resume_step=step, active=process == 0)
   p_train_step = make_train_step(
       mesh, info.mean, info.std, skip_nonfinite=config.skip_nonfinite
   )
@@ -493,6 +550,7 @@ def train_and_evaluate(
     rows = evaluate(
         state, p_eval_step, test_arrays, sizes,
         batch_size=config.eval_batch_size, sharding=batch_sharding, info=info,
+        num_examples=info.num_test,
     )
     for row in rows:
       writer.write("eval", step=step, stage=stage.index, split="test", **row)
@@ -519,11 +577,11 @@ def train_and_evaluate(
                   batch_size=stage.batch_size, seconds=seconds,
               )
           )
-          print(f"Compiled stage {stage.index} ({stage.size}px, batch {stage.batch_size}) in {seconds:.1f}s.")
+          log(f"Compiled stage {stage.index} ({stage.size}px, batch {stage.batch_size}) in {seconds:.1f}s.")
         step_fn = compiled[key]
 
         dataset = pipeline.train_dataset(
-            train_arrays, stage.batch_size, seed=config.seed * 1009 + stage.index
+            train_arrays, stage.batch_size // processes, seed=config.seed * 1009 + stage.index
         )
         iterator = iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
         if data_state is not None and data_stage == stage.index:
@@ -531,22 +589,23 @@ def train_and_evaluate(
         batches = DevicePrefetch(iterator, batch_sharding)
         progress = _Progress(
             stage.num_steps, step - stage.start, f"stage {stage.index} ({stage.size}px)",
-            config.progress_bar,
+            config.progress_bar and process == 0,
         )
         metrics = _TrainMetrics(writer)
         while step < stage.end:
           state, step_metrics = step_fn(state, next(batches))
           step += 1
           metrics.add(step_metrics)
-          if step % config.log_every_steps == 0 or step == stage.end:
+          at_log = step % config.log_every_steps == 0 or step == stage.end
+          if at_log:
             metrics.flush(step, stage, progress)
-          if stop.signum is not None and step < stage.end:
+          if stop.requested(can_sync=at_log) and step < stage.end:
             metrics.flush(step, stage, progress)
             save(stage, batches.state)
             mngr.wait_until_finished()
             progress.close()
-            name = signal.Signals(stop.signum).name
-            print(
+            name = signal.Signals(stop.requested(can_sync=True)).name
+            log(
                 f"Stopped by {name} at step {step} (stage {stage.index}); checkpoint saved "
                 f"in {workdir / 'checkpoints'}. Run the same command again to resume."
             )
@@ -568,7 +627,7 @@ def train_and_evaluate(
         summary["eval"] = run_eval(stage)
         save(stage, batches.state)
         accuracies = ", ".join(f"{r['size']}px {r['accuracy']:.3f}" for r in summary["eval"])
-        print(f"Stage {stage.index} ({stage.size}px) done at step {step}: test accuracy {accuracies}")
+        log(f"Stage {stage.index} ({stage.size}px) done at step {step}: test accuracy {accuracies}")
   finally:
     mngr.wait_until_finished()
     mngr.close()

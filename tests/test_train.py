@@ -83,6 +83,7 @@ def test_eval_rows_for_every_eval_size(smoke_run):
     by_step.setdefault(row["step"], []).append(row["size"])
     assert 0.0 <= row["accuracy"] <= 1.0 and np.isfinite(row["loss"])
     assert {"accuracy_shape", "accuracy_texture", "split"} <= set(row)
+    assert row["examples"] == 256  # The whole test split of scale_shapes/small.
   assert by_step == {8: [16, 32], 16: [16, 24, 32], 24: [16, 32]}
   for stage in config.stages:
     assert stage["size"] in sum(by_step.values(), [])

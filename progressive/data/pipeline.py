@@ -61,9 +61,18 @@ def dataset_info(config: Mapping[str, Any]) -> DatasetInfo:
   )
 
 
-def load_split(config: Mapping[str, Any], split: str) -> dict[str, np.ndarray]:
-  """Reads a whole split into memory, preparing the dataset on first use.
+def shard_bounds(num_examples: int, shard: int, num_shards: int) -> tuple[int, int]:
+  """The contiguous range `[start, stop)` of examples that shard `shard` of `num_shards` reads."""
+  return num_examples * shard // num_shards, num_examples * (shard + 1) // num_shards
 
+
+def load_split(
+    config: Mapping[str, Any], split: str, *, shard: int = 0, num_shards: int = 1
+) -> dict[str, np.ndarray]:
+  """Reads one shard of a split (by default all of it) into memory.
+
+  The dataset is prepared on first use. In a multi-process run each process passes its
+  `jax.process_index()` and `jax.process_count()`, and reads only its own examples.
   Returns `image` uint8 `[N, S, S, 3]`, `label` int32 `[N]` and, for datasets with class
   families, `family` int32 `[N]`.
   """
@@ -71,7 +80,8 @@ def load_split(config: Mapping[str, Any], split: str) -> dict[str, np.ndarray]:
 
   builder = scale_shapes.prepare(config["builder_config"], config["data_dir"])
   source = builder.as_data_source(split=split)
-  examples = source.__getitems__(list(range(len(source))))
+  start, stop = shard_bounds(len(source), shard, num_shards)
+  examples = source.__getitems__(list(range(start, stop)))
   arrays = {
       "image": np.stack([e["image"] for e in examples]).astype(np.uint8),
       "label": np.asarray([e["label"] for e in examples], np.int32),
@@ -102,16 +112,22 @@ def train_dataset(
 
 
 def eval_batches(
-    arrays: Mapping[str, np.ndarray], batch_size: int
+    arrays: Mapping[str, np.ndarray], batch_size: int, num_batches: int | None = None
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Fixed-shape batches covering a split once; `mask` marks the padding in the last."""
+  """Fixed-shape batches covering a split once; `mask` marks padding rows.
+
+  `num_batches` pads with empty batches up to that count, so that processes holding
+  shards of different lengths run the same number of (collective) eval steps.
+  """
   n = len(arrays["label"])
-  for start in range(0, n, batch_size):
+  num_batches = -(-n // batch_size) if num_batches is None else num_batches
+  for start in range(0, num_batches * batch_size, batch_size):
     stop = min(start + batch_size, n)
+    count = max(0, stop - start)
     batch = {}
-    for key in ("image", "label"):
-      chunk = arrays[key][start:stop]
-      pad = [(0, batch_size - (stop - start))] + [(0, 0)] * (chunk.ndim - 1)
+    for key, values in arrays.items():
+      chunk = values[start:start + count]
+      pad = [(0, batch_size - count)] + [(0, 0)] * (chunk.ndim - 1)
       batch[key] = np.pad(chunk, pad)
-    batch["mask"] = np.arange(batch_size) < (stop - start)
+    batch["mask"] = np.arange(batch_size) < count
     yield batch
