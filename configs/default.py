@@ -63,6 +63,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.max_to_keep = 3  # Checkpoints kept on disk.
   config.progress_bar = True
   config.skip_nonfinite = False  # True: skip steps with a NaN/inf loss instead of stopping.
+  # Compile every stage's step ahead of time in a background thread while training.
+  config.compile_ahead = True
+  # A directory for JAX's persistent compilation cache: reruns compile nothing.
+  config.compilation_cache_dir = config_dict.placeholder(str)
   # Start from the parameters of another run (its workdir or a checkpoint folder).
   config.init_from = config_dict.placeholder(str)
 

@@ -31,6 +31,8 @@ RUN_CONTROL_FIELDS = (
     "checkpoint_every_steps",
     "max_to_keep",
     "data.data_dir",
+    "compile_ahead",
+    "compilation_cache_dir",
     "distributed.initialize",
     "distributed.coordinator_address",
     "distributed.num_processes",

@@ -31,7 +31,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from progressive import checkpoints, models, optim, schedules
+from progressive import checkpoints, compilation, models, optim, schedules
 from progressive.config_validation import ConfigError, validate
 from progressive.data import pipeline
 from progressive.data.resize import resize_images
@@ -464,7 +464,8 @@ class _TrainMetrics:
     self._since = time.perf_counter()
 
 
-def _build_state(config, info: pipeline.DatasetInfo, plan, mesh):
+def build_state(config, info: pipeline.DatasetInfo, plan, mesh) -> TrainState:
+  """The initial train state of `config`, replicated over `mesh`."""
   model = models.build(config.model, num_classes=info.num_classes, bn_axis_name=AXIS)
   lr_fn, momentum_fn = schedules.make_schedules(
       plan,
@@ -480,12 +481,36 @@ def _build_state(config, info: pipeline.DatasetInfo, plan, mesh):
   return jax.device_put(state, NamedSharding(mesh, P()))
 
 
-def _abstract_batch(stage: schedules.Stage, image_size: int, sharding: NamedSharding) -> dict:
-  shape = (stage.batch_size, image_size, image_size, 3)
+def _abstract_batch(batch_size: int, image_size: int, sharding: NamedSharding) -> dict:
   return {
-      "image": jax.ShapeDtypeStruct(shape, jnp.uint8, sharding=sharding),
-      "label": jax.ShapeDtypeStruct((stage.batch_size,), jnp.int32, sharding=sharding),
+      "image": jax.ShapeDtypeStruct((batch_size, image_size, image_size, 3), jnp.uint8, sharding=sharding),
+      "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding),
   }
+
+
+def submit_compiles(
+    compiler: compilation.StageCompiler,
+    train_fn: Callable,
+    eval_fn: Callable,
+    state,
+    stages: Sequence[schedules.Stage],
+    *,
+    image_size: int,
+    eval_sizes: Sequence[int],
+    eval_batch_size: int,
+    sharding: NamedSharding,
+) -> None:
+  """Queues the programs `stages` need, in the order they are needed: each stage's
+  train step, then the eval steps its end-of-stage evaluation adds."""
+  abstract_state = compilation.abstract(state)
+  eval_batch = _abstract_batch(eval_batch_size, image_size, sharding)
+  for stage in stages:
+    compiler.submit(
+        ("train", stage.size, stage.batch_size), train_fn,
+        (abstract_state, _abstract_batch(stage.batch_size, image_size, sharding)), stage.size,
+    )
+    for size in sorted({stage.size, *eval_sizes}):
+      compiler.submit(("eval", size), eval_fn, (abstract_state, eval_batch), size)
 
 
 def train_and_evaluate(
@@ -498,6 +523,7 @@ def train_and_evaluate(
   SIGINT stopped it after a checkpoint.
   """
   validate(config, jax.device_count())
+  compilation.enable_persistent_cache(config.compilation_cache_dir)
   workdir = epath.Path(workdir)
   check_workdir(workdir, config, force=force)
   config_json = json.loads(config.to_json())
@@ -509,7 +535,7 @@ def train_and_evaluate(
   total_steps = plan[-1].end
   mesh = make_mesh()
   batch_sharding = NamedSharding(mesh, P(AXIS))
-  state = _build_state(config, info, plan, mesh)
+  state = build_state(config, info, plan, mesh)
 
   mngr = checkpoints.manager(workdir, config.max_to_keep)
   step, data_state, data_stage = 0, None, None
@@ -542,13 +568,45 @@ def train_and_evaluate(
       mesh, info.mean, info.std, skip_nonfinite=config.skip_nonfinite
   )
   p_eval_step = make_eval_step(info.mean, info.std)
-  compiled: dict[tuple[int, int], Any] = {}
+  compiler = compilation.StageCompiler(background=config.compile_ahead)
+  submit_compiles(
+      compiler, p_train_step, p_eval_step, state, [s for s in plan if step < s.end],
+      image_size=info.image_size, eval_sizes=config.eval_sizes,
+      eval_batch_size=config.eval_batch_size, sharding=batch_sharding,
+  )
   summary = {"step": step, "eval": [], "compile": [], "state": state}
+
+  def executable(key, stage: schedules.Stage):
+    """The compiled program for `key`; logs its compile the first time it is used."""
+    result, waited = compiler.get(key)
+    if key not in logged_compiles:
+      logged_compiles.add(key)
+      kind, size = key[0], key[1]
+      batch_size = key[2] if kind == "train" else config.eval_batch_size
+      if kind == "train":
+        check_memory(result.executable, stage)
+      summary["compile"].append(
+          writer.write(
+              "compile", step=step, stage=stage.index, kind=kind, size=size,
+              batch_size=batch_size, seconds=result.seconds, waited=waited,
+              cache_hit=result.cache_hit,
+          )
+      )
+      if kind == "train":
+        log(
+            f"Compiled stage {stage.index} ({size}px, batch {batch_size}) in "
+            f"{result.seconds:.1f}s{' (cache hit)' if result.cache_hit else ''}; "
+            f"waited {waited:.1f}s for it."
+        )
+    return result.executable
+
+  logged_compiles = set()
 
   def run_eval(stage: schedules.Stage):
     sizes = sorted({stage.size, *config.eval_sizes})
+    eval_fn = lambda state, batch, size: executable(("eval", size), stage)(state, batch)
     rows = evaluate(
-        state, p_eval_step, test_arrays, sizes,
+        state, eval_fn, test_arrays, sizes,
         batch_size=config.eval_batch_size, sharding=batch_sharding, info=info,
         num_examples=info.num_test,
     )
@@ -559,26 +617,14 @@ def train_and_evaluate(
   def save(stage: schedules.Stage, data_state):
     checkpoints.save(mngr, step, state, data_state, stage=stage.index, config_json=config_json)
 
+  previous_stage_end = None
   try:
     with _StopSignals() as stop:
       for stage in plan:
         if step >= stage.end:
           continue
-        key = (stage.size, stage.batch_size)
-        if key not in compiled:
-          start = time.perf_counter()
-          lowered = p_train_step.lower(state, _abstract_batch(stage, info.image_size, batch_sharding), stage.size)
-          compiled[key] = lowered.compile()
-          seconds = time.perf_counter() - start
-          check_memory(compiled[key], stage)
-          summary["compile"].append(
-              writer.write(
-                  "compile", step=step, stage=stage.index, size=stage.size,
-                  batch_size=stage.batch_size, seconds=seconds,
-              )
-          )
-          log(f"Compiled stage {stage.index} ({stage.size}px, batch {stage.batch_size}) in {seconds:.1f}s.")
-        step_fn = compiled[key]
+        switch_start = time.perf_counter()
+        step_fn = executable(("train", stage.size, stage.batch_size), stage)
 
         dataset = pipeline.train_dataset(
             train_arrays, stage.batch_size // processes, seed=config.seed * 1009 + stage.index
@@ -592,6 +638,14 @@ def train_and_evaluate(
             config.progress_bar and process == 0,
         )
         metrics = _TrainMetrics(writer)
+        batches.state  # pylint: disable=pointless-statement  (fills the device prefetch)
+        writer.write(
+            "stage", step=step, stage=stage.index, size=stage.size, batch_size=stage.batch_size,
+            # From the last step of the previous stage (evaluation and checkpoint
+            # included) to this stage's first step being ready to run.
+            switch_seconds=None if previous_stage_end is None else time.perf_counter() - previous_stage_end,
+            setup_seconds=time.perf_counter() - switch_start,
+        )
         while step < stage.end:
           state, step_metrics = step_fn(state, next(batches))
           step += 1
@@ -623,12 +677,14 @@ def train_and_evaluate(
             metrics.flush(step, stage, progress)
             save(stage, batches.state)
             metrics.restart_clock()
+        previous_stage_end = time.perf_counter()  # The last flush waited for the device.
         progress.close()
         summary["eval"] = run_eval(stage)
         save(stage, batches.state)
         accuracies = ", ".join(f"{r['size']}px {r['accuracy']:.3f}" for r in summary["eval"])
         log(f"Stage {stage.index} ({stage.size}px) done at step {step}: test accuracy {accuracies}")
   finally:
+    compiler.close()
     mngr.wait_until_finished()
     mngr.close()
     writer.close()

@@ -157,7 +157,7 @@ def test_checkpoint_from_another_config_names_the_field(reference, tmp_path):
 def test_init_from_takes_parameters_only(reference, tmp_path):
   config, ref_dir = reference
   _, ref_params = _final_params(ref_dir)
-  info_state = train._build_state(  # pylint: disable=protected-access
+  info_state = train.build_state(
       config, _info(config), _plan(config), train.make_mesh()
   )
   state = checkpoints.init_from(str(ref_dir), info_state)
@@ -165,7 +165,7 @@ def test_init_from_takes_parameters_only(reference, tmp_path):
   assert int(state.step) == 0  # Optimiser state and step start afresh.
   other = config.copy_and_resolve_references()
   other.model.channels = (8, 16, 64)
-  other_state = train._build_state(other, _info(other), _plan(other), train.make_mesh())  # pylint: disable=protected-access
+  other_state = train.build_state(other, _info(other), _plan(other), train.make_mesh())
   with pytest.raises(ConfigError, match=r"does not fit this model: params\.conv2\.\S+ has shape \[(3, 3, 16, )?32\] there and \[(3, 3, 16, )?64\] here"):
     checkpoints.init_from(str(ref_dir), other_state)
 

@@ -66,10 +66,15 @@ def test_smoke_run_trains_through_every_stage(smoke_run):
 def test_one_compile_per_stage_shape(smoke_run):
   _, workdir, summary, train_compiles = smoke_run
   compile_rows = [r for r in read_rows(workdir / "metrics.jsonl") if r["event"] == "compile"]
-  assert [(r["stage"], r["size"], r["batch_size"]) for r in compile_rows] == [
+  train_rows = [r for r in compile_rows if r["kind"] == "train"]
+  assert [(r["stage"], r["size"], r["batch_size"]) for r in train_rows] == [
       (0, 16, 64), (1, 24, 64), (2, 32, 64)
   ]
-  assert all(r["seconds"] > 0 for r in compile_rows)
+  # The eval step: one program per size, at the first evaluation that needs it.
+  assert [(r["step"], r["size"]) for r in compile_rows if r["kind"] == "eval"] == [
+      (8, 16), (8, 32), (16, 24)
+  ]
+  assert all(r["seconds"] > 0 and not r["cache_hit"] for r in compile_rows)
   # Counted by XLA itself, not assumed: one backend compile of the step per stage shape.
   assert len(train_compiles) == 3
   assert summary["compile"] == compile_rows
@@ -137,7 +142,7 @@ def test_interrupted_run_resumes_to_identical_result(smoke_run, smoke_config, tm
 
   assert summary["step"] == 24
   # Resumed in stage 1 at step 12: compiled stages 1 and 2 only.
-  assert [(r["stage"], r["step"]) for r in summary["compile"]] == [(1, 12), (2, 16)]
+  assert [(r["stage"], r["step"]) for r in summary["compile"] if r["kind"] == "train"] == [(1, 12), (2, 16)]
   jax.tree.map(
       np.testing.assert_array_equal,
       jax.device_get(summary["state"].params),

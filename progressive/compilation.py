@@ -1,0 +1,125 @@
+"""Ahead-of-time compilation of every stage's step, in the background, and the
+persistent compilation cache.
+
+Progressive resizing changes the input shape at each stage, and each new shape is a new
+XLA program. `StageCompiler` lowers and compiles the step of every upcoming stage (and
+the eval step at every eval size) on abstract shapes in a background thread while the
+current stage trains, so a stage switch waits only for whatever compile is unfinished.
+With `jax_compilation_cache_dir` set, a resumed or repeated run reads its programs from
+disk instead of compiling them.
+"""
+
+import concurrent.futures
+import dataclasses
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+from jax import monitoring
+
+CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+
+_thread_state = threading.local()
+
+
+def _count_cache_hits(event: str, **kwargs) -> None:
+  del kwargs
+  if event == CACHE_HIT_EVENT and getattr(_thread_state, "hits", None) is not None:
+    _thread_state.hits += 1
+
+
+_listener_lock = threading.Lock()
+_listener_installed = []
+
+
+def _install_listener() -> None:
+  """Registers (once per process) the listener that attributes cache hits to a compile."""
+  with _listener_lock:
+    if not _listener_installed:
+      monitoring.register_event_listener(_count_cache_hits)
+      _listener_installed.append(True)
+
+
+def enable_persistent_cache(cache_dir: str | None) -> None:
+  """Stores every compiled program in `cache_dir` (none too small or too quick to keep)."""
+  if not cache_dir:
+    return
+  jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+
+
+def abstract(tree):
+  """Shape, dtype and sharding of every array in `tree`, for lowering without data."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+      tree,
+  )
+
+
+@dataclasses.dataclass
+class CompileResult:
+  """A compiled program and what compiling it cost."""
+
+  executable: Any
+  seconds: float  # Wall time of lower + compile (in the background thread).
+  cache_hit: bool  # Read from the persistent compilation cache.
+
+
+def _compile(fn: Callable, args: Sequence[Any], static: Any) -> CompileResult:
+  _thread_state.hits = 0
+  start = time.perf_counter()
+  try:
+    executable = fn.lower(*args, static).compile()
+  finally:
+    hits, _thread_state.hits = _thread_state.hits, None
+  return CompileResult(executable, time.perf_counter() - start, hits > 0)
+
+
+class StageCompiler:
+  """Compiles programs keyed by their static shape arguments, ahead of their use.
+
+  `submit(key, fn, args, static)` queues `fn.lower(*args, static).compile()`; with
+  `background=True` one worker thread compiles the queue in order, else each compile
+  runs when `get` first asks for it. `get(key)` returns the `CompileResult` and the
+  seconds the caller waited for it.
+  """
+
+  def __init__(self, *, background: bool = True):
+    _install_listener()
+    self._background = background
+    self._executor = (
+        concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="compile")
+        if background
+        else None
+    )
+    self._jobs: dict[Any, Any] = {}
+
+  def submit(self, key, fn: Callable, args: Sequence[Any], static: Any) -> None:
+    if key in self._jobs:
+      return
+    if self._executor is not None:
+      self._jobs[key] = self._executor.submit(_compile, fn, args, static)
+    else:
+      self._jobs[key] = (fn, args, static)
+
+  def get(self, key) -> tuple[CompileResult, float]:
+    job = self._jobs[key]
+    start = time.perf_counter()
+    if isinstance(job, concurrent.futures.Future):
+      result = job.result()
+    elif isinstance(job, CompileResult):
+      result = job
+    else:
+      result = self._jobs[key] = _compile(*job)
+    waited = time.perf_counter() - start
+    if isinstance(job, concurrent.futures.Future):
+      self._jobs[key] = result
+    return result, waited
+
+  def close(self) -> None:
+    """Stops queued compiles that have not started; waits for the running one."""
+    if self._executor is not None:
+      self._executor.shutdown(wait=True, cancel_futures=True)

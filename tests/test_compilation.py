@@ -1,0 +1,115 @@
+"""Ahead-of-time stage compiles, the persistent cache, and no host sync per step."""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from progressive import compilation, models, optim, schedules, train
+from progressive.metrics import read_rows
+
+REPO = pathlib.Path(__file__).parents[1]
+
+
+def _setup(config):
+  mesh = train.make_mesh()
+  model = models.build(config.model, num_classes=12, bn_axis_name=train.AXIS)
+  plan = schedules.stage_plan(config.stages, config.batch_size, 1024)
+  lr_fn, mom_fn = schedules.make_schedules(plan, config.opt.lr_max)
+  state = train.create_train_state(model, optim.make_optimizer(config.opt, lr_fn, mom_fn), jax.random.key(0), 32)
+  return mesh, plan, jax.device_put(state, NamedSharding(mesh, P()))
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_ahead_of_time_stages_match_lazy_jit(smoke_config, background):
+  mesh, plan, state = _setup(smoke_config)
+  sharding = NamedSharding(mesh, P(train.AXIS))
+  step_fn = train.make_train_step(mesh, (0.5,) * 3, (0.3,) * 3)
+  eval_fn = train.make_eval_step((0.5,) * 3, (0.3,) * 3)
+  compiler = compilation.StageCompiler(background=background)
+  train.submit_compiles(
+      compiler, step_fn, eval_fn, state, plan, image_size=32, eval_sizes=(16,),
+      eval_batch_size=64, sharding=sharding,
+  )
+  rng = np.random.default_rng(1)
+  batches = [
+      {"image": rng.integers(0, 256, (64, 32, 32, 3), dtype=np.uint8),
+       "label": rng.integers(0, 12, (64,), dtype=np.int32)}
+      for _ in range(len(plan))
+  ]
+  aot_state, lazy_state = state, jax.tree.map(lambda x: x.copy(), state)
+  for stage, batch in zip(plan, batches):
+    result, _ = compiler.get(("train", stage.size, stage.batch_size))
+    aot_state, aot_metrics = result.executable(aot_state, train.shard_batch(batch, sharding))
+    lazy_state, lazy_metrics = step_fn(lazy_state, train.shard_batch(batch, sharding), stage.size)
+    assert float(aot_metrics["loss"]) == float(lazy_metrics["loss"])
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(aot_state.params), jax.device_get(lazy_state.params))
+  eval_result, _ = compiler.get(("eval", 16))
+  aot_eval = eval_result.executable(aot_state, train.shard_batch(batches[0], sharding))
+  np.testing.assert_array_equal(aot_eval["prediction"], eval_fn(lazy_state, train.shard_batch(batches[0], sharding), 16)["prediction"])
+  compiler.close()
+
+
+def test_no_host_sync_per_step(smoke_config, tmp_path, monkeypatch):
+  """Metrics leave the device once per `log_every_steps`, never each step."""
+  fetches = []
+  real_get = train.jax.device_get
+
+  def counting_get(tree):
+    fetches.append(tree)
+    return real_get(tree)
+
+  smoke_config.log_every_steps = 8  # One fetch per 8-step stage.
+  smoke_config.eval_sizes = ()
+  monkeypatch.setattr(train.jax, "device_get", counting_get)
+  with jax.transfer_guard_device_to_host("disallow"):  # No implicit transfer anywhere.
+    summary = train.train_and_evaluate(smoke_config, str(tmp_path))
+  monkeypatch.undo()
+  assert summary["step"] == 24
+  train_fetches = [f for f in fetches if isinstance(f, list) and f and "loss" in f[0]]
+  assert [len(f) for f in train_fetches] == [8, 8, 8]  # 24 steps, 3 fetches.
+  # Everything else fetched is evaluation output: 3 stage ends x 1 size x 2 batches.
+  assert len(fetches) - len(train_fetches) == 3 * 2
+
+
+def test_persistent_cache_serves_a_rerun(smoke_config, tmp_path):
+  cache = tmp_path / "cache"
+  args = [
+      sys.executable, "-m", "progressive.main", "--config=configs/default.py:smoke",
+      f"--config.data.data_dir={smoke_config.data.data_dir}", "--config.progress_bar=False",
+      f"--config.compilation_cache_dir={cache}",
+  ]
+  for run in ("first", "second"):
+    result = subprocess.run(args + [f"--workdir={tmp_path / run}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+  first = [r for r in read_rows(tmp_path / "first" / "metrics.jsonl") if r["event"] == "compile"]
+  second = [r for r in read_rows(tmp_path / "second" / "metrics.jsonl") if r["event"] == "compile"]
+  assert len(first) == len(second) == 6
+  assert not any(r["cache_hit"] for r in first)
+  assert all(r["cache_hit"] for r in second)
+  assert any(cache.iterdir())
+
+
+def test_bench_smoke_writes_its_table_and_json(smoke_config, tmp_path):
+  out = tmp_path / "bench.json"
+  result = subprocess.run(
+      [
+          sys.executable, "-m", "progressive.bench", "--config=configs/default.py:smoke",
+          f"--config.data.data_dir={smoke_config.data.data_dir}", "--smoke", "--sizes=16,32",
+          f"--json={out}",
+      ],
+      cwd=REPO, capture_output=True, text=True, timeout=300,
+  )
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "bare_img_s" in result.stdout and "Loop compile time" in result.stdout
+  report = json.loads(out.read_text())
+  assert [(r["size"], r["batch"]) for r in report["rows"]] == [(16, 64), (32, 64)]
+  for row in report["rows"]:
+    assert row["compile_s"] > 0 and row["bare_img_s"] > 0 and row["e2e_img_s"] > 0
+    assert row["warm_cache_hit"]  # The rerun read every program from the cache.
