@@ -25,13 +25,25 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.data_dir = config_dict.placeholder(str)  # None: TFDS's usual directory.
 
   config.model = ml_collections.ConfigDict()
+  # simple_cnn, vgg11, vgg16, vgg (layers from vgg_layers), resnet18, resnet34, resnet50.
   config.model.name = "simple_cnn"  # A model in progressive.models.MODELS.
-  config.model.channels = (32, 64, 128, 256)  # One stride-2 conv per entry.
-  config.model.first_kernel = 5  # fastai used 5 for the first conv, then 3.
-  config.model.kernel = 3
-  config.model.batch_norm = True
+  config.model.channels = (32, 64, 128, 256)  # simple_cnn: one stride-2 conv per entry.
+  config.model.first_kernel = 5  # simple_cnn: fastai used 5 for the first conv, then 3.
+  config.model.kernel = 3  # simple_cnn: kernel of the other convs.
+  config.model.width = 1.0  # vgg, resnet: channel multiplier (0.125 for quick CPU runs).
+  config.model.vgg_layers = ()  # vgg: e.g. (64, "M", 128, "M"); ints are 3x3 convs, "M" pools.
+  config.model.batch_norm = True  # A norm after every conv (which then has no bias).
   config.model.head = "gap"  # "gap" runs at every size; "flatten" ties it to one.
+  config.model.head_hidden = ()  # Hidden dense widths in the head; VGG's own: (4096, 4096).
   config.model.dtype = "float32"  # Compute dtype; "bfloat16" on GPU/TPU. Params stay f32.
+  # How every subsampling site subsamples: "stride" (as published), "max", "avg" or
+  # "blur" (anti-aliased, Zhang 2019); see progressive/models/layers.py.
+  config.model.downsample = "stride"
+  config.model.blur_size = 3  # BlurPool filter size, 1 (plain subsampling) to 7.
+  config.model.blur_padding = "reflect"  # BlurPool padding: "reflect" or "zero".
+  config.model.small_stem = False  # resnet: one 3x3 stride-1 conv, no pool (32 px inputs).
+  config.model.zero_init_residual = False  # resnet: last norm of each block starts at 0.
+  config.model.dilation = 1  # Dilation of every conv but the first (resnet: block convs).
 
   config.opt = ml_collections.ConfigDict()
   config.opt.name = "sgd"  # "sgd" or "adamw".

@@ -77,6 +77,59 @@ def _check_choice(value, field: str, allowed) -> None:
     raise ConfigError(f"{field} must be one of {sorted(allowed)}, got {value!r}.")
 
 
+def _check_bool(value, field: str) -> None:
+  if not isinstance(value, bool):
+    raise ConfigError(f"{field} must be True or False, got {value!r}.")
+
+
+def _check_model(model) -> None:
+  """The fields of `config.model`."""
+  get = model.__getitem__
+  _check_choice(model.name, "config.model.name", models.MODELS)
+  _check_choice(get("head"), "config.model.head", models.HEADS)
+  _check_choice(get("dtype"), "config.model.dtype", models.DTYPES)
+  _check_choice(get("downsample"), "config.model.downsample", models.DOWNSAMPLE_MODES)
+  _check_choice(get("blur_padding"), "config.model.blur_padding", models.BLUR_PADDINGS)
+  blur_size = get("blur_size")
+  if isinstance(blur_size, bool) or blur_size not in models.BLUR_SIZES:
+    raise ConfigError(f"config.model.blur_size must be an integer in 1..7, got {blur_size!r}.")
+  for field in ("batch_norm", "small_stem", "zero_init_residual"):
+    _check_bool(get(field), f"config.model.{field}")
+  if get("zero_init_residual") and not get("batch_norm"):
+    raise ConfigError(
+        "config.model.zero_init_residual=True zeroes the last batch norm of each block; "
+        "it needs config.model.batch_norm=True."
+    )
+  _positive_int(get("dilation"), "config.model.dilation")
+  width = get("width")
+  if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+    raise ConfigError(f"config.model.width must be a positive number, got {width!r}.")
+  for i, hidden in enumerate(get("head_hidden")):
+    _positive_int(hidden, f"config.model.head_hidden[{i}]")
+  channels = get("channels")
+  if model.name == "simple_cnn" and not channels:
+    raise ConfigError("config.model.channels must list at least one width.")
+  for i, channel in enumerate(channels):
+    _positive_int(channel, f"config.model.channels[{i}]")
+  for field in ("first_kernel", "kernel"):
+    _positive_int(get(field), f"config.model.{field}")
+  vgg_layers = get("vgg_layers")
+  if model.name == "vgg":
+    if not any(item != "M" for item in vgg_layers):
+      raise ConfigError(
+          "config.model.vgg_layers must list at least one conv width for name='vgg', "
+          "e.g. (64, 'M', 128, 'M')."
+      )
+    for i, item in enumerate(vgg_layers):
+      if item != "M":
+        _positive_int(item, f"config.model.vgg_layers[{i}] (a conv width or 'M')")
+  elif vgg_layers:
+    raise ConfigError(
+        f"config.model.vgg_layers only applies to name='vgg', not {model.name!r}; leave it "
+        "empty (the presets have their own layers)."
+    )
+
+
 def validate(config, num_devices: int) -> None:
   """Raises `ConfigError` naming the first field that cannot work."""
   _check_choice(config.data.name, "config.data.name", pipeline.DATASETS)
@@ -86,15 +139,7 @@ def validate(config, num_devices: int) -> None:
     raise ConfigError(str(e)) from None
 
   model = config.model
-  _check_choice(model.name, "config.model.name", models.MODELS)
-  _check_choice(model.head, "config.model.head", models.HEADS)
-  _check_choice(model.dtype, "config.model.dtype", models.DTYPES)
-  if not model.channels:
-    raise ConfigError("config.model.channels must list at least one width.")
-  for i, width in enumerate(model.channels):
-    _positive_int(width, f"config.model.channels[{i}]")
-  for field in ("first_kernel", "kernel"):
-    _positive_int(model[field], f"config.model.{field}")
+  _check_model(model)
 
   opt = config.opt
   _check_choice(opt.name, "config.opt.name", OPTIMIZERS)

@@ -4,6 +4,7 @@ import pathlib
 import subprocess
 import sys
 
+import ml_collections
 import pytest
 
 from configs import default
@@ -22,7 +23,7 @@ def test_default_and_smoke_configs_are_valid():
 @pytest.mark.parametrize(
     "edit,pattern",
     [
-        (lambda c: setattr(c.model, "name", "resnet9000"), r"config\.model\.name must be one of \['simple_cnn'\]"),
+        (lambda c: setattr(c.model, "name", "resnet9000"), r"config\.model\.name must be one of \['resnet18', .*, 'vgg16'\], got 'resnet9000'"),
         (lambda c: setattr(c.data, "name", "mnist_typo"), r"config\.data\.name must be one of"),
         (lambda c: setattr(c.data, "builder_config", "huge"), r"builder_config must be one of \['default', 'small'\]"),
         (lambda c: setattr(c.opt, "name", "lion"), r"config\.opt\.name must be one of \['adamw', 'sgd'\]"),
@@ -78,3 +79,76 @@ def test_cli_reports_config_error_before_any_work(tmp_path):
   assert result.returncode != 0
   assert "config.batch_size=63 does not divide evenly" in result.stderr
   assert not workdir.exists()  # Nothing written, nothing prepared.
+
+
+@pytest.mark.parametrize(
+    "overrides,pattern",
+    [
+        (dict(downsample="foo"), r"config\.model\.downsample must be one of \['avg', 'blur', 'max', 'stride'\], got 'foo'\."),
+        (dict(blur_size=0), r"config\.model\.blur_size must be an integer in 1\.\.7, got 0"),
+        (dict(blur_size=8), r"config\.model\.blur_size must be an integer in 1\.\.7, got 8"),
+        (dict(blur_padding="circular"), r"config\.model\.blur_padding must be one of \['reflect', 'zero'\]"),
+        (dict(width=0.0), r"config\.model\.width must be a positive number, got 0\.0"),
+        (dict(dilation=0), r"config\.model\.dilation must be a positive integer"),
+        (dict(batch_norm="yes"), r"config\.model\.batch_norm must be True or False"),
+        (dict(small_stem=1), r"config\.model\.small_stem must be True or False"),
+        (dict(name="resnet18", zero_init_residual=True, batch_norm=False), r"zero_init_residual=True .* needs config\.model\.batch_norm=True"),
+        (dict(head_hidden=(64, 0)), r"config\.model\.head_hidden\[1\] must be a positive integer"),
+        (dict(name="vgg"), r"config\.model\.vgg_layers must list at least one conv width for name='vgg'"),
+        (dict(name="vgg", vgg_layers=(8, "M", "X")), r"config\.model\.vgg_layers\[2\] \(a conv width or 'M'\) must be a positive integer, got 'X'"),
+        (dict(name="vgg16", vgg_layers=(8, "M")), r"vgg_layers only applies to name='vgg', not 'vgg16'"),
+        (dict(channels=()), r"config\.model\.channels must list at least one width"),
+    ],
+)
+def test_invalid_model_fields_name_the_field(overrides, pattern):
+  config = smoke()
+  # A fresh ConfigDict: the command line could not give a bool field a string, Python can.
+  config.model = ml_collections.ConfigDict({**config.model.to_dict(), **overrides})
+  config.stages = [dict(size=32, steps=2)]
+  config.eval_sizes = (32,)
+  with pytest.raises(ConfigError, match=pattern):
+    validate(config, num_devices=4)
+
+
+@pytest.mark.parametrize(
+    "overrides,min_size",
+    [
+        (dict(name="simple_cnn"), 8),  # The smoke config's three stride-2 convs.
+        (dict(name="vgg11"), 32),
+        (dict(name="vgg", vgg_layers=(8, "M", 16, "M")), 4),
+        (dict(name="resnet18"), 32),
+        (dict(name="resnet50", small_stem=True, downsample="blur"), 8),
+    ],
+)
+def test_stage_sizes_below_the_models_minimum_are_rejected(overrides, min_size):
+  config = smoke()
+  config.model.update(overrides)
+  config.stages = [dict(size=min_size, steps=2)]
+  config.eval_sizes = (min_size,)
+  validate(config, num_devices=4)
+  config.stages = [dict(size=min_size - 1, steps=2)]
+  pattern = rf"config\.stages\[0\]\.size={min_size - 1} is below {min_size}"
+  with pytest.raises(ConfigError, match=pattern):
+    validate(config, num_devices=4)
+
+
+@pytest.mark.parametrize(
+    "arg",
+    [
+        "resnet18", "vgg11,downsample=blur", "vgg16,downsample=avg",
+        "resnet50,downsample=blur,blur_size=5,smoke", "vgg,smoke",
+    ],
+)
+def test_zoo_configs_are_valid(arg):
+  from configs import zoo  # pylint: disable=import-outside-toplevel
+
+  validate(zoo.get_config(arg), num_devices=4)
+
+
+def test_zoo_config_rejects_unknown_settings():
+  from configs import zoo  # pylint: disable=import-outside-toplevel
+
+  with pytest.raises(ValueError, match="Bad setting 'colour=red'"):
+    zoo.get_config("resnet18,colour=red")
+  with pytest.raises(ValueError, match="Unknown model 'alexnet'"):
+    zoo.get_config("alexnet")

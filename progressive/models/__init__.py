@@ -1,32 +1,94 @@
-"""Model zoo: `build(config.model, num_classes=...)` returns a Flax Linen module."""
+"""Model zoo: `build(config.model, num_classes=...)` returns a Flax Linen module.
+
+Every model takes the same switches (`downsample`, `blur_size`, `blur_padding`,
+`batch_norm`, `head`, `dtype`, `dilation`); `layers` documents what `downsample` does at
+each subsampling site.
+"""
 
 from collections.abc import Mapping
 from typing import Any
 
 import jax.numpy as jnp
 
-from progressive.models import simple_cnn
-from progressive.models.layers import HEADS
+from progressive.models import resnet, simple_cnn, vgg
+from progressive.models.layers import BLUR_PADDINGS, BLUR_SIZES, DOWNSAMPLE_MODES, HEADS
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
+VGG_PRESETS = {"vgg11": vgg.VGG11_LAYERS, "vgg16": vgg.VGG16_LAYERS}
+RESNET_PRESETS = {
+    "resnet18": ((2, 2, 2, 2), resnet.BasicBlock),
+    "resnet34": ((3, 4, 6, 3), resnet.BasicBlock),
+    "resnet50": ((3, 4, 6, 3), resnet.Bottleneck),
+}
 
-def _simple_cnn(config: Mapping[str, Any], num_classes: int, bn_axis_name: str | None):
+
+def _common(config: Mapping[str, Any], bn_axis_name: str | None) -> dict[str, Any]:
+  return dict(
+      batch_norm=config["batch_norm"],
+      head=config["head"],
+      head_hidden=tuple(config["head_hidden"]),
+      dtype=DTYPES[config["dtype"]],
+      bn_axis_name=bn_axis_name,
+      downsample=config["downsample"],
+      blur_size=config["blur_size"],
+      blur_padding=config["blur_padding"],
+      dilation=config["dilation"],
+  )
+
+
+def vgg_layers(config: Mapping[str, Any]) -> tuple[int | str, ...]:
+  """The layer list of a VGG config: a preset's, or `config.vgg_layers` for `"vgg"`."""
+  if config["name"] in VGG_PRESETS:
+    return VGG_PRESETS[config["name"]]
+  return tuple(config["vgg_layers"])
+
+
+def _simple_cnn(config, num_classes, bn_axis_name):
   return simple_cnn.SimpleCNN(
       num_classes=num_classes,
       channels=tuple(config["channels"]),
       first_kernel=config["first_kernel"],
       kernel=config["kernel"],
-      batch_norm=config["batch_norm"],
-      head=config["head"],
-      dtype=DTYPES[config["dtype"]],
-      bn_axis_name=bn_axis_name,
+      **_common(config, bn_axis_name),
   )
+
+
+def _vgg(config, num_classes, bn_axis_name):
+  return vgg.VGG(
+      num_classes=num_classes,
+      spec=vgg_layers(config),
+      width=config["width"],
+      **_common(config, bn_axis_name),
+  )
+
+
+def _resnet(config, num_classes, bn_axis_name):
+  stage_sizes, block = RESNET_PRESETS[config["name"]]
+  return resnet.ResNet(
+      num_classes=num_classes,
+      stage_sizes=stage_sizes,
+      block=block,
+      width=config["width"],
+      small_stem=config["small_stem"],
+      zero_init_residual=config["zero_init_residual"],
+      **_common(config, bn_axis_name),
+  )
+
+
+def _vgg_min_size(config):
+  return vgg.min_input_size(vgg_layers(config))
+
+
+def _resnet_min_size(config):
+  return resnet.min_input_size(config["small_stem"])
 
 
 # name -> (constructor, smallest input side the model accepts).
 MODELS = {
-    "simple_cnn": (_simple_cnn, lambda config: simple_cnn.min_input_size(config["channels"])),
+    "simple_cnn": (_simple_cnn, lambda c: simple_cnn.min_input_size(c["channels"])),
+    **{name: (_vgg, _vgg_min_size) for name in ("vgg", *VGG_PRESETS)},
+    **{name: (_resnet, _resnet_min_size) for name in RESNET_PRESETS},
 }
 
 
@@ -43,9 +105,19 @@ def build(config: Mapping[str, Any], *, num_classes: int, bn_axis_name: str | No
 
 
 def min_input_size(config: Mapping[str, Any]) -> int:
-  """The smallest image side the configured model can take."""
+  """The smallest image side the configured model can take (every size above works too)."""
   _, min_size = MODELS[config["name"]]
   return min_size(config)
 
 
-__all__ = ["DTYPES", "HEADS", "MODELS", "build", "min_input_size"]
+__all__ = [
+    "BLUR_PADDINGS",
+    "BLUR_SIZES",
+    "DOWNSAMPLE_MODES",
+    "DTYPES",
+    "HEADS",
+    "MODELS",
+    "build",
+    "min_input_size",
+    "vgg_layers",
+]

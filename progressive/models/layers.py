@@ -1,19 +1,166 @@
-"""Building blocks shared by every model: conv-norm-activation and classifier heads."""
+"""Building blocks shared by every model: conv-norm-activation, pools, BlurPool, heads.
 
+One switch, `downsample` in `DOWNSAMPLE_MODES`, decides how every model subsamples. It
+is applied at two kinds of site:
+
+- a strided convolution (`ConvNormAct` with `stride > 1`):
+  `"stride"`: the strided convolution itself;
+  `"max"` / `"avg"`: convolution with stride 1, norm, activation, then a max / average
+  pool with window and stride `stride` (2x2, stride 2);
+  `"blur"`: convolution with stride 1, norm, activation, then `BlurPool(stride)`.
+- a pooling layer of the published architecture (`PoolSite`: VGG's pools, ResNet's stem
+  pool), with its own window, stride and padding:
+  `"stride"`: the published pool, unchanged;
+  `"max"` / `"avg"`: a max / average pool with the same window, stride and padding;
+  `"blur"`: max pool with the same window and padding but stride 1, then
+  `BlurPool(stride)` (Zhang's MaxBlurPool); a published average pool becomes `BlurPool`.
+
+So `downsample="stride"` is always the architecture as published. Projection shortcuts
+of residual blocks follow the same rule: `"stride"` is the strided 1x1 convolution;
+otherwise the block input is subsampled first (pool or `BlurPool`, as in Zhang's
+anti-aliased ResNets) and the 1x1 convolution has stride 1.
+
+Pools, `BlurPool` and the global heads are Modules with their geometry as attributes, so
+`progressive.arch` can read every layer of a running model.
+"""
+
+import math
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
 HEADS = ("gap", "flatten")
+DOWNSAMPLE_MODES = ("stride", "max", "avg", "blur")
+BLUR_PADDINGS = ("reflect", "zero")
+BLUR_SIZES = tuple(range(1, 8))
+
+
+def blur_filter(size: int) -> np.ndarray:
+  """Zhang's `[size, size]` low-pass filter: outer product of a binomial row, sum 1."""
+  if size not in BLUR_SIZES:
+    raise ValueError(f"blur size must be one of {list(BLUR_SIZES)}, got {size!r}.")
+  row = np.array([math.comb(size - 1, i) for i in range(size)], np.float64)
+  kernel = np.outer(row, row)
+  return (kernel / kernel.sum()).astype(np.float32)
+
+
+def blur_pads(size: int) -> tuple[int, int]:
+  """Padding before and after for a filter of `size`: floor and ceil of `(size - 1) / 2`."""
+  return (size - 1) // 2, size // 2
+
+
+class BlurPool(nn.Module):
+  """Anti-aliased subsampling (Zhang 2019): a fixed depthwise blur, then stride.
+
+  `[B, H, W, C]` to `[B, ceil(H / stride), ceil(W / stride), C]`. Padding is `"reflect"`
+  or `"zero"`; `size=1` is plain subsampling `x[:, ::stride, ::stride]`. No parameters.
+  """
+
+  size: int = 3
+  stride: int = 2
+  padding: str = "reflect"
+
+  @nn.compact
+  def __call__(self, x):
+    if self.padding not in BLUR_PADDINGS:
+      raise ValueError(f"blur padding must be one of {list(BLUR_PADDINGS)}, got {self.padding!r}.")
+    lo, hi = blur_pads(self.size)
+    mode = "reflect" if self.padding == "reflect" else "constant"
+    x = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)), mode=mode)
+    channels = x.shape[-1]
+    kernel = jnp.asarray(blur_filter(self.size), x.dtype)
+    kernel = jnp.broadcast_to(kernel[:, :, None, None], (self.size, self.size, 1, channels))
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(self.stride, self.stride),
+        padding="VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+        feature_group_count=channels,
+    )
+
+
+class MaxPool(nn.Module):
+  """Max pool over a `window x window` square with `stride` and symmetric `padding`."""
+
+  window: int = 2
+  stride: int = 2
+  padding: int = 0
+
+  @nn.compact
+  def __call__(self, x):
+    pad = ((self.padding, self.padding), (self.padding, self.padding))
+    return nn.max_pool(x, (self.window, self.window), (self.stride, self.stride), pad)
+
+
+class AvgPool(nn.Module):
+  """Average pool like `MaxPool`; padded pixels are left out of the average."""
+
+  window: int = 2
+  stride: int = 2
+  padding: int = 0
+
+  @nn.compact
+  def __call__(self, x):
+    pad = ((self.padding, self.padding), (self.padding, self.padding))
+    return nn.avg_pool(
+        x, (self.window, self.window), (self.stride, self.stride), pad, count_include_pad=False
+    )
+
+
+def subsample(x, mode: str, stride: int, *, blur_size: int, blur_padding: str, name: str):
+  """Subsamples `x` by `stride` where a strided conv was: a pool or BlurPool (`mode`).
+
+  Call inside a compact method; the layer becomes a submodule of the caller.
+  """
+  if mode == "max":
+    return MaxPool(stride, stride, name=name)(x)
+  if mode == "avg":
+    return AvgPool(stride, stride, name=name)(x)
+  if mode == "blur":
+    return BlurPool(blur_size, stride, blur_padding, name=name)(x)
+  raise ValueError(f"downsample must be one of {list(DOWNSAMPLE_MODES)}, got {mode!r}.")
+
+
+class PoolSite(nn.Module):
+  """A pooling layer of a published architecture, replaced according to `downsample`."""
+
+  kind: str = "max"  # The published pool: "max" or "avg".
+  window: int = 2
+  stride: int = 2
+  padding: int = 0
+  downsample: str = "stride"
+  blur_size: int = 3
+  blur_padding: str = "reflect"
+
+  @nn.compact
+  def __call__(self, x):
+    mode = self.kind if self.downsample == "stride" else self.downsample
+    if mode == "max":
+      return MaxPool(self.window, self.stride, self.padding, name="max")(x)
+    if mode == "avg":
+      return AvgPool(self.window, self.stride, self.padding, name="avg")(x)
+    if mode != "blur":
+      raise ValueError(f"downsample must be one of {list(DOWNSAMPLE_MODES)}, got {mode!r}.")
+    if self.kind == "max":
+      x = MaxPool(self.window, 1, self.padding, name="max")(x)
+    return BlurPool(self.blur_size, self.stride, self.blur_padding, name="blur")(x)
 
 
 class ConvNormAct(nn.Module):
-  """Convolution (padding `kernel // 2`), optional batch norm, ReLU.
+  """Convolution, optional batch norm, optional ReLU; subsampling set by `downsample`.
 
-  A convolution followed by batch norm has no bias: the norm's shift makes it redundant.
-  Batch-norm statistics are reduced over `bn_axis_name` in training, so a data-parallel
-  step normalises with the statistics of the whole global batch.
+  Padding defaults to `dilation * (kernel // 2)` ("same" for odd kernels). A convolution
+  followed by batch norm has no bias: the norm's shift makes it redundant. Batch-norm
+  statistics are reduced over `bn_axis_name` in training, so a data-parallel step
+  normalises with the statistics of the whole global batch. With `stride > 1` and
+  `downsample != "stride"`, the convolution runs at stride 1 and `subsample` follows the
+  activation. `zero_init_norm` starts the norm's scale at 0 (the last norm of a residual
+  branch).
   """
 
   features: int
@@ -23,15 +170,24 @@ class ConvNormAct(nn.Module):
   act: bool = True
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None
+  dilation: int = 1
+  padding: int | None = None
+  downsample: str = "stride"
+  blur_size: int = 3
+  blur_padding: str = "reflect"
+  zero_init_norm: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False):
-    pad = self.kernel // 2
+    pad = self.dilation * (self.kernel // 2) if self.padding is None else self.padding
+    separate = self.stride > 1 and self.downsample != "stride"
+    stride = 1 if separate else self.stride
     x = nn.Conv(
         self.features,
         (self.kernel, self.kernel),
-        strides=(self.stride, self.stride),
+        strides=(stride, stride),
         padding=((pad, pad), (pad, pad)),
+        kernel_dilation=(self.dilation, self.dilation),
         use_bias=not self.batch_norm,
         dtype=self.dtype,
         name="conv",
@@ -43,27 +199,58 @@ class ConvNormAct(nn.Module):
           epsilon=1e-5,
           dtype=self.dtype,
           axis_name=self.bn_axis_name if train else None,
+          scale_init=nn.initializers.zeros if self.zero_init_norm else nn.initializers.ones,
           name="bn",
       )(x)
-    return nn.relu(x) if self.act else x
+    if self.act:
+      x = nn.relu(x)
+    if separate:
+      name = "blur" if self.downsample == "blur" else "pool"
+      x = subsample(
+          x, self.downsample, self.stride, blur_size=self.blur_size,
+          blur_padding=self.blur_padding, name=name,
+      )
+    return x
+
+
+class GlobalAvgPool(nn.Module):
+  """`[B, H, W, C]` to `[B, C]`: the mean over all positions."""
+
+  @nn.compact
+  def __call__(self, x):
+    return jnp.mean(x, axis=(1, 2))
+
+
+class Flatten(nn.Module):
+  """`[B, H, W, C]` to `[B, H * W * C]`."""
+
+  @nn.compact
+  def __call__(self, x):
+    return x.reshape((x.shape[0], -1))
 
 
 class Head(nn.Module):
-  """Classifier head: `"gap"` averages over space first, `"flatten"` does not."""
+  """Classifier head: `"gap"` averages over space first, `"flatten"` does not.
+
+  `[B, H, W, C]` features to `[B, num_classes]` float32 logits, through optional hidden
+  dense layers with ReLU (`hidden=(4096, 4096)` with `"flatten"` is VGG's classifier).
+  """
 
   num_classes: int
   kind: str = "gap"
   dtype: Any = jnp.float32
+  hidden: Sequence[int] = ()
 
   @nn.compact
   def __call__(self, x):
     if self.kind == "gap":
-      x = jnp.mean(x, axis=(1, 2))
+      x = GlobalAvgPool(name="gap")(x)
     elif self.kind == "flatten":
       spatial = x.shape[1:3]
-      x = x.reshape((x.shape[0], -1))
-      if self.has_variable("params", "dense"):
-        expected = self.get_variable("params", "dense")["kernel"].shape[0]
+      x = Flatten(name="flatten")(x)
+      first = "hidden0" if self.hidden else "dense"
+      if self.has_variable("params", first):
+        expected = self.get_variable("params", first)["kernel"].shape[0]
         if expected != x.shape[-1]:
           raise ValueError(
               f"The 'flatten' head was built for {expected} input features but got "
@@ -72,5 +259,7 @@ class Head(nn.Module):
           )
     else:
       raise ValueError(f"head must be one of {HEADS}, got {self.kind!r}.")
+    for i, features in enumerate(self.hidden):
+      x = nn.relu(nn.Dense(features, dtype=self.dtype, name=f"hidden{i}")(x))
     x = nn.Dense(self.num_classes, dtype=self.dtype, name="dense")(x)
     return jnp.asarray(x, jnp.float32)
