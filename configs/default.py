@@ -71,6 +71,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_batch_size = 500
   config.eval_every_steps = 0  # 0: evaluate only at the end of each stage.
   config.log_every_steps = 20  # Train metrics are fetched from the device this often.
+  # Every N steps, fastai's ActivationStats of every layer with parameters on the
+  # training batch, into activation_stats.jsonl (0: off).
+  config.activation_stats_every = 20
   config.checkpoint_every_steps = 200  # 0: checkpoint only at the end of each stage.
   config.max_to_keep = 3  # Checkpoints kept on disk.
   config.progress_bar = True
@@ -103,6 +106,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_sizes = (16, 32)
     config.eval_batch_size = 128
     config.log_every_steps = 4
+    config.activation_stats_every = 4
     config.checkpoint_every_steps = 0
     config.opt.lr_max = 0.2
   elif arg:

@@ -27,6 +27,7 @@ CORRUPT_DIR = "checkpoints_corrupt"
 RUN_CONTROL_FIELDS = (
     "progress_bar",
     "log_every_steps",
+    "activation_stats_every",
     "eval_every_steps",
     "checkpoint_every_steps",
     "max_to_keep",

@@ -173,7 +173,7 @@ def validate(config, num_devices: int) -> None:
           f"config.eval_sizes[{i}]={size} is below {models.min_input_size(model)}, the "
           "smallest input config.model can take."
       )
-  for field in ("eval_every_steps", "checkpoint_every_steps"):
+  for field in ("eval_every_steps", "checkpoint_every_steps", "activation_stats_every"):
     if isinstance(config[field], bool) or not isinstance(config[field], int) or config[field] < 0:
       raise ConfigError(f"config.{field} must be an integer >= 0 (0 turns it off), got {config[field]!r}.")
   _positive_int(config.log_every_steps, "config.log_every_steps")

@@ -1,7 +1,7 @@
 """Run outputs: `metrics.jsonl` (one JSON object per line) and TensorBoard events.
 
-Every row has an `event` field (`train`, `eval`, `compile`) and a `step`. TensorBoard
-events are written with tensorboardX, which needs no TensorFlow.
+Every row has an `event` field (`train`, `eval`, `compile`, `stage`) and a `step`.
+TensorBoard events are written with tensorboardX, which needs no TensorFlow.
 """
 
 import json
@@ -20,26 +20,36 @@ def read_rows(path) -> list[dict[str, Any]]:
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _open_resumed(path: epath.Path, resume_step: int):
+  """Opens a JSON-lines file for appending, first dropping the rows past `resume_step`
+  (written by a run killed after its last checkpoint, and about to be written again)."""
+  rows = [r for r in read_rows(path) if r.get("step", 0) <= resume_step]
+  tmp = path.parent / (path.name + ".tmp")
+  tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  tmp.replace(path)
+  return path.open("a")
+
+
 class MetricsWriter:
-  """Appends rows to `workdir/metrics.jsonl` and mirrors scalars to TensorBoard."""
+  """Appends rows to `workdir/metrics.jsonl` and mirrors scalars to TensorBoard; layer
+  activation statistics go to `workdir/activation_stats.jsonl`."""
 
   def __init__(self, workdir, *, resume_step: int = 0, active: bool = True):
     """Opens the writer; rows past `resume_step` (left by a killed run) are dropped.
 
     An inactive writer (processes other than the first) writes nothing.
     """
-    self.path = epath.Path(workdir) / "metrics.jsonl"
+    workdir = epath.Path(workdir)
+    self.path = workdir / "metrics.jsonl"
+    self.stats_path = workdir / "activation_stats.jsonl"
     self.active = active
     if not active:
       return
-    rows = [r for r in read_rows(self.path) if r.get("step", 0) <= resume_step]
-    tmp = self.path.parent / (self.path.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    tmp.replace(self.path)
-    self._file = self.path.open("a")
+    self._file = _open_resumed(self.path, resume_step)
+    self._stats_file = _open_resumed(self.stats_path, resume_step)
     from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
 
-    self._tb = SummaryWriter(logdir=str(epath.Path(workdir) / "tensorboard"), purge_step=resume_step + 1)
+    self._tb = SummaryWriter(logdir=str(workdir / "tensorboard"), purge_step=resume_step + 1)
 
   def write(self, event: str, **fields) -> dict[str, Any]:
     row = {"event": event, **fields}
@@ -56,12 +66,19 @@ class MetricsWriter:
         self._tb.add_scalar(f"{prefix}/{key}", value, step)
     return row
 
-  def write_rows(self, event: str, rows: list[Mapping[str, Any]]) -> None:
+  def write_activation_stats(self, rows: list[Mapping[str, Any]]) -> None:
+    """Rows of `progressive.analysis.activations.stats_rows`, one per layer."""
+    if not self.active:
+      return
     for row in rows:
-      self.write(event, **row)
+      self._stats_file.write(json.dumps(row) + "\n")
+      for key in ("mean", "std", "near_zero"):
+        self._tb.add_scalar(f"activations/{row['layer']}/{key}", row[key], row["step"])
+    self._stats_file.flush()
 
   def close(self) -> None:
     if not self.active:
       return
     self._file.close()
+    self._stats_file.close()
     self._tb.close()

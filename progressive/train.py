@@ -34,6 +34,7 @@ from jax.sharding import PartitionSpec as P
 from progressive import checkpoints, compilation, models, optim, schedules
 from progressive.config_validation import ConfigError, validate
 from progressive.data import pipeline
+from progressive.analysis import activations
 from progressive.data.resize import resize_images
 from progressive.metrics import MetricsWriter, read_rows
 
@@ -163,6 +164,22 @@ def make_eval_step(mean, std) -> Callable:
     return eval_step(state, batch, size=size, mean=mean, std=std)
 
   return jax.jit(parallel_eval_step, static_argnums=2)
+
+
+def make_stats_step(model, mean, std) -> Callable:
+  """`(state, batch, size) -> activation statistics` of every layer with parameters on a
+  training batch, batch norm in training mode (fastai's ActivationStats), jitted.
+
+  `model` is built without `bn_axis_name`: under `jit` the batch statistics of a sharded
+  batch are reduced over the whole global batch anyway.
+  """
+
+  def activation_stats_step(state, batch, size):
+    images = preprocess(batch["image"], size, mean, std)
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    return activations.activation_stats(model.apply, variables, images, train=True)
+
+  return jax.jit(activation_stats_step, static_argnums=2)
 
 
 def shard_batch(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
@@ -499,16 +516,19 @@ def submit_compiles(
     eval_sizes: Sequence[int],
     eval_batch_size: int,
     sharding: NamedSharding,
+    stats_fn: Callable | None = None,
 ) -> None:
   """Queues the programs `stages` need, in the order they are needed: each stage's
-  train step, then the eval steps its end-of-stage evaluation adds."""
+  train step (and activation-statistics step), then the eval steps its end-of-stage
+  evaluation adds."""
   abstract_state = compilation.abstract(state)
   eval_batch = _abstract_batch(eval_batch_size, image_size, sharding)
   for stage in stages:
-    compiler.submit(
-        ("train", stage.size, stage.batch_size), train_fn,
-        (abstract_state, _abstract_batch(stage.batch_size, image_size, sharding)), stage.size,
-    )
+    train_batch = _abstract_batch(stage.batch_size, image_size, sharding)
+    key = (stage.size, stage.batch_size)
+    compiler.submit(("train", *key), train_fn, (abstract_state, train_batch), stage.size)
+    if stats_fn is not None:
+      compiler.submit(("stats", *key), stats_fn, (abstract_state, train_batch), stage.size)
     for size in sorted({stage.size, *eval_sizes}):
       compiler.submit(("eval", size), eval_fn, (abstract_state, eval_batch), size)
 
@@ -568,11 +588,19 @@ def train_and_evaluate(
       mesh, info.mean, info.std, skip_nonfinite=config.skip_nonfinite
   )
   p_eval_step = make_eval_step(info.mean, info.std)
+  p_stats_step = None
+  if config.activation_stats_every:
+    stats_model = models.build(config.model, num_classes=info.num_classes)
+    p_stats_step = make_stats_step(stats_model, info.mean, info.std)
+    layer_order = activations.layer_names(
+        stats_model.apply, {"params": state.params, "batch_stats": state.batch_stats},
+        jax.ShapeDtypeStruct((1, plan[0].size, plan[0].size, 3), jnp.float32),
+    )
   compiler = compilation.StageCompiler(background=config.compile_ahead)
   submit_compiles(
       compiler, p_train_step, p_eval_step, state, [s for s in plan if step < s.end],
       image_size=info.image_size, eval_sizes=config.eval_sizes,
-      eval_batch_size=config.eval_batch_size, sharding=batch_sharding,
+      eval_batch_size=config.eval_batch_size, sharding=batch_sharding, stats_fn=p_stats_step,
   )
   summary = {"step": step, "eval": [], "compile": [], "state": state}
 
@@ -582,7 +610,7 @@ def train_and_evaluate(
     if key not in logged_compiles:
       logged_compiles.add(key)
       kind, size = key[0], key[1]
-      batch_size = key[2] if kind == "train" else config.eval_batch_size
+      batch_size = config.eval_batch_size if kind == "eval" else key[2]
       if kind == "train":
         check_memory(result.executable, stage)
       summary["compile"].append(
@@ -647,9 +675,16 @@ def train_and_evaluate(
             setup_seconds=time.perf_counter() - switch_start,
         )
         while step < stage.end:
-          state, step_metrics = step_fn(state, next(batches))
+          batch = next(batches)
+          state, step_metrics = step_fn(state, batch)
           step += 1
           metrics.add(step_metrics)
+          if config.activation_stats_every and step % config.activation_stats_every == 0:
+            stats_fn = executable(("stats", stage.size, stage.batch_size), stage)
+            stats = jax.device_get(stats_fn(state, batch))
+            writer.write_activation_stats(
+                activations.stats_rows(stats, step=step, stage=stage.index, size=stage.size, order=layer_order)
+            )
           at_log = step % config.log_every_steps == 0 or step == stage.end
           if at_log:
             metrics.flush(step, stage, progress)

@@ -66,6 +66,7 @@ def test_no_host_sync_per_step(smoke_config, tmp_path, monkeypatch):
     return real_get(tree)
 
   smoke_config.log_every_steps = 8  # One fetch per 8-step stage.
+  smoke_config.activation_stats_every = 12  # And at steps 12 and 24.
   smoke_config.eval_sizes = ()
   monkeypatch.setattr(train.jax, "device_get", counting_get)
   with jax.transfer_guard_device_to_host("disallow"):  # No implicit transfer anywhere.
@@ -74,8 +75,10 @@ def test_no_host_sync_per_step(smoke_config, tmp_path, monkeypatch):
   assert summary["step"] == 24
   train_fetches = [f for f in fetches if isinstance(f, list) and f and "loss" in f[0]]
   assert [len(f) for f in train_fetches] == [8, 8, 8]  # 24 steps, 3 fetches.
+  stats_fetches = [f for f in fetches if isinstance(f, dict) and "conv0" in "".join(f)]
+  assert len(stats_fetches) == 2
   # Everything else fetched is evaluation output: 3 stage ends x 1 size x 2 batches.
-  assert len(fetches) - len(train_fetches) == 3 * 2
+  assert len(fetches) - len(train_fetches) - len(stats_fetches) == 3 * 2
 
 
 def test_persistent_cache_serves_a_rerun(smoke_config, tmp_path):
@@ -90,7 +93,7 @@ def test_persistent_cache_serves_a_rerun(smoke_config, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
   first = [r for r in read_rows(tmp_path / "first" / "metrics.jsonl") if r["event"] == "compile"]
   second = [r for r in read_rows(tmp_path / "second" / "metrics.jsonl") if r["event"] == "compile"]
-  assert len(first) == len(second) == 6
+  assert len(first) == len(second) == 9  # Train, activation-stats and eval programs.
   assert not any(r["cache_hit"] for r in first)
   assert all(r["cache_hit"] for r in second)
   assert any(cache.iterdir())

@@ -99,6 +99,12 @@ def test_outputs_in_workdir(smoke_run):
   assert json.loads((workdir / "config.json").read_text()) == json.loads(config.to_json())
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()) == ["16", "24", "8"]
   assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
+  stats = read_rows(workdir / "activation_stats.jsonl")
+  layers = list(dict.fromkeys(r["layer"] for r in stats))
+  assert layers[:2] == ["conv0/conv", "conv0/bn"] and layers[-1] == "head/dense"
+  assert [r["step"] for r in stats] == [s for s in range(4, 25, 4) for _ in layers]
+  for row in stats:
+    assert len(row["hist"]) == 40 and 0 <= row["near_zero"] <= 1 and row["std"] > 0
 
 
 def test_second_invocation_does_not_retrain(smoke_run, capsys):
@@ -154,6 +160,7 @@ def test_interrupted_run_resumes_to_identical_result(smoke_run, smoke_config, tm
     return [(r["step"], r["loss"]) for r in rows if r["event"] == "train"]
 
   assert losses(rows) == losses(reference_rows)  # No row lost or written twice.
+  assert read_rows(tmp_path / "activation_stats.jsonl") == read_rows(smoke_run[1] / "activation_stats.jsonl")
   evals = [(r["step"], r["size"], r["accuracy"]) for r in rows if r["event"] == "eval"]
   assert evals == [(r["step"], r["size"], r["accuracy"]) for r in reference_rows if r["event"] == "eval"]
 

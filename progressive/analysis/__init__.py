@@ -1,0 +1,63 @@
+"""Analysis of runs: load a checkpoint anywhere, then ask at which scales it recognises
+which features, how stable it is under small shifts, and how healthy its activations were.
+
+    from progressive import analysis
+    run = analysis.load_run(workdir)
+    analysis.size_matrix({"latest": run}, images, labels, sizes=[16, 32, 64])
+
+Modules: `run` (loading), `scale` (size matrix, object scale, receptive field), `shift`
+(jaggedness, consistency), `activations` (ActivationStats), `ensemble` (multi-size),
+`plots` (figures), `report` (everything into `DIR/analysis/`). See docs/ANALYSIS.md.
+
+Names are imported lazily, so `from progressive.analysis import activations` (what
+training needs) pulls in neither pandas, matplotlib nor `progressive.train`.
+"""
+
+import importlib
+
+_EXPORTS = {
+    "activation_stats": "activations",
+    "checkpoint_stats": "activations",
+    "layer_names": "activations",
+    "read_stats": "activations",
+    "stats_rows": "activations",
+    "ensemble_from_logits": "ensemble",
+    "size_ensemble": "ensemble",
+    "Options": "report",
+    "analyze": "report",
+    "figures": "report",
+    "write_report": "report",
+    "Run": "run",
+    "RunError": "run",
+    "checkpoint_steps": "run",
+    "describe": "run",
+    "load_examples": "run",
+    "load_run": "run",
+    "stage_end_runs": "run",
+    "object_scale_accuracy": "scale",
+    "receptive_field": "scale",
+    "rf_coverage": "scale",
+    "size_matrix": "scale",
+    "size_matrix_from_logits": "scale",
+    "consistency": "shift",
+    "jaggedness": "shift",
+    "shift_consistency": "shift",
+    "shift_sweep": "shift",
+    "topk_correct": "shift",
+    "translate": "shift",
+}
+SUBMODULES = ("activations", "ensemble", "plots", "report", "run", "scale", "shift")
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(f"progressive.analysis.{_EXPORTS[name]}"), name)
+  if name in SUBMODULES:
+    return importlib.import_module(f"progressive.analysis.{name}")
+  raise AttributeError(f"module 'progressive.analysis' has no attribute {name!r}")
+
+
+def __dir__():
+  return sorted([*_EXPORTS, *SUBMODULES])
