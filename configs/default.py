@@ -60,11 +60,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   # Progressive resizing: each stage trains at `size` for `epochs` (or `steps`) with
   # `batch_size` (default: config.batch_size). Images are zoomed, not cropped.
-  config.stages = [
+  config.stages = (
       dict(size=32, epochs=3),
       dict(size=48, epochs=2),
       dict(size=64, epochs=2),
-  ]
+  )
   config.require_increasing_sizes = True  # Stage sizes must grow (progressive resizing).
   config.batch_size = 128  # Global batch, split evenly over the local devices.
   config.eval_sizes = (32, 48, 64)  # Also evaluated at each stage's own size.
@@ -97,11 +97,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if arg == "smoke":
     config.data.builder_config = "small"
     config.model.channels = (8, 16, 32)
-    config.stages = [
+    config.stages = (
         dict(size=16, steps=8),
         dict(size=24, steps=8),
         dict(size=32, steps=8),
-    ]
+    )
     config.batch_size = 64
     config.eval_sizes = (16, 32)
     config.eval_batch_size = 128

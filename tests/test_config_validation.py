@@ -11,6 +11,12 @@ from configs import default
 from progressive.config_validation import ConfigError, validate
 
 
+def _set_stage(config, index, stage):
+  stages = list(config.stages)
+  stages[index] = stage
+  config.stages = tuple(stages)
+
+
 def smoke():
   return default.get_config("smoke")
 
@@ -31,13 +37,13 @@ def test_default_and_smoke_configs_are_valid():
         (lambda c: setattr(c.model, "head", "attention"), r"config\.model\.head must be one of"),
         (lambda c: setattr(c, "batch_size", 62), r"config\.batch_size=62 does not divide evenly over 4 devices"),
         (lambda c: setattr(c, "stages", []), r"config\.stages must list at least one stage"),
-        (lambda c: c.stages.__setitem__(0, dict(size=0, steps=2)), r"config\.stages\[0\]\.size must be a positive integer, got 0"),
-        (lambda c: c.stages.__setitem__(0, dict(size=-16, steps=2)), r"config\.stages\[0\]\.size must be a positive integer"),
-        (lambda c: c.stages.__setitem__(1, dict(size=16, steps=2)), r"config\.stages\[1\]\.size=16 does not grow"),
-        (lambda c: c.stages.__setitem__(0, dict(size=4, steps=2)), r"config\.stages\[0\]\.size=4 is below 8"),
-        (lambda c: c.stages.__setitem__(0, dict(size=16)), r"exactly one of 'epochs' or 'steps'"),
-        (lambda c: c.stages.__setitem__(0, dict(size=16, steps=2, lr=3)), r"unknown keys \['lr'\]"),
-        (lambda c: c.stages.__setitem__(0, dict(size=16, steps=2, batch_size=30)), r"config\.stages\[0\]\.batch_size=30 does not divide"),
+        (lambda c: _set_stage(c, 0, dict(size=0, steps=2)), r"config\.stages\[0\]\.size must be a positive integer, got 0"),
+        (lambda c: _set_stage(c, 0, dict(size=-16, steps=2)), r"config\.stages\[0\]\.size must be a positive integer"),
+        (lambda c: _set_stage(c, 1, dict(size=16, steps=2)), r"config\.stages\[1\]\.size=16 does not grow"),
+        (lambda c: _set_stage(c, 0, dict(size=4, steps=2)), r"config\.stages\[0\]\.size=4 is below 8"),
+        (lambda c: _set_stage(c, 0, dict(size=16)), r"exactly one of 'epochs' or 'steps'"),
+        (lambda c: _set_stage(c, 0, dict(size=16, steps=2, lr=3)), r"unknown keys \['lr'\]"),
+        (lambda c: _set_stage(c, 0, dict(size=16, steps=2, batch_size=30)), r"config\.stages\[0\]\.batch_size=30 does not divide"),
         (lambda c: setattr(c, "eval_sizes", (16, 2)), r"config\.eval_sizes\[1\]=2 is below 8"),
         (lambda c: setattr(c.opt, "lr_max", 0.0), r"config\.opt\.lr_max must be positive"),
         (lambda c: setattr(c.model, "dtype", "float16"), r"config\.model\.dtype must be one of"),
@@ -52,7 +58,7 @@ def test_invalid_configs_name_the_field(edit, pattern):
 
 def test_non_increasing_sizes_allowed_when_not_required():
   config = smoke()
-  config.stages[1] = dict(size=16, steps=2)
+  _set_stage(config, 1, dict(size=16, steps=2))
   config.require_increasing_sizes = False
   validate(config, num_devices=4)
 

@@ -232,3 +232,12 @@ def test_other_sizes_show_the_same_scene(label):
   reference = centre_of_mass(64)
   for size in (16, 24, 37, 48, 100, 128):
     assert np.all(np.abs(centre_of_mass(size) - reference) < 1.0 / size), size
+
+
+def test_pattern_shift_with_center_translates_the_whole_object():
+  """Moving the centre and the bands by whole pixels is a pure translation."""
+  for label in (ss.CLASS_NAMES.index("stripes_p4"), ss.CLASS_NAMES.index("checks_p2")):
+    base = ss.render(label, 0.5, (0.5, 0.5), 32, seed=3, storage_size=32)
+    moved = ss.render(label, 0.5, (0.5 + 2 / 32, 0.5 + 1 / 32), 32, seed=3,
+                                storage_size=32, pattern_shift=(2 / 32, 1 / 32))
+    np.testing.assert_array_equal(moved[1:, 2:], base[:-1, :-2])

@@ -157,7 +157,7 @@ def _box_mean(mask: np.ndarray, k: int) -> np.ndarray:
   return sum(columns[i::k] for i in range(k)) / (k * k)
 
 
-def _coverage(label, object_scale, center, size, seed, storage_size):
+def _coverage(label, object_scale, center, size, seed, storage_size, pattern_shift=(0.0, 0.0)):
   """Per-pixel fractions of the scene covered by the two foreground colours.
 
   Returns `(first, second, nuisances)` with `first`, `second` float64 `[size, size]`;
@@ -191,8 +191,9 @@ def _coverage(label, object_scale, center, size, seed, storage_size):
   inside = _inside_outline(TEXTURE_SILHOUETTES[nz.silhouette], u, v)
   # Band parity in storage pixels; the pattern is fixed to the canvas, not the object.
   half = TEXTURE_PERIODS[name] / 2
-  odd_x = (np.floor((xs * storage_size + nz.phase[0]) / half).astype(np.int64) & 1)[None, :]
-  odd_y = (np.floor((ys * storage_size + nz.phase[1]) / half).astype(np.int64) & 1)[:, None]
+  px, py = (xs - pattern_shift[0]) * storage_size, (ys - pattern_shift[1]) * storage_size
+  odd_x = (np.floor((px + nz.phase[0]) / half).astype(np.int64) & 1)[None, :]
+  odd_y = (np.floor((py + nz.phase[1]) / half).astype(np.int64) & 1)[:, None]
   if name.startswith("checks"):
     odd = (odd_x ^ odd_y).astype(bool)
   else:
@@ -203,7 +204,8 @@ def _coverage(label, object_scale, center, size, seed, storage_size):
 
 
 def render(label: int, object_scale: float, center: tuple[float, float], size: int, *,
-           seed: int = 0, storage_size: int = 64) -> np.ndarray:
+           seed: int = 0, storage_size: int = 64,
+           pattern_shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
   """Renders one image of class `label`, uint8 `[size, size, 3]`.
 
   Args:
@@ -215,8 +217,12 @@ def render(label: int, object_scale: float, center: tuple[float, float], size: i
       colours, rotation, silhouette, orientation and phase for every label.
     storage_size: the size at which texture periods are whole pixels; the period of
       class `c` is `TEXTURE_PERIODS[c] / storage_size` canvas fractions.
+    pattern_shift: (dx, dy) canvas fractions by which the texture bands move (they are
+      anchored to the canvas). Moving `center` and the bands by the same amount
+      translates the whole object, fill included.
   """
-  first, second, nz = _coverage(label, object_scale, center, size, seed, storage_size)
+  first, second, nz = _coverage(label, object_scale, center, size, seed, storage_size,
+                                pattern_shift)
   image = (nz.background + first[..., None] * (nz.foreground - nz.background)
            + second[..., None] * (nz.foreground2 - nz.background))
   return np.clip(np.rint(image), 0, 255).astype(np.uint8)

@@ -1,0 +1,47 @@
+"""A multi-size test-time ensemble: the softmax averaged over several input sizes.
+
+    p_ens(c | x) = mean over sizes s of softmax(f(resize(x, s)))_c
+
+one set of weights seeing the image at several scales (RESEARCH.md, claim 4), compared
+with each single size.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+
+from progressive.analysis.scale import breakdown, predict_sizes
+from progressive.data import pipeline
+
+
+def ensemble_from_logits(
+    logits: Mapping[int, np.ndarray], labels: np.ndarray, info: pipeline.DatasetInfo
+) -> dict[str, Any]:
+  """Accuracy of each size and of the mean softmax over all of them.
+
+  `logits` `{size: [N, classes]}`. Returns `sizes`, `single` `{size: breakdown}`,
+  `ensemble` (a `breakdown`: `all`, `family`, `class`), `best_single_size` and
+  `gain_over_best` (ensemble minus best single accuracy).
+  """
+  sizes = sorted(logits)
+  labels = np.asarray(labels)
+  probs = {s: np.asarray(jax.nn.softmax(np.asarray(logits[s], np.float32), axis=-1)) for s in sizes}
+  single = {s: breakdown(np.argmax(probs[s], -1) == labels, labels, info) for s in sizes}
+  mean = np.mean([probs[s] for s in sizes], axis=0)
+  ensemble = breakdown(np.argmax(mean, -1) == labels, labels, info)
+  best = max(sizes, key=lambda s: single[s]["all"])
+  return {
+      "sizes": [int(s) for s in sizes],
+      "num_images": int(len(labels)),
+      "single": {str(s): single[s] for s in sizes},
+      "ensemble": ensemble,
+      "best_single_size": int(best),
+      "gain_over_best": ensemble["all"] - single[best]["all"],
+  }
+
+
+def size_ensemble(run, images: np.ndarray, labels: np.ndarray, sizes: Sequence[int]) -> dict:
+  """`ensemble_from_logits` of `run.predict` on uint8 `images` `[N, S, S, 3]` at `sizes`."""
+  return ensemble_from_logits(predict_sizes(run.predict, images, sizes), labels, run.info)

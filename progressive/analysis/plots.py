@@ -1,0 +1,253 @@
+"""Figures of the analyses, drawn from their JSON-able results.
+
+Each function returns a `matplotlib.figure.Figure` (made without pyplot, so nothing
+accumulates in a notebook or a script); `save` writes it as PNG. A notebook cell shows
+the figure it ends with.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from etils import epath
+from matplotlib.figure import Figure
+
+from progressive.analysis import activations
+
+GROUP_COLORS = {"all": "black", "shape": "tab:blue", "texture": "tab:orange"}
+
+
+def _color(group: str, i: int = 0) -> str:
+  return GROUP_COLORS.get(group, f"C{i + 2}")
+
+
+def save(fig: Figure, path, dpi: int = 110) -> epath.Path:
+  """Writes `fig` as a PNG at `path` (folders created) and returns the path."""
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(str(path), dpi=dpi, bbox_inches="tight")
+  return path
+
+
+def _mark_stages(ax, boundaries: Sequence[int] | None, sizes: Sequence[int] | None = None):
+  """Dashed lines at stage boundaries, and each stage's size at the top of the axes."""
+  if not boundaries:
+    return
+  for b in boundaries:
+    ax.axvline(b, color="grey", linestyle="--", linewidth=0.8)
+  if sizes:
+    edges = [ax.get_xlim()[0], *boundaries, ax.get_xlim()[1]]
+    for lo, hi, size in zip(edges[:-1], edges[1:], sizes):
+      ax.text((lo + hi) / 2, 0.98, f"{size}px", transform=ax.get_xaxis_transform(),
+              ha="center", va="top", fontsize=8, color="grey")
+
+
+def size_matrix(matrix: Mapping[str, Any], rf: Mapping[str, Any] | None = None) -> Figure:
+  """Heatmaps of accuracy, rows (checkpoints or runs) by test size, one per family.
+
+  With `rf` (`scale.rf_coverage`) the columns say which fraction of objects the final
+  receptive field covers, and a red line marks the size past which it no longer covers
+  the median object.
+  """
+  groups = list(matrix["accuracy"])
+  sizes, rows = matrix["sizes"], matrix["rows"]
+  fig = Figure(figsize=(1.0 + 0.75 * len(sizes) * len(groups) + 1.2 * len(groups),
+                        1.3 + 0.45 * len(rows)), layout="constrained")
+  axes = np.atleast_1d(fig.subplots(1, len(groups), sharey=True))
+  for ax, group in zip(axes, groups):
+    values = np.array([[np.nan if v is None else v for v in row]
+                       for row in matrix["accuracy"][group]])
+    image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    for (r, c), v in np.ndenumerate(values):
+      if np.isfinite(v):
+        ax.text(c, r, f"{v:.2f}", ha="center", va="center", fontsize=8,
+                color="white" if v < 0.6 else "black")
+    labels = [str(s) for s in sizes]
+    if rf:
+      labels = [f"{s}\n{f:.0%}" if f is not None else str(s)
+                for s, f in zip(sizes, rf["covered_fraction"])]
+      edge = rf.get("uncovered_from_size")
+      if edge is not None and sizes[0] <= edge <= sizes[-1]:
+        ax.axvline(np.interp(edge, sizes, np.arange(len(sizes))), color="red", linewidth=1.5)
+    ax.set_xticks(range(len(sizes)), labels, fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_title(group)
+    ax.set_xlabel("test size (px)" + ("; objects within rf" if rf else ""))
+  axes[0].set_ylabel("trained (rows)")
+  fig.colorbar(image, ax=list(axes), shrink=0.8, label="accuracy")
+  if rf:
+    fig.suptitle(f"accuracy by test size; red: median object wider than the final rf "
+                 f"({rf['features_rf']} px)", fontsize=9)
+  return fig
+
+
+def object_scale(result: Mapping[str, Any], *, classes: bool = True) -> Figure:
+  """Accuracy against object scale per family (thick) and per class (thin), with the
+  object scale where the receptive field stops covering the object (red)."""
+  fig = Figure(figsize=(6.5, 4), layout="constrained")
+  ax = fig.subplots()
+  x = np.asarray(result["bin_centers"])
+  if classes:
+    families = {g for g in result["accuracy"] if g != "all"}
+    for i, (name, acc) in enumerate(result["class_accuracy"].items()):
+      family = result.get("class_family", {}).get(name)
+      color = _color(family) if family in families else "grey"
+      ax.plot(x, [np.nan if a is None else a for a in acc], color=color, alpha=0.3, linewidth=0.8)
+  for i, (group, acc) in enumerate(result["accuracy"].items()):
+    ax.plot(x, [np.nan if a is None else a for a in acc], marker="o", linewidth=2,
+            color=_color(group, i), label=group)
+  if result.get("rf_scale"):
+    ax.axvline(result["rf_scale"], color="red", linestyle="--",
+               label=f"rf {result['features_rf']} px")
+  ax.set_xlabel(f"object scale (diameter / canvas), canvas {result['canvas_size']} px")
+  ax.set_ylabel("accuracy")
+  ax.set_ylim(-0.02, 1.02)
+  top = ax.secondary_xaxis("top", functions=(lambda s: s * result["canvas_size"],
+                                             lambda p: p / result["canvas_size"]))
+  top.set_xlabel("object diameter (px)")
+  ax.legend(fontsize=8)
+  return fig
+
+
+def jaggedness(sweep: Mapping[str, Any], *, max_rows: int = 48, curves: int = 6) -> Figure:
+  """Azulay & Weiss's picture of a translation sweep.
+
+  Left: one row per image, one column per shift, white where the true class is in the
+  top-k (images with changes first). Right: the true class's probability along the
+  sweep for a few of the jagged images.
+  """
+  correct = np.asarray(sweep["correct"], bool)
+  prob = np.asarray(sweep["prob_correct"])
+  changes = np.asarray(sweep["changes"])
+  shifts = np.asarray(sweep["shifts"])
+  order = np.argsort(-changes, kind="stable")[:max_rows]
+  fig = Figure(figsize=(10, 0.6 + 0.09 * max(len(order), 20)), layout="constrained")
+  left, right = fig.subplots(1, 2, width_ratios=[1, 1.4])
+  left.imshow(correct[order], cmap="gray", vmin=0, vmax=1, aspect="auto", interpolation="nearest",
+              extent=(shifts[0] - 0.5, shifts[-1] + 0.5, len(order) - 0.5, -0.5))
+  left.set_xlabel("shift (px)")
+  left.set_ylabel("image (most changes first)")
+  left.set_title(f"top-{sweep['topk']} correct (white)", fontsize=9)
+  for i in order[:curves]:
+    right.plot(shifts, prob[i], marker=".", label=f"#{i} ({changes[i]} changes)")
+  right.set_ylim(-0.02, 1.02)
+  right.set_xlabel("shift (px)")
+  right.set_ylabel("P(true class)")
+  right.legend(fontsize=7)
+  fig.suptitle(
+      f"{sweep['mode']} shifts at {sweep['size']} px: {sweep['mean_changes']:.2f} changes per "
+      f"image, {sweep['frac_changed']:.0%} of images change", fontsize=10)
+  return fig
+
+
+def layer_stats(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    layers: Sequence[str] | None = None,
+    boundaries: Sequence[int] | None = None,
+    stage_sizes: Sequence[int] | None = None,
+) -> Figure:
+  """Mean, std and near-zero fraction of each layer's output over training steps."""
+  layers = list(layers or activations.layers_in_order(rows))
+  fig = Figure(figsize=(13, 3.6), layout="constrained")
+  axes = fig.subplots(1, 3)
+  cmap = _cmap(len(layers))
+  for i, layer in enumerate(layers):
+    series = activations.over_training(rows, layer)
+    for ax, key in zip(axes, ("mean", "std", "near_zero")):
+      marker = "." if len(series["step"]) < 20 else None
+      ax.plot(series["step"], series[key], color=cmap(i), label=layer, marker=marker)
+  for ax, key in zip(axes, ("mean", "std", "fraction <= 0.05")):
+    ax.set_title(key)
+    ax.set_xlabel("step")
+    _mark_stages(ax, boundaries, stage_sizes)
+  axes[2].set_ylim(-0.02, 1.02)
+  if len(layers) <= 12:
+    axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+  else:  # Too many for a legend: colour is depth, first layer dark.
+    from matplotlib import cm, colors  # pylint: disable=import-outside-toplevel
+
+    mappable = cm.ScalarMappable(colors.Normalize(0, len(layers) - 1), "viridis")
+    fig.colorbar(mappable, ax=list(axes), label=f"layer ({layers[0]} ... {layers[-1]})")
+  return fig
+
+
+def _cmap(n: int) -> Callable:
+  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
+
+  base = colormaps["viridis"]
+  return lambda i: base(i / max(n - 1, 1))
+
+
+def colorful_dimension(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    layers: Sequence[str] | None = None,
+    boundaries: Sequence[int] | None = None,
+    columns: int = 4,
+) -> Figure:
+  """fastai's "colorful dimension": per layer, the 40-bin histograms over [0, 10] of its
+  output stacked over recorded steps, `log1p`, time on x and activation value on y."""
+  layers = list(layers or activations.layers_in_order(rows))
+  columns = min(columns, len(layers)) or 1
+  nrows = -(-len(layers) // columns)
+  fig = Figure(figsize=(3.2 * columns, 2.4 * nrows), layout="constrained")
+  axes = np.atleast_1d(fig.subplots(nrows, columns, squeeze=False)).ravel()
+  lo, hi = activations.HIST_RANGE
+  for ax, layer in zip(axes, layers):
+    series = activations.over_training(rows, layer)
+    steps = series["step"]
+    if len(steps) == 0:
+      continue
+    half = np.median(np.diff(steps)) / 2 if len(steps) > 1 else 0.5
+    x0, x1 = steps[0] - half, steps[-1] + half
+    ax.imshow(np.log1p(series["hist"]).T, origin="lower", aspect="auto", cmap="viridis",
+              extent=(x0, x1, lo, hi), interpolation="nearest")
+    ax.set_title(layer, fontsize=8)
+    ax.set_xlabel("step", fontsize=8)
+    ax.set_ylabel("activation", fontsize=8)
+    for b in boundaries or ():
+      ax.axvline(b, color="white", linestyle="--", linewidth=0.8)
+  for ax in axes[len(layers):]:
+    ax.set_axis_off()
+  return fig
+
+
+def schedules(curves: Mapping[str, Any], *, logged: Sequence[Mapping[str, Any]] = ()) -> Figure:
+  """Learning rate and momentum over steps (lines, `Run.schedule_curves()`), the values
+  logged in training (dots, `metrics.jsonl` train rows), stage boundaries dashed."""
+  fig = Figure(figsize=(10, 3.4), layout="constrained")
+  axes = fig.subplots(1, 2)
+  for ax, key in zip(axes, ("lr", "momentum")):
+    ax.plot(curves["step"], curves[key], color="tab:blue")
+    points = [(r["step"], r[key]) for r in logged if key in r]
+    if points:
+      # A train row at step s holds the value the schedule gave step s - 1.
+      ax.plot([p[0] - 1 for p in points], [p[1] for p in points], "o", color="tab:orange",
+              markersize=3, label="logged")
+      ax.legend(fontsize=8)
+    ax.set_title(key)
+    ax.set_xlabel("step")
+    _mark_stages(ax, curves.get("boundaries"), curves.get("stage_sizes"))
+  return fig
+
+
+def ensemble(result: Mapping[str, Any]) -> Figure:
+  """Accuracy of each single test size and of the multi-size ensemble, per family."""
+  labels = [f"{s}px" for s in result["sizes"]] + ["ensemble"]
+  entries = [result["single"][str(s)] for s in result["sizes"]] + [result["ensemble"]]
+  groups = ["all", *entries[0]["family"]]
+  fig = Figure(figsize=(1.5 + 0.9 * len(labels) * len(groups) / 2, 3.4), layout="constrained")
+  ax = fig.subplots()
+  width = 0.8 / len(groups)
+  x = np.arange(len(labels))
+  for i, group in enumerate(groups):
+    values = [e["all"] if group == "all" else e["family"][group] for e in entries]
+    ax.bar(x + (i - (len(groups) - 1) / 2) * width, [np.nan if v is None else v for v in values],
+           width, color=_color(group, i), label=group)
+  ax.set_xticks(x, labels)
+  ax.set_ylim(0, 1.05)
+  ax.set_ylabel("accuracy")
+  ax.set_title("single test sizes vs the softmax averaged over all of them", fontsize=9)
+  ax.legend(fontsize=8)
+  return fig

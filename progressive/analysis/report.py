@@ -1,0 +1,254 @@
+"""Every analysis of one run, written to `DIR/analysis/`: figures, JSON and `report.md`.
+
+`analyze(run, options)` computes the results (JSON-able dicts); `write_report` saves
+them with their figures. `python -m progressive.analyze --workdir=DIR` calls both.
+"""
+
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from etils import epath
+
+from progressive.analysis import activations, ensemble, plots, scale, shift
+from progressive.analysis.run import Run, describe, label, stage_end_steps
+
+
+@dataclasses.dataclass
+class Options:
+  """What to compute; the defaults keep a smoke run's analysis to seconds on a CPU."""
+
+  num_images: int = 64  # Test images for the size matrix, ensemble and shift analyses.
+  sizes: Sequence[int] | None = None  # Test sizes; default: every stage and eval size.
+  canvas_size: int | None = None  # Object-scale canvas; default: the checkpoint's stage size.
+  scale_bins: Sequence[float] = scale.SCALE_BINS
+  per_bin: int = 12  # Rendered scenes per object-scale bin.
+  shift_size: int | None = None  # Input size of the shift analyses; default: stage size.
+  shift_mode: str = "render"  # One of shift.MODES.
+  max_shift: int = 4  # Sweep from -max_shift to +max_shift px; consistency offsets within it.
+  direction: Sequence[int] = (1, 0)  # Sweep direction (dx, dy).
+  topk: int = 1
+  stats_images: int = 64  # Batch for activation statistics of checkpoints.
+  stats_train: bool = False  # Batch norm with batch statistics, as in a training step.
+  stage_rows: bool = True  # Size-matrix rows: every kept stage-end checkpoint.
+  compare: Mapping[str, Run] = dataclasses.field(default_factory=dict)  # More rows.
+  seed: int = 0
+
+
+def default_sizes(run: Run) -> list[int]:
+  """Every stage size and eval size of the run's config, ascending; only the trained size
+  for a `"flatten"` head, whose weights fit one input size."""
+  if run.config.model.get("head") == "flatten":
+    return [run.train_size]
+  return sorted({s.size for s in run.stages()} | {int(s) for s in run.config.eval_sizes})
+
+
+def _boundaries(run: Run) -> tuple[list[int], list[int]]:
+  plan = run.stages()
+  return [s.start for s in plan[1:]], [s.size for s in plan]
+
+
+def analyze(run: Run, options: Options | None = None) -> dict[str, Any]:
+  """All analyses of `run`: `scale_matrix`, `shift`, `activation_stats`, `ensemble`,
+  `schedules`, each a JSON-able dict, and `run` (a one-line description)."""
+  options = options or Options()
+  sizes = [int(s) for s in (options.sizes or default_sizes(run))]
+  examples = run.test_examples(options.num_images)
+  images, labels = examples["image"], examples["label"]
+  rf = scale.receptive_field(run.config.model, run.train_size, run.info.num_classes)
+
+  checkpoints = {run.step: run}
+
+  def at(step: int) -> Run:  # Each checkpoint restored once.
+    if step not in checkpoints:
+      checkpoints[step] = run.at_step(step)
+    return checkpoints[step]
+
+  steps = stage_end_steps(run) if options.stage_rows else [run.step]
+  rows = {**{label(at(s)): at(s) for s in steps}, **options.compare}
+  latest = label(run)
+  logits = {name: scale.predict_sizes(r.predict, images, sizes) for name, r in rows.items()}
+  matrix = scale.size_matrix_from_logits(logits, labels, run.info)
+  matrix["train_sizes"] = [int(r.train_size) for r in rows.values()]
+  matrix["steps"] = [int(r.step) for r in rows.values()]
+  canvas = int(options.canvas_size or run.train_size)
+  scale_result = {
+      "size_matrix": matrix,
+      "receptive_field": scale.rf_coverage(rf, examples.get("object_scale", []), sizes),
+      "object_scale": scale.object_scale_accuracy(
+          run.predictor(canvas), run.info, canvas_size=canvas, bin_edges=options.scale_bins,
+          per_bin=options.per_bin, seed=options.seed, features_rf=rf,
+      ),
+  }
+
+  shift_size = int(options.shift_size or run.train_size)
+  shift_args = dict(size=shift_size, mode=options.shift_mode, max_shift=options.max_shift)
+  shift_result = {
+      "sweep": shift.shift_sweep(
+          run.predictor(shift_size), examples, run.info, direction=options.direction,
+          topk=options.topk, **shift_args),
+      "consistency": shift.shift_consistency(
+          run.predictor(shift_size), examples, run.info, seed=options.seed, **shift_args),
+  }
+
+  ensemble_result = ensemble.ensemble_from_logits(logits[latest], labels, run.info)
+
+  stats_images = run.test_examples(options.stats_images)["image"]
+  checkpoint_rows = activations.checkpoint_stats([run], stats_images, train=options.stats_train)
+  recorded = activations.read_stats(run.workdir)
+  if recorded:
+    source, over_training = "recorded", recorded
+  else:
+    source = "checkpoints"
+    over_training = activations.checkpoint_stats(
+        [at(s) for s in run.steps if s <= run.step], stats_images, train=options.stats_train)
+  stats_result = {
+      "source": source,
+      "layers": activations.layers_in_order(checkpoint_rows),
+      "checkpoint": {"step": run.step, "size": run.train_size, "train": options.stats_train,
+                     "num_images": int(len(stats_images)), "rows": checkpoint_rows},
+      "over_training": over_training,
+  }
+
+  return {
+      "run": describe(run),
+      "scale_matrix": scale_result,
+      "shift": shift_result,
+      "activation_stats": stats_result,
+      "ensemble": ensemble_result,
+      "schedules": run.schedule_curves(),
+  }
+
+
+def figures(run: Run, results: Mapping[str, Any]) -> dict[str, Any]:
+  """`{file stem: Figure}` for every figure of `results` (from `analyze`)."""
+  boundaries, stage_sizes = _boundaries(run)
+  scale_result, stats = results["scale_matrix"], results["activation_stats"]
+  order = stats["layers"] or None
+  return {
+      "size_matrix": plots.size_matrix(
+          scale_result["size_matrix"], scale_result["receptive_field"]),
+      "object_scale": plots.object_scale(scale_result["object_scale"]),
+      "jaggedness": plots.jaggedness(results["shift"]["sweep"]),
+      "ensemble": plots.ensemble(results["ensemble"]),
+      "layer_stats": plots.layer_stats(
+          stats["over_training"], layers=order, boundaries=boundaries, stage_sizes=stage_sizes),
+      "colorful_dimension": plots.colorful_dimension(
+          stats["over_training"], layers=order, boundaries=boundaries),
+      "schedules": plots.schedules(
+          results["schedules"], logged=run.metrics("train").to_dict("records")),
+  }
+
+
+JSON_FILES = ("scale_matrix", "shift", "activation_stats", "ensemble", "schedules")
+
+
+def _fmt(value, spec: str = ".3f") -> str:
+  return "n/a" if value is None else format(value, spec)
+
+
+def markdown(results: Mapping[str, Any]) -> str:
+  """`report.md`: what each figure answers, its key numbers, links to figure and JSON."""
+  sm = results["scale_matrix"]
+  matrix, rf, obj = sm["size_matrix"], sm["receptive_field"], sm["object_scale"]
+  sweep, cons = results["shift"]["sweep"], results["shift"]["consistency"]
+  ens, stats = results["ensemble"], results["activation_stats"]
+  groups = list(matrix["accuracy"])
+  header = "| trained \\ test px | " + " | ".join(str(s) for s in matrix["sizes"]) + " |"
+  lines = [
+      "# Analysis", "", results["run"], "",
+      "## Scale: accuracy by test size", "",
+      "Which sizes does each checkpoint recognise, for shapes (outlines, scale invariant) and "
+      f"textures (fixed pixel periods)? {matrix['num_images']} test images, zoomed whole to each "
+      "size.", "",
+  ]
+  for group in groups:
+    lines += [f"**{group}**", "", header, "|" + " --- |" * (len(matrix["sizes"]) + 1)]
+    for row, values in zip(matrix["rows"], matrix["accuracy"][group]):
+      lines.append(f"| {row} | " + " | ".join(_fmt(v) for v in values) + " |")
+    lines.append("")
+  lines += [
+      f"Final receptive field (one position of the pooled map): {rf['features_rf']} px; the "
+      f"median object ({_fmt(rf['median_object_scale'], '.2f')} of the canvas) is wider than "
+      f"it from {_fmt(rf['uncovered_from_size'], '.1f')} px on.", "",
+      "![size matrix](size_matrix.png)", "",
+      "## Scale: accuracy by object scale", "",
+      f"Scenes redrawn at a {obj['canvas_size']} px canvas, {obj['count'][0]} per bin: at which "
+      "object sizes are shapes and textures recognised? The red line is where the receptive "
+      "field stops covering the object.", "",
+      "| object scale | " + " | ".join(_fmt(c, ".2f") for c in obj["bin_centers"]) + " |",
+      "|" + " --- |" * (len(obj["bin_centers"]) + 1),
+  ]
+  for group, values in obj["accuracy"].items():
+    lines.append(f"| {group} | " + " | ".join(_fmt(v, ".2f") for v in values) + " |")
+  lines += [
+      "", "![object scale](object_scale.png)", "",
+      "Numbers: [scale_matrix.json](scale_matrix.json)", "",
+      "## Shifts", "",
+      f"How stable are predictions under 1-pixel translations ({sweep['mode']} shifts at "
+      f"{sweep['size']} px)?", "",
+      f"- Jaggedness (Azulay & Weiss, top-{sweep['topk']}, shifts "
+      f"{sweep['shifts'][0]}..{sweep['shifts'][-1]} px along {tuple(sweep['direction'])}): {_fmt(sweep['mean_changes'], '.2f')} changes per "
+      f"image; {_fmt(sweep['frac_changed'], '.1%')} of images change at least once.",
+  ]
+  for name, value in sweep["family"].items():
+    lines.append(f"  - {name}: {_fmt(value['mean_changes'], '.2f')} changes, "
+                 f"{_fmt(value['frac_changed'], '.1%')} change")
+  lines += [
+      f"- Consistency (Zhang, two random shifts within +-{cons['max_shift']} px): "
+      f"{_fmt(cons['consistency'], '.1%')}"
+      + "".join(f"; {k} {_fmt(v, '.1%')}" for k, v in cons["family"].items()),
+      "", "![jaggedness](jaggedness.png)", "", "Numbers: [shift.json](shift.json)", "",
+      "## Multi-size ensemble", "",
+      "Does averaging the softmax over several input sizes beat every single size?", "",
+      "| | " + " | ".join(groups) + " |", "|" + " --- |" * (len(groups) + 1),
+  ]
+  for size in ens["sizes"]:
+    entry = ens["single"][str(size)]
+    lines.append(f"| {size} px | " + " | ".join(
+        _fmt(entry["all"] if g == "all" else entry["family"][g]) for g in groups) + " |")
+  lines += [
+      "| ensemble | " + " | ".join(
+          _fmt(ens["ensemble"]["all"] if g == "all" else ens["ensemble"]["family"][g])
+          for g in groups) + " |",
+      "", f"Gain over the best single size ({ens['best_single_size']} px): "
+      f"{_fmt(ens['gain_over_best'], '+.3f')}.", "",
+      "![ensemble](ensemble.png)", "", "Numbers: [ensemble.json](ensemble.json)", "",
+      "## Activation statistics", "",
+      "How healthy were the activations (fastai's ActivationStats: mean, std, fraction <= 0.05, "
+      "histograms over [0, 10] of every layer with parameters)? "
+      + ("Recorded during training (`activation_stats.jsonl`)." if stats["source"] == "recorded"
+         else "Not recorded during training: computed on a test batch for every kept checkpoint."),
+      "", "| layer | mean | std | near zero |", "| --- | --- | --- | --- |",
+  ]
+  for row in stats["checkpoint"]["rows"]:
+    lines.append(
+        f"| {row['layer']} | {row['mean']:.3f} | {row['std']:.3f} | {row['near_zero']:.3f} |")
+  lines += [
+      "", f"(checkpoint at step {stats['checkpoint']['step']}, {stats['checkpoint']['size']} px, "
+      f"{stats['checkpoint']['num_images']} test images, batch norm in "
+      f"{'training' if stats['checkpoint']['train'] else 'inference'} mode)", "",
+      "![layer statistics](layer_stats.png)", "",
+      "![colorful dimension](colorful_dimension.png)", "",
+      "Numbers: [activation_stats.json](activation_stats.json)", "",
+      "## Schedules", "",
+      "Learning rate and momentum over steps, stage boundaries dashed.", "",
+      "![schedules](schedules.png)", "", "Numbers: [schedules.json](schedules.json)", "",
+  ]
+  return "\n".join(lines)
+
+
+def write_report(run: Run, out_dir=None, options: Options | None = None) -> epath.Path:
+  """Runs `analyze` and writes `report.md`, the JSON files and PNG figures to `out_dir`
+  (default: `run.workdir / "analysis"`). Returns the path of `report.md`."""
+  out_dir = epath.Path(out_dir or run.workdir / "analysis")
+  out_dir.mkdir(parents=True, exist_ok=True)
+  results = analyze(run, options)
+  for name in JSON_FILES:
+    (out_dir / f"{name}.json").write_text(json.dumps(results[name], indent=1) + "\n")
+  for name, fig in figures(run, results).items():
+    plots.save(fig, out_dir / f"{name}.png")
+  path = out_dir / "report.md"
+  path.write_text(markdown(results))
+  return path

@@ -1,0 +1,280 @@
+"""A finished or running training run, restored for analysis on any machine.
+
+    run = load_run("/tmp/progressive/default")       # latest checkpoint
+    logits = run.predict(images_uint8, size=48)       # resized and normalised as in training
+    run.stages(), run.metrics("eval"), run.at_step(run.steps[0])
+
+Restores without the devices that wrote the checkpoint: every array is placed on one
+local device (CPU unless an accelerator is present), whatever the mesh of the run was.
+"""
+
+import dataclasses
+import functools
+import json
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import orbax.checkpoint as ocp
+import pandas as pd
+from etils import epath
+
+from progressive import models, schedules
+from progressive.data import pipeline
+from progressive.metrics import read_rows
+from progressive.train import preprocess
+
+
+class RunError(ValueError):
+  """A workdir that holds no run, or not the checkpoint asked for."""
+
+
+def checkpoint_steps(workdir) -> list[int]:
+  """Steps of the complete checkpoints in `workdir/checkpoints`, ascending."""
+  root = epath.Path(workdir) / "checkpoints"
+  if not root.exists():
+    return []
+  steps = []
+  for path in root.iterdir():
+    # A checkpoint being written (a running run) is not finalized yet.
+    if path.name.isdigit() and ocp.path.step.is_checkpoint_finalized(path):
+      steps.append(int(path.name))
+  return sorted(steps)
+
+
+def _abstract_on(tree, device: jax.Device):
+  """Orbax array metadata to `ShapeDtypeStruct`s on one device."""
+  sharding = jax.sharding.SingleDeviceSharding(device)
+
+  def leaf(meta):
+    if hasattr(meta, "shape") and hasattr(meta, "dtype"):
+      return jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype, sharding=sharding)
+    return meta
+
+  return jax.tree.map(leaf, tree)
+
+
+def restore_state(path, device: jax.Device | None = None) -> dict[str, Any]:
+  """A checkpoint's `state` item as nested dicts (`params`, `batch_stats`, `opt_state`,
+  `step`) of arrays on `device` (default: the first local device)."""
+  device = device or jax.local_devices()[0]
+  path = epath.Path(path)
+  tree = ocp.StandardCheckpointHandler().metadata(path).tree
+  return ocp.StandardCheckpointer().restore(path, _abstract_on(dict(tree), device))
+
+
+def _read_json_item(path) -> dict | None:
+  """A checkpoint's JSON item (`meta`, `data`), or None if it has none."""
+  path = epath.Path(path)
+  if not path.exists():
+    return None
+  return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path)
+
+
+def make_logits_fn(model, mean, std) -> Callable:
+  """`(variables, images [B, S, S, 3] in 0..255, size) -> float32 logits [B, classes]`, jitted."""
+
+  def logits(variables, images, size):
+    return jnp.asarray(model.apply(variables, preprocess(images, size, mean, std)), jnp.float32)
+
+  return jax.jit(logits, static_argnums=2)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Run:
+  """One checkpoint of a run: its config, model and variables, and the run's records."""
+
+  workdir: epath.Path
+  config: ml_collections.ConfigDict
+  info: pipeline.DatasetInfo
+  model: Any  # flax.linen.Module, built with bn_axis_name=None.
+  variables: dict[str, Any]  # {"params", "batch_stats"} on one device.
+  step: int
+  stage: int
+  steps: tuple[int, ...]  # Every checkpoint kept in the workdir.
+  device: jax.Device
+  logits_fn: Callable = dataclasses.field(repr=False)  # make_logits_fn, shared by at_step.
+
+  @property
+  def apply_fn(self) -> Callable:
+    return self.model.apply
+
+  @property
+  def train_size(self) -> int:
+    """The image size of the stage this checkpoint was written in."""
+    return self.stages()[self.stage].size
+
+  def at_step(self, step: int) -> "Run":
+    """The same run at another kept checkpoint (the model and its compiles are shared)."""
+    variables, stage = _restore(self.workdir, step, self.steps, self.stages(), self.device)
+    return dataclasses.replace(self, variables=variables, step=int(step), stage=stage)
+
+  def stages(self) -> list[schedules.Stage]:
+    """The stage plan: size, batch size and global step range of every stage."""
+    return schedules.stage_plan(self.config.stages, self.config.batch_size, self.info.num_train)
+
+  def schedule_fns(self) -> tuple[Callable, Callable]:
+    """The run's `(lr_fn, momentum_fn)` of the global step."""
+    opt = self.config.opt
+    return schedules.make_schedules(
+        self.stages(), opt.lr_max, cycle=opt.cycle, div=opt.div, div_final=opt.div_final,
+        pct_start=opt.pct_start, moms=tuple(opt.moms),
+    )
+
+  def schedule_curves(self) -> dict[str, list]:
+    """LR and momentum at every step, with the stage boundaries and sizes, as lists."""
+    lr_fn, momentum_fn = self.schedule_fns()
+    plan = self.stages()
+    steps = np.arange(plan[-1].end)
+    return {
+        "step": steps.tolist(),
+        "lr": np.asarray(lr_fn(steps)).tolist(),
+        "momentum": np.asarray(momentum_fn(steps)).tolist(),
+        "boundaries": [s.start for s in plan[1:]],
+        "stage_sizes": [s.size for s in plan],
+    }
+
+  def predict(self, images, size: int | None = None, *, batch_size: int = 256) -> np.ndarray:
+    """Logits `[N, classes]` for images `[N, S, S, 3]` (uint8, or float in 0..255) at `size`.
+
+    Images are resized to `size` (default: this checkpoint's stage size) and normalised
+    exactly as in training; batches are padded to one shape so each size compiles once.
+    """
+    size = int(size or self.train_size)
+    images = np.asarray(images)
+    n = len(images)
+    chunk = max(1, min(batch_size, n))
+    out = []
+    for start in range(0, n, chunk):
+      batch = images[start:start + chunk]
+      pad = chunk - len(batch)
+      if pad:
+        batch = np.concatenate([batch, np.zeros((pad, *batch.shape[1:]), batch.dtype)])
+      batch = jax.device_put(batch, self.device)
+      out.append(np.asarray(self.logits_fn(self.variables, batch, size))[:chunk - pad])
+    return np.concatenate(out) if out else np.zeros((0, self.info.num_classes), np.float32)
+
+  def probabilities(self, images, size: int | None = None, **kwargs) -> np.ndarray:
+    """Softmax of `predict`, `[N, classes]`."""
+    return np.asarray(jax.nn.softmax(self.predict(images, size, **kwargs), axis=-1))
+
+  def predictor(self, size: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+    """`images -> logits` at a fixed size, for the analyses that take a predict function."""
+    return functools.partial(self.predict, size=size)
+
+  def inputs(self, images, size: int | None = None) -> jax.Array:
+    """Images as the model sees them: resized and normalised, float32 `[N, size, size, 3]`."""
+    size = int(size or self.train_size)
+    images = jax.device_put(np.asarray(images), self.device)
+    return preprocess(images, size, self.info.mean, self.info.std)
+
+  def metrics(self, event: str | None = None) -> pd.DataFrame:
+    """`metrics.jsonl` as a table, optionally only the rows of one `event`."""
+    rows = read_rows(self.workdir / "metrics.jsonl")
+    if event is not None:
+      rows = [r for r in rows if r["event"] == event]
+    return pd.DataFrame(rows)
+
+  def test_examples(self, num: int | None = None) -> dict[str, np.ndarray]:
+    """The first `num` test examples: `image`, `label`, `family` and, for `scale_shapes`,
+    `object_scale`, `center`, `seed` (what `render` needs to redraw them)."""
+    return load_examples(self.config.data, "test", num)
+
+
+def load_examples(data_config: Mapping[str, Any], split: str, num: int | None = None):
+  """The first `num` examples of a split with all their features, as arrays."""
+  from progressive.data import scale_shapes  # pylint: disable=import-outside-toplevel
+
+  builder = scale_shapes.prepare(data_config["builder_config"], data_config["data_dir"])
+  source = builder.as_data_source(split=split)
+  num = len(source) if num is None else min(num, len(source))
+  examples = source.__getitems__(list(range(num)))
+  arrays = {key: np.stack([np.asarray(e[key]) for e in examples]) for key in examples[0]}
+  arrays["image"] = arrays["image"].astype(np.uint8)
+  for key in ("label", "family"):
+    arrays[key] = arrays[key].astype(np.int32)
+  return arrays
+
+
+def load_run(
+    workdir,
+    step: int | None = None,
+    *,
+    data_dir: str | None = None,
+    device: jax.Device | None = None,
+) -> Run:
+  """Restores a run's checkpoint at `step` (default: the latest) for analysis.
+
+  `data_dir` overrides the TFDS directory stored in the config (a run trained on another
+  machine); `device` is where the variables go (default: the first local device).
+  """
+  workdir = epath.Path(workdir)
+  config_path = workdir / "config.json"
+  if not config_path.exists():
+    raise RunError(f"{workdir} holds no run: there is no config.json.")
+  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  if data_dir is not None:
+    config.data.data_dir = data_dir
+  steps = checkpoint_steps(workdir)
+  if not steps:
+    raise RunError(f"{workdir} holds no checkpoint yet (looked in {workdir / 'checkpoints'}).")
+  step = steps[-1] if step is None else int(step)
+  device = device or jax.local_devices()[0]
+  info = pipeline.dataset_info(config.data)
+  plan = schedules.stage_plan(config.stages, config.batch_size, info.num_train)
+  variables, stage = _restore(workdir, step, steps, plan, device)
+  model = models.build(config.model, num_classes=info.num_classes, bn_axis_name=None)
+  return Run(
+      workdir=workdir, config=config, info=info, model=model, variables=variables,
+      step=step, stage=stage, steps=tuple(steps), device=device,
+      logits_fn=make_logits_fn(model, tuple(info.mean), tuple(info.std)),
+  )
+
+
+def _restore(workdir, step: int, steps, plan, device) -> tuple[dict[str, Any], int]:
+  """`({"params", "batch_stats"}, stage)` of the checkpoint at `step`."""
+  if step not in steps:
+    raise RunError(f"{workdir} has no checkpoint at step {step}; it has steps {list(steps)}.")
+  path = epath.Path(workdir) / "checkpoints" / str(step)
+  state = restore_state(path / "state", device)
+  meta = _read_json_item(path / "meta") or {}
+  if "stage" in meta:
+    stage = int(meta["stage"])
+  else:  # The stage that step `step - 1`, the last one trained, belongs to.
+    stage = schedules.stage_at(plan, max(step - 1, 0)).index
+  variables = {"params": state["params"]}
+  if state.get("batch_stats"):
+    variables["batch_stats"] = state["batch_stats"]
+  return variables, stage
+
+
+def stage_end_steps(run: Run) -> list[int]:
+  """Kept checkpoints that end a stage, up to `run.step`, and `run.step` itself."""
+  ends = {s.end for s in run.stages()}
+  steps = [s for s in run.steps if s in ends and s < run.step]
+  return steps + [run.step]
+
+
+def label(run: Run) -> str:
+  """`"<stage size> px (step <n>)"`: a checkpoint's row label in a size matrix."""
+  return f"{run.train_size} px (step {run.step})"
+
+
+def stage_end_runs(run: Run) -> dict[str, Run]:
+  """The run at each kept checkpoint that ends a stage (and at `run.step`), by `label`:
+  the rows of a train-size by test-size matrix from one progressive run."""
+  runs = [run if s == run.step else run.at_step(s) for s in stage_end_steps(run)]
+  return {label(r): r for r in runs}
+
+
+def describe(run: Run) -> str:
+  """One line: model, dataset, step, stage and the stage sizes."""
+  sizes = " -> ".join(str(s.size) for s in run.stages())
+  return (
+      f"{run.config.model.name} on {run.info.name}/{run.config.data.builder_config}, "
+      f"step {run.step} (stage {run.stage}, {run.train_size} px); stages {sizes} px; "
+      f"checkpoints {list(run.steps)}"
+  )

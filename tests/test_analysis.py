@@ -1,0 +1,372 @@
+"""Analysis: shift measures and activation statistics on known inputs, then a smoke run
+restored and analysed through the library, the CLI and the notebook."""
+
+import functools
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from progressive import analysis, schedules, train
+from progressive.analysis import activations, plots, shift
+from progressive.data import pipeline, scale_shapes
+from progressive.metrics import read_rows
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def info():
+  return pipeline.dataset_info(
+      {"name": "scale_shapes", "builder_config": "small", "data_dir": None})
+
+
+# --- Shift measures on hand-made predictions ---------------------------------------------
+
+
+def test_topk_correct_ranks_the_true_class():
+  logits = np.array([[3.0, 2.0, 1.0, 0.0], [0.0, 1.0, 2.0, 3.0]])
+  labels = np.array([1, 1])
+  np.testing.assert_array_equal(shift.topk_correct(logits, labels, 1), [False, False])
+  np.testing.assert_array_equal(shift.topk_correct(logits, labels, 2), [True, False])
+  np.testing.assert_array_equal(shift.topk_correct(logits, labels, 3), [True, True])
+  # A tie with the top logit counts as correct.
+  assert shift.topk_correct(np.array([[1.0, 1.0]]), np.array([1]), 1)[0]
+
+
+def test_jaggedness_counts_entries_and_exits():
+  correct = np.array([
+      [1, 1, 0, 1, 1],  # leaves, enters: 2
+      [1, 1, 1, 1, 1],  # 0
+      [0, 1, 0, 1, 0],  # 4
+      [0, 0, 0, 0, 0],  # 0
+  ], bool)
+  np.testing.assert_array_equal(shift.count_changes(correct), [2, 0, 4, 0])
+  result = shift.jaggedness(correct)
+  assert result["mean_changes"] == pytest.approx(6 / 4)
+  assert result["frac_changed"] == pytest.approx(2 / 4)
+
+
+def test_consistency_is_the_fraction_of_agreeing_predictions():
+  assert shift.consistency([0, 1, 2, 3, 4], [0, 1, 9, 3, 9]) == pytest.approx(3 / 5)
+  assert shift.consistency([1, 2], [1, 2]) == 1.0
+
+
+def test_translate_moves_content_right_and_down_without_wrapping():
+  image = np.arange(5 * 6, dtype=np.float32).reshape(1, 5, 6, 1)
+  offsets = np.array([[[1, 0], [0, 2], [-1, -1]]])
+  for mode in ("reflect", "edge", "constant"):
+    out = shift.translate(image, offsets, mode)[0, ..., 0]
+    np.testing.assert_array_equal(out[0][:, 1:], image[0, :, :-1, 0])  # dx=1: right.
+    np.testing.assert_array_equal(out[1][2:], image[0, :-2, :, 0])  # dy=2: down.
+    np.testing.assert_array_equal(out[2][:-1, :-1], image[0, 1:, 1:, 0])
+  edge = shift.translate(image, offsets, "edge")[0, 0, ..., 0]
+  np.testing.assert_array_equal(edge[:, 0], image[0, :, 0, 0])  # Entering column: the edge.
+  assert not np.array_equal(edge[:, 0], image[0, :, -1, 0])  # Not the wrapped-round one.
+  circular = shift.translate(image, offsets, "circular")[0, 0, ..., 0]
+  np.testing.assert_array_equal(circular, np.roll(image[0, ..., 0], 1, axis=1))
+  with pytest.raises(ValueError, match="mode"):
+    shift.translate(image, offsets, "wrap")
+
+
+def test_render_shift_moves_a_shape_by_whole_output_pixels():
+  examples = {
+      "label": np.array([3, 5]), "object_scale": np.array([0.5, 0.4]),
+      "center": np.array([[0.4, 0.45], [0.5, 0.5]]), "seed": np.array([7, 8]),
+  }
+  views = shift.render_translated(examples, np.array([[[0, 0], [1, 0], [0, -2]]] * 2), 32,
+                                  storage_size=32)
+  for v in views.astype(int):
+    np.testing.assert_array_equal(v[1], np.roll(v[0], 1, axis=1))
+    np.testing.assert_array_equal(v[2], np.roll(v[0], -2, axis=0))
+
+
+def _mean_colour_model(images):
+  """A translation-invariant toy classifier: logits from each image's mean colour."""
+  mean = np.asarray(images, np.float32).mean(axis=(1, 2))
+  weights = np.random.default_rng(0).normal(size=(3, scale_shapes.NUM_CLASSES))
+  return mean @ weights
+
+
+@pytest.mark.parametrize("mode", ["circular", "edge"])
+def test_translation_invariant_model_is_perfectly_stable(info, mode):
+  rng = np.random.default_rng(1)
+  images = rng.integers(0, 256, size=(12, 16, 16, 3)).astype(np.uint8)
+  if mode == "edge":  # A uniform border: edge padding then shifts content exactly.
+    images[:, :5], images[:, -5:], images[:, :, :5], images[:, :, -5:] = 40, 40, 40, 40
+  examples = {"image": images, "label": np.arange(12) % scale_shapes.NUM_CLASSES}
+  sweep = shift.shift_sweep(_mean_colour_model, examples, info, size=16, mode=mode, max_shift=3)
+  assert sweep["mean_changes"] == 0.0 and sweep["frac_changed"] == 0.0
+  assert np.ptp(np.asarray(sweep["prob_correct"]), axis=1).max() < 1e-5
+  agree = shift.shift_consistency(
+      _mean_colour_model, examples, info, size=16, mode=mode, max_shift=3)
+  assert agree["consistency"] == 1.0
+  assert set(agree["family"]) == {"shape", "texture"}
+
+
+def test_a_position_dependent_model_is_jagged(info):
+  """The same sweep catches a model that looks at one pixel (the test can fail)."""
+  rng = np.random.default_rng(2)
+  images = rng.integers(0, 256, size=(12, 16, 16, 3)).astype(np.uint8)
+
+  def one_pixel(x):
+    return _mean_colour_model(np.asarray(x)[:, 8:9, 8:9])
+
+  examples = {"image": images, "label": np.argmax(one_pixel(images), -1)}
+  sweep = shift.shift_sweep(one_pixel, examples, info, size=16, mode="circular", max_shift=3)
+  assert sweep["accuracy_by_shift"][3] == 1.0  # Correct by construction at shift 0.
+  assert sweep["mean_changes"] > 0.5
+
+
+# --- Activation statistics against numpy ------------------------------------------------
+
+
+class _Toy(nn.Module):
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    h = nn.Dense(16, name="dense0")(x)
+    h = nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name="bn")(h)
+    return nn.Dense(3, name="out")(nn.relu(h))
+
+
+def _numpy_stats(x):
+  x = np.asarray(x, np.float64).ravel()
+  hist, _ = np.histogram(x, bins=40, range=(0, 10))
+  return {"mean": x.mean(), "std": x.std(ddof=1), "near_zero": np.mean(x <= 0.05), "hist": hist}
+
+
+def _assert_stats(got, want):
+  for key in ("mean", "std", "near_zero"):
+    assert float(got[key]) == pytest.approx(want[key], rel=1e-4, abs=1e-5), key
+  np.testing.assert_array_equal(np.asarray(got["hist"]), want["hist"])
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_activation_stats_match_numpy(train):
+  model = _Toy()
+  x = np.random.default_rng(0).normal(2.0, 3.0, size=(32, 5)).astype(np.float32)
+  variables = model.init(jax.random.key(0), x)
+  stats = jax.jit(functools.partial(activations.activation_stats, model.apply, train=train))(
+      variables, x)
+  assert set(stats) == {"dense0", "bn", "out"}  # The modules owning parameters.
+  p = jax.tree.map(np.asarray, variables["params"])
+  h = x.astype(np.float64) @ p["dense0"]["kernel"] + p["dense0"]["bias"]
+  if train:  # Batch statistics, as in a training step.
+    normed = (h - h.mean(0)) / np.sqrt(h.var(0) + 1e-5)
+  else:  # Running statistics, still at their initial mean 0, variance 1.
+    normed = h / np.sqrt(1 + 1e-5)
+  bn = normed * p["bn"]["scale"] + p["bn"]["bias"]
+  out = np.maximum(bn, 0) @ p["out"]["kernel"] + p["out"]["bias"]
+  for name, value in (("dense0", h), ("bn", bn), ("out", out)):
+    _assert_stats(stats[name], _numpy_stats(value))
+  assert stats["bn"]["hist"].dtype == jnp.float32
+
+
+def test_histogram_edges_follow_torch_histc():
+  x = jnp.array([-1.0, 0.0, 0.05, 0.06, 0.25, 9.99, 10.0, 10.5, np.inf])
+  s = activations.summarize(x)
+  hist = np.asarray(s["hist"])
+  assert hist.sum() == 6  # -1, 10.5 and inf are outside [0, 10] and not counted.
+  assert hist[0] == 3 and hist[1] == 1 and hist[39] == 2  # 10 itself is in the last bin.
+  assert float(s["near_zero"]) == pytest.approx(3 / 9)
+
+
+def test_stats_rows_are_json_lines_in_call_order():
+  model = _Toy()
+  x = np.ones((4, 5), np.float32)
+  variables = model.init(jax.random.key(0), x)
+  stats = jax.device_get(activations.activation_stats(model.apply, variables, x))
+  order = activations.layer_names(model.apply, variables, x)
+  assert order == ["dense0", "bn", "out"]
+  rows = activations.stats_rows(stats, step=12, stage=1, size=24, order=order)
+  assert [r["layer"] for r in rows] == order
+  row = json.loads(json.dumps(rows[0]))
+  assert set(row) == {"step", "stage", "size", "layer", "mean", "std", "near_zero", "hist"}
+  assert (row["step"], row["stage"], row["size"]) == (12, 1, 24) and len(row["hist"]) == 40
+  assert [r["layer"] for r in activations.stats_rows(stats, step=0, stage=0, size=1)] == [
+      "bn", "dense0", "out"]  # Without an order: by name.
+
+
+# --- A restored smoke run -----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smoke_workdir(tmp_path_factory, data_dir):
+  """A finished smoke run (trained over the fake 4-device mesh) with activation stats.
+
+  If training did not record `activation_stats.jsonl`, it is written from the kept
+  checkpoints with the analysis functions, as training would have.
+  """
+  from configs import default
+
+  config = default.get_config("smoke")
+  config.data.data_dir = data_dir
+  config.progress_bar = False
+  workdir = tmp_path_factory.mktemp("analysis_smoke")
+  train.train_and_evaluate(config, str(workdir))
+  if not activations.read_stats(workdir):
+    run = analysis.load_run(workdir)
+    images = run.test_examples(32)["image"]
+    runs = [run.at_step(s) for s in run.steps]
+    activations.append_rows(
+        workdir / activations.STATS_FILE, analysis.checkpoint_stats(runs, images, train=True))
+  return workdir
+
+
+@pytest.fixture(scope="module")
+def run(smoke_workdir):
+  return analysis.load_run(smoke_workdir)
+
+
+def test_load_run_restores_the_latest_checkpoint_on_one_device(run, smoke_config):
+  assert (run.step, run.stage, run.steps) == (24, 2, (8, 16, 24))
+  assert run.train_size == 32
+  plan = schedules.stage_plan(smoke_config.stages, smoke_config.batch_size, 1024)
+  assert run.stages() == plan
+  for leaf in jax.tree.leaves(run.variables):
+    assert leaf.sharding.device_set == {jax.local_devices()[0]}  # Trained on 4 devices.
+  earlier = run.at_step(8)
+  assert (earlier.step, earlier.stage, earlier.train_size) == (8, 0, 16)
+  with pytest.raises(analysis.RunError, match=r"steps \[8, 16, 24\]"):
+    analysis.load_run(run.workdir, 5)
+
+
+def test_predictions_reproduce_the_training_evaluation(run):
+  """Resizing and normalisation as in training: the logged eval accuracy comes back."""
+  test = run.test_examples()
+  logged = {r["size"]: r["accuracy"] for r in read_rows(run.workdir / "metrics.jsonl")
+            if r["event"] == "eval" and r["step"] == run.step}
+  assert set(logged) == {16, 32}
+  for size, accuracy in logged.items():
+    predicted = np.argmax(run.predict(test["image"], size, batch_size=100), -1)
+    assert np.mean(predicted == test["label"]) == pytest.approx(accuracy, abs=1e-6)
+
+
+def test_metrics_table_and_schedules(run):
+  table = run.metrics("train")
+  assert list(table["step"]) == [4, 8, 12, 16, 20, 24]
+  curves = run.schedule_curves()
+  assert curves["boundaries"] == [8, 16] and curves["stage_sizes"] == [16, 24, 32]
+  # A train row logs the schedule of its last step (the optimiser's count before it).
+  np.testing.assert_allclose(table["lr"], [curves["lr"][s - 1] for s in table["step"]], rtol=1e-5)
+
+
+def test_size_matrix_and_ensemble(run, info):
+  examples = run.test_examples(24)
+  rows = analysis.stage_end_runs(run)
+  assert list(rows) == ["16 px (step 8)", "24 px (step 16)", "32 px (step 24)"]
+  matrix = analysis.size_matrix(rows, examples["image"], examples["label"], [16, 32])
+  assert matrix["sizes"] == [16, 32] and matrix["train_sizes"] == [16, 24, 32]
+  assert set(matrix["accuracy"]) == {"all", "shape", "texture"}
+  assert np.asarray(matrix["accuracy"]["all"]).shape == (3, 2)
+  assert len(matrix["class_accuracy"]) == 12
+  logits = run.predict(examples["image"], 32)
+  assert matrix["accuracy"]["all"][2][1] == pytest.approx(
+      np.mean(np.argmax(logits, -1) == examples["label"]))
+  combined = analysis.size_ensemble(run, examples["image"], examples["label"], [16, 32])
+  probs = (jax.nn.softmax(run.predict(examples["image"], 16)) + jax.nn.softmax(logits)) / 2
+  assert combined["ensemble"]["all"] == pytest.approx(
+      np.mean(np.argmax(probs, -1) == examples["label"]))
+  assert set(combined["single"]) == {"16", "32"}
+
+
+def test_receptive_field_marks(run, info):
+  rf = analysis.receptive_field(run.config.model, 32, info.num_classes)
+  assert rf == 17  # 5x5 s2, then two 3x3 s2: 1 + 4 + 2 * 2 + 2 * 4.
+  cover = analysis.rf_coverage(rf, np.array([0.3, 0.5, 0.6, 0.9]), [16, 32, 64])
+  assert cover["covered_fraction"] == [1.0, 0.5, 0.0]
+  assert cover["uncovered_from_size"] == pytest.approx(17 / 0.55)
+  by_scale = analysis.object_scale_accuracy(
+      run.predictor(32), info, canvas_size=32, bin_edges=(0.2, 0.5, 0.8), per_bin=12,
+      features_rf=rf)
+  assert by_scale["count"] == [12, 12]
+  assert by_scale["object_px"] == [pytest.approx(11.2), pytest.approx(20.8)]
+  assert by_scale["rf_scale"] == pytest.approx(17 / 32)
+
+
+def test_activation_stats_of_a_checkpoint_and_over_training(run):
+  rows = activations.read_stats(run.workdir)
+  layers = activations.layers_in_order(rows)
+  assert layers[0] == "conv0/conv" and layers[-1] == "head/dense" and len(layers) == 7
+  series = activations.over_training(rows, "conv1/bn")
+  assert series["hist"].shape == (len(series["step"]), 40) and len(series["step"]) >= 3
+  latest = analysis.checkpoint_stats([run], run.test_examples(16)["image"], train=True)
+  assert [r["layer"] for r in latest] == layers
+  # In training mode every batch norm output is normalised with the batch's statistics.
+  bn = {r["layer"]: r for r in latest if r["layer"].endswith("/bn")}
+  gamma_beta = run.variables["params"]["conv0"]["bn"]
+  gamma, beta = np.asarray(gamma_beta["scale"]), np.asarray(gamma_beta["bias"])
+  assert bn["conv0/bn"]["mean"] == pytest.approx(float(beta.mean()), abs=1e-3)
+  assert bn["conv0/bn"]["std"] == pytest.approx(
+      float(np.sqrt(np.mean(gamma**2) + np.var(beta))), rel=0.01)
+  for fig in (plots.layer_stats(rows), plots.colorful_dimension(rows)):
+    assert fig.axes
+
+
+# --- The CLI and the notebook -------------------------------------------------------------
+
+
+def _env(**extra):
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", **extra)
+  env["XLA_FLAGS"] = ""  # One CPU device, like a laptop.
+  return env
+
+
+def test_analyze_cli_writes_the_report(smoke_workdir):
+  """In a one-device process: the run was trained over a 4-device mesh."""
+  out = subprocess.run(
+      [sys.executable, "-m", "progressive.analyze", f"--workdir={smoke_workdir}", "--num_images=32",
+       "--per_bin=6", "--max_shift=2"],
+      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
+  )
+  assert out.returncode == 0, out.stderr[-3000:]
+  folder = smoke_workdir / "analysis"
+  report = (folder / "report.md").read_text()
+  for name in ("size_matrix", "object_scale", "jaggedness", "ensemble", "layer_stats",
+               "colorful_dimension", "schedules"):
+    assert f"({name}.png)" in report and (folder / f"{name}.png").stat().st_size > 1000
+  for name in ("scale_matrix", "shift", "activation_stats", "ensemble", "schedules"):
+    assert f"({name}.json)" in report
+  scale_json = json.loads((folder / "scale_matrix.json").read_text())
+  assert scale_json["size_matrix"]["sizes"] == [16, 24, 32]
+  assert scale_json["receptive_field"]["features_rf"] == 17
+  shift_json = json.loads((folder / "shift.json").read_text())
+  assert shift_json["sweep"]["shifts"] == [-2, -1, 0, 1, 2]
+  assert np.asarray(shift_json["sweep"]["correct"]).shape == (32, 5)
+  assert 0 <= shift_json["consistency"]["consistency"] <= 1
+  stats_json = json.loads((folder / "activation_stats.json").read_text())
+  assert stats_json["source"] == "recorded" and len(stats_json["checkpoint"]["rows"]) == 7
+  ensemble_json = json.loads((folder / "ensemble.json").read_text())
+  assert ensemble_json["sizes"] == [16, 24, 32] and "ensemble" in ensemble_json
+
+
+def test_analyze_cli_names_a_missing_run(tmp_path):
+  out = subprocess.run(
+      [sys.executable, "-m", "progressive.analyze", f"--workdir={tmp_path}"],
+      cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120,
+  )
+  assert out.returncode != 0 and "holds no run" in out.stderr
+
+
+def test_notebook_runs_on_the_smoke_run(smoke_workdir, tmp_path, monkeypatch):
+  import nbclient  # pylint: disable=import-outside-toplevel
+  import nbformat  # pylint: disable=import-outside-toplevel
+
+  env = _env(PROGRESSIVE_WORKDIR=str(smoke_workdir), PROGRESSIVE_NUM_IMAGES="32")
+  for key, value in env.items():
+    monkeypatch.setenv(key, value)
+  notebook = nbformat.read(REPO / "experiments" / "analysis.ipynb", as_version=4)
+  assert all(not c.get("outputs") for c in notebook.cells if c.cell_type == "code")
+  nbclient.NotebookClient(
+      notebook, timeout=240, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+  ).execute()
+  images = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs
+            if "image/png" in o.get("data", {})]
+  assert len(images) == 7  # Every figure cell drew its figure.

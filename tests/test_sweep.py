@@ -1,0 +1,122 @@
+"""Sweeps: expansion, running with skip and resume, aggregation, printed commands, and
+every experiment config's smoke variant."""
+
+import csv
+import pathlib
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from progressive import sweep
+from progressive.config_validation import validate
+from progressive.metrics import read_rows
+
+REPO = pathlib.Path(__file__).parents[1]
+EXPERIMENTS = ("size_sweep", "antialias", "head", "stability")
+
+
+def test_product_and_zip():
+  assert sweep.product(a=[1, 2], b=["x"]) == [{"a": 1, "b": "x"}, {"a": 2, "b": "x"}]
+  assert sweep.zip_axes(a=[1, 2], b=[3, 4]) == [{"a": 1, "b": 3}, {"a": 2, "b": 4}]
+  with pytest.raises(ValueError, match="one length"):
+    sweep.zip_axes(a=[1], b=[1, 2])
+
+
+def test_point_names_and_overrides():
+  assert sweep.point_name({"model.downsample": "blur", "model.blur_size": 5}) == "downsample=blur_blur_size=5"
+  assert sweep.point_name({"name": "x", "seed": 1}) == "x"
+  config = sweep.load_module(str(REPO / "configs/default.py")).get_config("smoke")
+  changed = sweep.apply_overrides(config, {"model.downsample": "blur", "stages": [dict(size=16, steps=2)]})
+  assert changed.model.downsample == "blur" and changed.stages == (dict(size=16, steps=2),)
+  assert config.model.downsample == "stride"  # The base is left alone.
+  with pytest.raises(KeyError, match="model.nope"):
+    sweep.apply_overrides(config, {"model.nope": 1})
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+@pytest.mark.parametrize("arg", [None, "smoke"])
+def test_every_experiment_point_validates(name, arg):
+  _, points = sweep.expand(f"{REPO}/configs/{name}.py" + (f":{arg}" if arg else ""))
+  assert len(points) >= 2
+  assert len({p[0] for p in points}) == len(points)
+  for _, _, config in points:
+    validate(config, num_devices=4)
+
+
+def test_antialias_covers_three_families_and_four_modes():
+  _, points = sweep.expand(f"{REPO}/configs/antialias.py")
+  names = [p[0] for p in points]
+  assert len(names) == 12 and "resnet18_blur5" in names and "vgg11_max" in names
+
+
+@pytest.fixture(scope="module")
+def antialias_smoke(tmp_path_factory, data_dir):
+  workdir = tmp_path_factory.mktemp("antialias")
+  common = {"data.data_dir": data_dir, "progress_bar": False, "checkpoint_every_steps": 4}
+  rows = sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(workdir), common=common,
+                         num_shift_images=16)
+  return workdir, common, rows
+
+
+def test_sweep_runs_and_aggregates(antialias_smoke):
+  workdir, _, rows = antialias_smoke
+  assert [r["name"] for r in rows] == ["simple_cnn_stride", "simple_cnn_blur3"]
+  with (workdir / "results.csv").open() as f:
+    table = list(csv.DictReader(f))
+  assert [r["model.downsample"] for r in table] == ["stride", "blur"]
+  for row in table:
+    for column in ("acc@24", "acc@32", "acc_shape@32", "acc_texture@32", "jaggedness", "consistency"):
+      assert 0.0 <= float(row[column]) <= (1.0 if column != "jaggedness" else 8.0)
+    assert float(row["wall_seconds"]) > 0
+  markdown = (workdir / "results.md").read_text()
+  assert "2 of 2 points finished." in markdown and "| simple_cnn_blur3 | simple_cnn | blur | 3 |" in markdown
+  assert (workdir / "results.png").stat().st_size > 1000
+
+
+def test_finished_points_are_skipped_and_partial_ones_resume(antialias_smoke, capsys):
+  workdir, common, _ = antialias_smoke
+  point = workdir / "simple_cnn_blur3"
+  before = (workdir / "simple_cnn_stride" / "metrics.jsonl").read_text()
+  shutil.rmtree(point / "checkpoints" / "8")  # As if killed before its last checkpoint.
+  (point / sweep.SUMMARY_FILE).unlink()
+  sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(workdir), common=common, num_shift_images=16)
+  out = capsys.readouterr().out
+  assert "[simple_cnn_stride] finished already; skipped." in out
+  assert "[simple_cnn_blur3] resuming." in out
+  assert (workdir / "simple_cnn_stride" / "metrics.jsonl").read_text() == before
+  assert (point / sweep.SUMMARY_FILE).exists()
+
+
+def test_aggregation_reports_missing_points(antialias_smoke, tmp_path):
+  workdir, common, _ = antialias_smoke
+  partial = tmp_path / "partial"
+  shutil.copytree(workdir / "simple_cnn_stride", partial / "simple_cnn_stride")
+  (partial / "simple_cnn_stride" / sweep.SUMMARY_FILE).unlink()  # Run elsewhere: summarised here.
+  rows = sweep.aggregate(f"{REPO}/configs/antialias.py:smoke", str(partial), common=common, num_shift_images=16)
+  assert [r["name"] for r in rows] == ["simple_cnn_stride"]
+  assert "1 of 2 points finished; missing: simple_cnn_blur3." in (partial / "results.md").read_text()
+
+
+def test_printed_commands_run(data_dir, tmp_path):
+  lines = sweep.commands(f"configs/head.py:smoke", str(tmp_path), {"data.data_dir": data_dir, "progress_bar": False})
+  assert len(lines) == 2 and all(l.startswith("python -m progressive.main --config=configs/head.py:smoke") for l in lines)
+  assert "--config.model.head=flatten" in lines[1] and "'--config.eval_sizes=(32,)'" in lines[1]
+  args = shlex.split(lines[1])
+  result = subprocess.run([sys.executable, *args[1:]], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = read_rows(tmp_path / "flatten" / "metrics.jsonl")
+  assert {r["size"] for r in rows if r["event"] == "eval"} == {32}
+
+
+@pytest.mark.parametrize("name", ["size_sweep", "stability", "head"])
+def test_experiment_smoke_sweeps_train(name, data_dir, tmp_path):
+  common = {"data.data_dir": data_dir, "progress_bar": False}
+  rows = sweep.run_sweep(f"{REPO}/configs/{name}.py:smoke", str(tmp_path), common=common, num_shift_images=8)
+  _, points = sweep.expand(f"{REPO}/configs/{name}.py:smoke", common)
+  assert [r["name"] for r in rows] == [p[0] for p in points]
+  if name == "stability":
+    stats = read_rows(tmp_path / "no_bn_constant" / "activation_stats.jsonl")
+    assert {r["step"] for r in stats} == {2, 4, 6, 8}
