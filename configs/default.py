@@ -20,9 +20,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seed = 0  # Initialisation and data order.
 
   config.data = ml_collections.ConfigDict()
-  config.data.name = "scale_shapes"  # A dataset in progressive.data.DATASETS.
-  config.data.builder_config = "default"  # scale_shapes: "default" (64 px) or "small" (32 px).
+  # "scale_shapes" (built in, generated on first use) or a TFDS image classification
+  # dataset prepared in array_record format, e.g. "cifar10", "imagenette/320px-v2".
+  config.data.name = "scale_shapes"
+  # scale_shapes: "default" (64 px) or "small" (32 px). TFDS: "default" (the dataset's
+  # default) or one of its configs, the same as name="imagenette/320px-v2".
+  config.data.builder_config = "default"
   config.data.data_dir = config_dict.placeholder(str)  # None: TFDS's usual directory.
+  config.data.train_split = "train"
+  config.data.eval_split = "test"  # Evaluated after every stage (Imagenette: "validation").
+  # Side of the square uint8 images the host hands to the device, which zooms them to
+  # each stage's size. None: the stored size (scale_shapes must keep it; cifar10: 32).
+  config.data.image_size = config_dict.placeholder(int)
+  # Training augmentation on the host: "none", "flip" (horizontal, p=1/2) or "rrc_flip"
+  # (random-resized-crop to image_size, then flip). Evaluation never augments.
+  config.data.augment = "none"
+  config.data.rrc_min_scale = 0.35  # rrc_flip: smallest crop area fraction (fastai's min_scale).
+  # Evaluation (and augment="none"): the centred square of this fraction of the shorter
+  # side, resized to image_size. 1.0: the whole (square) image; 0.875: ImageNet style.
+  config.data.eval_crop = 1.0
+  # Per-channel normalisation in [0, 1] units. None: the dataset's own
+  # (progressive.data.pipeline.NORMALIZATION; ImageNet's for datasets not listed there).
+  config.data.mean = config_dict.placeholder(tuple)
+  config.data.std = config_dict.placeholder(tuple)
+  config.data.num_workers = 0  # Grain worker processes decoding examples (0: threads here).
 
   config.model = ml_collections.ConfigDict()
   # simple_cnn, vgg11, vgg16, vgg (layers from vgg_layers), resnet18, resnet34, resnet50.

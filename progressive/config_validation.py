@@ -5,12 +5,11 @@ command-line override fails in a second instead of after a dataset build and a c
 """
 
 from collections.abc import Mapping
-from typing import Any
 
 from etils import epath
 
 from progressive import models, schedules
-from progressive.data import pipeline
+from progressive.data import augment, pipeline
 from progressive.optim import OPTIMIZERS
 
 STAGE_KEYS = ("size", "epochs", "steps", "batch_size")
@@ -130,13 +129,54 @@ def _check_model(model) -> None:
     )
 
 
-def validate(config, num_devices: int) -> None:
-  """Raises `ConfigError` naming the first field that cannot work."""
-  _check_choice(config.data.name, "config.data.name", pipeline.DATASETS)
+def _check_fraction(value, field: str) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+    raise ConfigError(f"{field} must be a number in (0, 1], got {value!r}.")
+
+
+def _check_data(data) -> pipeline.DatasetInfo:
+  """The fields of `config.data`, then the dataset itself: known, prepared, with the splits."""
+  get = data.__getitem__
+  if not isinstance(get("name"), str) or not get("name"):
+    raise ConfigError(
+        f"config.data.name must be {pipeline.BUILTIN!r} or a TFDS dataset name such as "
+        f"'cifar10' or 'imagenette/320px-v2', got {get('name')!r}."
+    )
+  _check_choice(get("augment"), "config.data.augment", augment.AUGMENTS)
+  _check_fraction(get("rrc_min_scale"), "config.data.rrc_min_scale")
+  _check_fraction(get("eval_crop"), "config.data.eval_crop")
+  if get("image_size") is not None:
+    _positive_int(get("image_size"), "config.data.image_size")
+  for field in ("mean", "std"):
+    value = get(field)
+    if value is None:
+      continue
+    if (not isinstance(value, (tuple, list)) or len(value) != 3
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+      raise ConfigError(
+          f"config.data.{field} must be None (the dataset's own) or three numbers in [0, 1] "
+          f"units, one per RGB channel, got {value!r}."
+      )
+    if field == "std" and not all(v > 0 for v in value):
+      raise ConfigError(f"config.data.std must be positive, got {value!r}.")
+  for field in ("train_split", "eval_split"):
+    if not isinstance(get(field), str) or not get(field):
+      raise ConfigError(f"config.data.{field} must name a split, e.g. 'train', got {get(field)!r}.")
+  workers = get("num_workers")
+  if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+    raise ConfigError(
+        f"config.data.num_workers must be an integer >= 0 (0: no worker processes), got "
+        f"{workers!r}."
+    )
   try:
-    pipeline.dataset_info(config.data)
+    return pipeline.dataset_info(data)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+
+
+def validate(config, num_devices: int) -> None:
+  """Raises `ConfigError` naming the first field that cannot work."""
+  info = _check_data(config.data)
 
   model = config.model
   _check_model(model)
@@ -186,7 +226,6 @@ def validate(config, num_devices: int) -> None:
         "run (or one of its checkpoint folders) to take parameters from."
     )
 
-  info = pipeline.dataset_info(config.data)
   plan = schedules.stage_plan(config.stages, config.batch_size, info.num_train)
   for stage in plan:
     if stage.batch_size > info.num_train:

@@ -28,7 +28,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import ml_collections
-import numpy as np
 from absl import app, flags, logging
 from etils import epath
 

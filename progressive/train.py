@@ -15,10 +15,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import flax
 import grain
 import jax
 import jax.numpy as jnp
@@ -32,7 +31,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from progressive import checkpoints, compilation, models, optim, schedules
-from progressive.config_validation import ConfigError, validate
+from progressive.config_validation import validate
 from progressive.data import pipeline
 from progressive.analysis import activations
 from progressive.data.resize import resize_images
@@ -223,7 +222,7 @@ class DevicePrefetch:
 def evaluate(
     state: TrainState,
     eval_fn: Callable,
-    arrays: Mapping[str, np.ndarray],
+    split: pipeline.Split,
     sizes: Sequence[int],
     *,
     batch_size: int,
@@ -233,18 +232,18 @@ def evaluate(
 ) -> list[dict[str, Any]]:
   """Accuracy and loss on a split at each size, with per-family accuracy if known.
 
-  `arrays` is this process's shard of the split and `batch_size` the global eval batch;
+  `split` is this process's shard of the split and `batch_size` the global eval batch;
   in a multi-process run `num_examples` (the whole split) fixes how many batches every
   process runs, and the per-example results are gathered from all processes.
   """
   processes = jax.process_count()
   local_batch = batch_size // processes
-  per_process = -(-(num_examples or len(arrays["label"])) // processes)
+  per_process = -(-(num_examples or split.num_examples) // processes)
   num_batches = -(-per_process // local_batch)
   rows = []
   for size in sizes:
     results = collections.defaultdict(list)
-    for batch in pipeline.eval_batches(arrays, local_batch, num_batches):
+    for batch in split.eval_batches(local_batch, num_batches):
       host = {k: batch.pop(k) for k in list(batch) if k != "image"}
       out = eval_fn(state, shard_batch({"image": batch["image"], "label": host["label"]}, sharding), size)
       if processes > 1:
@@ -481,10 +480,11 @@ class _TrainMetrics:
     self._since = time.perf_counter()
 
 
-def build_state(config, info: pipeline.DatasetInfo, plan, mesh) -> TrainState:
-  """The initial train state of `config`, replicated over `mesh`."""
+def build_state(config, info: pipeline.DatasetInfo, plan, mesh, *, schedule=None) -> TrainState:
+  """The initial train state of `config`, initialised at the first stage's size and
+  replicated over `mesh`; `schedule` = `(lr_fn, momentum_fn)` replaces the one-cycle."""
   model = models.build(config.model, num_classes=info.num_classes, bn_axis_name=AXIS)
-  lr_fn, momentum_fn = schedules.make_schedules(
+  lr_fn, momentum_fn = schedule or schedules.make_schedules(
       plan,
       config.opt.lr_max,
       cycle=config.opt.cycle,
@@ -580,8 +580,12 @@ def train_and_evaluate(
     log(f"Resuming {workdir} from step {step} (stage {data_stage}).")
 
   # Each process reads only its own shard of every split.
-  train_arrays = pipeline.load_split(config.data, "train", shard=process, num_shards=processes)
-  test_arrays = pipeline.load_split(config.data, "test", shard=process, num_shards=processes)
+  train_split = pipeline.open_split(
+      config.data, config.data.train_split, shard=process, num_shards=processes, train=True
+  )
+  eval_split = pipeline.open_split(
+      config.data, config.data.eval_split, shard=process, num_shards=processes
+  )
 
   writer = MetricsWriter(workdir, resume_step=step, active=process == 0)
   p_train_step = make_train_step(
@@ -634,12 +638,12 @@ def train_and_evaluate(
     sizes = sorted({stage.size, *config.eval_sizes})
     eval_fn = lambda state, batch, size: executable(("eval", size), stage)(state, batch)
     rows = evaluate(
-        state, eval_fn, test_arrays, sizes,
+        state, eval_fn, eval_split, sizes,
         batch_size=config.eval_batch_size, sharding=batch_sharding, info=info,
         num_examples=info.num_test,
     )
     for row in rows:
-      writer.write("eval", step=step, stage=stage.index, split="test", **row)
+      writer.write("eval", step=step, stage=stage.index, split=config.data.eval_split, **row)
     return rows
 
   def save(stage: schedules.Stage, data_state):
@@ -654,10 +658,9 @@ def train_and_evaluate(
         switch_start = time.perf_counter()
         step_fn = executable(("train", stage.size, stage.batch_size), stage)
 
-        dataset = pipeline.train_dataset(
-            train_arrays, stage.batch_size // processes, seed=config.seed * 1009 + stage.index
+        iterator = train_split.train_iterator(
+            stage.batch_size // processes, seed=config.seed * 1009 + stage.index
         )
-        iterator = iter(dataset.to_iter_dataset(grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)))
         if data_state is not None and data_stage == stage.index:
           iterator.set_state(data_state)
         batches = DevicePrefetch(iterator, batch_sharding)

@@ -8,6 +8,7 @@ from jax.sharding import PartitionSpec as P
 
 from configs import default
 from progressive import models, optim, schedules, train
+from progressive.config_validation import ConfigError
 
 
 def _state_and_step(devices, config):
@@ -54,6 +55,6 @@ def test_one_and_four_devices_agree(batch_norm):
 
 def test_batch_not_divisible_over_devices_is_a_config_error(smoke_config, tmp_path):
   smoke_config.batch_size = 66
-  with pytest.raises(train.ConfigError, match="does not divide evenly over 4 devices"):
+  with pytest.raises(ConfigError, match="does not divide evenly over 4 devices"):
     train.train_and_evaluate(smoke_config, str(tmp_path / "run"))
   assert not (tmp_path / "run").exists()

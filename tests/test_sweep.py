@@ -101,7 +101,7 @@ def test_aggregation_reports_missing_points(antialias_smoke, tmp_path):
 
 
 def test_printed_commands_run(data_dir, tmp_path):
-  lines = sweep.commands(f"configs/head.py:smoke", str(tmp_path), {"data.data_dir": data_dir, "progress_bar": False})
+  lines = sweep.commands("configs/head.py:smoke", str(tmp_path), {"data.data_dir": data_dir, "progress_bar": False})
   assert len(lines) == 2 and all(l.startswith("python -m progressive.main --config=configs/head.py:smoke") for l in lines)
   assert "--config.model.head=flatten" in lines[1] and "'--config.eval_sizes=(32,)'" in lines[1]
   args = shlex.split(lines[1])

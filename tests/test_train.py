@@ -1,7 +1,6 @@
 """End-to-end training on the smoke config: stages, compiles, evals, checkpoints, resume."""
 
 import json
-import pathlib
 
 import jax
 import numpy as np

@@ -1,20 +1,60 @@
-"""The input pipeline: a TFDS `array_record` split held in memory, batched by grain.
+"""The input pipeline: a dataset split, one process's shard of it, batched by grain.
 
-Images stay uint8 at their stored resolution until the device: resizing to the stage
-size and normalising happen inside the compiled step (`progressive.data.resize`).
-The training order is a grain `MapDataset` (shuffled afresh every epoch, batched), whose
-iterator state is a small dict that goes into every checkpoint, so a resumed run sees
-exactly the batches it would have seen.
+Two kinds of dataset, one API (`dataset_info`, `open_split`):
+
+- `scale_shapes`, the built-in dataset: prepared on first use, the shard held in
+  memory as uint8 arrays;
+- any TFDS image classification dataset by name (`cifar10`, `imagenette/320px-v2`,
+  `imagenet2012`, ...), prepared beforehand in `array_record` format with `tfds build`
+  (which needs TensorFlow) and read here with `builder.as_data_source` (which does
+  not); examples are decoded one by one inside the grain pipeline.
+
+On the host every example becomes a uint8 `[S, S, 3]` image, `S = config.image_size`
+(`progressive.data.augment`: random-resized-crop and flip in training, resize and
+centre crop in evaluation). Zooming to the stage size and normalising happen on the
+device, inside the compiled step (`progressive.data.resize`). The training order is a
+grain `MapDataset` (shuffled afresh every epoch, batched) whose iterator state is a
+small dict that goes into every checkpoint; augmentation is drawn from (seed, epoch,
+example), so a resumed run sees exactly the batches it would have seen.
 """
 
 import dataclasses
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import grain
 import numpy as np
+from absl import flags
 
-DATASETS = ("scale_shapes",)
+from progressive.data import augment as augment_lib
+
+BUILTIN = "scale_shapes"
+# Per-channel mean and std in [0, 1] units, by dataset name (before any "/config").
+NORMALIZATION = {
+    # Measured on the default train split (colours are uniform with a luma-contrast rule).
+    "scale_shapes": ((0.50, 0.50, 0.50), (0.31, 0.34, 0.29)),
+    # Over all pixels of the 50k training images; fastai's `cifar_stats` to 3 digits.
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
+    # ImageNet's training set (torchvision; fastai's `imagenet_stats`), also used for
+    # its subsets and for any dataset not in this table.
+    "imagenet2012": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "imagenette": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+DEFAULT_NORMALIZATION = NORMALIZATION["imagenet2012"]
+# Fields of `config.data` beyond name, builder_config and data_dir, with the values a
+# config that lacks them gets.
+DATA_DEFAULTS = {
+    "image_size": None,
+    "augment": "none",
+    "rrc_min_scale": 0.35,
+    "eval_crop": 1.0,
+    "mean": None,
+    "std": None,
+    "train_split": "train",
+    "eval_split": "test",
+    "num_workers": 0,
+}
+_READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,19 +64,151 @@ class DatasetInfo:
   name: str
   num_classes: int
   class_names: tuple[str, ...]
-  image_size: int  # Side of the stored (square) images.
-  num_train: int
-  num_test: int
+  image_size: int  # Side of the square uint8 images in every batch (config.image_size).
+  num_train: int  # Examples in config.train_split.
+  num_test: int  # Examples in config.eval_split.
   mean: tuple[float, float, float]  # Per-channel, in [0, 1] units.
   std: tuple[float, float, float]
   family_names: tuple[str, ...] | None = None  # Class families, where the dataset has them.
   class_family: tuple[int, ...] | None = None
 
 
-def dataset_info(config: Mapping[str, Any]) -> DatasetInfo:
-  """Describes `config.data` without preparing or reading anything."""
-  if config["name"] != "scale_shapes":
-    raise ValueError(f"config.data.name must be one of {DATASETS}, got {config['name']!r}.")
+def _get(config: Mapping[str, Any], key: str):
+  """`config[key]`, or its default for configs written before the field existed."""
+  return config[key] if key in config else DATA_DEFAULTS[key]
+
+
+def _normalization(config: Mapping[str, Any]) -> tuple[tuple, tuple]:
+  mean, std = NORMALIZATION.get(config["name"].split("/")[0].split(":")[0], DEFAULT_NORMALIZATION)
+  mean = mean if _get(config, "mean") is None else _get(config, "mean")
+  std = std if _get(config, "std") is None else _get(config, "std")
+  return tuple(float(m) for m in mean), tuple(float(s) for s in std)
+
+
+def prepare_command(name: str, data_dir: str, manual: bool = False) -> str:
+  """The shell command that prepares TFDS dataset `name` in `data_dir` for this pipeline."""
+  command = f"tfds build {name} --data_dir={data_dir} --file_format=array_record"
+  return command + (" --manual_dir=DIR_WITH_THE_DOWNLOADED_FILES" if manual else "")
+
+
+def tfds_name(config: Mapping[str, Any]) -> str:
+  """The full TFDS name of `config.data`: `name`, plus `/builder_config` unless that is
+  None or "default" (the dataset's default config)."""
+  name, builder_config = config["name"], config["builder_config"]
+  if builder_config in (None, "default"):
+    return name
+  if "/" in name:
+    raise ValueError(
+        f"config.data.name={name!r} already names a builder config; set "
+        f"config.data.builder_config to 'default', not {builder_config!r}."
+    )
+  return f"{name}/{builder_config}"
+
+
+def _tfds_builder(config: Mapping[str, Any]):
+  """The builder of a prepared TFDS dataset; `ValueError` saying how to prepare it if not."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  try:
+    builder_cls = tfds.builder_cls(config["name"].split("/")[0].split(":")[0])
+  except tfds.core.registered.DatasetNotFoundError:
+    raise ValueError(
+        f"config.data.name={config['name']!r} is neither {BUILTIN!r} nor a TFDS dataset. List TFDS "
+        "names with `python -c 'import tensorflow_datasets as tfds; "
+        "print(tfds.list_builders())'` or see https://www.tensorflow.org/datasets/catalog; "
+        "a builder config goes after a slash, e.g. 'imagenette/320px-v2'."
+    ) from None
+  name = tfds_name(config)
+  configs = sorted(builder_cls.builder_configs)
+  config_name = name.split(":")[0].partition("/")[2]
+  if config_name and config_name not in configs:
+    raise ValueError(
+        f"{name!r} (config.data.name, builder_config): {builder_cls.name} has "
+        + (f"the builder configs {configs}." if configs else "no builder configs.")
+    )
+  try:
+    builder = tfds.builder(name, data_dir=config["data_dir"])
+  except (ValueError, AssertionError) as e:
+    raise ValueError(f"config.data.name={name!r}: {e}") from None
+  if not builder.is_prepared():
+    manual = bool(builder_cls.MANUAL_DOWNLOAD_INSTRUCTIONS)
+    raise ValueError(
+        f"Dataset {name!r} is not prepared in {builder.data_dir_root} (no "
+        f"{builder.data_path}). Prepare it once, in array_record format; this needs "
+        'TensorFlow (pip install -e ".[prepare]"), training does not:\n'
+        f"  {prepare_command(name, builder.data_dir_root, manual)}\n"
+        + (f"{name} needs files you download yourself into the manual_dir first; its page "
+           "in the TFDS catalog lists them.\n" if manual else "")
+        + "Or set config.data.data_dir to where it is prepared."
+    )
+  formats = {f.value for f in builder.info.available_file_formats()}
+  if "array_record" not in formats:
+    raise ValueError(
+        f"Dataset {name!r} in {builder.data_dir_root} is stored as {sorted(formats)}, "
+        "which has no random access; prepare it again in array_record format:\n"
+        f"  {prepare_command(name, builder.data_dir_root)}"
+    )
+  return builder
+
+
+def _keys(info) -> tuple[str, str]:
+  """The image and label feature names of a TFDS dataset."""
+  keys = info.supervised_keys
+  if isinstance(keys, tuple) and len(keys) == 2 and all(isinstance(k, str) for k in keys):
+    return keys
+  return "image", "label"
+
+
+def _split_size(info, config: Mapping[str, Any], field: str) -> int:
+  split = _get(config, field)
+  try:
+    return info.splits[split].num_examples
+  except (KeyError, ValueError):
+    raise ValueError(
+        f"config.data.{field}={split!r} is not a split of {tfds_name(config)}; it has "
+        f"{sorted(info.splits)} (slices such as 'train[:90%]' work too)."
+    ) from None
+
+
+def _tfds_info(config: Mapping[str, Any]):
+  """`(DatasetInfo, builder)` of a prepared TFDS dataset."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  name = tfds_name(config)
+  builder = _tfds_builder(config)
+  info = builder.info
+  image_key, label_key = _keys(info)
+  image, label = info.features[image_key], info.features[label_key]
+  if not isinstance(image, tfds.features.Image) or not isinstance(label, tfds.features.ClassLabel):
+    raise ValueError(
+        f"config.data.name={name!r} is not an image classification dataset (an Image "
+        f"feature {image_key!r} and a ClassLabel {label_key!r})."
+    )
+  if image.shape[-1] not in (1, 3):
+    raise ValueError(f"{name} images have {image.shape[-1]} channels; only 1 or 3 are supported.")
+  image_size = _get(config, "image_size")
+  if image_size is None:
+    height, width = image.shape[:2]
+    if height is None or height != width:
+      raise ValueError(
+          f"config.data.image_size must be set for {name}: its images are not all one "
+          f"square size ({image.shape[:2]}). E.g. 224."
+      )
+    image_size = height
+  mean, std = _normalization(config)
+  return DatasetInfo(
+      name=name,
+      num_classes=label.num_classes,
+      class_names=tuple(label.names),
+      image_size=image_size,
+      num_train=_split_size(info, config, "train_split"),
+      num_test=_split_size(info, config, "eval_split"),
+      mean=mean,
+      std=std,
+  ), builder
+
+
+def _scale_shapes_info(config: Mapping[str, Any]) -> DatasetInfo:
   from progressive.data import scale_shapes  # pylint: disable=import-outside-toplevel
 
   builder_configs = scale_shapes.ScaleShapes.builder_configs
@@ -46,19 +218,44 @@ def dataset_info(config: Mapping[str, Any]) -> DatasetInfo:
         f"scale_shapes, got {config['builder_config']!r}."
     )
   bc = builder_configs[config["builder_config"]]
-  # Measured on the default train split (colours are uniform with a luma-contrast rule).
+  image_size = _get(config, "image_size")
+  if image_size not in (None, bc.storage_size):
+    raise ValueError(
+        f"config.data.image_size={image_size} differs from {bc.storage_size}, the stored "
+        f"size of scale_shapes/{bc.name} (its texture periods are in stored pixels); "
+        "leave it None."
+    )
+  counts = {"train": bc.num_train, "test": bc.num_test}
+  for field in ("train_split", "eval_split"):
+    if _get(config, field) not in counts:
+      raise ValueError(
+          f"config.data.{field} must be one of {sorted(counts)} for scale_shapes, got "
+          f"{_get(config, field)!r}."
+      )
+  mean, std = _normalization(config)
   return DatasetInfo(
-      name="scale_shapes",
+      name=BUILTIN,
       num_classes=len(scale_shapes.CLASS_NAMES),
       class_names=tuple(scale_shapes.CLASS_NAMES),
       image_size=bc.storage_size,
-      num_train=bc.num_train,
-      num_test=bc.num_test,
-      mean=(0.50, 0.50, 0.50),
-      std=(0.31, 0.34, 0.29),
+      num_train=counts[_get(config, "train_split")],
+      num_test=counts[_get(config, "eval_split")],
+      mean=mean,
+      std=std,
       family_names=tuple(scale_shapes.FAMILY_NAMES),
       class_family=tuple(scale_shapes.CLASS_FAMILY),
   )
+
+
+def dataset_info(config: Mapping[str, Any]) -> DatasetInfo:
+  """Describes `config.data` without preparing or reading any examples.
+
+  Raises `ValueError` naming the field for an unknown dataset, config or split, and
+  for a TFDS dataset not prepared in `data_dir`, with the command that prepares it.
+  """
+  if config["name"] == BUILTIN:
+    return _scale_shapes_info(config)
+  return _tfds_info(config)[0]
 
 
 def shard_bounds(num_examples: int, shard: int, num_shards: int) -> tuple[int, int]:
@@ -66,68 +263,198 @@ def shard_bounds(num_examples: int, shard: int, num_shards: int) -> tuple[int, i
   return num_examples * shard // num_shards, num_examples * (shard + 1) // num_shards
 
 
-def load_split(
-    config: Mapping[str, Any], split: str, *, shard: int = 0, num_shards: int = 1
-) -> dict[str, np.ndarray]:
-  """Reads one shard of a split (by default all of it) into memory.
+class _MemoryReader:
+  """Examples held in memory: `arrays[key][indices]` (indices into the shard)."""
 
-  The dataset is prepared on first use. In a multi-process run each process passes its
-  `jax.process_index()` and `jax.process_count()`, and reads only its own examples.
-  Returns `image` uint8 `[N, S, S, 3]`, `label` int32 `[N]` and, for datasets with class
-  families, `family` int32 `[N]`.
+  def __init__(self, arrays: Mapping[str, np.ndarray]):
+    self.arrays = dict(arrays)
+
+  def __call__(self, indices: np.ndarray) -> dict[str, Any]:
+    return {k: v[indices] for k, v in self.arrays.items()}
+
+
+class _TfdsReader:
+  """Examples decoded one by one from a TFDS data source (record keys)."""
+
+  def __init__(self, source, image_key: str, label_key: str):
+    self.source, self.image_key, self.label_key = source, image_key, label_key
+
+  def __call__(self, keys: np.ndarray) -> dict[str, Any]:
+    images, labels = [], []
+    for key in keys:
+      example = self.source[int(key)]
+      image = np.asarray(example[self.image_key])
+      images.append(np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image)
+      labels.append(example[self.label_key])
+    return {"image": images, "label": np.asarray(labels, np.int32)}
+
+
+@dataclasses.dataclass(frozen=True)
+class _BatchFn:
+  """Turns a batch of example indices (within the shard) into a batch of fixed-size
+  images, `(batch_index, indices) -> {"image", "label", ...}`. Picklable, for grain's
+  worker processes.
+
+  With a `seed`, the train transform of example `i` at position `p` of the endless
+  training order draws from `(seed, epoch = p // num_examples, start + i)`.
   """
-  from progressive.data import scale_shapes  # pylint: disable=import-outside-toplevel
 
-  builder = scale_shapes.prepare(config["builder_config"], config["data_dir"])
-  source = builder.as_data_source(split=split)
-  start, stop = shard_bounds(len(source), shard, num_shards)
-  examples = source.__getitems__(list(range(start, stop)))
-  arrays = {
-      "image": np.stack([e["image"] for e in examples]).astype(np.uint8),
-      "label": np.asarray([e["label"] for e in examples], np.int32),
-      "family": np.asarray([e["family"] for e in examples], np.int32),
-  }
-  return arrays
+  read: Callable[[np.ndarray], dict[str, Any]]
+  transform: augment_lib.Transform
+  offset: int  # Reader key of the shard's first example.
+  start: int  # Index of the shard's first example in the whole split.
+  num_examples: int
+  batch_size: int
+  seed: int | None = None  # None: the eval transform.
+  keys: tuple[str, ...] | None = None  # Keys kept besides "image" (None: all).
+
+  def __call__(self, batch_index: int, indices: np.ndarray) -> dict[str, np.ndarray]:
+    indices = np.asarray(indices)
+    arrays = self.read(indices + self.offset)
+    images = arrays.pop("image")
+    size = self.transform.size
+    if self.seed is not None and self.transform.augment != "none":
+      positions = batch_index * self.batch_size + np.arange(len(indices))
+      images = [
+          self.transform.train(image, np.random.default_rng(
+              [self.seed, int(p) // self.num_examples, self.start + int(i)]))
+          for image, p, i in zip(images, positions, indices)
+      ]
+    elif not (isinstance(images, np.ndarray) and images.shape[1:3] == (size, size)
+              and self.transform.eval_crop == 1.0):  # Else already the eval transform's output.
+      images = [self.transform.eval(image) for image in images]
+    batch = {"image": np.stack(images).astype(np.uint8)}
+    for key, value in arrays.items():
+      if self.keys is None or key in self.keys:
+        batch[key] = np.asarray(value, np.int32)
+    return batch
 
 
-def train_dataset(
-    arrays: Mapping[str, np.ndarray], batch_size: int, seed: int
-) -> grain.MapDataset:
-  """An endless sequence of `{"image", "label"}` batches, reshuffled every epoch.
+class Split:
+  """One process's shard of a dataset split, as fixed-size uint8 batches.
 
-  Batches may span an epoch boundary; none is ever short.
+  `num_examples` is the shard's length. Images are `[S, S, 3]` with `S` the config's
+  image size; labels (and `scale_shapes`' `family`) are int32.
   """
-  images, labels = arrays["image"], arrays["label"]
 
-  def gather(indices):
-    return {"image": images[indices], "label": labels[indices]}
+  def __init__(self, read, *, num_examples: int, offset: int, start: int,
+               transform: augment_lib.Transform, train: bool, num_workers: int,
+               extra_keys: tuple[str, ...] = ()):
+    self.num_examples = num_examples
+    self._read = read
+    self._offset, self._start = offset, start
+    self._transform = transform
+    self._train = train
+    self._num_workers = num_workers
+    self._extra_keys = extra_keys
 
-  return (
-      grain.MapDataset.range(len(labels))
-      .shuffle(seed=seed)
-      .repeat()
-      .batch(batch_size, drop_remainder=True)
-      .map(gather)
+  def _batch_fn(self, batch_size: int, seed: int | None, keys) -> _BatchFn:
+    return _BatchFn(self._read, self._transform, self._offset, self._start,
+                    self.num_examples, batch_size, seed, keys)
+
+  def train_dataset(self, batch_size: int, seed: int) -> grain.MapDataset:
+    """An endless sequence of `{"image", "label"}` batches, reshuffled every epoch.
+
+    Batches may span an epoch boundary; none is ever short. The examples of a split
+    opened with `train=True` are augmented (config.augment); otherwise they get the
+    eval transform.
+    """
+    return (
+        grain.MapDataset.range(self.num_examples)
+        .shuffle(seed=seed)
+        .repeat()
+        .batch(batch_size, drop_remainder=True)
+        .map_with_index(self._batch_fn(batch_size, seed if self._train else None, ("label",)))
+    )
+
+  def train_iterator(self, batch_size: int, seed: int) -> grain.DatasetIterator:
+    """An iterator over `train_dataset` (`get_state` / `set_state` for checkpoints),
+    prepared in `config.num_workers` processes when that is above 0."""
+    dataset = self.train_dataset(batch_size, seed).to_iter_dataset(_READ_OPTIONS)
+    if self._num_workers:
+      if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags (notebooks, tests).
+        flags.FLAGS.mark_as_parsed()
+      dataset = dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=self._num_workers))
+    return iter(dataset)
+
+  def eval_batches(
+      self, batch_size: int, num_batches: int | None = None
+  ) -> Iterator[dict[str, np.ndarray]]:
+    """Fixed-shape batches covering the shard once, eval transform; `mask` marks padding.
+
+    `num_batches` pads with empty batches up to that count, so that processes holding
+    shards of different lengths run the same number of (collective) eval steps.
+    """
+    n = self.num_examples
+    num_batches = -(-n // batch_size) if num_batches is None else num_batches
+    dataset = (
+        grain.MapDataset.range(n)
+        .batch(batch_size)
+        .map_with_index(self._batch_fn(batch_size, None, None))
+    )
+    empty = {
+        "image": np.zeros((batch_size, self._transform.size, self._transform.size, 3), np.uint8),
+        **{k: np.zeros(batch_size, np.int32) for k in ("label", *self._extra_keys)},
+    }
+    # Decoding and resizing release the GIL: threads stand in for worker processes here.
+    threads = max(_READ_OPTIONS.num_threads, self._num_workers)
+    options = grain.ReadOptions(num_threads=threads, prefetch_buffer_size=2 * threads)
+    batches = iter(dataset.to_iter_dataset(options))
+    for _ in range(num_batches):
+      batch = next(batches, None)
+      count = 0 if batch is None else len(batch["label"])
+      if count < batch_size:
+        batch = {
+            k: v if batch is None else np.concatenate([batch[k], v[count:]])
+            for k, v in empty.items()
+        }
+      batch["mask"] = np.arange(batch_size) < count
+      yield batch
+
+
+def _transform(config: Mapping[str, Any], image_size: int) -> augment_lib.Transform:
+  return augment_lib.Transform(
+      size=image_size,
+      augment=_get(config, "augment"),
+      min_scale=_get(config, "rrc_min_scale"),
+      eval_crop=_get(config, "eval_crop"),
   )
 
 
-def eval_batches(
-    arrays: Mapping[str, np.ndarray], batch_size: int, num_batches: int | None = None
-) -> Iterator[dict[str, np.ndarray]]:
-  """Fixed-shape batches covering a split once; `mask` marks padding rows.
+def open_split(
+    config: Mapping[str, Any], split: str, *, shard: int = 0, num_shards: int = 1,
+    train: bool = False,
+) -> Split:
+  """Opens one shard of `split` (by default all of it); `train` turns on augmentation.
 
-  `num_batches` pads with empty batches up to that count, so that processes holding
-  shards of different lengths run the same number of (collective) eval steps.
+  In a multi-process run each process passes its `jax.process_index()` and
+  `jax.process_count()`, and reads only its own contiguous range of examples.
+  `scale_shapes` is prepared on first use and its shard read into memory; a TFDS
+  dataset must already be prepared (`dataset_info` says how) and is read lazily.
   """
-  n = len(arrays["label"])
-  num_batches = -(-n // batch_size) if num_batches is None else num_batches
-  for start in range(0, num_batches * batch_size, batch_size):
-    stop = min(start + batch_size, n)
-    count = max(0, stop - start)
-    batch = {}
-    for key, values in arrays.items():
-      chunk = values[start:start + count]
-      pad = [(0, batch_size - count)] + [(0, 0)] * (chunk.ndim - 1)
-      batch[key] = np.pad(chunk, pad)
-    batch["mask"] = np.arange(batch_size) < count
-    yield batch
+  num_workers = _get(config, "num_workers")
+  if config["name"] == BUILTIN:
+    from progressive.data import scale_shapes  # pylint: disable=import-outside-toplevel
+
+    transform = _transform(config, _scale_shapes_info(config).image_size)
+    builder = scale_shapes.prepare(config["builder_config"], config["data_dir"])
+    source = builder.as_data_source(split=split)
+    start, stop = shard_bounds(len(source), shard, num_shards)
+    examples = source.__getitems__(list(range(start, stop)))
+    arrays = {
+        "image": np.stack([e["image"] for e in examples]).astype(np.uint8),
+        "label": np.asarray([e["label"] for e in examples], np.int32),
+        "family": np.asarray([e["family"] for e in examples], np.int32),
+    }
+    return Split(
+        _MemoryReader(arrays), num_examples=stop - start, offset=0, start=start,
+        transform=transform, train=train, num_workers=num_workers, extra_keys=("family",),
+    )
+  info, builder = _tfds_info(config)
+  transform = _transform(config, info.image_size)
+  source = builder.as_data_source(split=split)
+  start, stop = shard_bounds(len(source), shard, num_shards)
+  return Split(
+      _TfdsReader(source, *_keys(builder.info)), num_examples=stop - start, offset=start,
+      start=start, transform=transform, train=train, num_workers=num_workers,
+  )

@@ -1,0 +1,106 @@
+"""Host-side image transforms: any uint8 `[H, W, 3]` image to a fixed `[S, S, 3]`.
+
+Train: random-resized-crop (torchvision's algorithm, fastai's `RandomResizedCrop` with
+`min_scale`) and horizontal flip. Eval: resize-then-centre-crop. Resampling is PIL's
+bilinear, which filters over the whole source area when shrinking (antialiased, like
+the on-device zoom in `progressive.data.resize`). The device later zooms the fixed-size
+image to the stage size.
+"""
+
+import dataclasses
+import math
+
+import numpy as np
+from PIL import Image
+
+AUGMENTS = ("none", "flip", "rrc_flip")
+RRC_RATIO = (3 / 4, 4 / 3)
+
+
+def resize_box(image: np.ndarray, size: int, box: tuple[float, float, float, float]) -> np.ndarray:
+  """The region `box` = (left, top, right, bottom) of `image`, resized to `[size, size, 3]`.
+
+  Returns `image` itself when the box is the whole image and already `size` square.
+  """
+  h, w = image.shape[:2]
+  if box == (0, 0, w, h) and h == w == size:
+    return image
+  resized = Image.fromarray(image).resize(
+      (size, size), Image.Resampling.BILINEAR, box=tuple(float(b) for b in box))
+  return np.asarray(resized)
+
+
+def center_crop(image: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
+  """The centred square of side `crop * min(H, W)`, resized to `[size, size, 3]`.
+
+  `crop=1` takes the whole shorter side (the whole image, if square); `crop=0.875` is
+  the ImageNet-style resize to `size / 0.875` then centre crop to `size`.
+  """
+  h, w = image.shape[:2]
+  side = crop * min(h, w)
+  left, top = (w - side) / 2, (h - side) / 2
+  if crop == 1.0 and h == w:
+    box = (0, 0, w, h)
+  else:
+    box = (left, top, left + side, top + side)
+  return resize_box(image, size, box)
+
+
+def rrc_box(height: int, width: int, rng: np.random.Generator, *,
+            scale: tuple[float, float] = (0.35, 1.0),
+            ratio: tuple[float, float] = RRC_RATIO) -> tuple[int, int, int, int]:
+  """A random crop `(left, top, right, bottom)` covering a fraction in `scale` of the
+  image area with aspect ratio (w / h) in `ratio`, log-uniform; torchvision's algorithm.
+
+  After 10 rejected draws, the largest centred crop with a ratio in range.
+  """
+  area = height * width
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(10):
+    target = area * rng.uniform(*scale)
+    aspect = math.exp(rng.uniform(*log_ratio))
+    w = int(round(math.sqrt(target * aspect)))
+    h = int(round(math.sqrt(target / aspect)))
+    if 0 < w <= width and 0 < h <= height:
+      top = int(rng.integers(0, height - h + 1))
+      left = int(rng.integers(0, width - w + 1))
+      return left, top, left + w, top + h
+  aspect = width / height
+  if aspect < ratio[0]:
+    w, h = width, int(round(width / ratio[0]))
+  elif aspect > ratio[1]:
+    w, h = int(round(height * ratio[1])), height
+  else:
+    w, h = width, height
+  top, left = (height - h) // 2, (width - w) // 2
+  return left, top, left + w, top + h
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+  """What every example goes through on the host before batching.
+
+  `eval`: `center_crop(image, size, eval_crop)`. `train`: with `augment="rrc_flip"` a
+  random-resized-crop (area fraction in `[min_scale, 1]`, ratio in 3/4..4/3) to `size`,
+  otherwise the eval transform; then with `"flip"` or `"rrc_flip"` a horizontal flip
+  with probability 1/2.
+  """
+
+  size: int
+  augment: str = "none"
+  min_scale: float = 0.35
+  eval_crop: float = 1.0
+
+  def eval(self, image: np.ndarray) -> np.ndarray:
+    return center_crop(image, self.size, self.eval_crop)
+
+  def train(self, image: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+    """`rng` may be None only with `augment="none"`."""
+    if self.augment == "rrc_flip":
+      box = rrc_box(*image.shape[:2], rng, scale=(self.min_scale, 1.0))
+      image = resize_box(image, self.size, box)
+    else:
+      image = self.eval(image)
+    if self.augment != "none" and rng.random() < 0.5:
+      image = image[:, ::-1]
+    return image

@@ -1,0 +1,471 @@
+r"""fastai's learning-rate range test (`Learner.lr_find`) on the training machinery.
+
+  python -m progressive.lr_find --config=configs/default.py --workdir=/tmp/progressive/lr_find
+  python -m progressive.lr_find --config=configs/default.py:smoke --workdir=/tmp/lr_smoke \
+      --start_lr=1e-4 --end_lr=1e6 --num_steps=30
+
+From the config's initial state, the LR grows exponentially from `--start_lr` to
+`--end_lr` over `--num_steps` steps of the real data-parallel training step (same model,
+optimiser, weight decay and data order as the first stage; momentum held at
+`config.opt.moms[0]`). It records the loss and fastai's smoothed loss, stops once the
+smoothed loss passes 4x its minimum, and prints fastai's suggestions. Writes only
+`lr_find.json` and `lr_find.png` into the workdir. See docs/LR_FIND.md.
+"""
+
+import json
+import math
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import app, flags, logging
+from etils import epath
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from ml_collections import config_flags
+
+from progressive import compilation, models, schedules, train
+from progressive.config_validation import ConfigError, validate
+from progressive.data import pipeline
+
+DIVERGENCE = 4.0  # fastai stops once the smoothed loss exceeds 4x its minimum so far.
+SKIP_END = 5  # fastai leaves the last 5 points out of its suggestions and its plot.
+RECOMMENDED = "minimum"  # The suggestion printed as the one-cycle lr_max.
+
+
+def exponential_lrs(start_lr: float, end_lr: float, num_steps: int) -> np.ndarray:
+  """`[num_steps]` float64: `start * (end / start) ** (i / (num_steps - 1))`."""
+  i = np.arange(num_steps, dtype=np.float64)
+  return start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))
+
+
+def exponential_schedule(start_lr: float, end_lr: float, num_steps: int) -> optax.Schedule:
+  """The same LRs as `exponential_lrs`, as an optax schedule of the step count (jittable)."""
+  log_ratio = math.log(end_lr / start_lr)
+
+  def schedule(count):
+    pos = jnp.asarray(count, jnp.float32) / (num_steps - 1)
+    return start_lr * jnp.exp(pos * log_ratio)
+
+  return schedule
+
+
+class SmoothLoss:
+  """fastai's `AvgSmoothLoss`: a bias-corrected exponential moving average of losses."""
+
+  def __init__(self, beta: float = 0.98):
+    self.beta, self.count, self.mov_avg = beta, 0, 0.0
+
+  def update(self, loss: float) -> float:
+    """Adds one loss; returns the smoothed value after it."""
+    self.count += 1
+    self.mov_avg = self.beta * self.mov_avg + (1 - self.beta) * loss
+    return self.mov_avg / (1 - self.beta**self.count)
+
+
+def smooth_losses(losses: Sequence[float], beta: float = 0.98) -> np.ndarray:
+  """`[N]` raw losses to `[N]` smoothed ones (`SmoothLoss` over the sequence)."""
+  smoother = SmoothLoss(beta)
+  return np.asarray([smoother.update(float(loss)) for loss in losses], np.float64)
+
+
+def _minimum(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, int]:
+  """fastai's `minimum`: a tenth of the LR at the lowest loss."""
+  index = int(np.argmin(losses))
+  return float(lrs[index]) / 10, index
+
+
+def _steep(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, int]:
+  """fastai's `steep`: the LR that starts the steepest fall of the loss against log(LR)
+  (forward differences, so the left end of the steepest segment)."""
+  grads = np.diff(losses) / np.diff(np.log(lrs))
+  index = int(np.argmin(grads))
+  return float(lrs[index]), index
+
+
+def _valley(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, int]:
+  """fastai's `valley` (its `lr_find`'s current default): about halfway along the longest
+  decreasing subsequence of the losses."""
+  n = len(losses)
+  max_start, max_end = 0, 0
+  lds = [1] * n
+  for i in range(1, n):
+    for j in range(i):
+      if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+        lds[i] = lds[j] + 1
+      if lds[max_end] < lds[i]:
+        max_end = i
+        max_start = max_end - lds[max_end]
+  sections = (max_end - max_start) / 3
+  index = max_start + int(sections) + int(sections / 2)
+  # fastai's max_start is one before the run, so a run of 2 points gives -1 (Python's last
+  # point there); take the run's first point instead.
+  index = max(index, max_end - lds[max_end] + 1)
+  return float(lrs[index]), index
+
+
+SUGGESTIONS = {"minimum": _minimum, "steep": _steep, "valley": _valley}
+
+
+def suggestion_window(smoothed: np.ndarray, num_steps: int) -> tuple[int, int]:
+  """The `[start, stop)` of the `[N]` recorded smoothed losses fastai's `lr_find` suggests
+  from: without the first `num_steps // 10` (the requested, not the recorded, count) and
+  the last `SKIP_END`, and cut at the first non-finite one (fastai: NaN)."""
+  start, stop = num_steps // 10, max(len(smoothed) - SKIP_END, 0)
+  bad = np.flatnonzero(~np.isfinite(smoothed[start:stop]))
+  if len(bad):
+    stop = start + int(bad[0])
+  return start, max(start, stop)
+
+
+def suggest(lrs: Sequence[float], smoothed: Sequence[float], num_steps: int) -> dict[str, Any]:
+  """fastai's suggestions from `[N]` LRs and smoothed losses of a run of `num_steps`.
+
+  Each is `{"lr": suggested LR, "step": index into the record, "at_lr", "loss"}` (the
+  point fastai marks on its plot: for `minimum`, the LR before dividing by 10), or
+  `None` when fewer than 2 points are left to suggest from.
+  """
+  lrs, smoothed = np.asarray(lrs, np.float64), np.asarray(smoothed, np.float64)
+  start, stop = suggestion_window(smoothed, num_steps)
+  if stop - start < 2:
+    return {name: None for name in SUGGESTIONS}
+  result = {}
+  for name, method in SUGGESTIONS.items():
+    lr, index = method(lrs[start:stop], smoothed[start:stop])
+    step = start + index
+    at_lr, loss = float(lrs[step]), float(smoothed[step])
+    result[name] = {"lr": lr, "step": step, "at_lr": at_lr, "loss": loss}
+  return result
+
+
+def check_args(
+    config: ml_collections.ConfigDict,
+    info: pipeline.DatasetInfo,
+    *,
+    start_lr: float,
+    end_lr: float,
+    num_steps: int,
+    size: int,
+    batch_size: int,
+    beta: float,
+    num_devices: int,
+) -> None:
+  """Raises `ConfigError` naming the flag of the first argument that cannot work."""
+  if not (math.isfinite(start_lr) and start_lr > 0):
+    raise ConfigError(f"--start_lr={start_lr} must be a positive number, e.g. 1e-7.")
+  if not (math.isfinite(end_lr) and end_lr > start_lr):
+    raise ConfigError(
+        f"--end_lr={end_lr} must be a number above --start_lr={start_lr}: the LR grows "
+        "from start_lr to end_lr (fastai: 1e-7 to 10)."
+    )
+  if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
+    raise ConfigError(f"--num_steps={num_steps!r} must be an integer >= 2 (fastai: 100).")
+  min_size = models.min_input_size(config.model)
+  if isinstance(size, bool) or not isinstance(size, int) or size < min_size:
+    raise ConfigError(
+        f"--size={size!r} must be an integer >= {min_size}, the smallest input "
+        f"config.model ({config.model.name}) can take."
+    )
+  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+    raise ConfigError(f"--batch_size={batch_size!r} must be a positive integer.")
+  if batch_size % num_devices:
+    raise ConfigError(
+        f"--batch_size={batch_size} does not divide evenly over {num_devices} devices; "
+        f"use a multiple of {num_devices}."
+    )
+  if batch_size > info.num_train:
+    raise ConfigError(
+        f"--batch_size={batch_size} exceeds the {info.num_train} training examples of {info.name}."
+    )
+  if not 0 <= beta < 1:
+    raise ConfigError(f"--smoothing={beta} (fastai's beta) must be in [0, 1), e.g. 0.98.")
+
+
+def check_lr_find_workdir(workdir: epath.Path) -> None:
+  """Refuses a training run's workdir; makes `workdir` and checks it is writable."""
+  if (workdir / "checkpoints").exists():
+    raise train.WorkdirError(
+        f"{workdir} holds a training run's checkpoints. The range test starts from the "
+        "config's initial weights, not from them, and keeps its files apart: use another "
+        f"--workdir, e.g. --workdir={workdir / 'lr_find'}."
+    )
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    probe = workdir / f".lr_find_write_test.{jax.process_index()}"
+    probe.write_text("ok")
+    probe.unlink()
+  except OSError as e:
+    raise train.WorkdirError(
+        f"Cannot write to --workdir={workdir} ({e.strerror or e}). Choose a writable directory."
+    ) from None
+
+
+def _one_step_late(step_fn, state, batches: Iterator, num_steps: int) -> Iterator[dict]:
+  """Runs `num_steps` steps and yields each one's metrics on the host. Step i+1 is queued
+  before step i's metrics are fetched, so the device never waits for the host; a caller
+  that stops early has run one step more than it read."""
+  pending = None
+  for _ in range(num_steps):
+    state, metrics = step_fn(state, next(batches))
+    if pending is not None:
+      yield jax.device_get(pending)
+    pending = metrics
+  yield jax.device_get(pending)
+
+
+def _finite_or_none(values) -> list[float | None]:
+  return [float(v) if math.isfinite(v) else None for v in values]
+
+
+def _write_atomically(path: epath.Path, write) -> None:
+  tmp = path.parent / (path.name + ".tmp")
+  write(tmp)
+  tmp.replace(path)
+
+
+def plot(result: dict[str, Any], path) -> None:
+  """Smoothed and raw loss against the LR (log x-axis), as fastai plots it (the last
+  `SKIP_END` points left out), with the suggestions marked; saved as a PNG to `path`."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+
+  def array(values):
+    return np.asarray([np.nan if v is None else v for v in values], np.float64)
+
+  lrs, raw, smoothed = array(result["lrs"]), array(result["losses"]), array(result["smoothed"])
+  shown = max(len(lrs) - SKIP_END, 1)
+  fig, ax = plt.subplots(figsize=(7, 4.5))
+  ax.plot(lrs[:shown], raw[:shown], ".", color="0.75", markersize=3, label="loss")
+  beta = result["setup"]["beta"]
+  ax.plot(lrs[:shown], smoothed[:shown], color="C0", label=f"smoothed (beta {beta})")
+  markers = {"minimum": "o", "steep": "s", "valley": "^"}
+  for (name, s), color in zip(result["suggestions"].items(), ("C1", "C2", "C3")):
+    if s is None:
+      continue
+    label = f"{name}: {s['lr']:.3g}" + (" (LR at the minimum / 10)" if name == "minimum" else "")
+    ax.plot(s["at_lr"], s["loss"], markers[name], color=color, markersize=8, label=label)
+  recommended = result["suggestions"].get(RECOMMENDED)
+  if recommended is not None:
+    ax.axvline(recommended["lr"], color="C1", linestyle="--", linewidth=1,
+               label=f"suggested lr_max {recommended['lr']:.3g}")
+  finite = smoothed[:shown][np.isfinite(smoothed[:shown])]
+  if len(finite):
+    low, high = finite.min(), finite.max()
+    pad = 0.05 * (high - low or 1.0)
+    ax.set_ylim(low - pad, high + pad)
+  setup = result["setup"]
+  ax.set_xscale("log")
+  ax.set_xlabel("learning rate")
+  ax.set_ylabel("training loss")
+  ax.set_title(
+      f"LR range test: {setup['model']}, {setup['optimizer']}, {setup['size']}px, "
+      f"batch {setup['batch_size']}", fontsize=10,
+  )
+  ax.legend(loc="best", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, format="png", dpi=120)
+  plt.close(fig)
+
+
+def lr_find(
+    config: ml_collections.ConfigDict,
+    workdir: str,
+    *,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_steps: int = 100,
+    size: int | None = None,
+    batch_size: int | None = None,
+    stop_div: bool = True,
+    beta: float = 0.98,
+) -> dict[str, Any]:
+  """Runs the range test on `config` and writes `lr_find.json` and `lr_find.png` into
+  `workdir`; returns what the JSON holds.
+
+  `size` and `batch_size` default to the first stage's. The LR of step `i` is
+  `start_lr * (end_lr / start_lr) ** (i / (num_steps - 1))`. With `stop_div`, stops after
+  the first step whose smoothed loss exceeds 4x the minimum so far; a non-finite loss
+  always stops it. The loss is fetched every step (one step late, so the device keeps
+  busy): the stop needs it.
+  """
+  validate(config, jax.device_count())
+  info = pipeline.dataset_info(config.data)
+  first = schedules.stage_plan(config.stages, config.batch_size, info.num_train)[0]
+  size = first.size if size is None else size
+  batch_size = first.batch_size if batch_size is None else batch_size
+  check_args(
+      config, info, start_lr=start_lr, end_lr=end_lr, num_steps=num_steps, size=size,
+      batch_size=batch_size, beta=beta, num_devices=jax.device_count(),
+  )
+  workdir = epath.Path(workdir)
+  check_lr_find_workdir(workdir)
+  compilation.enable_persistent_cache(config.compilation_cache_dir)
+  process, processes = jax.process_index(), jax.process_count()
+  log = print if process == 0 else lambda *args, **kwargs: None
+  start_time = time.perf_counter()
+
+  momentum = float(config.opt.moms[0])
+  lr_fn = exponential_schedule(start_lr, end_lr, num_steps)
+  mesh = train.make_mesh()
+  sharding = NamedSharding(mesh, P(train.AXIS))
+  plan = schedules.stage_plan([dict(size=size, steps=num_steps)], batch_size, info.num_train)
+  state = train.build_state(
+      config, info, plan, mesh, schedule=(lr_fn, optax.constant_schedule(momentum))
+  )
+
+  train_split = pipeline.open_split(
+      config.data, config.data.train_split, shard=process, num_shards=processes, train=True
+  )
+  # The batches (order and augmentation) of the first stage of training: its seed.
+  iterator = train_split.train_iterator(batch_size // processes, seed=config.seed * 1009)
+  batches = train.DevicePrefetch(iterator, sharding)
+
+  first_batch = next(batches)
+  compile_start = time.perf_counter()
+  parallel_step = train.make_train_step(mesh, info.mean, info.std)
+  step_fn = parallel_step.lower(state, first_batch, size).compile()
+  compile_seconds = time.perf_counter() - compile_start
+  train.check_memory(step_fn, schedules.Stage(0, size, batch_size, 0, num_steps))
+  log(f"Compiled the training step ({size}px, batch {batch_size}) in {compile_seconds:.1f}s.")
+
+  def all_batches():
+    yield first_batch
+    yield from batches
+
+  lrs, losses, smoothed = [], [], []
+  smoother, best, stop_reason = SmoothLoss(beta), math.inf, None
+  for metrics in _one_step_late(step_fn, state, all_batches(), num_steps):
+    loss = float(metrics["loss"])
+    smooth = smoother.update(loss)
+    momentum = float(metrics["momentum"])  # As the optimiser used it (constant).
+    lrs.append(float(metrics["lr"]))
+    losses.append(loss)
+    smoothed.append(smooth)
+    best = min(best, smooth)
+    if not math.isfinite(smooth):
+      stop_reason = f"non-finite loss {loss}"
+      break
+    if stop_div and smooth > DIVERGENCE * best:
+      stop_reason = f"smoothed loss {smooth:.4g} > {DIVERGENCE:g} x its minimum {best:.4g}"
+      break
+
+  suggestions = suggest(lrs, smoothed, num_steps)
+  result = {
+      "lrs": lrs,
+      "losses": _finite_or_none(losses),
+      "smoothed": _finite_or_none(smoothed),
+      "suggestions": suggestions,
+      "recommended": RECOMMENDED,
+      "lr_max": None if suggestions[RECOMMENDED] is None else suggestions[RECOMMENDED]["lr"],
+      "stopped_early": stop_reason is not None,
+      "stop_reason": stop_reason,
+      "num_steps_run": len(lrs),
+      "setup": {
+          "model": config.model.name,
+          "optimizer": config.opt.name,
+          "weight_decay": config.opt.weight_decay,
+          "nesterov": config.opt.nesterov if config.opt.name == "sgd" else None,
+          "momentum": momentum,
+          "data": f"{info.name}/{config.data.builder_config}",
+          "seed": config.seed,
+          "size": size,
+          "batch_size": batch_size,
+          "devices": jax.device_count(),
+          "start_lr": start_lr,
+          "end_lr": end_lr,
+          "num_steps": num_steps,
+          "stop_div": stop_div,
+          "beta": beta,
+      },
+      "compile_seconds": compile_seconds,
+      "seconds": time.perf_counter() - start_time,
+      "config": json.loads(config.to_json()),
+  }
+  if process == 0:
+    _write_atomically(
+        workdir / "lr_find.json",
+        lambda p: p.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n"),
+    )
+    _write_atomically(workdir / "lr_find.png", lambda p: plot(result, p))
+  log(summary(result, workdir))
+  return result
+
+
+def summary(result: dict[str, Any], workdir) -> str:
+  """The lines `lr_find` prints: how the run went, the suggestions, the recommendation."""
+  setup = result["setup"]
+  n = result["num_steps_run"]
+  lines = [(
+      f"LR range test: {n}/{setup['num_steps']} steps, LR {setup['start_lr']:.3g} to "
+      f"{result['lrs'][-1]:.3g} (momentum {setup['momentum']:g}, {setup['size']}px, "
+      f"batch {setup['batch_size']})."
+  )]
+  if result["stopped_early"]:
+    lines.append(
+        f"Stopped early after step {n} (LR {result['lrs'][-1]:.3g}): {result['stop_reason']}."
+    )
+  s = result["suggestions"]
+  if s[RECOMMENDED] is None:
+    lines.append(
+        "Too few steps recorded to suggest an LR: fastai leaves out the first "
+        "num_steps // 10 and the last 5, and 2 must remain. Raise --num_steps, or lower "
+        "--end_lr if the loss diverged early."
+    )
+  else:
+    lines.append(
+        f"fastai's suggestions: minimum {s['minimum']['lr']:.3g} (lowest smoothed loss "
+        f"{s['minimum']['loss']:.4g} at LR {s['minimum']['at_lr']:.3g}, / 10), steep "
+        f"{s['steep']['lr']:.3g} (steepest fall, smoothed loss {s['steep']['loss']:.4g}), "
+        f"valley {s['valley']['lr']:.3g}."
+    )
+    lines.append(
+        f"Suggested one-cycle lr_max (minimum / 10): {result['lr_max']:.3g}, i.e. "
+        f"--config.opt.lr_max={result['lr_max']:.3g}"
+    )
+  lines.append(f"Wrote {epath.Path(workdir) / 'lr_find.json'} and lr_find.png.")
+  return "\n".join(lines)
+
+
+def _define_flags() -> None:
+  """The command line; defined only when run as a script, so a notebook can import this
+  module beside `progressive.main`."""
+  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/default.py[:smoke].")
+  flags.DEFINE_string("workdir", None, "For lr_find.json and lr_find.png (not a training run's).")
+  flags.DEFINE_float("start_lr", 1e-7, "LR of the first step.")
+  flags.DEFINE_float("end_lr", 10.0, "LR of the last step.")
+  flags.DEFINE_integer("num_steps", 100, "Steps from start_lr to end_lr (fastai: 100).")
+  flags.DEFINE_integer("size", None, "Image size (default: the first stage's).")
+  flags.DEFINE_integer("batch_size", None, "Global batch size (default: the first stage's).")
+  flags.DEFINE_bool("stop_div", True, "Stop once the smoothed loss exceeds 4x its minimum.")
+  flags.DEFINE_float("smoothing", 0.98, "fastai's beta: weight of the past in the smoothed loss.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  FLAGS = flags.FLAGS
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  train.initialize_distributed(FLAGS.config.distributed)
+  try:
+    lr_find(
+        FLAGS.config, FLAGS.workdir, start_lr=FLAGS.start_lr, end_lr=FLAGS.end_lr,
+        num_steps=FLAGS.num_steps, size=FLAGS.size, batch_size=FLAGS.batch_size,
+        stop_div=FLAGS.stop_div, beta=FLAGS.smoothing,
+    )
+  except (ConfigError, train.WorkdirError, train.MemoryLimitError) as e:
+    sys.exit(f"Error: {e}")
+
+
+if __name__ == "__main__":
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,288 @@
+"""TFDS datasets through the pipeline, under `tfds.testing.mock_data`.
+
+The mock replaces `builder.as_data_source` by random examples of the real builder's
+features (Imagenette's images get random heights and widths, 5 to 49 px), but it still
+reads the dataset's metadata (splits, class names) from files: each test writes them
+from the TFDS builder's code, with split sizes equal to the mock's example count.
+"""
+
+import math
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from jax._src import monitoring
+
+from configs import cifar10, imagenette
+from progressive import train
+from progressive.config_validation import ConfigError, validate
+from progressive.data import augment, pipeline
+from progressive.metrics import read_rows
+
+NUM_EXAMPLES = 48
+SPLITS = {"cifar10": ("train", "test"), "imagenette/320px-v2": ("train", "validation")}
+CONFIGS = {"cifar10": cifar10, "imagenette/320px-v2": imagenette}
+
+
+def write_metadata(name: str, data_dir, num_examples: int) -> None:
+  """The `dataset_info.json` and `features.json` a prepared `name` would have."""
+  builder = tfds.builder(name, data_dir=str(data_dir), file_format="array_record")
+  template = tfds.core.ShardedFileTemplate(
+      data_dir=builder.data_path, dataset_name=builder.name, filetype_suffix="array_record")
+  builder.info.set_splits(tfds.core.SplitDict([
+      tfds.core.SplitInfo(name=split, shard_lengths=[num_examples], num_bytes=0,
+                          filename_template=template.replace(split=split))
+      for split in SPLITS[name]
+  ]))
+  builder.data_path.mkdir(parents=True)
+  builder.info.write_to_directory(builder.data_path)
+
+
+@pytest.fixture(scope="module")
+def metadata_dir(tmp_path_factory):
+  path = tmp_path_factory.mktemp("tfds_metadata")
+  for name in SPLITS:
+    write_metadata(name, path, NUM_EXAMPLES)
+  return path
+
+
+@pytest.fixture
+def mock_tfds(metadata_dir):
+  with tfds.testing.mock_data(num_examples=NUM_EXAMPLES, data_dir=str(metadata_dir),
+                              policy=tfds.testing.MockPolicy.USE_FILES):
+    yield
+
+
+def tfds_config(name, **data):
+  config = CONFIGS[name].get_config("smoke")
+  config.data.update(data)
+  config.progress_bar = False
+  return config
+
+
+def first_batches(split, batch_size, seed, count):
+  dataset = split.train_dataset(batch_size, seed)
+  return [dataset[i] for i in range(count)]
+
+
+@pytest.mark.parametrize("name", list(SPLITS))
+def test_dataset_info_from_the_prepared_builder(mock_tfds, name):
+  info = pipeline.dataset_info(tfds_config(name).data)
+  assert info.name == name and info.num_classes == 10 and len(info.class_names) == 10
+  assert info.num_train == info.num_test == NUM_EXAMPLES
+  assert info.family_names is None
+  if name == "cifar10":
+    assert info.image_size == 32  # As stored. (Class names come with the prepared data.)
+    assert info.mean == pipeline.NORMALIZATION["cifar10"][0]
+  else:
+    assert info.class_names[0] == "n01440764" and info.image_size == 32  # The smoke size.
+    assert info.mean == pipeline.NORMALIZATION["imagenet2012"][0]
+  overridden = pipeline.dataset_info(tfds_config(name, mean=(0.1, 0.2, 0.3), std=(1, 1, 1)).data)
+  assert overridden.mean == (0.1, 0.2, 0.3) and overridden.std == (1.0, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("name", list(SPLITS))
+def test_train_batches_have_the_fixed_shape(mock_tfds, name):
+  config = tfds_config(name, image_size=40)
+  source = tfds.data_source(name, split="train")
+  shapes = {source[i]["image"].shape for i in range(8)}
+  if name.startswith("imagenette"):  # Variable sizes, mostly not square.
+    assert len(shapes) > 4 and any(h != w for h, w, _ in shapes)
+  split = pipeline.open_split(config.data, "train", train=True)
+  assert split.num_examples == NUM_EXAMPLES
+  iterator = split.train_iterator(16, seed=0)
+  for _ in range(4):  # Past the end of the first epoch.
+    batch = next(iterator)
+    assert set(batch) == {"image", "label"}
+    assert batch["image"].shape == (16, 40, 40, 3) and batch["image"].dtype == np.uint8
+    assert batch["label"].dtype == np.int32
+    assert np.all((batch["label"] >= 0) & (batch["label"] < 10))
+
+
+def test_shards_split_the_examples(mock_tfds):
+  config = tfds_config("cifar10")
+  shards = [pipeline.open_split(config.data, "test", shard=i, num_shards=3) for i in range(3)]
+  assert [s.num_examples for s in shards] == [16, 16, 16]
+  whole = next(pipeline.open_split(config.data, "test").eval_batches(NUM_EXAMPLES))
+  parts = [next(s.eval_batches(16)) for s in shards]
+  np.testing.assert_array_equal(np.concatenate([p["image"] for p in parts]), whole["image"])
+
+
+def test_augmentation_is_deterministic_and_redrawn_every_epoch(mock_tfds):
+  config = tfds_config("imagenette/320px-v2", augment="rrc_flip")
+  split = pipeline.open_split(config.data, "train", train=True)
+  plain = pipeline.open_split(config.data, "train", train=False)
+  # Batches of one epoch each: the same examples, in another order every epoch.
+  first = first_batches(split, NUM_EXAMPLES, seed=3, count=2)
+  again = first_batches(pipeline.open_split(config.data, "train", train=True), NUM_EXAMPLES, 3, 2)
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a["image"], b["image"])
+  other_seed = first_batches(split, NUM_EXAMPLES, seed=4, count=1)[0]
+  assert not np.array_equal(other_seed["image"], first[0]["image"])
+  # The unaugmented split has the same order: it tells which example each row holds.
+  order = first_batches(plain, NUM_EXAMPLES, seed=3, count=2)
+  keys = [[row.tobytes() for row in batch["image"]] for batch in order]
+  assert sorted(keys[0]) == sorted(keys[1]) and keys[0] != keys[1]
+  position = {key: i for i, key in enumerate(keys[1])}
+  changed = [
+      not np.array_equal(first[0]["image"][i], first[1]["image"][position[key]])
+      for i, key in enumerate(keys[0])
+  ]
+  assert np.mean(changed) > 0.75  # Some 5 px mock images crop the same twice.
+
+
+def test_resumed_iterator_continues_exactly(mock_tfds):
+  config = tfds_config("cifar10", augment="rrc_flip")
+  split = pipeline.open_split(config.data, "train", train=True)
+  iterator = split.train_iterator(16, seed=1)
+  for _ in range(4):
+    next(iterator)
+  resumed = split.train_iterator(16, seed=1)
+  resumed.set_state(iterator.get_state())
+  for _ in range(3):
+    np.testing.assert_array_equal(next(resumed)["image"], next(iterator)["image"])
+
+
+@pytest.mark.parametrize("augment_name", ["flip", "rrc_flip"])
+def test_flip_and_crop_change_the_images(mock_tfds, augment_name):
+  config = tfds_config("cifar10", augment=augment_name)  # Eval transform: the identity.
+  augmented = first_batches(pipeline.open_split(config.data, "train", train=True), 48, 0, 1)[0]
+  plain = first_batches(pipeline.open_split(config.data, "train"), 48, 0, 1)[0]
+  np.testing.assert_array_equal(augmented["label"], plain["label"])
+  same = [np.array_equal(a, p) for a, p in zip(augmented["image"], plain["image"])]
+  mirrored = [np.array_equal(a, p[:, ::-1]) for a, p in zip(augmented["image"], plain["image"])]
+  if augment_name == "flip":
+    assert all(s or m for s, m in zip(same, mirrored))
+    assert 0.2 < np.mean(mirrored) < 0.8
+  else:
+    assert np.mean(same) < 0.1 and np.mean(mirrored) < 0.1
+
+
+def test_eval_batches_are_centre_crops_padded_to_the_batch(mock_tfds):
+  config = tfds_config("imagenette/320px-v2", image_size=24, eval_crop=0.875)
+  split = pipeline.open_split(config.data, "validation")
+  batches = list(split.eval_batches(20, num_batches=4))
+  assert [int(b["mask"].sum()) for b in batches] == [20, 20, 8, 0]
+  for batch in batches:
+    assert batch["image"].shape == (20, 24, 24, 3) and set(batch) == {"image", "label", "mask"}
+  source = tfds.data_source("imagenette/320px-v2", split="validation")
+  for i in (0, 1, 27):
+    expected = augment.center_crop(source[i]["image"], 24, 0.875)
+    np.testing.assert_array_equal(batches[i // 20]["image"][i % 20], expected)
+    assert batches[i // 20]["label"][i % 20] == source[i]["label"]
+  assert not batches[3]["image"].any()
+
+
+def test_centre_crop_takes_the_middle():
+  image = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+  np.testing.assert_array_equal(augment.center_crop(image, 40), image[:, 10:50])
+  np.testing.assert_array_equal(augment.center_crop(image, 20, 0.5), image[10:30, 20:40])
+  square = image[:32, :32]
+  assert augment.center_crop(square, 32) is square  # Nothing to do.
+  np.testing.assert_array_equal(augment.center_crop(square, 28, 0.875), square[2:30, 2:30])
+
+
+def test_random_resized_crop_boxes_stay_in_range():
+  rng = np.random.default_rng(0)
+  for height, width in [(32, 32), (320, 480), (300, 200)]:
+    boxes = [augment.rrc_box(height, width, rng, scale=(0.35, 1.0)) for _ in range(200)]
+    for left, top, right, bottom in boxes:
+      assert 0 <= left < right <= width and 0 <= top < bottom <= height
+      w, h = right - left, bottom - top
+      assert 3 / 4 / 1.1 <= w / h <= 4 / 3 * 1.1  # Up to rounding.
+      assert w * h >= 0.35 * 0.85 * height * width
+    assert len(set(boxes)) > 150
+  assert augment.rrc_box(320, 480, np.random.default_rng(7)) == augment.rrc_box(
+      320, 480, np.random.default_rng(7))
+  # No crop of ratio >= 3/4 covers 35% of a 500 x 120 image: the centred 3/4 crop instead.
+  assert augment.rrc_box(500, 120, rng) == (0, 170, 120, 330)
+
+
+def test_smoke_training_on_mock_cifar10(mock_tfds, tmp_path):
+  config = tfds_config("cifar10")
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["step"] == 8
+  rows = read_rows(tmp_path / "metrics.jsonl")
+  assert [r["size"] for r in rows if r["event"] == "train"] == [16, 32]
+  evals = [r for r in rows if r["event"] == "eval"]
+  assert {(r["step"], r["size"]) for r in evals} == {(4, 16), (4, 32), (8, 16), (8, 32)}
+  assert all(r["split"] == "test" and r["examples"] == NUM_EXAMPLES for r in evals)
+  assert all(math.isfinite(r["loss"]) for r in evals)
+
+
+def test_imagenette_smoke_config_is_valid(mock_tfds):
+  validate(tfds_config("imagenette/320px-v2"), jax.device_count())
+  config = tfds_config("imagenette/320px-v2", image_size=None)
+  with pytest.raises(ConfigError, match=r"config\.data\.image_size must be set for imagenette"):
+    validate(config, jax.device_count())
+  config = tfds_config("imagenette/320px-v2", eval_split="test")
+  with pytest.raises(ConfigError, match=r"eval_split='test' is not a split .*'validation'"):
+    validate(config, jax.device_count())
+
+
+def test_grain_worker_processes_give_the_same_batches(mock_tfds):
+  config = tfds_config("cifar10", augment="rrc_flip", num_workers=2)
+  split = pipeline.open_split(config.data, "train", train=True)
+  iterator = split.train_iterator(16, seed=5)
+  expected = first_batches(split, 16, seed=5, count=5)
+  for batch in expected[:3]:
+    np.testing.assert_array_equal(next(iterator)["image"], batch["image"])
+  resumed = split.train_iterator(16, seed=5)
+  resumed.set_state(iterator.get_state())
+  for batch in expected[3:]:
+    np.testing.assert_array_equal(next(resumed)["image"], batch["image"])
+  iterator.close()
+  resumed.close()
+
+
+@pytest.fixture
+def backend_compiles():
+  names = []
+
+  def listener(event, duration, **kwargs):
+    del duration
+    if event == "/jax/core/compile/backend_compile_duration":
+      names.append(kwargs.get("fun_name"))
+
+  monitoring.register_event_duration_secs_listener(listener)
+  yield names
+  monitoring.unregister_event_duration_listener(listener)
+
+
+def test_missing_dataset_says_how_to_prepare_it(tmp_path, backend_compiles):
+  data_dir, workdir = tmp_path / "tfds", tmp_path / "run"
+  data_dir.mkdir()
+  config = tfds_config("cifar10", data_dir=str(data_dir))
+  with pytest.raises(ConfigError) as error:
+    train.train_and_evaluate(config, str(workdir))
+  message = str(error.value)
+  assert f"tfds build cifar10 --data_dir={data_dir} --file_format=array_record" in message
+  assert 'pip install -e ".[prepare]"' in message
+  assert not workdir.exists() and not list(data_dir.iterdir())
+  assert not [n for n in backend_compiles if "step" in (n or "")]
+
+
+@pytest.mark.parametrize("edit, pattern", [
+    (dict(name="cifar11"), r"config\.data\.name='cifar11' is neither .*list_builders"),
+    (dict(augment="crop"), r"config\.data\.augment must be one of \['flip', 'none', 'rrc_flip'\]"),
+    (dict(eval_crop=1.5), r"config\.data\.eval_crop must be a number in \(0, 1\], got 1\.5"),
+    (dict(rrc_min_scale=0.0), r"config\.data\.rrc_min_scale must be a number in \(0, 1\]"),
+    (dict(mean=(0.5, 0.5)), r"config\.data\.mean must be None .* three numbers"),
+    (dict(std=(0.2, 0.0, 0.2)), r"config\.data\.std must be positive"),
+    (dict(num_workers=-1), r"config\.data\.num_workers must be an integer >= 0"),
+    (dict(image_size=0), r"config\.data\.image_size must be a positive integer"),
+])
+def test_bad_data_fields_name_the_field(edit, pattern):
+  config = tfds_config("cifar10")
+  config.data.update(edit)
+  with pytest.raises(ConfigError, match=pattern):
+    validate(config, jax.device_count())
+
+
+def test_scale_shapes_keeps_its_stored_size(smoke_config):
+  smoke_config.data.image_size = 64
+  with pytest.raises(ConfigError, match=r"config\.data\.image_size=64 differs from 32"):
+    validate(smoke_config, jax.device_count())
+  smoke_config.data.image_size = 32
+  validate(smoke_config, jax.device_count())
