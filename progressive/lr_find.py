@@ -195,15 +195,7 @@ def check_lr_find_workdir(workdir: epath.Path) -> None:
         "config's initial weights, not from them, and keeps its files apart: use another "
         f"--workdir, e.g. --workdir={workdir / 'lr_find'}."
     )
-  try:
-    workdir.mkdir(parents=True, exist_ok=True)
-    probe = workdir / f".lr_find_write_test.{jax.process_index()}"
-    probe.write_text("ok")
-    probe.unlink()
-  except OSError as e:
-    raise train.WorkdirError(
-        f"Cannot write to --workdir={workdir} ({e.strerror or e}). Choose a writable directory."
-    ) from None
+  train.ensure_writable(workdir)
 
 
 def _one_step_late(step_fn, state, batches: Iterator, num_steps: int) -> Iterator[dict]:

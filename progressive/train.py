@@ -292,12 +292,8 @@ class MemoryLimitError(RuntimeError):
   """A stage's compiled step needs more device memory than the device has."""
 
 
-def check_workdir(workdir: epath.Path, config: ml_collections.ConfigDict, *, force: bool = False):
-  """Makes sure `workdir` can take this run, then writes `config.json`.
-
-  A workdir holding another config is refused with the differing fields; with `force`
-  the old `config.json` is kept as `config.<time>.json` and the new one written.
-  """
+def ensure_writable(workdir: epath.Path) -> None:
+  """Creates `workdir` if needed; `WorkdirError` if nothing can be written there."""
   try:
     workdir.mkdir(parents=True, exist_ok=True)
     probe = workdir / f".write_test.{jax.process_index()}"
@@ -308,6 +304,15 @@ def check_workdir(workdir: epath.Path, config: ml_collections.ConfigDict, *, for
         f"Cannot write to --workdir={workdir} ({e.strerror or e}). Choose a writable "
         "directory, or fix its permissions."
     ) from None
+
+
+def check_workdir(workdir: epath.Path, config: ml_collections.ConfigDict, *, force: bool = False):
+  """Makes sure `workdir` can take this run, then writes `config.json`.
+
+  A workdir holding another config is refused with the differing fields; with `force`
+  the old `config.json` is kept as `config.<time>.json` and the new one written.
+  """
+  ensure_writable(workdir)
   path = workdir / "config.json"
   new = json.loads(config.to_json())
   primary = jax.process_index() == 0

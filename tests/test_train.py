@@ -170,3 +170,19 @@ def test_non_finite_loss_stops_with_step_and_stage(smoke_config, tmp_path):
   config.opt.div = 1.0
   with pytest.raises(train.NonFiniteLossError, match=r"Non-finite loss .* at step \d+ \(stage 0, 16px\)"):
     train.train_and_evaluate(config, str(tmp_path))
+
+
+def test_adamw_with_one_cycle_per_stage_trains(smoke_config, tmp_path):
+  config = smoke_config
+  config.opt.name = "adamw"
+  config.opt.lr_max = 3e-3
+  config.opt.weight_decay = 0.01
+  config.opt.cycle = "stage"
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  rows = [r for r in read_rows(tmp_path / "metrics.jsonl") if r["event"] == "train"]
+  assert summary["step"] == 24
+  assert rows[-1]["loss"] < rows[0]["loss"]
+  # Each stage restarts its cycle: beta1 (logged as momentum) is back near moms[0] at
+  # the end of every stage (its last step is 7/8 through the cycle), the LR near its floor.
+  for row in rows[1::2]:
+    assert row["momentum"] > 0.93 and row["lr"] < 0.1 * config.opt.lr_max
