@@ -199,7 +199,8 @@ class DevicePrefetch:
     self._depth = depth
     self._queue = collections.deque()
 
-  def _fill(self):
+  def fill(self):
+    """Tops the queue up to `depth` batches on the device."""
     while len(self._queue) < self._depth:
       state = copy.deepcopy(self._iterator.get_state())
       self._queue.append((state, shard_batch(next(self._iterator), self._sharding)))
@@ -208,14 +209,14 @@ class DevicePrefetch:
     return self
 
   def __next__(self):
-    self._fill()
+    self.fill()
     _, batch = self._queue.popleft()
-    self._fill()
+    self.fill()
     return batch
 
   @property
   def state(self) -> dict:
-    self._fill()
+    self.fill()
     return self._queue[0][0]
 
 
@@ -674,7 +675,7 @@ def train_and_evaluate(
             config.progress_bar and process == 0,
         )
         metrics = _TrainMetrics(writer)
-        batches.state  # pylint: disable=pointless-statement  (fills the device prefetch)
+        batches.fill()
         writer.write(
             "stage", step=step, stage=stage.index, size=stage.size, batch_size=stage.batch_size,
             # From the last step of the previous stage (evaluation and checkpoint
