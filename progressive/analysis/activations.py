@@ -12,7 +12,6 @@ not the blocks that merely contain them), the output of one forward pass gives:
 JSON rows of `workdir/activation_stats.jsonl`.
 """
 
-import json
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -22,6 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from etils import epath
+
+from progressive.metrics import read_rows
 
 STATS_FILE = "activation_stats.jsonl"
 HIST_BINS = 40
@@ -158,22 +159,10 @@ def stats_rows(
   return rows
 
 
-def append_rows(path, rows: Iterable[Mapping[str, Any]]) -> None:
-  """Appends rows to a JSON-lines file (e.g. `workdir/activation_stats.jsonl`)."""
-  path = epath.Path(path)
-  with path.open("a") as f:
-    for row in rows:
-      f.write(json.dumps(row) + "\n")
-
-
 def read_stats(path) -> list[dict[str, Any]]:
   """The rows of an `activation_stats.jsonl` file (a workdir or the file; [] if absent)."""
   path = epath.Path(path)
-  if path.is_dir():
-    path = path / STATS_FILE
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return read_rows(path / STATS_FILE if path.is_dir() else path)
 
 
 def layers_in_order(rows: Sequence[Mapping[str, Any]]) -> list[str]:

@@ -186,17 +186,7 @@ class Run:
 
 def load_examples(data_config: Mapping[str, Any], split: str, num: int | None = None):
   """The first `num` examples of a split with all their features, as arrays."""
-  from progressive.data import scale_shapes  # pylint: disable=import-outside-toplevel
-
-  builder = scale_shapes.prepare(data_config["builder_config"], data_config["data_dir"])
-  source = builder.as_data_source(split=split)
-  num = len(source) if num is None else min(num, len(source))
-  examples = source.__getitems__(list(range(num)))
-  arrays = {key: np.stack([np.asarray(e[key]) for e in examples]) for key in examples[0]}
-  arrays["image"] = arrays["image"].astype(np.uint8)
-  for key in ("label", "family"):
-    arrays[key] = arrays[key].astype(np.int32)
-  return arrays
+  return pipeline.scale_shapes_examples(data_config, split, num=num)[0]
 
 
 def load_run(

@@ -421,6 +421,31 @@ def _transform(config: Mapping[str, Any], image_size: int) -> augment_lib.Transf
   )
 
 
+def scale_shapes_examples(
+    config: Mapping[str, Any], split: str, *, shard: int = 0, num_shards: int = 1,
+    num: int | None = None,
+) -> tuple[dict[str, np.ndarray], int]:
+  """One shard of a `scale_shapes` split (at most its first `num` examples) in memory,
+  prepared on first use, and the index of its first example in the split.
+
+  Every feature is stacked: `image` uint8 `[N, S, S, 3]`, `label` and `family` int32
+  `[N]`, and the metadata `render` needs (`object_scale`, `center`, `seed`).
+  """
+  from progressive.data import scale_shapes  # pylint: disable=import-outside-toplevel
+
+  builder = scale_shapes.prepare(config["builder_config"], config["data_dir"])
+  source = builder.as_data_source(split=split)
+  start, stop = shard_bounds(len(source), shard, num_shards)
+  if num is not None:
+    stop = min(stop, start + num)
+  examples = source.__getitems__(list(range(start, stop)))
+  arrays = {key: np.stack([np.asarray(e[key]) for e in examples]) for key in examples[0]}
+  arrays["image"] = arrays["image"].astype(np.uint8)
+  for key in ("label", "family"):
+    arrays[key] = arrays[key].astype(np.int32)
+  return arrays, start
+
+
 def open_split(
     config: Mapping[str, Any], split: str, *, shard: int = 0, num_shards: int = 1,
     train: bool = False,
@@ -434,20 +459,11 @@ def open_split(
   """
   num_workers = _get(config, "num_workers")
   if config["name"] == BUILTIN:
-    from progressive.data import scale_shapes  # pylint: disable=import-outside-toplevel
-
     transform = _transform(config, _scale_shapes_info(config).image_size)
-    builder = scale_shapes.prepare(config["builder_config"], config["data_dir"])
-    source = builder.as_data_source(split=split)
-    start, stop = shard_bounds(len(source), shard, num_shards)
-    examples = source.__getitems__(list(range(start, stop)))
-    arrays = {
-        "image": np.stack([e["image"] for e in examples]).astype(np.uint8),
-        "label": np.asarray([e["label"] for e in examples], np.int32),
-        "family": np.asarray([e["family"] for e in examples], np.int32),
-    }
+    examples, start = scale_shapes_examples(config, split, shard=shard, num_shards=num_shards)
+    arrays = {key: examples[key] for key in ("image", "label", "family")}
     return Split(
-        _MemoryReader(arrays), num_examples=stop - start, offset=0, start=start,
+        _MemoryReader(arrays), num_examples=len(arrays["label"]), offset=0, start=start,
         transform=transform, train=train, num_workers=num_workers, extra_keys=("family",),
     )
   info, builder = _tfds_info(config)
