@@ -66,6 +66,20 @@ class CompileResult:
   executable: Any
   seconds: float  # Wall time of lower + compile (in the background thread).
   cache_hit: bool  # Read from the persistent compilation cache.
+  flops: float | None  # XLA's count for one call, on one device; None where not reported.
+
+
+def program_flops(executable) -> float | None:
+  """Floating-point operations of one call of a compiled program on one device, as XLA's
+  cost analysis counts them (an SPMD program over N devices does N times this)."""
+  try:
+    cost = executable.cost_analysis()
+  except Exception:  # pylint: disable=broad-except  # Backends without a cost model.
+    return None
+  if isinstance(cost, (list, tuple)):  # Older jax: one dict per program.
+    cost = cost[0] if cost else None
+  flops = (cost or {}).get("flops")
+  return float(flops) if flops is not None and flops >= 0 else None
 
 
 def _compile(fn: Callable, args: Sequence[Any], static: Any) -> CompileResult:
@@ -75,7 +89,8 @@ def _compile(fn: Callable, args: Sequence[Any], static: Any) -> CompileResult:
     executable = fn.lower(*args, static).compile()
   finally:
     hits, _thread_state.hits = _thread_state.hits, None
-  return CompileResult(executable, time.perf_counter() - start, hits > 0)
+  seconds = time.perf_counter() - start
+  return CompileResult(executable, seconds, hits > 0, program_flops(executable))
 
 
 class StageCompiler:

@@ -628,6 +628,8 @@ def train_and_evaluate(
               "compile", step=step, stage=stage.index, kind=kind, size=size,
               batch_size=batch_size, seconds=result.seconds, waited=waited,
               cache_hit=result.cache_hit,
+              # One call over the whole mesh (XLA's count, forward and backward).
+              flops=None if result.flops is None else result.flops * mesh.size,
           )
       )
       if kind == "train":

@@ -15,7 +15,7 @@ import tensorflow_datasets as tfds
 from jax._src import monitoring
 
 from configs import cifar10, imagenette
-from progressive import train
+from progressive import sweep, train
 from progressive.config_validation import ConfigError, validate
 from progressive.data import augment, pipeline
 from progressive.metrics import read_rows
@@ -209,6 +209,14 @@ def test_smoke_training_on_mock_cifar10(mock_tfds, tmp_path):
   assert {(r["step"], r["size"]) for r in evals} == {(4, 16), (4, 32), (8, 16), (8, 32)}
   assert all(r["split"] == "test" and r["examples"] == NUM_EXAMPLES for r in evals)
   assert all(math.isfinite(r["loss"]) for r in evals)
+  # A sweep summarises a TFDS run too: shifts by reflection padding, the ensemble over
+  # the eval split read as evaluation reads it.
+  point = sweep.summarize_point(tmp_path, "cifar10", {}, config, num_shift_images=8,
+                                ensemble_sizes=(16, 32))
+  assert sorted(point["eval"]) == ["16", "32"] and 0 <= point["consistency"] <= 1
+  assert 0 <= point["jaggedness"] <= 8 and point["images_seen"] == 8 * config.batch_size
+  best = max(r["accuracy"] for r in evals if r["step"] == 8)
+  assert point["ensemble_gain"] == pytest.approx(point["ensemble"]["accuracy"] - best, abs=1e-6)
 
 
 def test_imagenette_smoke_config_is_valid(mock_tfds):

@@ -15,7 +15,7 @@ from progressive.config_validation import validate
 from progressive.metrics import read_rows
 
 REPO = pathlib.Path(__file__).parents[1]
-EXPERIMENTS = ("size_sweep", "antialias", "head", "stability")
+EXPERIMENTS = ("size_sweep", "antialias", "head", "stability", "progressive_vs_fixed", "fixres")
 
 
 def test_product_and_zip():
@@ -23,6 +23,25 @@ def test_product_and_zip():
   assert sweep.zip_axes(a=[1, 2], b=[3, 4]) == [{"a": 1, "b": 3}, {"a": 2, "b": 4}]
   with pytest.raises(ValueError, match="one length"):
     sweep.zip_axes(a=[1], b=[1, 2])
+
+
+def test_with_seeds_names_every_point_once_per_seed():
+  points = sweep.with_seeds([{"name": "a", "x": 1}, {"x": 2}], (0, 3))
+  assert [p.get("name") for p in points] == ["a_seed0", "a_seed3", None, None]
+  assert [p["seed"] for p in points] == [0, 3, 0, 3]
+  assert sweep.point_name(points[3]) == "x=2_seed=3"
+
+
+def test_equal_budget_matches_the_pixels_of_the_progressive_stages():
+  pvf = sweep.load_module(str(REPO / "configs/progressive_vs_fixed.py"))
+  stages = [dict(size=32, epochs=3), dict(size=48, epochs=2), dict(size=64, epochs=2)]
+  assert pvf.equal_budget(stages, 64) == dict(size=64, epochs=3.875)  # 3/4 + 2 * 9/16 + 2.
+  assert pvf.equal_budget([dict(size=16, steps=8), dict(size=32, steps=8)], 32) == dict(size=32, steps=10)
+  points = {p["name"]: p for p in pvf.get_sweep(None)}
+  assert points["fixed64_seed2"]["stages"] == (dict(size=64, epochs=3.875),)
+  assert points["fixed64_zoom_seed0"]["data.augment"] == "rrc_flip"
+  assert points["progressive_stage_seed1"]["opt.cycle"] == "stage"
+  assert len(points) == 12
 
 
 def test_point_names_and_overrides():
@@ -111,7 +130,7 @@ def test_printed_commands_run(data_dir, tmp_path):
   assert {r["size"] for r in rows if r["event"] == "eval"} == {32}
 
 
-@pytest.mark.parametrize("name", ["size_sweep", "stability", "head"])
+@pytest.mark.parametrize("name", ["size_sweep", "stability", "head", "fixres"])
 def test_experiment_smoke_sweeps_train(name, data_dir, tmp_path):
   common = {"data.data_dir": data_dir, "progress_bar": False}
   rows = sweep.run_sweep(f"{REPO}/configs/{name}.py:smoke", str(tmp_path), common=common, num_shift_images=8)
@@ -120,3 +139,41 @@ def test_experiment_smoke_sweeps_train(name, data_dir, tmp_path):
   if name == "stability":
     stats = read_rows(tmp_path / "no_bn_constant" / "activation_stats.jsonl")
     assert {r["step"] for r in stats} == {2, 4, 6, 8}
+  if name == "fixres":
+    for row in rows:
+      accuracies = {int(k.split("@")[1]): v for k, v in row.items() if k.startswith("acc@")}
+      assert set(accuracies) == {16, 24, 32, 40}
+      assert accuracies[row["best_size"]] == max(accuracies.values())
+
+
+def test_progressive_vs_fixed_smoke_reports_budget_ensemble_and_seed_means(data_dir, tmp_path):
+  config_flag = f"{REPO}/configs/progressive_vs_fixed.py:smoke"
+  common = {"data.data_dir": data_dir, "progress_bar": False}
+  rows = {r["name"]: r for r in sweep.run_sweep(config_flag, str(tmp_path), common=common,
+                                                num_shift_images=8)}
+  assert list(rows) == ["progressive_run_seed0", "progressive_run_seed1", "fixed32_seed0", "fixed32_seed1"]
+  for name, row in rows.items():
+    # The ensemble over 16, 24 and 32 px reads the whole test split, as evaluation does:
+    # its gain is measured against the eval rows' accuracies at those sizes.
+    best = max(row[f"acc@{s}"] for s in (16, 24, 32))
+    assert row["ens_gain"] == pytest.approx(row["acc_ens"] - best, abs=2e-3), name
+    assert 0 <= row["acc_ens_shape"] <= 1 and 0 <= row["acc_ens_texture"] <= 1
+    flops = {r["size"]: r["flops"] for r in read_rows(tmp_path / name / "metrics.jsonl")
+             if r["event"] == "compile" and r["kind"] == "train"}
+    steps = {16: 8, 24: 8, 32: 8} if name.startswith("progressive") else {32: 14}
+    assert row["images_seen"] == 64 * sum(steps.values())
+    assert row["train_gflops"] == pytest.approx(sum(steps[s] * flops[s] for s in steps) / 1e9)
+  # XLA counts more work for larger inputs, and two seeds of one point cost the same.
+  assert flops[32] > 0 and rows["progressive_run_seed0"]["train_gflops"] == rows["progressive_run_seed1"]["train_gflops"]
+  assert rows["progressive_run_seed0"]["acc@32"] != rows["progressive_run_seed1"]["acc@32"]
+  with (tmp_path / "results_mean.csv").open() as f:
+    means = {r["name"]: r for r in csv.DictReader(f)}
+  assert list(means) == ["progressive_run", "fixed32"] and means["fixed32"]["seeds"] == "0 1"
+  mean, std = (float(x) for x in means["progressive_run"]["acc@32"].split(" ± "))
+  values = [rows[f"progressive_run_seed{i}"]["acc@32"] for i in (0, 1)]
+  assert mean == pytest.approx(sum(values) / 2, abs=1e-3)
+  assert std == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5, abs=1e-3)
+  assert means["fixed32"]["images_seen"] == "896"  # Equal over seeds: shown once.
+  markdown = (tmp_path / "results.md").read_text()
+  assert "Mean ± standard deviation over seeds:" in markdown and "softmax averaged over sizes 16, 24, 32" in markdown
+

@@ -74,6 +74,9 @@ def test_one_compile_per_stage_shape(smoke_run):
       (8, 16), (8, 32), (16, 24)
   ]
   assert all(r["seconds"] > 0 and not r["cache_hit"] for r in compile_rows)
+  # XLA's FLOP count of one step over the whole mesh grows with the stage's size.
+  flops = [r["flops"] for r in train_rows]
+  assert 0 < flops[0] < flops[1] < flops[2]
   # Counted by XLA itself, not assumed: one backend compile of the step per stage shape.
   assert len(train_compiles) == 3
   assert summary["compile"] == compile_rows

@@ -179,14 +179,33 @@ class Run:
     return pd.DataFrame(rows)
 
   def test_examples(self, num: int | None = None) -> dict[str, np.ndarray]:
-    """The first `num` test examples: `image`, `label`, `family` and, for `scale_shapes`,
-    `object_scale`, `center`, `seed` (what `render` needs to redraw them)."""
-    return load_examples(self.config.data, "test", num)
+    """The first `num` examples of the run's eval split (`load_examples`)."""
+    return load_examples(self.config.data, self.config.data.eval_split, num)
 
 
 def load_examples(data_config: Mapping[str, Any], split: str, num: int | None = None):
-  """The first `num` examples of a split with all their features, as arrays."""
-  return pipeline.scale_shapes_examples(data_config, split, num=num)[0]
+  """The first `num` examples of a split as arrays: `image` uint8 `[N, S, S, 3]` and
+  `label`; for `scale_shapes` also `family` and what `render` needs to redraw the scenes
+  (`object_scale`, `center`, `seed`). A TFDS dataset's images are eval-transformed (resized
+  and centre-cropped to `data.image_size`, as evaluation sees them)."""
+  if data_config["name"] == pipeline.BUILTIN:
+    return pipeline.scale_shapes_examples(data_config, split, num=num)[0]
+  reader = pipeline.open_split(data_config, split)
+  count = reader.num_examples if num is None else min(num, reader.num_examples)
+  images, labels = [], []
+  for batch in reader.eval_batches(min(count, 256) or 1):
+    images.append(batch["image"][batch["mask"]])
+    labels.append(batch["label"][batch["mask"]])
+    if sum(map(len, labels)) >= count:
+      break
+  return {"image": np.concatenate(images)[:count], "label": np.concatenate(labels)[:count]}
+
+
+def shift_mode(data_config: Mapping[str, Any]) -> str:
+  """How shifted views of a dataset's examples are made by default: `scale_shapes` scenes
+  are redrawn (`"render"`: nothing enters from outside the image); other images are padded
+  by reflection and cropped (`"reflect"`)."""
+  return "render" if data_config["name"] == pipeline.BUILTIN else "reflect"
 
 
 def load_run(
