@@ -235,26 +235,35 @@ def evaluate(
 
   `split` is this process's shard of the split and `batch_size` the global eval batch;
   in a multi-process run `num_examples` (the whole split) fixes how many batches every
-  process runs, and the per-example results are gathered from all processes.
+  process runs, and the per-example results are gathered from all processes. Each batch
+  is read, decoded and put on the devices once for all sizes; the per-example outputs
+  stay on the devices until one fetch at the end.
   """
   processes = jax.process_count()
   local_batch = batch_size // processes
   per_process = -(-(num_examples or split.num_examples) // processes)
   num_batches = -(-per_process // local_batch)
-  rows = []
-  for size in sizes:
-    results = collections.defaultdict(list)
-    for batch in split.eval_batches(local_batch, num_batches):
-      host = {k: batch.pop(k) for k in list(batch) if k != "image"}
-      out = eval_fn(state, shard_batch({"image": batch["image"], "label": host["label"]}, sharding), size)
+  outputs = {size: collections.defaultdict(list) for size in sizes}
+  host_values = collections.defaultdict(list)
+  for batch in split.eval_batches(local_batch, num_batches):
+    host = {k: batch.pop(k) for k in list(batch) if k != "image"}
+    device_batch = shard_batch({"image": batch["image"], "label": host["label"]}, sharding)
+    for size in sizes:
+      out = eval_fn(state, device_batch, size)
       if processes > 1:
         out = multihost_utils.process_allgather(out, tiled=True)
-        host = multihost_utils.process_allgather(host, tiled=True)
-      for key, value in {**jax.device_get(out), **host}.items():
-        results[key].append(np.asarray(value))
-    results = {k: np.concatenate(v) for k, v in results.items()}
-    mask = results["mask"]
-    correct = (results["prediction"] == results["label"])[mask]
+      for key, value in out.items():
+        outputs[size][key].append(value)
+    if processes > 1:
+      host = multihost_utils.process_allgather(host, tiled=True)
+    for key, value in host.items():
+      host_values[key].append(np.asarray(value))
+  host = {k: np.concatenate(v) for k, v in host_values.items()}
+  mask = host["mask"]
+  rows = []
+  for size, fetched in jax.device_get(outputs).items():
+    results = {k: np.concatenate([np.asarray(x) for x in v]) for k, v in fetched.items()}
+    correct = (results["prediction"] == host["label"])[mask]
     row = {
         "size": int(size),
         "accuracy": float(correct.mean()),
@@ -262,7 +271,7 @@ def evaluate(
         "examples": int(mask.sum()),
     }
     if info.family_names is not None:
-      family = results["family"][mask]
+      family = host["family"][mask]
       for f, name in enumerate(info.family_names):
         row[f"accuracy_{name}"] = float(correct[family == f].mean())
     rows.append(row)

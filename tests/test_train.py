@@ -189,3 +189,40 @@ def test_adamw_with_one_cycle_per_stage_trains(smoke_config, tmp_path):
   # the end of every stage (its last step is 7/8 through the cycle), the LR near its floor.
   for row in rows[1::2]:
     assert row["momentum"] > 0.93 and row["lr"] < 0.1 * config.opt.lr_max
+
+
+class _CountingSplit:
+  """Two eval batches of 4 images whose pixel values are their labels; counts reads."""
+
+  num_examples = 7
+
+  def __init__(self):
+    self.reads = 0
+
+  def eval_batches(self, batch_size, num_batches):
+    self.reads += 1
+    labels = np.arange(8, dtype=np.int32) % 3
+    for i in range(num_batches):
+      chunk = labels[i * batch_size:(i + 1) * batch_size]
+      yield {"image": np.broadcast_to(chunk[:, None, None, None], (batch_size, 2, 2, 3)).astype(np.uint8),
+             "label": chunk, "mask": np.arange(i * batch_size, (i + 1) * batch_size) < self.num_examples}
+
+
+def test_evaluate_reads_the_split_once_for_every_size():
+  from progressive.data import pipeline
+
+  info = pipeline.DatasetInfo("fake", 3, ("a", "b", "c"), 2, 7, 7, (0.0,) * 3, (1.0,) * 3)
+  sharding = jax.sharding.NamedSharding(train.make_mesh(), jax.sharding.PartitionSpec(train.AXIS))
+
+  def eval_fn(state, batch, size):  # Right for every image at size 16, wrong at 24.
+    del state
+    prediction = batch["image"][:, 0, 0, 0].astype(np.int32) + (size == 24)
+    return {"prediction": prediction, "loss": prediction * 0.0 + size}
+
+  split = _CountingSplit()
+  rows = train.evaluate(None, eval_fn, split, [16, 24], batch_size=4, sharding=sharding, info=info)
+  assert split.reads == 1
+  assert rows == [
+      {"size": 16, "accuracy": 1.0, "loss": 16.0, "examples": 7},
+      {"size": 24, "accuracy": 0.0, "loss": 24.0, "examples": 7},
+  ]
