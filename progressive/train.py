@@ -219,6 +219,12 @@ class DevicePrefetch:
     self.fill()
     return self._queue[0][0]
 
+  def close(self) -> None:
+    """Stops the data iterator's threads or worker processes (and frees their memory)."""
+    self._queue.clear()
+    if hasattr(self._iterator, "close"):
+      self._iterator.close()
+
 
 def evaluate(
     state: TrainState,
@@ -666,7 +672,7 @@ def train_and_evaluate(
   def save(stage: schedules.Stage, data_state):
     checkpoints.save(mngr, step, state, data_state, stage=stage.index, config_json=config_json)
 
-  previous_stage_end = None
+  previous_stage_end, batches = None, None
   try:
     with _StopSignals() as stop:
       for stage in plan:
@@ -736,9 +742,12 @@ def train_and_evaluate(
         progress.close()
         summary["eval"] = run_eval(stage)
         save(stage, batches.state)
+        batches.close()
         accuracies = ", ".join(f"{r['size']}px {r['accuracy']:.3f}" for r in summary["eval"])
         log(f"Stage {stage.index} ({stage.size}px) done at step {step}: test accuracy {accuracies}")
   finally:
+    if batches is not None:
+      batches.close()
     compiler.close()
     mngr.wait_until_finished()
     mngr.close()

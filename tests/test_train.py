@@ -226,3 +226,22 @@ def test_evaluate_reads_the_split_once_for_every_size():
       {"size": 16, "accuracy": 1.0, "loss": 16.0, "examples": 7},
       {"size": 24, "accuracy": 0.0, "loss": 24.0, "examples": 7},
   ]
+
+
+def test_every_stage_closes_its_data_iterator(smoke_config, tmp_path, monkeypatch):
+  from progressive.data import pipeline
+
+  opened = []
+  original = pipeline.Split.train_iterator
+
+  def recording(self, *args, **kwargs):
+    iterator = original(self, *args, **kwargs)
+    opened.append(iterator)
+    return iterator
+
+  monkeypatch.setattr(pipeline.Split, "train_iterator", recording)
+  smoke_config.stages = (dict(size=16, steps=2), dict(size=24, steps=2))
+  smoke_config.activation_stats_every = 0
+  train.train_and_evaluate(smoke_config, str(tmp_path))
+  # Grain's iterators hold threads (or worker processes and their shared memory).
+  assert len(opened) == 2 and all(it._closed for it in opened)  # pylint: disable=protected-access
