@@ -230,6 +230,12 @@ def budget_summary(rows: Sequence[Mapping[str, Any]], config) -> dict:
   }
 
 
+def _options(num_shift_images: int, max_shift: int, ensemble_sizes: Sequence[int]) -> dict:
+  """What a summary measured with: a summary made with other options is remade."""
+  return {"num_shift_images": int(num_shift_images), "max_shift": int(max_shift),
+          "ensemble_sizes": [int(s) for s in ensemble_sizes]}
+
+
 def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_seconds=None,
                     num_shift_images: int = 64, max_shift: int = 4,
                     ensemble_sizes: Sequence[int] = ()) -> dict:
@@ -244,6 +250,7 @@ def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_s
       config.data, config.data.eval_split, None if ensemble_sizes else num_shift_images)
   summary = {
       "name": name,
+      "options": _options(num_shift_images, max_shift, ensemble_sizes),
       "overrides": {k: v for k, v in overrides.items() if k != "name"},
       "step": last,
       "eval": {str(size): {k: v for k, v in r.items() if k.startswith("accuracy")}
@@ -406,9 +413,13 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   for name, overrides, config in points:
     point_dir = workdir / name
     summary = _read_summary(point_dir)
-    if summary is None and finished(point_dir, config):
-      summary = summarize_point(point_dir, name, overrides, config, num_shift_images=num_shift_images,
-                                max_shift=max_shift, ensemble_sizes=ensemble_sizes)
+    options = _options(num_shift_images, max_shift, ensemble_sizes)
+    # Run elsewhere, or summarised with other measures: (re)summarised here.
+    if (summary is None or summary.get("options") != options) and finished(point_dir, config):
+      summary = summarize_point(
+          point_dir, name, overrides, config, num_shift_images=num_shift_images,
+          max_shift=max_shift, ensemble_sizes=ensemble_sizes,
+          wall_seconds=(summary or {}).get("wall_seconds"))
     (summaries if summary else missing).append(summary or name)
   if not summaries:
     print(f"No finished point in {workdir} yet.")

@@ -119,6 +119,21 @@ def test_aggregation_reports_missing_points(antialias_smoke, tmp_path):
   assert "1 of 2 points finished; missing: simple_cnn_blur3." in (partial / "results.md").read_text()
 
 
+def test_aggregating_with_other_measures_resummarises(antialias_smoke, tmp_path):
+  workdir, common, _ = antialias_smoke
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  again = sweep.aggregate(f"{REPO}/configs/antialias.py:smoke", str(copy), common=common,
+                          num_shift_images=16, ensemble_sizes=(24, 32))
+  for after in again:
+    before = sweep._read_summary(workdir / after["name"])  # pylint: disable=protected-access
+    assert "ensemble" not in before and 0 <= after["acc_ens"] <= 1
+    assert after["wall_seconds"] == before["wall_seconds"]  # Kept from the run.
+    assert after["acc@32"] == before["eval"]["32"]["accuracy"]
+    assert after["jaggedness"] == before["jaggedness"]
+  assert "acc_ens" in (copy / "results.md").read_text()
+
+
 def test_printed_commands_run(data_dir, tmp_path):
   lines = sweep.commands("configs/head.py:smoke", str(tmp_path), {"data.data_dir": data_dir, "progress_bar": False})
   assert len(lines) == 2 and all(l.startswith("python -m progressive.main --config=configs/head.py:smoke") for l in lines)
