@@ -8,6 +8,8 @@ r"""Throughput, compile time and stage-switch cost, printed as a table and JSON.
 For each (size, batch size):
 - `compile_s`: ahead-of-time compile of the bare training step.
 - `bare_img_s`: steady throughput of that step on random data already on the device.
+- `step_gflop`, `bare_tflop_s`: XLA's count of the floating-point operations of one step
+  (forward and backward, all devices) and the rate the bare step achieves with it.
 - `e2e_img_s`: throughput of the real training loop (`python -m progressive.main`, one
   stage per size, the built-in dataset, input pipeline, resizing, metrics and schedule
   included), from its train rows after each stage's first logging interval.
@@ -34,7 +36,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
-from progressive import schedules, train
+from progressive import compilation, schedules, train
 from progressive.data import pipeline
 from progressive.metrics import read_rows
 
@@ -75,7 +77,14 @@ def bare_step(config, info, size: int, batch_size: int, steps: int) -> dict:
     state, metrics = compiled(state, batch)
   jax.block_until_ready((state, metrics))
   seconds = time.perf_counter() - start
-  return {"compile_s": compile_s, "bare_img_s": steps * batch_size / seconds}
+  flops = compilation.program_flops(compiled)
+  flops = None if flops is None else flops * mesh.size  # One step over all devices.
+  return {
+      "compile_s": compile_s,
+      "bare_img_s": steps * batch_size / seconds,
+      "step_gflop": None if flops is None else flops / 1e9,
+      "bare_tflop_s": None if flops is None else flops * steps / seconds / 1e12,
+  }
 
 
 BENCH_CONFIG = '''
@@ -140,6 +149,7 @@ def loop_runs(config, points, steps: int, root: epath.Path) -> dict:
 
 COLUMNS = (
     ("size", "{:d}"), ("batch", "{:d}"), ("compile_s", "{:.2f}"), ("bare_img_s", "{:.0f}"),
+    ("step_gflop", "{:.1f}"), ("bare_tflop_s", "{:.2f}"),
     ("e2e_img_s", "{:.0f}"), ("e2e_vs_bare", "{:.0%}"), ("switch_s", "{:.2f}"),
     ("switch_total_s", "{:.2f}"), ("cold_compile_s", "{:.2f}"), ("warm_compile_s", "{:.2f}"),
 )

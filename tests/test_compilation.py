@@ -116,3 +116,6 @@ def test_bench_smoke_writes_its_table_and_json(smoke_config, tmp_path):
   for row in report["rows"]:
     assert row["compile_s"] > 0 and row["bare_img_s"] > 0 and row["e2e_img_s"] > 0
     assert row["warm_cache_hit"]  # The rerun read every program from the cache.
+    assert row["bare_tflop_s"] > 0
+  # The 32 px step does more work than the 16 px one (XLA's count).
+  assert report["rows"][1]["step_gflop"] > report["rows"][0]["step_gflop"] > 0
