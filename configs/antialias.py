@@ -8,7 +8,8 @@ Every point trains one model at 64 px on `scale_shapes` (one stage; the argument
 the model families, default all three) with `downsample` in stride / max / blur (filter
 3 and 5), then reports accuracy at every size, jaggedness along 1-pixel shifts and the
 consistency between two random shifts (Azulay & Weiss; Zhang): does blurring before
-subsampling make the network more shift invariant, and at what cost?
+subsampling make the network more shift invariant, and at what cost? VGG subsamples only
+by max pools, so it has no separate `max` point (its `stride` is the published max pool).
 """
 
 import ml_collections
@@ -45,6 +46,8 @@ def get_sweep(arg: str | None = None) -> list[dict]:
   points = []
   for family in families:
     for mode in modes:
+      if family.startswith("vgg") and mode["model.downsample"] == "max":
+        continue  # VGG subsamples only by max pools: "max" is its "stride", the same network.
       name = f"{family}_{mode['model.downsample']}{mode.get('model.blur_size', '')}"
       points.append({"name": name, **MODELS[family], **mode})
   return points
