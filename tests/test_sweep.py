@@ -193,3 +193,12 @@ def test_progressive_vs_fixed_smoke_reports_budget_ensemble_and_seed_means(data_
   markdown = (tmp_path / "results.md").read_text()
   assert "Mean ± standard deviation over seeds:" in markdown and "softmax averaged over sizes 16, 24, 32" in markdown
 
+
+def test_findings_are_built_from_the_committed_results():
+  make_findings = sweep.load_module(str(REPO / "experiments/make_findings.py"))
+  template = (REPO / "experiments/FINDINGS.template.md").read_text()
+  for name in make_findings.sweep_names(template):
+    for file in make_findings.FILES:
+      assert (REPO / "experiments/results" / name / file).exists(), (name, file)
+  # FINDINGS.md is exactly what the script makes of the results: no number typed by hand.
+  assert make_findings.render(template) == (REPO / "experiments/FINDINGS.md").read_text()
