@@ -241,7 +241,8 @@ def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_s
                     ensemble_sizes: Sequence[int] = ()) -> dict:
   """Writes `workdir/sweep_point.json`: the overrides, final eval rows, the best test size,
   the training budget, shift measures, the multi-size ensemble over `ensemble_sizes` (if
-  any) and (when run by the sweep) the wall time."""
+  any; it reads the whole eval split into memory) and (when run by the sweep) the wall
+  time."""
   rows = read_rows(workdir / "metrics.jsonl")
   last = max(r["step"] for r in rows if r["event"] == "eval")
   final = {r["size"]: r for r in rows if r["event"] == "eval" and r["step"] == last}
@@ -332,12 +333,17 @@ def _row(summary: Mapping[str, Any]) -> dict[str, Any]:
   return row
 
 
+def _without_seed(name: str) -> str:
+  """A point's name without the `_seed<N>` (or `_seed=<N>`) that `with_seeds` gave it."""
+  return re.sub(r"_?seed=?\d+$", "", name) or name
+
+
 def _seed_groups(rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Mapping[str, Any]]]:
   """Rows of points that differ only by `seed`, under the name without its `_seed<N>`."""
   groups = {}
   for row in rows:
     if "seed" in row:
-      groups.setdefault(re.sub(r"_?seed=?\d+$", "", row["name"]) or "all", []).append(row)
+      groups.setdefault(_without_seed(row["name"]), []).append(row)
   return groups
 
 
@@ -409,11 +415,11 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   if ensemble_sizes is None:
     ensemble_sizes = config_ensemble_sizes(config_flag)
   _, points = expand(config_flag, common)
+  options = _options(num_shift_images, max_shift, ensemble_sizes)
   summaries, missing = [], []
   for name, overrides, config in points:
     point_dir = workdir / name
     summary = _read_summary(point_dir)
-    options = _options(num_shift_images, max_shift, ensemble_sizes)
     # Run elsewhere, or summarised with other measures: (re)summarised here.
     if (summary is None or summary.get("options") != options) and finished(point_dir, config):
       summary = summarize_point(
@@ -465,8 +471,7 @@ def _plot(summaries, path: epath.Path) -> None:
 
   lines = {}
   for s in summaries:
-    group = re.sub(r"_?seed=?\d+$", "", s["name"]) if "seed" in s["overrides"] else s["name"]
-    lines.setdefault(group or s["name"], []).append(s)
+    lines.setdefault(_without_seed(s["name"]) if "seed" in s["overrides"] else s["name"], []).append(s)
   groups = list(dict.fromkeys(g for s in summaries for r in s["eval"].values() for g in r))
   fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), squeeze=False)
   for ax, group in zip(axes[0], groups):
