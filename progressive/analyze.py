@@ -25,7 +25,8 @@ flags.DEFINE_list("sizes", None, "Test sizes (default: every stage and eval size
 flags.DEFINE_integer("canvas_size", None, "Object-scale canvas (default: the stage size).")
 flags.DEFINE_integer("per_bin", 12, "Rendered scenes per object-scale bin.")
 flags.DEFINE_integer("shift_size", None, "Input size for the shift analyses (default: stage size).")
-flags.DEFINE_enum("shift_mode", "render", shift.MODES, "How shifted views are made.")
+flags.DEFINE_enum("shift_mode", None, shift.MODES, "How shifted views are made (default: "
+                  "render for scale_shapes, reflect for other datasets).")
 flags.DEFINE_integer("max_shift", 4, "Sweep and consistency offsets up to this many pixels.")
 flags.DEFINE_list("direction", ["1", "0"], "Sweep direction dx,dy.")
 flags.DEFINE_integer("topk", 1, "Jaggedness counts the true class entering or leaving the top-k.")

@@ -6,6 +6,7 @@ reads the dataset's metadata (splits, class names) from files: each test writes 
 from the TFDS builder's code, with split sizes equal to the mock's example count.
 """
 
+import json
 import math
 
 import jax
@@ -15,7 +16,7 @@ import tensorflow_datasets as tfds
 from jax._src import monitoring
 
 from configs import cifar10, imagenette
-from progressive import sweep, train
+from progressive import analysis, sweep, train
 from progressive.config_validation import ConfigError, validate
 from progressive.data import augment, pipeline
 from progressive.metrics import read_rows
@@ -217,6 +218,13 @@ def test_smoke_training_on_mock_cifar10(mock_tfds, tmp_path):
   assert 0 <= point["jaggedness"] <= 8 and point["images_seen"] == 8 * config.batch_size
   best = max(r["accuracy"] for r in evals if r["step"] == 8)
   assert point["ensemble_gain"] == pytest.approx(point["ensemble"]["accuracy"] - best, abs=1e-6)
+  # So does the analysis report: no object-scale section (scenes cannot be redrawn).
+  report = analysis.write_report(analysis.load_run(tmp_path), tmp_path / "analysis",
+                                 analysis.Options(num_images=16, stats_images=8))
+  shifts = json.loads((tmp_path / "analysis" / "shift.json").read_text())
+  assert shifts["sweep"]["mode"] == "reflect" and shifts["sweep"]["num_images"] == 16
+  assert "## Multi-size ensemble" in report.read_text() and "object scale" not in report.read_text()
+  assert not (tmp_path / "analysis" / "object_scale.png").exists()
 
 
 def test_imagenette_smoke_config_is_valid(mock_tfds):

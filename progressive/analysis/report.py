@@ -12,7 +12,8 @@ from typing import Any
 from etils import epath
 
 from progressive.analysis import activations, ensemble, plots, scale, shift
-from progressive.analysis.run import Run, describe, label, stage_end_steps
+from progressive.analysis.run import Run, describe, label, shift_mode, stage_end_steps
+from progressive.data import pipeline
 
 
 @dataclasses.dataclass
@@ -25,7 +26,7 @@ class Options:
   scale_bins: Sequence[float] = scale.SCALE_BINS
   per_bin: int = 12  # Rendered scenes per object-scale bin.
   shift_size: int | None = None  # Input size of the shift analyses; default: stage size.
-  shift_mode: str = "render"  # One of shift.MODES.
+  shift_mode: str | None = None  # One of shift.MODES; default: run.shift_mode(data).
   max_shift: int = 4  # Sweep from -max_shift to +max_shift px; consistency offsets within it.
   direction: Sequence[int] = (1, 0)  # Sweep direction (dx, dy).
   topk: int = 1
@@ -76,14 +77,16 @@ def analyze(run: Run, options: Options | None = None) -> dict[str, Any]:
   scale_result = {
       "size_matrix": matrix,
       "receptive_field": scale.rf_coverage(rf, examples.get("object_scale", []), sizes),
+      # Scenes redrawn at chosen object scales: only the built-in dataset can do that.
       "object_scale": scale.object_scale_accuracy(
           run.predictor(canvas), run.info, canvas_size=canvas, bin_edges=options.scale_bins,
           per_bin=options.per_bin, seed=options.seed, features_rf=rf,
-      ),
+      ) if run.info.name == pipeline.BUILTIN else None,
   }
 
   shift_size = int(options.shift_size or run.train_size)
-  shift_args = dict(size=shift_size, mode=options.shift_mode, max_shift=options.max_shift)
+  mode = options.shift_mode or shift_mode(run.config.data)
+  shift_args = dict(size=shift_size, mode=mode, max_shift=options.max_shift)
   shift_result = {
       "sweep": shift.shift_sweep(
           run.predictor(shift_size), examples, run.info, direction=options.direction,
@@ -129,7 +132,8 @@ def figures(run: Run, results: Mapping[str, Any]) -> dict[str, Any]:
   return {
       "size_matrix": plots.size_matrix(
           scale_result["size_matrix"], scale_result["receptive_field"]),
-      "object_scale": plots.object_scale(scale_result["object_scale"]),
+      **({"object_scale": plots.object_scale(scale_result["object_scale"])}
+         if scale_result["object_scale"] is not None else {}),
       "jaggedness": plots.jaggedness(results["shift"]["sweep"]),
       "ensemble": plots.ensemble(results["ensemble"]),
       "layer_stats": plots.layer_stats(
@@ -168,22 +172,24 @@ def markdown(results: Mapping[str, Any]) -> str:
     for row, values in zip(matrix["rows"], matrix["accuracy"][group]):
       lines.append(f"| {row} | " + " | ".join(_fmt(v) for v in values) + " |")
     lines.append("")
+  lines.append(f"Final receptive field (one position of the pooled map): {rf['features_rf']} px"
+               + ("." if rf["median_object_scale"] is None else
+                  f"; the median object ({_fmt(rf['median_object_scale'], '.2f')} of the canvas) "
+                  f"is wider than it from {_fmt(rf['uncovered_from_size'], '.1f')} px on."))
+  lines += ["", "![size matrix](size_matrix.png)", ""]
+  if obj is not None:
+    lines += [
+        "## Scale: accuracy by object scale", "",
+        f"Scenes redrawn at a {obj['canvas_size']} px canvas, {obj['count'][0]} per bin: at "
+        "which object sizes are shapes and textures recognised? The red line is where the "
+        "receptive field stops covering the object.", "",
+        "| object scale | " + " | ".join(_fmt(c, ".2f") for c in obj["bin_centers"]) + " |",
+        "|" + " --- |" * (len(obj["bin_centers"]) + 1),
+    ]
+    for group, values in obj["accuracy"].items():
+      lines.append(f"| {group} | " + " | ".join(_fmt(v, ".2f") for v in values) + " |")
+    lines += ["", "![object scale](object_scale.png)", ""]
   lines += [
-      f"Final receptive field (one position of the pooled map): {rf['features_rf']} px; the "
-      f"median object ({_fmt(rf['median_object_scale'], '.2f')} of the canvas) is wider than "
-      f"it from {_fmt(rf['uncovered_from_size'], '.1f')} px on.", "",
-      "![size matrix](size_matrix.png)", "",
-      "## Scale: accuracy by object scale", "",
-      f"Scenes redrawn at a {obj['canvas_size']} px canvas, {obj['count'][0]} per bin: at which "
-      "object sizes are shapes and textures recognised? The red line is where the receptive "
-      "field stops covering the object.", "",
-      "| object scale | " + " | ".join(_fmt(c, ".2f") for c in obj["bin_centers"]) + " |",
-      "|" + " --- |" * (len(obj["bin_centers"]) + 1),
-  ]
-  for group, values in obj["accuracy"].items():
-    lines.append(f"| {group} | " + " | ".join(_fmt(v, ".2f") for v in values) + " |")
-  lines += [
-      "", "![object scale](object_scale.png)", "",
       "Numbers: [scale_matrix.json](scale_matrix.json)", "",
       "## Shifts", "",
       f"How stable are predictions under 1-pixel translations ({sweep['mode']} shifts at "
