@@ -440,8 +440,10 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
          "whole eval split, ens_gain: acc_ens minus the best of those sizes alone; "
          if ensemble_sizes else "")
       + f"jaggedness and consistency at the last stage's size over {num_shift_images} test "
-      f"images, shifts up to {max_shift} px; images_seen and train_gflops (XLA's count of "
-      "each stage's training step, times its steps): the training budget."
+      f"images, shifts up to {max_shift} px; images_seen"
+      + (" and train_gflops (XLA's count of each stage's training step, times its steps)"
+         if "train_gflops" in columns else "")
+      + ": the training budget."
   )
   lines = [
       f"# Sweep `{config_flag}`", "",
