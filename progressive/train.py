@@ -643,7 +643,7 @@ def train_and_evaluate(
               "compile", step=step, stage=stage.index, kind=kind, size=size,
               batch_size=batch_size, seconds=result.seconds, waited=waited,
               cache_hit=result.cache_hit,
-              # One call over the whole mesh (XLA's count, forward and backward).
+              # One call over the whole mesh, XLA's count (a train step's has the backward pass).
               flops=None if result.flops is None else result.flops * mesh.size,
           )
       )
