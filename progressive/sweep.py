@@ -214,12 +214,10 @@ def ensemble_summary(run, examples, sizes: Sequence[int]) -> dict:
   }
 
 
-def budget_summary(rows: Sequence[Mapping[str, Any]], config) -> dict:
+def budget_summary(rows: Sequence[Mapping[str, Any]], plan: Sequence[schedules.Stage]) -> dict:
   """What training cost: images seen, and training FLOPs (each stage's steps times XLA's
   count for its compiled step, forward and backward, over all devices; None where a
   stage's count is missing)."""
-  plan = schedules.stage_plan(config.stages, config.batch_size,
-                              pipeline.dataset_info(config.data).num_train)
   flops = {(r["size"], r["batch_size"]): r.get("flops") for r in rows
            if r["event"] == "compile" and r["kind"] == "train"}
   per_stage = [flops.get((s.size, s.batch_size)) for s in plan]
@@ -257,7 +255,7 @@ def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_s
       "eval": {str(size): {k: v for k, v in r.items() if k.startswith("accuracy")}
                for size, r in sorted(final.items())},
       "best_size": max(sorted(final), key=lambda size: final[size]["accuracy"]),
-      **budget_summary(rows, config),
+      **budget_summary(rows, run.stages()),
       "wall_seconds": wall_seconds,
       **shift_summary(run, examples, num_images=num_shift_images, max_shift=max_shift),
       **(ensemble_summary(run, examples, ensemble_sizes) if ensemble_sizes else {}),
