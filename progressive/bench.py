@@ -32,11 +32,9 @@ import jax
 import numpy as np
 from absl import app, flags
 from etils import epath
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
-from progressive import compilation, schedules, train
+from progressive import compilation, parallel, schedules, train
 from progressive.data import pipeline
 from progressive.metrics import read_rows
 
@@ -54,12 +52,12 @@ def bare_step(config, info, size: int, batch_size: int, steps: int) -> dict:
   """Compile time and steady throughput of the training step on device-resident data."""
   stages = [dict(size=size, steps=steps + 3, batch_size=batch_size)]
   plan = schedules.stage_plan(stages, batch_size, info.num_train)
-  mesh = train.make_mesh()
+  mesh = parallel.make_mesh()
   state = train.build_state(config, info, plan, mesh)
-  step_fn = train.make_train_step(mesh, info.mean, info.std)
-  sharding = NamedSharding(mesh, P(train.AXIS))
+  step_fn = parallel.make_train_step(mesh, info.mean, info.std)
+  sharding = parallel.batch_sharding(mesh)
   rng = np.random.default_rng(0)
-  batch = train.shard_batch(
+  batch = parallel.shard_batch(
       {
           "image": rng.integers(0, 256, (batch_size, info.image_size, info.image_size, 3), np.uint8),
           "label": rng.integers(0, info.num_classes, (batch_size,), np.int32),

@@ -18,58 +18,10 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from progressive.config_validation import ConfigError
+from progressive.config_validation import RESUMABLE_FIELDS, ConfigError
+from progressive.workdir import config_differences, flatten
 
 CORRUPT_DIR = "checkpoints_corrupt"
-
-# Fields that may differ between invocations on one workdir without --force: they steer
-# the run's bookkeeping, not what it computes.
-RUN_CONTROL_FIELDS = (
-    "progress_bar",
-    "log_every_steps",
-    "activation_stats_every",
-    "eval_every_steps",
-    "checkpoint_every_steps",
-    "max_to_keep",
-    "data.data_dir",
-    "compile_ahead",
-    "compilation_cache_dir",
-    "distributed.initialize",
-    "distributed.coordinator_address",
-    "distributed.num_processes",
-    "distributed.process_id",
-)
-# Fields a checkpoint can be resumed under when they change (with --force): they change
-# what is still to come, not the shape or meaning of the saved state.
-RESUMABLE_FIELDS = RUN_CONTROL_FIELDS + (
-    "stages",
-    "eval_sizes",
-    "eval_batch_size",
-    "init_from",
-    "skip_nonfinite",
-)
-
-
-def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-  """`{"a": {"b": 1}}` -> `{"a.b": 1}`."""
-  flat = {}
-  for key, value in config.items():
-    if isinstance(value, Mapping):
-      flat.update(flatten(value, f"{prefix}{key}."))
-    else:
-      flat[f"{prefix}{key}"] = value
-  return flat
-
-
-def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], ignore=()) -> dict:
-  """Fields (dotted) whose values differ between two JSON-like configs: `{field: (old, new)}`."""
-  old, new = flatten(old), flatten(new)
-  return {
-      k: (old.get(k), new.get(k))
-      for k in sorted(set(old) | set(new))
-      if k not in ignore and old.get(k) != new.get(k)
-  }
-
 
 def manager(workdir: epath.Path, max_to_keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(

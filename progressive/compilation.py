@@ -1,5 +1,5 @@
-"""Ahead-of-time compilation of every stage's step, in the background, and the
-persistent compilation cache.
+"""Ahead-of-time compilation of every stage's programs, in the background, the
+persistent compilation cache, and the check that a compiled step fits in device memory.
 
 Progressive resizing changes the input shape at each stage, and each new shape is a new
 XLA program. `StageCompiler` lowers and compiles the step of every upcoming stage (and
@@ -17,7 +17,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 from jax import monitoring
+from jax.sharding import NamedSharding
 
 CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 
@@ -138,3 +140,72 @@ class StageCompiler:
     """Stops queued compiles that have not started; waits for the running one."""
     if self._executor is not None:
       self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+def abstract_batch(batch_size: int, image_size: int, sharding: NamedSharding) -> dict:
+  """The shapes of a global batch of uint8 `[B, S, S, 3]` images and int32 labels."""
+  return {
+      "image": jax.ShapeDtypeStruct((batch_size, image_size, image_size, 3), jnp.uint8, sharding=sharding),
+      "label": jax.ShapeDtypeStruct((batch_size,), jnp.int32, sharding=sharding),
+  }
+
+
+def submit_compiles(
+    compiler: StageCompiler,
+    train_fn: Callable,
+    eval_fn: Callable,
+    state,
+    stages: Sequence[Any],
+    *,
+    image_size: int,
+    eval_sizes: Sequence[int],
+    eval_batch_size: int,
+    sharding: NamedSharding,
+    stats_fn: Callable | None = None,
+) -> None:
+  """Queues the programs `stages` need, in the order they are needed: each stage's
+  train step (and activation-statistics step), then the eval steps its end-of-stage
+  evaluation adds."""
+  abstract_state = abstract(state)
+  eval_batch = abstract_batch(eval_batch_size, image_size, sharding)
+  for stage in stages:
+    train_batch = abstract_batch(stage.batch_size, image_size, sharding)
+    key = (stage.size, stage.batch_size)
+    compiler.submit(("train", *key), train_fn, (abstract_state, train_batch), stage.size)
+    if stats_fn is not None:
+      compiler.submit(("stats", *key), stats_fn, (abstract_state, train_batch), stage.size)
+    for size in sorted({stage.size, *eval_sizes}):
+      compiler.submit(("eval", size), eval_fn, (abstract_state, eval_batch), size)
+
+
+class MemoryLimitError(RuntimeError):
+  """A compiled step needs more device memory than the device has."""
+
+
+def device_memory_limit() -> int | None:
+  """Bytes of memory on the first local device, where the backend reports it (GPU, TPU)."""
+  stats = jax.local_devices()[0].memory_stats()
+  return stats.get("bytes_limit") if stats else None
+
+
+def check_memory(compiled, what: str, fix: str) -> None:
+  """Refuses a compiled step that cannot fit in device memory, before it runs.
+
+  `what` names the program (e.g. "Stage 0 (32px, batch 128)") and `fix` the field to
+  lower, for the error message.
+  """
+  limit = device_memory_limit()
+  analysis = compiled.memory_analysis()
+  if limit is None or analysis is None:
+    return
+  needed = (
+      analysis.argument_size_in_bytes
+      + analysis.output_size_in_bytes
+      + analysis.temp_size_in_bytes
+      - analysis.alias_size_in_bytes
+  )
+  if needed > limit:
+    raise MemoryLimitError(
+        f"{what} needs about {needed / 2**30:.2f} GiB per device but the device has "
+        f"{limit / 2**30:.2f} GiB. Lower {fix}, or use --config.model.dtype=bfloat16."
+    )

@@ -15,6 +15,33 @@ from progressive.optim import OPTIMIZERS
 STAGE_KEYS = ("size", "epochs", "steps", "batch_size")
 CYCLES = ("run", "stage")
 
+# Fields that may differ between invocations on one workdir without --force: they steer
+# the run's bookkeeping, not what it computes.
+RUN_CONTROL_FIELDS = (
+    "progress_bar",
+    "log_every_steps",
+    "activation_stats_every",
+    "eval_every_steps",
+    "checkpoint_every_steps",
+    "max_to_keep",
+    "data.data_dir",
+    "compile_ahead",
+    "compilation_cache_dir",
+    "distributed.initialize",
+    "distributed.coordinator_address",
+    "distributed.num_processes",
+    "distributed.process_id",
+)
+# Fields a checkpoint can be resumed under when they change (with --force): they change
+# what is still to come, not the shape or meaning of the saved state.
+RESUMABLE_FIELDS = RUN_CONTROL_FIELDS + (
+    "stages",
+    "eval_sizes",
+    "eval_batch_size",
+    "init_from",
+    "skip_nonfinite",
+)
+
 
 class ConfigError(ValueError):
   """A config value that cannot work, with the field and the allowed values."""
@@ -69,6 +96,14 @@ def _check_batch(value, field: str, num_devices: int) -> None:
         f"{field}={value} does not divide evenly over {num_devices} devices; use a "
         f"multiple of {num_devices}."
     )
+
+
+def check_batch_size(value, field: str, num_devices: int, info) -> None:
+  """A global batch size: positive, divisible over the devices, no larger than the
+  training split of `info` (a `pipeline.DatasetInfo`)."""
+  _check_batch(value, field, num_devices)
+  if value > info.num_train:
+    raise ConfigError(f"{field}={value} exceeds the {info.num_train} training examples of {info.name}.")
 
 
 def _check_choice(value, field: str, allowed) -> None:

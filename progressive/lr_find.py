@@ -26,12 +26,11 @@ import numpy as np
 import optax
 from absl import app, flags, logging
 from etils import epath
-from jax.sharding import NamedSharding
-from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
-from progressive import compilation, models, schedules, train
+from progressive import compilation, config_validation, models, parallel, schedules, train, workdir as workdir_lib
 from progressive.config_validation import ConfigError, validate
+from progressive.parallel import log
 from progressive.data import pipeline
 
 DIVERGENCE = 4.0  # fastai stops once the smoothed loss exceeds 4x its minimum so far.
@@ -172,17 +171,7 @@ def check_args(
         f"--size={size!r} must be an integer >= {min_size}, the smallest input "
         f"config.model ({config.model.name}) can take."
     )
-  if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-    raise ConfigError(f"--batch_size={batch_size!r} must be a positive integer.")
-  if batch_size % num_devices:
-    raise ConfigError(
-        f"--batch_size={batch_size} does not divide evenly over {num_devices} devices; "
-        f"use a multiple of {num_devices}."
-    )
-  if batch_size > info.num_train:
-    raise ConfigError(
-        f"--batch_size={batch_size} exceeds the {info.num_train} training examples of {info.name}."
-    )
+  config_validation.check_batch_size(batch_size, "--batch_size", num_devices, info)
   if not 0 <= beta < 1:
     raise ConfigError(f"--smoothing={beta} (fastai's beta) must be in [0, 1), e.g. 0.98.")
 
@@ -190,12 +179,12 @@ def check_args(
 def check_lr_find_workdir(workdir: epath.Path) -> None:
   """Refuses a training run's workdir; makes `workdir` and checks it is writable."""
   if (workdir / "checkpoints").exists():
-    raise train.WorkdirError(
+    raise workdir_lib.WorkdirError(
         f"{workdir} holds a training run's checkpoints. The range test starts from the "
         "config's initial weights, not from them, and keeps its files apart: use another "
         f"--workdir, e.g. --workdir={workdir / 'lr_find'}."
     )
-  train.ensure_writable(workdir)
+  workdir_lib.ensure_writable(workdir)
 
 
 def _one_step_late(step_fn, state, batches: Iterator, num_steps: int) -> Iterator[dict]:
@@ -213,12 +202,6 @@ def _one_step_late(step_fn, state, batches: Iterator, num_steps: int) -> Iterato
 
 def _finite_or_none(values) -> list[float | None]:
   return [float(v) if math.isfinite(v) else None for v in values]
-
-
-def _write_atomically(path: epath.Path, write) -> None:
-  tmp = path.parent / (path.name + ".tmp")
-  write(tmp)
-  tmp.replace(path)
 
 
 def plot(result: dict[str, Any], path) -> None:
@@ -300,32 +283,31 @@ def lr_find(
   workdir = epath.Path(workdir)
   check_lr_find_workdir(workdir)
   compilation.enable_persistent_cache(config.compilation_cache_dir)
-  process, processes = jax.process_index(), jax.process_count()
-  log = print if process == 0 else lambda *args, **kwargs: None
   start_time = time.perf_counter()
 
   momentum = float(config.opt.moms[0])
   lr_fn = exponential_schedule(start_lr, end_lr, num_steps)
-  mesh = train.make_mesh()
-  sharding = NamedSharding(mesh, P(train.AXIS))
+  mesh = parallel.make_mesh()
   plan = schedules.stage_plan([dict(size=size, steps=num_steps)], batch_size, info.num_train)
   state = train.build_state(
       config, info, plan, mesh, schedule=(lr_fn, optax.constant_schedule(momentum))
   )
 
   train_split = pipeline.open_split(
-      config.data, config.data.train_split, shard=process, num_shards=processes, train=True
+      config.data, config.data.train_split, shard=jax.process_index(),
+      num_shards=jax.process_count(), train=True,
   )
-  # The batches (order and augmentation) of the first stage of training: its seed.
-  iterator = train_split.train_iterator(batch_size // processes, seed=config.seed * 1009)
-  batches = train.DevicePrefetch(iterator, sharding)
+  # The batches (order and augmentation) of the first stage of training.
+  batches = parallel.stage_batches(
+      train_split, config.seed, 0, batch_size, parallel.batch_sharding(mesh)
+  )
 
   first_batch = next(batches)
   compile_start = time.perf_counter()
-  parallel_step = train.make_train_step(mesh, info.mean, info.std)
+  parallel_step = parallel.make_train_step(mesh, info.mean, info.std)
   step_fn = parallel_step.lower(state, first_batch, size).compile()
   compile_seconds = time.perf_counter() - compile_start
-  train.check_memory(step_fn, schedules.Stage(0, size, batch_size, 0, num_steps))
+  compilation.check_memory(step_fn, f"The range test ({size}px, batch {batch_size})", "--batch_size")
   log(f"Compiled the training step ({size}px, batch {batch_size}) in {compile_seconds:.1f}s.")
 
   def all_batches():
@@ -381,12 +363,11 @@ def lr_find(
       "seconds": time.perf_counter() - start_time,
       "config": json.loads(config.to_json()),
   }
-  if process == 0:
-    _write_atomically(
-        workdir / "lr_find.json",
-        lambda p: p.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n"),
+  if parallel.is_primary():
+    workdir_lib.write_text_atomically(
+        workdir / "lr_find.json", json.dumps(result, indent=2, allow_nan=False) + "\n"
     )
-    _write_atomically(workdir / "lr_find.png", lambda p: plot(result, p))
+    workdir_lib.write_atomically(workdir / "lr_find.png", lambda p: plot(result, p))
   log(summary(result, workdir))
   return result
 
@@ -447,14 +428,14 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)
-  train.initialize_distributed(FLAGS.config.distributed)
+  parallel.initialize_distributed(FLAGS.config.distributed)
   try:
     lr_find(
         FLAGS.config, FLAGS.workdir, start_lr=FLAGS.start_lr, end_lr=FLAGS.end_lr,
         num_steps=FLAGS.num_steps, size=FLAGS.size, batch_size=FLAGS.batch_size,
         stop_div=FLAGS.stop_div, beta=FLAGS.smoothing,
     )
-  except (ConfigError, train.WorkdirError, train.MemoryLimitError) as e:
+  except (ConfigError, workdir_lib.WorkdirError, compilation.MemoryLimitError) as e:
     sys.exit(f"Error: {e}")
 
 

@@ -9,7 +9,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from progressive import train
+from progressive import compilation, parallel, train
+from progressive.workdir import WorkdirError
 from progressive.config_validation import ConfigError
 
 FLAGS = flags.FLAGS
@@ -24,15 +25,15 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
-  train.initialize_distributed(FLAGS.config.distributed)
+  parallel.initialize_distributed(FLAGS.config.distributed)
   try:
     summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir, force=FLAGS.force)
-  except (ConfigError, train.WorkdirError, train.MemoryLimitError) as e:
+  except (ConfigError, WorkdirError, compilation.MemoryLimitError) as e:
     sys.exit(f"Error: {e}")
   except train.NonFiniteLossError as e:
     sys.exit(f"Training stopped: {e}")
-  if "interrupted" in summary:
-    sys.exit(128 + signal.Signals[summary["interrupted"]].value)
+  if summary.interrupted:
+    sys.exit(128 + signal.Signals[summary.interrupted].value)
 
 
 if __name__ == "__main__":

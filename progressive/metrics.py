@@ -2,14 +2,23 @@
 
 Every row has an `event` field (`train`, `eval`, `compile`, `stage`) and a `step`.
 TensorBoard events are written with tensorboardX, which needs no TensorFlow.
+`TrainMetrics` keeps the training step's metrics on the device until they are fetched
+(every N steps), and `Progress` is the per-stage progress bar.
 """
 
+import contextlib
+import dataclasses
 import json
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
+import jax
+import numpy as np
 from etils import epath
+
+from progressive.workdir import write_text_atomically
 
 
 def read_rows(path) -> list[dict[str, Any]]:
@@ -24,9 +33,7 @@ def _open_resumed(path: epath.Path, resume_step: int):
   """Opens a JSON-lines file for appending, first dropping the rows past `resume_step`
   (written by a run killed after its last checkpoint, and about to be written again)."""
   rows = [r for r in read_rows(path) if r.get("step", 0) <= resume_step]
-  tmp = path.parent / (path.name + ".tmp")
-  tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-  tmp.replace(path)
+  write_text_atomically(path, "".join(json.dumps(r) + "\n" for r in rows))
   return path.open("a")
 
 
@@ -82,3 +89,101 @@ class MetricsWriter:
     self._file.close()
     self._stats_file.close()
     self._tb.close()
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class Progress:
+  """A per-stage progress bar, or nothing when switched off."""
+
+  total: int
+  initial: int
+  desc: str
+  enabled: bool
+
+  def __post_init__(self):
+    self._bar = None
+    if self.enabled:
+      from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
+
+      self._bar = tqdm(total=self.total, initial=self.initial, desc=self.desc, leave=True)
+
+  def update(self, n: int, **postfix):
+    if self._bar is not None:
+      self._bar.update(n)
+      self._bar.set_postfix(postfix, refresh=False)
+
+  def close(self):
+    if self._bar is not None:
+      self._bar.close()
+
+
+class TrainMetrics:
+  """Step metrics left on the device until fetched: every N steps, or before a
+  checkpoint or an evaluation, so a checkpoint never holds a non-finite state."""
+
+  def __init__(self, writer: MetricsWriter, stage, progress: Progress):
+    self._writer = writer
+    self._stage = stage
+    self._progress = progress
+    self._pending = []
+    self._since = time.perf_counter()
+    self.last_finite_loss = None
+
+  def add(self, metrics) -> None:
+    self._pending.append(metrics)
+
+  def flush(self, step: int) -> None:
+    """Fetches the pending metrics, writes their `train` row and moves the progress bar;
+    `NonFiniteLossError` on a non-finite loss that was not skipped."""
+    stage, progress = self._stage, self._progress
+    if not self._pending:
+      return
+    fetched = jax.device_get(self._pending)
+    elapsed = time.perf_counter() - self._since
+    first = step - len(fetched) + 1
+    for offset, m in enumerate(fetched):
+      loss = float(m["loss"])
+      if np.isfinite(loss):
+        self.last_finite_loss = loss
+      elif not m.get("skipped"):
+        raise NonFiniteLossError(
+            f"Non-finite loss {loss} at step {first + offset} (stage {stage.index}, "
+            f"{stage.size}px); the last finite loss was {self.last_finite_loss}. The last "
+            "checkpoint holds the state before it. Lower config.opt.lr_max, or set "
+            "config.skip_nonfinite=True to skip such steps."
+        )
+    row = dict(
+        step=step,
+        stage=stage.index,
+        size=stage.size,
+        loss=float(np.mean([m["loss"] for m in fetched])),
+        accuracy=float(np.mean([m["accuracy"] for m in fetched])),
+        lr=float(fetched[-1]["lr"]),
+        momentum=float(fetched[-1]["momentum"]),
+        images_per_sec=len(fetched) * stage.batch_size / elapsed,
+        num_steps=len(fetched),  # The row averages steps (step - num_steps, step].
+    )
+    if "skipped" in fetched[0]:
+      row["skipped"] = int(sum(int(m["skipped"]) for m in fetched))
+    self._writer.write("train", **row)
+    progress.update(
+        len(fetched), loss=f"{row['loss']:.3f}", acc=f"{row['accuracy']:.3f}",
+        img_s=f"{row['images_per_sec']:.0f}",
+    )
+    self._pending = []
+    self._since = time.perf_counter()
+
+  @contextlib.contextmanager
+  def paused(self, step: int):
+    """Flushes before the block (an evaluation, a checkpoint) and leaves its time out of
+    the next row's images/s."""
+    self.flush(step)
+    yield
+    self._since = time.perf_counter()
+
+  def close(self) -> None:
+    self._progress.close()

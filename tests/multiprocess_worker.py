@@ -22,19 +22,19 @@ if len(sys.argv) > 3:
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs import default  # noqa: E402
-from progressive import models, optim, schedules, train  # noqa: E402
+from progressive import models, optim, parallel, schedules, steps  # noqa: E402
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 config = default.get_config("smoke")
-mesh = train.make_mesh()
-model = models.build(config.model, num_classes=12, bn_axis_name=train.AXIS)
+mesh = parallel.make_mesh()
+model = models.build(config.model, num_classes=12, bn_axis_name=steps.AXIS)
 plan = schedules.stage_plan(config.stages, config.batch_size, 1024)
 lr_fn, mom_fn = schedules.make_schedules(plan, config.opt.lr_max)
-state = train.create_train_state(
+state = steps.create_train_state(
     model, optim.make_optimizer(config.opt, lr_fn, mom_fn), jax.random.key(0), 32
 )
 state = jax.device_put(state, NamedSharding(mesh, P()))
-step = train.make_train_step(mesh, mean=(0.5,) * 3, std=(0.3,) * 3)
+step = parallel.make_train_step(mesh, mean=(0.5,) * 3, std=(0.3,) * 3)
 rng = np.random.default_rng(0)
 rows = 16 // jax.process_count()
 lo = jax.process_index() * rows
@@ -45,7 +45,7 @@ for _ in range(3):
       "label": rng.integers(0, 12, (16,), dtype=np.int32),
   }
   local = {k: v[lo:lo + rows] for k, v in batch.items()}  # This process's part only.
-  state, metrics = step(state, train.shard_batch(local, NamedSharding(mesh, P(train.AXIS))), 24)
+  state, metrics = step(state, parallel.shard_batch(local, NamedSharding(mesh, P(steps.AXIS))), 24)
   losses.append(float(metrics["loss"]))
 if jax.process_index() == 0:
   flat = {

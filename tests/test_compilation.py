@@ -11,29 +11,29 @@ import pytest
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from progressive import compilation, models, optim, schedules, train
+from progressive import compilation, models, optim, parallel, schedules, steps, train
 from progressive.metrics import read_rows
 
 REPO = pathlib.Path(__file__).parents[1]
 
 
 def _setup(config):
-  mesh = train.make_mesh()
-  model = models.build(config.model, num_classes=12, bn_axis_name=train.AXIS)
+  mesh = parallel.make_mesh()
+  model = models.build(config.model, num_classes=12, bn_axis_name=steps.AXIS)
   plan = schedules.stage_plan(config.stages, config.batch_size, 1024)
   lr_fn, mom_fn = schedules.make_schedules(plan, config.opt.lr_max)
-  state = train.create_train_state(model, optim.make_optimizer(config.opt, lr_fn, mom_fn), jax.random.key(0), 32)
+  state = steps.create_train_state(model, optim.make_optimizer(config.opt, lr_fn, mom_fn), jax.random.key(0), 32)
   return mesh, plan, jax.device_put(state, NamedSharding(mesh, P()))
 
 
 @pytest.mark.parametrize("background", [True, False])
 def test_ahead_of_time_stages_match_lazy_jit(smoke_config, background):
   mesh, plan, state = _setup(smoke_config)
-  sharding = NamedSharding(mesh, P(train.AXIS))
-  step_fn = train.make_train_step(mesh, (0.5,) * 3, (0.3,) * 3)
-  eval_fn = train.make_eval_step((0.5,) * 3, (0.3,) * 3)
+  sharding = NamedSharding(mesh, P(steps.AXIS))
+  step_fn = parallel.make_train_step(mesh, (0.5,) * 3, (0.3,) * 3)
+  eval_fn = parallel.make_eval_step((0.5,) * 3, (0.3,) * 3)
   compiler = compilation.StageCompiler(background=background)
-  train.submit_compiles(
+  compilation.submit_compiles(
       compiler, step_fn, eval_fn, state, plan, image_size=32, eval_sizes=(16,),
       eval_batch_size=64, sharding=sharding,
   )
@@ -46,20 +46,20 @@ def test_ahead_of_time_stages_match_lazy_jit(smoke_config, background):
   aot_state, lazy_state = state, jax.tree.map(lambda x: x.copy(), state)
   for stage, batch in zip(plan, batches):
     result, _ = compiler.get(("train", stage.size, stage.batch_size))
-    aot_state, aot_metrics = result.executable(aot_state, train.shard_batch(batch, sharding))
-    lazy_state, lazy_metrics = step_fn(lazy_state, train.shard_batch(batch, sharding), stage.size)
+    aot_state, aot_metrics = result.executable(aot_state, parallel.shard_batch(batch, sharding))
+    lazy_state, lazy_metrics = step_fn(lazy_state, parallel.shard_batch(batch, sharding), stage.size)
     assert float(aot_metrics["loss"]) == float(lazy_metrics["loss"])
   jax.tree.map(np.testing.assert_array_equal, jax.device_get(aot_state.params), jax.device_get(lazy_state.params))
   eval_result, _ = compiler.get(("eval", 16))
-  aot_eval = eval_result.executable(aot_state, train.shard_batch(batches[0], sharding))
-  np.testing.assert_array_equal(aot_eval["prediction"], eval_fn(lazy_state, train.shard_batch(batches[0], sharding), 16)["prediction"])
+  aot_eval = eval_result.executable(aot_state, parallel.shard_batch(batches[0], sharding))
+  np.testing.assert_array_equal(aot_eval["prediction"], eval_fn(lazy_state, parallel.shard_batch(batches[0], sharding), 16)["prediction"])
   compiler.close()
 
 
 def test_no_host_sync_per_step(smoke_config, tmp_path, monkeypatch):
   """Metrics leave the device once per `log_every_steps`, never each step."""
   fetches = []
-  real_get = train.jax.device_get
+  real_get = jax.device_get
 
   def counting_get(tree):
     fetches.append(tree)
@@ -68,11 +68,11 @@ def test_no_host_sync_per_step(smoke_config, tmp_path, monkeypatch):
   smoke_config.log_every_steps = 8  # One fetch per 8-step stage.
   smoke_config.activation_stats_every = 12  # And at steps 12 and 24.
   smoke_config.eval_sizes = ()
-  monkeypatch.setattr(train.jax, "device_get", counting_get)
+  monkeypatch.setattr(jax, "device_get", counting_get)
   with jax.transfer_guard_device_to_host("disallow"):  # No implicit transfer anywhere.
     summary = train.train_and_evaluate(smoke_config, str(tmp_path))
   monkeypatch.undo()
-  assert summary["step"] == 24
+  assert summary.step == 24
   train_fetches = [f for f in fetches if isinstance(f, list) and f and "loss" in f[0]]
   assert [len(f) for f in train_fetches] == [8, 8, 8]  # 24 steps, 3 fetches.
   stats_fetches = [f for f in fetches if isinstance(f, dict) and "conv0" in "".join(map(str, f))]

@@ -203,7 +203,7 @@ def test_random_resized_crop_boxes_stay_in_range():
 def test_smoke_training_on_mock_cifar10(mock_tfds, tmp_path):
   config = tfds_config("cifar10")
   summary = train.train_and_evaluate(config, str(tmp_path))
-  assert summary["step"] == 8
+  assert summary.step == 8
   rows = read_rows(tmp_path / "metrics.jsonl")
   assert [r["size"] for r in rows if r["event"] == "train"] == [16, 32]
   evals = [r for r in rows if r["event"] == "eval"]

@@ -8,8 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from progressive import lr_find, train
+from progressive import lr_find
 from progressive.config_validation import ConfigError
+from progressive.workdir import WorkdirError
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -131,7 +132,7 @@ def test_bad_arguments_fail_before_any_work(smoke_config, tmp_path, kwargs, mess
 
 def test_a_training_runs_workdir_is_refused(smoke_config, tmp_path):
   (tmp_path / "checkpoints").mkdir()
-  with pytest.raises(train.WorkdirError, match=r"holds a training run's checkpoints.*--workdir="):
+  with pytest.raises(WorkdirError, match=r"holds a training run's checkpoints.*--workdir="):
     lr_find.lr_find(smoke_config, str(tmp_path))
   assert [p.name for p in tmp_path.iterdir()] == ["checkpoints"]
 

@@ -398,6 +398,6 @@ def test_every_model_trains_in_the_smoke_config(smoke_config, tmp_path, name, mo
   smoke_config.stages = [dict(size=32, steps=2)]
   smoke_config.eval_sizes = (32,)
   result = train.train_and_evaluate(smoke_config, str(tmp_path / name))
-  assert result["step"] == 2
-  assert [row["size"] for row in result["eval"]] == [32]
-  assert all(np.isfinite(row["loss"]) for row in result["eval"])
+  assert result.step == 2
+  assert [row["size"] for row in result.eval] == [32]
+  assert all(np.isfinite(row["loss"]) for row in result.eval)

@@ -7,20 +7,20 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from configs import default
-from progressive import models, optim, schedules, train
+from progressive import models, optim, parallel, schedules, steps, train
 from progressive.config_validation import ConfigError
 
 
 def _state_and_step(devices, config):
-  mesh = train.make_mesh(devices)
-  model = models.build(config.model, num_classes=12, bn_axis_name=train.AXIS)
+  mesh = parallel.make_mesh(devices)
+  model = models.build(config.model, num_classes=12, bn_axis_name=steps.AXIS)
   plan = schedules.stage_plan(config.stages, config.batch_size, 1024)
   lr_fn, mom_fn = schedules.make_schedules(plan, config.opt.lr_max)
   tx = optim.make_optimizer(config.opt, lr_fn, mom_fn)
-  state = train.create_train_state(model, tx, jax.random.key(0), 32)
+  state = steps.create_train_state(model, tx, jax.random.key(0), 32)
   state = jax.device_put(state, NamedSharding(mesh, P()))
-  step = train.make_train_step(mesh, mean=(0.5,) * 3, std=(0.29,) * 3)
-  return state, step, NamedSharding(mesh, P(train.AXIS))
+  step = parallel.make_train_step(mesh, mean=(0.5,) * 3, std=(0.29,) * 3)
+  return state, step, NamedSharding(mesh, P(steps.AXIS))
 
 
 @pytest.mark.parametrize("batch_norm", [True, False])
@@ -41,7 +41,7 @@ def test_one_and_four_devices_agree(batch_norm):
     state, step, sharding = _state_and_step(jax.devices()[:n], config)
     losses = []
     for batch in batches:
-      state, metrics = step(state, train.shard_batch(batch, sharding), 24)
+      state, metrics = step(state, parallel.shard_batch(batch, sharding), 24)
       losses.append(float(metrics["loss"]))
     results[n] = (losses, jax.device_get(state.params), jax.device_get(state.batch_stats))
   np.testing.assert_allclose(results[1][0], results[4][0], rtol=1e-5)

@@ -19,8 +19,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from progressive import checkpoints, train
+from progressive import checkpoints, compilation, parallel, steps, train
 from progressive.config_validation import ConfigError
+from progressive.workdir import WorkdirError
 from progressive.metrics import read_rows
 
 REPO = pathlib.Path(__file__).parents[1]
@@ -61,7 +62,7 @@ def reference(tmp_path_factory, data_dir):
 def test_sigterm_checkpoints_at_the_next_step_and_resumes_exactly(reference, tmp_path, monkeypatch):
   config, ref_dir = reference
   config = config.copy_and_resolve_references()
-  real_next = train.DevicePrefetch.__next__
+  real_next = parallel.DevicePrefetch.__next__
   calls = {"n": 0}
 
   def next_then_signal(self):
@@ -70,17 +71,17 @@ def test_sigterm_checkpoints_at_the_next_step_and_resumes_exactly(reference, tmp
       os.kill(os.getpid(), signal.SIGTERM)
     return real_next(self)
 
-  monkeypatch.setattr(train.DevicePrefetch, "__next__", next_then_signal)
+  monkeypatch.setattr(parallel.DevicePrefetch, "__next__", next_then_signal)
   handler_before = signal.getsignal(signal.SIGTERM)
   summary = train.train_and_evaluate(config, str(tmp_path))
   monkeypatch.undo()
-  assert summary["interrupted"] == "SIGTERM"
-  assert summary["step"] == 10  # Stopped at the step boundary, in stage 1.
+  assert summary.interrupted == "SIGTERM"
+  assert summary.step == 10  # Stopped at the step boundary, in stage 1.
   assert checkpoints.manager(tmp_path, 3).latest_step() == 10
   assert signal.getsignal(signal.SIGTERM) is handler_before  # Handlers restored.
 
   summary = train.train_and_evaluate(config, str(tmp_path))
-  assert summary["step"] == 24 and "interrupted" not in summary
+  assert summary.step == 24 and summary.interrupted is None
   _assert_same_params(_final_params(tmp_path)[1], _final_params(ref_dir)[1])
   # The signal flushed a row at step 10, splitting the interval (8, 12]; every step is
   # still in exactly one row, and the rows away from the split are the reference's.
@@ -111,7 +112,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_is_kept(reference, tmp_path, c
   kept = list((workdir / checkpoints.CORRUPT_DIR).iterdir())
   assert [p.name.split("-")[0] for p in kept] == ["24"]  # Moved aside, not deleted.
   assert "Resuming" in out and "from step 20" in out
-  assert summary["step"] == 24
+  assert summary.step == 24
   _assert_same_params(_final_params(workdir)[1], _final_params(ref_dir)[1])
   assert _train_rows(workdir) == _train_rows(ref_dir)
 
@@ -121,7 +122,7 @@ def test_unreadable_meta_falls_back(reference, tmp_path, capsys):
   workdir = tmp_path / "run"
   shutil.copytree(ref_dir, workdir)
   (workdir / "checkpoints" / "24" / "meta" / "metadata").write_text("{not json")
-  assert train.train_and_evaluate(config, str(workdir))["step"] == 24
+  assert train.train_and_evaluate(config, str(workdir)).step == 24
   assert "checkpoints/24 cannot be restored" in capsys.readouterr().out
 
 
@@ -135,8 +136,8 @@ def test_half_written_checkpoint_is_never_restored(reference, tmp_path):
   shutil.copytree(ref_dir / "checkpoints" / "24", partial)
   _corrupt_state(partial)
   summary = train.train_and_evaluate(config, str(workdir))
-  assert summary["step"] == 24
-  assert summary["compile"][0]["step"] == 20  # Resumed from the last complete one.
+  assert summary.step == 24
+  assert summary.compile[0]["step"] == 20  # Resumed from the last complete one.
   _assert_same_params(_final_params(workdir)[1], _final_params(ref_dir)[1])
 
 
@@ -146,7 +147,7 @@ def test_checkpoint_from_another_config_names_the_field(reference, tmp_path):
   shutil.copytree(ref_dir, workdir)
   other = config.copy_and_resolve_references()
   other.model.channels = (8, 16, 64)
-  with pytest.raises(train.WorkdirError, match=r"model\.channels: \[8, 16, 32\] -> \[8, 16, 64\]"):
+  with pytest.raises(WorkdirError, match=r"model\.channels: \[8, 16, 32\] -> \[8, 16, 64\]"):
     train.train_and_evaluate(other, str(workdir))
   # With --force the config is accepted, but the checkpoint is not silently mixed in.
   with pytest.raises(ConfigError, match=r"model\.channels: \[8, 16, 32\] in the checkpoint, \[8, 16, 64\] now"):
@@ -158,14 +159,14 @@ def test_init_from_takes_parameters_only(reference, tmp_path):
   config, ref_dir = reference
   _, ref_params = _final_params(ref_dir)
   info_state = train.build_state(
-      config, _info(config), _plan(config), train.make_mesh()
+      config, _info(config), _plan(config), parallel.make_mesh()
   )
   state = checkpoints.init_from(str(ref_dir), info_state)
   _assert_same_params(state.params, ref_params)
   assert int(state.step) == 0  # Optimiser state and step start afresh.
   other = config.copy_and_resolve_references()
   other.model.channels = (8, 16, 64)
-  other_state = train.build_state(other, _info(other), _plan(other), train.make_mesh())
+  other_state = train.build_state(other, _info(other), _plan(other), parallel.make_mesh())
   with pytest.raises(ConfigError, match=r"does not fit this model: params\.conv2\.\S+ has shape \[(3, 3, 16, )?32\] there and \[(3, 3, 16, )?64\] here"):
     checkpoints.init_from(str(ref_dir), other_state)
 
@@ -185,13 +186,13 @@ def _plan(config):
 def test_unwritable_workdir(smoke_config, tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("")
-  with pytest.raises(train.WorkdirError, match="Cannot write to --workdir"):
+  with pytest.raises(WorkdirError, match="Cannot write to --workdir"):
     train.train_and_evaluate(smoke_config, str(blocker / "run"))
 
 
 def test_stage_that_cannot_fit_in_device_memory(smoke_config, tmp_path, monkeypatch):
-  monkeypatch.setattr(train, "device_memory_limit", lambda: 1024)
-  with pytest.raises(train.MemoryLimitError, match=r"Stage 0 \(16px, batch 64\) needs about .* GiB per device but the device has 0.00 GiB"):
+  monkeypatch.setattr(compilation, "device_memory_limit", lambda: 1024)
+  with pytest.raises(compilation.MemoryLimitError, match=r"Stage 0 \(16px, batch 64\) needs about .* GiB per device but the device has 0.00 GiB"):
     train.train_and_evaluate(smoke_config, str(tmp_path))
   assert not [r for r in read_rows(tmp_path / "metrics.jsonl") if r["event"] == "train"]
 
@@ -203,9 +204,9 @@ def test_non_finite_steps_can_be_skipped(smoke_config, tmp_path):
   config.skip_nonfinite = True
   summary = train.train_and_evaluate(config, str(tmp_path))
   rows = [r for r in read_rows(tmp_path / "metrics.jsonl") if r["event"] == "train"]
-  assert summary["step"] == 24
+  assert summary.step == 24
   assert sum(r["skipped"] for r in rows) >= 1
-  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(summary["state"].params)))
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(summary.state.params)))
 
 
 # Kill tests: the real command in a subprocess, SIGKILLed, then run again.

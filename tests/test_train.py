@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from jax._src import monitoring
 
-from progressive import checkpoints, schedules, train
+from progressive import checkpoints, evaluate, parallel, schedules, steps, train
+from progressive.workdir import WorkdirError
 from progressive.metrics import read_rows
 
 
@@ -48,7 +49,7 @@ def test_smoke_run_trains_through_every_stage(smoke_run):
   rows = read_rows(workdir / "metrics.jsonl")
   train_rows = [r for r in rows if r["event"] == "train"]
   plan = schedules.stage_plan(config.stages, config.batch_size, 1024)
-  assert summary["step"] == plan[-1].end == 24
+  assert summary.step == plan[-1].end == 24
   assert [r["step"] for r in train_rows] == list(range(4, 25, 4))
   assert [r["stage"] for r in train_rows] == [0, 0, 1, 1, 2, 2]
   assert [r["size"] for r in train_rows] == [16, 16, 24, 24, 32, 32]
@@ -79,7 +80,7 @@ def test_one_compile_per_stage_shape(smoke_run):
   assert 0 < flops[0] < flops[1] < flops[2]
   # Counted by XLA itself, not assumed: one backend compile of the step per stage shape.
   assert len(train_compiles) == 3
-  assert summary["compile"] == compile_rows
+  assert summary.compile == compile_rows
 
 
 def test_eval_rows_for_every_eval_size(smoke_run):
@@ -113,7 +114,7 @@ def test_second_invocation_does_not_retrain(smoke_run, capsys):
   config, workdir, _, _ = smoke_run
   lines_before = (workdir / "metrics.jsonl").read_text()
   summary = train.train_and_evaluate(config, str(workdir))
-  assert summary["step"] == 24
+  assert summary.step == 24
   assert "finished run" in capsys.readouterr().out
   assert (workdir / "metrics.jsonl").read_text() == lines_before
 
@@ -122,7 +123,7 @@ def test_workdir_with_another_config_is_refused(smoke_run):
   config, workdir, _, _ = smoke_run
   config = config.copy_and_resolve_references()
   config.model.channels = (8, 16)
-  with pytest.raises(train.WorkdirError, match=r"model\.channels"):
+  with pytest.raises(WorkdirError, match=r"model\.channels"):
     train.train_and_evaluate(config, str(workdir))
 
 
@@ -148,13 +149,13 @@ def test_interrupted_run_resumes_to_identical_result(smoke_run, smoke_config, tm
   monkeypatch.setattr(checkpoints, "save", real_save)
   summary = train.train_and_evaluate(config, str(tmp_path))
 
-  assert summary["step"] == 24
+  assert summary.step == 24
   # Resumed in stage 1 at step 12: compiled stages 1 and 2 only.
-  assert [(r["stage"], r["step"]) for r in summary["compile"] if r["kind"] == "train"] == [(1, 12), (2, 16)]
+  assert [(r["stage"], r["step"]) for r in summary.compile if r["kind"] == "train"] == [(1, 12), (2, 16)]
   jax.tree.map(
       np.testing.assert_array_equal,
-      jax.device_get(summary["state"].params),
-      jax.device_get(reference["state"].params),
+      jax.device_get(summary.state.params),
+      jax.device_get(reference.state.params),
   )
   rows = read_rows(tmp_path / "metrics.jsonl")
 
@@ -183,7 +184,7 @@ def test_adamw_with_one_cycle_per_stage_trains(smoke_config, tmp_path):
   config.opt.cycle = "stage"
   summary = train.train_and_evaluate(config, str(tmp_path))
   rows = [r for r in read_rows(tmp_path / "metrics.jsonl") if r["event"] == "train"]
-  assert summary["step"] == 24
+  assert summary.step == 24
   assert rows[-1]["loss"] < rows[0]["loss"]
   # Each stage restarts its cycle: beta1 (logged as momentum) is back near moms[0] at
   # the end of every stage (its last step is 7/8 through the cycle), the LR near its floor.
@@ -212,7 +213,7 @@ def test_evaluate_reads_the_split_once_for_every_size():
   from progressive.data import pipeline
 
   info = pipeline.DatasetInfo("fake", 3, ("a", "b", "c"), 2, 7, 7, (0.0,) * 3, (1.0,) * 3)
-  sharding = jax.sharding.NamedSharding(train.make_mesh(), jax.sharding.PartitionSpec(train.AXIS))
+  sharding = jax.sharding.NamedSharding(parallel.make_mesh(), jax.sharding.PartitionSpec(steps.AXIS))
 
   def eval_fn(state, batch, size):  # Right for every image at size 16, wrong at 24.
     del state
@@ -220,7 +221,7 @@ def test_evaluate_reads_the_split_once_for_every_size():
     return {"prediction": prediction, "loss": prediction * 0.0 + size}
 
   split = _CountingSplit()
-  rows = train.evaluate(None, eval_fn, split, [16, 24], batch_size=4, sharding=sharding, info=info)
+  rows = evaluate.evaluate(None, eval_fn, split, [16, 24], batch_size=4, sharding=sharding, info=info)
   assert split.reads == 1
   assert rows == [
       {"size": 16, "accuracy": 1.0, "loss": 16.0, "examples": 7},

@@ -25,7 +25,7 @@ from etils import epath
 from progressive import models, schedules
 from progressive.data import pipeline
 from progressive.metrics import read_rows
-from progressive.train import preprocess
+from progressive.data.resize import preprocess
 
 
 class RunError(ValueError):

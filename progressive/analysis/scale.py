@@ -18,32 +18,11 @@ from typing import Any
 import numpy as np
 
 from progressive import arch
+from progressive.evaluate import breakdown, mean_or_none as _mean
 from progressive.data import pipeline
 
 # Object-scale bins (diameter, fraction of the canvas); the dataset draws 0.3 to 0.9.
 SCALE_BINS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-
-def _mean(values: np.ndarray) -> float | None:
-  """Mean of a boolean array as a float; None when empty (JSON has no NaN)."""
-  return float(np.mean(values)) if len(values) else None
-
-
-def breakdown(correct: np.ndarray, labels: np.ndarray, info: pipeline.DatasetInfo) -> dict:
-  """Accuracy overall, per family and per class of `correct` `[N]` bool.
-
-  Returns `{"all": acc, "family": {name: acc}, "class": {name: acc}}`; a group with no
-  example has accuracy None.
-  """
-  correct, labels = np.asarray(correct, bool), np.asarray(labels)
-  out = {"all": _mean(correct), "family": {}, "class": {}}
-  if info.family_names is not None:
-    family = np.asarray(info.class_family)[labels]
-    for f, name in enumerate(info.family_names):
-      out["family"][name] = _mean(correct[family == f])
-  for c, name in enumerate(info.class_names):
-    out["class"][name] = _mean(correct[labels == c])
-  return out
-
 
 def groups(info: pipeline.DatasetInfo) -> list[str]:
   """`"all"` then the family names: the keys of every per-family table."""

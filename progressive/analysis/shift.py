@@ -21,7 +21,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from progressive.analysis.scale import breakdown
+from progressive.evaluate import breakdown, by_family as _by_family
 from progressive.data import pipeline
 from progressive.data.resize import resize_images
 
@@ -154,14 +154,6 @@ def _predict_views(predict: Callable, views: np.ndarray) -> np.ndarray:
   n, t = views.shape[:2]
   logits = np.asarray(predict(views.reshape(n * t, *views.shape[2:])))
   return logits.reshape(n, t, -1)
-
-
-def _by_family(values: Callable[[np.ndarray], Any], labels, info) -> dict[str, Any]:
-  """`values(mask)` for each class family's examples."""
-  if info.family_names is None:
-    return {}
-  family = np.asarray(info.class_family)[np.asarray(labels)]
-  return {name: values(family == f) for f, name in enumerate(info.family_names)}
 
 
 def shift_sweep(

@@ -1,4 +1,4 @@
-"""Resizing a batch of images on the device: a zoom of the whole image, never a crop."""
+"""On-device image transforms: zooming a batch (never a crop) and normalising it."""
 
 import jax
 import jax.numpy as jnp
@@ -16,3 +16,13 @@ def resize_images(images: jax.Array, size: int) -> jax.Array:
   if (h, w) == (size, size):
     return images
   return jax.image.resize(images, (b, size, size, c), method="linear", antialias=True)
+
+
+def preprocess(images: jax.Array, size: int, mean, std) -> jax.Array:
+  """uint8 `[B, S, S, 3]` to normalised float32 `[B, size, size, 3]` (a zoom, not a crop).
+
+  The one transform between the host's images and the model, shared by the training and
+  evaluation steps and by the analysis of checkpoints.
+  """
+  images = resize_images(images, size) / 255.0
+  return (images - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)

@@ -1,0 +1,100 @@
+"""Evaluation of a split at several sizes, and the one per-family breakdown of accuracy
+that training, the analyses and the sweeps all report."""
+
+import collections
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
+
+from progressive.data import pipeline
+from progressive.parallel import shard_batch
+
+
+def mean_or_none(values: np.ndarray) -> float | None:
+  """Mean of a boolean array as a float; None when empty (JSON has no NaN)."""
+  return float(np.mean(values)) if len(values) else None
+
+
+def by_family(values: Callable[[np.ndarray], Any], labels, info: pipeline.DatasetInfo) -> dict:
+  """`{family: values(mask)}`, `mask` selecting that class family's examples (`{}` for a
+  dataset without families)."""
+  if info.family_names is None:
+    return {}
+  family = np.asarray(info.class_family)[np.asarray(labels)]
+  return {name: values(family == f) for f, name in enumerate(info.family_names)}
+
+
+def breakdown(correct: np.ndarray, labels: np.ndarray, info: pipeline.DatasetInfo) -> dict:
+  """Accuracy overall, per family and per class of `correct` `[N]` bool.
+
+  Returns `{"all": acc, "family": {name: acc}, "class": {name: acc}}`; a group with no
+  example has accuracy None.
+  """
+  correct, labels = np.asarray(correct, bool), np.asarray(labels)
+  return {
+      "all": mean_or_none(correct),
+      "family": by_family(lambda m: mean_or_none(correct[m]), labels, info),
+      "class": {name: mean_or_none(correct[labels == c]) for c, name in enumerate(info.class_names)},
+  }
+
+
+def evaluate(
+    state,
+    eval_fn: Callable,
+    split: pipeline.Split,
+    sizes: Sequence[int],
+    *,
+    batch_size: int,
+    sharding: NamedSharding,
+    info: pipeline.DatasetInfo,
+    num_examples: int | None = None,
+) -> list[dict[str, Any]]:
+  """Accuracy and loss on a split at each size, with per-family accuracy if known.
+
+  `eval_fn(state, batch, size)` returns per-example `prediction` and `loss`. `split` is
+  this process's shard of the split and `batch_size` the global eval batch; in a
+  multi-process run `num_examples` (the whole split) fixes how many batches every
+  process runs, and the per-example results are gathered from all processes. Each batch
+  is read, decoded and put on the devices once for all sizes; the per-example outputs
+  stay on the devices until one fetch at the end.
+  """
+  processes = jax.process_count()
+  local_batch = batch_size // processes
+  per_process = -(-(num_examples or split.num_examples) // processes)
+  num_batches = -(-per_process // local_batch)
+  outputs = {size: collections.defaultdict(list) for size in sizes}
+  host_values = collections.defaultdict(list)
+  for batch in split.eval_batches(local_batch, num_batches):
+    host = {k: batch.pop(k) for k in list(batch) if k != "image"}
+    device_batch = shard_batch({"image": batch["image"], "label": host["label"]}, sharding)
+    for size in sizes:
+      out = eval_fn(state, device_batch, size)
+      if processes > 1:
+        out = multihost_utils.process_allgather(out, tiled=True)
+      for key, value in out.items():
+        outputs[size][key].append(value)
+    if processes > 1:
+      host = multihost_utils.process_allgather(host, tiled=True)
+    for key, value in host.items():
+      host_values[key].append(np.asarray(value))
+  host = {k: np.concatenate(v) for k, v in host_values.items()}
+  mask = host["mask"]
+  labels = host["label"][mask]
+  rows = []
+  for size, fetched in jax.device_get(outputs).items():
+    results = {k: np.concatenate([np.asarray(x) for x in v]) for k, v in fetched.items()}
+    correct = results["prediction"][mask] == labels
+    row = {
+        "size": int(size),
+        "accuracy": float(correct.mean()),
+        "loss": float(results["loss"][mask].mean()),
+        "examples": int(mask.sum()),
+    }
+    for name, accuracy in breakdown(correct, labels, info)["family"].items():
+      row[f"accuracy_{name}"] = accuracy
+    rows.append(row)
+  return rows

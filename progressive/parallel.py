@@ -1,0 +1,168 @@
+"""Data parallelism: the `"batch"` mesh, the jitted `shard_map` wrappers of the steps,
+batch sharding, device prefetch, multi-process start, and a stage's training iterator.
+
+The wrappers are built once per run; `size` is a static argument, so each distinct
+(stage size, batch size) is one compile.
+"""
+
+import collections
+import copy
+import functools
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import grain
+import jax
+import numpy as np
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from progressive import steps
+from progressive.steps import AXIS
+
+
+def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+  """A 1-D mesh over `devices` (default: all) with the data-parallel axis `"batch"`."""
+  devices = jax.devices() if devices is None else devices
+  return jax.sharding.Mesh(np.asarray(devices), (AXIS,))
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> NamedSharding:
+  """Arrays split along their first (batch) dimension over the mesh."""
+  return NamedSharding(mesh, P(AXIS))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def make_train_step(mesh: jax.sharding.Mesh, mean, std, *, skip_nonfinite: bool = False) -> Callable:
+  """The data-parallel step, jitted once: `(state, batch, size) -> (state, metrics)`.
+
+  `size` is static: each distinct stage size (and batch shape) is its own compile. The
+  input state is donated.
+  """
+
+  def parallel_train_step(state, batch, size):
+    per_device = functools.partial(
+        steps.train_step, size=size, mean=mean, std=std, skip_nonfinite=skip_nonfinite
+    )
+    return jax.shard_map(
+        per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P())
+    )(state, batch)
+
+  return jax.jit(parallel_train_step, static_argnums=2, donate_argnums=0)
+
+
+def make_eval_step(mean, std) -> Callable:
+  """`(state, batch, size) -> per-example outputs`, jitted; sharded like its inputs."""
+
+  def parallel_eval_step(state, batch, size):
+    return steps.eval_step(state, batch, size=size, mean=mean, std=std)
+
+  return jax.jit(parallel_eval_step, static_argnums=2)
+
+
+def make_stats_step(model, mean, std) -> Callable:
+  """`(state, batch, size) -> activation statistics`, jitted.
+
+  `model` is built without `bn_axis_name`: under `jit` the batch statistics of a sharded
+  batch are reduced over the whole global batch anyway.
+  """
+
+  def parallel_stats_step(state, batch, size):
+    return steps.activation_stats_step(model.apply, state, batch, size=size, mean=mean, std=std)
+
+  return jax.jit(parallel_stats_step, static_argnums=2)
+
+
+def shard_batch(batch: Mapping[str, np.ndarray], sharding: NamedSharding) -> dict[str, jax.Array]:
+  """Host batch to global arrays split over the mesh's `"batch"` axis."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
+
+
+class DevicePrefetch:
+  """Keeps `depth` batches already on the device ahead of the training step.
+
+  `state` is the data iterator's state just before the next batch `next()` returns,
+  so a checkpoint taken between steps resumes at exactly that batch.
+  """
+
+  def __init__(self, iterator: grain.DatasetIterator, sharding: NamedSharding, depth: int = 2):
+    self._iterator = iterator
+    self._sharding = sharding
+    self._depth = depth
+    self._queue = collections.deque()
+
+  def fill(self):
+    """Tops the queue up to `depth` batches on the device."""
+    while len(self._queue) < self._depth:
+      state = copy.deepcopy(self._iterator.get_state())
+      self._queue.append((state, shard_batch(next(self._iterator), self._sharding)))
+
+  def __iter__(self):
+    return self
+
+  def __next__(self):
+    self.fill()
+    _, batch = self._queue.popleft()
+    self.fill()
+    return batch
+
+  @property
+  def state(self) -> dict:
+    self.fill()
+    return self._queue[0][0]
+
+  def close(self) -> None:
+    """Stops the data iterator's threads or worker processes (and frees their memory)."""
+    self._queue.clear()
+    if hasattr(self._iterator, "close"):
+      self._iterator.close()
+
+
+def stage_seed(seed: int, stage_index: int) -> int:
+  """The data-order and augmentation seed of stage `stage_index` of a run seeded `seed`."""
+  return seed * 1009 + stage_index
+
+
+def stage_batches(
+    train_split, config_seed: int, stage_index: int, global_batch_size: int,
+    sharding: NamedSharding, *, data_state: dict | None = None,
+) -> DevicePrefetch:
+  """The training batches of one stage, on the devices: this process's share of each
+  global batch, in the stage's order (`stage_seed`), from `data_state` if resuming."""
+  iterator = train_split.train_iterator(
+      global_batch_size // jax.process_count(), seed=stage_seed(config_seed, stage_index)
+  )
+  if data_state is not None:
+    iterator.set_state(data_state)
+  return DevicePrefetch(iterator, sharding)
+
+
+def initialize_distributed(config: Mapping[str, Any]) -> None:
+  """Joins a multi-process run when `config.distributed` (or the launcher) asks for it.
+
+  With `initialize=True` and no address, `jax.distributed.initialize()` reads the
+  cluster from the environment (Cloud TPU, Slurm, Open MPI, Kubernetes); otherwise the
+  coordinator address, process count and id come from the config. Must run before
+  anything else touches JAX devices.
+  """
+  explicit = {
+      k: config[k] for k in ("coordinator_address", "num_processes", "process_id")
+      if config[k] is not None
+  }
+  if config["initialize"] or explicit or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+    jax.distributed.initialize(**explicit)
+
+
+def is_primary() -> bool:
+  """The process that writes files and prints (process 0)."""
+  return jax.process_index() == 0
+
+
+def log(*args, **kwargs) -> None:
+  """`print` on the primary process only."""
+  if is_primary():
+    print(*args, **kwargs)

@@ -1,0 +1,107 @@
+"""The train state and the pure steps: training, evaluation, activation statistics.
+
+Each step is a function of the state and one batch (uint8 images zoomed and normalised
+on the device, `progressive.data.resize.preprocess`). None knows about meshes: the
+data-parallel wrappers are in `progressive.parallel`.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax.training import train_state
+
+from progressive.analysis import activations
+from progressive.data.resize import preprocess
+
+AXIS = "batch"  # The data-parallel mesh axis that gradients and BN statistics average over.
+
+
+class TrainState(train_state.TrainState):
+  batch_stats: Any = None
+
+
+def create_train_state(model, tx, rng: jax.Array, image_size: int) -> TrainState:
+  """Initialises parameters (float32) and batch statistics at `image_size`."""
+  variables = model.init(rng, jnp.zeros((1, image_size, image_size, 3), jnp.float32))
+  return TrainState.create(
+      apply_fn=model.apply,
+      params=variables["params"],
+      batch_stats=variables.get("batch_stats", {}),
+      tx=tx,
+  )
+
+
+def train_step(
+    state: TrainState,
+    batch,
+    *,
+    size: int,
+    mean,
+    std,
+    skip_nonfinite: bool = False,
+    axis_name: str = AXIS,
+):
+  """One SGD step on this device's shard of the global batch.
+
+  The loss is the mean over the global batch (`pmean` of the local means), so its
+  gradient with respect to the replicated parameters is the average of the per-device
+  gradients: under `shard_map`, JAX sums the cotangents of a replicated input over the
+  axis itself. Batch-norm statistics are reduced over the axis by the model
+  (`bn_axis_name`). N devices thus compute what one device would on the whole batch.
+  With `skip_nonfinite`, a step whose loss or gradients are not finite leaves the
+  parameters, batch statistics and optimiser state as they were (only `step` advances)
+  and counts itself in the `skipped` metric.
+  Returns the new state and the step's metrics (scalars, left on the device).
+  """
+  images = preprocess(batch["image"], size, mean, std)
+  labels = batch["label"]
+
+  def loss_fn(params):
+    logits, updates = state.apply_fn(
+        {"params": params, "batch_stats": state.batch_stats},
+        images,
+        train=True,
+        mutable=["batch_stats"],
+    )
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    return jax.lax.pmean(loss, axis_name), (logits, updates)
+
+  (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  new_state = state.apply_gradients(grads=grads, batch_stats=updates.get("batch_stats", {}))
+  hyperparams = new_state.opt_state.hyperparams
+  metrics = {
+      "loss": loss,
+      "accuracy": jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), axis_name),
+      "lr": hyperparams["learning_rate"],
+      "momentum": hyperparams["momentum"],
+  }
+  if skip_nonfinite:
+    finite = jnp.isfinite(loss) & jnp.all(
+        jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
+    )
+    kept = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old),
+        (new_state.params, new_state.batch_stats, new_state.opt_state),
+        (state.params, state.batch_stats, state.opt_state),
+    )
+    new_state = new_state.replace(params=kept[0], batch_stats=kept[1], opt_state=kept[2])
+    metrics["skipped"] = 1 - finite.astype(jnp.int32)
+  return new_state, metrics
+
+
+def eval_step(state: TrainState, batch, *, size: int, mean, std):
+  """Per-example predictions and losses at `size` (no statistics updated)."""
+  images = preprocess(batch["image"], size, mean, std)
+  logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, images)
+  loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+  return {"prediction": jnp.argmax(logits, -1), "loss": loss}
+
+
+def activation_stats_step(apply_fn, state: TrainState, batch, *, size: int, mean, std):
+  """fastai's ActivationStats of every layer with parameters on a training batch, batch
+  norm in training mode (`apply_fn` of a model built without `bn_axis_name`)."""
+  images = preprocess(batch["image"], size, mean, std)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  return activations.activation_stats(apply_fn, variables, images, train=True)
