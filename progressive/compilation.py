@@ -209,3 +209,49 @@ def check_memory(compiled, what: str, fix: str) -> None:
         f"{what} needs about {needed / 2**30:.2f} GiB per device but the device has "
         f"{limit / 2**30:.2f} GiB. Lower {fix}, or use --config.model.dtype=bfloat16."
     )
+
+
+class Programs:
+  """A run's compiled programs by key (`("train", size, batch)`, `("eval", size)`,
+  `("stats", size, batch)`), from a `StageCompiler`. The first use of each is written
+  as a `compile` row (kept in `rows`) and a train step is checked against device memory."""
+
+  def __init__(self, compiler: StageCompiler, writer, *, eval_batch_size: int, num_devices: int):
+    self._compiler, self._writer = compiler, writer
+    self._eval_batch_size, self._num_devices = eval_batch_size, num_devices
+    self._logged = set()
+    self.rows = []
+
+  def get(self, key, stage, step: int):
+    """The executable for `key`, needed at `step` of `stage` (a `schedules.Stage`)."""
+    result, waited = self._compiler.get(key)
+    if key not in self._logged:
+      self._logged.add(key)
+      self._log(key, result, waited, stage, step)
+    return result.executable
+
+  def _log(self, key, result: CompileResult, waited: float, stage, step: int) -> None:
+    kind, size = key[0], key[1]
+    batch_size = self._eval_batch_size if kind == "eval" else key[2]
+    if kind == "train":
+      check_memory(
+          result.executable, f"Stage {stage.index} ({size}px, batch {batch_size})",
+          f"config.stages[{stage.index}].batch_size",
+      )
+    self.rows.append(self._writer.write(
+        "compile", step=step, stage=stage.index, kind=kind, size=size,
+        batch_size=batch_size, seconds=result.seconds, waited=waited,
+        cache_hit=result.cache_hit,
+        # One call over the whole mesh, XLA's count (a train step's has the backward pass).
+        flops=None if result.flops is None else result.flops * self._num_devices,
+    ))
+    if kind == "train" and jax.process_index() == 0:
+      print(
+          f"Compiled stage {stage.index} ({size}px, batch {batch_size}) in "
+          f"{result.seconds:.1f}s{' (cache hit)' if result.cache_hit else ''}; "
+          f"waited {waited:.1f}s for it."
+      )
+
+  def close(self) -> None:
+    """Stops the compiles still queued."""
+    self._compiler.close()

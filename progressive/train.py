@@ -67,45 +67,6 @@ def every(n: int, step: int, stage: schedules.Stage | None = None) -> bool:
   return bool(n) and step % n == 0 and (stage is None or step < stage.end)
 
 
-class _Programs:
-  """The run's compiled programs, by key (`("train", size, batch)`, `("eval", size)`,
-  `("stats", size, batch)`); each is logged as a `compile` row when first used."""
-
-  def __init__(self, compiler: compilation.StageCompiler, writer: MetricsWriter, config, mesh):
-    self._compiler, self._writer, self._config, self._mesh = compiler, writer, config, mesh
-    self.rows = []
-    self._logged = set()
-
-  def get(self, key, stage: schedules.Stage, step: int):
-    result, waited = self._compiler.get(key)
-    if key not in self._logged:
-      self._logged.add(key)
-      kind, size = key[0], key[1]
-      batch_size = self._config.eval_batch_size if kind == "eval" else key[2]
-      if kind == "train":
-        compilation.check_memory(
-            result.executable, f"Stage {stage.index} ({size}px, batch {batch_size})",
-            f"config.stages[{stage.index}].batch_size",
-        )
-      self.rows.append(self._writer.write(
-          "compile", step=step, stage=stage.index, kind=kind, size=size,
-          batch_size=batch_size, seconds=result.seconds, waited=waited,
-          cache_hit=result.cache_hit,
-          # One call over the whole mesh, XLA's count (a train step's has the backward pass).
-          flops=None if result.flops is None else result.flops * self._mesh.size,
-      ))
-      if kind == "train":
-        log(
-            f"Compiled stage {stage.index} ({size}px, batch {batch_size}) in "
-            f"{result.seconds:.1f}s{' (cache hit)' if result.cache_hit else ''}; "
-            f"waited {waited:.1f}s for it."
-        )
-    return result.executable
-
-  def close(self) -> None:
-    self._compiler.close()
-
-
 @dataclasses.dataclass
 class _Run:
   """What every stage of one call shares: the config, data, programs and outputs."""
@@ -117,7 +78,7 @@ class _Run:
   train_split: Any
   eval_split: Any
   writer: MetricsWriter
-  programs: _Programs
+  programs: compilation.Programs
   mngr: Any
   layer_order: list[str] | None  # Activation-statistics rows in model order, if recorded.
 
@@ -233,7 +194,9 @@ def _open_run(config, workdir, info, plan, mesh, state, mngr, step: int) -> _Run
       eval_batch_size=config.eval_batch_size, sharding=parallel.batch_sharding(mesh),
       stats_fn=stats_fn,
   )
-  programs = _Programs(compiler, writer, config, mesh)
+  programs = compilation.Programs(
+      compiler, writer, eval_batch_size=config.eval_batch_size, num_devices=mesh.size
+  )
   return _Run(config, workdir, info, mesh, train_split, eval_split, writer, programs, mngr, layer_order)
 
 
