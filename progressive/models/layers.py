@@ -37,6 +37,7 @@ HEADS = ("gap", "flatten")
 DOWNSAMPLE_MODES = ("stride", "max", "avg", "blur")
 BLUR_PADDINGS = ("reflect", "zero")
 BLUR_SIZES = tuple(range(1, 8))
+BN_MOMENTUM = 0.9  # Running averages: new = BN_MOMENTUM * old + (1 - BN_MOMENTUM) * batch.
 
 
 def blur_filter(size: int) -> np.ndarray:
@@ -195,7 +196,7 @@ class ConvNormAct(nn.Module):
     if self.batch_norm:
       x = nn.BatchNorm(
           use_running_average=not train,
-          momentum=0.9,
+          momentum=BN_MOMENTUM,
           epsilon=1e-5,
           dtype=self.dtype,
           axis_name=self.bn_axis_name if train else None,
