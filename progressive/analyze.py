@@ -8,67 +8,86 @@
 keep a smoke run's analysis to seconds on a CPU; raise the counts for real runs.
 """
 
-import sys
+from absl import flags
 
-from absl import app, flags, logging
-
-from progressive import analysis
-from progressive.analysis import shift
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "The run's workdir (config.json, checkpoints/).")
-flags.DEFINE_integer("step", None, "Checkpoint step to analyse (default: the latest).")
-flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/analysis).")
-flags.DEFINE_string("data_dir", None, "TFDS data_dir, if not the one in the run's config.")
-flags.DEFINE_integer("num_images", 64, "Test images for size matrix, ensemble and shifts.")
-flags.DEFINE_list("sizes", None, "Test sizes (default: every stage and eval size).")
-flags.DEFINE_integer("canvas_size", None, "Object-scale canvas (default: the stage size).")
-flags.DEFINE_integer("per_bin", 12, "Rendered scenes per object-scale bin.")
-flags.DEFINE_integer("shift_size", None, "Input size for the shift analyses (default: stage size).")
-flags.DEFINE_enum("shift_mode", None, shift.MODES, "How shifted views are made (default: "
-                  "render for scale_shapes, reflect for other datasets).")
-flags.DEFINE_integer("max_shift", 4, "Sweep and consistency offsets up to this many pixels.")
-flags.DEFINE_list("direction", ["1", "0"], "Sweep direction dx,dy.")
-flags.DEFINE_integer("topk", 1, "Jaggedness counts the true class entering or leaving the top-k.")
-flags.DEFINE_integer("stats_images", 64, "Batch for activation statistics.")
-flags.DEFINE_bool("stats_train", False, "Batch norm with batch statistics for activation stats.")
-flags.DEFINE_list("compare", [], "More workdirs: their latest checkpoints become size-matrix rows.")
-flags.DEFINE_integer("seed", 0, "Seed of rendered scenes and random shifts.")
-flags.mark_flags_as_required(["workdir"])
+from progressive import analysis, cli
+from progressive.analysis import controls, shift
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  try:
-    run = analysis.load_run(FLAGS.workdir, FLAGS.step, data_dir=FLAGS.data_dir)
-    compare = {}
-    for workdir in FLAGS.compare:
-      other = analysis.load_run(workdir, data_dir=FLAGS.data_dir)
-      compare[f"{workdir} ({other.train_size} px)"] = other
-  except analysis.RunError as e:
-    sys.exit(f"Error: {e}")
+def define_flags(fv: flags.FlagValues) -> None:
+  """The command's flags."""
+  define = {"flag_values": fv}
+  flags.DEFINE_string("workdir", None, "The run's workdir (config.json, checkpoints/).",
+                      required=True, **define)
+  flags.DEFINE_integer("step", None, "Checkpoint step to analyse (default: the latest).", **define)
+  flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/analysis).", **define)
+  flags.DEFINE_string("data_dir", None, "TFDS data_dir, if not the one in the run's config.",
+                      **define)
+  flags.DEFINE_integer("num_images", 64, "Test images for size matrix, ensemble and shifts.",
+                       **define)
+  flags.DEFINE_list("sizes", None, "Test sizes (default: every stage and eval size).", **define)
+  flags.DEFINE_integer("canvas_size", None, "Object-scale canvas (default: the stage size).",
+                       **define)
+  flags.DEFINE_integer("bn_images", 1024, "Training images batch norm is recalibrated on at "
+                       "each test size (0: no recalibration control).", **define)
+  flags.DEFINE_list("canvas_sizes", None, "Canvas-control sizes: test images cropped or padded, "
+                    "never resampled (default: the test sizes).", **define)
+  flags.DEFINE_enum("canvas_mode", "edge", controls.CANVAS_MODES, "How the canvas control pads "
+                    "a larger canvas.", **define)
+  flags.DEFINE_integer("per_bin", 12, "Rendered scenes per object-scale bin.", **define)
+  flags.DEFINE_integer("shift_size", None, "Input size for the shift analyses (default: stage "
+                       "size).", **define)
+  flags.DEFINE_enum("shift_mode", None, shift.MODES, "How shifted views are made (default: "
+                    "render for scale_shapes, reflect for other datasets).", **define)
+  flags.DEFINE_integer("max_shift", 4, "Sweep and consistency offsets up to this many pixels.",
+                       **define)
+  flags.DEFINE_list("direction", ["1", "0"], "Sweep direction dx,dy.", **define)
+  flags.DEFINE_integer("topk", 1, "Jaggedness counts the true class entering or leaving the "
+                       "top-k.", **define)
+  flags.DEFINE_integer("stats_images", 64, "Batch for activation statistics.", **define)
+  flags.DEFINE_bool("stats_train", False, "Batch norm with batch statistics for activation "
+                    "stats.", **define)
+  flags.DEFINE_list("compare", [], "More workdirs: their latest checkpoints become size-matrix "
+                    "rows.", **define)
+  flags.DEFINE_integer("seed", 0, "Seed of rendered scenes and random shifts.", **define)
+
+
+def _run(fv: flags.FlagValues) -> None:
+  """Loads the run (and `--compare`), writes the report."""
+  run = analysis.load_run(fv.workdir, fv.step, data_dir=fv.data_dir)
+  compare = {}
+  for workdir in fv.compare:
+    other = analysis.load_run(workdir, data_dir=fv.data_dir)
+    compare[f"{workdir} ({other.train_size} px)"] = other
   options = analysis.Options(
-      num_images=FLAGS.num_images,
-      sizes=[int(s) for s in FLAGS.sizes] if FLAGS.sizes else None,
-      canvas_size=FLAGS.canvas_size,
-      per_bin=FLAGS.per_bin,
-      shift_size=FLAGS.shift_size,
-      shift_mode=FLAGS.shift_mode,
-      max_shift=FLAGS.max_shift,
-      direction=tuple(int(d) for d in FLAGS.direction),
-      topk=FLAGS.topk,
-      stats_images=FLAGS.stats_images,
-      stats_train=FLAGS.stats_train,
+      num_images=fv.num_images,
+      sizes=[int(s) for s in fv.sizes] if fv.sizes else None,
+      canvas_size=fv.canvas_size,
+      bn_images=fv.bn_images,
+      canvas_sizes=[int(s) for s in fv.canvas_sizes] if fv.canvas_sizes else None,
+      canvas_mode=fv.canvas_mode,
+      per_bin=fv.per_bin,
+      shift_size=fv.shift_size,
+      shift_mode=fv.shift_mode,
+      max_shift=fv.max_shift,
+      direction=tuple(int(d) for d in fv.direction),
+      topk=fv.topk,
+      stats_images=fv.stats_images,
+      stats_train=fv.stats_train,
       compare=compare,
-      seed=FLAGS.seed,
+      seed=fv.seed,
   )
   print(analysis.describe(run))
-  path = analysis.write_report(run, FLAGS.out, options)
+  path = analysis.write_report(run, fv.out, options)
   print(f"Wrote {path}")
 
 
+COMMAND = cli.Command("analyze", __doc__, define_flags, _run)
+
+
+def main(argv=None):
+  cli.run(COMMAND, argv)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  main()

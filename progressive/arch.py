@@ -27,10 +27,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
+from absl import flags
 
-from progressive import models
+from progressive import cli, models
 from progressive.models import layers
 
 KINDS = ("conv", "max_pool", "avg_pool", "blur", "gap", "flatten", "dense")
@@ -218,16 +217,21 @@ def layer_table(
 
 
 def totals(table: Sequence[Mapping[str, Any]]) -> dict[str, int]:
-  """Total parameters (with norms), the last layer's rf and the rf of the feature map.
+  """Total parameters (with norms), the last layer's rf, the rf of the feature map and
+  the total stride.
 
   `features_rf` is the receptive field of one position of the map the head receives
   (before the global pool or flatten); `rf` is the last layer's, which spans the input.
+  `total_stride` is the jump of that map: input pixels between neighbouring positions,
+  the period of the network's subsampling grid (test sizes that are not multiples of it
+  shift the grid against the image).
   """
   spatial = [r for r in table if r["kind"] not in ("gap", "flatten", "dense")]
   return {
       "params": sum(r["params"] + r["norm_params"] for r in table),
       "rf": table[-1]["rf"] if table else 1,
       "features_rf": spatial[-1]["rf"] if spatial else 1,
+      "total_stride": spatial[-1]["j"] if spatial else 1,
   }
 
 
@@ -273,33 +277,53 @@ def format_table(
   return "\n".join(lines)
 
 
-def main(argv: Sequence[str]) -> None:
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  config = FLAGS.config
-  size = FLAGS.size or config.stages[0]["size"]
-  num_classes = FLAGS.num_classes
+def define_flags(fv: flags.FlagValues) -> None:
+  """The flags besides `--config` (which `cli` defines)."""
+  define = {"flag_values": fv}
+  flags.DEFINE_integer("size", None, "Input side in pixels (default: the first stage's size).",
+                       **define)
+  flags.DEFINE_integer("num_classes", None, "Classifier outputs (default: the dataset's).",
+                       **define)
+  flags.DEFINE_integer("object_px", None, "Also name the first layer whose rf covers this size.",
+                       **define)
+  flags.DEFINE_bool("json", False, "Print the rows as a JSON list instead of a text table.",
+                    **define)
+
+
+def _run(fv: flags.FlagValues) -> None:
+  """Prints the layer table of `config.model`."""
+  config = fv.config
+  if config.model.name not in models.MODELS:
+    raise cli.Error(f"config.model.name must be one of {sorted(models.MODELS)}, got "
+                    f"{config.model.name!r}.")
+  size = fv.size or config.stages[0]["size"]
+  num_classes = fv.num_classes
   if num_classes is None:
     from progressive.data import pipeline  # pylint: disable=import-outside-toplevel
 
-    num_classes = pipeline.dataset_info(config.data).num_classes
+    try:
+      num_classes = pipeline.dataset_info(config.data).num_classes
+    except ValueError as e:  # An unknown or unprepared dataset, named with the fix.
+      raise cli.Error(e) from e
   table = layer_table(config.model, size, num_classes)
-  if FLAGS.json:
+  if fv.json:
     print(json.dumps(table, indent=1))
   else:
     mode = config.model.downsample
     print(f"{config.model.name}, downsample={mode}, {num_classes} classes")
-    print(format_table(table, size, FLAGS.object_px))
+    print(format_table(table, size, fv.object_px))
+
+
+# No jax.distributed: the table is traced with abstract shapes, on no device.
+COMMAND = cli.Command(
+    "arch", __doc__, define_flags, _run, config="Config file, e.g. configs/zoo.py:vgg16.",
+    distributed=False,
+)
+
+
+def main(argv=None):
+  cli.run(COMMAND, argv)
 
 
 if __name__ == "__main__":
-  FLAGS = flags.FLAGS
-  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/zoo.py:vgg16.")
-  flags.DEFINE_integer("size", None, "Input side in pixels (default: the first stage's size).")
-  flags.DEFINE_integer("num_classes", None, "Classifier outputs (default: the dataset's).")
-  flags.DEFINE_integer("object_px", None, "Also name the first layer whose rf covers this size.")
-  flags.DEFINE_bool("json", False, "Print the rows as a JSON list instead of a text table.")
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+  main()

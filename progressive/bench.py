@@ -30,22 +30,12 @@ import time
 
 import jax
 import numpy as np
-from absl import app, flags
+from absl import flags
 from etils import epath
-from ml_collections import config_flags
 
-from progressive import compilation, parallel, schedules, train
+from progressive import cli, compilation, config_validation, parallel, schedules, train
 from progressive.data import pipeline
 from progressive.metrics import read_rows
-
-FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/default.py.")
-flags.DEFINE_list("sizes", None, "Image sizes (default: the config's stage sizes).")
-flags.DEFINE_list("batch_sizes", None, "Global batch sizes (default: config.batch_size).")
-flags.DEFINE_integer("steps", 50, "Timed steps per size.")
-flags.DEFINE_bool("smoke", False, "A few steps per size: checks the bench itself runs.")
-flags.DEFINE_bool("e2e", True, "Also time the real training loop (two runs, cold and warm cache).")
-flags.DEFINE_string("json", None, "Where to write the results (default: print only).")
 
 
 def bare_step(config, info, size: int, batch_size: int, steps: int) -> dict:
@@ -195,13 +185,28 @@ def run_bench(config, sizes, batch_sizes, steps: int, *, e2e: bool = True) -> di
   }
 
 
-def main(argv):
-  del argv
-  config = FLAGS.config
-  sizes = FLAGS.sizes or [s["size"] for s in config.stages]
-  batch_sizes = FLAGS.batch_sizes or [config.batch_size]
-  steps = 3 if FLAGS.smoke else FLAGS.steps
-  report = run_bench(config, sizes, batch_sizes, steps, e2e=FLAGS.e2e)
+def define_flags(fv: flags.FlagValues) -> None:
+  """The flags besides `--config` (which `cli` defines)."""
+  flags.DEFINE_list("sizes", None, "Image sizes (default: the config's stage sizes).", flag_values=fv)
+  flags.DEFINE_list("batch_sizes", None, "Global batch sizes (default: config.batch_size).",
+                    flag_values=fv)
+  flags.DEFINE_integer("steps", 50, "Timed steps per size.", flag_values=fv)
+  flags.DEFINE_bool("smoke", False, "A few steps per size: checks the bench itself runs.",
+                    flag_values=fv)
+  flags.DEFINE_bool("e2e", True, "Also time the real training loop (two runs, cold and warm "
+                    "cache).", flag_values=fv)
+  flags.DEFINE_string("json", None, "Where to write the results (default: print only).",
+                      flag_values=fv)
+
+
+def _run(fv: flags.FlagValues) -> None:
+  """Runs the bench, prints the table, writes `--json`."""
+  config = fv.config
+  config_validation.validate(config, jax.device_count())
+  sizes = fv.sizes or [s["size"] for s in config.stages]
+  batch_sizes = fv.batch_sizes or [config.batch_size]
+  steps = 3 if fv.smoke else fv.steps
+  report = run_bench(config, sizes, batch_sizes, steps, e2e=fv.e2e)
   print(f"{report['device']}, {report['model']} ({report['dtype']}), {steps} timed steps per size")
   print(format_table(report["rows"]))
   if report["totals"]:
@@ -210,11 +215,22 @@ def main(argv):
         f"Loop compile time: {t['cold_compile_s']:.2f}s cold, {t['warm_compile_s']:.2f}s with "
         f"the persistent cache ({t['warm_over_cold']:.0%})."
     )
-  if FLAGS.json:
-    epath.Path(FLAGS.json).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"Wrote {FLAGS.json}")
+  if fv.json:
+    epath.Path(fv.json).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"Wrote {fv.json}")
+
+
+# No jax.distributed: one process times the devices it sees, and the loop runs it starts
+# (`progressive.main`) would join a multi-process run themselves.
+COMMAND = cli.Command(
+    "bench", __doc__, define_flags, _run, config="Config file, e.g. configs/default.py.",
+    distributed=False,
+)
+
+
+def main(argv=None):
+  cli.run(COMMAND, argv)
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
-  app.run(main)
+  main()

@@ -4,9 +4,15 @@ Every error names the field, the value it has and what it may be, so a typo in a
 command-line override fails in a second instead of after a dataset build and a compile.
 """
 
+import copy
+import dataclasses
+import json
 from collections.abc import Mapping
+from typing import Any
 
+import ml_collections
 from etils import epath
+from ml_collections import config_dict
 
 from progressive import models, schedules
 from progressive.data import augment, pipeline
@@ -15,32 +21,183 @@ from progressive.optim import OPTIMIZERS
 STAGE_KEYS = ("size", "epochs", "steps", "batch_size")
 CYCLES = ("run", "stage")
 
-# Fields that may differ between invocations on one workdir without --force: they steer
-# the run's bookkeeping, not what it computes.
-RUN_CONTROL_FIELDS = (
-    "progress_bar",
-    "log_every_steps",
-    "activation_stats_every",
-    "eval_every_steps",
-    "checkpoint_every_steps",
-    "max_to_keep",
-    "data.data_dir",
-    "compile_ahead",
-    "compilation_cache_dir",
-    "distributed.initialize",
-    "distributed.coordinator_address",
-    "distributed.num_processes",
-    "distributed.process_id",
+ON_RESUME = ("control", "resumable", "fixed")
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+  """One config field: its dotted name, default and meaning, and when a run may change it.
+
+  `on_resume`: "control" may differ between invocations on one workdir without --force
+  (it steers the run's bookkeeping, not what it computes); "resumable" may change when a
+  checkpoint is resumed with --force (it changes what is still to come, not the shape or
+  meaning of the saved state); "fixed" may not change. `placeholder`: the type a field
+  whose default is None takes (`config_dict.placeholder`).
+  """
+
+  name: str
+  default: Any
+  doc: str
+  on_resume: str = "fixed"
+  placeholder: type | None = None
+
+
+# The config schema: every field, in the order `default_config()` lists them.
+FIELDS = (
+    Field("seed", 0, "Initialisation and data order."),
+    # config.data
+    Field("data.name", "scale_shapes",
+          '"scale_shapes" (built in, generated on first use) or a TFDS image classification '
+          'dataset prepared in array_record format, e.g. "cifar10", "imagenette/320px-v2".'),
+    Field("data.builder_config", "default",
+          'scale_shapes: "default" (64 px) or "small" (32 px). TFDS: "default" (the '
+          "dataset's default) or one of its configs, the same as name=\"imagenette/320px-v2\"."),
+    Field("data.data_dir", None, "None: TFDS's usual directory.", "control", str),
+    Field("data.train_split", "train", "The split trained on."),
+    Field("data.eval_split", "test", 'Evaluated after every stage (Imagenette: "validation").'),
+    Field("data.image_size", None,
+          "Side of the square uint8 images the host hands to the device, which zooms them to "
+          "each stage's size. None: the stored size (scale_shapes must keep it; cifar10: 32).",
+          placeholder=int),
+    Field("data.augment", "none",
+          'Training augmentation on the host: "none", "flip" (horizontal, p=1/2) or "rrc_flip" '
+          "(random-resized-crop to image_size, then flip). Evaluation never augments."),
+    Field("data.rrc_min_scale", 0.35,
+          "rrc_flip: smallest crop area fraction (fastai's min_scale)."),
+    Field("data.eval_crop", 1.0,
+          'Evaluation (and augment="none"): the centred square of this fraction of the shorter '
+          "side, resized to image_size. 1.0: the whole (square) image; 0.875: ImageNet style."),
+    Field("data.mean", None,
+          "Per-channel normalisation in [0, 1] units. None: the dataset's own "
+          "(progressive.data.pipeline.NORMALIZATION; ImageNet's for datasets not listed there).",
+          placeholder=tuple),
+    Field("data.std", None, "Per-channel, as data.mean.", placeholder=tuple),
+    Field("data.num_workers", 0, "Grain worker processes decoding examples (0: threads here)."),
+    # config.model
+    Field("model.name", "simple_cnn",
+          "A model in progressive.models.MODELS: simple_cnn, vgg11, vgg16, vgg (layers from "
+          "vgg_layers), resnet18, resnet34, resnet50."),
+    Field("model.channels", (32, 64, 128, 256), "simple_cnn: one stride-2 conv per entry."),
+    Field("model.first_kernel", 5, "simple_cnn: fastai used 5 for the first conv, then 3."),
+    Field("model.kernel", 3, "simple_cnn: kernel of the other convs."),
+    Field("model.width", 1.0, "vgg, resnet: channel multiplier (0.125 for quick CPU runs)."),
+    Field("model.vgg_layers", (), 'vgg: e.g. (64, "M", 128, "M"); ints are 3x3 convs, "M" pools.'),
+    Field("model.batch_norm", True, "A norm after every conv (which then has no bias)."),
+    Field("model.head", "gap", '"gap" runs at every size; "flatten" ties it to one.'),
+    Field("model.head_hidden", (), "Hidden dense widths in the head; VGG's own: (4096, 4096)."),
+    Field("model.dtype", "float32", 'Compute dtype; "bfloat16" on GPU/TPU. Params stay f32.'),
+    Field("model.downsample", "stride",
+          'How every subsampling site subsamples: "stride" (as published), "max", "avg" '
+          'or "blur" (anti-aliased, Zhang 2019); see progressive/models/layers.py.'),
+    Field("model.blur_size", 3, "BlurPool filter size, 1 (plain subsampling) to 7."),
+    Field("model.blur_padding", "reflect", 'BlurPool padding: "reflect" or "zero".'),
+    Field("model.small_stem", False, "resnet: one 3x3 stride-1 conv, no pool (32 px inputs)."),
+    Field("model.zero_init_residual", False, "resnet: last norm of each block starts at 0."),
+    Field("model.dilation", 1, "Dilation of every conv but the first (resnet: block convs)."),
+    # config.opt
+    Field("opt.name", "sgd", '"sgd" or "adamw".'),
+    Field("opt.lr_max", 0.4, "One-cycle peak LR."),
+    Field("opt.weight_decay", 5e-4, "On kernels only."),
+    Field("opt.nesterov", True, "sgd only."),
+    Field("opt.b2", 0.99, "adamw only."),
+    Field("opt.eps", 1e-5, "adamw only."),
+    Field("opt.cycle", "run", 'One cycle over the whole "run", or restarted every "stage".'),
+    Field("opt.div", 25.0, "Start LR = lr_max / div."),
+    Field("opt.div_final", 1e5, "Final LR = lr_max / div_final."),
+    Field("opt.pct_start", 0.25, "Fraction of the cycle spent warming up."),
+    Field("opt.moms", (0.95, 0.85, 0.95), "Momentum (Adam's beta1) start, middle, end."),
+    # The run
+    Field("stages", (dict(size=32, epochs=3), dict(size=48, epochs=2), dict(size=64, epochs=2)),
+          "Progressive resizing: each stage trains at `size` for `epochs` (or `steps`) with "
+          "`batch_size` (default: config.batch_size). Images are zoomed, not cropped.",
+          "resumable"),
+    Field("require_increasing_sizes", True, "Stage sizes must grow (progressive resizing)."),
+    Field("batch_size", 128, "Global batch, split evenly over the local devices."),
+    Field("eval_sizes", (32, 48, 64), "Also evaluated at each stage's own size.", "resumable"),
+    Field("eval_batch_size", 500, "Global evaluation batch.", "resumable"),
+    Field("eval_every_steps", 0, "0: evaluate only at the end of each stage.", "control"),
+    Field("log_every_steps", 20, "Train metrics are fetched from the device this often.",
+          "control"),
+    Field("activation_stats_every", 20,
+          "Every N steps, fastai's ActivationStats of every layer with parameters on the "
+          "training batch, into activation_stats.jsonl (0: off).", "control"),
+    Field("checkpoint_every_steps", 200, "0: checkpoint only at the end of each stage.", "control"),
+    Field("max_to_keep", 3, "Checkpoints kept on disk.", "control"),
+    Field("progress_bar", True, "A progress bar on the terminal.", "control"),
+    Field("skip_nonfinite", False, "True: skip steps with a NaN/inf loss instead of stopping.",
+          "resumable"),
+    Field("compile_ahead", True,
+          "Compile every stage's step ahead of time in a background thread while training.",
+          "control"),
+    Field("compilation_cache_dir", None,
+          "A directory for JAX's persistent compilation cache: reruns compile nothing.",
+          "control", str),
+    Field("init_from", None,
+          "Start from the parameters of another run (its workdir or a checkpoint folder).",
+          "resumable", str),
+    # config.distributed: multi-process runs (several hosts, or processes on one), where each
+    # process reads its own shard of the data.
+    Field("distributed.initialize", False,
+          "True: jax.distributed.initialize(). Alone, it lets JAX read the cluster from the "
+          "environment (Cloud TPU, Slurm, ...); else give all three fields below.", "control"),
+    Field("distributed.coordinator_address", None, '"host:port" of process 0.', "control", str),
+    Field("distributed.num_processes", None, "How many processes.", "control", int),
+    Field("distributed.process_id", None, "This process, 0 to num_processes - 1.", "control", int),
 )
-# Fields a checkpoint can be resumed under when they change (with --force): they change
-# what is still to come, not the shape or meaning of the saved state.
-RESUMABLE_FIELDS = RUN_CONTROL_FIELDS + (
-    "stages",
-    "eval_sizes",
-    "eval_batch_size",
-    "init_from",
-    "skip_nonfinite",
-)
+FIELDS_BY_NAME = {field.name: field for field in FIELDS}
+assert len(FIELDS_BY_NAME) == len(FIELDS) and all(f.on_resume in ON_RESUME for f in FIELDS)
+
+# Fields that may differ between invocations on one workdir without --force.
+RUN_CONTROL_FIELDS = tuple(f.name for f in FIELDS if f.on_resume == "control")
+# Fields a checkpoint can be resumed under when they change (with --force).
+RESUMABLE_FIELDS = RUN_CONTROL_FIELDS + tuple(f.name for f in FIELDS if f.on_resume == "resumable")
+
+
+def _json(value):
+  """`value` as it reads back from JSON (tuples become lists)."""
+  return json.loads(json.dumps(value))
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """A config holding every field of `FIELDS` at its default."""
+  config = ml_collections.ConfigDict()
+  for field in FIELDS:
+    *parents, leaf = field.name.split(".")
+    node = config
+    for parent in parents:
+      if parent not in node:
+        node[parent] = ml_collections.ConfigDict()
+      node = node[parent]
+    if field.default is None:
+      node[leaf] = config_dict.placeholder(field.placeholder)
+    else:
+      node[leaf] = copy.deepcopy(field.default)
+  return config
+
+
+def with_defaults(config_json: Mapping[str, Any]) -> dict:
+  """A copy of a JSON config (a stored `config.json`, perhaps written before some fields
+  existed) with every field it lacks at its default; present values are kept."""
+  config = copy.deepcopy(dict(config_json))
+  for field in FIELDS:
+    *parents, leaf = field.name.split(".")
+    node = config
+    for parent in parents:
+      node = node.setdefault(parent, {})
+    if leaf not in node:
+      node[leaf] = _json(field.default)
+  return config
+
+
+def field_names(config) -> list[str]:
+  """The dotted names of a config's fields (a `ConfigDict` or a JSON-like dict)."""
+  names = []
+  for key, value in config.items():
+    if isinstance(value, (Mapping, ml_collections.ConfigDict)):
+      names += [f"{key}.{name}" for name in field_names(value)]
+    else:
+      names.append(key)
+  return names
 
 
 class ConfigError(ValueError):
@@ -209,8 +366,26 @@ def _check_data(data) -> pipeline.DatasetInfo:
     raise ConfigError(str(e)) from None
 
 
+def _check_fields(config) -> None:
+  """The config has exactly the fields of `FIELDS`."""
+  names = field_names(config)
+  for name in names:
+    if name not in FIELDS_BY_NAME:
+      raise ConfigError(
+          f"config.{name} is not a config field; every field is listed, with its default, "
+          "in progressive.config_validation.FIELDS."
+      )
+  missing = [name for name in FIELDS_BY_NAME if name not in names]
+  if missing:
+    raise ConfigError(
+        f"The config lacks {', '.join('config.' + n for n in missing)}; start a config from "
+        "progressive.config_validation.default_config()."
+    )
+
+
 def validate(config, num_devices: int) -> None:
   """Raises `ConfigError` naming the first field that cannot work."""
+  _check_fields(config)
   info = _check_data(config.data)
 
   model = config.model

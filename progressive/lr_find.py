@@ -14,7 +14,6 @@ smoothed loss passes 4x its minimum, and prints fastai's suggestions. Writes onl
 
 import json
 import math
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -24,11 +23,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from absl import app, flags, logging
+from absl import flags
 from etils import epath
-from ml_collections import config_flags
 
-from progressive import compilation, config_validation, models, parallel, schedules, train, workdir as workdir_lib
+from progressive import cli, compilation, config_validation, models, parallel, schedules, train, workdir as workdir_lib
 from progressive.config_validation import ConfigError, validate
 from progressive.parallel import log
 from progressive.data import pipeline
@@ -407,38 +405,39 @@ def summary(result: dict[str, Any], workdir) -> str:
   return "\n".join(lines)
 
 
-def _define_flags() -> None:
-  """The command line; defined only when run as a script, so a notebook can import this
-  module beside `progressive.main`."""
-  config_flags.DEFINE_config_file("config", None, "Config file, e.g. configs/default.py[:smoke].")
-  flags.DEFINE_string("workdir", None, "For lr_find.json and lr_find.png (not a training run's).")
-  flags.DEFINE_float("start_lr", 1e-7, "LR of the first step.")
-  flags.DEFINE_float("end_lr", 10.0, "LR of the last step.")
-  flags.DEFINE_integer("num_steps", 100, "Steps from start_lr to end_lr (fastai: 100).")
-  flags.DEFINE_integer("size", None, "Image size (default: the first stage's).")
-  flags.DEFINE_integer("batch_size", None, "Global batch size (default: the first stage's).")
-  flags.DEFINE_bool("stop_div", True, "Stop once the smoothed loss exceeds 4x its minimum.")
-  flags.DEFINE_float("smoothing", 0.98, "fastai's beta: weight of the past in the smoothed loss.")
-  flags.mark_flags_as_required(["config", "workdir"])
+def define_flags(fv: flags.FlagValues) -> None:
+  """The flags besides `--config` (which `cli` defines)."""
+  define = {"flag_values": fv}
+  flags.DEFINE_string("workdir", None, "For lr_find.json and lr_find.png (not a training run's).",
+                      required=True, **define)
+  flags.DEFINE_float("start_lr", 1e-7, "LR of the first step.", **define)
+  flags.DEFINE_float("end_lr", 10.0, "LR of the last step.", **define)
+  flags.DEFINE_integer("num_steps", 100, "Steps from start_lr to end_lr (fastai: 100).", **define)
+  flags.DEFINE_integer("size", None, "Image size (default: the first stage's).", **define)
+  flags.DEFINE_integer("batch_size", None, "Global batch size (default: the first stage's).",
+                       **define)
+  flags.DEFINE_bool("stop_div", True, "Stop once the smoothed loss exceeds 4x its minimum.",
+                    **define)
+  flags.DEFINE_float("smoothing", 0.98, "fastai's beta: weight of the past in the smoothed loss.",
+                     **define)
 
 
-def main(argv):
-  FLAGS = flags.FLAGS
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)
-  parallel.initialize_distributed(FLAGS.config.distributed)
-  try:
-    lr_find(
-        FLAGS.config, FLAGS.workdir, start_lr=FLAGS.start_lr, end_lr=FLAGS.end_lr,
-        num_steps=FLAGS.num_steps, size=FLAGS.size, batch_size=FLAGS.batch_size,
-        stop_div=FLAGS.stop_div, beta=FLAGS.smoothing,
-    )
-  except (ConfigError, workdir_lib.WorkdirError, compilation.MemoryLimitError) as e:
-    sys.exit(f"Error: {e}")
+def _run(fv: flags.FlagValues) -> None:
+  """Runs the range test into `--workdir`."""
+  lr_find(
+      fv.config, fv.workdir, start_lr=fv.start_lr, end_lr=fv.end_lr, num_steps=fv.num_steps,
+      size=fv.size, batch_size=fv.batch_size, stop_div=fv.stop_div, beta=fv.smoothing,
+  )
+
+
+COMMAND = cli.Command(
+    "lr-find", __doc__, define_flags, _run, config="Config file, e.g. configs/default.py[:smoke]."
+)
+
+
+def main(argv=None):
+  cli.run(COMMAND, argv)
 
 
 if __name__ == "__main__":
-  _define_flags()
-  app.run(main)
+  main()

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from progressive import analysis, schedules, train
+from progressive import analysis, config_validation, schedules, train
 from progressive.analysis import activations, plots, shift
 from progressive.data import pipeline, scale_shapes
 from progressive.metrics import read_rows
@@ -24,8 +24,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def info():
-  return pipeline.dataset_info(
-      {"name": "scale_shapes", "builder_config": "small", "data_dir": None})
+  data = config_validation.default_config().data
+  data.builder_config = "small"
+  return pipeline.dataset_info(data)
 
 
 # --- Shift measures on hand-made predictions ---------------------------------------------
@@ -328,6 +329,14 @@ def test_analyze_cli_writes_the_report(smoke_workdir):
     assert f"({name}.json)" in report
   scale_json = json.loads((folder / "scale_matrix.json").read_text())
   assert scale_json["size_matrix"]["sizes"] == [16, 24, 32]
+  # The controls: recalibrated statistics (a figure too), the canvas, the grid.
+  bn = scale_json["size_matrix_bn"]
+  assert bn["sizes"] == [16, 24, 32] and bn["rows"] == scale_json["size_matrix"]["rows"]
+  assert bn["calibration_images"] == 1024 and "(size_matrix_bn.png)" in report
+  assert scale_json["canvas"]["rows"] == ["stored", "recalibrated"]
+  assert scale_json["canvas"]["image_size"] == 32 and scale_json["canvas"]["mode"] == "edge"
+  assert scale_json["grid"] == {"total_stride": 8, "misaligned": []}
+  assert "recomputed at each test size" in report and "without resampling" in report
   assert scale_json["receptive_field"]["features_rf"] == 17
   shift_json = json.loads((folder / "shift.json").read_text())
   assert shift_json["sweep"]["shifts"] == [-2, -1, 0, 1, 2]
@@ -362,3 +371,21 @@ def test_notebook_runs_on_the_smoke_run(smoke_workdir, tmp_path, monkeypatch):
   images = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs
             if "image/png" in o.get("data", {})]
   assert len(images) == 7  # Every figure cell drew its figure.
+
+
+def test_recalibrated_run_takes_its_statistics_from_the_training_split(run):
+  from progressive import recalibrate  # pylint: disable=import-outside-toplevel
+
+  assert run.has_batch_norm
+  at_24 = run.recalibrated(24, num_images=64)
+  train_images = analysis.load_examples(run.config.data, run.config.data.train_split, 64)["image"]
+  expected = recalibrate.recalibrate(
+      run.model.apply, run.variables, train_images, 24, run.info.mean, run.info.std
+  )
+  jax.tree.map(np.testing.assert_array_equal, at_24.variables["batch_stats"], expected["batch_stats"])
+  jax.tree.map(np.testing.assert_array_equal, at_24.variables["params"], run.variables["params"])
+  assert at_24.step == run.step and run.variables is not at_24.variables
+  changed = [not np.allclose(a, b) for a, b in zip(
+      jax.tree.leaves(at_24.variables["batch_stats"]), jax.tree.leaves(run.variables["batch_stats"]))]
+  assert any(changed)
+  assert at_24.predict(train_images[:8], 24).shape == (8, run.info.num_classes)

@@ -39,6 +39,7 @@ def test_simple_cnn_by_hand():
   ]
   assert [r["norm_params"] for r in table[:3]] == [16, 32, 64]
   assert arch.totals(table)["params"] == sum(r["params"] + r["norm_params"] for r in table)
+  assert arch.totals(table)["total_stride"] == 8  # Three stride-2 convs; not the gap's jump.
 
 
 def test_simple_cnn_blur_by_hand():
@@ -106,7 +107,9 @@ def test_residual_receptive_fields_follow_the_graph(downsample, expected):
 def test_published_receptive_fields_at_224():
   resnet18 = arch.layer_table(_model_config(name="resnet18"), 224, num_classes=1000)
   assert _row(resnet18, "stage4_block1/conv2/conv")["rf"] == 435  # The commonly cited value.
-  assert arch.totals(resnet18) == {"params": 11_689_512, "rf": 435 + 6 * 32, "features_rf": 435}
+  assert arch.totals(resnet18) == {
+      "params": 11_689_512, "rf": 435 + 6 * 32, "features_rf": 435, "total_stride": 32,
+  }
   # torchvision's v1.5 bottleneck (stride in the 3x3): stem 7 -> pool 11 (j 4); stage 1
   # +3*8 = 35; stage 2 +8 +3*16 = 91; stage 3 +16 +5*32 = 267; stage 4 +32 +2*64 = 427.
   resnet50 = arch.layer_table(_model_config(name="resnet50"), 224, num_classes=1000)
@@ -114,6 +117,7 @@ def test_published_receptive_fields_at_224():
   vgg16 = arch.layer_table(_model_config(name="vgg16"), 224, num_classes=1000)
   assert _row(vgg16, "conv12/conv")["rf"] == 196 and _row(vgg16, "pool4/max")["rf"] == 212
   assert _row(vgg16, "pool4/max")["n"] == 7 and _row(vgg16, "pool4/max")["j"] == 32
+  assert arch.totals(vgg16)["total_stride"] == 32
 
 
 ZOO = {

@@ -1,5 +1,6 @@
 """Bad configs fail fast, naming the field and what it may be."""
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -8,6 +9,7 @@ import ml_collections
 import pytest
 
 from configs import default
+from progressive import config_validation
 from progressive.config_validation import ConfigError, validate
 
 
@@ -158,3 +160,63 @@ def test_zoo_config_rejects_unknown_settings():
     zoo.get_config("resnet18,colour=red")
   with pytest.raises(ValueError, match="Unknown model 'alexnet'"):
     zoo.get_config("alexnet")
+
+
+# --- The schema: config_validation.FIELDS ------------------------------------------------
+
+
+def test_every_field_is_in_the_table_and_every_default_validates():
+  names = [field.name for field in config_validation.FIELDS]
+  config = config_validation.default_config()
+  assert sorted(config_validation.field_names(config)) == sorted(names)
+  validate(config, num_devices=4)  # Every default works.
+  validate(smoke(), num_devices=4)
+  for field in config_validation.FIELDS:
+    assert field.doc and field.on_resume in config_validation.ON_RESUME, field.name
+    assert (field.default is None) == (field.placeholder is not None), field.name
+
+
+@pytest.mark.parametrize("arg", [None, "smoke"])
+def test_configs_default_adds_no_field_outside_the_table(arg):
+  names = [field.name for field in config_validation.FIELDS]
+  assert sorted(config_validation.field_names(default.get_config(arg))) == sorted(names), (
+      "configs/default.py sets a field that progressive.config_validation.FIELDS lacks (or "
+      "drops one): add it to FIELDS, with its default, doc and on_resume."
+  )
+
+
+def test_fields_outside_the_table_are_refused():
+  config = smoke()
+  config.opt.lr = 0.1  # A typo of lr_max.
+  with pytest.raises(ConfigError, match=r"config\.opt\.lr is not a config field"):
+    validate(config, num_devices=4)
+  config = ml_collections.ConfigDict(smoke().to_dict())
+  del config.data["num_workers"]
+  with pytest.raises(ConfigError, match=r"lacks config\.data\.num_workers; start a config from"):
+    validate(config, num_devices=4)
+
+
+def test_resume_field_lists_come_from_the_table():
+  by_name = config_validation.FIELDS_BY_NAME
+  control = set(config_validation.RUN_CONTROL_FIELDS)
+  assert {"progress_bar", "log_every_steps", "data.data_dir", "distributed.process_id"} <= control
+  assert set(config_validation.RESUMABLE_FIELDS) == control | {
+      "stages", "eval_sizes", "eval_batch_size", "init_from", "skip_nonfinite"}
+  assert all(name in by_name for name in config_validation.RESUMABLE_FIELDS)
+  assert by_name["model.channels"].on_resume == by_name["data.num_workers"].on_resume == "fixed"
+
+
+def test_with_defaults_fills_missing_fields_only():
+  stored = json.loads(smoke().to_json())
+  del stored["skip_nonfinite"], stored["data"]["num_workers"], stored["distributed"]
+  stored["model"]["channels"] = [8, 8]
+  stored["model"]["dilation"] = 2
+  filled = config_validation.with_defaults(stored)
+  assert filled == {
+      **json.loads(smoke().to_json()),
+      "model": {**json.loads(smoke().to_json())["model"], "channels": [8, 8], "dilation": 2},
+  }
+  assert "skip_nonfinite" not in stored and "num_workers" not in stored["data"]  # A copy.
+  # As JSON reads back: tuples are lists, so an old config compares equal to a new one.
+  assert config_validation.with_defaults({})["stages"] == json.loads(default.get_config().to_json())["stages"]
+  assert config_validation.with_defaults({})["model"]["vgg_layers"] == []

@@ -2,15 +2,17 @@
 every experiment config's smoke variant."""
 
 import csv
+import json
 import pathlib
 import shlex
 import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
-from progressive import sweep
+from progressive import sweep, sweep_report
 from progressive.config_validation import validate
 from progressive.metrics import read_rows
 
@@ -101,21 +103,21 @@ def test_finished_points_are_skipped_and_partial_ones_resume(antialias_smoke, ca
   point = workdir / "simple_cnn_blur3"
   before = (workdir / "simple_cnn_stride" / "metrics.jsonl").read_text()
   shutil.rmtree(point / "checkpoints" / "8")  # As if killed before its last checkpoint.
-  (point / sweep.SUMMARY_FILE).unlink()
+  (point / sweep_report.SUMMARY_FILE).unlink()
   sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(workdir), common=common, num_shift_images=16)
   out = capsys.readouterr().out
   assert "[simple_cnn_stride] finished already; skipped." in out
   assert "[simple_cnn_blur3] resuming." in out
   assert (workdir / "simple_cnn_stride" / "metrics.jsonl").read_text() == before
-  assert (point / sweep.SUMMARY_FILE).exists()
+  assert (point / sweep_report.SUMMARY_FILE).exists()
 
 
 def test_aggregation_reports_missing_points(antialias_smoke, tmp_path):
   workdir, common, _ = antialias_smoke
   partial = tmp_path / "partial"
   shutil.copytree(workdir / "simple_cnn_stride", partial / "simple_cnn_stride")
-  (partial / "simple_cnn_stride" / sweep.SUMMARY_FILE).unlink()  # Run elsewhere: summarised here.
-  rows = sweep.aggregate(f"{REPO}/configs/antialias.py:smoke", str(partial), common=common, num_shift_images=16)
+  (partial / "simple_cnn_stride" / sweep_report.SUMMARY_FILE).unlink()  # Run elsewhere: summarised here.
+  rows = sweep_report.aggregate(f"{REPO}/configs/antialias.py:smoke", str(partial), common=common, num_shift_images=16)
   assert [r["name"] for r in rows] == ["simple_cnn_stride"]
   assert "1 of 2 points finished; missing: simple_cnn_blur3." in (partial / "results.md").read_text()
 
@@ -124,15 +126,104 @@ def test_aggregating_with_other_measures_resummarises(antialias_smoke, tmp_path)
   workdir, common, _ = antialias_smoke
   copy = tmp_path / "copy"
   shutil.copytree(workdir, copy)
-  again = sweep.aggregate(f"{REPO}/configs/antialias.py:smoke", str(copy), common=common,
-                          num_shift_images=16, ensemble_sizes=(24, 32))
+  again = sweep_report.aggregate(f"{REPO}/configs/antialias.py:smoke", str(copy), common=common,
+                                 num_shift_images=16, ensemble_sizes=(24, 32))
   for after in again:
-    before = sweep._read_summary(workdir / after["name"])  # pylint: disable=protected-access
+    before = sweep_report.read_summary(workdir / after["name"])
     assert "ensemble" not in before and 0 <= after["acc_ens"] <= 1
     assert after["wall_seconds"] == before["wall_seconds"]  # Kept from the run.
     assert after["acc@32"] == before["eval"]["32"]["accuracy"]
     assert after["jaggedness"] == before["jaggedness"]
   assert "acc_ens" in (copy / "results.md").read_text()
+
+
+def _summarised_sweep(tmp_path, points, comparisons=None):
+  """A sweep of `points` over the smoke config in `tmp_path/sweep`, each point summarised
+  as if it had run (`acc@32` is its `"acc"`): the config flag for `aggregate`. With
+  `comparisons`, the config file has a `get_comparisons`."""
+  (tmp_path / "cfg").mkdir(parents=True)
+  (tmp_path / "cfg" / "fake.py").write_text(
+      "from configs import default\n\n"
+      "def get_config(arg):\n  return default.get_config('smoke')\n\n"
+      f"def get_sweep(arg):\n  return {[{k: v for k, v in p.items() if k != 'acc'} for p in points]!r}\n"
+      + (f"\ndef get_comparisons(arg):\n  return {comparisons!r}\n" if comparisons else ""))
+  for point in points:
+    overrides = {k: v for k, v in point.items() if k != "acc"}
+    name = sweep.point_name(overrides)
+    (tmp_path / "sweep" / name).mkdir(parents=True)
+    summary = {
+        "name": name, "options": {"num_shift_images": 64, "max_shift": 4, "ensemble_sizes": []},
+        "overrides": {k: v for k, v in overrides.items() if k != "name"}, "step": 8,
+        "eval": {"32": {"accuracy": point["acc"]}}, "best_size": 32, "images_seen": 512,
+        "train_gflops": 1.5, "wall_seconds": 10.0, "jaggedness": 0.5, "consistency": 0.75}
+    (tmp_path / "sweep" / name / sweep_report.SUMMARY_FILE).write_text(json.dumps(summary))
+  return str(tmp_path / "cfg" / "fake.py")
+
+
+def test_seed_groups_follow_the_seed_override_not_the_names(tmp_path):
+  points = [
+      # Differ only in seed: averaged, whatever the names.
+      {"name": "baseline", "seed": 1, "model.downsample": "blur", "acc": 0.25},
+      {"name": "repeat", "seed": 2, "model.downsample": "blur", "acc": 0.75},
+      # Named like seeds but without a seed override: not averaged.
+      {"name": "max_seed1", "model.downsample": "max", "acc": 0.5},
+      {"name": "max_seed2", "model.downsample": "stride", "acc": 0.5},
+      # Seeds that also differ in another override: two groups, not one.
+      {"name": "blur_seed1", "seed": 1, "model.downsample": "blur", "model.blur_size": 3, "acc": 0.5},
+      {"name": "blur_seed2", "seed": 2, "model.downsample": "blur", "model.blur_size": 5, "acc": 0.5},
+  ]
+  workdir = tmp_path / "sweep"
+  rows = sweep_report.aggregate(_summarised_sweep(tmp_path, points), str(workdir))
+  assert [r["name"] for r in rows] == [p["name"] for p in points]
+  with (workdir / "results_mean.csv").open() as f:
+    means = list(csv.DictReader(f))
+  assert [(m["name"], m["seeds"]) for m in means] == [("baseline", "1 2"), ("blur", "1"), ("blur", "2")]
+  assert means[0]["acc@32"] == "0.500 ± 0.354" and means[1]["acc@32"] == "0.500 ± 0.000"
+  assert means[0]["images_seen"] == "512"
+  assert [m["model.blur_size"] for m in means] == ["-", "3", "5"]
+  assert "| baseline | 1 2 | blur | - | 0.500 ± 0.354 |" in (workdir / "results.md").read_text()
+
+
+def test_intervals_and_comparisons_equal_scipys(tmp_path):
+  from scipy import stats  # pylint: disable=import-outside-toplevel
+
+  blur, strided = [0.91, 0.88, 0.93, 0.90, 0.86], [0.80, 0.85, 0.78, 0.83, 0.79]
+  points = [{"name": f"{arm}_seed{i}", "seed": i, "model.downsample": arm, "acc": acc}
+            for arm, accs in (("blur", blur), ("stride", strided)) for i, acc in enumerate(accs)]
+  workdir = tmp_path / "sweep"
+  sweep_report.aggregate(_summarised_sweep(tmp_path, points, [("blur", "stride")]), str(workdir))
+  with (workdir / "results_intervals.csv").open() as f:
+    intervals = {(r["name"], r["metric"]): r for r in csv.DictReader(f)}
+  low, high = stats.t.interval(0.95, 4, loc=np.mean(blur), scale=stats.sem(blur))
+  row = intervals[("blur", "acc@32")]
+  assert row["n"] == "5" and float(row["mean"]) == pytest.approx(np.mean(blur), abs=5e-4)
+  assert (float(row["low"]), float(row["high"])) == (pytest.approx(low, abs=5e-4), pytest.approx(high, abs=5e-4))
+  with (workdir / "comparisons.csv").open() as f:
+    rows = {r["metric"]: r for r in csv.DictReader(f)}
+  test = stats.ttest_ind(blur, strided, equal_var=False)
+  ci = test.confidence_interval(0.95)
+  row = rows["acc@32"]
+  assert (row["arm"], row["baseline"], row["n_arm"], row["n_baseline"]) == ("blur", "stride", "5", "5")
+  assert float(row["difference"]) == pytest.approx(np.mean(blur) - np.mean(strided), abs=5e-4)
+  assert (float(row["low"]), float(row["high"])) == (pytest.approx(ci.low, abs=5e-4), pytest.approx(ci.high, abs=5e-4))
+  assert row["p"] == f"{test.pvalue:.3g}" and row["verdict"] == "arm higher"
+  markdown = (workdir / "results.md").read_text()
+  assert "95% Welch interval" in markdown and "| acc@32 | blur | stride |" in markdown
+  # A comparison naming no seed group is an error that lists the groups.
+  with pytest.raises(ValueError, match=r"names no seed group \['blurr'\].*\['blur', 'stride'\]"):
+    sweep_report.aggregate(_summarised_sweep(tmp_path / "b", points), str(tmp_path / "b" / "sweep"),
+                           comparisons=[("blurr", "stride")])
+
+
+def test_seed_group_names_drop_the_seed_part():
+  def name(point):
+    return sweep_report.group_name({"name": sweep.point_name(point), "overrides": point})
+  assert name({"name": "a_seed3", "seed": 3}) == "a"
+  assert name({"model.downsample": "blur", "seed": 3}) == "downsample=blur"
+  assert name({"seed": 3, "model.downsample": "blur"}) == "downsample=blur"
+  assert name({"x": 1, "seed": 3, "y": 2}) == "x=1_y=2"
+  assert name({"name": "other", "seed": 3}) == "other"
+  assert name({"seed": 3}) == "seed=3"
 
 
 def test_printed_commands_run(data_dir, tmp_path):

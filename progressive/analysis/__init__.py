@@ -5,7 +5,8 @@ which features, how stable it is under small shifts, and how healthy its activat
     run = analysis.load_run(workdir)
     analysis.size_matrix({"latest": run}, images, labels, sizes=[16, 32, 64])
 
-Modules: `run` (loading), `scale` (size matrix, object scale, receptive field), `shift`
+Modules: `run` (loading), `scale` (size matrix, object scale, receptive field),
+`controls` (batch-norm recalibration, canvas without resampling, grid alignment), `shift`
 (jaggedness, consistency), `activations` (ActivationStats), `ensemble` (multi-size),
 `plots` (figures), `report` (everything into `DIR/analysis/`). See docs/ANALYSIS.md.
 
@@ -21,6 +22,9 @@ _EXPORTS = {
     "layer_names": "activations",
     "read_stats": "activations",
     "stats_rows": "activations",
+    "bn_size_matrix": "controls",
+    "canvas": "controls",
+    "canvas_matrix": "controls",
     "ensemble_from_logits": "ensemble",
     "size_ensemble": "ensemble",
     "Options": "report",
@@ -46,7 +50,7 @@ _EXPORTS = {
     "topk_correct": "shift",
     "translate": "shift",
 }
-SUBMODULES = ("activations", "ensemble", "plots", "report", "run", "scale", "shift")
+SUBMODULES = ("activations", "controls", "ensemble", "plots", "report", "run", "scale", "shift")
 
 __all__ = sorted(_EXPORTS)
 

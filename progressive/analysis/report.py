@@ -11,8 +11,8 @@ from typing import Any
 
 from etils import epath
 
-from progressive.analysis import activations, ensemble, plots, scale, shift
-from progressive.analysis.run import Run, describe, label, shift_mode, stage_end_steps
+from progressive.analysis import activations, controls, ensemble, plots, scale, shift
+from progressive.analysis.run import Run, describe, label, load_examples, shift_mode, stage_end_steps
 from progressive.data import pipeline
 
 
@@ -23,6 +23,10 @@ class Options:
   num_images: int = 64  # Test images for the size matrix, ensemble and shift analyses.
   sizes: Sequence[int] | None = None  # Test sizes; default: every stage and eval size.
   canvas_size: int | None = None  # Object-scale canvas; default: the checkpoint's stage size.
+  # Training images batch norm is recalibrated on at each test size (0: no recalibration).
+  bn_images: int = 1024
+  canvas_sizes: Sequence[int] | None = None  # Canvas control sizes; default: the test sizes.
+  canvas_mode: str = "edge"  # How a larger canvas is filled (controls.CANVAS_MODES).
   scale_bins: Sequence[float] = scale.SCALE_BINS
   per_bin: int = 12  # Rendered scenes per object-scale bin.
   shift_size: int | None = None  # Input size of the shift analyses; default: stage size.
@@ -74,8 +78,19 @@ def analyze(run: Run, options: Options | None = None) -> dict[str, Any]:
   matrix["train_sizes"] = [int(r.train_size) for r in rows.values()]
   matrix["steps"] = [int(r.step) for r in rows.values()]
   canvas = int(options.canvas_size or run.train_size)
+  calibration = None
+  if options.bn_images and run.has_batch_norm:
+    calibration = load_examples(run.config.data, run.config.data.train_split, options.bn_images)["image"]
+  canvas_sizes = [int(s) for s in (options.canvas_sizes or sizes)]
   scale_result = {
       "size_matrix": matrix,
+      # The controls: recomputed batch-norm statistics, canvas without resampling, grid.
+      "size_matrix_bn": controls.bn_size_matrix(rows, images, labels, sizes, calibration)
+      if calibration is not None else None,
+      "canvas": controls.canvas_matrix(
+          run, images, labels, canvas_sizes, calibration, mode=options.canvas_mode),
+      "grid": controls.grid(run.config.model, sorted({*sizes, *canvas_sizes}), run.info.num_classes),
+      "batch_norm": bool(run.has_batch_norm),
       "receptive_field": scale.rf_coverage(rf, examples.get("object_scale", []), sizes),
       # Scenes redrawn at chosen object scales: only the built-in dataset can do that.
       "object_scale": scale.object_scale_accuracy(
@@ -132,6 +147,9 @@ def figures(run: Run, results: Mapping[str, Any]) -> dict[str, Any]:
   return {
       "size_matrix": plots.size_matrix(
           scale_result["size_matrix"], scale_result["receptive_field"]),
+      **({"size_matrix_bn": plots.size_matrix(
+          scale_result["size_matrix_bn"], scale_result["receptive_field"])}
+         if scale_result["size_matrix_bn"] is not None else {}),
       **({"object_scale": plots.object_scale(scale_result["object_scale"])}
          if scale_result["object_scale"] is not None else {}),
       "jaggedness": plots.jaggedness(results["shift"]["sweep"]),
@@ -152,6 +170,26 @@ def _fmt(value, spec: str = ".3f") -> str:
   return "n/a" if value is None else format(value, spec)
 
 
+def _matrix_tables(matrix: Mapping[str, Any], corner: str, misaligned: Sequence[int]) -> list[str]:
+  """One markdown table per group (all, then families): rows by sizes, sizes that are
+  not multiples of the total stride marked with a dagger."""
+  sizes = [f"{s}†" if s in misaligned else str(s) for s in matrix["sizes"]]
+  lines = []
+  for group, table in matrix["accuracy"].items():
+    lines += [f"**{group}**", "", f"| {corner} | " + " | ".join(sizes) + " |",
+              "|" + " --- |" * (len(sizes) + 1)]
+    for row, values in zip(matrix["rows"], table):
+      lines.append(f"| {row} | " + " | ".join(_fmt(v) for v in values) + " |")
+    lines.append("")
+  return lines
+
+
+def _grid_note(grid: Mapping[str, Any]) -> str:
+  marked = ", ".join(str(s) for s in grid["misaligned"]) or "none"
+  return (f"Total stride {grid['total_stride']} px (`progressive.arch`): sizes marked † are not "
+          f"multiples of it, so the last feature map does not tile the image evenly ({marked}).")
+
+
 def markdown(results: Mapping[str, Any]) -> str:
   """`report.md`: what each figure answers, its key numbers, links to figure and JSON."""
   sm = results["scale_matrix"]
@@ -159,24 +197,43 @@ def markdown(results: Mapping[str, Any]) -> str:
   sweep, cons = results["shift"]["sweep"], results["shift"]["consistency"]
   ens, stats = results["ensemble"], results["activation_stats"]
   groups = list(matrix["accuracy"])
-  header = "| trained \\ test px | " + " | ".join(str(s) for s in matrix["sizes"]) + " |"
+  grid = sm["grid"]
   lines = [
       "# Analysis", "", results["run"], "",
       "## Scale: accuracy by test size", "",
       "Which sizes does each checkpoint recognise, for shapes (outlines, scale invariant) and "
       f"textures (fixed pixel periods)? {matrix['num_images']} test images, zoomed whole to each "
-      "size.", "",
+      "size, with the batch-norm statistics stored at the training size.", "",
   ]
-  for group in groups:
-    lines += [f"**{group}**", "", header, "|" + " --- |" * (len(matrix["sizes"]) + 1)]
-    for row, values in zip(matrix["rows"], matrix["accuracy"][group]):
-      lines.append(f"| {row} | " + " | ".join(_fmt(v) for v in values) + " |")
-    lines.append("")
+  lines += _matrix_tables(matrix, "trained \\ test px", grid["misaligned"])
+  lines.append(_grid_note(grid))
   lines.append(f"Final receptive field (one position of the pooled map): {rf['features_rf']} px"
                + ("." if rf["median_object_scale"] is None else
                   f"; the median object ({_fmt(rf['median_object_scale'], '.2f')} of the canvas) "
                   f"is wider than it from {_fmt(rf['uncovered_from_size'], '.1f')} px on."))
   lines += ["", "![size matrix](size_matrix.png)", ""]
+  bn = sm["size_matrix_bn"]
+  lines += ["### Control: batch-norm statistics recomputed at each test size", ""]
+  if bn is None:
+    lines += [("The model has no batch norm: nothing to recalibrate." if not sm["batch_norm"]
+               else "Not computed (bn_images=0)."), ""]
+  else:
+    lines += [
+        f"The same images, with every batch-norm layer's statistics recomputed at the test size "
+        f"from {bn['calibration_images']} training images (`progressive.recalibrate`). Where "
+        "this recovers what the stored statistics lost, the drop was the statistics', not the "
+        "features'.", "",
+    ]
+    lines += _matrix_tables(bn, "trained \\ test px", grid["misaligned"])
+    lines += ["![size matrix, recalibrated](size_matrix_bn.png)", ""]
+  cv = sm["canvas"]
+  lines += [
+      "### Control: the canvas changed without resampling", "",
+      f"The {cv['image_size']} px test images centre-cropped or padded ({cv['mode']}) to each "
+      "canvas size: every object keeps its exact pixels, only the feature-map grid and the "
+      f"border change (latest checkpoint, trained at {cv['train_size']} px).", "",
+  ]
+  lines += _matrix_tables(cv, "statistics \\ canvas px", grid["misaligned"])
   if obj is not None:
     lines += [
         "## Scale: accuracy by object scale", "",

@@ -22,7 +22,7 @@ import orbax.checkpoint as ocp
 import pandas as pd
 from etils import epath
 
-from progressive import models, schedules
+from progressive import config_validation, models, recalibrate, schedules
 from progressive.data import pipeline
 from progressive.metrics import read_rows
 from progressive.data.resize import preprocess
@@ -97,6 +97,8 @@ class Run:
   steps: tuple[int, ...]  # Every checkpoint kept in the workdir.
   device: jax.Device
   logits_fn: Callable = dataclasses.field(repr=False)  # make_logits_fn, shared by at_step.
+  # recalibrate.make_moments_fn, shared by at_step and recalibrated.
+  moments_fn: Callable | None = dataclasses.field(default=None, repr=False)
 
   @property
   def apply_fn(self) -> Callable:
@@ -171,6 +173,25 @@ class Run:
     images = jax.device_put(np.asarray(images), self.device)
     return preprocess(images, size, self.info.mean, self.info.std)
 
+  @property
+  def has_batch_norm(self) -> bool:
+    return recalibrate.has_batch_norm(self.variables)
+
+  def recalibrated(self, size: int, images=None, *, num_images: int = 1024) -> "Run":
+    """This checkpoint with batch-norm statistics recomputed at `size`
+    (`progressive.recalibrate`) from `images` (default: the first `num_images` of the
+    training split, host-transformed without augmentation). The same run if it has no
+    batch norm."""
+    if not self.has_batch_norm:
+      return self
+    if images is None:
+      images = load_examples(self.config.data, self.config.data.train_split, num_images)["image"]
+    variables = recalibrate.recalibrate(
+        self.model.apply, self.variables, images, int(size), self.info.mean, self.info.std,
+        moments_fn=self.moments_fn,
+    )
+    return dataclasses.replace(self, variables=variables)
+
   def metrics(self, event: str | None = None) -> pd.DataFrame:
     """`metrics.jsonl` as a table, optionally only the rows of one `event`."""
     rows = read_rows(self.workdir / "metrics.jsonl")
@@ -224,7 +245,8 @@ def load_run(
   config_path = workdir / "config.json"
   if not config_path.exists():
     raise RunError(f"{workdir} holds no run: there is no config.json.")
-  config = ml_collections.ConfigDict(json.loads(config_path.read_text()))
+  stored = json.loads(config_path.read_text())
+  config = ml_collections.ConfigDict(config_validation.with_defaults(stored))  # Fields added since.
   if data_dir is not None:
     config.data.data_dir = data_dir
   steps = checkpoint_steps(workdir)
@@ -240,6 +262,7 @@ def load_run(
       workdir=workdir, config=config, info=info, model=model, variables=variables,
       step=step, stage=stage, steps=tuple(steps), device=device,
       logits_fn=make_logits_fn(model, tuple(info.mean), tuple(info.std)),
+      moments_fn=recalibrate.make_moments_fn(model.apply, tuple(info.mean), tuple(info.std)),
   )
 
 

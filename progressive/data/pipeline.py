@@ -41,19 +41,6 @@ NORMALIZATION = {
     "imagenette": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
 }
 DEFAULT_NORMALIZATION = NORMALIZATION["imagenet2012"]
-# Fields of `config.data` beyond name, builder_config and data_dir, with the values a
-# config that lacks them gets.
-DATA_DEFAULTS = {
-    "image_size": None,
-    "augment": "none",
-    "rrc_min_scale": 0.35,
-    "eval_crop": 1.0,
-    "mean": None,
-    "std": None,
-    "train_split": "train",
-    "eval_split": "test",
-    "num_workers": 0,
-}
 _READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
 
 
@@ -73,15 +60,10 @@ class DatasetInfo:
   class_family: tuple[int, ...] | None = None
 
 
-def _get(config: Mapping[str, Any], key: str):
-  """`config[key]`, or its default for configs written before the field existed."""
-  return config[key] if key in config else DATA_DEFAULTS[key]
-
-
 def _normalization(config: Mapping[str, Any]) -> tuple[tuple, tuple]:
   mean, std = NORMALIZATION.get(config["name"].split("/")[0].split(":")[0], DEFAULT_NORMALIZATION)
-  mean = mean if _get(config, "mean") is None else _get(config, "mean")
-  std = std if _get(config, "std") is None else _get(config, "std")
+  mean = mean if config["mean"] is None else config["mean"]
+  std = std if config["std"] is None else config["std"]
   return tuple(float(m) for m in mean), tuple(float(s) for s in std)
 
 
@@ -160,7 +142,7 @@ def _keys(info) -> tuple[str, str]:
 
 
 def _split_size(info, config: Mapping[str, Any], field: str) -> int:
-  split = _get(config, field)
+  split = config[field]
   try:
     return info.splits[split].num_examples
   except (KeyError, ValueError):
@@ -186,7 +168,7 @@ def _tfds_info(config: Mapping[str, Any]):
     )
   if image.shape[-1] not in (1, 3):
     raise ValueError(f"{name} images have {image.shape[-1]} channels; only 1 or 3 are supported.")
-  image_size = _get(config, "image_size")
+  image_size = config["image_size"]
   if image_size is None:
     height, width = image.shape[:2]
     if height is None or height != width:
@@ -218,7 +200,7 @@ def _scale_shapes_info(config: Mapping[str, Any]) -> DatasetInfo:
         f"scale_shapes, got {config['builder_config']!r}."
     )
   bc = builder_configs[config["builder_config"]]
-  image_size = _get(config, "image_size")
+  image_size = config["image_size"]
   if image_size not in (None, bc.storage_size):
     raise ValueError(
         f"config.data.image_size={image_size} differs from {bc.storage_size}, the stored "
@@ -227,10 +209,10 @@ def _scale_shapes_info(config: Mapping[str, Any]) -> DatasetInfo:
     )
   counts = {"train": bc.num_train, "test": bc.num_test}
   for field in ("train_split", "eval_split"):
-    if _get(config, field) not in counts:
+    if config[field] not in counts:
       raise ValueError(
           f"config.data.{field} must be one of {sorted(counts)} for scale_shapes, got "
-          f"{_get(config, field)!r}."
+          f"{config[field]!r}."
       )
   mean, std = _normalization(config)
   return DatasetInfo(
@@ -238,8 +220,8 @@ def _scale_shapes_info(config: Mapping[str, Any]) -> DatasetInfo:
       num_classes=len(scale_shapes.CLASS_NAMES),
       class_names=tuple(scale_shapes.CLASS_NAMES),
       image_size=bc.storage_size,
-      num_train=counts[_get(config, "train_split")],
-      num_test=counts[_get(config, "eval_split")],
+      num_train=counts[config["train_split"]],
+      num_test=counts[config["eval_split"]],
       mean=mean,
       std=std,
       family_names=tuple(scale_shapes.FAMILY_NAMES),
@@ -415,9 +397,9 @@ class Split:
 def _transform(config: Mapping[str, Any], image_size: int) -> augment_lib.Transform:
   return augment_lib.Transform(
       size=image_size,
-      augment=_get(config, "augment"),
-      min_scale=_get(config, "rrc_min_scale"),
-      eval_crop=_get(config, "eval_crop"),
+      augment=config["augment"],
+      min_scale=config["rrc_min_scale"],
+      eval_crop=config["eval_crop"],
   )
 
 
@@ -457,7 +439,7 @@ def open_split(
   `scale_shapes` is prepared on first use and its shard read into memory; a TFDS
   dataset must already be prepared (`dataset_info` says how) and is read lazily.
   """
-  num_workers = _get(config, "num_workers")
+  num_workers = config["num_workers"]
   if config["name"] == BUILTIN:
     transform = _transform(config, _scale_shapes_info(config).image_size)
     examples, start = scale_shapes_examples(config, split, shard=shard, num_shards=num_shards)

@@ -1,0 +1,411 @@
+"""Sweep reports: each finished point's summary, and the tables and plot over a sweep.
+
+`summarize_point` writes `DIR/<name>/sweep_point.json` (the point's overrides, final
+accuracies, budget, shift measures and multi-size ensemble); `aggregate` reads every
+point's summary, summarising those run elsewhere, and writes `DIR/results.csv`,
+`DIR/results.md` and `DIR/results.png`. Points whose overrides differ only in `seed`
+form a seed group: with several seeds it also writes `DIR/results_mean.csv` and a table
+of the mean and standard deviation over each group's seeds.
+"""
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+from etils import epath
+
+from progressive import schedules, statistics
+from progressive.analysis import run as run_lib
+from progressive.metrics import read_rows
+
+SUMMARY_FILE = "sweep_point.json"
+
+
+def shift_summary(run, examples, *, num_images: int, max_shift: int) -> dict:
+  """Jaggedness and consistency of a finished run at its last stage's size, on the first
+  `num_images` of `examples`."""
+  from progressive.analysis import shift  # pylint: disable=import-outside-toplevel
+
+  size = int(run.config.stages[-1]["size"])
+  examples = {k: v[:num_images] for k, v in examples.items()}
+  predict = run.predictor(size)
+  args = dict(size=size, max_shift=max_shift, mode=run_lib.shift_mode(run.config.data))
+  sweep = shift.shift_sweep(predict, examples, run.info, **args)
+  cons = shift.shift_consistency(predict, examples, run.info, **args)
+  return {
+      "shift_size": size,
+      "jaggedness": sweep["mean_changes"],
+      "frac_changed": sweep["frac_changed"],
+      "consistency": cons["consistency"],
+      "jaggedness_family": {k: v["mean_changes"] for k, v in sweep["family"].items()},
+      "consistency_family": cons["family"],
+  }
+
+
+def ensemble_summary(run, examples, sizes: Sequence[int]) -> dict:
+  """The multi-size test-time ensemble over `sizes` on `examples` (the whole eval split):
+  its accuracy, overall and per family, and its gain over the best of those sizes alone."""
+  from progressive.analysis import ensemble  # pylint: disable=import-outside-toplevel
+
+  result = ensemble.size_ensemble(run, examples["image"], examples["label"], sizes)
+  return {
+      "ensemble_sizes": result["sizes"],
+      "ensemble": {"accuracy": result["ensemble"]["all"],
+                   **{f"accuracy_{k}": v for k, v in result["ensemble"]["family"].items()}},
+      "ensemble_gain": result["gain_over_best"],
+  }
+
+
+def budget_summary(rows: Sequence[Mapping[str, Any]], plan: Sequence[schedules.Stage]) -> dict:
+  """What training cost: images seen, and training FLOPs (each stage's steps times XLA's
+  count for its compiled step, forward and backward, over all devices; None where a
+  stage's count is missing)."""
+  flops = {(r["size"], r["batch_size"]): r.get("flops") for r in rows
+           if r["event"] == "compile" and r["kind"] == "train"}
+  per_stage = [flops.get((s.size, s.batch_size)) for s in plan]
+  return {
+      "images_seen": sum(s.num_steps * s.batch_size for s in plan),
+      "train_gflops": None if None in per_stage else
+      sum(s.num_steps * f for s, f in zip(plan, per_stage)) / 1e9,
+  }
+
+
+def _options(num_shift_images: int, max_shift: int, ensemble_sizes: Sequence[int]) -> dict:
+  """What a summary measured with: a summary made with other options is remade."""
+  return {"num_shift_images": int(num_shift_images), "max_shift": int(max_shift),
+          "ensemble_sizes": [int(s) for s in ensemble_sizes]}
+
+
+def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_seconds=None,
+                    num_shift_images: int = 64, max_shift: int = 4,
+                    ensemble_sizes: Sequence[int] = ()) -> dict:
+  """Writes `workdir/sweep_point.json`: the overrides, final eval rows, the best test size,
+  the training budget, shift measures, the multi-size ensemble over `ensemble_sizes` (if
+  any; it reads the whole eval split into memory) and (when run by the sweep) the wall
+  time."""
+  workdir = epath.Path(workdir)
+  rows = read_rows(workdir / "metrics.jsonl")
+  last = max(r["step"] for r in rows if r["event"] == "eval")
+  final = {r["size"]: r for r in rows if r["event"] == "eval" and r["step"] == last}
+  run = run_lib.load_run(workdir)
+  examples = run_lib.load_examples(
+      config.data, config.data.eval_split, None if ensemble_sizes else num_shift_images)
+  summary = {
+      "name": name,
+      "options": _options(num_shift_images, max_shift, ensemble_sizes),
+      "overrides": {k: v for k, v in overrides.items() if k != "name"},
+      "step": last,
+      "eval": {str(size): {k: v for k, v in r.items() if k.startswith("accuracy")}
+               for size, r in sorted(final.items())},
+      "best_size": max(sorted(final), key=lambda size: final[size]["accuracy"]),
+      **budget_summary(rows, run.stages()),
+      "wall_seconds": wall_seconds,
+      **shift_summary(run, examples, num_images=num_shift_images, max_shift=max_shift),
+      **(ensemble_summary(run, examples, ensemble_sizes) if ensemble_sizes else {}),
+  }
+  (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str) + "\n")
+  return summary
+
+
+def read_summary(point_dir: epath.Path) -> dict | None:
+  """A point's `sweep_point.json`, or None before it is summarised."""
+  path = epath.Path(point_dir) / SUMMARY_FILE
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+SUMMARY_COLUMNS = ("best_size", "acc_ens", "acc_ens_shape", "acc_ens_texture", "ens_gain",
+                   "jaggedness", "consistency", "images_seen", "train_gflops", "wall_seconds")
+
+
+def _columns(summaries: Sequence[Mapping[str, Any]], rows) -> list[str]:
+  keys = list(dict.fromkeys(k for s in summaries for k in s["overrides"]))
+  sizes = sorted({int(size) for s in summaries for size in s["eval"]})
+  groups = list(dict.fromkeys(g for s in summaries for r in s["eval"].values() for g in r))
+  acc = [f"{g.replace('accuracy', 'acc')}@{size}" for size in sizes for g in groups]
+  present = [c for c in SUMMARY_COLUMNS if any(r.get(c) is not None for r in rows)]
+  return ["name", *keys, *acc, *present]
+
+
+def _row(summary: Mapping[str, Any]) -> dict[str, Any]:
+  row = {"name": summary["name"], **summary["overrides"]}
+  for size, groups in summary["eval"].items():
+    for group, value in groups.items():
+      row[f"{group.replace('accuracy', 'acc')}@{int(size)}"] = value
+  for group, value in (summary.get("ensemble") or {}).items():
+    row[group.replace("accuracy", "acc_ens")] = value
+  row["ens_gain"] = summary.get("ensemble_gain")
+  for key in ("best_size", "jaggedness", "consistency", "images_seen", "train_gflops",
+              "wall_seconds"):
+    row[key] = summary.get(key)
+  return row
+
+
+def seed_group(overrides: Mapping[str, Any]) -> str | None:
+  """The seed group of a point with a `seed` override: its other overrides (None without
+  a seed). Points that differ only in `seed` share it, whatever their names."""
+  if "seed" not in overrides:
+    return None
+  rest = {k: v for k, v in overrides.items() if k not in ("seed", "name")}
+  return json.dumps(rest, sort_keys=True, default=str)
+
+
+def group_name(summary: Mapping[str, Any]) -> str:
+  """A seed group's name: its first point's name without its seed part (the `_seed<N>`
+  of `with_seeds`, or the `seed=<N>` of a `field=value` name), else the name itself."""
+  name, seed = summary["name"], summary["overrides"]["seed"]
+  for part in (f"_seed{seed}", f"_seed={seed}"):
+    if name.endswith(part) and name != part:
+      return name[:-len(part)]
+  if name.startswith(f"seed={seed}_"):
+    return name[len(f"seed={seed}_"):]
+  return name.replace(f"_seed={seed}_", "_", 1)
+
+
+def _averaged(column: str) -> bool:
+  """Whether a column is a measurement averaged over seeds (not a setting or a label)."""
+  return column.startswith("acc") or column in (
+      "ens_gain", "jaggedness", "consistency", "wall_seconds")
+
+
+def _mean(values: pd.Series) -> float:
+  """The mean, summed in order as the committed tables were (pandas' compensated sum can
+  round a table's last digit the other way)."""
+  values = [float(v) for v in values]
+  return sum(values) / len(values)
+
+
+def _std(values: pd.Series) -> float:
+  """The sample standard deviation (n - 1; 0 for one value), summed as `_mean` is."""
+  mean, values = _mean(values), [float(v) for v in values]
+  return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 if len(values) > 1 else 0.0
+
+
+def _mean_rows(summaries, rows, columns) -> list[dict[str, Any]]:
+  """Per seed group: `mean ± std` (over seeds, n - 1) of every measurement; the other
+  columns once where the group agrees, else each seed's value."""
+  seeded = [(key, group_name(s), r) for s, r in zip(summaries, rows)
+            if (key := seed_group(s["overrides"])) is not None]
+  if not seeded:
+    return []
+  others = [c for c in columns if c not in ("name", "seed")]
+  frame = pd.DataFrame([{c: r.get(c) for c in ["seed", *others]} for _, _, r in seeded],
+                       dtype=object)
+  key = pd.Series([k for k, _, _ in seeded], name="group")
+  measured = [c for c in others if _averaged(c)]
+  is_number = frame[measured].map(lambda v: isinstance(v, (int, float)))
+  numbers = frame[measured].where(is_number).astype(float)
+  stats = numbers.groupby(key, sort=False).agg([_mean, _std])
+  complete = is_number.groupby(key, sort=False).all()
+  names = {}
+  for k, name, _ in seeded:
+    names.setdefault(k, name)  # The first point's.
+  out = []
+  for group, members in frame.groupby(key, sort=False):
+    row = {"name": names[group], "seeds": " ".join(str(s) for s in members["seed"])}
+    for column in others:
+      values = members[column].tolist()
+      if column in measured and complete.loc[group, column]:
+        mean, std = stats.loc[group, (column, "_mean")], stats.loc[group, (column, "_std")]
+        row[column] = f"{_cell(float(mean))} ± {_cell(float(std))}"
+      elif all(v == values[0] for v in values):
+        row[column] = values[0]
+      else:
+        row[column] = " ".join(_cell(v) for v in values)
+    out.append(row)
+  return out
+
+
+def _seed_values(summaries, rows, columns) -> dict[str, dict[str, list[float]]]:
+  """`{group name: {measurement: [value per seed]}}` for every seed group."""
+  groups, names = {}, {}
+  for s, r in zip(summaries, rows):
+    key = seed_group(s["overrides"])
+    if key is None:
+      continue
+    name = names.setdefault(key, group_name(s))
+    values = groups.setdefault(name, {})
+    for column in columns:
+      if _averaged(column) and isinstance(r.get(column), (int, float)):
+        values.setdefault(column, []).append(float(r[column]))
+  return groups
+
+
+def interval_rows(groups: Mapping[str, Mapping[str, Sequence[float]]]) -> list[dict[str, Any]]:
+  """One row per seed group and measurement: mean, std, n and the 95% Student t interval."""
+  return [{"name": name, "metric": metric, **statistics.mean_interval(values)}
+          for name, measured in groups.items() for metric, values in measured.items()]
+
+
+def comparison_rows(groups, comparisons: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+  """Per `(arm, baseline)` pair of seed-group names and shared measurement: the
+  difference of means, its 95% Welch interval, Welch's p-value, each side's n and the
+  verdict the interval gives."""
+  out = []
+  for arm, baseline in comparisons:
+    missing = [g for g in (arm, baseline) if g not in groups]
+    if missing:
+      raise ValueError(
+          f"Comparison ({arm!r}, {baseline!r}) names no seed group {missing}; the groups are "
+          f"{sorted(groups)}."
+      )
+    for metric in groups[arm]:
+      if metric in groups[baseline]:
+        result = statistics.welch(groups[arm][metric], groups[baseline][metric])
+        out.append({"metric": metric, "arm": arm, "baseline": baseline, **{
+            k: result[k] for k in ("difference", "low", "high", "p", "n_arm", "n_baseline")},
+            "verdict": statistics.verdict(result["low"], result["high"])})
+  return out
+
+
+def config_comparisons(config_flag: str) -> list[tuple[str, str]]:
+  """The `(arm, baseline)` pairs of the config file's `get_comparisons(arg)`, if any."""
+  from progressive import sweep  # pylint: disable=import-outside-toplevel  (it imports this)
+
+  path, arg = sweep.split_config_arg(config_flag)
+  module = sweep.load_module(path)
+  if not hasattr(module, "get_comparisons"):
+    return []
+  return [tuple(pair) for pair in module.get_comparisons(arg)]
+
+
+def _cell(value) -> str:
+  if value is None:
+    return "-"
+  if isinstance(value, float):
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+  if isinstance(value, (list, tuple)):
+    return " ".join(_cell(v) if not isinstance(v, Mapping) else
+                    "/".join(str(x) for x in v.values()) for v in value)
+  return str(value)
+
+
+def _table(columns, rows) -> pd.DataFrame:
+  """The cells as printed: one string per row and column."""
+  return pd.DataFrame([[_cell(r.get(c)) for c in columns] for r in rows], columns=columns)
+
+
+def _markdown(table: pd.DataFrame) -> list[str]:
+  return [
+      "| " + " | ".join(table.columns) + " |",
+      "| " + " | ".join("---" for _ in table.columns) + " |",
+      *("| " + " | ".join(cells) + " |" for cells in table.itertuples(index=False)),
+  ]
+
+
+def _write_csv(path: epath.Path, table: pd.DataFrame) -> None:
+  path.write_text(table.to_csv(index=False, lineterminator="\r\n"))
+
+
+def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | None = None,
+              num_shift_images: int = 64, max_shift: int = 4,
+              ensemble_sizes: Sequence[int] | None = None,
+              comparisons: Sequence[Sequence[str]] | None = None):
+  """Tables and a plot over every finished point (summarising those run elsewhere).
+
+  Writes `results.csv` and `results.md` (one row per point; with several seeds also
+  `results_mean.csv` and a table of means and standard deviations over the seeds,
+  `results_intervals.csv` with each mean's 95% interval, and for the `(arm, baseline)`
+  seed groups of `comparisons` (default: the config's `get_comparisons(arg)`)
+  `comparisons.csv`) and `results.png`. Returns the rows, one per finished point."""
+  from progressive import sweep  # pylint: disable=import-outside-toplevel  (it imports this)
+
+  workdir = epath.Path(workdir)
+  if ensemble_sizes is None:
+    ensemble_sizes = sweep.config_ensemble_sizes(config_flag)
+  _, points = sweep.expand(config_flag, common)
+  options = _options(num_shift_images, max_shift, ensemble_sizes)
+  summaries, missing = [], []
+  for name, overrides, config in points:
+    point_dir = workdir / name
+    summary = read_summary(point_dir)
+    # Run elsewhere, or summarised with other measures: (re)summarised here.
+    if (summary is None or summary.get("options") != options) and sweep.finished(point_dir, config):
+      summary = summarize_point(
+          point_dir, name, overrides, config, num_shift_images=num_shift_images,
+          max_shift=max_shift, ensemble_sizes=ensemble_sizes,
+          wall_seconds=(summary or {}).get("wall_seconds"))
+    (summaries if summary else missing).append(summary or name)
+  if not summaries:
+    print(f"No finished point in {workdir} yet.")
+    return []
+  rows = [_row(s) for s in summaries]
+  columns = _columns(summaries, rows)
+  table = _table(columns, rows)
+  _write_csv(workdir / "results.csv", table)
+  notes = (
+      "acc@S: test accuracy at input size S (acc_shape/acc_texture: per class family); "
+      "best_size: the test size of the highest accuracy; "
+      + (f"acc_ens: the softmax averaged over sizes {', '.join(map(str, ensemble_sizes))} on the "
+         "whole eval split, ens_gain: acc_ens minus the best of those sizes alone; "
+         if ensemble_sizes else "")
+      + f"jaggedness and consistency at the last stage's size over {num_shift_images} test "
+      f"images, shifts up to {max_shift} px; images_seen"
+      + (" and train_gflops (XLA's count of each stage's training step, times its steps)"
+         if "train_gflops" in columns else "")
+      + ": the training budget."
+  )
+  lines = [
+      f"# Sweep `{config_flag}`", "",
+      f"{len(summaries)} of {len(points)} points finished"
+      + (f"; missing: {', '.join(missing)}." if missing else "."),
+      "", notes, "", *_markdown(table),
+  ]
+  means = _mean_rows(summaries, rows, columns)
+  if any(len(m["seeds"].split()) > 1 for m in means):
+    means = _table(["name", "seeds", *(c for c in columns if c not in ("name", "seed"))], means)
+    _write_csv(workdir / "results_mean.csv", means)
+    lines += ["", "Mean ± standard deviation over seeds:", "", *_markdown(means)]
+    groups = _seed_values(summaries, rows, columns)
+    intervals = _table(["name", "metric", "mean", "std", "n", "low", "high"], interval_rows(groups))
+    _write_csv(workdir / "results_intervals.csv", intervals)
+    lines += ["", "Mean over seeds with its 95% interval (Student t; low, high):", "",
+              *_markdown(intervals)]
+    comparisons = comparison_rows(groups, comparisons if comparisons is not None else
+                                  config_comparisons(config_flag))
+    if comparisons:
+      printed = [{**c, "p": None if c["p"] is None else f"{c['p']:.3g}"} for c in comparisons]
+      table = _table(["metric", "arm", "baseline", "difference", "low", "high", "p", "n_arm",
+                      "n_baseline", "verdict"], printed)
+      _write_csv(workdir / "comparisons.csv", table)
+      lines += ["", "Comparisons: arm minus baseline, 95% Welch interval (low, high), Welch's "
+                "two-sided p; the verdict follows the interval:", "", *_markdown(table)]
+  (workdir / "results.md").write_text("\n".join(lines) + "\n")
+  _plot(summaries, workdir / "results.png")
+  print("\n".join(lines))
+  return rows
+
+
+def _plot(summaries, path: epath.Path) -> None:
+  """Accuracy against test size, overall and per family: one line per point, or per seed
+  group (the mean, with the spread over seeds shaded)."""
+  import matplotlib  # pylint: disable=import-outside-toplevel
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  lines, names = {}, {}
+  for s in summaries:
+    group = seed_group(s["overrides"])
+    key = ("point", s["name"]) if group is None else ("seeds", group)
+    names.setdefault(key, s["name"] if group is None else group_name(s))
+    lines.setdefault(key, []).append(s)
+  groups = list(dict.fromkeys(g for s in summaries for r in s["eval"].values() for g in r))
+  fig, axes = plt.subplots(1, len(groups), figsize=(4.5 * len(groups), 3.6), squeeze=False)
+  for ax, group in zip(axes[0], groups):
+    for key, members in lines.items():
+      sizes = sorted({int(k) for m in members for k in m["eval"]})
+      values = np.array([[m["eval"].get(str(k), {}).get(group, np.nan) for k in sizes]
+                         for m in members], float)
+      mean = np.nanmean(values, axis=0)
+      label = names[key] if len(members) == 1 else f"{names[key]} (mean of {len(members)})"
+      ax.plot(sizes, mean, marker="o", label=label)
+      if len(members) > 1:
+        ax.fill_between(sizes, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.2)
+    ax.set(title=group.replace("_", " "), xlabel="test size (px)", ylabel="accuracy", ylim=(0, 1))
+    ax.grid(alpha=0.3)
+  axes[0][-1].legend(fontsize=7, loc="lower right")
+  fig.tight_layout()
+  fig.savefig(str(path), dpi=110)
+  plt.close(fig)
