@@ -188,7 +188,8 @@ def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   """Runs every unfinished point, then aggregates. Returns the aggregated rows.
 
   `options` go to `summarize_point`: `num_shift_images`, `max_shift`, `ensemble_sizes`
-  (default: the config file's `get_ensemble_sizes(arg)`)."""
+  (default: the config file's `get_ensemble_sizes(arg)`), `bn_images` (the scale
+  controls' batch-norm recalibration; 0: no control columns)."""
   workdir = epath.Path(workdir)
   options.setdefault("ensemble_sizes", config_ensemble_sizes(config_flag))
   _, points = expand(config_flag, common)
@@ -229,6 +230,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_list("ensemble_sizes", None, "Sizes of the multi-size test-time ensemble "
                     "(default: the config file's get_ensemble_sizes(arg); empty: none).",
                     **define)
+  flags.DEFINE_integer("bn_images", 1024, "Training images for the scale controls' columns "
+                       "(acc_bn@S, acc_canvas@S, acc_canvas_bn@S; 0: none).", **define)
 
 
 def _run(fv: flags.FlagValues) -> None:
@@ -236,7 +239,8 @@ def _run(fv: flags.FlagValues) -> None:
   try:  # A bad sweep file, --set or --ensemble_sizes fails here, before any point runs.
     common = parse_overrides(fv.set)
     expand(fv.config, common)
-    kwargs = dict(common=common, num_shift_images=fv.shift_images, max_shift=fv.max_shift)
+    kwargs = dict(common=common, num_shift_images=fv.shift_images, max_shift=fv.max_shift,
+                  bn_images=fv.bn_images)
     if fv.ensemble_sizes is not None:
       kwargs["ensemble_sizes"] = tuple(int(s) for s in fv.ensemble_sizes)
   except (OSError, KeyError, ValueError) as e:

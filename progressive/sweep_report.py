@@ -57,6 +57,32 @@ def ensemble_summary(run, examples, sizes: Sequence[int]) -> dict:
   }
 
 
+def controls_summary(run, examples, sizes: Sequence[int], *, bn_images: int,
+                     canvas_mode: str = "edge") -> dict:
+  """Accuracy at each of `sizes` on `examples` (the whole eval split) under the scale
+  controls (`progressive.analysis.controls`): zoomed with batch-norm statistics
+  recomputed at the size from `bn_images` training images (`eval_bn`), and on a canvas
+  of that size without resampling, with stored (`eval_canvas`) and recomputed
+  (`eval_canvas_bn`) statistics. Without batch norm only `eval_canvas`."""
+  from progressive.analysis import controls  # pylint: disable=import-outside-toplevel
+
+  images, labels = examples["image"], examples["label"]
+  calibration = None
+  if bn_images and run.has_batch_norm:
+    calibration = run_lib.load_examples(run.config.data, run.config.data.train_split, bn_images)["image"]
+
+  def by_size(matrix, row: int) -> dict:
+    return {str(size): {("accuracy" if g == "all" else f"accuracy_{g}"): matrix["accuracy"][g][row][i]
+                        for g in matrix["accuracy"]} for i, size in enumerate(matrix["sizes"])}
+
+  canvas = controls.canvas_matrix(run, images, labels, sizes, calibration, mode=canvas_mode)
+  out = {"eval_canvas": by_size(canvas, 0)}
+  if calibration is not None:
+    out["eval_canvas_bn"] = by_size(canvas, 1)
+    out["eval_bn"] = by_size(controls.bn_size_matrix({"run": run}, images, labels, sizes, calibration), 0)
+  return out
+
+
 def budget_summary(rows: Sequence[Mapping[str, Any]], plan: Sequence[schedules.Stage]) -> dict:
   """What training cost: images seen, and training FLOPs (each stage's steps times XLA's
   count for its compiled step, forward and backward, over all devices; None where a
@@ -71,29 +97,35 @@ def budget_summary(rows: Sequence[Mapping[str, Any]], plan: Sequence[schedules.S
   }
 
 
-def _options(num_shift_images: int, max_shift: int, ensemble_sizes: Sequence[int]) -> dict:
+def _options(num_shift_images: int, max_shift: int, ensemble_sizes: Sequence[int],
+             bn_images: int = 0) -> dict:
   """What a summary measured with: a summary made with other options is remade."""
-  return {"num_shift_images": int(num_shift_images), "max_shift": int(max_shift),
-          "ensemble_sizes": [int(s) for s in ensemble_sizes]}
+  options = {"num_shift_images": int(num_shift_images), "max_shift": int(max_shift),
+             "ensemble_sizes": [int(s) for s in ensemble_sizes]}
+  if bn_images:  # Absent when off, so summaries made before the controls existed stay valid.
+    options["bn_images"] = int(bn_images)
+  return options
 
 
 def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_seconds=None,
                     num_shift_images: int = 64, max_shift: int = 4,
-                    ensemble_sizes: Sequence[int] = ()) -> dict:
+                    ensemble_sizes: Sequence[int] = (), bn_images: int = 0) -> dict:
   """Writes `workdir/sweep_point.json`: the overrides, final eval rows, the best test size,
   the training budget, shift measures, the multi-size ensemble over `ensemble_sizes` (if
-  any; it reads the whole eval split into memory) and (when run by the sweep) the wall
-  time."""
+  any; it reads the whole eval split into memory), with `bn_images` the scale controls
+  at every eval size (`controls_summary`, on the whole eval split) and (when run by the
+  sweep) the wall time."""
   workdir = epath.Path(workdir)
   rows = read_rows(workdir / "metrics.jsonl")
   last = max(r["step"] for r in rows if r["event"] == "eval")
   final = {r["size"]: r for r in rows if r["event"] == "eval" and r["step"] == last}
   run = run_lib.load_run(workdir)
   examples = run_lib.load_examples(
-      config.data, config.data.eval_split, None if ensemble_sizes else num_shift_images)
+      config.data, config.data.eval_split,
+      None if ensemble_sizes or bn_images else num_shift_images)
   summary = {
       "name": name,
-      "options": _options(num_shift_images, max_shift, ensemble_sizes),
+      "options": _options(num_shift_images, max_shift, ensemble_sizes, bn_images),
       "overrides": {k: v for k, v in overrides.items() if k != "name"},
       "step": last,
       "eval": {str(size): {k: v for k, v in r.items() if k.startswith("accuracy")}
@@ -103,6 +135,7 @@ def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_s
       "wall_seconds": wall_seconds,
       **shift_summary(run, examples, num_images=num_shift_images, max_shift=max_shift),
       **(ensemble_summary(run, examples, ensemble_sizes) if ensemble_sizes else {}),
+      **(controls_summary(run, examples, sorted(final), bn_images=bn_images) if bn_images else {}),
   }
   (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str) + "\n")
   return summary
@@ -114,6 +147,9 @@ def read_summary(point_dir: epath.Path) -> dict | None:
   return json.loads(path.read_text()) if path.exists() else None
 
 
+# Summary keys of the scale controls and their column prefixes: acc_bn@S, acc_bn_shape@S, ...
+CONTROL_COLUMNS = (("eval_bn", "acc_bn"), ("eval_canvas", "acc_canvas"),
+                   ("eval_canvas_bn", "acc_canvas_bn"))
 SUMMARY_COLUMNS = ("best_size", "acc_ens", "acc_ens_shape", "acc_ens_texture", "ens_gain",
                    "jaggedness", "consistency", "images_seen", "train_gflops", "wall_seconds")
 
@@ -123,8 +159,10 @@ def _columns(summaries: Sequence[Mapping[str, Any]], rows) -> list[str]:
   sizes = sorted({int(size) for s in summaries for size in s["eval"]})
   groups = list(dict.fromkeys(g for s in summaries for r in s["eval"].values() for g in r))
   acc = [f"{g.replace('accuracy', 'acc')}@{size}" for size in sizes for g in groups]
+  controlled = [f"{g.replace('accuracy', prefix)}@{size}" for key, prefix in CONTROL_COLUMNS
+                if any(key in s for s in summaries) for size in sizes for g in groups]
   present = [c for c in SUMMARY_COLUMNS if any(r.get(c) is not None for r in rows)]
-  return ["name", *keys, *acc, *present]
+  return ["name", *keys, *acc, *controlled, *present]
 
 
 def _row(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,6 +170,10 @@ def _row(summary: Mapping[str, Any]) -> dict[str, Any]:
   for size, groups in summary["eval"].items():
     for group, value in groups.items():
       row[f"{group.replace('accuracy', 'acc')}@{int(size)}"] = value
+  for key, prefix in CONTROL_COLUMNS:
+    for size, groups in (summary.get(key) or {}).items():
+      for group, value in groups.items():
+        row[f"{group.replace('accuracy', prefix)}@{int(size)}"] = value
   for group, value in (summary.get("ensemble") or {}).items():
     row[group.replace("accuracy", "acc_ens")] = value
   row["ens_gain"] = summary.get("ensemble_gain")
@@ -299,7 +341,7 @@ def _write_csv(path: epath.Path, table: pd.DataFrame) -> None:
 
 def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | None = None,
               num_shift_images: int = 64, max_shift: int = 4,
-              ensemble_sizes: Sequence[int] | None = None,
+              ensemble_sizes: Sequence[int] | None = None, bn_images: int = 0,
               comparisons: Sequence[Sequence[str]] | None = None):
   """Tables and a plot over every finished point (summarising those run elsewhere).
 
@@ -314,7 +356,7 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   if ensemble_sizes is None:
     ensemble_sizes = sweep.config_ensemble_sizes(config_flag)
   _, points = sweep.expand(config_flag, common)
-  options = _options(num_shift_images, max_shift, ensemble_sizes)
+  options = _options(num_shift_images, max_shift, ensemble_sizes, bn_images)
   summaries, missing = [], []
   for name, overrides, config in points:
     point_dir = workdir / name
@@ -323,7 +365,7 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
     if (summary is None or summary.get("options") != options) and sweep.finished(point_dir, config):
       summary = summarize_point(
           point_dir, name, overrides, config, num_shift_images=num_shift_images,
-          max_shift=max_shift, ensemble_sizes=ensemble_sizes,
+          max_shift=max_shift, ensemble_sizes=ensemble_sizes, bn_images=bn_images,
           wall_seconds=(summary or {}).get("wall_seconds"))
     (summaries if summary else missing).append(summary or name)
   if not summaries:
@@ -344,6 +386,10 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
       + (" and train_gflops (XLA's count of each stage's training step, times its steps)"
          if "train_gflops" in columns else "")
       + ": the training budget."
+      + (f" acc_bn@S: accuracy at S with batch-norm statistics recomputed at S from "
+         f"{bn_images} training images; acc_canvas@S (acc_canvas_bn@S): the test images "
+         "cropped or padded to an S canvas without resampling, stored (recomputed) statistics."
+         if any(key in s for s in summaries for key, _ in CONTROL_COLUMNS) else "")
   )
   lines = [
       f"# Sweep `{config_flag}`", "",

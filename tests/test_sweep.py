@@ -137,6 +137,22 @@ def test_aggregating_with_other_measures_resummarises(antialias_smoke, tmp_path)
   assert "acc_ens" in (copy / "results.md").read_text()
 
 
+def test_aggregation_adds_the_scale_controls(antialias_smoke, tmp_path):
+  workdir, common, _ = antialias_smoke
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  rows = sweep_report.aggregate(f"{REPO}/configs/antialias.py:smoke", str(copy), common=common,
+                                num_shift_images=16, bn_images=128)
+  for row in rows:
+    for column in ("acc_bn@24", "acc_bn_shape@32", "acc_canvas@24", "acc_canvas_bn@24", "acc_canvas_bn_texture@32"):
+      assert 0 <= row[column] <= 1, column
+    # The stored images are 32 px: a 32 px canvas is the image itself, as evaluated in training.
+    assert row["acc_canvas@32"] == pytest.approx(row["acc@32"], abs=1.5 / 256)
+    assert sweep_report.read_summary(copy / row["name"])["options"]["bn_images"] == 128
+  markdown = (copy / "results.md").read_text()
+  assert " acc_bn@24 |" in markdown and "acc_canvas@S (acc_canvas_bn@S)" in markdown
+
+
 def _summarised_sweep(tmp_path, points, comparisons=None):
   """A sweep of `points` over the smoke config in `tmp_path/sweep`, each point summarised
   as if it had run (`acc@32` is its `"acc"`): the config flag for `aggregate`. With
