@@ -302,3 +302,23 @@ def test_scale_shapes_keeps_its_stored_size(smoke_config):
     validate(smoke_config, jax.device_count())
   smoke_config.data.image_size = 32
   validate(smoke_config, jax.device_count())
+
+
+def test_scale_shapes_takes_split_slices_for_validation(smoke_config, tmp_path):
+  data = smoke_config.data
+  full = pipeline.scale_shapes_examples(data, "train")[0]
+  fit = pipeline.scale_shapes_examples(data, "train[:90%]")[0]
+  val = pipeline.scale_shapes_examples(data, "train[90%:]")[0]
+  assert (len(fit["label"]), len(val["label"])) == (922, 102)
+  # Disjoint, and together the whole training split in order.
+  np.testing.assert_array_equal(np.concatenate([fit["image"], val["image"]]), full["image"])
+  data.train_split, data.eval_split = "train[:90%]", "train[90%:]"
+  info = pipeline.dataset_info(data)
+  assert (info.num_train, info.num_test) == (922, 102)
+  smoke_config.stages = (dict(size=16, steps=2),)
+  train.train_and_evaluate(smoke_config, str(tmp_path))
+  rows = [r for r in read_rows(tmp_path / "metrics.jsonl") if r["event"] == "eval"]
+  assert {r["examples"] for r in rows} == {102} and {r["split"] for r in rows} == {"train[90%:]"}
+  data.eval_split = "validation"
+  with pytest.raises(ConfigError, match=r"eval_split must be one of \['test', 'train'\] or a slice"):
+    validate(smoke_config, 4)

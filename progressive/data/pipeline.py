@@ -208,25 +208,47 @@ def _scale_shapes_info(config: Mapping[str, Any]) -> DatasetInfo:
         "leave it None."
     )
   counts = {"train": bc.num_train, "test": bc.num_test}
-  for field in ("train_split", "eval_split"):
-    if config[field] not in counts:
-      raise ValueError(
-          f"config.data.{field} must be one of {sorted(counts)} for scale_shapes, got "
-          f"{config[field]!r}."
-      )
+  sizes = {field: split_count(config[field], counts, f"config.data.{field}")
+           for field in ("train_split", "eval_split")}
   mean, std = _normalization(config)
   return DatasetInfo(
       name=BUILTIN,
       num_classes=len(scale_shapes.CLASS_NAMES),
       class_names=tuple(scale_shapes.CLASS_NAMES),
       image_size=bc.storage_size,
-      num_train=counts[config["train_split"]],
-      num_test=counts[config["eval_split"]],
+      num_train=sizes["train_split"],
+      num_test=sizes["eval_split"],
       mean=mean,
       std=std,
       family_names=tuple(scale_shapes.FAMILY_NAMES),
       class_family=tuple(scale_shapes.CLASS_FAMILY),
   )
+
+
+def split_count(spec: str, counts: Mapping[str, int], field: str) -> int:
+  """Examples in the split `spec` ("train", or a TFDS slice such as "train[:90%]",
+  "train[90%:]", "test[:500]") of a dataset whose splits have `counts` examples;
+  `ValueError` naming `field` if it is neither."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  error = ValueError(
+      f"{field} must be one of {sorted(counts)} or a slice of one such as 'train[:90%]' "
+      f"(a validation slice: 'train[90%:]'), got {spec!r}."
+  )
+  try:
+    instructions = tfds.core.ReadInstruction.from_spec(spec).to_absolute(
+        {name: tfds.core.SplitInfo(name=name, shard_lengths=[n], num_bytes=0)
+         for name, n in counts.items()})
+  except (AssertionError, KeyError, ValueError, TypeError):
+    raise error from None
+  total = 0
+  for part in instructions:
+    start = part.from_ or 0
+    stop = counts[part.splitname] if part.to is None else part.to
+    total += max(stop - start, 0)
+  if not total:
+    raise ValueError(f"{field}={spec!r} selects no example.")
+  return total
 
 
 def dataset_info(config: Mapping[str, Any]) -> DatasetInfo:
