@@ -53,8 +53,11 @@ FIELDS = (
           'scale_shapes: "default" (64 px) or "small" (32 px). TFDS: "default" (the '
           "dataset's default) or one of its configs, the same as name=\"imagenette/320px-v2\"."),
     Field("data.data_dir", None, "None: TFDS's usual directory.", "control", str),
-    Field("data.train_split", "train", "The split trained on."),
-    Field("data.eval_split", "test", 'Evaluated after every stage (Imagenette: "validation").'),
+    Field("data.train_split", "train",
+          'The split trained on; TFDS slices work, e.g. "train[:90%]" to keep a validation slice.'),
+    Field("data.eval_split", "test",
+          'Evaluated after every stage (Imagenette: "validation"); "train[90%:]" to tune on '
+          "a validation slice of the training split, never on the test split."),
     Field("data.image_size", None,
           "Side of the square uint8 images the host hands to the device, which zooms them to "
           "each stage's size. None: the stored size (scale_shapes must keep it; cifar10: 32).",
