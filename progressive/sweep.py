@@ -17,9 +17,19 @@ writes `DIR/results.csv`, `DIR/results.md` and `DIR/results.png` (`progressive.s
 and standard deviation over the seeds of points whose overrides differ only in `seed`.
 A config file may also define `get_ensemble_sizes(arg)`: each point then reports the
 multi-size test-time ensemble over those sizes (overridden by `--ensemble_sizes`).
+
+A config file may define `get_tuning(arg)`, e.g. `{"field": "opt.lr_max", "grid": [0.1,
+0.2, 0.4], "metric": "acc@64"}`: every arm (the points that differ only in `seed`) is
+first trained once per grid value on a validation slice of the training split
+(`train_split`/`eval_split`, default `train[:90%]`/`train[90%:]`, into
+`DIR/tuning/<arm>__<field>=<value>/`); the value with the best validation `metric` is
+then the arm's setting for all its seeds on the configured splits (the test split is
+never used to choose). `DIR/tuning/choice.json` keeps the choice; aggregation reports
+the grid.
 """
 
 import ast
+import json
 import importlib.util
 import itertools
 import re
@@ -33,7 +43,7 @@ import ml_collections
 from absl import flags
 from etils import epath
 
-from progressive import cli, schedules, train
+from progressive import cli, schedules, sweep_report, train
 from progressive.analysis import run as run_lib
 from progressive.data import pipeline
 from progressive.sweep_report import aggregate, read_summary, summarize_point
@@ -126,10 +136,11 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
 
 
 def expand(
-    config_flag: str, common: Mapping[str, Any] | None = None
+    config_flag: str, common: Mapping[str, Any] | None = None, *, choice: Mapping | None = None,
 ) -> tuple[ml_collections.ConfigDict, list[tuple[str, dict, Any]]]:
   """The base config and `(name, overrides, config)` for every point of the sweep;
-  `common` overrides (e.g. `data.data_dir`) apply to every point first."""
+  `common` overrides (e.g. `data.data_dir`) apply to every point first, and a tuning
+  `choice` (`choose`) sets its field per arm (a point that sets the field keeps its own)."""
   path, arg = split_config_arg(config_flag)
   module = load_module(path)
   if not hasattr(module, "get_sweep"):
@@ -140,7 +151,11 @@ def expand(
     name = point_name(overrides)
     if any(name == p[0] for p in points):
       raise ValueError(f"Two sweep points share the name {name!r}; give them a 'name'.")
-    points.append((name, dict(overrides), apply_overrides(base, overrides)))
+    config = apply_overrides(base, overrides)
+    chosen = (choice or {}).get("values", {}).get(arm_key(overrides))
+    if chosen is not None and choice["field"] not in overrides:
+      config = apply_overrides(config, {choice["field"]: chosen})
+    points.append((name, dict(overrides), config))
   return base, points
 
 
@@ -151,13 +166,25 @@ def _flag_value(value) -> str:
 
 
 def commands(config_flag: str, workdir: str, common: Mapping[str, Any] | None = None) -> list[str]:
-  """One `python -m progressive.main ...` command per point."""
+  """One `python -m progressive.main ...` command per point. With tuning, until
+  `DIR/tuning/choice.json` exists (run `--aggregate_only` after the tuning runs to make
+  it) only the tuning runs' commands; then the points' with their chosen values."""
   common = dict(common or {})
-  _, points = expand(config_flag, common)
+  workdir = epath.Path(workdir)
+  choice = read_choice(workdir)
+  if tuning_spec(config_flag) is not None and choice is None:
+    runs = [(workdir / TUNING_DIR / name, overrides) for _, _, name, overrides, _ in
+            tuning_points(config_flag, common)]
+  else:
+    _, points = expand(config_flag, common, choice=choice)
+    runs = []
+    for name, overrides, config in points:
+      chosen = {} if choice is None or choice["field"] in overrides else {
+          choice["field"]: choice["values"][arm_key(overrides)]}
+      runs.append((workdir / name, {**overrides, **chosen}))
   lines = []
-  for name, overrides, _ in points:
-    args = ["python", "-m", "progressive.main", f"--config={config_flag}",
-            f"--workdir={epath.Path(workdir) / name}"]
+  for point_dir, overrides in runs:
+    args = ["python", "-m", "progressive.main", f"--config={config_flag}", f"--workdir={point_dir}"]
     merged = {**common, **overrides}
     args += [f"--config.{k}={_flag_value(v)}" for k, v in merged.items() if k != "name"]
     lines.append(shlex.join(args))
@@ -173,6 +200,91 @@ def finished(workdir: epath.Path, config) -> bool:
   """Whether `workdir` holds a checkpoint at the run's last step."""
   steps = run_lib.checkpoint_steps(workdir)
   return bool(steps) and max(steps) >= total_steps(config)
+
+
+TUNING_DIR = "tuning"
+CHOICE_FILE = "choice.json"
+VALIDATION_SPLITS = {"data.train_split": "train[:90%]", "data.eval_split": "train[90%:]"}
+
+
+def tuning_spec(config_flag: str) -> dict[str, Any] | None:
+  """The config file's `get_tuning(arg)` with its defaults, or None; `ValueError` for a
+  spec that cannot work."""
+  path, arg = split_config_arg(config_flag)
+  module = load_module(path)
+  if not hasattr(module, "get_tuning"):
+    return None
+  spec = dict(module.get_tuning(arg))
+  missing = {"field", "grid", "metric"} - set(spec)
+  if missing or not spec.get("grid"):
+    raise ValueError(f"get_tuning must give 'field', a non-empty 'grid' and 'metric'; missing {sorted(missing)}.")
+  spec.setdefault("train_split", VALIDATION_SPLITS["data.train_split"])
+  spec.setdefault("eval_split", VALIDATION_SPLITS["data.eval_split"])
+  if spec["eval_split"].split("[")[0] != spec["train_split"].split("[")[0]:
+    raise ValueError(
+        f"get_tuning's eval_split {spec['eval_split']!r} must be a slice of the training split "
+        f"{spec['train_split']!r} (the test split is never used to choose)."
+    )
+  return spec
+
+
+def arm_key(overrides: Mapping[str, Any]) -> str:
+  """What a point is without its seed: its other overrides (the arm tuning chooses for)."""
+  return json.dumps({k: v for k, v in overrides.items() if k not in ("seed", "name")},
+                    sort_keys=True, default=str)
+
+
+def tuning_points(config_flag: str, common: Mapping[str, Any] | None = None):
+  """`(arm key, value, name, overrides, config)` of every tuning run: each arm of the
+  sweep once per grid value, on the validation slice, at the base config's seed."""
+  spec = tuning_spec(config_flag)
+  if spec is None:
+    return []
+  base, points = expand(config_flag, common, choice={})
+  arms = {}
+  for name, overrides, _ in points:
+    arms.setdefault(arm_key(overrides), (name, overrides))
+  out = []
+  for key, (name, overrides) in arms.items():
+    arm = sweep_report.group_name({"name": name, "overrides": overrides}) if "seed" in overrides else name
+    for value in spec["grid"]:
+      tuned = {k: v for k, v in overrides.items() if k not in ("seed", "name")}
+      tuned.update({spec["field"]: value, "data.train_split": spec["train_split"],
+                    "data.eval_split": spec["eval_split"]})
+      tuned["name"] = f"{arm}__{point_name({spec['field']: value})}"
+      out.append((key, value, tuned["name"], tuned, apply_overrides(base, tuned)))
+  return out
+
+
+def read_choice(workdir) -> dict[str, Any] | None:
+  path = epath.Path(workdir) / TUNING_DIR / CHOICE_FILE
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def choose(config_flag: str, workdir, common: Mapping[str, Any] | None = None) -> dict[str, Any]:
+  """Picks each arm's value by the validation metric of its finished tuning runs and
+  writes `DIR/tuning/choice.json`: `field`, `metric`, `values` `{arm key: value}` and the
+  `grid` rows (arm, value, metric)."""
+  spec = tuning_spec(config_flag)
+  tuning_dir = epath.Path(workdir) / TUNING_DIR
+  rows, best = [], {}
+  for key, value, name, overrides, config in tuning_points(config_flag, common):
+    summary = read_summary(tuning_dir / name)
+    if summary is None and finished(tuning_dir / name, config):  # Run elsewhere.
+      summary = summarize_point(tuning_dir / name, name, overrides, config)
+    if summary is None:
+      raise ValueError(f"Tuning run {tuning_dir / name} has not finished; run the sweep first.")
+    metric = sweep_report.point_row(summary).get(spec["metric"])
+    if metric is None:
+      raise ValueError(f"Tuning run {name} has no {spec['metric']!r}; name a column of results.csv.")
+    rows.append({"arm": name.rsplit("__", 1)[0], "key": key, "value": value, spec["metric"]: metric})
+    if key not in best or metric > best[key][1]:  # Ties: the first value of the grid.
+      best[key] = (value, metric)
+  choice = {"field": spec["field"], "metric": spec["metric"], "splits": [spec["train_split"], spec["eval_split"]],
+            "values": {k: v for k, (v, _) in best.items()}, "grid": rows}
+  tuning_dir.mkdir(parents=True, exist_ok=True)
+  (tuning_dir / CHOICE_FILE).write_text(json.dumps(choice, indent=1, default=str) + "\n")
+  return choice
 
 
 def config_ensemble_sizes(config_flag: str) -> tuple[int, ...]:
@@ -192,7 +304,20 @@ def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   controls' batch-norm recalibration; 0: no control columns)."""
   workdir = epath.Path(workdir)
   options.setdefault("ensemble_sizes", config_ensemble_sizes(config_flag))
-  _, points = expand(config_flag, common)
+  tuning = tuning_points(config_flag, common)
+  if tuning:
+    print(f"Tuning {tuning_spec(config_flag)['field']} on the validation slice: {len(tuning)} runs.")
+    _run_points([(n, o, c) for _, _, n, o, c in tuning], workdir / TUNING_DIR, options)
+    choice = choose(config_flag, workdir, common)
+    print(f"Chosen by validation {choice['metric']}: " + ", ".join(
+        f"{r['arm']}: {choice['values'][r['key']]}" for r in {r["key"]: r for r in choice["grid"]}.values()))
+  _, points = expand(config_flag, common, choice=read_choice(workdir) if tuning else None)
+  _run_points(points, workdir, options)
+  return aggregate(config_flag, str(workdir), common=common, **options)
+
+
+def _run_points(points, workdir: epath.Path, options) -> None:
+  """Trains and summarises every unfinished point into `workdir/<name>`."""
   for name, overrides, config in points:
     point_dir = workdir / name
     if finished(point_dir, config):
@@ -208,7 +333,6 @@ def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
       previous = read_summary(point_dir)
       wall = time.perf_counter() - start + ((previous or {}).get("wall_seconds") or 0)
       summarize_point(point_dir, name, overrides, config, wall_seconds=wall, **options)
-  return aggregate(config_flag, str(workdir), common=common, **options)
 
 
 def define_flags(fv: flags.FlagValues) -> None:

@@ -165,7 +165,8 @@ def _columns(summaries: Sequence[Mapping[str, Any]], rows) -> list[str]:
   return ["name", *keys, *acc, *controlled, *present]
 
 
-def _row(summary: Mapping[str, Any]) -> dict[str, Any]:
+def point_row(summary: Mapping[str, Any]) -> dict[str, Any]:
+  """A point's row of `results.csv` (every column it has) from its summary."""
   row = {"name": summary["name"], **summary["overrides"]}
   for size, groups in summary["eval"].items():
     for group, value in groups.items():
@@ -355,7 +356,13 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   workdir = epath.Path(workdir)
   if ensemble_sizes is None:
     ensemble_sizes = sweep.config_ensemble_sizes(config_flag)
-  _, points = sweep.expand(config_flag, common)
+  choice = sweep.read_choice(workdir)
+  if choice is None and sweep.tuning_spec(config_flag) is not None:
+    try:  # Tuning runs finished elsewhere (--print_commands): choose now.
+      choice = sweep.choose(config_flag, workdir, common)
+    except ValueError as e:
+      print(f"Not choosing yet: {e}")
+  _, points = sweep.expand(config_flag, common, choice=choice)
   options = _options(num_shift_images, max_shift, ensemble_sizes, bn_images)
   summaries, missing = [], []
   for name, overrides, config in points:
@@ -371,7 +378,11 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   if not summaries:
     print(f"No finished point in {workdir} yet.")
     return []
-  rows = [_row(s) for s in summaries]
+  rows = [point_row(s) for s in summaries]
+  if choice:  # The tuned field as a column: each point's arm's chosen value.
+    for s, row in zip(summaries, rows):
+      row.setdefault(choice["field"], choice["values"].get(sweep.arm_key(s["overrides"])))
+      s["overrides"].setdefault(choice["field"], row[choice["field"]])
   columns = _columns(summaries, rows)
   table = _table(columns, rows)
   _write_csv(workdir / "results.csv", table)
@@ -416,6 +427,14 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
       _write_csv(workdir / "comparisons.csv", table)
       lines += ["", "Comparisons: arm minus baseline, 95% Welch interval (low, high), Welch's "
                 "two-sided p; the verdict follows the interval:", "", *_markdown(table)]
+  if choice:
+    grid = _table(["arm", "value", choice["metric"]], choice["grid"])
+    _write_csv(workdir / "tuning.csv", grid)
+    lines += ["", f"Tuning: {choice['field']} chosen per arm by {choice['metric']} on the validation "
+              f"slice ({choice['splits'][1]}, trained on {choice['splits'][0]}); the test split "
+              "was not used to choose. Chosen: " + ", ".join(
+                  f"{r['arm']} {choice['values'][r['key']]}" for r in
+                  {r["key"]: r for r in choice["grid"]}.values()) + ".", "", *_markdown(grid)]
   (workdir / "results.md").write_text("\n".join(lines) + "\n")
   _plot(summaries, workdir / "results.png")
   print("\n".join(lines))

@@ -309,3 +309,65 @@ def test_findings_are_built_from_the_committed_results():
       assert (REPO / "experiments/results" / name / file).exists(), (name, file)
   # FINDINGS.md is exactly what the script makes of the results: no number typed by hand.
   assert make_findings.render(template) == (REPO / "experiments/FINDINGS.md").read_text()
+
+
+def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, monkeypatch):
+  """A constructed case where validation and test disagree: validation prefers 0.1, the
+  test split would prefer 0.4. Nothing is trained: training and summaries are faked."""
+  (tmp_path / "cfg").mkdir()
+  (tmp_path / "cfg" / "tuned.py").write_text(
+      "from configs import default\nfrom progressive import sweep\n\n"
+      "def get_config(arg):\n  return default.get_config('smoke')\n\n"
+      "def get_sweep(arg):\n  return sweep.with_seeds([{'name': 'stride', 'model.downsample': 'stride'},"
+      " {'name': 'blur', 'model.downsample': 'blur'}], [1, 2])\n\n"
+      "def get_tuning(arg):\n  return {'field': 'opt.lr_max', 'grid': [0.1, 0.4], 'metric': 'acc@32'}\n")
+  accuracy = {"train[90%:]": {0.1: 0.9, 0.4: 0.5}, "test": {0.1: 0.6, 0.4: 0.8}}
+  runs, done = [], set()
+
+  def fake_train(config, workdir):
+    runs.append((pathlib.Path(workdir).name, config.opt.lr_max, config.data.train_split,
+                 config.data.eval_split, config.seed))
+    done.add(str(workdir))
+
+  def fake_summary(workdir, name, overrides, config, **options):
+    summary = {
+        "name": name, "options": sweep_report._options(64, 4, (), 0),
+        "overrides": {k: v for k, v in overrides.items() if k != "name"}, "step": 24,
+        "eval": {"32": {"accuracy": accuracy[config.data.eval_split][config.opt.lr_max]}},
+        "best_size": 32, "images_seen": 1, "wall_seconds": 1.0}
+    (pathlib.Path(workdir) / sweep_report.SUMMARY_FILE).write_text(json.dumps(summary))
+
+  monkeypatch.setattr(sweep.train, "train_and_evaluate", fake_train)
+  monkeypatch.setattr(sweep, "summarize_point", fake_summary)
+  monkeypatch.setattr(sweep, "finished", lambda point_dir, config: str(point_dir) in done)
+  for name in ("blur__lr_max=0.1", "blur__lr_max=0.4", "stride__lr_max=0.1", "stride__lr_max=0.4",
+               "stride_seed1", "stride_seed2", "blur_seed1", "blur_seed2"):
+    (tmp_path / "sweep" / ("tuning" if "__" in name else "") / name).mkdir(parents=True)
+  workdir = tmp_path / "sweep"
+  sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(workdir), num_shift_images=64, max_shift=4)
+
+  tuning = [r for r in runs if "__" in r[0]]
+  assert sorted(r[0] for r in tuning) == ["blur__lr_max=0.1", "blur__lr_max=0.4", "stride__lr_max=0.1", "stride__lr_max=0.4"]
+  assert {(r[2], r[3]) for r in tuning} == {("train[:90%]", "train[90%:]")}
+  final = [r for r in runs if "__" not in r[0]]
+  assert sorted(r[0] for r in final) == ["blur_seed1", "blur_seed2", "stride_seed1", "stride_seed2"]
+  assert {(r[1], r[2], r[3]) for r in final} == {(0.1, "train", "test")}  # Chosen on validation.
+  choice = sweep.read_choice(workdir)
+  assert set(choice["values"].values()) == {0.1} and len(choice["grid"]) == 4
+  with (workdir / "results.csv").open() as f:
+    table = list(csv.DictReader(f))
+  assert {r["opt.lr_max"] for r in table} == {"0.100"} and {r["acc@32"] for r in table} == {"0.600"}
+  markdown = (workdir / "results.md").read_text()
+  assert "Tuning: opt.lr_max chosen per arm by acc@32 on the validation slice" in markdown
+  assert (workdir / "tuning.csv").exists()
+
+
+def test_tuning_refuses_to_choose_on_the_test_split(tmp_path):
+  (tmp_path / "cfg").mkdir()
+  (tmp_path / "cfg" / "bad.py").write_text(
+      "from configs import default\n\ndef get_config(arg):\n  return default.get_config('smoke')\n\n"
+      "def get_sweep(arg):\n  return [{'seed': 1}]\n\n"
+      "def get_tuning(arg):\n  return {'field': 'opt.lr_max', 'grid': [0.1], 'metric': 'acc@32',"
+      " 'eval_split': 'test'}\n")
+  with pytest.raises(ValueError, match="must be a slice of the training split"):
+    sweep.tuning_spec(str(tmp_path / "cfg" / "bad.py"))
