@@ -126,6 +126,46 @@ def test_a_position_dependent_model_is_jagged(info):
   assert sweep["mean_changes"] > 0.5
 
 
+def test_period_sweep_spans_the_period_and_separates_stable_from_jagged(info):
+  rng = np.random.default_rng(3)
+  images = rng.integers(0, 256, size=(10, 16, 16, 3)).astype(np.uint8)
+
+  def one_pixel(x):
+    return _mean_colour_model(np.asarray(x)[:, 8:9, 8:9])
+
+  examples = {"image": images, "label": np.argmax(one_pixel(images), -1)}
+  stable = shift.period_sweep(_mean_colour_model, examples, info, size=16, period=8, mode="circular")
+  jagged = shift.period_sweep(one_pixel, examples, info, size=16, period=8, mode="circular")
+  assert stable["shifts"] == list(range(-4, 5)) and len(stable["shifts"]) - 1 == stable["period"] == 8
+  assert set(stable["directions"]) == {"1,0", "0,1", "1,1"}
+  for measures in stable["directions"].values():
+    assert measures["pred_change_rate"] == 0.0 and measures["prob_change"] < 1e-5
+  assert stable["consistency"] == 1.0 and stable["pairs"] == 5
+  for measures in jagged["directions"].values():
+    assert measures["pred_change_rate"] > 0.2 and measures["prob_change"] > 0.01
+    low, high = measures["pred_change_rate_ci"]
+    assert low <= measures["pred_change_rate"] <= high
+  assert jagged["consistency"] < 0.9
+
+
+def test_redrawn_objects_never_touch_the_border_over_the_period(info, data_dir):
+  data = config_validation.default_config().data
+  data.builder_config, data.data_dir = "small", data_dir
+  examples = pipeline.scale_shapes_examples(data, "test", num=64)[0]
+  size, period = 32, 8
+  kept, counts = shift.keep_inside(examples, period // 2, size)
+  assert counts["would_leave"] > 0  # Some objects would have left the canvas...
+  assert counts["total"] == 64 and len(kept["label"]) == 64 - counts["left_out"]
+  for i in range(len(kept["label"])):  # ...none does now, at any shift of the sweep.
+    for step in shift.period_shifts(period):
+      for dx, dy in shift.PERIOD_DIRECTIONS:
+        center = (kept["center"][i][0] + step * dx / size, kept["center"][i][1] + step * dy / size)
+        cover = scale_shapes.object_coverage(
+            int(kept["label"][i]), float(kept["object_scale"][i]), center, size,
+            seed=int(kept["seed"][i]), storage_size=32)
+        assert not (cover[0].any() or cover[-1].any() or cover[:, 0].any() or cover[:, -1].any())
+
+
 # --- Activation statistics against numpy ------------------------------------------------
 
 
@@ -342,6 +382,9 @@ def test_analyze_cli_writes_the_report(smoke_workdir):
   assert shift_json["sweep"]["shifts"] == [-2, -1, 0, 1, 2]
   assert np.asarray(shift_json["sweep"]["correct"]).shape == (32, 5)
   assert 0 <= shift_json["consistency"]["consistency"] <= 1
+  period = shift_json["period"]  # One whole period of the traced total stride (8).
+  assert period["period"] == 8 and len(period["shifts"]) == 9 and set(period["directions"]) == {"1,0", "0,1", "1,1"}
+  assert period["inside"]["total"] == 32 and "### Over one subsampling period" in report
   stats_json = json.loads((folder / "activation_stats.json").read_text())
   assert stats_json["source"] == "recorded" and len(stats_json["checkpoint"]["rows"]) == 7
   ensemble_json = json.loads((folder / "ensemble.json").read_text())

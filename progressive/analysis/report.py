@@ -108,6 +108,10 @@ def analyze(run: Run, options: Options | None = None) -> dict[str, Any]:
           topk=options.topk, **shift_args),
       "consistency": shift.shift_consistency(
           run.predictor(shift_size), examples, run.info, seed=options.seed, **shift_args),
+      # Over one whole subsampling period along x, y and the diagonal, objects kept inside.
+      "period": shift.period_sweep(
+          run.predictor(shift_size), examples, run.info, size=shift_size, mode=mode,
+          period=scale_result["grid"]["total_stride"], seed=options.seed),
   }
 
   ensemble_result = ensemble.ensemble_from_logits(logits[latest], labels, run.info)
@@ -190,6 +194,36 @@ def _grid_note(grid: Mapping[str, Any]) -> str:
           f"multiples of it, so the last feature map does not tile the image evenly ({marked}).")
 
 
+def _interval(value, ci, spec: str = ".3f") -> str:
+  return _fmt(value, spec) + ("" if ci is None else f" [{_fmt(ci[0], spec)}, {_fmt(ci[1], spec)}]")
+
+
+def _period_lines(period: Mapping[str, Any]) -> list[str]:
+  """The shift measures over one subsampling period, with bootstrap 95% intervals."""
+  inside = period["inside"]
+  lines = [
+      "### Over one subsampling period", "",
+      f"Shifts {period['shifts'][0]}..{period['shifts'][-1]} px: one whole period of the "
+      f"network's {period['period']} px subsampling grid, along x, y and the diagonal, at "
+      f"{period['size']} px ({period['mode']}), {period['num_images']} images; bootstrap 95% "
+      "intervals over images in brackets."
+      + ("" if inside is None else
+         f" Objects are kept inside the canvas at every shift: {inside['would_leave']} of "
+         f"{inside['total']} would have left it; {inside['moved']} were moved inwards and "
+         f"{inside['left_out']}, too large to fit, were left out."), "",
+      "| direction | top-1 correctness changes | predicted class changes (fraction of neighbours) "
+      "| mean abs. change of p(true class) |", "| --- | --- | --- | --- |",
+  ]
+  for direction, m in period["directions"].items():
+    lines.append(
+        f"| {direction} | {_interval(m['mean_changes'], m['mean_changes_ci'], '.2f')} | "
+        f"{_interval(m['pred_change_rate'], m['pred_change_rate_ci'])} | "
+        f"{_interval(m['prob_change'], m['prob_change_ci'])} |")
+  lines += ["", f"Consistency over {period['pairs']} random pairs of shifts within the period per "
+            f"image: {_interval(period['consistency'], period['consistency_ci'])}.", ""]
+  return lines
+
+
 def markdown(results: Mapping[str, Any]) -> str:
   """`report.md`: what each figure answers, its key numbers, links to figure and JSON."""
   sm = results["scale_matrix"]
@@ -262,7 +296,8 @@ def markdown(results: Mapping[str, Any]) -> str:
       f"- Consistency (Zhang, two random shifts within +-{cons['max_shift']} px): "
       f"{_fmt(cons['consistency'], '.1%')}"
       + "".join(f"; {k} {_fmt(v, '.1%')}" for k, v in cons["family"].items()),
-      "", "![jaggedness](jaggedness.png)", "", "Numbers: [shift.json](shift.json)", "",
+      "", "![jaggedness](jaggedness.png)", "", *_period_lines(results["shift"]["period"]),
+      "Numbers: [shift.json](shift.json)", "",
       "## Multi-size ensemble", "",
       "Does averaging the softmax over several input sizes beat every single size?", "",
       "| | " + " | ".join(groups) + " |", "|" + " --- |" * (len(groups) + 1),

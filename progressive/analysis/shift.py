@@ -229,3 +229,112 @@ def shift_consistency(
       "accuracy_a": breakdown(pred[:, 0] == labels, labels, info),
       "accuracy_b": breakdown(pred[:, 1] == labels, labels, info),
   }
+
+
+# --- Shifts that mean translation: one whole subsampling period, objects kept inside ---
+
+PERIOD_DIRECTIONS = ((1, 0), (0, 1), (1, 1))  # Horizontal, vertical, diagonal.
+
+
+def period_shifts(period: int) -> list[int]:
+  """The steps of a sweep over one whole subsampling period, centred on 0:
+  `-(period // 2) .. period - period // 2` (`period + 1` views, `period` neighbour
+  pairs; the first and last view sit at the same phase of the network's grid)."""
+  start = -(period // 2)
+  return list(range(start, start + period + 1))
+
+
+def keep_inside(examples: Mapping[str, np.ndarray], extent: int, size: int) -> tuple[dict, dict]:
+  """`scale_shapes` scenes whose object stays inside the `size` px canvas at every shift
+  of up to `extent` px on each axis: centres moved inwards where needed, scenes whose
+  object cannot fit at all left out. Returns the kept examples and the counts
+  (`total`, `would_leave`: objects that some shift would have pushed across the border,
+  `moved`, `left_out`)."""
+  scale = np.asarray(examples["object_scale"], np.float64)
+  center = np.asarray(examples["center"], np.float64)
+  # Bounding-circle radius, the largest shift, and one pixel for the antialiased edge.
+  room = scale / 2 + (extent + 1) / size
+  would_leave = np.any((center - room[:, None] < 0) | (center + room[:, None] > 1), axis=1)
+  fits = room <= 0.5
+  moved = np.clip(center, room[:, None], 1 - room[:, None])
+  kept = {k: np.asarray(v)[fits] for k, v in examples.items()}
+  kept["center"] = moved[fits]
+  counts = {"total": int(len(scale)), "would_leave": int(would_leave.sum()),
+            "moved": int((would_leave & fits).sum()), "left_out": int((~fits).sum())}
+  return kept, counts
+
+
+def _bootstrap(values: np.ndarray, rng: np.random.Generator, num: int = 1000) -> list[float] | None:
+  """The 95% percentile bootstrap interval of the mean of per-image `values` `[N]`."""
+  values = np.asarray(values, np.float64)
+  if len(values) < 2:
+    return None
+  means = values[rng.integers(0, len(values), (num, len(values)))].mean(axis=1)
+  return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def period_sweep(
+    predict: Callable[[np.ndarray], np.ndarray],
+    examples: Mapping[str, np.ndarray],
+    info: pipeline.DatasetInfo,
+    *,
+    size: int,
+    period: int,
+    mode: str = "render",
+    directions: Sequence[Sequence[int]] = PERIOD_DIRECTIONS,
+    pairs: int = 5,
+    seed: int = 0,
+) -> dict[str, Any]:
+  """Shift stability over one whole subsampling `period` (the traced total stride) along
+  each of `directions`, at input `size`.
+
+  With `mode="render"` scenes are redrawn with their objects kept inside the canvas at
+  every shift (`keep_inside`; the counts are reported). Per direction: jaggedness
+  (`mean_changes`, top-1 correctness changes between neighbouring shifts), two measures
+  that do not depend on accuracy (`pred_change_rate`: the fraction of neighbouring
+  shifts whose predicted class changes; `prob_change`: the mean absolute change of the
+  true class's probability between neighbours), each with a bootstrap 95% interval over
+  images; and consistency over `pairs` random pairs of shifts within the period per
+  image (Zhang), with its interval.
+  """
+  rng = np.random.default_rng(seed)
+  shifts = period_shifts(period)
+  extent = max(abs(shifts[0]), abs(shifts[-1]))
+  counts = None
+  if mode == "render":
+    examples, counts = keep_inside(examples, extent, size)
+  labels = np.asarray(examples["label"])
+  result = {"mode": mode, "size": int(size), "period": int(period), "shifts": shifts,
+            "num_images": int(len(labels)), "inside": counts, "directions": {}}
+  for direction in directions:
+    steps = np.asarray(shifts)[:, None] * np.asarray(direction, np.int64)[None, :]
+    offsets = np.broadcast_to(steps, (len(labels), *steps.shape))
+    views = shifted_views(examples, offsets, size=size, mode=mode, storage_size=info.image_size)
+    logits = _predict_views(predict, views)
+    pred = np.argmax(logits, -1)
+    probs = np.asarray(jax.nn.softmax(logits, axis=-1))
+    prob_true = np.take_along_axis(probs, labels[:, None, None], axis=-1)[..., 0]
+    per_image = {
+        "mean_changes": count_changes(pred == labels[:, None]).astype(np.float64),
+        "pred_change_rate": np.mean(pred[:, 1:] != pred[:, :-1], axis=1),
+        "prob_change": np.mean(np.abs(np.diff(prob_true, axis=1)), axis=1),
+    }
+    entry = {}
+    for name, values in per_image.items():
+      entry[name] = float(values.mean()) if len(values) else None
+      entry[f"{name}_ci"] = _bootstrap(values, rng)
+      entry[f"{name}_family"] = _by_family(
+          lambda m, v=values: float(v[m].mean()) if m.any() else None, labels, info)
+    entry["accuracy_by_shift"] = (pred == labels[:, None]).mean(axis=0).tolist()
+    result["directions"][f"{direction[0]},{direction[1]}"] = entry
+  # Consistency: `pairs` pairs of random 2-D offsets within the period, per image.
+  offsets = rng.integers(shifts[0], shifts[-1] + 1, size=(len(labels), 2 * pairs, 2))
+  views = shifted_views(examples, offsets, size=size, mode=mode, storage_size=info.image_size)
+  pred = np.argmax(_predict_views(predict, views), -1).reshape(len(labels), pairs, 2)
+  agree = np.mean(pred[..., 0] == pred[..., 1], axis=1)
+  result["consistency"] = float(agree.mean()) if len(agree) else None
+  result["consistency_ci"] = _bootstrap(agree, rng)
+  result["consistency_family"] = _by_family(
+      lambda m: float(agree[m].mean()) if m.any() else None, labels, info)
+  result["pairs"] = int(pairs)
+  return result
