@@ -4,10 +4,23 @@ A checkpoint at step N holds three items: `state` (the train state), `data` (the
 iterator's state, JSON) and `meta` (step, stage and the config that wrote it, JSON).
 Orbax writes each into a temporary directory and renames it when complete, so a run
 killed mid-write leaves no checkpoint that restores. A checkpoint that exists but
-cannot be read is moved aside (never deleted) and the previous one is used.
+cannot be read is moved aside (never deleted) and the previous one is used, and so is
+the temporary folder of a write that never completed.
+
+Before each save the free space is checked against the last checkpoint's size; a
+checkpoint that would not fit, or whose (asynchronous) write fails, stops the run with
+`CheckpointWriteError`: one line, the traceback in `workdir/error.log`.
 """
 
+import errno
+import logging as std_logging
+import os
+import re
+import shutil
+import sys
+import tempfile
 import time
+import traceback
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,10 +31,19 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from progressive.config_validation import RESUMABLE_FIELDS, ConfigError
-from progressive.workdir import config_differences, flatten
+from progressive.config_validation import RESUMABLE_FIELDS, ConfigError, with_defaults
+from progressive.workdir import WorkdirError, config_differences, flatten
 
 CORRUPT_DIR = "checkpoints_corrupt"
+ERROR_LOG = "error.log"  # Tracebacks of failed writes (error.<process>.log on other processes).
+PARTIAL_SUFFIX = ".orbax-checkpoint-tmp"  # Orbax's folder of a write not yet complete.
+SPACE_FACTOR, SPACE_SLACK = 1.1, 1 << 20  # A checkpoint needs its estimate x 1.1 + 1 MiB.
+
+
+class CheckpointWriteError(WorkdirError):
+  """A checkpoint would not fit on the disk or could not be written, or the disk filled
+  during the run; `str` is the one-line message (the step, the cause, the checkpoint
+  that is intact), the traceback is in `workdir/error.log`."""
 
 def manager(workdir: epath.Path, max_to_keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
@@ -31,15 +53,259 @@ def manager(workdir: epath.Path, max_to_keep: int) -> ocp.CheckpointManager:
 
 
 def save(mngr: ocp.CheckpointManager, step: int, state, data_state, *, stage: int, config_json: dict):
-  """Saves the train state, the data iterator's state, the stage and the config at `step`."""
-  mngr.save(
-      step,
-      args=ocp.args.Composite(
-          state=ocp.args.StandardSave(state),
-          data=ocp.args.JsonSave(data_state),
-          meta=ocp.args.JsonSave({"step": step, "stage": stage, "config": config_json}),
-      ),
+  """Saves the train state, the data iterator's state, the stage and the config at `step`,
+  in the background. First waits for the previous save and checks that this one fits:
+  `CheckpointWriteError` if either fails."""
+  wait(mngr)
+  workdir = epath.Path(mngr.directory).parent
+  check_space(workdir, step, state)
+  try:
+    mngr.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            data=ocp.args.JsonSave(data_state),
+            meta=ocp.args.JsonSave({"step": step, "stage": stage, "config": config_json}),
+        ),
+    )
+  except Exception as e:  # pylint: disable=broad-except
+    error = write_error(e, workdir, f"The checkpoint of step {step} could not be written", step)
+    if error is None:
+      raise
+    raise error from None
+
+
+def wait(mngr: ocp.CheckpointManager) -> None:
+  """Waits for the checkpoint being written; `CheckpointWriteError` naming it if its
+  write failed (orbax reports that here, at the next save, or at close)."""
+  step = mngr.latest_step()  # The one in flight, if any.
+  try:
+    mngr.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    workdir = epath.Path(mngr.directory).parent
+    error = write_error(e, workdir, f"The checkpoint of step {step} could not be written", step)
+    if error is None:
+      raise
+    raise error from None
+
+
+def steps_on_disk(workdir: epath.Path) -> list[int]:
+  """The steps of the complete checkpoints in `workdir/checkpoints`, oldest first."""
+  directory = workdir / "checkpoints"
+  if not directory.exists():
+    return []
+  return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit())
+
+
+def _folder_bytes(path: str) -> int:
+  """The bytes the files under `path` take (their allocated blocks, at least their size)."""
+  total = 0
+  for root, _, files in os.walk(path):
+    for name in files:
+      try:
+        st = os.lstat(os.path.join(root, name))
+      except OSError:
+        continue
+      total += max(st.st_size, getattr(st, "st_blocks", 0) * 512)
+  return total
+
+
+def _megabytes(n: float) -> str:
+  return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
+
+
+def _resume_advice(workdir: epath.Path, failed_step: int | None, fix: str) -> str:
+  intact = [s for s in steps_on_disk(workdir) if s != failed_step]
+  if intact:
+    return (
+        f"The checkpoint of step {intact[-1]} is intact. {fix}, then run the same command "
+        f"again to resume from step {intact[-1]}"
+    )
+  return f"No checkpoint has been written yet. {fix}, then run the same command again to start over"
+
+
+FREE_SPACE = "Free some space, or move the workdir to a larger disk"
+
+
+def check_space(workdir: epath.Path, step: int, state) -> None:
+  """`CheckpointWriteError` if the checkpoint of `step` would not fit in the free space:
+  the size of the last checkpoint on disk (or, for the first, the state's bytes) times
+  `SPACE_FACTOR`, plus `SPACE_SLACK`. Every process checks its own disk; all stop if one
+  has no room."""
+  directory = workdir / "checkpoints"
+  try:
+    free = shutil.disk_usage(str(directory)).free
+  except OSError:  # Not a local path (an object store): nothing to check.
+    return
+  written = steps_on_disk(workdir)
+  if written:
+    estimate = _folder_bytes(str(directory / str(written[-1])))
+  else:
+    estimate = sum(getattr(leaf, "nbytes", 0) for leaf in jax.tree.leaves(state))
+  needed = int(estimate * SPACE_FACTOR) + SPACE_SLACK
+  report = np.asarray([free >= needed, free / 1e6, needed / 1e6], np.float32)
+  if jax.process_count() > 1:
+    reports = np.asarray(multihost_utils.process_allgather(report))
+    short = [r for r in reports if not r[0]]
+    report = short[0] if short else report
+  if report[0]:
+    return
+  where = directory if free < needed else "another process's workdir"
+  raise CheckpointWriteError(
+      f"Not enough space for the checkpoint of step {step}: it needs about "
+      f"{_megabytes(report[2] * 1e6)} and {where} has {_megabytes(report[1] * 1e6)} free. "
+      f"{_resume_advice(workdir, None, FREE_SPACE)}."
   )
+
+
+def _failed_write(error: BaseException) -> tuple[str, bool] | None:
+  """`(cause, whether the disk is full)` if `error` (or one it arose from) is a failed
+  write: an `OSError`, or tensorstore's report of one; None for any other error."""
+  seen, todo, found = set(), [error], []
+  while todo:
+    e = todo.pop(0)
+    if e is None or id(e) in seen:
+      continue
+    seen.add(id(e))
+    todo += [e.__cause__, e.__context__]
+    if isinstance(e, OSError):
+      cause = e.strerror or str(e)
+      cause = f"{cause} ({e.filename})" if e.filename else cause
+      found.append((cause, e.errno in (errno.ENOSPC, errno.EDQUOT)))
+      continue
+    text = str(e)
+    code = re.search(r"os_error_code='(\d+)'", text)
+    if code:
+      number = int(code.group(1))
+      found.append((os.strerror(number), number in (errno.ENOSPC, errno.EDQUOT)))
+    elif "No space left on device" in text:
+      found.append(("No space left on device", True))
+  full = [f for f in found if f[1]]
+  return (full or found or [None])[0]
+
+
+def write_error(
+    error: BaseException, workdir: epath.Path, what: str, failed_step: int | None = None
+) -> CheckpointWriteError | None:
+  """`CheckpointWriteError` "<what>: <cause>. <the checkpoint intact, what to do>" for a
+  failed write (see `_failed_write`; None for other errors), its traceback and what orbax
+  logged of it written to `workdir/error.log`."""
+  failure = _failed_write(error)
+  if failure is None:
+    return None
+  cause, full = failure
+  log = _write_log(workdir, error)
+  advice = _resume_advice(workdir, failed_step, FREE_SPACE if full else "Fix the cause")
+  return CheckpointWriteError(f"{what}: {cause}. {advice} (traceback in {log}).")
+
+
+def full_disk_error(error: BaseException, workdir: epath.Path, step: int) -> CheckpointWriteError | None:
+  """`CheckpointWriteError` for an error of a full disk met anywhere in the run (the
+  metrics, TensorBoard), else None."""
+  failure = _failed_write(error)
+  if failure is None or not failure[1]:
+    return None
+  return write_error(error, workdir, f"The run stopped at step {step}")
+
+
+_CAPTURED: list[str] = []  # What orbax reported of a failed write, for error.log.
+_FORMAT = std_logging.Formatter("%(levelname)s %(pathname)s:%(lineno)d %(message)s")
+
+
+def _write_log(workdir: epath.Path, error: BaseException) -> str:
+  """Appends `error`'s traceback and `_CAPTURED` to the error log; returns its path (in
+  the temporary directory if the workdir cannot take it)."""
+  name = ERROR_LOG if jax.process_index() == 0 else f"error.{jax.process_index()}.log"
+  text = (
+      f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {type(error).__name__}: {error}\n"
+      + "".join(traceback.format_exception(error))
+      + "".join(f"--- reported by orbax:\n{r}\n" for r in _CAPTURED)
+  )
+  _CAPTURED.clear()
+  fallback = os.path.join(tempfile.gettempdir(), f"progressive-{os.getpid()}.{name}")
+  for path in (os.path.join(str(workdir), name), fallback):
+    try:
+      with open(path, "a") as f:
+        f.write(text)
+      return path
+    except OSError:
+      try:
+        if os.path.getsize(path) == 0:  # Created, but the disk had no room for a byte.
+          os.unlink(path)
+      except OSError:
+        pass
+  return "no file: no space for it"
+
+
+class QuietWriteErrors:
+  """While open, what orbax's failed asynchronous writes print (its ERROR log records,
+  asyncio's about its tasks, tensorstore's "Event loop is closed" reports) is kept for
+  `error.log` instead; what is still kept at the end goes there, with a one-line
+  warning. After a `CheckpointWriteError` it stays quiet until the process exits."""
+
+  def __init__(self, workdir: epath.Path):
+    self._workdir = workdir
+    self._loggers = [std_logging.getLogger("absl"), std_logging.getLogger("asyncio")]
+
+  def _filter(self, record: std_logging.LogRecord) -> bool:
+    where = record.pathname if record.name != "asyncio" else str(record.msg) + str(record.args)
+    if record.levelno >= std_logging.ERROR and f"{os.sep}orbax{os.sep}" in where:
+      if len(_CAPTURED) < 200:
+        _CAPTURED.append(_FORMAT.format(record))
+      return False
+    return True
+
+  def _unraisable(self, unraisable) -> None:
+    frames = traceback.extract_tb(unraisable.exc_traceback) if unraisable.exc_traceback else []
+    if "Event loop is closed" in str(unraisable.exc_value) or any(
+        f"{os.sep}orbax{os.sep}" in f.filename for f in frames
+    ):
+      if len(_CAPTURED) < 200:
+        _CAPTURED.append("".join(traceback.format_exception(unraisable.exc_value)))
+      return
+    self._previous_hook(unraisable)
+
+  def __enter__(self):
+    _CAPTURED.clear()
+    for logger in self._loggers:
+      logger.addFilter(self._filter)
+    self._previous_hook = sys.unraisablehook
+    sys.unraisablehook = self._unraisable
+    return self
+
+  def __exit__(self, exc_type, exc, tb):
+    if not isinstance(exc, CheckpointWriteError):  # After one, orbax's leftovers stay quiet.
+      for logger in self._loggers:
+        logger.removeFilter(self._filter)
+      sys.unraisablehook = self._previous_hook
+    if _CAPTURED and exc is None:
+      log = _write_log(self._workdir, RuntimeError("orbax reported errors while saving"))
+      print(f"WARNING: orbax reported errors while saving checkpoints; they are in {log}.")
+
+
+def set_aside_partial_writes(workdir: epath.Path) -> None:
+  """Moves the folders of checkpoint writes that never completed (`N.orbax-checkpoint-tmp*`,
+  left by a crash or a full disk) to `checkpoints_corrupt/`, with a note, so that none is
+  in the way of the next save. Only while this run holds the workdir: another run's
+  write in progress looks the same."""
+  directory = workdir / "checkpoints"
+  if jax.process_index() == 0 and directory.exists():
+    for path in sorted(directory.iterdir()):
+      if PARTIAL_SUFFIX not in path.name:
+        continue
+      target = workdir / CORRUPT_DIR / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+      target.parent.mkdir(parents=True, exist_ok=True)
+      n = 1
+      while target.exists():
+        n += 1
+        target = target.parent / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+      path.rename(target)
+      print(
+          f"Note: {path} is a checkpoint whose write never completed; moved it to {target} "
+          "(delete it to free its space)."
+      )
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices("set aside partial checkpoint writes")
 
 
 def _quarantine(mngr: ocp.CheckpointManager, workdir: epath.Path, step: int, error: Exception):
@@ -77,7 +343,8 @@ def restore_latest(
     except Exception as e:  # pylint: disable=broad-except
       _quarantine(mngr, workdir, step, e)
       continue
-    differences = config_differences(meta.get("config", {}), config_json, RESUMABLE_FIELDS)
+    saved = with_defaults(meta.get("config", {}))  # Fields added since it was written.
+    differences = config_differences(saved, config_json, RESUMABLE_FIELDS)
     if differences:
       details = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in differences.items())
       raise ConfigError(

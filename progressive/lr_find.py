@@ -175,7 +175,8 @@ def check_args(
 
 
 def check_lr_find_workdir(workdir: epath.Path) -> None:
-  """Refuses a training run's workdir; makes `workdir` and checks it is writable."""
+  """Refuses a training run's workdir, and one a live run holds (`workdir.Hold`); makes
+  `workdir` and checks it is writable."""
   if (workdir / "checkpoints").exists():
     raise workdir_lib.WorkdirError(
         f"{workdir} holds a training run's checkpoints. The range test starts from the "
@@ -183,6 +184,7 @@ def check_lr_find_workdir(workdir: epath.Path) -> None:
         f"--workdir, e.g. --workdir={workdir / 'lr_find'}."
     )
   workdir_lib.ensure_writable(workdir)
+  workdir_lib.check_not_held(workdir)
 
 
 def _one_step_late(step_fn, state, batches: Iterator, num_steps: int) -> Iterator[dict]:

@@ -9,7 +9,7 @@ import sys
 
 from absl import flags
 
-from progressive import cli, train
+from progressive import checkpoints, cli, train
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -21,11 +21,15 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 
 def _run(fv: flags.FlagValues) -> int | None:
-  """Trains; 128 + signal number if stopped by a signal (after a checkpoint)."""
+  """Trains; 128 + signal number if stopped by a signal (after a checkpoint); 1 (with one
+  line on stderr) if the loss diverged or a checkpoint could not be written."""
   try:
     summary = train.train_and_evaluate(fv.config, fv.workdir, force=fv.force)
   except train.NonFiniteLossError as e:
     sys.exit(f"Training stopped: {e}")
+  except checkpoints.CheckpointWriteError as e:  # A full disk: not a usage error (2).
+    cli.fail(e)
+    return 1
   if summary.interrupted:
     return 128 + signal.Signals[summary.interrupted].value
   return None

@@ -104,6 +104,19 @@ class _Run:
         config_json=json.loads(self.config.to_json()),
     )
 
+  def close(self, *, wait: bool = True) -> list[Exception]:
+    """Closes the programs, waits for the checkpoint being written (unless its failure is
+    known: a failed write raises `CheckpointWriteError`), closes the manager and the
+    outputs; returns the errors met."""
+    errors = []
+    waits = [lambda: checkpoints.wait(self.mngr)] if wait else []
+    for close in (self.programs.close, *waits, self.mngr.close, self.writer.close):
+      try:
+        close()
+      except Exception as e:  # noqa: BLE001  (each is reported or raised by the caller)
+        errors.append(e)
+    return errors
+
   def record_activation_stats(self, state, batch, step: int, stage: schedules.Stage) -> None:
     stats_fn = self.programs.get(("stats", stage.size, stage.batch_size), stage, step)
     stats = jax.device_get(stats_fn(state, batch))
@@ -115,17 +128,30 @@ class _Run:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force: bool = False) -> Result:
   """Trains through every stage of `config`, resuming from `workdir` if it holds a run.
 
-  Stops early, after a checkpoint, on SIGTERM or SIGINT (`Result.interrupted`).
+  Stops early, after a checkpoint, on SIGTERM or SIGINT (`Result.interrupted`). Holds
+  `workdir` for the whole call: another run in it is refused (`WorkdirError`). A
+  checkpoint that would not fit, or whose write fails, or a full disk, stops the run with
+  `checkpoints.CheckpointWriteError`, the previous checkpoint intact.
   """
   validate(config, jax.device_count())
   compilation.enable_persistent_cache(config.compilation_cache_dir)
   workdir = epath.Path(workdir)
+  workdir_lib.ensure_writable(workdir)
+  with workdir_lib.Hold(workdir):  # Before anything is written, read or compiled.
+    return _train_and_evaluate(config, workdir, force)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path, force: bool) -> Result:
   workdir_lib.check_workdir(workdir, config, force=force)
+  for name in ("metrics.jsonl", "activation_stats.jsonl"):
+    if parallel.is_primary() and workdir_lib.cut_torn_tail(workdir / name):
+      log(f"Note: dropped the incomplete last row of {workdir / name} (cut short by a full disk or a kill).")
   info = pipeline.dataset_info(config.data)
   plan = schedules.stage_plan(config.stages, config.batch_size, info.num_train)
   mesh = parallel.make_mesh()
   state = build_state(config, info, plan, mesh)
 
+  checkpoints.set_aside_partial_writes(workdir)
   mngr = checkpoints.manager(workdir, config.max_to_keep)
   step, data_state, data_stage = 0, None, None
   restored = checkpoints.restore_latest(mngr, workdir, state, json.loads(config.to_json()))
@@ -145,27 +171,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
 
   run = _open_run(config, workdir, info, plan, mesh, state, mngr, step)
   result = Result(step, state, [], run.programs.rows)
-  previous_stage_end = None
-  try:
-    with StopSignals() as stop:
-      for stage in plan:
-        if result.step >= stage.end:
-          continue
-        resume = data_state if data_stage == stage.index else None
-        end_data_state = _train_stage(run, result, stage, resume, stop, previous_stage_end)
-        if result.interrupted:
-          return result
-        previous_stage_end = time.perf_counter()
-        result.eval = run.evaluate(result.state, result.step, stage)
-        run.save(result.state, result.step, stage, end_data_state)
-        accuracies = ", ".join(f"{r['size']}px {r['accuracy']:.3f}" for r in result.eval)
-        log(f"Stage {stage.index} ({stage.size}px) done at step {result.step}: test accuracy {accuracies}")
-  finally:
-    run.programs.close()
-    mngr.wait_until_finished()
-    mngr.close()
-    run.writer.close()
+  with checkpoints.QuietWriteErrors(workdir):
+    try:
+      _train_stages(run, result, plan, data_state, data_stage)
+    except BaseException as e:
+      close_errors = run.close(wait=not isinstance(e, checkpoints.CheckpointWriteError))
+      error = _write_error(e, close_errors, workdir, result.step)
+      if error is None:
+        raise
+      raise error from None
+    errors = run.close()
+    if errors:
+      raise _write_error(errors[0], errors, workdir, result.step) or errors[0]
   return result
+
+
+def _write_error(error, close_errors, workdir, step: int):
+  """The `CheckpointWriteError` to stop with for `error` (met training or closing), if
+  a write failed: the checkpoint's own if its write failed too (the first cause of a
+  full disk), else one for a full disk under the metrics or TensorBoard; else None."""
+  if isinstance(error, checkpoints.CheckpointWriteError):
+    return error
+  if not isinstance(error, OSError):
+    return None
+  failed = [e for e in close_errors if isinstance(e, checkpoints.CheckpointWriteError)]
+  return failed[0] if failed else checkpoints.full_disk_error(error, workdir, step)
+
+
+def _train_stages(run: _Run, result: Result, plan, data_state, data_stage) -> None:
+  """Trains the stages still to train, evaluating and checkpointing at each one's end,
+  until the last or a stop signal."""
+  previous_stage_end = None
+  with StopSignals() as stop:
+    for stage in plan:
+      if result.step >= stage.end:
+        continue
+      resume = data_state if data_stage == stage.index else None
+      end_data_state = _train_stage(run, result, stage, resume, stop, previous_stage_end)
+      if result.interrupted:
+        return
+      previous_stage_end = time.perf_counter()
+      result.eval = run.evaluate(result.state, result.step, stage)
+      run.save(result.state, result.step, stage, end_data_state)
+      accuracies = ", ".join(f"{r['size']}px {r['accuracy']:.3f}" for r in result.eval)
+      log(f"Stage {stage.index} ({stage.size}px) done at step {result.step}: test accuracy {accuracies}")
 
 
 def _open_run(config, workdir, info, plan, mesh, state, mngr, step: int) -> _Run:
@@ -239,7 +288,7 @@ def _train_stage(run: _Run, result: Result, stage: schedules.Stage, data_state, 
       if stop.requested(can_sync=at_log) and step < stage.end:
         with metrics.paused(step):
           run.save(state, step, stage, batches.state)
-          run.mngr.wait_until_finished()
+          checkpoints.wait(run.mngr)
         result.interrupted = signal.Signals(stop.requested(can_sync=True)).name
         log(
             f"Stopped by {result.interrupted} at step {step} (stage {stage.index}); checkpoint "

@@ -61,7 +61,7 @@ def test_a_bad_command_line_is_one_line(args, message):
 
 
 def test_execute_maps_errors_and_signals_to_exit_codes(monkeypatch, capsys):
-  from progressive import train  # pylint: disable=import-outside-toplevel
+  from progressive import checkpoints, train  # pylint: disable=import-outside-toplevel
   from progressive.config_validation import ConfigError  # pylint: disable=import-outside-toplevel
 
   main = importlib.import_module("progressive.main")
@@ -70,6 +70,7 @@ def test_execute_maps_errors_and_signals_to_exit_codes(monkeypatch, capsys):
   outcomes = iter([
       ConfigError("config.x is bad,\nsee y."),
       train.NonFiniteLossError("loss is nan at step 3."),
+      checkpoints.CheckpointWriteError("Not enough space for the checkpoint of step 16."),
       types.SimpleNamespace(interrupted="SIGTERM"),
       types.SimpleNamespace(interrupted=None),
   ])
@@ -87,6 +88,8 @@ def test_execute_maps_errors_and_signals_to_exit_codes(monkeypatch, capsys):
     with pytest.raises(SystemExit) as info:
       cli.execute(main.COMMAND, fv)
     assert info.value.code == "Training stopped: loss is nan at step 3."  # Exit status 1.
+    assert cli.execute(main.COMMAND, fv) == 1  # A full disk: not a usage error.
+    assert capsys.readouterr().err == "Error: Not enough space for the checkpoint of step 16.\n"
     assert cli.execute(main.COMMAND, fv) == 128 + 15
     assert cli.execute(main.COMMAND, fv) is None
     assert logging.get_verbosity() == logging.WARNING

@@ -5,6 +5,7 @@ with the same device count, a resumed run must end with bitwise the same paramet
 and the same metrics rows.
 """
 
+import json
 import os
 import pathlib
 import shutil
@@ -19,7 +20,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from progressive import checkpoints, compilation, parallel, steps, train
+from progressive import checkpoints, compilation, parallel, train
 from progressive.config_validation import ConfigError
 from progressive.workdir import WorkdirError
 from progressive.metrics import read_rows
@@ -300,3 +301,77 @@ def test_sigkill_then_rerun_ends_identical(kill_setup, tmp_path, moment, ready):
   _assert_same_params(_final_params(workdir)[1], _final_params(reference_dir)[1])
   assert _train_rows(workdir) == _train_rows(reference_dir)
   assert _eval_rows(workdir) == _eval_rows(reference_dir)
+
+
+# Runs written before a field existed: their config.json and checkpoints lack it.
+
+OLDER_FIELDS = (("data", "num_workers"), (None, "skip_nonfinite"))  # Absent from older runs.
+
+
+def _drop_fields(config_json: dict) -> dict:
+  for parent, name in OLDER_FIELDS:
+    del (config_json[parent] if parent else config_json)[name]
+  return config_json
+
+
+def _as_older_version(workdir: pathlib.Path) -> None:
+  """Rewrites `config.json` and every checkpoint's meta config without `OLDER_FIELDS`."""
+  path = workdir / "config.json"
+  path.write_text(json.dumps(_drop_fields(json.loads(path.read_text())), indent=2))
+  metas = list((workdir / "checkpoints").glob("*/meta/metadata"))
+  assert metas
+  for path in metas:
+    meta = json.loads(path.read_text())
+    _drop_fields(meta["config"])
+    path.write_text(json.dumps(meta))
+
+
+def test_finished_run_of_an_older_version_stays_finished(reference, tmp_path, capsys):
+  config, ref_dir = reference
+  workdir = tmp_path / "run"
+  shutil.copytree(ref_dir, workdir)
+  _as_older_version(workdir)
+  summary = train.train_and_evaluate(config, str(workdir))
+  assert summary.step == 24
+  assert "holds a finished run" in capsys.readouterr().out
+  assert _train_rows(workdir) == _train_rows(ref_dir)  # Nothing trained.
+  assert "num_workers" in json.loads((workdir / "config.json").read_text())["data"]
+  assert not list(workdir.glob("config.*.json"))  # Not a config change.
+
+
+class _Killed(Exception):
+  pass
+
+
+def test_partial_run_of_an_older_version_resumes_exactly(reference, tmp_path, monkeypatch):
+  config, ref_dir = reference
+  real_save = checkpoints.save
+
+  def save_then_die(mngr, step, *args, **kwargs):
+    real_save(mngr, step, *args, **kwargs)
+    if step == 12:  # Mid-way through stage 1.
+      raise _Killed()
+
+  monkeypatch.setattr(checkpoints, "save", save_then_die)
+  with pytest.raises(_Killed):
+    train.train_and_evaluate(config, str(tmp_path))
+  monkeypatch.setattr(checkpoints, "save", real_save)
+  _as_older_version(tmp_path)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary.step == 24
+  assert summary.compile[0]["step"] == 12  # Resumed, not restarted.
+  _assert_same_params(_final_params(tmp_path)[1], _final_params(ref_dir)[1])
+  assert _train_rows(tmp_path) == _train_rows(ref_dir)
+
+
+def test_older_version_with_a_changed_fixed_field_is_refused(reference, tmp_path):
+  config, ref_dir = reference
+  workdir = tmp_path / "run"
+  shutil.copytree(ref_dir, workdir)
+  _as_older_version(workdir)
+  other = config.copy_and_resolve_references()
+  other.data.num_workers = 1  # The older run read with threads: the default, 0.
+  with pytest.raises(WorkdirError, match=r"data\.num_workers: 0 -> 1"):
+    train.train_and_evaluate(other, str(workdir))
+  with pytest.raises(ConfigError, match=r"data\.num_workers: 0 in the checkpoint, 1 now"):
+    train.train_and_evaluate(other, str(workdir), force=True)
