@@ -33,6 +33,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.log_every_steps = 4
     config.activation_stats_every = 4
     config.checkpoint_every_steps = 0
+    config.eval_bn_images = 0  # Keeps the smoke run quick; tests switch it on.
     config.opt.lr_max = 0.2
   elif arg:
     raise ValueError(f"Unknown config variant {arg!r}; use 'smoke' or nothing.")

@@ -419,3 +419,15 @@ def _shapes(tree) -> dict:
   if isinstance(tree, Mapping):
     return {k: _shapes(v) for k, v in tree.items()}
   return list(tree.shape)
+
+
+def stop_error(error, close_errors, workdir, step: int):
+  """The `CheckpointWriteError` to stop with for `error` (met training or closing), if
+  a write failed: the checkpoint's own if its write failed too (the first cause of a
+  full disk), else one for a full disk under the metrics or TensorBoard; else None."""
+  if isinstance(error, CheckpointWriteError):
+    return error
+  if not isinstance(error, OSError):
+    return None
+  failed = [e for e in close_errors if isinstance(e, CheckpointWriteError)]
+  return failed[0] if failed else full_disk_error(error, workdir, step)

@@ -119,6 +119,10 @@ FIELDS = (
     Field("eval_sizes", (32, 48, 64), "Also evaluated at each stage's own size.", "resumable"),
     Field("eval_batch_size", 500, "Global evaluation batch.", "resumable"),
     Field("eval_every_steps", 0, "0: evaluate only at the end of each stage.", "control"),
+    Field("eval_bn_images", 1024,
+          "Evaluations also report accuracy_bn at sizes other than the stage's: batch-norm "
+          "statistics recomputed at that size from this many training images (0: off).",
+          "control"),
     Field("log_every_steps", 20, "Train metrics are fetched from the device this often.",
           "control"),
     Field("activation_stats_every", 20,
@@ -426,7 +430,8 @@ def validate(config, num_devices: int) -> None:
           f"config.eval_sizes[{i}]={size} is below {models.min_input_size(model)}, the "
           "smallest input config.model can take."
       )
-  for field in ("eval_every_steps", "checkpoint_every_steps", "activation_stats_every"):
+  for field in ("eval_every_steps", "checkpoint_every_steps", "activation_stats_every",
+                "eval_bn_images"):
     if isinstance(config[field], bool) or not isinstance(config[field], int) or config[field] < 0:
       raise ConfigError(f"config.{field} must be an integer >= 0 (0 turns it off), got {config[field]!r}.")
   _positive_int(config.log_every_steps, "config.log_every_steps")

@@ -98,3 +98,39 @@ def evaluate(
       row[f"accuracy_{name}"] = accuracy
     rows.append(row)
   return rows
+
+
+class Recalibrated:
+  """The end-of-stage control for batch-norm statistics: accuracy at a size with every
+  batch-norm layer's statistics recomputed at that size (`progressive.recalibrate`) from
+  `num_images` training images (rounded up to whole eval batches; the eval transform, no
+  augmentation), read once per run and kept on the devices.
+
+  `model` is built without `bn_axis_name` (under `jit` the moments of a sharded batch are
+  over the whole global batch).
+  """
+
+  def __init__(self, model, config, info: pipeline.DatasetInfo, sharding: NamedSharding):
+    from progressive import recalibrate  # pylint: disable=import-outside-toplevel
+
+    self._recalibrate = recalibrate
+    self._moments = recalibrate.make_moments_fn(model.apply, tuple(info.mean), tuple(info.std))
+    processes = jax.process_count()
+    split = pipeline.open_split(config.data, config.data.train_split, shard=jax.process_index(),
+                                num_shards=processes)
+    batch = config.eval_batch_size
+    count = min(-(-config.eval_bn_images // batch), max(1, info.num_train // batch))
+    self.batches = [shard_batch({"image": b["image"]}, sharding)["image"]
+                    for b in split.eval_batches(batch // processes, count) if b["mask"].all()]
+    self.num_images = sum(len(b) for b in self.batches)
+
+  def rows(self, state, eval_fn: Callable, split: pipeline.Split, sizes: Sequence[int], **kwargs):
+    """`{size: {"accuracy_bn": ..., "accuracy_bn_<family>": ...}}` at each of `sizes`, the
+    statistics recomputed there; `kwargs` as `evaluate` takes them."""
+    out = {}
+    for size in sizes:
+      variables = self._recalibrate.recalibrate_batches(
+          self._moments, {"params": state.params, "batch_stats": state.batch_stats}, self.batches, size)
+      row = evaluate(state.replace(batch_stats=variables["batch_stats"]), eval_fn, split, [size], **kwargs)[0]
+      out[size] = {k.replace("accuracy", "accuracy_bn"): v for k, v in row.items() if k.startswith("accuracy")}
+    return out

@@ -89,13 +89,22 @@ def recalibrate(
   images = np.asarray(images)
   if not len(images):
     raise ValueError("recalibrate needs at least one image.")
+  chunks = (images[start:start + batch_size] for start in range(0, len(images), batch_size))
+  return recalibrate_batches(moments_fn, variables, chunks, size)
+
+
+def recalibrate_batches(moments_fn: Callable, variables: Mapping[str, Any], batches, size: int) -> dict:
+  """`recalibrate` over `batches` of uint8 images (numpy, or global arrays sharded over a
+  mesh: `moments_fn` is jitted, so each batch's moments are over the whole global batch),
+  weighted by their length; `moments_fn` from `make_moments_fn`."""
   totals, count = None, 0
-  for start in range(0, len(images), batch_size):
-    chunk = images[start:start + batch_size]
+  for chunk in batches:
     moments = jax.device_get(moments_fn(variables, chunk, int(size)))
     weighted = jax.tree.map(lambda x, n=len(chunk): np.asarray(x, np.float64) * n, moments)
     totals = weighted if totals is None else jax.tree.map(np.add, totals, weighted)
     count += len(chunk)
+  if not count:
+    raise ValueError("recalibrate needs at least one image.")
 
   def population(stored, total):
     m = total["mean"] / count

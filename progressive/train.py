@@ -24,7 +24,7 @@ from progressive import workdir as workdir_lib
 from progressive.analysis import activations
 from progressive.config_validation import validate
 from progressive.data import pipeline
-from progressive.evaluate import evaluate
+from progressive.evaluate import Recalibrated, evaluate
 from progressive.metrics import MetricsWriter, NonFiniteLossError, Progress, TrainMetrics, read_rows
 from progressive.parallel import log
 from progressive.signals import StopSignals
@@ -81,6 +81,7 @@ class _Run:
   programs: compilation.Programs
   mngr: Any
   layer_order: list[str] | None  # Activation-statistics rows in model order, if recorded.
+  recalibrated: Recalibrated | None  # accuracy_bn at the other eval sizes, if asked for.
 
   @property
   def sharding(self):
@@ -89,11 +90,13 @@ class _Run:
   def evaluate(self, state, step: int, stage: schedules.Stage) -> list[dict[str, Any]]:
     """Evaluates at the stage's size and every eval size; writes and returns the rows."""
     sizes = sorted({stage.size, *self.config.eval_sizes})
-    rows = evaluate(
-        state, lambda s, batch, size: self.programs.get(("eval", size), stage, step)(s, batch),
-        self.eval_split, sizes, batch_size=self.config.eval_batch_size,
-        sharding=self.sharding, info=self.info, num_examples=self.info.num_test,
-    )
+    eval_fn = lambda s, batch, size: self.programs.get(("eval", size), stage, step)(s, batch)  # noqa: E731
+    args = dict(batch_size=self.config.eval_batch_size, sharding=self.sharding, info=self.info,
+                num_examples=self.info.num_test)
+    rows = evaluate(state, eval_fn, self.eval_split, sizes, **args)
+    if self.recalibrated is not None:  # The batch-norm control at the other sizes.
+      extra = self.recalibrated.rows(state, eval_fn, self.eval_split, [s for s in sizes if s != stage.size], **args)
+      rows = [{**row, **extra.get(row["size"], {})} for row in rows]
     for row in rows:
       self.writer.write("eval", step=step, stage=stage.index, split=self.config.data.eval_split, **row)
     return rows
@@ -176,26 +179,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path, 
       _train_stages(run, result, plan, data_state, data_stage)
     except BaseException as e:
       close_errors = run.close(wait=not isinstance(e, checkpoints.CheckpointWriteError))
-      error = _write_error(e, close_errors, workdir, result.step)
+      error = checkpoints.stop_error(e, close_errors, workdir, result.step)
       if error is None:
         raise
       raise error from None
     errors = run.close()
     if errors:
-      raise _write_error(errors[0], errors, workdir, result.step) or errors[0]
+      raise checkpoints.stop_error(errors[0], errors, workdir, result.step) or errors[0]
   return result
-
-
-def _write_error(error, close_errors, workdir, step: int):
-  """The `CheckpointWriteError` to stop with for `error` (met training or closing), if
-  a write failed: the checkpoint's own if its write failed too (the first cause of a
-  full disk), else one for a full disk under the metrics or TensorBoard; else None."""
-  if isinstance(error, checkpoints.CheckpointWriteError):
-    return error
-  if not isinstance(error, OSError):
-    return None
-  failed = [e for e in close_errors if isinstance(e, checkpoints.CheckpointWriteError)]
-  return failed[0] if failed else checkpoints.full_disk_error(error, workdir, step)
 
 
 def _train_stages(run: _Run, result: Result, plan, data_state, data_stage) -> None:
@@ -236,6 +227,10 @@ def _open_run(config, workdir, info, plan, mesh, state, mngr, step: int) -> _Run
         stats_model.apply, {"params": state.params, "batch_stats": state.batch_stats},
         jax.ShapeDtypeStruct((1, plan[0].size, plan[0].size, 3), jnp.float32),
     )
+  recalibrated = None
+  if config.eval_bn_images and config.model.batch_norm:
+    recalibrated = Recalibrated(models.build(config.model, num_classes=info.num_classes), config,
+                                info, parallel.batch_sharding(mesh))
   compiler = compilation.StageCompiler(background=config.compile_ahead)
   compilation.submit_compiles(
       compiler, train_fn, eval_fn, state, [s for s in plan if step < s.end],
@@ -246,7 +241,8 @@ def _open_run(config, workdir, info, plan, mesh, state, mngr, step: int) -> _Run
   programs = compilation.Programs(
       compiler, writer, eval_batch_size=config.eval_batch_size, num_devices=mesh.size
   )
-  return _Run(config, workdir, info, mesh, train_split, eval_split, writer, programs, mngr, layer_order)
+  return _Run(config, workdir, info, mesh, train_split, eval_split, writer, programs, mngr,
+              layer_order, recalibrated)
 
 
 def _train_stage(run: _Run, result: Result, stage: schedules.Stage, data_state, stop, previous_stage_end):

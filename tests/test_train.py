@@ -246,3 +246,24 @@ def test_every_stage_closes_its_data_iterator(smoke_config, tmp_path, monkeypatc
   train.train_and_evaluate(smoke_config, str(tmp_path))
   # Grain's iterators hold threads (or worker processes and their shared memory).
   assert len(opened) == 2 and all(it._closed for it in opened)  # pylint: disable=protected-access
+
+
+def test_evaluation_reports_accuracy_with_recalibrated_batch_norm(smoke_config, tmp_path):
+  from progressive import analysis  # pylint: disable=import-outside-toplevel
+
+  config = smoke_config
+  config.eval_bn_images = 128  # One eval batch of training images.
+  config.stages = (dict(size=16, steps=4), dict(size=24, steps=4))
+  config.activation_stats_every = 0
+  result = train.train_and_evaluate(config, str(tmp_path))
+  rows = {r["size"]: r for r in result.eval}
+  assert set(rows) == {16, 24, 32}
+  assert "accuracy_bn" not in rows[24]  # The stage's own size: its statistics are its own.
+  assert {"accuracy_bn", "accuracy_bn_shape", "accuracy_bn_texture"} <= set(rows[16])
+  # The same control through the analysis toolkit, on one device.
+  run = analysis.load_run(tmp_path)
+  images = analysis.load_examples(config.data, config.data.train_split, 128)["image"]
+  test = run.test_examples()
+  for size in (16, 32):
+    predicted = np.argmax(run.recalibrated(size, images).predict(test["image"], size), -1)
+    assert rows[size]["accuracy_bn"] == pytest.approx(np.mean(predicted == test["label"]), abs=1.5 / 256)
