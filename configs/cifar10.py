@@ -65,6 +65,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 500
 
   if smoke:
+    config.eval_bn_images = 0
     config.data.num_workers = 0
     config.model.name = "simple_cnn"
     config.model.channels = (8, 16, 32)

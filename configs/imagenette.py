@@ -69,6 +69,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.checkpoint_every_steps = 200
 
   if smoke:
+    config.eval_bn_images = 0
     config.data.image_size = 32
     config.data.num_workers = 0
     config.model.name = "simple_cnn"
