@@ -204,52 +204,6 @@ def _finite_or_none(values) -> list[float | None]:
   return [float(v) if math.isfinite(v) else None for v in values]
 
 
-def plot(result: dict[str, Any], path) -> None:
-  """Smoothed and raw loss against the LR (log x-axis), as fastai plots it (the last
-  `SKIP_END` points left out), with the suggestions marked; saved as a PNG to `path`."""
-  import matplotlib  # pylint: disable=import-outside-toplevel
-
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=import-outside-toplevel
-
-  def array(values):
-    return np.asarray([np.nan if v is None else v for v in values], np.float64)
-
-  lrs, raw, smoothed = array(result["lrs"]), array(result["losses"]), array(result["smoothed"])
-  shown = max(len(lrs) - SKIP_END, 1)
-  fig, ax = plt.subplots(figsize=(7, 4.5))
-  ax.plot(lrs[:shown], raw[:shown], ".", color="0.75", markersize=3, label="loss")
-  beta = result["setup"]["beta"]
-  ax.plot(lrs[:shown], smoothed[:shown], color="C0", label=f"smoothed (beta {beta})")
-  markers = {"minimum": "o", "steep": "s", "valley": "^"}
-  for (name, s), color in zip(result["suggestions"].items(), ("C1", "C2", "C3")):
-    if s is None:
-      continue
-    label = f"{name}: {s['lr']:.3g}" + (" (LR at the minimum / 10)" if name == "minimum" else "")
-    ax.plot(s["at_lr"], s["loss"], markers[name], color=color, markersize=8, label=label)
-  recommended = result["suggestions"].get(RECOMMENDED)
-  if recommended is not None:
-    ax.axvline(recommended["lr"], color="C1", linestyle="--", linewidth=1,
-               label=f"suggested lr_max {recommended['lr']:.3g}")
-  finite = smoothed[:shown][np.isfinite(smoothed[:shown])]
-  if len(finite):
-    low, high = finite.min(), finite.max()
-    pad = 0.05 * (high - low or 1.0)
-    ax.set_ylim(low - pad, high + pad)
-  setup = result["setup"]
-  ax.set_xscale("log")
-  ax.set_xlabel("learning rate")
-  ax.set_ylabel("training loss")
-  ax.set_title(
-      f"LR range test: {setup['model']}, {setup['optimizer']}, {setup['size']}px, "
-      f"batch {setup['batch_size']}", fontsize=10,
-  )
-  ax.legend(loc="best", fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, format="png", dpi=120)
-  plt.close(fig)
-
-
 def lr_find(
     config: ml_collections.ConfigDict,
     workdir: str,
@@ -367,7 +321,10 @@ def lr_find(
     workdir_lib.write_text_atomically(
         workdir / "lr_find.json", json.dumps(result, indent=2, allow_nan=False) + "\n"
     )
-    workdir_lib.write_atomically(workdir / "lr_find.png", lambda p: plot(result, p))
+    from progressive.analysis import plots  # pylint: disable=import-outside-toplevel
+
+    figure = plots.lr_find(result, skip_end=SKIP_END, recommended=RECOMMENDED)
+    workdir_lib.write_atomically(workdir / "lr_find.png", lambda p: figure.savefig(str(p), format="png", dpi=120))
   log(summary(result, workdir))
   return result
 

@@ -251,3 +251,46 @@ def ensemble(result: Mapping[str, Any]) -> Figure:
   ax.set_title("single test sizes vs the softmax averaged over all of them", fontsize=9)
   ax.legend(fontsize=8)
   return fig
+
+
+def lr_find(result: Mapping[str, Any], *, skip_end: int = 5, recommended: str = "minimum") -> Figure:
+  """The LR range test (`progressive.lr_find`): smoothed and raw loss against the LR (log
+  x-axis), as fastai plots it (the last `skip_end` points left out), with the
+  suggestions and the `recommended` one marked."""
+
+  def array(values):
+    return np.asarray([np.nan if v is None else v for v in values], np.float64)
+
+  lrs, raw, smoothed = array(result["lrs"]), array(result["losses"]), array(result["smoothed"])
+  shown = max(len(lrs) - skip_end, 1)
+  fig = Figure(figsize=(7, 4.5))
+  ax = fig.subplots()
+  ax.plot(lrs[:shown], raw[:shown], ".", color="0.75", markersize=3, label="loss")
+  beta = result["setup"]["beta"]
+  ax.plot(lrs[:shown], smoothed[:shown], color="C0", label=f"smoothed (beta {beta})")
+  markers = {"minimum": "o", "steep": "s", "valley": "^"}
+  for (name, s), color in zip(result["suggestions"].items(), ("C1", "C2", "C3")):
+    if s is None:
+      continue
+    label = f"{name}: {s['lr']:.3g}" + (" (LR at the minimum / 10)" if name == "minimum" else "")
+    ax.plot(s["at_lr"], s["loss"], markers[name], color=color, markersize=8, label=label)
+  chosen = result["suggestions"].get(recommended)
+  if chosen is not None:
+    ax.axvline(chosen["lr"], color="C1", linestyle="--", linewidth=1,
+               label=f"suggested lr_max {chosen['lr']:.3g}")
+  finite = smoothed[:shown][np.isfinite(smoothed[:shown])]
+  if len(finite):
+    low, high = finite.min(), finite.max()
+    pad = 0.05 * (high - low or 1.0)
+    ax.set_ylim(low - pad, high + pad)
+  setup = result["setup"]
+  ax.set_xscale("log")
+  ax.set_xlabel("learning rate")
+  ax.set_ylabel("training loss")
+  ax.set_title(
+      f"LR range test: {setup['model']}, {setup['optimizer']}, {setup['size']}px, "
+      f"batch {setup['batch_size']}", fontsize=10,
+  )
+  ax.legend(loc="best", fontsize=8)
+  fig.tight_layout()
+  return fig
