@@ -20,19 +20,32 @@ from progressive.analysis import run as run_lib
 from progressive.metrics import read_rows
 
 SUMMARY_FILE = "sweep_point.json"
+# What a summary measures beyond its options; a summary of an older version is remade.
+MEASURES = 2  # 2: period shifts, object scale, the scale controls.
+OBJECT_PER_BIN = 24  # Rendered scenes per object-scale bin.
 
 
 def shift_summary(run, examples, *, num_images: int, max_shift: int) -> dict:
   """Jaggedness and consistency of a finished run at its last stage's size, on the first
-  `num_images` of `examples`."""
-  from progressive.analysis import shift  # pylint: disable=import-outside-toplevel
+  `num_images` of `examples`: within `max_shift` px (Azulay & Weiss, Zhang), and over one
+  whole subsampling period of the traced total stride along x, y and the diagonal,
+  objects kept inside the canvas (`shift.period_sweep`; averaged over the directions)."""
+  from progressive.analysis import controls, shift  # pylint: disable=import-outside-toplevel
 
   size = int(run.config.stages[-1]["size"])
   examples = {k: v[:num_images] for k, v in examples.items()}
   predict = run.predictor(size)
-  args = dict(size=size, max_shift=max_shift, mode=run_lib.shift_mode(run.config.data))
+  mode = run_lib.shift_mode(run.config.data)
+  args = dict(size=size, max_shift=max_shift, mode=mode)
   sweep = shift.shift_sweep(predict, examples, run.info, **args)
   cons = shift.shift_consistency(predict, examples, run.info, **args)
+  period = controls.grid(run.config.model, [size], run.info.num_classes)["total_stride"]
+  over = shift.period_sweep(predict, examples, run.info, size=size, period=period, mode=mode)
+
+  def across(name):
+    values = [d[name] for d in over["directions"].values() if d[name] is not None]
+    return sum(values) / len(values) if values else None
+
   return {
       "shift_size": size,
       "jaggedness": sweep["mean_changes"],
@@ -40,7 +53,30 @@ def shift_summary(run, examples, *, num_images: int, max_shift: int) -> dict:
       "consistency": cons["consistency"],
       "jaggedness_family": {k: v["mean_changes"] for k, v in sweep["family"].items()},
       "consistency_family": cons["family"],
+      "shift_period": period,
+      "jag_period": across("mean_changes"),
+      "pred_change": across("pred_change_rate"),
+      "prob_change": across("prob_change"),
+      "cons_period": over["consistency"],
+      "shift_inside": over["inside"],
   }
+
+
+def object_scale_summary(run, *, per_bin: int) -> dict:
+  """Accuracy by object scale on `scale_shapes` scenes redrawn at the last stage's size
+  (`scale.object_scale_accuracy`), per bin centre and family, with the object scale
+  `rf_scale` past which the final receptive field no longer covers the object."""
+  from progressive.analysis import scale  # pylint: disable=import-outside-toplevel
+
+  size = int(run.config.stages[-1]["size"])
+  rf = scale.receptive_field(run.config.model, size, run.info.num_classes)
+  result = scale.object_scale_accuracy(
+      run.predictor(size), run.info, canvas_size=size, per_bin=per_bin, features_rf=rf)
+  by_bin = {}
+  for i, center in enumerate(result["bin_centers"]):
+    by_bin[f"{center:.2f}"] = {("accuracy" if g == "all" else f"accuracy_{g}"): values[i]
+                               for g, values in result["accuracy"].items()}
+  return {"object_scale": by_bin, "rf_scale": result.get("rf_scale")}
 
 
 def ensemble_summary(run, examples, sizes: Sequence[int]) -> dict:
@@ -101,7 +137,7 @@ def _options(num_shift_images: int, max_shift: int, ensemble_sizes: Sequence[int
              bn_images: int = 0) -> dict:
   """What a summary measured with: a summary made with other options is remade."""
   options = {"num_shift_images": int(num_shift_images), "max_shift": int(max_shift),
-             "ensemble_sizes": [int(s) for s in ensemble_sizes]}
+             "ensemble_sizes": [int(s) for s in ensemble_sizes], "measures": MEASURES}
   if bn_images:  # Absent when off, so summaries made before the controls existed stay valid.
     options["bn_images"] = int(bn_images)
   return options
@@ -136,6 +172,7 @@ def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_s
       **shift_summary(run, examples, num_images=num_shift_images, max_shift=max_shift),
       **(ensemble_summary(run, examples, ensemble_sizes) if ensemble_sizes else {}),
       **(controls_summary(run, examples, sorted(final), bn_images=bn_images) if bn_images else {}),
+      **(object_scale_summary(run, per_bin=OBJECT_PER_BIN) if config.data.name == "scale_shapes" else {}),
   }
   (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str) + "\n")
   return summary
@@ -151,7 +188,9 @@ def read_summary(point_dir: epath.Path) -> dict | None:
 CONTROL_COLUMNS = (("eval_bn", "acc_bn"), ("eval_canvas", "acc_canvas"),
                    ("eval_canvas_bn", "acc_canvas_bn"))
 SUMMARY_COLUMNS = ("best_size", "acc_ens", "acc_ens_shape", "acc_ens_texture", "ens_gain",
-                   "jaggedness", "consistency", "images_seen", "train_gflops", "wall_seconds")
+                   "rf_scale", "jaggedness", "consistency", "shift_period", "jag_period",
+                   "pred_change", "prob_change", "cons_period", "images_seen", "train_gflops",
+                   "wall_seconds")
 
 
 def _columns(summaries: Sequence[Mapping[str, Any]], rows) -> list[str]:
@@ -161,6 +200,8 @@ def _columns(summaries: Sequence[Mapping[str, Any]], rows) -> list[str]:
   acc = [f"{g.replace('accuracy', 'acc')}@{size}" for size in sizes for g in groups]
   controlled = [f"{g.replace('accuracy', prefix)}@{size}" for key, prefix in CONTROL_COLUMNS
                 if any(key in s for s in summaries) for size in sizes for g in groups]
+  scales = list(dict.fromkeys(b for s in summaries for b in (s.get("object_scale") or {})))
+  controlled += [f"{g.replace('accuracy', 'acc_obj')}@{b}" for b in scales for g in groups]
   present = [c for c in SUMMARY_COLUMNS if any(r.get(c) is not None for r in rows)]
   return ["name", *keys, *acc, *controlled, *present]
 
@@ -171,6 +212,9 @@ def point_row(summary: Mapping[str, Any]) -> dict[str, Any]:
   for size, groups in summary["eval"].items():
     for group, value in groups.items():
       row[f"{group.replace('accuracy', 'acc')}@{int(size)}"] = value
+  for center, groups in (summary.get("object_scale") or {}).items():
+    for group, value in groups.items():
+      row[f"{group.replace('accuracy', 'acc_obj')}@{center}"] = value
   for key, prefix in CONTROL_COLUMNS:
     for size, groups in (summary.get(key) or {}).items():
       for group, value in groups.items():
@@ -178,7 +222,8 @@ def point_row(summary: Mapping[str, Any]) -> dict[str, Any]:
   for group, value in (summary.get("ensemble") or {}).items():
     row[group.replace("accuracy", "acc_ens")] = value
   row["ens_gain"] = summary.get("ensemble_gain")
-  for key in ("best_size", "jaggedness", "consistency", "images_seen", "train_gflops",
+  for key in ("best_size", "rf_scale", "jaggedness", "consistency", "shift_period", "jag_period",
+              "pred_change", "prob_change", "cons_period", "images_seen", "train_gflops",
               "wall_seconds"):
     row[key] = summary.get(key)
   return row
@@ -208,7 +253,8 @@ def group_name(summary: Mapping[str, Any]) -> str:
 def _averaged(column: str) -> bool:
   """Whether a column is a measurement averaged over seeds (not a setting or a label)."""
   return column.startswith("acc") or column in (
-      "ens_gain", "jaggedness", "consistency", "wall_seconds")
+      "ens_gain", "jaggedness", "consistency", "jag_period", "pred_change", "prob_change",
+      "cons_period", "wall_seconds")
 
 
 def _mean(values: pd.Series) -> float:
@@ -397,6 +443,15 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
       + (" and train_gflops (XLA's count of each stage's training step, times its steps)"
          if "train_gflops" in columns else "")
       + ": the training budget."
+      + (" jag_period, pred_change (fraction of neighbouring shifts whose predicted class "
+         "changes), prob_change (mean abs. change of the true class's probability) and "
+         "cons_period: over one whole subsampling period (shift_period px, the traced total "
+         "stride) along x, y and the diagonal, objects kept inside the canvas."
+         if "jag_period" in columns else "")
+      + (" acc_obj@O: accuracy on scenes redrawn at object scale O (bin centre, fraction of "
+         "the canvas) at the last stage's size; rf_scale: the object scale past which the "
+         "final receptive field no longer covers the object."
+         if any("object_scale" in s for s in summaries) else "")
       + (f" acc_bn@S: accuracy at S with batch-norm statistics recomputed at S from "
          f"{bn_images} training images; acc_canvas@S (acc_canvas_bn@S): the test images "
          "cropped or padded to an S canvas without resampling, stored (recomputed) statistics."

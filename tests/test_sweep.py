@@ -93,6 +93,12 @@ def test_sweep_runs_and_aggregates(antialias_smoke):
     for column in ("acc@24", "acc@32", "acc_shape@32", "acc_texture@32", "jaggedness", "consistency"):
       assert 0.0 <= float(row[column]) <= (1.0 if column != "jaggedness" else 8.0)
     assert float(row["wall_seconds"]) > 0
+    # Shifts over the whole period (total stride 8) and accuracy by object scale.
+    assert row["shift_period"] == "8" and 0 <= float(row["pred_change"]) <= 1
+    assert 0 <= float(row["cons_period"]) <= 1 and float(row["prob_change"]) >= 0
+    assert 0 <= float(row["acc_obj@0.55"]) <= 1 and 0 <= float(row["acc_obj_texture@0.25"]) <= 1
+    rf = 17 if row["model.downsample"] == "stride" else 31  # The final receptive fields at 32 px.
+    assert float(row["rf_scale"]) == pytest.approx(rf / 32, abs=1e-3)
   markdown = (workdir / "results.md").read_text()
   assert "2 of 2 points finished." in markdown and "| simple_cnn_blur3 | simple_cnn | blur | 3 |" in markdown
   assert (workdir / "results.png").stat().st_size > 1000
