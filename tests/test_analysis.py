@@ -146,6 +146,12 @@ def test_period_sweep_spans_the_period_and_separates_stable_from_jagged(info):
     low, high = measures["pred_change_rate_ci"]
     assert low <= measures["pred_change_rate"] <= high
   assert jagged["consistency"] < 0.9
+  # Objects too large to stay inside at every shift leave nothing to measure, and say so.
+  scenes = {"image": images[:2], "label": np.array([0, 1]), "object_scale": np.array([0.9, 0.9]),
+            "center": np.full((2, 2), 0.5), "seed": np.array([1, 2])}
+  none = shift.period_sweep(_mean_colour_model, scenes, info, size=16, period=8)
+  assert none["num_images"] == 0 and none["inside"]["left_out"] == 2
+  assert none["consistency"] is None and none["directions"]["1,0"]["pred_change_rate"] is None
 
 
 def test_redrawn_objects_never_touch_the_border_over_the_period(info, data_dir):

@@ -305,7 +305,13 @@ def period_sweep(
     examples, counts = keep_inside(examples, extent, size)
   labels = np.asarray(examples["label"])
   result = {"mode": mode, "size": int(size), "period": int(period), "shifts": shifts,
-            "num_images": int(len(labels)), "inside": counts, "directions": {}}
+            "num_images": int(len(labels)), "inside": counts, "directions": {}, "pairs": int(pairs)}
+  if not len(labels):  # Every object too large to stay inside at this size.
+    empty = {k: None for name in ("mean_changes", "pred_change_rate", "prob_change")
+             for k in (name, f"{name}_ci")}
+    result["directions"] = {f"{d[0]},{d[1]}": {**empty, "accuracy_by_shift": []} for d in directions}
+    result.update(consistency=None, consistency_ci=None, consistency_family={})
+    return result
   for direction in directions:
     steps = np.asarray(shifts)[:, None] * np.asarray(direction, np.int64)[None, :]
     offsets = np.broadcast_to(steps, (len(labels), *steps.shape))
@@ -336,5 +342,4 @@ def period_sweep(
   result["consistency_ci"] = _bootstrap(agree, rng)
   result["consistency_family"] = _by_family(
       lambda m: float(agree[m].mean()) if m.any() else None, labels, info)
-  result["pairs"] = int(pairs)
   return result
