@@ -26,10 +26,11 @@ import optax
 from absl import flags
 from etils import epath
 
-from progressive import cli, compilation, config_validation, models, parallel, schedules, train, workdir as workdir_lib
+from progressive import cli, compilation, config_validation, models, parallel, schedules, train
+from progressive import workdir as workdir_lib
 from progressive.config_validation import ConfigError, validate
-from progressive.parallel import log
 from progressive.data import pipeline
+from progressive.parallel import log
 
 DIVERGENCE = 4.0  # fastai stops once the smoothed loss exceeds 4x its minimum so far.
 SKIP_END = 5  # fastai leaves the last 5 points out of its suggestions and its plot.

@@ -100,9 +100,10 @@ def recalibrate_batches(moments_fn: Callable, variables: Mapping[str, Any], batc
   totals, count = None, 0
   for chunk in batches:
     moments = jax.device_get(moments_fn(variables, chunk, int(size)))
-    weighted = jax.tree.map(lambda x, n=len(chunk): np.asarray(x, np.float64) * n, moments)
+    n = len(chunk)
+    weighted = jax.tree.map(lambda x: np.asarray(x, np.float64) * n, moments)  # noqa: B023
     totals = weighted if totals is None else jax.tree.map(np.add, totals, weighted)
-    count += len(chunk)
+    count += n
   if not count:
     raise ValueError("recalibrate needs at least one image.")
 

@@ -29,9 +29,9 @@ the grid.
 """
 
 import ast
-import json
 import importlib.util
 import itertools
+import json
 import re
 import shlex
 import sys

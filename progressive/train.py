@@ -29,7 +29,7 @@ from progressive.metrics import MetricsWriter, NonFiniteLossError, Progress, Tra
 from progressive.parallel import log
 from progressive.signals import StopSignals
 
-__all__ = ["Result", "build_state", "train_and_evaluate", "NonFiniteLossError"]
+__all__ = ["NonFiniteLossError", "Result", "build_state", "train_and_evaluate"]
 
 
 @dataclasses.dataclass
@@ -90,7 +90,7 @@ class _Run:
   def evaluate(self, state, step: int, stage: schedules.Stage) -> list[dict[str, Any]]:
     """Evaluates at the stage's size and every eval size; writes and returns the rows."""
     sizes = sorted({stage.size, *self.config.eval_sizes})
-    eval_fn = lambda s, batch, size: self.programs.get(("eval", size), stage, step)(s, batch)  # noqa: E731
+    eval_fn = lambda s, batch, size: self.programs.get(("eval", size), stage, step)(s, batch)
     args = dict(batch_size=self.config.eval_batch_size, sharding=self.sharding, info=self.info,
                 num_examples=self.info.num_test)
     rows = evaluate(state, eval_fn, self.eval_split, sizes, **args)
@@ -116,7 +116,7 @@ class _Run:
     for close in (self.programs.close, *waits, self.mngr.close, self.writer.close):
       try:
         close()
-      except Exception as e:  # noqa: BLE001  (each is reported or raised by the caller)
+      except Exception as e:
         errors.append(e)
     return errors
 

@@ -22,8 +22,8 @@ import pytest
 
 from progressive import checkpoints, compilation, parallel, train
 from progressive.config_validation import ConfigError
-from progressive.workdir import WorkdirError
 from progressive.metrics import read_rows
+from progressive.workdir import WorkdirError
 
 REPO = pathlib.Path(__file__).parents[1]
 

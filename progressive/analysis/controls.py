@@ -68,7 +68,7 @@ def bn_size_matrix(
   result = size_matrix_from_logits(logits, labels, info)
   result["train_sizes"] = [int(r.train_size) for r in runs.values()]
   result["steps"] = [int(r.step) for r in runs.values()]
-  result["calibration_images"] = int(len(calibration))
+  result["calibration_images"] = len(calibration)
   return result
 
 

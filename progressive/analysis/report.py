@@ -12,7 +12,14 @@ from typing import Any
 from etils import epath
 
 from progressive.analysis import activations, controls, ensemble, plots, scale, shift
-from progressive.analysis.run import Run, describe, label, load_examples, shift_mode, stage_end_steps
+from progressive.analysis.run import (
+  Run,
+  describe,
+  label,
+  load_examples,
+  shift_mode,
+  stage_end_steps,
+)
 from progressive.data import pipeline
 
 
@@ -129,7 +136,7 @@ def analyze(run: Run, options: Options | None = None) -> dict[str, Any]:
       "source": source,
       "layers": activations.layers_in_order(checkpoint_rows),
       "checkpoint": {"step": run.step, "size": run.train_size, "train": options.stats_train,
-                     "num_images": int(len(stats_images)), "rows": checkpoint_rows},
+                     "num_images": len(stats_images), "rows": checkpoint_rows},
       "over_training": over_training,
   }
 

@@ -24,8 +24,8 @@ from etils import epath
 
 from progressive import config_validation, models, recalibrate, schedules
 from progressive.data import pipeline
-from progressive.metrics import read_rows
 from progressive.data.resize import preprocess
+from progressive.metrics import read_rows
 
 
 class RunError(ValueError):

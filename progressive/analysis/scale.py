@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 
 from progressive import arch
-from progressive.evaluate import breakdown, mean_or_none as _mean
 from progressive.data import pipeline
+from progressive.evaluate import breakdown
+from progressive.evaluate import mean_or_none as _mean
 
 # Object-scale bins (diameter, fraction of the canvas); the dataset draws 0.3 to 0.9.
 SCALE_BINS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -54,11 +55,11 @@ def size_matrix_from_logits(
   sizes = sorted({s for per_size in logits.values() for s in per_size})
   table = {row: {s: breakdown(np.argmax(l, -1) == labels, labels, info)
                  for s, l in logits[row].items()} for row in rows}
-  cell = lambda row, s, get: get(table[row][s]) if s in table[row] else None  # noqa: E731
+  cell = lambda row, s, get: get(table[row][s]) if s in table[row] else None
   return {
       "rows": rows,
       "sizes": sizes,
-      "num_images": int(len(labels)),
+      "num_images": len(labels),
       "accuracy": {
           g: [[cell(r, s, lambda b, g=g: _pick(b, g)) for s in sizes] for r in rows]
           for g in groups(info)

@@ -21,9 +21,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from progressive.evaluate import breakdown, by_family as _by_family
 from progressive.data import pipeline
 from progressive.data.resize import resize_images
+from progressive.evaluate import breakdown
+from progressive.evaluate import by_family as _by_family
 
 MODES = ("render", "reflect", "edge", "constant", "circular")
 
@@ -189,7 +190,7 @@ def shift_sweep(
       "topk": int(topk),
       "direction": [int(d) for d in direction],
       "shifts": list(range(-max_shift, max_shift + 1)),
-      "num_images": int(len(labels)),
+      "num_images": len(labels),
       **jaggedness(correct),
       "family": _by_family(lambda m: jaggedness(correct[m]), labels, info),
       "accuracy_by_shift": correct.mean(axis=0).tolist(),
@@ -223,7 +224,7 @@ def shift_consistency(
       "mode": mode,
       "size": int(size),
       "max_shift": int(max_shift),
-      "num_images": int(len(labels)),
+      "num_images": len(labels),
       "consistency": consistency(pred[:, 0], pred[:, 1]),
       "family": _by_family(lambda m: consistency(pred[m, 0], pred[m, 1]), labels, info),
       "accuracy_a": breakdown(pred[:, 0] == labels, labels, info),
@@ -259,7 +260,7 @@ def keep_inside(examples: Mapping[str, np.ndarray], extent: int, size: int) -> t
   moved = np.clip(center, room[:, None], 1 - room[:, None])
   kept = {k: np.asarray(v)[fits] for k, v in examples.items()}
   kept["center"] = moved[fits]
-  counts = {"total": int(len(scale)), "would_leave": int(would_leave.sum()),
+  counts = {"total": len(scale), "would_leave": int(would_leave.sum()),
             "moved": int((would_leave & fits).sum()), "left_out": int((~fits).sum())}
   return kept, counts
 
@@ -305,7 +306,7 @@ def period_sweep(
     examples, counts = keep_inside(examples, extent, size)
   labels = np.asarray(examples["label"])
   result = {"mode": mode, "size": int(size), "period": int(period), "shifts": shifts,
-            "num_images": int(len(labels)), "inside": counts, "directions": {}, "pairs": int(pairs)}
+            "num_images": len(labels), "inside": counts, "directions": {}, "pairs": int(pairs)}
   if not len(labels):  # Every object too large to stay inside at this size.
     empty = {k: None for name in ("mean_changes", "pred_change_rate", "prob_change")
              for k in (name, f"{name}_ci")}
