@@ -24,6 +24,7 @@ from progressive import checkpoints, compilation, parallel, train
 from progressive.config_validation import ConfigError
 from progressive.metrics import read_rows
 from progressive.workdir import WorkdirError
+from tests.runs import Killed, assert_same_params, die_after_save, eval_rows, train_rows
 
 REPO = pathlib.Path(__file__).parents[1]
 
@@ -32,18 +33,6 @@ def _final_params(workdir: pathlib.Path):
   steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   state = ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(steps[-1]) / "state")
   return steps[-1], state["params"]
-
-
-def _assert_same_params(a, b):
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), jax.device_get(b))
-
-
-def _train_rows(workdir):
-  return [(r["step"], r["stage"], r["loss"]) for r in read_rows(workdir / "metrics.jsonl") if r["event"] == "train"]
-
-
-def _eval_rows(workdir):
-  return [(r["step"], r["size"], r["accuracy"]) for r in read_rows(workdir / "metrics.jsonl") if r["event"] == "eval"]
 
 
 @pytest.fixture(scope="module")
@@ -83,16 +72,16 @@ def test_sigterm_checkpoints_at_the_next_step_and_resumes_exactly(reference, tmp
 
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary.step == 24 and summary.interrupted is None
-  _assert_same_params(_final_params(tmp_path)[1], _final_params(ref_dir)[1])
+  assert_same_params(_final_params(tmp_path)[1], _final_params(ref_dir)[1])
   # The signal flushed a row at step 10, splitting the interval (8, 12]; every step is
   # still in exactly one row, and the rows away from the split are the reference's.
   rows = [r for r in read_rows(tmp_path / "metrics.jsonl") if r["event"] == "train"]
   covered = sorted(s for r in rows for s in range(r["step"] - r["num_steps"] + 1, r["step"] + 1))
   assert covered == list(range(1, 25))
-  assert [r for r in _train_rows(tmp_path) if r[0] not in (10, 12)] == [
-      r for r in _train_rows(ref_dir) if r[0] != 12
+  assert [r for r in train_rows(tmp_path) if r[0] not in (10, 12)] == [
+      r for r in train_rows(ref_dir) if r[0] != 12
   ]
-  assert _eval_rows(tmp_path) == _eval_rows(ref_dir)
+  assert eval_rows(tmp_path) == eval_rows(ref_dir)
 
 
 def _corrupt_state(step_dir: pathlib.Path):
@@ -114,8 +103,8 @@ def test_corrupt_latest_checkpoint_falls_back_and_is_kept(reference, tmp_path, c
   assert [p.name.split("-")[0] for p in kept] == ["24"]  # Moved aside, not deleted.
   assert "Resuming" in out and "from step 20" in out
   assert summary.step == 24
-  _assert_same_params(_final_params(workdir)[1], _final_params(ref_dir)[1])
-  assert _train_rows(workdir) == _train_rows(ref_dir)
+  assert_same_params(_final_params(workdir)[1], _final_params(ref_dir)[1])
+  assert train_rows(workdir) == train_rows(ref_dir)
 
 
 def test_unreadable_meta_falls_back(reference, tmp_path, capsys):
@@ -139,7 +128,7 @@ def test_half_written_checkpoint_is_never_restored(reference, tmp_path):
   summary = train.train_and_evaluate(config, str(workdir))
   assert summary.step == 24
   assert summary.compile[0]["step"] == 20  # Resumed from the last complete one.
-  _assert_same_params(_final_params(workdir)[1], _final_params(ref_dir)[1])
+  assert_same_params(_final_params(workdir)[1], _final_params(ref_dir)[1])
 
 
 def test_checkpoint_from_another_config_names_the_field(reference, tmp_path):
@@ -163,7 +152,7 @@ def test_init_from_takes_parameters_only(reference, tmp_path):
       config, _info(config), _plan(config), parallel.make_mesh()
   )
   state = checkpoints.init_from(str(ref_dir), info_state)
-  _assert_same_params(state.params, ref_params)
+  assert_same_params(state.params, ref_params)
   assert int(state.step) == 0  # Optimiser state and step start afresh.
   other = config.copy_and_resolve_references()
   other.model.channels = (8, 16, 64)
@@ -298,9 +287,9 @@ def test_sigkill_then_rerun_ends_identical(kill_setup, tmp_path, moment, ready):
   assert 100 not in _steps(workdir)  # Killed before the end.
   _run(config_path, workdir)
   assert _final_params(workdir)[0] == 100
-  _assert_same_params(_final_params(workdir)[1], _final_params(reference_dir)[1])
-  assert _train_rows(workdir) == _train_rows(reference_dir)
-  assert _eval_rows(workdir) == _eval_rows(reference_dir)
+  assert_same_params(_final_params(workdir)[1], _final_params(reference_dir)[1])
+  assert train_rows(workdir) == train_rows(reference_dir)
+  assert eval_rows(workdir) == eval_rows(reference_dir)
 
 
 # Runs written before a field existed: their config.json and checkpoints lack it.
@@ -334,34 +323,23 @@ def test_finished_run_of_an_older_version_stays_finished(reference, tmp_path, ca
   summary = train.train_and_evaluate(config, str(workdir))
   assert summary.step == 24
   assert "holds a finished run" in capsys.readouterr().out
-  assert _train_rows(workdir) == _train_rows(ref_dir)  # Nothing trained.
+  assert train_rows(workdir) == train_rows(ref_dir)  # Nothing trained.
   assert "num_workers" in json.loads((workdir / "config.json").read_text())["data"]
   assert not list(workdir.glob("config.*.json"))  # Not a config change.
 
 
-class _Killed(Exception):
-  pass
-
-
 def test_partial_run_of_an_older_version_resumes_exactly(reference, tmp_path, monkeypatch):
   config, ref_dir = reference
-  real_save = checkpoints.save
-
-  def save_then_die(mngr, step, *args, **kwargs):
-    real_save(mngr, step, *args, **kwargs)
-    if step == 12:  # Mid-way through stage 1.
-      raise _Killed()
-
-  monkeypatch.setattr(checkpoints, "save", save_then_die)
-  with pytest.raises(_Killed):
+  die_after_save(monkeypatch, 12)  # Mid-way through stage 1.
+  with pytest.raises(Killed):
     train.train_and_evaluate(config, str(tmp_path))
-  monkeypatch.setattr(checkpoints, "save", real_save)
+  monkeypatch.undo()
   _as_older_version(tmp_path)
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary.step == 24
   assert summary.compile[0]["step"] == 12  # Resumed, not restarted.
-  _assert_same_params(_final_params(tmp_path)[1], _final_params(ref_dir)[1])
-  assert _train_rows(tmp_path) == _train_rows(ref_dir)
+  assert_same_params(_final_params(tmp_path)[1], _final_params(ref_dir)[1])
+  assert train_rows(tmp_path) == train_rows(ref_dir)
 
 
 def test_older_version_with_a_changed_fixed_field_is_refused(reference, tmp_path):

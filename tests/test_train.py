@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from jax._src import monitoring
 
-from progressive import checkpoints, evaluate, parallel, schedules, steps, train
-from progressive.workdir import WorkdirError
+from progressive import evaluate, parallel, schedules, steps, train
 from progressive.metrics import read_rows
-
+from progressive.workdir import WorkdirError
+from tests.runs import Killed, die_after_save
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
 
@@ -127,26 +127,15 @@ def test_workdir_with_another_config_is_refused(smoke_run):
     train.train_and_evaluate(config, str(workdir))
 
 
-class _Killed(Exception):
-  pass
-
-
 def test_interrupted_run_resumes_to_identical_result(smoke_run, smoke_config, tmp_path, monkeypatch):
   _, _, reference, _ = smoke_run
   reference_rows = read_rows(smoke_run[1] / "metrics.jsonl")
   config = smoke_config
   config.checkpoint_every_steps = 4  # Mid-stage checkpoints, with the data iterator's state.
-  real_save = checkpoints.save
-
-  def save_then_die(mngr, step, *args, **kwargs):
-    real_save(mngr, step, *args, **kwargs)
-    if step == 12:  # Mid-way through stage 1.
-      raise _Killed()
-
-  monkeypatch.setattr(checkpoints, "save", save_then_die)
-  with pytest.raises(_Killed):
+  die_after_save(monkeypatch, 12)  # Mid-way through stage 1.
+  with pytest.raises(Killed):
     train.train_and_evaluate(config, str(tmp_path))
-  monkeypatch.setattr(checkpoints, "save", real_save)
+  monkeypatch.undo()
   summary = train.train_and_evaluate(config, str(tmp_path))
 
   assert summary.step == 24

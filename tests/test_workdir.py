@@ -17,8 +17,6 @@ import subprocess
 import sys
 import time
 
-import jax
-import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from etils import epath
@@ -26,8 +24,8 @@ from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
 from progressive import checkpoints, lr_find, train
 from progressive import workdir as workdir_lib
-from progressive.metrics import read_rows
 from progressive.workdir import WorkdirError
+from tests.runs import assert_same_params, eval_rows, train_rows
 
 REPO = epath.Path(__file__).parents[1]
 
@@ -37,23 +35,11 @@ def _params(workdir, step=None):
   return ocp.StandardCheckpointer().restore(epath.Path(workdir) / "checkpoints" / str(step) / "state")["params"]
 
 
-def _assert_same_params(a, b):
-  jax.tree.map(np.testing.assert_array_equal, jax.device_get(a), jax.device_get(b))
-
-
-def _train_rows(workdir):
-  return [(r["step"], r["stage"], r["loss"]) for r in read_rows(workdir / "metrics.jsonl") if r["event"] == "train"]
-
-
-def _eval_rows(workdir):
-  return [(r["step"], r["size"], r["accuracy"]) for r in read_rows(workdir / "metrics.jsonl") if r["event"] == "eval"]
-
-
 def _assert_same_run(workdir, ref_dir):
   assert checkpoints.steps_on_disk(epath.Path(workdir))[-1] == 24
-  _assert_same_params(_params(workdir), _params(ref_dir))
-  assert _train_rows(workdir) == _train_rows(ref_dir)
-  assert _eval_rows(workdir) == _eval_rows(ref_dir)
+  assert_same_params(_params(workdir), _params(ref_dir))
+  assert train_rows(workdir) == train_rows(ref_dir)
+  assert eval_rows(workdir) == eval_rows(ref_dir)
 
 
 @pytest.fixture(scope="module")
@@ -261,7 +247,7 @@ def test_full_disk_during_the_asynchronous_write(reference, tmp_path, monkeypatc
   assert not [r for r in caplog.records if r.levelno >= logging.ERROR]  # nor of orbax's errors.
   assert "reported by orbax" in (workdir / "error.log").read_text()  # They are kept there.
   assert checkpoints.steps_on_disk(epath.Path(workdir)) == [8]
-  _assert_same_params(_params(workdir, 8), _params(ref_dir, 8))  # Intact.
+  assert_same_params(_params(workdir, 8), _params(ref_dir, 8))  # Intact.
   assert not (workdir / workdir_lib.HOLD_FILE).exists()
 
   summary = train.train_and_evaluate(config, str(workdir))  # Space freed.
@@ -292,7 +278,7 @@ def test_checkpoint_that_would_not_fit_stops_before_writing(reference, tmp_path,
       str(raised.value),
   ), str(raised.value)
   assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["8"]  # Nothing half-written.
-  assert 16 in [r[0] for r in _train_rows(workdir)]  # The metrics so far are flushed.
+  assert 16 in [r[0] for r in train_rows(workdir)]  # The metrics so far are flushed.
   assert not (workdir / workdir_lib.HOLD_FILE).exists()
   capsys.readouterr()
 
