@@ -22,16 +22,21 @@ from progressive.workdir import write_text_atomically
 
 
 def read_rows(path) -> list[dict[str, Any]]:
-  """All rows of a `metrics.jsonl` file (an empty list if there is none)."""
+  """All rows of a `metrics.jsonl` file (an empty list if there is none). A last line
+  without its newline is a row a full disk or a kill cut short: it is left out."""
   path = epath.Path(path)
   if not path.exists():
     return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  text = path.read_text()
+  if not text.endswith("\n"):
+    text = text[: text.rfind("\n") + 1]
+  return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def _open_resumed(path: epath.Path, resume_step: int):
   """Opens a JSON-lines file for appending, first dropping the rows past `resume_step`
-  (written by a run killed after its last checkpoint, and about to be written again)."""
+  (written by a run killed after its last checkpoint, and about to be written again) and
+  a last row cut short (`read_rows`)."""
   rows = [r for r in read_rows(path) if r.get("step", 0) <= resume_step]
   write_text_atomically(path, "".join(json.dumps(r) + "\n" for r in rows))
   return path.open("a")

@@ -146,9 +146,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *, force
 
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path, force: bool) -> Result:
   workdir_lib.check_workdir(workdir, config, force=force)
-  for name in ("metrics.jsonl", "activation_stats.jsonl"):
-    if parallel.is_primary() and workdir_lib.cut_torn_tail(workdir / name):
-      log(f"Note: dropped the incomplete last row of {workdir / name} (cut short by a full disk or a kill).")
   info = pipeline.dataset_info(config.data)
   plan = schedules.stage_plan(config.stages, config.batch_size, info.num_train)
   mesh = parallel.make_mesh()

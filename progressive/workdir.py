@@ -37,23 +37,6 @@ def write_text_atomically(path, text: str) -> None:
   write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
-def cut_torn_tail(path) -> bool:
-  """Cuts a JSON-lines file after its last complete line, dropping the part of a row
-  that a full disk or a kill cut short; True if there was one."""
-  path = epath.Path(path)
-  if not path.exists():
-    return False
-  data = path.read_bytes()
-  if not data or data.endswith(b"\n"):
-    return False
-  keep = data[: data.rfind(b"\n") + 1]
-  try:
-    os.truncate(str(path), len(keep))  # In place: it needs no free space.
-  except OSError:
-    write_atomically(path, lambda tmp: tmp.write_bytes(keep))
-  return True
-
-
 def ensure_writable(workdir: epath.Path) -> None:
   """Creates `workdir` if needed; `WorkdirError` naming the cause if nothing can be
   written there (a full disk, permissions, a read-only filesystem)."""
