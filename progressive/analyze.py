@@ -38,7 +38,7 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("shift_size", None, "Input size for the shift analyses (default: stage "
                        "size).", **define)
   flags.DEFINE_enum("shift_mode", None, shift.MODES, "How shifted views are made (default: "
-                    "render for scale_shapes, reflect for other datasets).", **define)
+                    "render for scale_shapes and photos, reflect for other datasets).", **define)
   flags.DEFINE_integer("max_shift", 4, "Sweep and consistency offsets up to this many pixels.",
                        **define)
   flags.DEFINE_list("direction", ["1", "0"], "Sweep direction dx,dy.", **define)

@@ -4,7 +4,10 @@ r"""Throughput, compile time and stage-switch cost, printed as a table and JSON.
   python -m progressive.bench --config=configs/zoo.py:resnet50 --config.model.dtype=bfloat16 \
       --sizes=128,224 --batch_sizes=256 --steps=50 --json=/tmp/bench.json
   python -m progressive.bench --config=configs/default.py:smoke --smoke
+  python -m progressive.bench --pipeline --config=configs/imagenette.py --sizes=128,224 \
+      --workers=1,16 --device_rate=128:14000,224:5700
 
+The last times the host input pipeline instead (`progressive.pipeline_bench`).
 For each (size, batch size):
 - `compile_s`: ahead-of-time compile of the bare training step.
 - `bare_img_s`: steady throughput of that step on random data already on the device.
@@ -33,7 +36,7 @@ import numpy as np
 from absl import flags
 from etils import epath
 
-from progressive import cli, compilation, config_validation, parallel, schedules, train
+from progressive import cli, compilation, config_validation, parallel, pipeline_bench, schedules, train
 from progressive.data import pipeline
 from progressive.metrics import read_rows
 
@@ -47,9 +50,10 @@ def bare_step(config, info, size: int, batch_size: int, steps: int) -> dict:
   step_fn = parallel.make_train_step(mesh, info.mean, info.std)
   sharding = parallel.batch_sharding(mesh)
   rng = np.random.default_rng(0)
+  host_size = info.train_image_size(size)
   batch = parallel.shard_batch(
       {
-          "image": rng.integers(0, 256, (batch_size, info.image_size, info.image_size, 3), np.uint8),
+          "image": rng.integers(0, 256, (batch_size, host_size, host_size, 3), np.uint8),
           "label": rng.integers(0, info.num_classes, (batch_size,), np.int32),
       },
       sharding,
@@ -197,11 +201,28 @@ def define_flags(fv: flags.FlagValues) -> None:
                     "cache).", flag_values=fv)
   flags.DEFINE_string("json", None, "Where to write the results (default: print only).",
                       flag_values=fv)
+  # The host pipeline (progressive.pipeline_bench).
+  flags.DEFINE_bool("pipeline", False, "Time the host input pipeline instead of the step: "
+                    "training images/s at each size, one core and --workers processes.",
+                    flag_values=fv)
+  flags.DEFINE_list("workers", ["1", str(os.cpu_count() or 1)],
+                    "--pipeline: grain worker process counts.", flag_values=fv)
+  flags.DEFINE_string("data_dir", None, "--pipeline: a folder dataset to read (default: JPEGs "
+                      "written from the bundled photographs).", flag_values=fv)
+  flags.DEFINE_integer("images", 240, "--pipeline: JPEGs to write when --data_dir is unset.",
+                       flag_values=fv)
+  flags.DEFINE_integer("pipeline_batch", 64, "--pipeline: host batch size.", flag_values=fv)
+  flags.DEFINE_float("seconds", 5.0, "--pipeline: seconds timed per measurement.", flag_values=fv)
+  flags.DEFINE_list("device_rate", None, "--pipeline: images/s a device step consumes, "
+                    "SIZE:RATE pairs (default: measured, on an accelerator).", flag_values=fv)
 
 
 def _run(fv: flags.FlagValues) -> None:
   """Runs the bench, prints the table, writes `--json`."""
   config = fv.config
+  if fv.pipeline:
+    pipeline_bench.main_report(config, fv)
+    return
   config_validation.validate(config, jax.device_count())
   sizes = fv.sizes or [s["size"] for s in config.stages]
   batch_sizes = fv.batch_sizes or [config.batch_size]

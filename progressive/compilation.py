@@ -157,7 +157,7 @@ def submit_compiles(
     state,
     stages: Sequence[Any],
     *,
-    image_size: int,
+    info,
     eval_sizes: Sequence[int],
     eval_batch_size: int,
     sharding: NamedSharding,
@@ -165,11 +165,12 @@ def submit_compiles(
 ) -> None:
   """Queues the programs `stages` need, in the order they are needed: each stage's
   train step (and activation-statistics step), then the eval steps its end-of-stage
-  evaluation adds."""
+  evaluation adds. Training batches have `info.train_image_size(stage.size)` pixels,
+  evaluation batches `info.image_size` (`info`: the `pipeline.DatasetInfo`)."""
   abstract_state = abstract(state)
-  eval_batch = abstract_batch(eval_batch_size, image_size, sharding)
+  eval_batch = abstract_batch(eval_batch_size, info.image_size, sharding)
   for stage in stages:
-    train_batch = abstract_batch(stage.batch_size, image_size, sharding)
+    train_batch = abstract_batch(stage.batch_size, info.train_image_size(stage.size), sharding)
     key = (stage.size, stage.batch_size)
     compiler.submit(("train", *key), train_fn, (abstract_state, train_batch), stage.size)
     if stats_fn is not None:

@@ -47,11 +47,15 @@ FIELDS = (
     Field("seed", 0, "Initialisation and data order."),
     # config.data
     Field("data.name", "scale_shapes",
-          '"scale_shapes" (built in, generated on first use) or a TFDS image classification '
-          'dataset prepared in array_record format, e.g. "cifar10", "imagenette/320px-v2".'),
+          '"scale_shapes" or "photos" (built in, generated on first use; photos: patches of '
+          'real photographs, docs/PHOTOS.md) or a TFDS image classification dataset prepared '
+          'in array_record format, e.g. "cifar10", "imagenette/320px-v2".'),
     Field("data.builder_config", "default",
-          'scale_shapes: "default" (64 px) or "small" (32 px). TFDS: "default" (the '
-          "dataset's default) or one of its configs, the same as name=\"imagenette/320px-v2\"."),
+          'scale_shapes: "default" (64 px) or "small" (32 px), or a control for claim 1: '
+          '"offladder", "object_period", "one_scale" (64 px) or "small_offladder", ... (32 '
+          'px; docs/SCALE_SHAPES.md). photos: "default" (grey, 64 px), "colour" (RGB, 64 px) '
+          'or "small" (grey, 32 px). TFDS: "default" (the dataset\'s default) or one of '
+          'its configs, the same as name="imagenette/320px-v2".'),
     Field("data.data_dir", None, "None: TFDS's usual directory.", "control", str),
     Field("data.train_split", "train",
           'The split trained on; TFDS slices work, e.g. "train[:90%]" to keep a validation slice.'),
@@ -60,7 +64,8 @@ FIELDS = (
           "a validation slice of the training split, never on the test split."),
     Field("data.image_size", None,
           "Side of the square uint8 images the host hands to the device, which zooms them to "
-          "each stage's size. None: the stored size (scale_shapes must keep it; cifar10: 32).",
+          "each stage's size. None: the stored size (scale_shapes and photos must keep it; "
+          "cifar10: 32).",
           placeholder=int),
     Field("data.augment", "none",
           'Training augmentation on the host: "none", "flip" (horizontal, p=1/2) or "rrc_flip" '
@@ -76,6 +81,9 @@ FIELDS = (
           placeholder=tuple),
     Field("data.std", None, "Per-channel, as data.mean.", placeholder=tuple),
     Field("data.num_workers", 0, "Grain worker processes decoding examples (0: threads here)."),
+    Field("data.skip_unreadable", False,
+          'name="folder": leave out files that are not readable images (counted in the "data" '
+          "row of metrics.jsonl) instead of stopping with an error naming the first."),
     # config.model
     Field("model.name", "simple_cnn",
           "A model in progressive.models.MODELS: simple_cnn, vgg11, vgg16, vgg (layers from "

@@ -253,9 +253,7 @@ def lr_find(
       num_shards=jax.process_count(), train=True,
   )
   # The batches (order and augmentation) of the first stage of training.
-  batches = parallel.stage_batches(
-      train_split, config.seed, 0, batch_size, parallel.batch_sharding(mesh)
-  )
+  batches = parallel.stage_batches(train_split, config.seed, plan[0], parallel.batch_sharding(mesh))
 
   first_batch = next(batches)
   compile_start = time.perf_counter()

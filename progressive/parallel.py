@@ -128,13 +128,15 @@ def stage_seed(seed: int, stage_index: int) -> int:
 
 
 def stage_batches(
-    train_split, config_seed: int, stage_index: int, global_batch_size: int,
-    sharding: NamedSharding, *, data_state: dict | None = None,
+    train_split, config_seed: int, stage, sharding: NamedSharding, *,
+    data_state: dict | None = None,
 ) -> DevicePrefetch:
-  """The training batches of one stage, on the devices: this process's share of each
-  global batch, in the stage's order (`stage_seed`), from `data_state` if resuming."""
+  """The training batches of `stage` (a `schedules.Stage`), on the devices: this
+  process's share of each global batch, in the stage's order (`stage_seed`), decoded at
+  the stage's size where the split decodes on the host, from `data_state` if resuming."""
   iterator = train_split.train_iterator(
-      global_batch_size // jax.process_count(), seed=stage_seed(config_seed, stage_index)
+      stage.batch_size // jax.process_count(), seed=stage_seed(config_seed, stage.index),
+      size=stage.size,
   )
   if data_state is not None:
     iterator.set_state(data_state)

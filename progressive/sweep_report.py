@@ -17,6 +17,7 @@ from etils import epath
 
 from progressive import schedules, statistics
 from progressive.analysis import run as run_lib
+from progressive.data import pipeline
 from progressive.metrics import read_rows
 
 SUMMARY_FILE = "sweep_point.json"
@@ -65,7 +66,8 @@ def shift_summary(run, examples, *, num_images: int, max_shift: int) -> dict:
 def object_scale_summary(run, *, per_bin: int) -> dict:
   """Accuracy by object scale on `scale_shapes` scenes redrawn at the last stage's size
   (`scale.object_scale_accuracy`), per bin centre and family, with the object scale
-  `rf_scale` past which the final receptive field no longer covers the object."""
+  `rf_scale` past which the final receptive field no longer covers the object; for
+  `photos`, by zoom on patches cut afresh from the test regions (no `rf_scale`)."""
   from progressive.analysis import scale  # pylint: disable=import-outside-toplevel
 
   size = int(run.config.stages[-1]["size"])
@@ -172,7 +174,8 @@ def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_s
       **shift_summary(run, examples, num_images=num_shift_images, max_shift=max_shift),
       **(ensemble_summary(run, examples, ensemble_sizes) if ensemble_sizes else {}),
       **(controls_summary(run, examples, sorted(final), bn_images=bn_images) if bn_images else {}),
-      **(object_scale_summary(run, per_bin=OBJECT_PER_BIN) if config.data.name == "scale_shapes" else {}),
+      **(object_scale_summary(run, per_bin=OBJECT_PER_BIN)
+         if config.data.name in pipeline.BUILTINS else {}),
   }
   (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str) + "\n")
   return summary
@@ -449,8 +452,9 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
          "stride) along x, y and the diagonal, objects kept inside the canvas."
          if "jag_period" in columns else "")
       + (" acc_obj@O: accuracy on scenes redrawn at object scale O (bin centre, fraction of "
-         "the canvas) at the last stage's size; rf_scale: the object scale past which the "
-         "final receptive field no longer covers the object."
+         "the canvas; photos: zoom O, stored px per source px) at the last stage's size; "
+         "rf_scale: the object scale past which the final receptive field no longer covers "
+         "the object."
          if any("object_scale" in s for s in summaries) else "")
       + (f" acc_bn@S: accuracy at S with batch-norm statistics recomputed at S from "
          f"{bn_images} training images; acc_canvas@S (acc_canvas_bn@S): the test images "

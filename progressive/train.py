@@ -214,6 +214,10 @@ def _open_run(config, workdir, info, plan, mesh, state, mngr, step: int) -> _Run
   )
   eval_split = pipeline.open_split(config.data, config.data.eval_split, shard=process, num_shards=processes)
   writer = MetricsWriter(workdir, resume_step=step, active=process == 0)
+  if info.num_skipped and not step:
+    writer.write("data", step=0, skipped_unreadable=info.num_skipped)
+    log(f"Left out {info.num_skipped} unreadable files of {config.data.data_dir} "
+        "(config.data.skip_unreadable).")
   train_fn = parallel.make_train_step(mesh, info.mean, info.std, skip_nonfinite=config.skip_nonfinite)
   eval_fn = parallel.make_eval_step(info.mean, info.std)
   stats_fn, layer_order = None, None
@@ -231,7 +235,7 @@ def _open_run(config, workdir, info, plan, mesh, state, mngr, step: int) -> _Run
   compiler = compilation.StageCompiler(background=config.compile_ahead)
   compilation.submit_compiles(
       compiler, train_fn, eval_fn, state, [s for s in plan if step < s.end],
-      image_size=info.image_size, eval_sizes=config.eval_sizes,
+      info=info, eval_sizes=config.eval_sizes,
       eval_batch_size=config.eval_batch_size, sharding=parallel.batch_sharding(mesh),
       stats_fn=stats_fn,
   )
@@ -250,7 +254,7 @@ def _train_stage(run: _Run, result: Result, stage: schedules.Stage, data_state, 
   switch_start = time.perf_counter()
   step_fn = run.programs.get(("train", stage.size, stage.batch_size), stage, result.step)
   batches = parallel.stage_batches(
-      run.train_split, config.seed, stage.index, stage.batch_size, run.sharding, data_state=data_state
+      run.train_split, config.seed, stage, run.sharding, data_state=data_state
   )
   progress = Progress(
       stage.num_steps, result.step - stage.start, f"stage {stage.index} ({stage.size}px)",

@@ -83,7 +83,7 @@ def test_render_shift_moves_a_shape_by_whole_output_pixels():
       "center": np.array([[0.4, 0.45], [0.5, 0.5]]), "seed": np.array([7, 8]),
   }
   views = shift.render_translated(examples, np.array([[[0, 0], [1, 0], [0, -2]]] * 2), 32,
-                                  storage_size=32)
+                                  render_options=scale_shapes.render_options("small"))
   for v in views.astype(int):
     np.testing.assert_array_equal(v[1], np.roll(v[0], 1, axis=1))
     np.testing.assert_array_equal(v[2], np.roll(v[0], -2, axis=0))

@@ -12,6 +12,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from progressive import compilation, models, optim, parallel, schedules, steps, train
+from progressive.data import pipeline
 from progressive.metrics import read_rows
 
 REPO = pathlib.Path(__file__).parents[1]
@@ -34,7 +35,8 @@ def test_ahead_of_time_stages_match_lazy_jit(smoke_config, background):
   eval_fn = parallel.make_eval_step((0.5,) * 3, (0.3,) * 3)
   compiler = compilation.StageCompiler(background=background)
   compilation.submit_compiles(
-      compiler, step_fn, eval_fn, state, plan, image_size=32, eval_sizes=(16,),
+      compiler, step_fn, eval_fn, state, plan, info=pipeline.dataset_info(smoke_config.data),
+      eval_sizes=(16,),
       eval_batch_size=64, sharding=sharding,
   )
   rng = np.random.default_rng(1)

@@ -33,7 +33,7 @@ def test_default_and_smoke_configs_are_valid():
     [
         (lambda c: setattr(c.model, "name", "resnet9000"), r"config\.model\.name must be one of \['resnet18', .*, 'vgg16'\], got 'resnet9000'"),
         (lambda c: setattr(c.data, "name", "mnist_typo"), r"config\.data\.name='mnist_typo' is neither 'scale_shapes' nor a TFDS dataset"),
-        (lambda c: setattr(c.data, "builder_config", "huge"), r"builder_config must be one of \['default', 'small'\]"),
+        (lambda c: setattr(c.data, "builder_config", "huge"), r"builder_config must be one of \['default', 'object_period', .*, 'sweep32'\]"),
         (lambda c: setattr(c.opt, "name", "lion"), r"config\.opt\.name must be one of \['adamw', 'sgd'\]"),
         (lambda c: setattr(c.opt, "cycle", "epoch"), r"config\.opt\.cycle must be one of"),
         (lambda c: setattr(c.model, "head", "attention"), r"config\.model\.head must be one of"),

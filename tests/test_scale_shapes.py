@@ -1,7 +1,11 @@
 """Tests of the built-in `scale_shapes` dataset: rendering, metadata, the TFDS builder."""
 
+import hashlib
+import io
+
 import numpy as np
 import pytest
+from PIL import Image
 
 from progressive.data import scale_shapes as ss
 from progressive.data.resize import resize_images
@@ -241,3 +245,228 @@ def test_pattern_shift_with_center_translates_the_whole_object():
     moved = ss.render(label, 0.5, (0.5 + 2 / 32, 0.5 + 1 / 32), 32, seed=3,
                                 storage_size=32, pattern_shift=(2 / 32, 1 / 32))
     np.testing.assert_array_equal(moved[1:, 2:], base[:-1, :-2])
+
+
+# --- Builder configs for the claim-1 controls ---------------------------------------------
+
+CONTROLS = ("offladder", "object_period", "one_scale")
+NEW_CONFIGS = CONTROLS + tuple(f"small_{name}" for name in CONTROLS)
+LUMA = np.array([0.299, 0.587, 0.114])
+
+
+def config_fields(name):
+  """The keyword arguments of `sample_example` that builder config `name` sets."""
+  config = ss.builder_config(name)
+  return {"storage_size": config.storage_size, "scale_range": tuple(config.scale_range),
+          "texture_periods": tuple(config.texture_periods), "period_mode": config.period_mode}
+
+
+def dominant_period(profile):
+  """Period in pixels of the strongest frequency of a 1-D profile (Hann window, FFT)."""
+  profile = (profile - profile.mean()) * np.hanning(len(profile))
+  power = np.abs(np.fft.rfft(profile, 8192))**2
+  return 1.0 / np.fft.rfftfreq(8192)[1 + power[1:].argmax()]
+
+
+def measured_periods(name, label, scale, seeds=range(40)):
+  """Dominant period (stored px) along a central row of `label` drawn at the centre with
+  `scale`, for the seeds with a disc silhouette and vertical stripes."""
+  options = ss.render_options(name)
+  size = options.storage_size
+  periods = []
+  for seed in seeds:
+    nz = ss.nuisances(seed, texture_periods=options.texture_periods,
+                      period_mode=options.period_mode)
+    if nz.horizontal or nz.silhouette != 0:
+      continue
+    image = ss.render(label, scale, (0.5, 0.5), size, seed=seed, **options._asdict())
+    cover = ss.object_coverage(label, scale, (0.5, 0.5), size, seed=seed, **options._asdict())
+    # The central row with the most contrast: one of odd-period checks' y bands, not an
+    # edge between two.
+    profiles = [image[row, cover[row] == 1.0] @ LUMA for row in range(size // 2 - 2, size // 2 + 3)]
+    periods.append(dominant_period(max(profiles, key=np.std)))
+  assert len(periods) >= 5
+  return np.array(periods)
+
+
+def test_default_and_small_are_unchanged():
+  """Hashes of images drawn before the controls were added (committed results use them)."""
+  expected = {("default", "train"): "45e800ef4088bee4", ("default", "test"): "97e1c20edcf7d37f",
+              ("small", "train"): "13c831a876e389a5", ("small", "test"): "14bc1322a919a5e8"}
+  for (name, split), digest in expected.items():
+    assert ss.builder_config(name).class_names() == ss.CLASS_NAMES
+    h = hashlib.sha256()
+    for i in range(24):
+      h.update(ss.sample_example(i, seed=0, split=split, **config_fields(name))["image"].tobytes())
+    assert h.hexdigest()[:16] == digest, (name, split)
+  h = hashlib.sha256()
+  for label in range(12):
+    for size in (24, 37, 48):
+      h.update(ss.render(label, 0.55, (0.45, 0.52), size, seed=label + 3, storage_size=64,
+                         pattern_shift=(1 / size, -2 / size)).tobytes())
+  assert h.hexdigest()[:16] == "b9aa5590044ac55b"
+
+
+def test_control_configs_and_their_class_names():
+  configs = ss.ScaleShapes.builder_configs
+  assert set(NEW_CONFIGS) | {"default", "small", "sweep32"} == set(configs)
+  assert (configs["sweep32"].storage_size, configs["sweep32"].num_train) == (32, 4096)
+  assert configs["sweep32"].class_names() == ss.CLASS_NAMES
+  for name in NEW_CONFIGS:
+    config = configs[name]
+    assert (config.storage_size, config.num_train, config.num_test) == (
+        (32, 4096, 1024) if name.startswith("small_") else (64, 10_000, 2_000))
+  assert configs["offladder"].class_names()[6:] == (
+      "stripes_p5", "stripes_p9", "stripes_p16", "checks_p5", "checks_p9", "checks_p16")
+  assert configs["small_object_period"].class_names()[6:] == (
+      "stripes_c2", "stripes_c3", "stripes_c4", "checks_c2", "checks_c3", "checks_c4")
+  assert configs["one_scale"].class_names() == ss.CLASS_NAMES
+  assert ss.class_family((3, 5, 7, 11)) == (0,) * 6 + (1,) * 8
+
+
+def test_offladder_periods_stay_apart_under_the_zooms_used():
+  """No period lands within 10% of another's under zooms of 1/2, 3/4, 5/4 or 3/2, and all
+  span at least MIN_PERIOD_PX at half the stored size."""
+  periods = ss.OFFLADDER_PERIODS
+  for zoom in (0.5, 0.75, 1.25, 1.5):
+    for p in periods:
+      assert p * 0.5 >= ss.MIN_PERIOD_PX
+      for q in periods:
+        assert p == q or abs(p * zoom / q - 1) >= 0.1 - 1e-9, (p, q, zoom)
+  ladder = ss.DEFAULT_PERIODS  # The counter-example: the 2x ladder fails the same check.
+  assert any(abs(p * 0.5 / q - 1) < 0.1 for p in ladder for q in ladder if p != q)
+
+
+@pytest.mark.parametrize("name", ["offladder", "small_offladder", "object_period",
+                                  "small_object_period"])
+def test_rendered_periods_are_the_configured_ones(name):
+  options = ss.render_options(name)
+  for pattern in range(2):  # Stripes, then checks: both repeat along a row.
+    for i, period in enumerate(options.texture_periods):
+      label = 6 + pattern * len(options.texture_periods) + i
+      # Canvas periods on the largest object (most periods, least FFT bias); object
+      # periods (2 to 4 per object) on a large and a small one.
+      for scale in ((1.0,) if options.period_mode == "canvas" else (0.5, 1.0)):
+        expected = (period if options.period_mode == "canvas" else
+                    scale * options.storage_size / period)
+        measured = measured_periods(name, label, scale)
+        assert np.all(np.abs(measured / expected - 1) < 0.03), (label, scale, measured)
+
+
+def test_object_periods_scale_with_the_object_and_canvas_periods_do_not():
+  for name, ratio in (("object_period", 2.0), ("offladder", 1.0)):
+    label = ss.builder_config(name).class_names().index(
+        "stripes_c3" if name == "object_period" else "stripes_p9")
+    small, large = measured_periods(name, label, 0.45), measured_periods(name, label, 0.9)
+    np.testing.assert_allclose(large / small, ratio, rtol=0.04, err_msg=name)
+
+
+def test_object_anchored_bands_move_with_the_object_and_ignore_pattern_shift():
+  options = ss.render_options("small_object_period")
+  for label in (7, 11):
+    base = ss.render(label, 0.5, (0.5, 0.5), 32, seed=3, **options._asdict())
+    moved = ss.render(label, 0.5, (0.5 + 2 / 32, 0.5 + 1 / 32), 32, seed=3,
+                      **options._asdict())
+    np.testing.assert_array_equal(moved[1:, 2:], base[:-1, :-2])
+    shifted = ss.render(label, 0.5, (0.5, 0.5), 32, seed=3, pattern_shift=(2 / 32, 0.0),
+                        **options._asdict())
+    np.testing.assert_array_equal(shifted, base)
+
+
+def test_one_scale_configs_draw_every_object_at_one_scale():
+  for name in ("one_scale", "small_one_scale"):
+    lo, hi = ss.builder_config(name).scale_range
+    assert lo == hi == ss.ONE_SCALE[0]
+    scales = {float(ss.sample_example(i, seed=0, split="test", **config_fields(name))
+                    ["object_scale"]) for i in range(36)}
+    assert scales == {float(np.float32(lo))}, name
+  varied = {float(ss.sample_example(i, seed=0, **config_fields("small"))["object_scale"])
+            for i in range(36)}
+  assert len(varied) == 36
+
+
+def test_texture_options_are_checked():
+  with pytest.raises(ValueError, match="period_mode"):
+    ss.render(6, 0.5, (0.5, 0.5), 32, period_mode="pixels")
+  with pytest.raises(ValueError, match="texture_periods"):
+    ss.render(6, 0.5, (0.5, 0.5), 32, texture_periods=(4, 4, 8))
+  with pytest.raises(ValueError, match="texture_periods"):
+    ss.render(6, 0.5, (0.5, 0.5), 32, texture_periods=(1, 4))
+  with pytest.raises(ValueError, match=r"label must be in \[0, 10\)"):
+    ss.render(10, 0.5, (0.5, 0.5), 32, texture_periods=(3, 5))
+  ss.render(13, 0.5, (0.5, 0.5), 32, texture_periods=(3, 5, 7, 11))
+  with pytest.raises(ValueError, match="config_name must be one of"):
+    ss.render_options("tiny")
+
+
+def test_builder_draws_its_configs_examples(tmp_path):
+  builder = ss.ScaleShapes(config="small_object_period", data_dir=str(tmp_path))
+  assert builder.info.features["label"].names == list(ss.builder_config(
+      "small_object_period").class_names())
+  for index, example in builder._generate_examples("test", 13):  # pylint: disable=protected-access
+    expected = ss.sample_example(index, seed=0, split="test",
+                                 **config_fields("small_object_period"))
+    image = np.asarray(Image.open(io.BytesIO(example["image"])))
+    np.testing.assert_array_equal(image, expected["image"])
+    assert example["label"] == expected["label"] == index % 12
+
+
+@pytest.mark.parametrize("name", NEW_CONFIGS)
+def test_analysis_redraws_a_configs_examples(name):
+  from progressive.analysis import scale, shift  # pylint: disable=import-outside-toplevel
+
+  options = ss.render_options(name)
+  examples = [ss.sample_example(i, seed=0, split="test", **config_fields(name))
+              for i in range(6, 12)]  # The texture classes.
+  stacked = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+  views = shift.render_translated(stacked, np.zeros((6, 1, 2), np.int64),
+                                  options.storage_size, render_options=options)
+  np.testing.assert_array_equal(views[:, 0], stacked["image"])
+  bins = scale.render_scale_bins((0.5, 0.6), 12, options.storage_size, render_options=options,
+                                 num_classes=12)
+  default = scale.render_scale_bins((0.5, 0.6), 12, options.storage_size,
+                                    render_options=ss.RenderOptions(options.storage_size),
+                                    num_classes=12)
+  same = [np.array_equal(a, b) for a, b in zip(bins["image"], default["image"])]
+  # Shapes are drawn alike; textures differ unless the config keeps the default periods.
+  assert same[:6] == [True] * 6
+  assert same[6:] == [name.endswith("one_scale")] * 6
+
+
+def test_dataset_info_gives_the_configs_classes():
+  from progressive import config_validation  # pylint: disable=import-outside-toplevel
+  from progressive.data import pipeline  # pylint: disable=import-outside-toplevel
+
+  data = config_validation.default_config().data
+  for name in ("default", "small_offladder", "object_period"):
+    data.builder_config = name
+    info = pipeline.dataset_info(data)
+    config = ss.builder_config(name)
+    assert info.class_names == config.class_names() and info.num_classes == 12
+    assert info.class_family == ss.CLASS_FAMILY
+    assert info.render_options == config.render_options()
+    assert (info.image_size, info.num_train, info.num_test) == (
+        config.storage_size, config.num_train, config.num_test)
+
+
+def test_period_table_marks_what_each_size_keeps():
+  default = {row["period"]: row for row in ss.period_check("default")}
+  assert default[8]["px"][32] == 4 and default[8]["reads_as"][32] == 4  # The 2x ladder.
+  assert not default[8]["ok"][32] and default[8]["ok"][48] and default[2]["ok"][64]
+  assert not default[2]["ok"][48]  # 1.5 px: under Nyquist, a 3 px alias is left...
+  assert default[2]["alias"][48] == pytest.approx(3) and default[2]["alias"][32] == np.inf
+  assert default[8]["alias"][48] is None  # ...and none above it.
+  offladder = {row["period"]: row for row in ss.period_check("offladder")}
+  assert all(row["reads_as"][n] is None for row in offladder.values() for n in row["px"])
+  assert [n for n, ok in offladder[5]["ok"].items() if ok] == [32, 48, 64, 80, 96]
+  assert [n for n, ok in offladder[9]["ok"].items() if ok] == [24, 32, 48, 64, 80, 96]
+  assert all(all(row["ok"].values()) for row in ss.period_check("small_offladder"))
+  obj = {row["period"]: row for row in ss.period_check("object_period", (32, 48))}
+  assert obj[4]["px"][32] == (0.3 * 32 / 4, 0.9 * 32 / 4) and not obj[4]["ok"][32]
+  assert obj[4]["min_scale"][32] == pytest.approx(0.3125) and obj[4]["ok"][48]
+  table = ss.period_table("small_offladder").splitlines()
+  assert table[0] == "| classes | 16 px | 24 px | 32 px | 40 px | 48 px | distinguishable at |"
+  assert table[2].startswith("| stripes_p5 / checks_p5 | 2.5 | 3.75 |")
+  assert len(table) == 2 + 3
+  assert "| 4 (as p4) |" in ss.period_table("default")
+  assert "| 1.5 (alias 3) |" in ss.period_table("default")

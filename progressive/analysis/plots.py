@@ -14,7 +14,9 @@ from matplotlib.figure import Figure
 
 from progressive.analysis import activations
 
-GROUP_COLORS = {"all": "black", "shape": "tab:blue", "texture": "tab:orange"}
+GROUP_COLORS = {"all": "black", "shape": "tab:blue", "texture": "tab:orange",
+                # photos' families.
+                "object": "tab:blue", "periodic": "tab:orange", "stochastic": "tab:green"}
 
 
 def _color(group: str, i: int = 0) -> str:
@@ -83,7 +85,8 @@ def size_matrix(matrix: Mapping[str, Any], rf: Mapping[str, Any] | None = None) 
 
 def object_scale(result: Mapping[str, Any], *, classes: bool = True) -> Figure:
   """Accuracy against object scale per family (thick) and per class (thin), with the
-  object scale where the receptive field stops covering the object (red)."""
+  object scale where the receptive field stops covering the object (red); for photos
+  (`quantity` "zoom"), against zoom on a log axis with the training range shaded."""
   fig = Figure(figsize=(6.5, 4), layout="constrained")
   ax = fig.subplots()
   x = np.asarray(result["bin_centers"])
@@ -99,12 +102,19 @@ def object_scale(result: Mapping[str, Any], *, classes: bool = True) -> Figure:
   if result.get("rf_scale"):
     ax.axvline(result["rf_scale"], color="red", linestyle="--",
                label=f"rf {result['features_rf']} px")
-  ax.set_xlabel(f"object scale (diameter / canvas), canvas {result['canvas_size']} px")
   ax.set_ylabel("accuracy")
   ax.set_ylim(-0.02, 1.02)
-  top = ax.secondary_xaxis("top", functions=(lambda s: s * result["canvas_size"],
-                                             lambda p: p / result["canvas_size"]))
-  top.set_xlabel("object diameter (px)")
+  if result.get("quantity") == "zoom":
+    ax.set_xscale("log")
+    ax.set_xticks(x, [f"{z:.2f}" for z in x])
+    ax.minorticks_off()
+    ax.axvspan(*result["train_range"], color="grey", alpha=0.15, label="training zooms")
+    ax.set_xlabel(f"zoom (stored px per source px), canvas {result['canvas_size']} px")
+  else:
+    ax.set_xlabel(f"object scale (diameter / canvas), canvas {result['canvas_size']} px")
+    top = ax.secondary_xaxis("top", functions=(lambda s: s * result["canvas_size"],
+                                               lambda p: p / result["canvas_size"]))
+    top.set_xlabel("object diameter (px)")
   ax.legend(fontsize=8)
   return fig
 

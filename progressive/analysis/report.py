@@ -34,7 +34,9 @@ class Options:
   bn_images: int = 1024
   canvas_sizes: Sequence[int] | None = None  # Canvas control sizes; default: the test sizes.
   canvas_mode: str = "edge"  # How a larger canvas is filled (controls.CANVAS_MODES).
-  scale_bins: Sequence[float] = scale.SCALE_BINS
+  # Object-scale bins (photos: zoom bins); default: the dataset's (scale.SCALE_BINS,
+  # photos.ZOOM_BINS).
+  scale_bins: Sequence[float] | None = None
   per_bin: int = 12  # Rendered scenes per object-scale bin.
   shift_size: int | None = None  # Input size of the shift analyses; default: stage size.
   shift_mode: str | None = None  # One of shift.MODES; default: run.shift_mode(data).
@@ -99,11 +101,12 @@ def analyze(run: Run, options: Options | None = None) -> dict[str, Any]:
       "grid": controls.grid(run.config.model, sorted({*sizes, *canvas_sizes}), run.info.num_classes),
       "batch_norm": bool(run.has_batch_norm),
       "receptive_field": scale.rf_coverage(rf, examples.get("object_scale", []), sizes),
-      # Scenes redrawn at chosen object scales: only the built-in dataset can do that.
+      # Scenes redrawn at chosen object scales (photos: zooms): only the built-in
+      # datasets can do that.
       "object_scale": scale.object_scale_accuracy(
           run.predictor(canvas), run.info, canvas_size=canvas, bin_edges=options.scale_bins,
           per_bin=options.per_bin, seed=options.seed, features_rf=rf,
-      ) if run.info.name == pipeline.BUILTIN else None,
+      ) if run.info.name in pipeline.BUILTINS else None,
   }
 
   shift_size = int(options.shift_size or run.train_size)
@@ -275,7 +278,20 @@ def markdown(results: Mapping[str, Any]) -> str:
       f"border change (latest checkpoint, trained at {cv['train_size']} px).", "",
   ]
   lines += _matrix_tables(cv, "statistics \\ canvas px", grid["misaligned"])
-  if obj is not None:
+  if obj is not None and obj.get("quantity") == "zoom":
+    lines += [
+        "## Scale: accuracy by zoom", "",
+        "Patches cut afresh from the test regions of the photographs at a "
+        f"{obj['canvas_size']} px canvas, {obj['count'][0]} per bin: at which zooms (stored px "
+        f"per source px; training drew {obj['train_range'][0]} to {obj['train_range'][1]}) is "
+        "each family recognised?", "",
+        "| zoom | " + " | ".join(_fmt(c, ".2f") for c in obj["bin_centers"]) + " |",
+        "|" + " --- |" * (len(obj["bin_centers"]) + 1),
+    ]
+    for group, values in obj["accuracy"].items():
+      lines.append(f"| {group} | " + " | ".join(_fmt(v, ".2f") for v in values) + " |")
+    lines += ["", "![accuracy by zoom](object_scale.png)", ""]
+  elif obj is not None:
     lines += [
         "## Scale: accuracy by object scale", "",
         f"Scenes redrawn at a {obj['canvas_size']} px canvas, {obj['count'][0]} per bin: at "

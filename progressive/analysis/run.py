@@ -207,10 +207,11 @@ class Run:
 def load_examples(data_config: Mapping[str, Any], split: str, num: int | None = None):
   """The first `num` examples of a split as arrays: `image` uint8 `[N, S, S, 3]` and
   `label`; for `scale_shapes` also `family` and what `render` needs to redraw the scenes
-  (`object_scale`, `center`, `seed`). A TFDS dataset's images are eval-transformed (resized
-  and centre-cropped to `data.image_size`, as evaluation sees them)."""
-  if data_config["name"] == pipeline.BUILTIN:
-    return pipeline.scale_shapes_examples(data_config, split, num=num)[0]
+  (`object_scale`, `center`, `seed`), for `photos` `family` and what `photos.cut` needs
+  to cut them again (`zoom`, `center`). A TFDS dataset's images are eval-transformed
+  (resized and centre-cropped to `data.image_size`, as evaluation sees them)."""
+  if data_config["name"] in pipeline.BUILTINS:
+    return pipeline.builtin_examples(data_config, split, num=num)[0]
   reader = pipeline.open_split(data_config, split)
   count = reader.num_examples if num is None else min(num, reader.num_examples)
   images, labels = [], []
@@ -224,9 +225,10 @@ def load_examples(data_config: Mapping[str, Any], split: str, num: int | None = 
 
 def shift_mode(data_config: Mapping[str, Any]) -> str:
   """How shifted views of a dataset's examples are made by default: `scale_shapes` scenes
-  are redrawn (`"render"`: nothing enters from outside the image); other images are padded
-  by reflection and cropped (`"reflect"`)."""
-  return "render" if data_config["name"] == pipeline.BUILTIN else "reflect"
+  are redrawn and `photos` patches cut again with the camera moved (`"render"`: nothing
+  enters from outside the image); other images are padded by reflection and cropped
+  (`"reflect"`)."""
+  return "render" if data_config["name"] in pipeline.BUILTINS else "reflect"
 
 
 def load_run(

@@ -6,7 +6,8 @@ Two questions, each broken down by class family (shape vs texture) and by class:
   checkpoints (rows) - for runs trained at different sizes, the train-size by
   test-size matrix.
 - `object_scale_accuracy`: accuracy over bins of object scale at one canvas size, on
-  scenes redrawn with `scale_shapes.render`.
+  scenes redrawn with `scale_shapes.render`; for `photos`, over bins of zoom, on patches
+  cut afresh from the photographs' test regions (`photos.zoom_bin_cuts`).
 
 `receptive_field` reads the model's final receptive field from `progressive.arch`, so
 both can mark where it stops covering the object.
@@ -121,14 +122,16 @@ def render_scale_bins(
     per_bin: int,
     canvas_size: int,
     *,
-    storage_size: int,
+    render_options,
     num_classes: int,
     seed: int = 0,
 ) -> dict[str, np.ndarray]:
   """Scenes drawn with `scale_shapes.render`, `per_bin` in each object-scale bin.
 
   Labels cycle through the classes within each bin; the scale is uniform in the bin;
-  the centre keeps the object inside the canvas; nuisances come from fresh seeds.
+  the centre keeps the object inside the canvas; nuisances come from fresh seeds;
+  `render_options` (`DatasetInfo.render_options`) draws them as the dataset's builder
+  config does (its storage size, texture periods and period mode).
   Returns `image` uint8 `[B * per_bin, canvas, canvas, 3]`, `label`, `object_scale`, `bin`.
   """
   from progressive.data import scale_shapes  # pylint: disable=import-outside-toplevel
@@ -143,7 +146,7 @@ def render_scale_bins(
       center = tuple(float(c) for c in rng.uniform(r, 1 - r, size=2))
       images.append(scale_shapes.render(
           label, scale, center, canvas_size, seed=int(rng.integers(2**62)),
-          storage_size=storage_size))
+          **render_options._asdict()))
       labels.append(label)
       scales.append(scale)
       bins.append(b)
@@ -160,7 +163,7 @@ def object_scale_accuracy(
     info: pipeline.DatasetInfo,
     *,
     canvas_size: int,
-    bin_edges: Sequence[float] = SCALE_BINS,
+    bin_edges: Sequence[float] | None = None,
     per_bin: int = 24,
     seed: int = 0,
     features_rf: int | None = None,
@@ -168,28 +171,48 @@ def object_scale_accuracy(
   """Accuracy over bins of object scale, on scenes rendered at `canvas_size` pixels.
 
   `predict(images [N, canvas, canvas, 3]) -> logits`, e.g. `run.predictor(canvas_size)`.
-  Texture periods stay in pixels of the dataset's storage size, so a canvas other than
-  the stored size shows the scene zoomed, as resizing would. Returns `bin_edges`,
+  Scenes are drawn as the dataset's builder config draws them (`info.render_options`):
+  canvas-anchored texture periods stay in pixels of its storage size, so a canvas other
+  than the stored size shows the scene zoomed, as resizing would; object-anchored
+  periods follow the object's scale. Returns `bin_edges`,
   `bin_centers`, `object_px` (centre scale times canvas), `count`, `accuracy`
   `{group: [bins]}`, `class_accuracy` `{class: [bins]}` and, given `features_rf`, the
   object scale `rf_scale` above which the receptive field no longer covers the object.
+  `bin_edges` default: SCALE_BINS.
+
+  For `photos` the bins are of zoom (stored px per source px, default
+  `photos.ZOOM_BINS`; `quantity` says which), `bin_centers` are their geometric means,
+  `source_px` the source pixels the canvas spans at each centre, `train_range` the
+  zooms the stored examples were drawn from, and there is no object
+  for a receptive field to cover (`rf_scale` None).
   """
-  edges = np.asarray(bin_edges, np.float64)
-  data = render_scale_bins(
-      edges, per_bin, canvas_size, storage_size=info.image_size,
-      num_classes=info.num_classes, seed=seed,
-  )
+  zoom = info.name == pipeline.PHOTOS
+  if zoom:
+    from progressive.data import photos  # pylint: disable=import-outside-toplevel
+
+    edges = np.asarray(photos.ZOOM_BINS if bin_edges is None else bin_edges, np.float64)
+    data = photos.zoom_bin_cuts(edges, per_bin, canvas_size, seed=seed,
+                                **info.render_options._asdict())
+  else:
+    edges = np.asarray(SCALE_BINS if bin_edges is None else bin_edges, np.float64)
+    data = render_scale_bins(
+        edges, per_bin, canvas_size, render_options=info.render_options,
+        num_classes=info.num_classes, seed=seed,
+    )
   correct = np.argmax(np.asarray(predict(data["image"])), -1) == data["label"]
   per_bin_results = [
       breakdown(correct[data["bin"] == b], data["label"][data["bin"] == b], info)
       for b in range(len(edges) - 1)
   ]
-  centers = (edges[:-1] + edges[1:]) / 2
+  centers = np.sqrt(edges[:-1] * edges[1:]) if zoom else (edges[:-1] + edges[1:]) / 2
   result = {
+      "quantity": "zoom" if zoom else "object_scale",
       "canvas_size": int(canvas_size),
       "bin_edges": edges.tolist(),
       "bin_centers": centers.tolist(),
-      "object_px": (centers * canvas_size).tolist(),
+      **({"source_px": (info.render_options.storage_size / centers).tolist(),
+          "train_range": list(photos.ZOOM_RANGE)} if zoom
+         else {"object_px": (centers * canvas_size).tolist()}),
       "count": [int(np.sum(data["bin"] == b)) for b in range(len(edges) - 1)],
       "accuracy": {g: [_pick(r, g) for r in per_bin_results] for g in groups(info)},
       "class_accuracy": {c: [r["class"][c] for r in per_bin_results] for c in info.class_names},
@@ -200,5 +223,6 @@ def object_scale_accuracy(
     }
   if features_rf is not None:
     result["features_rf"] = int(features_rf)
-    result["rf_scale"] = features_rf / canvas_size if features_rf < canvas_size else None
+    covers = features_rf < canvas_size and not zoom
+    result["rf_scale"] = features_rf / canvas_size if covers else None
   return result

@@ -9,7 +9,8 @@
 
 Shifted views are never made by wrapping pixels round unless `mode="circular"` is
 asked. `"render"` redraws a `scale_shapes` scene with its object (outline and fill)
-moved by whole output pixels over the flat background; `"reflect"`, `"edge"` and
+moved by whole output pixels over the flat background, or cuts a `photos` patch again
+from its photograph with the camera moved (a true camera shift); `"reflect"`, `"edge"` and
 `"constant"` crop a window out of the image padded that way (a pure translation of the
 content); `"circular"` rolls the pixels.
 An offset `(dx, dy)` moves the content `dx` pixels right and `dy` pixels down.
@@ -101,13 +102,14 @@ def translate(images: np.ndarray, offsets: np.ndarray, mode: str = "reflect") ->
 
 
 def render_translated(
-    examples: Mapping[str, np.ndarray], offsets: np.ndarray, size: int, *, storage_size: int
+    examples: Mapping[str, np.ndarray], offsets: np.ndarray, size: int, *, render_options
 ) -> np.ndarray:
   """`scale_shapes` scenes redrawn at `size` px with centres moved by `offsets` `[N, T, 2]`
   output pixels (`dx / size` canvas fractions): uint8 `[N, T, size, size, 3]`.
 
   `examples` holds `label`, `object_scale`, `center` `[N, 2]` and `seed`, as
-  `Run.test_examples` returns them.
+  `Run.test_examples` returns them; `render_options` is the dataset's builder config
+  (`DatasetInfo.render_options`, `scale_shapes.render_options(name)`).
   """
   from progressive.data import scale_shapes  # pylint: disable=import-outside-toplevel
 
@@ -120,7 +122,7 @@ def render_translated(
       out[i, t] = scale_shapes.render(
           int(examples["label"][i]), float(examples["object_scale"][i]),
           (cx + dx / size, cy + dy / size), size,
-          seed=int(examples["seed"][i]), storage_size=storage_size,
+          seed=int(examples["seed"][i]), **render_options._asdict(),
           pattern_shift=(dx / size, dy / size),  # The fill moves with the object.
       )
   return out
@@ -132,18 +134,23 @@ def shifted_views(
     *,
     size: int,
     mode: str = "render",
-    storage_size: int | None = None,
+    render_options=None,
 ) -> np.ndarray:
   """Views `[N, T, size, size, 3]` of every example at every offset `[N, T, 2]`.
 
-  `"render"` redraws scenes (needs `storage_size`); the other modes first zoom
-  `examples["image"]` to `size` (as training does) and then shift by whole pixels of
-  that size, returning float32 in 0..255.
+  `"render"` redraws scenes (needs the dataset's `render_options`); the other modes
+  first zoom `examples["image"]` to `size` (as training does) and then shift by whole
+  pixels of that size, returning float32 in 0..255.
   """
   if mode == "render":
-    if storage_size is None:
-      raise ValueError("mode='render' needs the dataset's storage_size.")
-    return render_translated(examples, offsets, size, storage_size=storage_size)
+    if render_options is None:
+      raise ValueError("mode='render' redraws scale_shapes scenes: pass the dataset's "
+                       "render_options (DatasetInfo.render_options), or use another mode.")
+    if "zoom" in examples:  # photos: cut again from the photograph, the camera moved.
+      from progressive.data import photos  # pylint: disable=import-outside-toplevel
+
+      return photos.shifted_cuts(examples, offsets, size, options=render_options)
+    return render_translated(examples, offsets, size, render_options=render_options)
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
   images = np.asarray(jax.device_get(resize_images(examples["image"], size)))
@@ -178,7 +185,8 @@ def shift_sweep(
   labels = np.asarray(examples["label"])
   sweep = sweep_offsets(max_shift, direction)
   offsets = np.broadcast_to(sweep, (len(labels), *sweep.shape))
-  views = shifted_views(examples, offsets, size=size, mode=mode, storage_size=info.image_size)
+  views = shifted_views(examples, offsets, size=size, mode=mode,
+                        render_options=info.render_options)
   logits = _predict_views(predict, views)
   correct = topk_correct(logits, labels[:, None], topk)
   probs = np.asarray(jax.nn.softmax(logits, axis=-1))
@@ -218,7 +226,8 @@ def shift_consistency(
   """
   labels = np.asarray(examples["label"])
   offsets = random_offsets(np.random.default_rng(seed), len(labels), 2, max_shift)
-  views = shifted_views(examples, offsets, size=size, mode=mode, storage_size=info.image_size)
+  views = shifted_views(examples, offsets, size=size, mode=mode,
+                        render_options=info.render_options)
   pred = np.argmax(_predict_views(predict, views), -1)
   return {
       "mode": mode,
@@ -245,12 +254,27 @@ def period_shifts(period: int) -> list[int]:
   return list(range(start, start + period + 1))
 
 
-def keep_inside(examples: Mapping[str, np.ndarray], extent: int, size: int) -> tuple[dict, dict]:
+def keep_inside(examples: Mapping[str, np.ndarray], extent: int, size: int, *,
+                render_options=None) -> tuple[dict, dict]:
   """`scale_shapes` scenes whose object stays inside the `size` px canvas at every shift
   of up to `extent` px on each axis: centres moved inwards where needed, scenes whose
   object cannot fit at all left out. Returns the kept examples and the counts
   (`total`, `would_leave`: objects that some shift would have pushed across the border,
-  `moved`, `left_out`)."""
+  `moved`, `left_out`).
+
+  `photos` patches (examples with a `zoom`; `render_options` their `CutOptions`) have no
+  object to leave the canvas: a shift moves the camera over the photograph. Patches whose
+  shifted cuts would read beyond their split's region (past the guard) are left out."""
+  if "zoom" in examples:
+    from progressive.data import photos  # pylint: disable=import-outside-toplevel
+
+    if render_options is None:
+      raise ValueError("keep_inside on photos examples needs their render_options "
+                       "(DatasetInfo.render_options, a photos.CutOptions).")
+    fits = photos.fits_shifts(examples, extent, size, storage_size=render_options.storage_size)
+    kept = {k: np.asarray(v)[fits] for k, v in examples.items()}
+    return kept, {"total": len(fits), "would_leave": 0, "moved": 0,
+                  "left_out": int((~fits).sum())}
   scale = np.asarray(examples["object_scale"], np.float64)
   center = np.asarray(examples["center"], np.float64)
   # Bounding-circle radius, the largest shift, and one pixel for the antialiased edge.
@@ -303,7 +327,7 @@ def period_sweep(
   extent = max(abs(shifts[0]), abs(shifts[-1]))
   counts = None
   if mode == "render":
-    examples, counts = keep_inside(examples, extent, size)
+    examples, counts = keep_inside(examples, extent, size, render_options=info.render_options)
   labels = np.asarray(examples["label"])
   result = {"mode": mode, "size": int(size), "period": int(period), "shifts": shifts,
             "num_images": len(labels), "inside": counts, "directions": {}, "pairs": int(pairs)}
@@ -316,7 +340,8 @@ def period_sweep(
   for direction in directions:
     steps = np.asarray(shifts)[:, None] * np.asarray(direction, np.int64)[None, :]
     offsets = np.broadcast_to(steps, (len(labels), *steps.shape))
-    views = shifted_views(examples, offsets, size=size, mode=mode, storage_size=info.image_size)
+    views = shifted_views(examples, offsets, size=size, mode=mode,
+                          render_options=info.render_options)
     logits = _predict_views(predict, views)
     pred = np.argmax(logits, -1)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
@@ -336,7 +361,8 @@ def period_sweep(
     result["directions"][f"{direction[0]},{direction[1]}"] = entry
   # Consistency: `pairs` pairs of random 2-D offsets within the period, per image.
   offsets = rng.integers(shifts[0], shifts[-1] + 1, size=(len(labels), 2 * pairs, 2))
-  views = shifted_views(examples, offsets, size=size, mode=mode, storage_size=info.image_size)
+  views = shifted_views(examples, offsets, size=size, mode=mode,
+                        render_options=info.render_options)
   pred = np.argmax(_predict_views(predict, views), -1).reshape(len(labels), pairs, 2)
   agree = np.mean(pred[..., 0] == pred[..., 1], axis=1)
   result["consistency"] = float(agree.mean()) if len(agree) else None

@@ -13,6 +13,8 @@ import math
 import numpy as np
 from PIL import Image
 
+from progressive.data import decode
+
 AUGMENTS = ("none", "flip", "rrc_flip")
 RRC_RATIO = (3 / 4, 4 / 3)
 
@@ -30,20 +32,22 @@ def resize_box(image: np.ndarray, size: int, box: tuple[float, float, float, flo
   return np.asarray(resized)
 
 
+def center_box(height: int, width: int, crop: float = 1.0) -> tuple[float, float, float, float]:
+  """The centred square of side `crop * min(height, width)`, as a box."""
+  if crop == 1.0 and height == width:
+    return (0, 0, width, height)
+  side = crop * min(height, width)
+  left, top = (width - side) / 2, (height - side) / 2
+  return (left, top, left + side, top + side)
+
+
 def center_crop(image: np.ndarray, size: int, crop: float = 1.0) -> np.ndarray:
   """The centred square of side `crop * min(H, W)`, resized to `[size, size, 3]`.
 
   `crop=1` takes the whole shorter side (the whole image, if square); `crop=0.875` is
   the ImageNet-style resize to `size / 0.875` then centre crop to `size`.
   """
-  h, w = image.shape[:2]
-  side = crop * min(h, w)
-  left, top = (w - side) / 2, (h - side) / 2
-  if crop == 1.0 and h == w:
-    box = (0, 0, w, h)
-  else:
-    box = (left, top, left + side, top + side)
-  return resize_box(image, size, box)
+  return resize_box(image, size, center_box(*image.shape[:2], crop))
 
 
 def rrc_box(height: int, width: int, rng: np.random.Generator, *,
@@ -84,6 +88,11 @@ class Transform:
   random-resized-crop (area fraction in `[min_scale, 1]`, ratio in 3/4..4/3) to `size`,
   otherwise the eval transform; then with `"flip"` or `"rrc_flip"` a horizontal flip
   with probability 1/2.
+
+  An image may be a decoded uint8 array or encoded bytes (`decode.Encoded`); encoded
+  ones are decoded straight to the crop at `size` (`decode.decode_region`: a JPEG at
+  reduced DCT scale where the crop allows). The same random draws give the same box
+  either way.
   """
 
   size: int
@@ -91,14 +100,19 @@ class Transform:
   min_scale: float = 0.35
   eval_crop: float = 1.0
 
-  def eval(self, image: np.ndarray) -> np.ndarray:
+  def eval(self, image) -> np.ndarray:
+    if decode.is_encoded(image):
+      return decode.decode_region(image, self.size, lambda h, w: center_box(h, w, self.eval_crop))
     return center_crop(image, self.size, self.eval_crop)
 
-  def train(self, image: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+  def train(self, image, rng: np.random.Generator | None) -> np.ndarray:
     """`rng` may be None only with `augment="none"`."""
     if self.augment == "rrc_flip":
-      box = rrc_box(*image.shape[:2], rng, scale=(self.min_scale, 1.0))
-      image = resize_box(image, self.size, box)
+      scale = (self.min_scale, 1.0)
+      if decode.is_encoded(image):
+        image = decode.decode_region(image, self.size, lambda h, w: rrc_box(h, w, rng, scale=scale))
+      else:
+        image = resize_box(image, self.size, rrc_box(*image.shape[:2], rng, scale=scale))
     else:
       image = self.eval(image)
     if self.augment != "none" and rng.random() < 0.5:

@@ -1,21 +1,28 @@
 """The input pipeline: a dataset split, one process's shard of it, batched by grain.
 
-Two kinds of dataset, one API (`dataset_info`, `open_split`):
+Three kinds of dataset, one API (`dataset_info`, `open_split`):
 
-- `scale_shapes`, the built-in dataset: prepared on first use, the shard held in
-  memory as uint8 arrays;
+- the built-in datasets, `scale_shapes` and `photos` (`BUILTINS`): prepared on first
+  use, the shard held in memory as uint8 arrays at the stored size, zoomed to each
+  stage's size on the device, and redrawn at any scale or shift by the analyses;
+- image folders (`name="folder"`, `ROOT/<split>/<class>/<image>`, `progressive.data.folder`):
+  no preparation, no TensorFlow;
 - any TFDS image classification dataset by name (`cifar10`, `imagenette/320px-v2`,
   `imagenet2012`, ...), prepared beforehand in `array_record` format with `tfds build`
   (which needs TensorFlow) and read here with `builder.as_data_source` (which does
-  not); examples are decoded one by one inside the grain pipeline.
+  not), images left encoded (`SkipDecoding`).
 
-On the host every example becomes a uint8 `[S, S, 3]` image, `S = config.image_size`
-(`progressive.data.augment`: random-resized-crop and flip in training, resize and
-centre crop in evaluation). Zooming to the stage size and normalising happen on the
-device, inside the compiled step (`progressive.data.resize`). The training order is a
-grain `MapDataset` (shuffled afresh every epoch, batched) whose iterator state is a
-small dict that goes into every checkpoint; augmentation is drawn from (seed, epoch,
-example), so a resumed run sees exactly the batches it would have seen.
+Folders and TFDS datasets are decoded on the host one example at a time inside the
+grain pipeline (`progressive.data.decode`), each training batch straight at its stage's
+size (random-resized-crop and flip, `progressive.data.augment`; JPEGs at reduced DCT
+scale), so the host's work follows the stage size; evaluation batches are decoded at
+the fixed `config.image_size` (resize and centre crop) and zoomed on the device, one
+read for every test size. `DatasetInfo.train_image_size` says which. Normalising
+happens on the device, inside the compiled step (`progressive.data.resize`).
+
+The training order is a grain `MapDataset` (shuffled afresh every epoch, batched) whose
+iterator state is a small dict that goes into every checkpoint; augmentation is drawn
+from (seed, epoch, example), so a resumed run sees exactly the batches it would have seen.
 """
 
 import dataclasses
@@ -29,10 +36,17 @@ from absl import flags
 from progressive.data import augment as augment_lib
 
 BUILTIN = "scale_shapes"
+PHOTOS = "photos"  # Patches of real photographs (progressive.data.photos).
+BUILTINS = (BUILTIN, PHOTOS)  # Generated on first use, held in memory, redrawn by analyses.
+FOLDER = "folder"  # ROOT/<split>/<class>/<image>, ROOT = config.data.data_dir.
 # Per-channel mean and std in [0, 1] units, by dataset name (before any "/config").
 NORMALIZATION = {
     # Measured on the default train split (colours are uniform with a luma-contrast rule).
     "scale_shapes": ((0.50, 0.50, 0.50), (0.31, 0.34, 0.29)),
+    # Over all pixels of the default (grey) and colour train splits; `_photos_info`
+    # picks "photos/colour" for the colour config.
+    "photos": ((0.4098, 0.4098, 0.4098), (0.2262, 0.2262, 0.2262)),
+    "photos/colour": ((0.4518, 0.3959, 0.3715), (0.2596, 0.2275, 0.2342)),
     # Over all pixels of the 50k training images; fastai's `cifar_stats` to 3 digits.
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     # ImageNet's training set (torchvision; fastai's `imagenet_stats`), also used for
@@ -58,6 +72,18 @@ class DatasetInfo:
   std: tuple[float, float, float]
   family_names: tuple[str, ...] | None = None  # Class families, where the dataset has them.
   class_family: tuple[int, ...] | None = None
+  # Training batches are decoded on the host at each stage's size (encoded datasets)
+  # rather than at image_size and zoomed on the device (datasets held in memory).
+  stage_sized: bool = False
+  num_skipped: int = 0  # Unreadable files left out (folder datasets, data.skip_unreadable).
+  # scale_shapes: what `scale_shapes.render` needs besides an example's metadata to
+  # redraw this builder config's scenes (`scale_shapes.RenderOptions`); photos: what
+  # `photos.cut` needs to cut its examples again (`photos.CutOptions`); None elsewhere.
+  render_options: Any = None
+
+  def train_image_size(self, stage_size: int) -> int:
+    """Side of the images in a training batch of a stage at `stage_size` px."""
+    return stage_size if self.stage_sized else self.image_size
 
 
 def _normalization(config: Mapping[str, Any]) -> tuple[tuple, tuple]:
@@ -187,6 +213,7 @@ def _tfds_info(config: Mapping[str, Any]):
       num_test=_split_size(info, config, "eval_split"),
       mean=mean,
       std=std,
+      stage_sized=True,
   ), builder
 
 
@@ -213,15 +240,47 @@ def _scale_shapes_info(config: Mapping[str, Any]) -> DatasetInfo:
   mean, std = _normalization(config)
   return DatasetInfo(
       name=BUILTIN,
-      num_classes=len(scale_shapes.CLASS_NAMES),
-      class_names=tuple(scale_shapes.CLASS_NAMES),
+      num_classes=len(bc.class_names()),
+      class_names=bc.class_names(),
       image_size=bc.storage_size,
       num_train=sizes["train_split"],
       num_test=sizes["eval_split"],
       mean=mean,
       std=std,
       family_names=tuple(scale_shapes.FAMILY_NAMES),
-      class_family=tuple(scale_shapes.CLASS_FAMILY),
+      class_family=scale_shapes.class_family(bc.texture_periods),
+      render_options=bc.render_options(),
+  )
+
+
+def _photos_info(config: Mapping[str, Any]) -> DatasetInfo:
+  from progressive.data import photos  # pylint: disable=import-outside-toplevel
+
+  bc = photos.builder_config(config["builder_config"])
+  image_size = config["image_size"]
+  if image_size not in (None, bc.storage_size):
+    raise ValueError(
+        f"config.data.image_size={image_size} differs from {bc.storage_size}, the stored "
+        f"size of photos/{bc.name} (zoom is in stored pixels per source pixel); leave it None."
+    )
+  counts = {"train": bc.num_train, "test": bc.num_test}
+  sizes = {field: split_count(config[field], counts, f"config.data.{field}")
+           for field in ("train_split", "eval_split")}
+  mean, std = NORMALIZATION["photos/colour" if bc.colour else PHOTOS]
+  mean = mean if config["mean"] is None else config["mean"]
+  std = std if config["std"] is None else config["std"]
+  return DatasetInfo(
+      name=PHOTOS,
+      num_classes=photos.NUM_CLASSES,
+      class_names=photos.CLASS_NAMES,
+      image_size=bc.storage_size,
+      num_train=sizes["train_split"],
+      num_test=sizes["eval_split"],
+      mean=tuple(float(m) for m in mean),
+      std=tuple(float(s) for s in std),
+      family_names=photos.FAMILY_NAMES,
+      class_family=photos.CLASS_FAMILY,
+      render_options=photos.CutOptions(storage_size=bc.storage_size, colour=bc.colour),
   )
 
 
@@ -229,6 +288,14 @@ def split_count(spec: str, counts: Mapping[str, int], field: str) -> int:
   """Examples in the split `spec` ("train", or a TFDS slice such as "train[:90%]",
   "train[90%:]", "test[:500]") of a dataset whose splits have `counts` examples;
   `ValueError` naming `field` if it is neither."""
+  total = sum(stop - start for start, stop in _slices(spec, counts, field))
+  if not total:
+    raise ValueError(f"{field}={spec!r} selects no example.")
+  return total
+
+
+def _slices(spec: str, counts: Mapping[str, int], field: str) -> list[tuple[int, int]]:
+  """`[start, stop)` of each part of the split `spec`, by TFDS's rules."""
   import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
 
   error = ValueError(
@@ -241,14 +308,23 @@ def split_count(spec: str, counts: Mapping[str, int], field: str) -> int:
          for name, n in counts.items()})
   except (AssertionError, KeyError, ValueError, TypeError):
     raise error from None
-  total = 0
+  bounds = []
   for part in instructions:
     start = part.from_ or 0
     stop = counts[part.splitname] if part.to is None else part.to
-    total += max(stop - start, 0)
-  if not total:
+    bounds.append((start, max(stop, start)))
+  return bounds
+
+
+def slice_bounds(spec: str, counts: Mapping[str, int], field: str) -> tuple[int, int]:
+  """`[start, stop)` of a one-part split `spec` such as "train[90%:]"; `ValueError`
+  naming `field` for anything else or an empty slice."""
+  bounds = _slices(spec, counts, field)
+  if len(bounds) != 1:
+    raise ValueError(f"{field}={spec!r}: give one split or one slice of it, e.g. 'train[90%:]'.")
+  if bounds[0][0] == bounds[0][1]:
     raise ValueError(f"{field}={spec!r} selects no example.")
-  return total
+  return bounds[0]
 
 
 def dataset_info(config: Mapping[str, Any]) -> DatasetInfo:
@@ -259,7 +335,36 @@ def dataset_info(config: Mapping[str, Any]) -> DatasetInfo:
   """
   if config["name"] == BUILTIN:
     return _scale_shapes_info(config)
+  if config["name"] == PHOTOS:
+    return _photos_info(config)
+  if config["name"] == FOLDER:
+    return _folder_info(config)[0]
   return _tfds_info(config)[0]
+
+
+def _folder_info(config: Mapping[str, Any]):
+  """`(DatasetInfo, (train_index, eval_index))` of an image-folder dataset."""
+  from progressive.data import folder  # pylint: disable=import-outside-toplevel
+
+  if config["image_size"] is None:
+    raise ValueError(
+        'config.data.image_size must be set for data.name="folder" (the side of the '
+        "evaluation images and of the largest training crops), e.g. 224."
+    )
+  train, test = folder.indexes(config)
+  mean, std = _normalization(config)
+  return DatasetInfo(
+      name=FOLDER,
+      num_classes=len(train.class_names),
+      class_names=train.class_names,
+      image_size=config["image_size"],
+      num_train=len(train.paths),
+      num_test=len(test.paths),
+      mean=mean,
+      std=std,
+      stage_sized=True,
+      num_skipped=len(train.skipped) + len(test.skipped),
+  ), (train, test)
 
 
 def shard_bounds(num_examples: int, shard: int, num_shards: int) -> tuple[int, int]:
@@ -278,7 +383,8 @@ class _MemoryReader:
 
 
 class _TfdsReader:
-  """Examples decoded one by one from a TFDS data source (record keys)."""
+  """Examples read one by one from a TFDS data source (record keys), images still
+  encoded (`SkipDecoding`): the transform decodes them at the size it needs."""
 
   def __init__(self, source, image_key: str, label_key: str):
     self.source, self.image_key, self.label_key = source, image_key, label_key
@@ -287,8 +393,11 @@ class _TfdsReader:
     images, labels = [], []
     for key in keys:
       example = self.source[int(key)]
-      image = np.asarray(example[self.image_key])
-      images.append(np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image)
+      image = example[self.image_key]
+      if not isinstance(image, bytes):  # A decoded array (e.g. under tfds.testing.mock_data).
+        image = np.asarray(image)
+        image = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
+      images.append(image)
       labels.append(example[self.label_key])
     return {"image": images, "label": np.asarray(labels, np.int32)}
 
@@ -343,8 +452,9 @@ class Split:
 
   def __init__(self, read, *, num_examples: int, offset: int, start: int,
                transform: augment_lib.Transform, train: bool, num_workers: int,
-               extra_keys: tuple[str, ...] = ()):
+               extra_keys: tuple[str, ...] = (), stage_sized: bool = False):
     self.num_examples = num_examples
+    self._stage_sized = stage_sized
     self._read = read
     self._offset, self._start = offset, start
     self._transform = transform
@@ -352,29 +462,33 @@ class Split:
     self._num_workers = num_workers
     self._extra_keys = extra_keys
 
-  def _batch_fn(self, batch_size: int, seed: int | None, keys) -> _BatchFn:
-    return _BatchFn(self._read, self._transform, self._offset, self._start,
+  def _batch_fn(self, batch_size: int, seed: int | None, keys, size: int | None = None) -> _BatchFn:
+    transform = self._transform
+    if size is not None and self._stage_sized:
+      transform = dataclasses.replace(transform, size=size)
+    return _BatchFn(self._read, transform, self._offset, self._start,
                     self.num_examples, batch_size, seed, keys)
 
-  def train_dataset(self, batch_size: int, seed: int) -> grain.MapDataset:
+  def train_dataset(self, batch_size: int, seed: int, size: int | None = None) -> grain.MapDataset:
     """An endless sequence of `{"image", "label"}` batches, reshuffled every epoch.
 
     Batches may span an epoch boundary; none is ever short. The examples of a split
     opened with `train=True` are augmented (config.augment); otherwise they get the
-    eval transform.
+    eval transform. `size` is the stage's: a split of encoded images decodes its
+    batches at that size (`DatasetInfo.train_image_size`); one held in memory ignores it.
     """
     return (
         grain.MapDataset.range(self.num_examples)
         .shuffle(seed=seed)
         .repeat()
         .batch(batch_size, drop_remainder=True)
-        .map_with_index(self._batch_fn(batch_size, seed if self._train else None, ("label",)))
+        .map_with_index(self._batch_fn(batch_size, seed if self._train else None, ("label",), size))
     )
 
-  def train_iterator(self, batch_size: int, seed: int) -> grain.DatasetIterator:
+  def train_iterator(self, batch_size: int, seed: int, size: int | None = None) -> grain.DatasetIterator:
     """An iterator over `train_dataset` (`get_state` / `set_state` for checkpoints),
     prepared in `config.num_workers` processes when that is above 0."""
-    dataset = self.train_dataset(batch_size, seed).to_iter_dataset(_READ_OPTIONS)
+    dataset = self.train_dataset(batch_size, seed, size).to_iter_dataset(_READ_OPTIONS)
     if self._num_workers:
       if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags (notebooks, tests).
         flags.FLAGS.mark_as_parsed()
@@ -416,6 +530,22 @@ class Split:
       yield batch
 
 
+def _encoded_source(builder, split: str):
+  """The data source of `split` with its images left encoded (TFDS's `SkipDecoding`), so
+  that each transform decodes at the size it needs; decoded where that is not possible
+  without TensorFlow (`tfds.testing.mock_data` encodes its random examples with it)."""
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
+
+  image_key, _ = _keys(builder.info)
+  source = builder.as_data_source(split=split, decoders={image_key: tfds.decode.SkipDecoding()})
+  try:
+    if len(source):
+      source[0]  # pylint: disable=pointless-statement
+  except ImportError:
+    return builder.as_data_source(split=split)
+  return source
+
+
 def _transform(config: Mapping[str, Any], image_size: int) -> augment_lib.Transform:
   return augment_lib.Transform(
       size=image_size,
@@ -425,19 +555,22 @@ def _transform(config: Mapping[str, Any], image_size: int) -> augment_lib.Transf
   )
 
 
-def scale_shapes_examples(
+def builtin_examples(
     config: Mapping[str, Any], split: str, *, shard: int = 0, num_shards: int = 1,
     num: int | None = None,
 ) -> tuple[dict[str, np.ndarray], int]:
-  """One shard of a `scale_shapes` split (at most its first `num` examples) in memory,
-  prepared on first use, and the index of its first example in the split.
+  """One shard of a built-in dataset's split (`scale_shapes` or `photos`; at most its
+  first `num` examples) in memory, prepared on first use, and the index of its first
+  example in the split.
 
   Every feature is stacked: `image` uint8 `[N, S, S, 3]`, `label` and `family` int32
-  `[N]`, and the metadata `render` needs (`object_scale`, `center`, `seed`).
+  `[N]`, and the metadata that redraws the example: `object_scale`, `center`, `seed` for
+  `scale_shapes.render`; `zoom` (float32) and `center` for `photos.cut`.
   """
-  from progressive.data import scale_shapes  # pylint: disable=import-outside-toplevel
+  from progressive.data import photos, scale_shapes  # pylint: disable=import-outside-toplevel
 
-  builder = scale_shapes.prepare(config["builder_config"], config["data_dir"])
+  module = {BUILTIN: scale_shapes, PHOTOS: photos}[config["name"]]
+  builder = module.prepare(config["builder_config"], config["data_dir"])
   source = builder.as_data_source(split=split)
   start, stop = shard_bounds(len(source), shard, num_shards)
   if num is not None:
@@ -447,7 +580,12 @@ def scale_shapes_examples(
   arrays["image"] = arrays["image"].astype(np.uint8)
   for key in ("label", "family"):
     arrays[key] = arrays[key].astype(np.int32)
+  if "zoom" in arrays:  # Stored as float32, read back as float64.
+    arrays["zoom"] = arrays["zoom"].astype(np.float32)
   return arrays, start
+
+
+scale_shapes_examples = builtin_examples  # Its name from before `photos`; callers use both.
 
 
 def open_split(
@@ -458,23 +596,38 @@ def open_split(
 
   In a multi-process run each process passes its `jax.process_index()` and
   `jax.process_count()`, and reads only its own contiguous range of examples.
-  `scale_shapes` is prepared on first use and its shard read into memory; a TFDS
-  dataset must already be prepared (`dataset_info` says how) and is read lazily.
+  `scale_shapes` and `photos` are prepared on first use and their shard read into
+  memory; a TFDS dataset must already be prepared (`dataset_info` says how) and is read
+  lazily.
   """
   num_workers = config["num_workers"]
-  if config["name"] == BUILTIN:
-    transform = _transform(config, _scale_shapes_info(config).image_size)
-    examples, start = scale_shapes_examples(config, split, shard=shard, num_shards=num_shards)
+  if config["name"] in BUILTINS:
+    transform = _transform(config, dataset_info(config).image_size)
+    examples, start = builtin_examples(config, split, shard=shard, num_shards=num_shards)
     arrays = {key: examples[key] for key in ("image", "label", "family")}
     return Split(
         _MemoryReader(arrays), num_examples=len(arrays["label"]), offset=0, start=start,
         transform=transform, train=train, num_workers=num_workers, extra_keys=("family",),
     )
+  if config["name"] == FOLDER:
+    from progressive.data import folder  # pylint: disable=import-outside-toplevel
+
+    info, indexes = _folder_info(config)
+    specs = (config["train_split"], config["eval_split"])
+    index = indexes[specs.index(split)] if split in specs else folder.split_index(config, split)
+    start, stop = shard_bounds(len(index.paths), shard, num_shards)
+    return Split(
+        folder.FileReader(folder.split_dir(config, split), index),
+        num_examples=stop - start, offset=start, start=start,
+        transform=_transform(config, info.image_size), train=train, num_workers=num_workers,
+        stage_sized=True,
+    )
   info, builder = _tfds_info(config)
   transform = _transform(config, info.image_size)
-  source = builder.as_data_source(split=split)
+  source = _encoded_source(builder, split)
   start, stop = shard_bounds(len(source), shard, num_shards)
   return Split(
       _TfdsReader(source, *_keys(builder.info)), num_examples=stop - start, offset=start,
       start=start, transform=transform, train=train, num_workers=num_workers,
+      stage_sized=info.stage_sized,
   )

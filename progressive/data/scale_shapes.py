@@ -1,10 +1,12 @@
 """`scale_shapes`: outlines and fixed-period textures drawn at random scales.
 
-Twelve classes in two families. Shapes (`disc` ... `star`) differ only by their outline,
-a property that survives a change of scale. Textures (`stripes_p2` ... `checks_p8`)
-share their silhouettes and differ only by a fill pattern whose period is fixed in
-pixels of the stored image, a property that does not survive shrinking the image (a
-period under 2 pixels averages out). See docs/SCALE_SHAPES.md.
+Twelve classes in two families (by default). Shapes (`disc` ... `star`) differ only by
+their outline, a property that survives a change of scale. Textures (`stripes_p2` ...
+`checks_p8`) share their silhouettes and differ only by a fill pattern whose period is
+fixed in pixels of the stored image, a property that does not survive shrinking the
+image (a period under 2 pixels averages out). Builder configs vary the texture periods,
+tie them to the object's size instead (`period_mode="object"`: no absolute-scale cue)
+or draw every object at one scale. See docs/SCALE_SHAPES.md.
 
 The scene is continuous: coordinates are canvas fractions in [0, 1], x to the right
 (columns), y down (rows). `render` draws it at any size by box-averaging supersamples,
@@ -16,26 +18,62 @@ import dataclasses
 import io
 import math
 import types
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
-CLASS_NAMES = (
-    "disc", "square", "triangle", "cross", "ring", "star",
-    "stripes_p2", "stripes_p4", "stripes_p8", "checks_p2", "checks_p4", "checks_p8",
-)
+SHAPE_NAMES = ("disc", "square", "triangle", "cross", "ring", "star")
+PATTERNS = ("stripes", "checks")
+# "canvas": a period is a number of stored pixels, the bands fixed to the canvas.
+# "object": a period is a number of periods across the object's bounding circle, the
+# bands fixed to the object (they zoom with it).
+PERIOD_MODES = ("canvas", "object")
+DEFAULT_PERIODS = (2, 4, 8)
+OBJECT_PHASE_STEPS = 8  # Object mode: the phase is a multiple of 1/8 of a period.
 FAMILY_NAMES = ("shape", "texture")
-CLASS_FAMILY = (0,) * 6 + (1,) * 6
-NUM_CLASSES = len(CLASS_NAMES)
-# Fill period (one dark plus one light band) in pixels of the stored image.
-TEXTURE_PERIODS = types.MappingProxyType({
-    "stripes_p2": 2, "stripes_p4": 4, "stripes_p8": 8,
-    "checks_p2": 2, "checks_p4": 4, "checks_p8": 8,
-})
 TEXTURE_SILHOUETTES = ("disc", "square")
 SPLITS = ("train", "test")
+
+
+def _check_textures(texture_periods: Sequence[int], period_mode: str) -> None:
+  if period_mode not in PERIOD_MODES:
+    raise ValueError(f"period_mode must be one of {PERIOD_MODES}, got {period_mode!r}.")
+  low = 2 if period_mode == "canvas" else 1
+  periods = tuple(texture_periods)
+  if (not periods or len(set(periods)) != len(periods)
+      or not all(isinstance(p, (int, np.integer)) and p >= low for p in periods)):
+    raise ValueError(f"texture_periods must be distinct integers >= {low} in {period_mode} "
+                     f"mode, e.g. {OFFLADDER_PERIODS}, got {texture_periods}.")
+
+
+def class_names(texture_periods: Sequence[int] = DEFAULT_PERIODS,
+                period_mode: str = "canvas") -> tuple[str, ...]:
+  """Class names: the six shapes, then stripes and checks at each period.
+
+  A texture's name gives its period: `stripes_p5` (canvas mode, 5 stored pixels) or
+  `stripes_c3` (object mode, 3 periods across the bounding circle).
+  """
+  _check_textures(texture_periods, period_mode)
+  tag = "p" if period_mode == "canvas" else "c"
+  return SHAPE_NAMES + tuple(f"{pattern}_{tag}{p}" for pattern in PATTERNS
+                             for p in texture_periods)
+
+
+def class_family(texture_periods: Sequence[int] = DEFAULT_PERIODS) -> tuple[int, ...]:
+  """Family index (into FAMILY_NAMES) of each class of `class_names(texture_periods)`."""
+  return (0,) * len(SHAPE_NAMES) + (1,) * (len(PATTERNS) * len(texture_periods))
+
+
+# The default classes (builder configs "default", "small", "one_scale", ...).
+CLASS_NAMES = class_names()
+CLASS_FAMILY = class_family()
+NUM_CLASSES = len(CLASS_NAMES)
+# Fill period (one dark plus one light band) in pixels of the stored image.
+TEXTURE_PERIODS = types.MappingProxyType(
+    dict(zip(CLASS_NAMES[len(SHAPE_NAMES):], DEFAULT_PERIODS * len(PATTERNS))))
 
 # Minimum difference in luma (0..255, Rec. 601) between any two of the three colours.
 MIN_LUMA_CONTRAST = 60.0
@@ -57,11 +95,18 @@ class Nuisances(NamedTuple):
   rotation: float  # Radians, of the outline about its centre.
   silhouette: int  # Index into TEXTURE_SILHOUETTES (textures only).
   horizontal: bool  # Stripe bands run horizontally (vary along y); else vertically.
-  phase: tuple[int, int]  # Pattern offset (x, y) in storage pixels.
+  # Pattern offset (x, y): storage pixels (canvas mode) or 1/OBJECT_PHASE_STEPS of a
+  # period (object mode).
+  phase: tuple[int, int]
 
 
-def nuisances(seed: int) -> Nuisances:
-  """Draws the nuisances of one rendering from `seed`, independently of the label."""
+def nuisances(seed: int, *, texture_periods: Sequence[int] = DEFAULT_PERIODS,
+              period_mode: str = "canvas") -> Nuisances:
+  """Draws the nuisances of one rendering from `seed`, independently of the label.
+
+  The phase is uniform over one common period of all classes: `lcm(texture_periods)`
+  storage pixels in canvas mode, OBJECT_PHASE_STEPS steps of a period in object mode.
+  """
   rng = np.random.default_rng(seed)
   while True:  # Rejection sampling in batches; deterministic for a seed.
     colours = rng.integers(0, 256, size=(32, 3, 3)).astype(np.float64)
@@ -74,8 +119,8 @@ def nuisances(seed: int) -> Nuisances:
   rotation = float(rng.uniform(0.0, 2.0 * np.pi))
   silhouette = int(rng.integers(len(TEXTURE_SILHOUETTES)))
   horizontal = bool(rng.integers(2))
-  lcm = math.lcm(*TEXTURE_PERIODS.values())
-  phase = tuple(int(p) for p in rng.integers(0, lcm, size=2))
+  steps = math.lcm(*texture_periods) if period_mode == "canvas" else OBJECT_PHASE_STEPS
+  phase = tuple(int(p) for p in rng.integers(0, steps, size=2))
   return Nuisances(background, foreground, foreground2, rotation, silhouette,
                    horizontal, phase)
 
@@ -139,9 +184,11 @@ def _inside_star(u: np.ndarray, v: np.ndarray, points: int, inner: float) -> np.
   return in_core | in_spike
 
 
-def _check_args(label, object_scale, center, size, storage_size):
-  if not 0 <= label < NUM_CLASSES:
-    raise ValueError(f"label must be in [0, {NUM_CLASSES}), got {label}.")
+def _check_args(label, object_scale, center, size, storage_size, texture_periods, period_mode):
+  _check_textures(texture_periods, period_mode)
+  num_classes = len(class_family(texture_periods))
+  if not 0 <= label < num_classes:
+    raise ValueError(f"label must be in [0, {num_classes}), got {label}.")
   if not 0.0 < object_scale <= 1.0:
     raise ValueError(f"object_scale must be in (0, 1], got {object_scale}.")
   if len(center) != 2:
@@ -157,16 +204,16 @@ def _box_mean(mask: np.ndarray, k: int) -> np.ndarray:
   return sum(columns[i::k] for i in range(k)) / (k * k)
 
 
-def _coverage(label, object_scale, center, size, seed, storage_size, pattern_shift=(0.0, 0.0)):
+def _coverage(label, object_scale, center, size, seed, storage_size, pattern_shift=(0.0, 0.0),
+              texture_periods=DEFAULT_PERIODS, period_mode="canvas"):
   """Per-pixel fractions of the scene covered by the two foreground colours.
 
   Returns `(first, second, nuisances)` with `first`, `second` float64 `[size, size]`;
   the background covers the rest. Only pixels overlapping the bounding circle are
   sampled.
   """
-  _check_args(label, object_scale, center, size, storage_size)
-  nz = nuisances(seed)
-  name = CLASS_NAMES[label]
+  _check_args(label, object_scale, center, size, storage_size, texture_periods, period_mode)
+  nz = nuisances(seed, texture_periods=texture_periods, period_mode=period_mode)
   first = np.zeros((size, size))
   second = np.zeros((size, size))
   cx, cy = float(center[0]), float(center[1])
@@ -185,16 +232,25 @@ def _coverage(label, object_scale, center, size, seed, storage_size, pattern_shi
   cos, sin = np.float32(math.cos(nz.rotation)), np.float32(math.sin(nz.rotation))
   u = cos * dx + sin * dy
   v = cos * dy - sin * dx
-  if CLASS_FAMILY[label] == 0:
-    first[y0:y1, x0:x1] = _box_mean(_inside_outline(name, u, v), k)
+  if label < len(SHAPE_NAMES):
+    first[y0:y1, x0:x1] = _box_mean(_inside_outline(SHAPE_NAMES[label], u, v), k)
     return first, second, nz
   inside = _inside_outline(TEXTURE_SILHOUETTES[nz.silhouette], u, v)
-  # Band parity in storage pixels; the pattern is fixed to the canvas, not the object.
-  half = TEXTURE_PERIODS[name] / 2
-  px, py = (xs - pattern_shift[0]) * storage_size, (ys - pattern_shift[1]) * storage_size
-  odd_x = (np.floor((px + nz.phase[0]) / half).astype(np.int64) & 1)[None, :]
-  odd_y = (np.floor((py + nz.phase[1]) / half).astype(np.int64) & 1)[:, None]
-  if name.startswith("checks"):
+  pattern, which = divmod(label - len(SHAPE_NAMES), len(texture_periods))
+  period = texture_periods[which]
+  if period_mode == "canvas":  # Band parity in storage pixels, fixed to the canvas.
+    half = period / 2
+    px, py = (xs - pattern_shift[0]) * storage_size, (ys - pattern_shift[1]) * storage_size
+    band_x = np.floor((px + nz.phase[0]) / half)
+    band_y = np.floor((py + nz.phase[1]) / half)
+  else:  # `period` periods across the bounding circle, fixed to the object's centre.
+    half = object_scale / period / 2
+    steps = OBJECT_PHASE_STEPS / 2  # Phase steps per band.
+    band_x = np.floor((xs - cx) / half + nz.phase[0] / steps)
+    band_y = np.floor((ys - cy) / half + nz.phase[1] / steps)
+  odd_x = (band_x.astype(np.int64) & 1)[None, :]
+  odd_y = (band_y.astype(np.int64) & 1)[:, None]
+  if PATTERNS[pattern] == "checks":
     odd = (odd_x ^ odd_y).astype(bool)
   else:
     odd = (odd_y if nz.horizontal else odd_x).astype(bool)
@@ -205,60 +261,83 @@ def _coverage(label, object_scale, center, size, seed, storage_size, pattern_shi
 
 def render(label: int, object_scale: float, center: tuple[float, float], size: int, *,
            seed: int = 0, storage_size: int = 64,
-           pattern_shift: tuple[float, float] = (0.0, 0.0)) -> np.ndarray:
+           pattern_shift: tuple[float, float] = (0.0, 0.0),
+           texture_periods: Sequence[int] = DEFAULT_PERIODS,
+           period_mode: str = "canvas") -> np.ndarray:
   """Renders one image of class `label`, uint8 `[size, size, 3]`.
 
   Args:
-    label: class index into CLASS_NAMES.
+    label: class index into `class_names(texture_periods, period_mode)`.
     object_scale: diameter of the outline's bounding circle, fraction of the canvas.
     center: (x, y) of the object, canvas fractions.
     size: output side in pixels; any size shows the same scene.
-    seed: draws all nuisances (`nuisances(seed)`); the same seed gives the same
+    seed: draws all nuisances (`nuisances(seed, ...)`); the same seed gives the same
       colours, rotation, silhouette, orientation and phase for every label.
-    storage_size: the size at which texture periods are whole pixels; the period of
-      class `c` is `TEXTURE_PERIODS[c] / storage_size` canvas fractions.
-    pattern_shift: (dx, dy) canvas fractions by which the texture bands move (they are
-      anchored to the canvas). Moving `center` and the bands by the same amount
-      translates the whole object, fill included.
+    storage_size: the size at which canvas-mode texture periods are whole pixels.
+    pattern_shift: (dx, dy) canvas fractions by which canvas-anchored texture bands
+      move (object-anchored bands move with `center` and ignore it). Moving `center`
+      and the bands by the same amount translates the whole object, fill included.
+    texture_periods: the period of each texture class of each pattern (stripes, then
+      checks): in canvas mode `p / storage_size` canvas fractions; in object mode
+      `object_scale / p` (`p` periods across the bounding circle).
+    period_mode: "canvas" (bands fixed to the canvas) or "object" (fixed to the object,
+      zooming with it: no absolute-scale cue).
   """
   first, second, nz = _coverage(label, object_scale, center, size, seed, storage_size,
-                                pattern_shift)
+                                pattern_shift, tuple(texture_periods), period_mode)
   image = (nz.background + first[..., None] * (nz.foreground - nz.background)
            + second[..., None] * (nz.foreground2 - nz.background))
   return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
 def object_coverage(label: int, object_scale: float, center: tuple[float, float],
-                    size: int, *, seed: int = 0, storage_size: int = 64) -> np.ndarray:
+                    size: int, *, seed: int = 0, storage_size: int = 64,
+                    texture_periods: Sequence[int] = DEFAULT_PERIODS,
+                    period_mode: str = "canvas") -> np.ndarray:
   """Fraction of each pixel covered by the object, float64 `[size, size]` in [0, 1]."""
-  first, second, _ = _coverage(label, object_scale, center, size, seed, storage_size)
+  first, second, _ = _coverage(label, object_scale, center, size, seed, storage_size,
+                               texture_periods=tuple(texture_periods), period_mode=period_mode)
   return first + second
 
 
 def sample_example(index: int, *, seed: int, split: str = "train", storage_size: int = 64,
-                   scale_range: tuple[float, float] = (0.3, 0.9)) -> dict[str, Any]:
+                   scale_range: tuple[float, float] = (0.3, 0.9),
+                   texture_periods: Sequence[int] = DEFAULT_PERIODS,
+                   period_mode: str = "canvas") -> dict[str, Any]:
   """Draws example `index` of `split`: its metadata and its `[S, S, 3]` uint8 image.
 
-  Labels cycle through the classes (`index % 12`), so any run of 12 is balanced; the
-  scale is uniform in `scale_range`; the centre is uniform over the positions that keep
-  the bounding circle inside the canvas. Scale and centre are float32, as stored, and
-  `render(label, object_scale, center, S, seed=seed, storage_size=S)` gives `image`.
+  Labels cycle through the classes (`index % num_classes`, 12 with three periods), so
+  any run of that many is balanced; the scale is uniform in `scale_range` (`lo == hi`:
+  one scale); the centre is uniform over the positions that keep the bounding circle
+  inside the canvas. Scale and centre are float32, as stored, and
+  `render(label, object_scale, center, S, seed=seed, storage_size=S, texture_periods=...,
+  period_mode=...)` gives `image`.
   """
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
   lo, hi = scale_range
   if not 0.0 < lo <= hi <= 1.0:
     raise ValueError(f"scale_range must satisfy 0 < lo <= hi <= 1, got {scale_range}.")
+  family = class_family(texture_periods)
   rng = np.random.default_rng([seed, SPLITS.index(split), index])
-  label = index % NUM_CLASSES
+  label = index % len(family)
   object_scale = np.float32(rng.uniform(lo, hi))
   radius = float(object_scale) / 2.0
   center = rng.uniform(radius, 1.0 - radius, size=2).astype(np.float32)
   render_seed = int(rng.integers(2**62))
   image = render(label, float(object_scale), (float(center[0]), float(center[1])),
-                 storage_size, seed=render_seed, storage_size=storage_size)
-  return dict(image=image, label=label, family=CLASS_FAMILY[label],
+                 storage_size, seed=render_seed, storage_size=storage_size,
+                 texture_periods=texture_periods, period_mode=period_mode)
+  return dict(image=image, label=label, family=family[label],
               object_scale=object_scale, center=center, seed=render_seed)
+
+
+class RenderOptions(NamedTuple):
+  """What `render` needs besides an example's metadata to redraw a builder config's
+  scenes: `render(label, object_scale, center, size, seed=seed, **options._asdict())`."""
+  storage_size: int = 64
+  texture_periods: tuple[int, ...] = DEFAULT_PERIODS
+  period_mode: str = "canvas"
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -270,12 +349,36 @@ def encode_png(image: np.ndarray) -> bytes:
 
 @dataclasses.dataclass(eq=False)
 class ScaleShapesConfig(tfds.core.BuilderConfig):
-  """A size and sampling of `scale_shapes`."""
-  storage_size: int = 64  # Stored image side in pixels; texture periods are in these.
+  """A size, sampling and set of texture classes of `scale_shapes`."""
+  storage_size: int = 64  # Stored image side in pixels; canvas-mode periods are in these.
   num_train: int = 10_000
   num_test: int = 2_000
   scale_range: tuple[float, float] = (0.3, 0.9)  # object_scale ~ U(scale_range).
   seed: int = 0  # Splits are drawn from (seed, split, index).
+  texture_periods: tuple[int, ...] = DEFAULT_PERIODS  # Per texture class of each pattern.
+  period_mode: str = "canvas"  # Periods in stored pixels ("canvas") or across the object.
+
+  def render_options(self) -> RenderOptions:
+    return RenderOptions(self.storage_size, tuple(self.texture_periods), self.period_mode)
+
+  def class_names(self) -> tuple[str, ...]:
+    return class_names(self.texture_periods, self.period_mode)
+
+
+# Controls for claim 1 (docs/SCALE_SHAPES.md, `period_table`): periods off the 2x ladder,
+# at least MIN_PERIOD_PX at half the stored size and at least 10% away from each other
+# under zooms of 1/2, 3/4, 5/4 and 3/2; periods tied to the object; one object scale.
+OFFLADDER_PERIODS = (5, 9, 16)
+OBJECT_PERIODS = (2, 3, 4)  # Periods across the bounding circle.
+ONE_SCALE = (0.6, 0.6)
+_SWEEP_32 = {"storage_size": 32, "num_train": 4096, "num_test": 1024}  # Quick CPU sweeps.
+_CONTROLS = (
+    ("offladder", f"periods {', '.join(map(str, OFFLADDER_PERIODS))} stored px (off the 2x ladder)",
+     {"texture_periods": OFFLADDER_PERIODS}),
+    ("object_period", f"{', '.join(map(str, OBJECT_PERIODS))} periods across the object",
+     {"texture_periods": OBJECT_PERIODS, "period_mode": "object"}),
+    ("one_scale", f"every object at scale {ONE_SCALE[0]}", {"scale_range": ONE_SCALE}),
+)
 
 
 class ScaleShapes(tfds.core.GeneratorBasedBuilder):
@@ -290,20 +393,39 @@ class ScaleShapes(tfds.core.GeneratorBasedBuilder):
       ScaleShapesConfig(
           name="small", description="32 px, 1024 train / 256 test (tests, smoke runs).",
           storage_size=32, num_train=1024, num_test=256),
+      ScaleShapesConfig(
+          name="sweep32", description="32 px, 4096 train / 1024 test (quick CPU sweeps).",
+          **_SWEEP_32),
+  ] + [
+      ScaleShapesConfig(name=name, description=f"64 px, 10000 train / 2000 test; {what}.",
+                        storage_size=64, num_train=10_000, num_test=2_000, **fields)
+      for name, what, fields in _CONTROLS
+  ] + [
+      ScaleShapesConfig(name=f"small_{name}",
+                        description=f"32 px, 4096 train / 1024 test; {what}.",
+                        **_SWEEP_32, **fields)
+      for name, what, fields in _CONTROLS
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
-    size = self.builder_config.storage_size
+    config = self.builder_config
+    size, periods = config.storage_size, tuple(config.texture_periods)
+    listed = ", ".join(str(p) for p in periods[:-1]) + f" or {periods[-1]}"
+    if config.period_mode == "canvas":
+      textures = f"a stripe or check period of {listed} stored pixels (not scale invariant)"
+    else:
+      textures = f"{listed} stripe or check periods across the object (scale invariant)"
+    lo, hi = config.scale_range
+    where = "random object scales, positions" if lo < hi else f"object scale {lo}, random positions"
     return self.dataset_info_from_configs(
         description=(
             "Synthetic scale study: 6 shapes told apart by outline (scale invariant) and "
-            "6 textures told apart by a stripe or check period of 2, 4 or 8 stored "
-            "pixels (not scale invariant), at random object scales, positions, colours "
-            "and rotations. Metadata reproduce each image with "
+            f"{len(PATTERNS) * len(periods)} textures told apart by {textures}, at {where}, "
+            "colours and rotations. Metadata reproduce each image with "
             "progressive.data.scale_shapes.render."),
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
-            "label": tfds.features.ClassLabel(names=CLASS_NAMES),
+            "label": tfds.features.ClassLabel(names=config.class_names()),
             "family": tfds.features.ClassLabel(names=FAMILY_NAMES),
             "object_scale": tfds.features.Scalar(dtype=np.float32),
             "center": tfds.features.Tensor(shape=(2,), dtype=np.float32),
@@ -326,9 +448,111 @@ class ScaleShapes(tfds.core.GeneratorBasedBuilder):
     for index in range(num_examples):
       example = sample_example(index, seed=config.seed, split=split,
                                storage_size=config.storage_size,
-                               scale_range=tuple(config.scale_range))
+                               scale_range=tuple(config.scale_range),
+                               texture_periods=tuple(config.texture_periods),
+                               period_mode=config.period_mode)
       example["image"] = encode_png(example["image"])
       yield index, example
+
+
+def builder_config(config_name: str) -> ScaleShapesConfig:
+  """The builder config `config_name`; `ValueError` listing the names if there is none."""
+  config = ScaleShapes.builder_configs.get(config_name)
+  if config is None:
+    raise ValueError(f"config_name must be one of {sorted(ScaleShapes.builder_configs)}, "
+                     f"got {config_name!r}.")
+  return config
+
+
+def render_options(config_name: str) -> RenderOptions:
+  """What `render` needs to redraw the scenes of builder config `config_name`."""
+  return builder_config(config_name).render_options()
+
+
+# A period stays distinguishable at a test size while it spans at least MIN_PERIOD_PX
+# output pixels (the Nyquist limit, 2 px, with a margin; 2 px at the stored size, where
+# canvas-anchored bands are drawn exactly) and, in canvas mode, is not within
+# ALIAS_TOLERANCE of another class's stored period (what a network trained at the stored
+# size would take it for).
+MIN_PERIOD_PX = 2.5
+ALIAS_TOLERANCE = 0.08
+TABLE_SIZES = types.MappingProxyType({64: (16, 24, 32, 48, 64, 80, 96), 32: (16, 24, 32, 40, 48)})
+
+
+def period_check(config_name: str, sizes: Sequence[int] | None = None) -> list[dict[str, Any]]:
+  """Each texture period of builder config `config_name` at each test size in `sizes`
+  (default: TABLE_SIZES of its storage size), as seen after zooming the stored image.
+
+  One row per period (shared by stripes and checks): `period`, `names`, and per size
+  `px` (output pixels: one value in canvas mode, the range over the config's object
+  scales in object mode), and in canvas mode `alias` (under 2 px: the period of the
+  alias that sampling leaves, `inf` where it is flat; else None) and `reads_as` (the
+  other stored period within ALIAS_TOLERANCE of `px` or of its alias, else None), in
+  object mode `min_scale` (the smallest object scale at which it spans MIN_PERIOD_PX),
+  and `ok` (distinguishable on every object).
+  """
+  config = builder_config(config_name)
+  storage, periods = config.storage_size, tuple(config.texture_periods)
+  sizes = TABLE_SIZES.get(storage, (storage,)) if sizes is None else tuple(sizes)
+  names = config.class_names()[len(SHAPE_NAMES):]
+  lo, hi = config.scale_range
+  rows = []
+  for i, p in enumerate(periods):
+    row = {"period": p, "names": names[i::len(periods)], "px": {}, "alias": {},
+           "reads_as": {}, "min_scale": {}, "ok": {}}
+    for n in sizes:
+      if config.period_mode == "canvas":
+        px = p * n / storage
+        alias = None
+        if px < 2.0:  # Frequency folded about the nearest multiple of the sampling rate.
+          folded = abs(1 / px - round(1 / px))
+          alias = 1 / folded if folded > 1e-9 else math.inf
+        seen = px if alias is None else alias
+        near = [q for q in periods if q != p and abs(seen / q - 1) <= ALIAS_TOLERANCE]
+        row["px"][n], row["alias"][n] = px, alias
+        row["reads_as"][n] = near[0] if near else None
+        # At the stored size the bands are drawn exactly (edges on pixel or half-pixel
+        # edges), so the Nyquist limit itself applies there.
+        row["ok"][n] = px >= (2.0 if n == storage else MIN_PERIOD_PX) and not near
+      else:
+        row["px"][n] = (lo * n / p, hi * n / p)
+        row["min_scale"][n] = MIN_PERIOD_PX * p / n
+        row["ok"][n] = lo * n / p >= MIN_PERIOD_PX
+    rows.append(row)
+  return rows
+
+
+def period_table(config_name: str, sizes: Sequence[int] | None = None) -> str:
+  """`period_check` as a markdown table: periods in output pixels at each size, marked
+  where they fall under MIN_PERIOD_PX (with the alias left under 2 px) or onto another
+  class's stored period."""
+  rows = period_check(config_name, sizes)
+  sizes = list(rows[0]["px"])
+  lines = ["| classes | " + " | ".join(f"{n} px" for n in sizes) + " | distinguishable at |",
+           "|---" * (len(sizes) + 2) + "|"]
+  for row in rows:
+    cells = []
+    for n in sizes:
+      px = row["px"][n]
+      if isinstance(px, tuple):  # Object mode: the range over object scales.
+        cell = f"{px[0]:.3g}-{px[1]:.3g}"
+        if not row["ok"][n]:
+          cell += (f" (< {MIN_PERIOD_PX:g}: all)" if px[1] < MIN_PERIOD_PX else
+                   f" (< {MIN_PERIOD_PX:g} under scale {row['min_scale'][n]:.2f})")
+      else:
+        cell, alias, near = f"{px:.3g}", row["alias"][n], row["reads_as"][n]
+        if alias == math.inf:
+          cell += " (flat)"
+        elif alias is not None:
+          cell += f" (alias {alias:.3g}" + (f" as p{near})" if near else ")")
+        elif near is not None:
+          cell += f" (as p{near})"
+        elif not row["ok"][n]:
+          cell += f" (< {MIN_PERIOD_PX:g})"
+      cells.append(cell)
+    ok = ", ".join(str(n) for n in sizes if row["ok"][n]) or "none"
+    lines.append(f"| {' / '.join(row['names'])} | " + " | ".join(cells) + f" | {ok} |")
+  return "\n".join(lines)
 
 
 def prepare(config_name: str = "default",
