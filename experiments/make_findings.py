@@ -4,10 +4,21 @@
 
 With SWEEP_ROOT (the parent of the sweeps' workdirs), every sweep the template names has
 its `results.md`, `results.csv` and `results.png` copied into `experiments/results/NAME/`
-first; without it, FINDINGS.md is rebuilt from those copies. Every `{{table:NAME}}` in
-the template becomes the tables of `results/NAME/results.md` and every `{{figure:NAME}}`
-a link to its plot, so no number in FINDINGS.md is typed by hand.
+first (and, where the sweep wrote them, its intervals, comparisons and tuning grid);
+without it, FINDINGS.md is rebuilt from those copies. In the template:
+
+- `{{table:NAME}}`: the tables of `results/NAME/results.md`;
+- `{{figure:NAME}}`: a link to its plot;
+- `{{intervals:NAME:m1,m2,...}}`: one row per seed group, each metric's mean over seeds
+  with its 95% interval and n (`results_intervals.csv`);
+- `{{comparisons:NAME:m1,m2,...}}`: the named comparisons on those metrics: difference of
+  means, 95% Welch interval, p and the verdict the interval gives (`comparisons.csv`);
+- `{{tuning:NAME}}`: the tuning grid, one row per arm (`tuning.csv`);
+
+so no number in FINDINGS.md is typed by hand.
 """
+
+import csv
 
 import pathlib
 import re
@@ -17,6 +28,60 @@ import sys
 HERE = pathlib.Path(__file__).parent
 RESULTS = HERE / "results"
 FILES = ("results.md", "results.csv", "results.png")
+# Written by sweeps with seeds, comparisons or tuning; copied when present.
+OPTIONAL_FILES = ("results_mean.csv", "results_intervals.csv", "comparisons.csv", "tuning.csv")
+_PLACEHOLDER = r"\{\{(table|figure|intervals|comparisons|tuning):(\w+)(?::([\w@.,]+))?\}\}"
+
+
+def _rows(name: str, file: str) -> list[dict[str, str]]:
+  path = RESULTS / name / file
+  if not path.exists():
+    raise FileNotFoundError(f"{path} is missing: the sweep {name} wrote no {file}.")
+  with path.open(newline="") as f:
+    return list(csv.DictReader(f))
+
+
+def _markdown(head: list[str], rows: list[list[str]]) -> str:
+  lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+  return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def intervals(name: str, metrics: list[str]) -> str:
+  """Mean [low, high] (n) of each metric per seed group, groups in the sweep's order."""
+  found = {}
+  for row in _rows(name, "results_intervals.csv"):
+    found.setdefault(row["name"], {})[row["metric"]] = row
+  table = []
+  for group, measured in found.items():
+    cells = []
+    for metric in metrics:
+      r = measured.get(metric)
+      cells.append("-" if r is None else f"{float(r['mean']):.3f} [{float(r['low']):.3f}, "
+                   f"{float(r['high']):.3f}] (n={r['n']})" if r["low"] else f"{float(r['mean']):.3f} (n={r['n']})")
+    table.append([group, *cells])
+  return _markdown(["arm", *metrics], table)
+
+
+def comparisons(name: str, metrics: list[str]) -> str:
+  rows = [r for r in _rows(name, "comparisons.csv") if r["metric"] in metrics]
+  rows.sort(key=lambda r: (metrics.index(r["metric"]), r["baseline"]))
+  return _markdown(
+      ["metric", "arm - baseline", "difference [95% interval]", "p (Welch)", "n", "verdict"],
+      [[r["metric"], f"{r['arm']} - {r['baseline']}",
+        f"{float(r['difference']):+.3f} [{float(r['low']):+.3f}, {float(r['high']):+.3f}]",
+        r["p"], f"{r['n_arm']} / {r['n_baseline']}", r["verdict"]] for r in rows])
+
+
+def tuning(name: str) -> str:
+  rows = _rows(name, "tuning.csv")
+  metric = [k for k in rows[0] if k not in ("arm", "value")][0]
+  values = list(dict.fromkeys(r["value"] for r in rows))
+  arms = {}
+  for r in rows:
+    arms.setdefault(r["arm"], {})[r["value"]] = r[metric]
+  return _markdown([f"arm ({metric} on the validation slice)", *values],
+                   [[arm, *(f"{float(by[v]):.3f}" if v in by else "-" for v in values)]
+                    for arm, by in arms.items()])
 
 
 def table(name: str) -> str:
@@ -39,16 +104,27 @@ def collect(root: pathlib.Path, names) -> None:
       if not (root / name / file).exists():
         raise FileNotFoundError(f"{root / name / file} is missing: run that sweep first.")
       shutil.copyfile(root / name / file, target / file)
+    for file in OPTIONAL_FILES:
+      if (root / name / file).exists():
+        shutil.copyfile(root / name / file, target / file)
 
 
 def sweep_names(template: str) -> list[str]:
-  return list(dict.fromkeys(re.findall(r"\{\{(?:table|figure):(\w+)\}\}", template)))
+  return list(dict.fromkeys(m[1] for m in re.findall(_PLACEHOLDER, template)))
+
+
+def _replace(match: re.Match) -> str:
+  kind, name, metrics = match.groups()
+  if kind in ("intervals", "comparisons"):
+    if not metrics:
+      raise ValueError(f"{match.group(0)} needs its metrics: {{{{{kind}:{name}:acc@32,...}}}}.")
+    return (intervals if kind == "intervals" else comparisons)(name, metrics.split(","))
+  return {"table": table, "figure": figure, "tuning": tuning}[kind](name)
 
 
 def render(template: str) -> str:
   """The template with every placeholder replaced from `experiments/results/`."""
-  text = re.sub(r"\{\{table:(\w+)\}\}", lambda m: table(m.group(1)), template)
-  return re.sub(r"\{\{figure:(\w+)\}\}", lambda m: figure(m.group(1)), text)
+  return re.sub(_PLACEHOLDER, _replace, template)
 
 
 def main(argv) -> None:

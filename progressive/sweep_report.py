@@ -28,13 +28,13 @@ OBJECT_PER_BIN = 24  # Rendered scenes per object-scale bin.
 
 def shift_summary(run, examples, *, num_images: int, max_shift: int) -> dict:
   """Jaggedness and consistency of a finished run at its last stage's size, on the first
-  `num_images` of `examples`: within `max_shift` px (Azulay & Weiss, Zhang), and over one
+  `num_images` of `examples` (0: all of them): within `max_shift` px (Azulay & Weiss, Zhang), and over one
   whole subsampling period of the traced total stride along x, y and the diagonal,
   objects kept inside the canvas (`shift.period_sweep`; averaged over the directions)."""
   from progressive.analysis import controls, shift  # pylint: disable=import-outside-toplevel
 
   size = int(run.config.stages[-1]["size"])
-  examples = {k: v[:num_images] for k, v in examples.items()}
+  examples = {k: v[:num_images or None] for k, v in examples.items()}
   predict = run.predictor(size)
   mode = run_lib.shift_mode(run.config.data)
   args = dict(size=size, max_shift=max_shift, mode=mode)
@@ -146,7 +146,7 @@ def _options(num_shift_images: int, max_shift: int, ensemble_sizes: Sequence[int
 
 
 def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_seconds=None,
-                    num_shift_images: int = 64, max_shift: int = 4,
+                    num_shift_images: int = 0, max_shift: int = 4,
                     ensemble_sizes: Sequence[int] = (), bn_images: int = 0) -> dict:
   """Writes `workdir/sweep_point.json`: the overrides, final eval rows, the best test size,
   the training budget, shift measures, the multi-size ensemble over `ensemble_sizes` (if
@@ -160,7 +160,7 @@ def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_s
   run = run_lib.load_run(workdir)
   examples = run_lib.load_examples(
       config.data, config.data.eval_split,
-      None if ensemble_sizes or bn_images else num_shift_images)
+      None if ensemble_sizes or bn_images or not num_shift_images else num_shift_images)
   summary = {
       "name": name,
       "options": _options(num_shift_images, max_shift, ensemble_sizes, bn_images),
@@ -390,7 +390,7 @@ def _write_csv(path: epath.Path, table: pd.DataFrame) -> None:
 
 
 def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | None = None,
-              num_shift_images: int = 64, max_shift: int = 4,
+              num_shift_images: int = 0, max_shift: int = 4,
               ensemble_sizes: Sequence[int] | None = None, bn_images: int = 0,
               comparisons: Sequence[Sequence[str]] | None = None):
   """Tables and a plot over every finished point (summarising those run elsewhere).
@@ -441,8 +441,9 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
       + (f"acc_ens: the softmax averaged over sizes {', '.join(map(str, ensemble_sizes))} on the "
          "whole eval split, ens_gain: acc_ens minus the best of those sizes alone; "
          if ensemble_sizes else "")
-      + f"jaggedness and consistency at the last stage's size over {num_shift_images} test "
-      f"images, shifts up to {max_shift} px; images_seen"
+      + "jaggedness and consistency at the last stage's size over "
+      + (f"{num_shift_images} test images" if num_shift_images else "every test image")
+      + f", shifts up to {max_shift} px; images_seen"
       + (" and train_gflops (XLA's count of each stage's training step, times its steps)"
          if "train_gflops" in columns else "")
       + ": the training budget."

@@ -377,3 +377,25 @@ def test_tuning_refuses_to_choose_on_the_test_split(tmp_path):
       " 'eval_split': 'test'}\n")
   with pytest.raises(ValueError, match="must be a slice of the training split"):
     sweep.tuning_spec(str(tmp_path / "cfg" / "bad.py"))
+
+
+def test_findings_placeholders_render_intervals_comparisons_and_the_grid(tmp_path, monkeypatch):
+  make_findings = sweep.load_module(str(REPO / "experiments/make_findings.py"))
+  monkeypatch.setattr(make_findings, "RESULTS", tmp_path)
+  (tmp_path / "s").mkdir()
+  (tmp_path / "s" / "results_intervals.csv").write_text(
+      "name,metric,mean,std,n,low,high\na,acc@32,0.5,0.1,5,0.4,0.6\nb,acc@32,0.25,0.1,5,0.15,0.35\n"
+      "b,acc@16,0.125,,1,,\n")
+  (tmp_path / "s" / "comparisons.csv").write_text(
+      "metric,arm,baseline,difference,low,high,p,n_arm,n_baseline,verdict\n"
+      "acc@16,a,b,0.1,-0.2,0.4,0.5,5,5,not resolved\nacc@32,a,b,0.25,0.1,0.4,0.01,5,5,arm higher\n")
+  (tmp_path / "s" / "tuning.csv").write_text("arm,value,acc@32\na,0.2,0.5\na,0.4,0.75\nb,0.2,0.25\n")
+  text = make_findings.render("{{intervals:s:acc@32,acc@16}}\n{{comparisons:s:acc@32}}\n{{tuning:s}}")
+  lines = text.splitlines()
+  assert lines[2] == "| a | 0.500 [0.400, 0.600] (n=5) | - |"
+  assert lines[3] == "| b | 0.250 [0.150, 0.350] (n=5) | 0.125 (n=1) |"
+  assert lines[6] == "| acc@32 | a - b | +0.250 [+0.100, +0.400] | 0.01 | 5 / 5 | arm higher |"
+  assert len(lines) == 7 + 4 and lines[-2:] == ["| a | 0.500 | 0.750 |", "| b | 0.250 | - |"]
+  assert make_findings.sweep_names("{{intervals:s:acc@32}} {{figure:t}}") == ["s", "t"]
+  with pytest.raises(ValueError, match="needs its metrics"):
+    make_findings.render("{{comparisons:s}}")
