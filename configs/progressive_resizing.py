@@ -2,6 +2,7 @@ r"""Claim 3 rerun at CPU scale: progressive resizing against fixed sizes at equa
 at equal steps, against the reverse order, each arm's learning rate tuned, five seeds.
 
   python -m progressive.sweep --config=configs/progressive_resizing.py --workdir=/tmp/pr
+  python -m progressive.sweep --config=configs/progressive_resizing.py:photos --workdir=/tmp/pr_photos
   python -m progressive.sweep --config=configs/progressive_resizing.py:smoke --workdir=/tmp/pr_smoke
 
 The simple CNN on `scale_shapes/sweep32` (32 px, 4096 train / 1024 test; the 64 px
@@ -20,6 +21,9 @@ Arms, at one budget (7 epochs of the progressive schedule):
 px; the network's total stride is 16, so 16 and 32 px are on its grid and 24, 40 and 48
 are not (the analysis report marks them). `get_comparisons` names the headline
 differences; the sweep writes them with 95% intervals and Welch p-values.
+
+`:photos` runs the same sweep on real photographs, `photos/sweep32` (16 grey classes, 32
+px, 4096 / 1024, docs/PHOTOS.md), training with horizontal flips as configs/photos.py does.
 """
 
 import ml_collections
@@ -36,10 +40,13 @@ LR_GRID = (0.2, 0.4, 0.8)
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   smoke = arg == "smoke"
-  if arg not in (None, "", "smoke"):
-    raise ValueError(f"Unknown config variant {arg!r}; use 'smoke' or nothing.")
+  if arg not in (None, "", "smoke", "photos"):
+    raise ValueError(f"Unknown config variant {arg!r}; use 'photos', 'smoke' or nothing.")
   config = default.get_config("smoke" if smoke else None)
   config.data.builder_config = "small" if smoke else "sweep32"
+  if arg == "photos":
+    config.data.name = "photos"
+    config.data.augment = "flip"
   config.stages = SMOKE_STAGES if smoke else STAGES
   config.eval_sizes = (16, 24, 32) if smoke else (16, 24, 32, 40, 48)
   config.progress_bar = False

@@ -51,10 +51,10 @@ FIELDS = (
           'real photographs, docs/PHOTOS.md) or a TFDS image classification dataset prepared '
           'in array_record format, e.g. "cifar10", "imagenette/320px-v2".'),
     Field("data.builder_config", "default",
-          'scale_shapes: "default" (64 px) or "small" (32 px), or a control for claim 1: '
-          '"offladder", "object_period", "one_scale" (64 px) or "small_offladder", ... (32 '
-          'px; docs/SCALE_SHAPES.md). photos: "default" (grey, 64 px), "colour" (RGB, 64 px) '
-          'or "small" (grey, 32 px). TFDS: "default" (the dataset\'s default) or one of '
+          'scale_shapes: "default" (64 px), "small" or "sweep32" (32 px, 1024 or 4096 train), '
+          'or a control for claim 1: "offladder", "object_period", "one_scale" (64 px) or '
+          '"small_offladder", ... (32 px; docs/SCALE_SHAPES.md). photos: "default" (grey, 64 '
+          'px), "colour" (RGB, 64 px), "small" or "sweep32" (grey, 32 px). TFDS: "default" (the dataset\'s default) or one of '
           'its configs, the same as name="imagenette/320px-v2".'),
     Field("data.data_dir", None, "None: TFDS's usual directory.", "control", str),
     Field("data.train_split", "train",

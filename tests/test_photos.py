@@ -312,3 +312,13 @@ def test_object_scale_analysis_bins_zoom_on_the_run(smoke_run):
   summary = sweep_report.object_scale_summary(run, per_bin=16)
   assert list(summary["object_scale"]) == [f"{c:.2f}" for c in result["bin_centers"]]
   assert summary["object_scale"]["0.59"]["accuracy"] == result["accuracy"]["all"][0]
+
+
+def test_page_is_lit_alike_in_both_regions():
+  """`page`'s scan is darker on the left (train) than on the right (test) by 0.5 of the
+  grey range; flattening leaves the two regions' means within 0.05."""
+  label = photos.CLASS_NAMES.index("page")
+  image = np.asarray(photos.photograph(label), np.float64) / 255
+  means = {split: image[y0:y1, x0:x1].mean()
+           for split, (x0, y0, x1, y1) in photos.regions(label).items()}
+  assert abs(means["train"] - means["test"]) < 0.05, means

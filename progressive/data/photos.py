@@ -412,6 +412,9 @@ class Photos(tfds.core.GeneratorBasedBuilder):
       PhotosConfig(
           name="small", description="Grey, 32 px, 512 train / 128 test (tests, smoke runs).",
           storage_size=32, colour=False, num_train=512, num_test=128),
+      PhotosConfig(
+          name="sweep32", description="Grey, 32 px, 4096 train / 1024 test (quick CPU sweeps).",
+          storage_size=32, colour=False, num_train=4096, num_test=1024),
   ]
 
   def _info(self) -> tfds.core.DatasetInfo:
