@@ -10,7 +10,8 @@ prints a table and writes JSON:
 - `core img/s`: one thread in this process calling the batch function, no grain: the
   host's cost per image at that size, per core;
 - `Nw img/s`: grain with N worker processes (what training uses, `data.num_workers`),
-  and its ratio to N times the per-core rate;
+  its ratio to N times the per-core rate, and (`scaling`) to N times grain's rate with
+  one worker;
 - the same per-core rate for the path before stage-size decoding (every image decoded
   in full and cropped to `data.image_size` whatever the stage, the device zooming it);
 - `need img/s` and `cores`: the rate a device step at that size consumes (measured with
@@ -31,15 +32,17 @@ import jax
 import numpy as np
 from etils import epath
 
+from progressive import cli
 from progressive.data import folder, pipeline
 
 BENCH_SIZE = (500, 375)  # ImageNet's typical JPEG, width x height.
 
 
-def make_folder(root, images: int) -> epath.Path:
-  """About `images` training JPEGs (and a few for evaluation) at BENCH_SIZE."""
+def make_folder(root, images: int, splits: tuple[str, str] = ("train", "val")) -> epath.Path:
+  """About `images` training JPEGs (and one per class for evaluation) at BENCH_SIZE, in
+  the split folders `splits` (training, evaluation)."""
   per_class = max(1, -(-images // len(folder.PHOTO_CLASSES)))
-  return folder.write_photo_folder(root, {"train": per_class, "val": 1}, size=BENCH_SIZE)
+  return folder.write_photo_folder(root, {splits[0]: per_class, splits[1]: 1}, size=BENCH_SIZE)
 
 
 def _data_config(config, data_dir, num_workers: int):
@@ -98,7 +101,9 @@ def run(config, *, sizes: Sequence[int], workers: Sequence[int], data_dir=None, 
   """Measures every size with one core, with each worker count and with the old
   fixed-size path; returns the rows, the device rates and the cores they need."""
   with tempfile.TemporaryDirectory() as tmp:
-    root = epath.Path(data_dir) if data_dir else make_folder(tmp, images)
+    splits = tuple(folder._split_folder(config.data[f])[0]  # pylint: disable=protected-access
+                   for f in ("train_split", "eval_split"))
+    root = epath.Path(data_dir) if data_dir else make_folder(tmp, images, splits)
     rows = []
     for size in sizes:
       data = _data_config(config, root, 0)
@@ -114,6 +119,8 @@ def run(config, *, sizes: Sequence[int], workers: Sequence[int], data_dir=None, 
         rate = workers_rate(split, size, batch_size, seconds)
         row[f"workers_{n}_img_s"] = rate
         row[f"workers_{n}_efficiency"] = rate / (n * row["core_img_s"])
+        if "workers_1_img_s" in row:
+          row[f"workers_{n}_scaling"] = rate / (n * row["workers_1_img_s"])
       rows.append(row)
   rates = device_rates(config, sizes, device_rate or {}, device_steps)
   for row in rows:
@@ -132,12 +139,14 @@ def run(config, *, sizes: Sequence[int], workers: Sequence[int], data_dir=None, 
 
 def format_table(report: Mapping[str, Any], workers: Sequence[int]) -> str:
   fixed = report["rows"][0]["fixed_size"] if report["rows"] else "?"
-  head = ["size", "core img/s", *(f"{n}w img/s (eff.)" for n in workers),
+  head = ["size", "core img/s", *(f"{n}w img/s (per core; scaling)" for n in workers),
           f"before: full decode, crop to {fixed}", "need img/s", "cores"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for r in report["rows"]:
     cells = [f"{r['size']}", f"{r['core_img_s']:.0f}"]
-    cells += [f"{r[f'workers_{n}_img_s']:.0f} ({r[f'workers_{n}_efficiency']:.2f})" for n in workers]
+    cells += [f"{r[f'workers_{n}_img_s']:.0f} ({r[f'workers_{n}_efficiency']:.2f}"
+              + (f"; {r[f'workers_{n}_scaling']:.2f})" if f"workers_{n}_scaling" in r else ")")
+              for n in workers]
     cells += [f"{r['fixed_core_img_s']:.0f}",
               "-" if r["device_img_s"] is None else f"{r['device_img_s']:.0f}",
               "-" if r["cores_needed"] is None else f"{r['cores_needed']}"]
@@ -167,10 +176,14 @@ def main_report(config, fv) -> dict[str, Any]:
   sizes = [int(s) for s in fv.sizes] if fv.sizes else [s["size"] for s in config.stages]
   workers = [int(w) for w in fv.workers]
   if any(w < 1 for w in workers):
-    raise ValueError(f"--workers must be counts >= 1, got {fv.workers}.")
+    raise cli.Error(f"--workers must be counts >= 1, got {fv.workers}.")
+  try:
+    rates = parse_rates(fv.device_rate)
+  except ValueError as e:
+    raise cli.Error(str(e)) from None
   report = run(config, sizes=sizes, workers=workers, data_dir=fv.data_dir, images=fv.images,
                batch_size=fv.pipeline_batch, seconds=0.5 if fv.smoke else fv.seconds,
-               device_rate=parse_rates(fv.device_rate))
+               device_rate=rates)
   print(f"Host pipeline, {report['host']}, batch {report['batch_size']}, "
         f"augment={report['augment']}, JPEGs {report['jpeg_size'] or fv.data_dir}")
   print(format_table(report, workers))

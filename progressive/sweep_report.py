@@ -200,13 +200,16 @@ def _columns(summaries: Sequence[Mapping[str, Any]], rows) -> list[str]:
   keys = list(dict.fromkeys(k for s in summaries for k in s["overrides"]))
   sizes = sorted({int(size) for s in summaries for size in s["eval"]})
   groups = list(dict.fromkeys(g for s in summaries for r in s["eval"].values() for g in r))
+  # The training loop's own recalibrated accuracy (accuracy_bn*, config.eval_bn_images) is
+  # a column of its own where the summary has no eval_bn control to fill acc_bn@S.
+  plain = [g for g in groups if not g.startswith("accuracy_bn")]
   acc = [f"{g.replace('accuracy', 'acc')}@{size}" for size in sizes for g in groups]
   controlled = [f"{g.replace('accuracy', prefix)}@{size}" for key, prefix in CONTROL_COLUMNS
-                if any(key in s for s in summaries) for size in sizes for g in groups]
+                if any(key in s for s in summaries) for size in sizes for g in plain]
   scales = list(dict.fromkeys(b for s in summaries for b in (s.get("object_scale") or {})))
-  controlled += [f"{g.replace('accuracy', 'acc_obj')}@{b}" for b in scales for g in groups]
+  controlled += [f"{g.replace('accuracy', 'acc_obj')}@{b}" for b in scales for g in plain]
   present = [c for c in SUMMARY_COLUMNS if any(r.get(c) is not None for r in rows)]
-  return ["name", *keys, *acc, *controlled, *present]
+  return list(dict.fromkeys(["name", *keys, *acc, *controlled, *present]))
 
 
 def point_row(summary: Mapping[str, Any]) -> dict[str, Any]:

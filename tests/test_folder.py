@@ -228,6 +228,7 @@ def test_pipeline_bench_measures_every_size_and_the_cores_a_rate_needs(photo_roo
     assert row["images"] == 34 and row["core_img_s"] > 0 and row["fixed_core_img_s"] > 0
     assert row["workers_1_img_s"] > 0
     assert row["workers_1_efficiency"] == pytest.approx(row["workers_1_img_s"] / row["core_img_s"])
+    assert row["workers_1_scaling"] == pytest.approx(1.0)
   small, large = report["rows"]
   assert small["device_img_s"] is None and small["cores_needed"] is None
   assert large["cores_needed"] == -(-1e6 // large["core_img_s"])

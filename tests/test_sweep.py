@@ -399,3 +399,19 @@ def test_findings_placeholders_render_intervals_comparisons_and_the_grid(tmp_pat
   assert make_findings.sweep_names("{{intervals:s:acc@32}} {{figure:t}}") == ["s", "t"]
   with pytest.raises(ValueError, match="needs its metrics"):
     make_findings.render("{{comparisons:s}}")
+
+
+def test_columns_are_unique_when_the_loop_and_the_controls_both_recalibrate():
+  """The training loop's eval rows carry accuracy_bn (config.eval_bn_images) and the
+  sweep's controls fill acc_bn@S too: one column each, the control's value in it."""
+  summary = {"name": "p", "overrides": {"seed": 0}, "eval": {
+      "16": {"accuracy": 0.5, "accuracy_bn": 0.25, "accuracy_bn_shape": 0.125},
+      "32": {"accuracy": 0.75}},
+             "eval_bn": {"16": {"accuracy": 0.375, "accuracy_shape": 0.5}},
+             "eval_canvas_bn": {"16": {"accuracy": 0.625}}}
+  row = sweep_report.point_row(summary)
+  columns = sweep_report._columns([summary], [row])  # pylint: disable=protected-access
+  assert len(columns) == len(set(columns))
+  assert {"acc_bn@16", "acc_bn_shape@16", "acc_canvas_bn@16"} <= set(columns)
+  assert "acc_canvas_bn_bn@16" not in columns
+  assert row["acc_bn@16"] == 0.375 and row["acc_canvas_bn@16"] == 0.625

@@ -93,7 +93,9 @@ def decode_region(encoded: "bytes | Encoded", size: int, box_fn: Callable[[int, 
         if factor < 1.0:
           raw_w, raw_h = image.size
           image.draft("RGB", (int(np.ceil(raw_w * factor)), int(np.ceil(raw_h * factor))))
-      image = to_rgb(ImageOps.exif_transpose(image))
+      if _orientation(image) != 1:
+        image = ImageOps.exif_transpose(image)
+      image = to_rgb(image)
       if image.size != (width, height):  # Decoded at reduced scale (sides rounded up).
         sx, sy = image.width / width, image.height / height
         box = (box[0] * sx, box[1] * sy, min(box[2] * sx, image.width), min(box[3] * sy, image.height))

@@ -56,6 +56,7 @@ NORMALIZATION = {
 }
 DEFAULT_NORMALIZATION = NORMALIZATION["imagenet2012"]
 _READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
+_WORKER_READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -487,8 +488,10 @@ class Split:
 
   def train_iterator(self, batch_size: int, seed: int, size: int | None = None) -> grain.DatasetIterator:
     """An iterator over `train_dataset` (`get_state` / `set_state` for checkpoints),
-    prepared in `config.num_workers` processes when that is above 0."""
-    dataset = self.train_dataset(batch_size, seed, size).to_iter_dataset(_READ_OPTIONS)
+    prepared in `config.num_workers` processes when that is above 0 (one thread each, so
+    that N workers use N cores)."""
+    options = _READ_OPTIONS if not self._num_workers else _WORKER_READ_OPTIONS
+    dataset = self.train_dataset(batch_size, seed, size).to_iter_dataset(options)
     if self._num_workers:
       if not flags.FLAGS.is_parsed():  # Grain's workers read its absl flags (notebooks, tests).
         flags.FLAGS.mark_as_parsed()
