@@ -14,6 +14,8 @@ without it, FINDINGS.md is rebuilt from those copies. In the template:
 - `{{comparisons:NAME:m1,m2,...}}`: the named comparisons on those metrics: difference of
   means, 95% Welch interval, p and the verdict the interval gives (`comparisons.csv`);
 - `{{tuning:NAME}}`: the tuning grid, one row per arm (`tuning.csv`);
+- `{{means:NAME:c1,c2,...}}`: those columns of the per-seed-group table
+  (`results_mean.csv`: mean ± std, or the value all seeds share);
 
 so no number in FINDINGS.md is typed by hand.
 """
@@ -30,7 +32,7 @@ RESULTS = HERE / "results"
 FILES = ("results.md", "results.csv", "results.png")
 # Written by sweeps with seeds, comparisons or tuning; copied when present.
 OPTIONAL_FILES = ("results_mean.csv", "results_intervals.csv", "comparisons.csv", "tuning.csv")
-_PLACEHOLDER = r"\{\{(table|figure|intervals|comparisons|tuning):(\w+)(?::([\w@.,]+))?\}\}"
+_PLACEHOLDER = r"\{\{(table|figure|intervals|comparisons|tuning|means):(\w+)(?::([\w@.,]+))?\}\}"
 
 
 def _rows(name: str, file: str) -> list[dict[str, str]]:
@@ -70,6 +72,14 @@ def comparisons(name: str, metrics: list[str]) -> str:
       [[r["metric"], f"{r['arm']} - {r['baseline']}",
         f"{float(r['difference']):+.3f} [{float(r['low']):+.3f}, {float(r['high']):+.3f}]",
         r["p"], f"{r['n_arm']} / {r['n_baseline']}", r["verdict"]] for r in rows])
+
+
+def means(name: str, columns: list[str]) -> str:
+  rows = _rows(name, "results_mean.csv")
+  missing = [c for c in columns if c not in rows[0]]
+  if missing:
+    raise ValueError(f"results/{name}/results_mean.csv has no columns {missing}.")
+  return _markdown(["arm", *columns], [[r["name"], *(r[c] for c in columns)] for r in rows])
 
 
 def tuning(name: str) -> str:
@@ -115,10 +125,11 @@ def sweep_names(template: str) -> list[str]:
 
 def _replace(match: re.Match) -> str:
   kind, name, metrics = match.groups()
-  if kind in ("intervals", "comparisons"):
+  if kind in ("intervals", "comparisons", "means"):
     if not metrics:
       raise ValueError(f"{match.group(0)} needs its metrics: {{{{{kind}:{name}:acc@32,...}}}}.")
-    return (intervals if kind == "intervals" else comparisons)(name, metrics.split(","))
+    return {"intervals": intervals, "comparisons": comparisons, "means": means}[kind](
+        name, metrics.split(","))
   return {"table": table, "figure": figure, "tuning": tuning}[kind](name)
 
 

@@ -390,6 +390,10 @@ def test_findings_placeholders_render_intervals_comparisons_and_the_grid(tmp_pat
       "metric,arm,baseline,difference,low,high,p,n_arm,n_baseline,verdict\n"
       "acc@16,a,b,0.1,-0.2,0.4,0.5,5,5,not resolved\nacc@32,a,b,0.25,0.1,0.4,0.01,5,5,arm higher\n")
   (tmp_path / "s" / "tuning.csv").write_text("arm,value,acc@32\na,0.2,0.5\na,0.4,0.75\nb,0.2,0.25\n")
+  (tmp_path / "s" / "results_mean.csv").write_text("name,seeds,images_seen,acc@32\na,0 1,512,0.5 ± 0.1\n")
+  assert make_findings.render("{{means:s:images_seen,acc@32}}").splitlines()[2] == "| a | 512 | 0.5 ± 0.1 |"
+  with pytest.raises(ValueError, match="no columns"):
+    make_findings.render("{{means:s:nothing}}")
   text = make_findings.render("{{intervals:s:acc@32,acc@16}}\n{{comparisons:s:acc@32}}\n{{tuning:s}}")
   lines = text.splitlines()
   assert lines[2] == "| a | 0.500 [0.400, 0.600] (n=5) | - |"
