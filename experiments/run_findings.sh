@@ -7,7 +7,7 @@
 # ROOT (default /tmp/exp) gets one folder per sweep; DATA_DIR (default: TFDS's usual
 # directory) is where scale_shapes is generated on first use. Finished points are
 # skipped, so an interrupted run resumes where it stopped. On a 2-core CPU it takes
-# about an hour and a half.
+# about two hours.
 set -euo pipefail
 ROOT=${1:-/tmp/exp}
 DATA_DIR=${2:-}
@@ -17,6 +17,8 @@ common=(--set=progress_bar=False --shift_images=200)
 sweep() { python -m progressive.sweep "${common[@]}" "$@"; }
 
 sweep --config=configs/progressive_vs_fixed.py --workdir="$ROOT/progressive_vs_fixed"
+# Claim 3 rerun: tuned arms, five seeds (about 40 minutes; the photos variant as long).
+sweep --config=configs/progressive_resizing.py --workdir="$ROOT/progressive_resizing" --shift_images=64
 sweep --config=configs/fixres.py --workdir="$ROOT/fixres"
 sweep --config=configs/size_sweep.py --workdir="$ROOT/size_sweep"
 # Every model family at 32 px (the config's 64 px does not fit the CPU budget); VGG
