@@ -465,6 +465,8 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
          "cropped or padded to an S canvas without resampling, stored (recomputed) statistics."
          if any(key in s for s in summaries for key, _ in CONTROL_COLUMNS) else "")
   )
+  notes += " " + grid_note([config for name, _, config in points if name not in missing],
+                            sorted({int(size) for s in summaries for size in s["eval"]}))
   lines = [
       f"# Sweep `{config_flag}`", "",
       f"{len(summaries)} of {len(points)} points finished"
@@ -502,6 +504,27 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   _plot(summaries, workdir / "results.png")
   print("\n".join(lines))
   return rows
+
+
+def grid_note(configs, sizes: Sequence[int]) -> str:
+  """Which test sizes are not multiples of each model's total subsampling factor (traced
+  by `progressive.arch`): there the last feature map does not tile the image."""
+  from progressive.analysis import controls  # pylint: disable=import-outside-toplevel
+
+  grids = {}
+  for config in configs:
+    key = json.dumps(config.model.to_dict(), sort_keys=True, default=str)
+    if key not in grids:
+      num_classes = pipeline.dataset_info(config.data).num_classes
+      grids[key] = (config.model.name, controls.grid(config.model, sizes, num_classes))
+  if not grids:
+    return ""
+  parts = sorted({f"{stride} ({', '.join(sorted({n for n, g in grids.values() if g['total_stride'] == stride}))})"
+                  f": {', '.join(map(str, g['misaligned'])) or 'none'}"
+                  for _, g in grids.values() for stride in [g["total_stride"]]})
+  return ("Grid alignment, total subsampling factor (models): the test sizes that are not "
+          "multiples of it, where the last feature map does not tile the image: "
+          + "; ".join(parts) + ".")
 
 
 def _plot(summaries, path: epath.Path) -> None:

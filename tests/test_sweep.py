@@ -157,6 +157,13 @@ def test_aggregation_adds_the_scale_controls(antialias_smoke, tmp_path):
     assert sweep_report.read_summary(copy / row["name"])["options"]["bn_images"] == 128
   markdown = (copy / "results.md").read_text()
   assert " acc_bn@24 |" in markdown and "acc_canvas@S (acc_canvas_bn@S)" in markdown
+  # Three stride-2 convs: every test size (16, 24, 32) is a multiple of 8.
+  assert "total subsampling factor (models): the test sizes" in markdown
+  assert "8 (simple_cnn): none." in markdown
+  assert sweep_report.grid_note([], []) == ""
+  from configs import default  # pylint: disable=import-outside-toplevel
+  note = sweep_report.grid_note([default.get_config()], [24, 32, 40, 48])
+  assert note.endswith("16 (simple_cnn): 24, 40.")
 
 
 def _summarised_sweep(tmp_path, points, comparisons=None):
