@@ -21,7 +21,6 @@ so no number in FINDINGS.md is typed by hand.
 """
 
 import csv
-
 import pathlib
 import re
 import shutil
@@ -84,7 +83,7 @@ def means(name: str, columns: list[str]) -> str:
 
 def tuning(name: str) -> str:
   rows = _rows(name, "tuning.csv")
-  metric = [k for k in rows[0] if k not in ("arm", "value")][0]
+  metric = next(k for k in rows[0] if k not in ("arm", "value"))
   values = list(dict.fromkeys(r["value"] for r in rows))
   arms = {}
   for r in rows:

@@ -36,7 +36,15 @@ import numpy as np
 from absl import flags
 from etils import epath
 
-from progressive import cli, compilation, config_validation, parallel, pipeline_bench, schedules, train
+from progressive import (
+  cli,
+  compilation,
+  config_validation,
+  parallel,
+  pipeline_bench,
+  schedules,
+  train,
+)
 from progressive.data import pipeline
 from progressive.metrics import read_rows
 

@@ -25,6 +25,7 @@ analyses can shift and re-cut stored examples without reading the other split's 
 import dataclasses
 import functools
 import importlib.util
+import itertools
 import math
 import pathlib
 import types
@@ -360,7 +361,7 @@ def zoom_bin_cuts(bin_edges: Sequence[float], per_bin: int, canvas_size: int, *,
     raise ValueError(f"zoom bin edges must be positive and increasing, got {list(bin_edges)}.")
   rng = np.random.default_rng(seed)
   images, labels, zooms, centers, bins = [], [], [], [], []
-  for b, (lo, hi) in enumerate(zip(edges[:-1], edges[1:])):
+  for b, (lo, hi) in enumerate(itertools.pairwise(edges)):
     for i in range(per_bin):
       label = i % NUM_CLASSES
       zoom = float(lo * (hi / lo) ** rng.uniform())
