@@ -19,6 +19,7 @@ sweep() { python -m progressive.sweep "${common[@]}" "$@"; }
 sweep --config=configs/progressive_vs_fixed.py --workdir="$ROOT/progressive_vs_fixed"
 # Claim 3 rerun: tuned arms, five seeds (about 40 minutes; the photos variant as long).
 sweep --config=configs/progressive_resizing.py --workdir="$ROOT/progressive_resizing" --shift_images=64
+sweep --config=configs/progressive_resizing.py:photos --workdir="$ROOT/progressive_resizing_photos" --shift_images=64
 sweep --config=configs/fixres.py --workdir="$ROOT/fixres"
 sweep --config=configs/size_sweep.py --workdir="$ROOT/size_sweep"
 # Every model family at 32 px (the config's 64 px does not fit the CPU budget); VGG
