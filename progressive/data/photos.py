@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from PIL import Image, ImageFilter
 
-from progressive.data.scale_shapes import encode_png
+from progressive.data.scale_shapes import GeneratedSplits, prepare_builder
 
 
 class Source(NamedTuple):
@@ -398,7 +398,7 @@ class PhotosConfig(tfds.core.BuilderConfig):
   seed: int = 0  # Splits are drawn from (seed, split, index).
 
 
-class Photos(tfds.core.GeneratorBasedBuilder):
+class Photos(GeneratedSplits, tfds.core.GeneratorBasedBuilder):
   """TFDS builder `photos`: cut on the CPU from photographs in installed wheels."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -438,21 +438,10 @@ class Photos(tfds.core.GeneratorBasedBuilder):
         homepage=None,
     )
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
+  def sample(self, index: int, split: str) -> dict[str, Any]:
     config = self.builder_config
-    return {
-        "train": self._generate_examples("train", config.num_train),
-        "test": self._generate_examples("test", config.num_test),
-    }
-
-  def _generate_examples(self, split: str, num_examples: int):
-    config = self.builder_config
-    for index in range(num_examples):
-      example = sample_example(index, seed=config.seed, split=split,
-                               storage_size=config.storage_size, colour=config.colour)
-      example["image"] = encode_png(example["image"])
-      yield index, example
+    return sample_example(index, seed=config.seed, split=split,
+                          storage_size=config.storage_size, colour=config.colour)
 
 
 def builder_config(name: str) -> PhotosConfig:
@@ -466,13 +455,6 @@ def builder_config(name: str) -> PhotosConfig:
 
 def prepare(config_name: str = "default",
             data_dir: str | None = None) -> tfds.core.DatasetBuilder:
-  """Returns the `photos` builder for `config_name`, generating it if needed.
-
-  Stored as array_record; read without TensorFlow with
-  `builder.as_data_source(split="train")[i]` (a dict of numpy arrays).
-  """
-  builder = Photos(config=config_name, data_dir=data_dir, file_format="array_record")
-  if not builder.is_prepared():
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        compute_stats=tfds.download.ComputeStatsMode.SKIP))
-  return builder
+  """Returns the `photos` builder for `config_name`, generating it if needed
+  (`scale_shapes.prepare_builder`)."""
+  return prepare_builder(Photos, config_name, data_dir)

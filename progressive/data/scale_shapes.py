@@ -381,7 +381,41 @@ _CONTROLS = (
 )
 
 
-class ScaleShapes(tfds.core.GeneratorBasedBuilder):
+class GeneratedSplits:
+  """The split generation the built-in builders share (a mixin before
+  `tfds.core.GeneratorBasedBuilder`): "train" and "test" with the config's `num_train` and
+  `num_test` examples, example `i` of a split being `self.sample(i, split)` with its
+  image PNG-encoded by PIL (TFDS would need TensorFlow). Nothing is downloaded."""
+
+  def _split_generators(self, dl_manager):
+    del dl_manager  # Nothing to download.
+    config = self.builder_config
+    return {
+        "train": self._generate_examples("train", config.num_train),
+        "test": self._generate_examples("test", config.num_test),
+    }
+
+  def _generate_examples(self, split: str, num_examples: int):
+    for index in range(num_examples):
+      example = self.sample(index, split)
+      example["image"] = encode_png(example["image"])
+      yield index, example
+
+
+def prepare_builder(builder_cls, config_name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
+  """`builder_cls(config_name)` in `data_dir`, generated first if it is not prepared yet.
+
+  Stored as array_record; read without TensorFlow with
+  `builder.as_data_source(split="train")[i]` (a dict of numpy arrays).
+  """
+  builder = builder_cls(config=config_name, data_dir=data_dir, file_format="array_record")
+  if not builder.is_prepared():
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  return builder
+
+
+class ScaleShapes(GeneratedSplits, tfds.core.GeneratorBasedBuilder):
   """TFDS builder `scale_shapes`: generated on the CPU, nothing downloaded."""
 
   VERSION = tfds.core.Version("1.0.0")
@@ -435,24 +469,13 @@ class ScaleShapes(tfds.core.GeneratorBasedBuilder):
         homepage=None,
     )
 
-  def _split_generators(self, dl_manager):
-    del dl_manager  # Nothing to download.
+  def sample(self, index: int, split: str) -> dict[str, Any]:
     config = self.builder_config
-    return {
-        "train": self._generate_examples("train", config.num_train),
-        "test": self._generate_examples("test", config.num_test),
-    }
-
-  def _generate_examples(self, split: str, num_examples: int):
-    config = self.builder_config
-    for index in range(num_examples):
-      example = sample_example(index, seed=config.seed, split=split,
-                               storage_size=config.storage_size,
-                               scale_range=tuple(config.scale_range),
-                               texture_periods=tuple(config.texture_periods),
-                               period_mode=config.period_mode)
-      example["image"] = encode_png(example["image"])
-      yield index, example
+    return sample_example(index, seed=config.seed, split=split,
+                          storage_size=config.storage_size,
+                          scale_range=tuple(config.scale_range),
+                          texture_periods=tuple(config.texture_periods),
+                          period_mode=config.period_mode)
 
 
 def builder_config(config_name: str) -> ScaleShapesConfig:
@@ -557,13 +580,6 @@ def period_table(config_name: str, sizes: Sequence[int] | None = None) -> str:
 
 def prepare(config_name: str = "default",
             data_dir: str | None = None) -> tfds.core.DatasetBuilder:
-  """Returns the `scale_shapes` builder for `config_name`, generating it if needed.
-
-  Stored as array_record; read without TensorFlow with
-  `builder.as_data_source(split="train")[i]` (a dict of numpy arrays).
-  """
-  builder = ScaleShapes(config=config_name, data_dir=data_dir, file_format="array_record")
-  if not builder.is_prepared():
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        compute_stats=tfds.download.ComputeStatsMode.SKIP))
-  return builder
+  """Returns the `scale_shapes` builder for `config_name`, generating it if needed
+  (`prepare_builder`)."""
+  return prepare_builder(ScaleShapes, config_name, data_dir)
