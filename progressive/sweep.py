@@ -208,13 +208,14 @@ VALIDATION_SPLITS = {"data.train_split": "train[:90%]", "data.eval_split": "trai
 
 
 def tuning_spec(config_flag: str) -> dict[str, Any] | None:
-  """The config file's `get_tuning(arg)` with its defaults, or None; `ValueError` for a
-  spec that cannot work."""
+  """The config file's `get_tuning(arg)` with its defaults, or None (no `get_tuning`, or
+  it returns None for this variant); `ValueError` for a spec that cannot work."""
   path, arg = split_config_arg(config_flag)
   module = load_module(path)
-  if not hasattr(module, "get_tuning"):
+  spec = module.get_tuning(arg) if hasattr(module, "get_tuning") else None
+  if spec is None:
     return None
-  spec = dict(module.get_tuning(arg))
+  spec = dict(spec)
   missing = {"field", "grid", "metric"} - set(spec)
   if missing or not spec.get("grid"):
     raise ValueError(f"get_tuning must give 'field', a non-empty 'grid' and 'metric'; missing {sorted(missing)}.")
@@ -256,6 +257,12 @@ def tuning_points(config_flag: str, common: Mapping[str, Any] | None = None):
   return out
 
 
+def arm_metric(metric: str, config) -> str:
+  """The tuning metric's column for one arm: `"acc@{size}"` names the accuracy at the
+  arm's own last stage size (`acc@24` for an arm trained at 24 px)."""
+  return metric.format(size=int(config.stages[-1]["size"]))
+
+
 def read_choice(workdir) -> dict[str, Any] | None:
   path = epath.Path(workdir) / TUNING_DIR / CHOICE_FILE
   return json.loads(path.read_text()) if path.exists() else None
@@ -271,12 +278,13 @@ def choose(config_flag: str, workdir, common: Mapping[str, Any] | None = None) -
   for key, value, name, overrides, config in tuning_points(config_flag, common):
     summary = read_summary(tuning_dir / name)
     if summary is None and finished(tuning_dir / name, config):  # Run elsewhere.
-      summary = summarize_point(tuning_dir / name, name, overrides, config)
+      summary = summarize_point(tuning_dir / name, name, overrides, config, measures=False)
     if summary is None:
       raise ValueError(f"Tuning run {tuning_dir / name} has not finished; run the sweep first.")
-    metric = sweep_report.point_row(summary).get(spec["metric"])
+    column = arm_metric(spec["metric"], config)
+    metric = sweep_report.point_row(summary).get(column)
     if metric is None:
-      raise ValueError(f"Tuning run {name} has no {spec['metric']!r}; name a column of results.csv.")
+      raise ValueError(f"Tuning run {name} has no {column!r}; name a column of results.csv.")
     rows.append({"arm": name.rsplit("__", 1)[0], "key": key, "value": value, spec["metric"]: metric})
     if key not in best or metric > best[key][1]:  # Ties: the first value of the grid.
       best[key] = (value, metric)
@@ -287,12 +295,33 @@ def choose(config_flag: str, workdir, common: Mapping[str, Any] | None = None) -
   return choice
 
 
-def config_ensemble_sizes(config_flag: str) -> tuple[int, ...]:
+def config_ensemble_sizes(config_flag: str):
   """The sizes of the multi-size ensemble a sweep reports: its config file's
-  `get_ensemble_sizes(arg)`, or none."""
+  `get_ensemble_sizes(arg)` (a tuple for every point, or a mapping from a point's last
+  stage size to its own), or none."""
   path, arg = split_config_arg(config_flag)
   module = load_module(path)
-  return tuple(module.get_ensemble_sizes(arg)) if hasattr(module, "get_ensemble_sizes") else ()
+  sizes = module.get_ensemble_sizes(arg) if hasattr(module, "get_ensemble_sizes") else ()
+  if isinstance(sizes, Mapping):
+    return {int(k): tuple(int(s) for s in v) for k, v in sizes.items()}
+  return tuple(int(s) for s in sizes or ())
+
+
+def config_finetune(config_flag: str) -> dict[str, Any] | None:
+  """FixRes's fine-tune a sweep reports: its config file's `get_finetune(arg)` (`sizes`,
+  a tuple or a mapping by training size; `epochs`; `lr`), or None; `ValueError` for a
+  spec that cannot work."""
+  path, arg = split_config_arg(config_flag)
+  module = load_module(path)
+  spec = module.get_finetune(arg) if hasattr(module, "get_finetune") else None
+  if spec is None:
+    return None
+  missing = {"sizes", "epochs", "lr"} - set(spec)
+  if missing:
+    raise ValueError(f"get_finetune must give 'sizes', 'epochs' and 'lr'; missing {sorted(missing)}.")
+  if not float(spec["epochs"]) > 0 or not float(spec["lr"]) > 0:
+    raise ValueError(f"get_finetune's epochs and lr must be positive, got {spec['epochs']} and {spec['lr']}.")
+  return dict(spec)
 
 
 def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | None = None,
@@ -301,13 +330,16 @@ def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
 
   `options` go to `summarize_point`: `num_shift_images`, `max_shift`, `ensemble_sizes`
   (default: the config file's `get_ensemble_sizes(arg)`), `bn_images` (the scale
-  controls' batch-norm recalibration; 0: no control columns)."""
+  controls' batch-norm recalibration; 0: no control columns), `finetune` (default: the
+  config file's `get_finetune(arg)`). Tuning runs are summarised only for their metric."""
   workdir = epath.Path(workdir)
   options.setdefault("ensemble_sizes", config_ensemble_sizes(config_flag))
+  options.setdefault("finetune", config_finetune(config_flag))
   tuning = tuning_points(config_flag, common)
   if tuning:
     print(f"Tuning {tuning_spec(config_flag)['field']} on the validation slice: {len(tuning)} runs.")
-    _run_points([(n, o, c) for _, _, n, o, c in tuning], workdir / TUNING_DIR, options)
+    _run_points([(n, o, c) for _, _, n, o, c in tuning], workdir / TUNING_DIR,
+                {**options, "measures": False})
     choice = choose(config_flag, workdir, common)
     print(f"Chosen by validation {choice['metric']}: " + ", ".join(
         f"{r['arm']}: {choice['values'][r['key']]}" for r in {r["key"]: r for r in choice["grid"]}.values()))
@@ -363,6 +395,7 @@ def _run(fv: flags.FlagValues) -> None:
   try:  # A bad sweep file, --set or --ensemble_sizes fails here, before any point runs.
     common = parse_overrides(fv.set)
     expand(fv.config, common)
+    tuning_spec(fv.config), config_finetune(fv.config)  # Bad specs fail before training.
     kwargs = dict(common=common, num_shift_images=fv.shift_images, max_shift=fv.max_shift,
                   bn_images=fv.bn_images)
     if fv.ensemble_sizes is not None:

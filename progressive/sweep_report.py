@@ -1,17 +1,23 @@
 """Sweep reports: each finished point's summary, and the tables and plot over a sweep.
 
 `summarize_point` writes `DIR/<name>/sweep_point.json` (the point's overrides, final
-accuracies, budget, shift measures and multi-size ensemble); `aggregate` reads every
-point's summary, summarising those run elsewhere, and writes `DIR/results.csv`,
-`DIR/results.md` and `DIR/results.png`. Points whose overrides differ only in `seed`
-form a seed group: with several seeds it also writes `DIR/results_mean.csv` and a table
-of the mean and standard deviation over each group's seeds.
+accuracies, budget, shift measures, multi-size ensemble and FixRes fine-tune);
+`aggregate` reads every point's summary, summarising those run elsewhere, and writes
+`DIR/results.csv`, `DIR/results.md` and `DIR/results.png`. Points whose overrides differ
+only in `seed` form a seed group: with several seeds it also writes
+`DIR/results_mean.csv` and a table of the mean and standard deviation over each group's
+seeds, and with a multi-size ensemble the seed ensemble it competes with.
+
+A sweep's ensemble sizes and fine-tune sizes are either one tuple for every point or a
+mapping from a point's last stage size to its own (sizes near each training size).
 """
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from etils import epath
 
@@ -24,6 +30,24 @@ SUMMARY_FILE = "sweep_point.json"
 # What a summary measures beyond its options; a summary of an older version is remade.
 MEASURES = 2  # 2: period shifts, object scale, the scale controls.
 OBJECT_PER_BIN = 24  # Rendered scenes per object-scale bin.
+LOGITS_FILE = "eval_logits.npz"  # Test logits at the training size, for the seed ensemble.
+
+
+def for_point(sizes, config) -> tuple[int, ...]:
+  """A point's own sizes of `sizes`: a tuple as it is, a mapping by the point's last
+  stage size (`{32: (24, 32, 40)}`; none for a size it does not name)."""
+  if isinstance(sizes, Mapping):
+    sizes = {int(k): v for k, v in sizes.items()}.get(int(config.stages[-1]["size"]), ())
+  return tuple(int(s) for s in sizes or ())
+
+
+def finetune_for_point(spec: Mapping[str, Any] | None, config) -> dict[str, Any] | None:
+  """A point's FixRes fine-tune: `spec` (`sizes`, `epochs`, `lr`) with its own sizes, or
+  None without a spec or without sizes for this point."""
+  if not spec:
+    return None
+  sizes = for_point(spec["sizes"], config)
+  return {"sizes": list(sizes), "epochs": float(spec["epochs"]), "lr": float(spec["lr"])} if sizes else None
 
 
 def shift_summary(run, examples, *, num_images: int, max_shift: int) -> dict:
@@ -81,18 +105,66 @@ def object_scale_summary(run, *, per_bin: int) -> dict:
   return {"object_scale": by_bin, "rf_scale": result.get("rf_scale")}
 
 
-def ensemble_summary(run, examples, sizes: Sequence[int]) -> dict:
-  """The multi-size test-time ensemble over `sizes` on `examples` (the whole eval split):
-  its accuracy, overall and per family, and its gain over the best of those sizes alone."""
-  from progressive.analysis import ensemble  # pylint: disable=import-outside-toplevel
+def _accuracies(result: Mapping[str, Any]) -> dict[str, float]:
+  """A `scale.breakdown` as summary accuracies: `accuracy`, `accuracy_<family>`."""
+  return {"accuracy": result["all"], **{f"accuracy_{k}": v for k, v in result["family"].items()}}
 
-  result = ensemble.size_ensemble(run, examples["image"], examples["label"], sizes)
-  return {
+
+def ensemble_summary(run, examples, sizes: Sequence[int], *, calibration=None,
+                     workdir: epath.Path | None = None) -> dict:
+  """The multi-size test-time ensemble over `sizes` on `examples` (the whole eval split):
+  its accuracy, overall and per family, and its gain over the best of those sizes alone;
+  with `calibration` (training images) again with batch-norm statistics recomputed at
+  each size, by the mean softmax (`ensemble_bn`) and the mean log-probability
+  (`ensemble_logp_bn`). With `workdir`, the logits at the training size are written to
+  `LOGITS_FILE` for the seed ensemble `aggregate` builds."""
+  from progressive.analysis import ensemble  # pylint: disable=import-outside-toplevel
+  from progressive.analysis.scale import predict_sizes  # pylint: disable=import-outside-toplevel
+
+  images, labels = examples["image"], examples["label"]
+  logits = predict_sizes(run.predict, images, sizes)
+  result = ensemble.ensemble_from_logits(logits, labels, run.info)
+  out = {
       "ensemble_sizes": result["sizes"],
-      "ensemble": {"accuracy": result["ensemble"]["all"],
-                   **{f"accuracy_{k}": v for k, v in result["ensemble"]["family"].items()}},
+      "ensemble": _accuracies(result["ensemble"]),
       "ensemble_gain": result["gain_over_best"],
   }
+  if calibration is not None and run.has_batch_norm:
+    recalibrated = {int(s): run.recalibrated(int(s), calibration).predict(images, int(s)) for s in sizes}
+    result = ensemble.ensemble_from_logits(recalibrated, labels, run.info)
+    out.update({
+        "ensemble_bn": _accuracies(result["ensemble"]),
+        "ensemble_logp_bn": _accuracies(result["ensemble_logp"]),
+        "ensemble_gain_bn": result["gain_over_best"],
+        "ensemble_best_size_bn": result["best_single_size"],
+    })
+  if workdir is not None:
+    size = int(run.train_size)
+    at_size = logits[size] if size in logits else run.predict(images, size)
+    np.savez_compressed(epath.Path(workdir) / LOGITS_FILE, logits=np.asarray(at_size, np.float32),
+                        labels=np.asarray(labels), size=size)
+  return out
+
+
+def finetune_summary(run, examples, spec: Mapping[str, Any], *, calibration) -> dict:
+  """Accuracy at each of `spec["sizes"]` after FixRes's fine-tune of the classifier and
+  batch norm at that size (`progressive.analysis.finetune`, `spec["epochs"]` epochs of
+  the training split at `spec["lr"]`, batch size as in training), overall and per family."""
+  from progressive.analysis import finetune  # pylint: disable=import-outside-toplevel
+  from progressive.analysis.scale import breakdown  # pylint: disable=import-outside-toplevel
+
+  batch = int(run.config.batch_size)
+  steps = max(1, math.ceil(spec["epochs"] * run.info.num_train / batch))
+  train = run_lib.load_examples(run.config.data, run.config.data.train_split,
+                                min(steps * batch, run.info.num_train))
+  out = {}
+  for size in spec["sizes"]:
+    tuned = finetune.finetune(run, int(size), train["image"], train["label"], steps=steps,
+                              lr=spec["lr"], batch_size=batch, seed=int(run.config.seed),
+                              calibration=calibration)
+    correct = np.argmax(tuned.predict(examples["image"], int(size)), -1) == examples["label"]
+    out[str(size)] = _accuracies(breakdown(correct, examples["label"], run.info))
+  return {"eval_ft": out, "finetune_steps": steps}
 
 
 def controls_summary(run, examples, sizes: Sequence[int], *, bn_images: int,
@@ -136,34 +208,57 @@ def budget_summary(rows: Sequence[Mapping[str, Any]], plan: Sequence[schedules.S
 
 
 def _options(num_shift_images: int, max_shift: int, ensemble_sizes: Sequence[int],
-             bn_images: int = 0) -> dict:
-  """What a summary measured with: a summary made with other options is remade."""
+             bn_images: int = 0, finetune: Mapping[str, Any] | None = None) -> dict:
+  """What a summary measured with (`ensemble_sizes` and `finetune` the point's own): a
+  summary made with other options is remade."""
   options = {"num_shift_images": int(num_shift_images), "max_shift": int(max_shift),
              "ensemble_sizes": [int(s) for s in ensemble_sizes], "measures": MEASURES}
   if bn_images:  # Absent when off, so summaries made before the controls existed stay valid.
     options["bn_images"] = int(bn_images)
+  if finetune:
+    options["finetune"] = dict(finetune)
   return options
 
 
 def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_seconds=None,
                     num_shift_images: int = 0, max_shift: int = 4,
-                    ensemble_sizes: Sequence[int] = (), bn_images: int = 0) -> dict:
+                    ensemble_sizes=(), bn_images: int = 0, finetune=None,
+                    measures: bool = True) -> dict:
   """Writes `workdir/sweep_point.json`: the overrides, final eval rows, the best test size,
   the training budget, shift measures, the multi-size ensemble over `ensemble_sizes` (if
-  any; it reads the whole eval split into memory), with `bn_images` the scale controls
-  at every eval size (`controls_summary`, on the whole eval split) and (when run by the
-  sweep) the wall time."""
+  any, `for_point`; it reads the whole eval split into memory), with `bn_images` the scale
+  controls at every eval size (`controls_summary`, on the whole eval split), the
+  ensemble with recalibrated statistics and FixRes's fine-tune (`finetune`: `sizes`,
+  `epochs`, `lr`; `finetune_for_point`), and (when run by the sweep) the wall time.
+  `measures=False` (tuning runs, which are read only for their validation accuracy)
+  stops after the budget."""
+  ensemble_sizes = for_point(ensemble_sizes, config)
+  finetune = finetune_for_point(finetune, config)
   workdir = epath.Path(workdir)
   rows = read_rows(workdir / "metrics.jsonl")
   last = max(r["step"] for r in rows if r["event"] == "eval")
   final = {r["size"]: r for r in rows if r["event"] == "eval" and r["step"] == last}
   run = run_lib.load_run(workdir)
+  if not measures:
+    summary = {
+        "name": name, "options": {"measures": "tuning"},
+        "overrides": {k: v for k, v in overrides.items() if k != "name"}, "step": last,
+        "eval": {str(size): {k: v for k, v in r.items() if k.startswith("accuracy")}
+                 for size, r in sorted(final.items())},
+        "best_size": max(sorted(final), key=lambda size: final[size]["accuracy"]),
+        **budget_summary(rows, run.stages()), "wall_seconds": wall_seconds,
+    }
+    (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    return summary
   examples = run_lib.load_examples(
       config.data, config.data.eval_split,
-      None if ensemble_sizes or bn_images or not num_shift_images else num_shift_images)
+      None if ensemble_sizes or bn_images or finetune or not num_shift_images else num_shift_images)
+  calibration = None
+  if bn_images and run.has_batch_norm:
+    calibration = run_lib.load_examples(config.data, config.data.train_split, bn_images)["image"]
   summary = {
       "name": name,
-      "options": _options(num_shift_images, max_shift, ensemble_sizes, bn_images),
+      "options": _options(num_shift_images, max_shift, ensemble_sizes, bn_images, finetune),
       "overrides": {k: v for k, v in overrides.items() if k != "name"},
       "step": last,
       "eval": {str(size): {k: v for k, v in r.items() if k.startswith("accuracy")}
@@ -172,8 +267,10 @@ def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_s
       **budget_summary(rows, run.stages()),
       "wall_seconds": wall_seconds,
       **shift_summary(run, examples, num_images=num_shift_images, max_shift=max_shift),
-      **(ensemble_summary(run, examples, ensemble_sizes) if ensemble_sizes else {}),
+      **(ensemble_summary(run, examples, ensemble_sizes, calibration=calibration, workdir=workdir)
+         if ensemble_sizes else {}),
       **(controls_summary(run, examples, sorted(final), bn_images=bn_images) if bn_images else {}),
+      **(finetune_summary(run, examples, finetune, calibration=calibration) if finetune else {}),
       **(object_scale_summary(run, per_bin=OBJECT_PER_BIN)
          if config.data.name in pipeline.BUILTINS else {}),
   }
@@ -189,11 +286,14 @@ def read_summary(point_dir: epath.Path) -> dict | None:
 
 # Summary keys of the scale controls and their column prefixes: acc_bn@S, acc_bn_shape@S, ...
 CONTROL_COLUMNS = (("eval_bn", "acc_bn"), ("eval_canvas", "acc_canvas"),
-                   ("eval_canvas_bn", "acc_canvas_bn"))
-SUMMARY_COLUMNS = ("best_size", "acc_ens", "acc_ens_shape", "acc_ens_texture", "ens_gain",
-                   "rf_scale", "jaggedness", "consistency", "shift_period", "jag_period",
-                   "pred_change", "prob_change", "cons_period", "images_seen", "train_gflops",
-                   "wall_seconds")
+                   ("eval_canvas_bn", "acc_canvas_bn"), ("eval_ft", "acc_ft"))
+# The ensembles' summary keys and their column prefixes: acc_ens, acc_ens_shape, ...
+ENSEMBLE_COLUMNS = (("ensemble", "acc_ens"), ("ensemble_bn", "acc_ens_bn"),
+                    ("ensemble_logp_bn", "acc_ens_logp_bn"))
+SUMMARY_COLUMNS = ("best_size", "best_size_bn", "ens_gain", "ens_gain_bn", "acc_seed_ens",
+                   "ens_vs_seeds", "rf_scale", "jaggedness", "consistency", "shift_period",
+                   "jag_period", "pred_change", "prob_change", "cons_period", "images_seen",
+                   "train_gflops", "wall_seconds")
 
 
 def _columns(summaries: Sequence[Mapping[str, Any]], rows) -> list[str]:
@@ -205,11 +305,24 @@ def _columns(summaries: Sequence[Mapping[str, Any]], rows) -> list[str]:
   plain = [g for g in groups if not g.startswith("accuracy_bn")]
   acc = [f"{g.replace('accuracy', 'acc')}@{size}" for size in sizes for g in groups]
   controlled = [f"{g.replace('accuracy', prefix)}@{size}" for key, prefix in CONTROL_COLUMNS
-                if any(key in s for s in summaries) for size in sizes for g in plain]
+                if any(key in s for s in summaries) for size in sizes for g in plain
+                if any(str(size) in (s.get(key) or {}) for s in summaries)]
   scales = list(dict.fromkeys(b for s in summaries for b in (s.get("object_scale") or {})))
   controlled += [f"{g.replace('accuracy', 'acc_obj')}@{b}" for b in scales for g in plain]
+  controlled += [f"ft_gain@{size}" for size in sizes if any(f"ft_gain@{size}" in r for r in rows)]
   present = [c for c in SUMMARY_COLUMNS if any(r.get(c) is not None for r in rows)]
+  in_rows = list(dict.fromkeys(k for r in rows for k in r))
+  ensembles = [c for _, prefix in ENSEMBLE_COLUMNS for c in in_rows if _ensemble_prefix(c) == prefix]
+  at = next((i for i, c in enumerate(present) if not c.startswith("best_size")), len(present))
+  present[at:at] = ensembles  # After best_size, where acc_ens always stood.
   return list(dict.fromkeys(["name", *keys, *acc, *controlled, *present]))
+
+
+def _ensemble_prefix(column: str) -> str | None:
+  """The longest `ENSEMBLE_COLUMNS` prefix `column` is (`acc_ens_bn`) or is a family of
+  (`acc_ens_bn_shape`), else None."""
+  matches = [p for _, p in ENSEMBLE_COLUMNS if column == p or column.startswith(p + "_")]
+  return max(matches, key=len) if matches else None
 
 
 def point_row(summary: Mapping[str, Any]) -> dict[str, Any]:
@@ -225,14 +338,54 @@ def point_row(summary: Mapping[str, Any]) -> dict[str, Any]:
     for size, groups in (summary.get(key) or {}).items():
       for group, value in groups.items():
         row[f"{group.replace('accuracy', prefix)}@{int(size)}"] = value
-  for group, value in (summary.get("ensemble") or {}).items():
-    row[group.replace("accuracy", "acc_ens")] = value
+  for size, groups in (summary.get("eval_ft") or {}).items():
+    recalibrated = (summary.get("eval_bn") or {}).get(size, {}).get("accuracy")
+    if recalibrated is not None:  # What the fine-tune adds beyond recomputed statistics.
+      row[f"ft_gain@{int(size)}"] = groups["accuracy"] - recalibrated
+  for key, prefix in ENSEMBLE_COLUMNS:
+    for group, value in (summary.get(key) or {}).items():
+      row[group.replace("accuracy", prefix)] = value
   row["ens_gain"] = summary.get("ensemble_gain")
+  row["ens_gain_bn"] = summary.get("ensemble_gain_bn")
+  if summary.get("eval_bn"):
+    row["best_size_bn"] = int(max(sorted(summary["eval_bn"], key=int),
+                                  key=lambda s: summary["eval_bn"][s]["accuracy"]))
   for key in ("best_size", "rf_scale", "jaggedness", "consistency", "shift_period", "jag_period",
               "pred_change", "prob_change", "cons_period", "images_seen", "train_gflops",
               "wall_seconds"):
     row[key] = summary.get(key)
   return row
+
+
+def add_seed_ensembles(workdir: epath.Path, summaries, rows) -> None:
+  """Per seed group with a multi-size ensemble of k sizes: each point's `acc_seed_ens`,
+  the softmax at the training size averaged over k networks (this seed and the next k - 1
+  of its group, in seed order, wrapping around), and `ens_vs_seeds`: its own size
+  ensemble with recalibrated statistics (`acc_ens_bn`, else `acc_ens`) minus that seed
+  ensemble, both costing k forward passes. The windows share networks, so the spread
+  over a group's points understates a seed ensemble's own."""
+  from progressive.analysis import ensemble  # pylint: disable=import-outside-toplevel
+
+  groups = {}
+  for s, row in zip(summaries, rows):
+    key = seed_group(s["overrides"])
+    path = epath.Path(workdir) / s["name"] / LOGITS_FILE
+    if key is not None and s.get("ensemble_sizes") and path.exists():
+      groups.setdefault(key, []).append((s["overrides"]["seed"], row, path))
+  for members in groups.values():
+    members.sort(key=lambda m: m[0])
+    k = len(next(s for s in summaries if s["name"] == members[0][1]["name"])["ensemble_sizes"])
+    if len(members) < k or k < 2:
+      continue
+    loaded = [np.load(str(path)) for _, _, path in members]
+    labels = loaded[0]["labels"]
+    if any(not np.array_equal(x["labels"], labels) for x in loaded):
+      continue  # Points tested on images in different orders: no common ensemble.
+    for i, (_, row, _) in enumerate(members):
+      window = [loaded[(i + j) % len(members)]["logits"] for j in range(k)]
+      row["acc_seed_ens"] = ensemble.seed_ensemble(window, labels)
+      own = row.get("acc_ens_bn", row.get("acc_ens"))
+      row["ens_vs_seeds"] = None if own is None else own - row["acc_seed_ens"]
 
 
 def seed_group(overrides: Mapping[str, Any]) -> str | None:
@@ -258,9 +411,9 @@ def group_name(summary: Mapping[str, Any]) -> str:
 
 def _averaged(column: str) -> bool:
   """Whether a column is a measurement averaged over seeds (not a setting or a label)."""
-  return column.startswith("acc") or column in (
-      "ens_gain", "jaggedness", "consistency", "jag_period", "pred_change", "prob_change",
-      "cons_period", "wall_seconds")
+  return column.startswith(("acc", "ft_gain")) or column in (
+      "ens_gain", "ens_gain_bn", "ens_vs_seeds", "best_size_bn", "jaggedness", "consistency",
+      "jag_period", "pred_change", "prob_change", "cons_period", "wall_seconds")
 
 
 def _mean(values: pd.Series) -> float:
@@ -332,10 +485,15 @@ def interval_rows(groups: Mapping[str, Mapping[str, Sequence[float]]]) -> list[d
           for name, measured in groups.items() for metric, values in measured.items()]
 
 
+# Measurements over overlapping windows of a seed group's networks: not independent
+# across seeds, so no Welch test between groups.
+WINDOWED = ("acc_seed_ens", "ens_vs_seeds")
+
+
 def comparison_rows(groups, comparisons: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
-  """Per `(arm, baseline)` pair of seed-group names and shared measurement: the
-  difference of means, its 95% Welch interval, Welch's p-value, each side's n and the
-  verdict the interval gives."""
+  """Per `(arm, baseline)` pair of seed-group names and shared measurement (but the
+  `WINDOWED` ones): the difference of means, its 95% Welch interval, Welch's p-value,
+  each side's n and the verdict the interval gives."""
   out = []
   for arm, baseline in comparisons:
     missing = [g for g in (arm, baseline) if g not in groups]
@@ -345,7 +503,7 @@ def comparison_rows(groups, comparisons: Sequence[Sequence[str]]) -> list[dict[s
           f"{sorted(groups)}."
       )
     for metric in groups[arm]:
-      if metric in groups[baseline]:
+      if metric in groups[baseline] and metric not in WINDOWED:
         result = statistics.welch(groups[arm][metric], groups[baseline][metric])
         out.append({"metric": metric, "arm": arm, "baseline": baseline, **{
             k: result[k] for k in ("difference", "low", "high", "p", "n_arm", "n_baseline")},
@@ -394,7 +552,7 @@ def _write_csv(path: epath.Path, table: pd.DataFrame) -> None:
 
 def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | None = None,
               num_shift_images: int = 0, max_shift: int = 4,
-              ensemble_sizes: Sequence[int] | None = None, bn_images: int = 0,
+              ensemble_sizes=None, bn_images: int = 0, finetune=None,
               comparisons: Sequence[Sequence[str]] | None = None):
   """Tables and a plot over every finished point (summarising those run elsewhere).
 
@@ -402,12 +560,16 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   `results_mean.csv` and a table of means and standard deviations over the seeds,
   `results_intervals.csv` with each mean's 95% interval, and for the `(arm, baseline)`
   seed groups of `comparisons` (default: the config's `get_comparisons(arg)`)
-  `comparisons.csv`) and `results.png`. Returns the rows, one per finished point."""
+  `comparisons.csv`) and `results.png`. `ensemble_sizes` and `finetune` default to the
+  config file's (`get_ensemble_sizes(arg)`, `get_finetune(arg)`). Returns the rows, one
+  per finished point."""
   from progressive import sweep  # pylint: disable=import-outside-toplevel  (it imports this)
 
   workdir = epath.Path(workdir)
   if ensemble_sizes is None:
     ensemble_sizes = sweep.config_ensemble_sizes(config_flag)
+  if finetune is None:
+    finetune = sweep.config_finetune(config_flag)
   choice = sweep.read_choice(workdir)
   if choice is None and sweep.tuning_spec(config_flag) is not None:
     try:  # Tuning runs finished elsewhere (--print_commands): choose now.
@@ -415,22 +577,24 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
     except ValueError as e:
       print(f"Not choosing yet: {e}")
   _, points = sweep.expand(config_flag, common, choice=choice)
-  options = _options(num_shift_images, max_shift, ensemble_sizes, bn_images)
   summaries, missing = [], []
   for name, overrides, config in points:
     point_dir = workdir / name
     summary = read_summary(point_dir)
+    options = _options(num_shift_images, max_shift, for_point(ensemble_sizes, config), bn_images,
+                       finetune_for_point(finetune, config))
     # Run elsewhere, or summarised with other measures: (re)summarised here.
     if (summary is None or summary.get("options") != options) and sweep.finished(point_dir, config):
       summary = summarize_point(
           point_dir, name, overrides, config, num_shift_images=num_shift_images,
           max_shift=max_shift, ensemble_sizes=ensemble_sizes, bn_images=bn_images,
-          wall_seconds=(summary or {}).get("wall_seconds"))
+          finetune=finetune, wall_seconds=(summary or {}).get("wall_seconds"))
     (summaries if summary else missing).append(summary or name)
   if not summaries:
     print(f"No finished point in {workdir} yet.")
     return []
   rows = [point_row(s) for s in summaries]
+  add_seed_ensembles(workdir, summaries, rows)
   if choice:  # The tuned field as a column: each point's arm's chosen value.
     for s, row in zip(summaries, rows):
       row.setdefault(choice["field"], choice["values"].get(sweep.arm_key(s["overrides"])))
@@ -441,9 +605,21 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   notes = (
       "acc@S: test accuracy at input size S (acc_shape/acc_texture: per class family); "
       "best_size: the test size of the highest accuracy; "
-      + (f"acc_ens: the softmax averaged over sizes {', '.join(map(str, ensemble_sizes))} on the "
+      + (f"acc_ens: the softmax averaged over sizes {_sizes_text(ensemble_sizes)} on the "
          "whole eval split, ens_gain: acc_ens minus the best of those sizes alone; "
          if ensemble_sizes else "")
+      + ("acc_ens_bn (acc_ens_logp_bn): the mean softmax (log-probability) over those sizes "
+         "with batch-norm statistics recomputed at each, ens_gain_bn: acc_ens_bn minus the "
+         "best of those sizes alone with recomputed statistics; acc_seed_ens: the softmax at "
+         "the training size averaged over as many networks of the seed group (this seed and "
+         "the next ones, wrapping around; the windows share networks), ens_vs_seeds: "
+         "acc_ens_bn minus acc_seed_ens; "
+         if any("ensemble_bn" in s for s in summaries) else "")
+      + (f"acc_ft@S: FixRes's fine-tune of the classifier and batch norm at S "
+         f"({finetune['epochs']:g} epoch(s) of training images zoomed whole to S, flipped, SGD "
+         f"at lr {finetune['lr']:g}, then statistics recomputed), ft_gain@S: acc_ft@S minus "
+         "acc_bn@S; best_size_bn: the test size of the highest acc_bn; "
+         if finetune and any("eval_ft" in s for s in summaries) else "")
       + "jaggedness and consistency at the last stage's size over "
       + (f"{num_shift_images} test images" if num_shift_images else "every test image")
       + f", shifts up to {max_shift} px; images_seen"
@@ -495,7 +671,9 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   if choice:
     grid = _table(["arm", "value", choice["metric"]], choice["grid"])
     _write_csv(workdir / "tuning.csv", grid)
-    lines += ["", f"Tuning: {choice['field']} chosen per arm by {choice['metric']} on the validation "
+    metric = choice["metric"] + (" (the accuracy at each arm's own training size)"
+                                 if "{size}" in choice["metric"] else "")
+    lines += ["", f"Tuning: {choice['field']} chosen per arm by {metric} on the validation "
               f"slice ({choice['splits'][1]}, trained on {choice['splits'][0]}); the test split "
               "was not used to choose. Chosen: " + ", ".join(
                   f"{r['arm']} {choice['values'][r['key']]}" for r in
@@ -504,6 +682,13 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   _plot(summaries, workdir / "results.png")
   print("\n".join(lines))
   return rows
+
+
+def _sizes_text(sizes) -> str:
+  """`24, 32` for a tuple; `24, 32, 40 (trained at 32), ...` for a mapping by training size."""
+  if isinstance(sizes, Mapping):
+    return "; ".join(f"{', '.join(map(str, v))} (trained at {k})" for k, v in sizes.items())
+  return ", ".join(map(str, sizes))
 
 
 def grid_note(configs, sizes: Sequence[int]) -> str:

@@ -1,6 +1,7 @@
 """Analysis: shift measures and activation statistics on known inputs, then a smoke run
 restored and analysed through the library, the CLI and the notebook."""
 
+import dataclasses
 import functools
 import json
 import os
@@ -15,11 +16,16 @@ import numpy as np
 import pytest
 
 from progressive import analysis, config_validation, schedules, train
-from progressive.analysis import activations, plots, shift
+from progressive.analysis import activations, finetune, plots, shift
+from progressive.analysis import ensemble as ensemble_lib
 from progressive.data import pipeline, scale_shapes
 from progressive.metrics import read_rows
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def dataclasses_replace(run, variables):
+  return dataclasses.replace(run, variables=variables)
 
 
 @pytest.fixture(scope="module")
@@ -314,6 +320,64 @@ def test_size_matrix_and_ensemble(run, info):
   assert combined["ensemble"]["all"] == pytest.approx(
       np.mean(np.argmax(probs, -1) == examples["label"]))
   assert set(combined["single"]) == {"16", "32"}
+  geometric = (jax.nn.log_softmax(run.predict(examples["image"], 16)) + jax.nn.log_softmax(logits)) / 2
+  assert combined["ensemble_logp"]["all"] == pytest.approx(
+      float(np.mean(np.argmax(np.asarray(geometric), -1) == examples["label"])), abs=1e-6)
+
+
+def test_seed_ensemble_averages_softmaxes_not_logits():
+  # Two networks: one sure of class 0, one mildly for class 1. Mean logits pick 1, mean
+  # softmax picks 0 (the seed ensemble averages probabilities).
+  a, b = np.array([[4.0, 0.0]]), np.array([[0.0, 5.0]])
+  assert ensemble_lib.seed_ensemble([a], np.array([0])) == 1.0
+  probs = (jax.nn.softmax(a) + jax.nn.softmax(b)) / 2
+  assert ensemble_lib.seed_ensemble([a, b], np.array([0])) == float(np.argmax(probs) == 0)
+  with pytest.raises(ValueError, match="at least one"):
+    ensemble_lib.seed_ensemble([], np.array([0]))
+
+
+def test_finetune_trains_only_the_classifier_and_batch_norm(run, info):
+  mask = finetune.trainable_mask(run.variables["params"])
+  flat = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_flatten_with_path(mask)[0]}
+  assert flat and all(v == ("['head']" in k or "['bn']" in k) for k, v in flat.items())
+  train_examples = analysis.load_examples(run.config.data, "train", 128)
+  test_examples = run.test_examples(64)
+  tuned = finetune.finetune(run, 24, train_examples["image"], train_examples["label"], steps=6,
+                            lr=0.05, batch_size=32)
+  before, after = run.variables, tuned.variables
+  for key in before["params"]:
+    for name, old in before["params"][key].items():
+      changed = not jax.tree.all(jax.tree.map(np.array_equal, old, after["params"][key][name]))
+      assert changed == (name in ("bn", "dense")), (key, name)
+  # Statistics are recomputed at the size afterwards: exactly the recalibration of the
+  # fine-tuned parameters on the same images.
+  again = dataclasses_replace(run, after).recalibrated(24, train_examples["image"])
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6),
+               again.variables["batch_stats"], after["batch_stats"])
+  # Deterministic for one seed; another seed draws other batches and flips.
+  same = finetune.finetune(run, 24, train_examples["image"], train_examples["label"], steps=6,
+                           lr=0.05, batch_size=32)
+  np.testing.assert_array_equal(same.predict(test_examples["image"], 24),
+                                tuned.predict(test_examples["image"], 24))
+  other = finetune.finetune(run, 24, train_examples["image"], train_examples["label"], steps=6,
+                            lr=0.05, batch_size=32, seed=1)
+  assert not np.array_equal(other.predict(test_examples["image"], 24),
+                            tuned.predict(test_examples["image"], 24))
+  with pytest.raises(ValueError, match="steps >= 1"):
+    finetune.finetune(run, 24, train_examples["image"], train_examples["label"], steps=0, lr=0.1)
+
+
+def test_finetune_lowers_the_training_loss_at_the_new_size(run):
+  examples = analysis.load_examples(run.config.data, "train", 256)
+
+  def loss(r):
+    logits = r.predict(examples["image"], 40)
+    return float(np.mean(-jax.nn.log_softmax(logits)[np.arange(len(logits)), examples["label"]]))
+
+  start = run.recalibrated(40, examples["image"])
+  tuned = finetune.finetune(run, 40, examples["image"], examples["label"], steps=24, lr=0.05,
+                            batch_size=64, flip=False)
+  assert loss(tuned) < loss(start)
 
 
 def test_receptive_field_marks(run, info):

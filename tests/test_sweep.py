@@ -17,7 +17,8 @@ from progressive.config_validation import validate
 from progressive.metrics import read_rows
 
 REPO = pathlib.Path(__file__).parents[1]
-EXPERIMENTS = ("size_sweep", "antialias", "head", "stability", "progressive_vs_fixed", "fixres")
+EXPERIMENTS = ("size_sweep", "antialias", "head", "stability", "progressive_vs_fixed", "fixres",
+               "train_test_size", "progressive_resizing")
 
 
 def test_product_and_zip():
@@ -312,6 +313,64 @@ def test_progressive_vs_fixed_smoke_reports_budget_ensemble_and_seed_means(data_
   assert means["fixed32"]["images_seen"] == "896"  # Equal over seeds: shown once.
   markdown = (tmp_path / "results.md").read_text()
   assert "Mean ± standard deviation over seeds:" in markdown and "softmax averaged over sizes 16, 24, 32" in markdown
+
+
+def test_train_test_size_smoke_reports_finetune_size_and_seed_ensembles(data_dir, tmp_path):
+  config_flag = f"{REPO}/configs/train_test_size.py:smoke"
+  common = {"data.data_dir": data_dir, "progress_bar": False}
+  rows = {r["name"]: r for r in sweep.run_sweep(config_flag, str(tmp_path), common=common,
+                                                num_shift_images=8, bn_images=128)}
+  assert list(rows) == ["flip16_seed0", "flip16_seed1", "rrc16_seed0", "rrc16_seed1"]
+  # Tuning is by each arm's own training size, and its runs are summarised only for it.
+  choice = sweep.read_choice(tmp_path)
+  assert choice["metric"] == "acc@{size}" and len(choice["grid"]) == 4
+  tuning = sweep_report.read_summary(tmp_path / "tuning" / "flip16__lr_max=0.2")
+  assert tuning["options"] == {"measures": "tuning"} and "jaggedness" not in tuning
+  for name, row in rows.items():
+    summary = sweep_report.read_summary(tmp_path / name)
+    assert summary["ensemble_sizes"] == [16, 24] and summary["finetune_steps"] == 4  # 0.25 epoch.
+    for size in (16, 24):
+      assert row[f"ft_gain@{size}"] == pytest.approx(row[f"acc_ft@{size}"] - row[f"acc_bn@{size}"])
+    assert "acc_ft@32" not in row  # Fine-tuned only at the sizes the config names.
+    best = max(summary["eval_bn"][str(s)]["accuracy"] for s in (16, 24))
+    assert row["ens_gain_bn"] == pytest.approx(row["acc_ens_bn"] - best)
+    assert row["best_size_bn"] == max((16, 24, 32), key=lambda s: summary["eval_bn"][str(s)]["accuracy"])
+  # The seed ensemble: both networks of the group at their training size, by mean softmax.
+  logits = [np.load(tmp_path / f"flip16_seed{i}" / sweep_report.LOGITS_FILE) for i in (0, 1)]
+  probs = sum(np.exp(x["logits"]) / np.exp(x["logits"]).sum(-1, keepdims=True) for x in logits)
+  expected = np.mean(np.argmax(probs, -1) == logits[0]["labels"])
+  assert rows["flip16_seed0"]["acc_seed_ens"] == rows["flip16_seed1"]["acc_seed_ens"] == pytest.approx(expected)
+  assert rows["flip16_seed1"]["ens_vs_seeds"] == pytest.approx(rows["flip16_seed1"]["acc_ens_bn"] - expected)
+  with (tmp_path / "comparisons.csv").open() as f:
+    metrics = {r["metric"] for r in csv.DictReader(f)}
+  assert {"acc_ft@24", "acc_ens_bn", "ft_gain@24"} <= metrics
+  assert not metrics & set(sweep_report.WINDOWED)  # Overlapping windows: no Welch test.
+  markdown = (tmp_path / "results.md").read_text()
+  assert "16, 24 (trained at 16)" in markdown and "FixRes's fine-tune" in markdown
+  assert "acc@{size} (the accuracy at each arm's own training size)" in markdown
+
+
+def test_sizes_for_a_point_and_the_tuning_metric_of_an_arm(smoke_config):
+  assert sweep_report.for_point((16, 32), smoke_config) == (16, 32)
+  assert sweep_report.for_point({32: (24, 32, 40), 16: (16,)}, smoke_config) == (24, 32, 40)
+  assert sweep_report.for_point({24: (16,)}, smoke_config) == ()
+  assert sweep_report.finetune_for_point({"sizes": {24: (24,)}, "epochs": 1, "lr": 0.1}, smoke_config) is None
+  assert sweep_report.finetune_for_point({"sizes": (40,), "epochs": 1, "lr": 0.1}, smoke_config) == {
+      "sizes": [40], "epochs": 1.0, "lr": 0.1}
+  assert sweep.arm_metric("acc@{size}", smoke_config) == "acc@32" and sweep.arm_metric("acc@16", smoke_config) == "acc@16"
+
+
+def test_specs_a_variant_turns_off_or_gets_wrong(tmp_path):
+  (tmp_path / "cfg.py").write_text(
+      "from configs import default\n\n"
+      "def get_config(arg):\n  return default.get_config('smoke')\n\n"
+      "def get_sweep(arg):\n  return [{'name': 'a'}]\n\n"
+      "def get_tuning(arg):\n  return None if arg == 'off' else {'field': 'opt.lr_max', 'grid': (0.1,), 'metric': 'acc@32'}\n\n"
+      "def get_finetune(arg):\n  return None if arg == 'off' else {'sizes': (32,), 'epochs': 0, 'lr': 0.1}\n")
+  assert sweep.tuning_spec(f"{tmp_path}/cfg.py:off") is None and sweep.config_finetune(f"{tmp_path}/cfg.py:off") is None
+  assert sweep.tuning_spec(f"{tmp_path}/cfg.py")["grid"] == (0.1,)
+  with pytest.raises(ValueError, match="epochs and lr must be positive"):
+    sweep.config_finetune(f"{tmp_path}/cfg.py")
 
 
 def test_findings_are_built_from_the_committed_results():

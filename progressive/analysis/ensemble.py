@@ -3,7 +3,9 @@
     p_ens(c | x) = mean over sizes s of softmax(f(resize(x, s)))_c
 
 one set of weights seeing the image at several scales (RESEARCH.md, claim 4), compared
-with each single size.
+with each single size; also the mean log-probability (a geometric mean of the softmaxes,
+`ensemble_logp`), and `seed_ensemble`: the softmax averaged over networks trained with
+different seeds at one size, the usual ensemble a size ensemble competes with.
 """
 
 from collections.abc import Mapping, Sequence
@@ -31,12 +33,14 @@ def ensemble_from_logits(
   single = {s: breakdown(np.argmax(probs[s], -1) == labels, labels, info) for s in sizes}
   mean = np.mean([probs[s] for s in sizes], axis=0)
   ensemble = breakdown(np.argmax(mean, -1) == labels, labels, info)
+  log_mean = np.mean([np.log(np.maximum(probs[s], 1e-30)) for s in sizes], axis=0)
   best = max(sizes, key=lambda s: single[s]["all"])
   return {
       "sizes": [int(s) for s in sizes],
       "num_images": int(len(labels)),
       "single": {str(s): single[s] for s in sizes},
       "ensemble": ensemble,
+      "ensemble_logp": breakdown(np.argmax(log_mean, -1) == labels, labels, info),
       "best_single_size": int(best),
       "gain_over_best": ensemble["all"] - single[best]["all"],
   }
@@ -45,3 +49,12 @@ def ensemble_from_logits(
 def size_ensemble(run, images: np.ndarray, labels: np.ndarray, sizes: Sequence[int]) -> dict:
   """`ensemble_from_logits` of `run.predict` on uint8 `images` `[N, S, S, 3]` at `sizes`."""
   return ensemble_from_logits(predict_sizes(run.predict, images, sizes), labels, run.info)
+
+
+def seed_ensemble(logits: Sequence[np.ndarray], labels: np.ndarray) -> float:
+  """Accuracy of the softmax averaged over several networks' `logits` (`[N, classes]`
+  each, the same images in the same order) on `labels`."""
+  if not logits:
+    raise ValueError("seed_ensemble needs at least one network's logits.")
+  probs = [np.asarray(jax.nn.softmax(np.asarray(x, np.float32), axis=-1)) for x in logits]
+  return float(np.mean(np.argmax(np.mean(probs, axis=0), -1) == np.asarray(labels)))
