@@ -193,6 +193,23 @@ def controls_summary(run, examples, sizes: Sequence[int], *, bn_images: int,
   return out
 
 
+def activation_summary(workdir: epath.Path, rows: Sequence[Mapping[str, Any]]) -> dict:
+  """What training recorded of its stability: the steps skipped for a non-finite loss
+  (`skip_nonfinite`), and from `activation_stats.jsonl` (if recorded) the mean over the
+  convolutions (`*/conv` layers, before batch norm and ReLU) of their outputs' std and
+  near-zero fraction (`<= 0.05`, fastai's dead-unit measure) at the last record."""
+  out = {"skipped_steps": sum(int(r.get("skipped", 0)) for r in rows if r["event"] == "train")}
+  path = epath.Path(workdir) / "activation_stats.jsonl"
+  stats = read_rows(path) if path.exists() else []
+  if stats:
+    last = max(r["step"] for r in stats)
+    convs = [r for r in stats if r["step"] == last and r["layer"].endswith("/conv")]
+    if convs:
+      out["act_std"] = sum(r["std"] for r in convs) / len(convs)
+      out["act_near_zero"] = sum(r["near_zero"] for r in convs) / len(convs)
+  return out
+
+
 def budget_summary(rows: Sequence[Mapping[str, Any]], plan: Sequence[schedules.Stage]) -> dict:
   """What training cost: images seen, and training FLOPs (each stage's steps times XLA's
   count for its compiled step, forward and backward, over all devices; None where a
@@ -265,6 +282,7 @@ def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_s
                for size, r in sorted(final.items())},
       "best_size": max(sorted(final), key=lambda size: final[size]["accuracy"]),
       **budget_summary(rows, run.stages()),
+      **activation_summary(workdir, rows),
       "wall_seconds": wall_seconds,
       **shift_summary(run, examples, num_images=num_shift_images, max_shift=max_shift),
       **(ensemble_summary(run, examples, ensemble_sizes, calibration=calibration, workdir=workdir)
@@ -292,8 +310,8 @@ ENSEMBLE_COLUMNS = (("ensemble", "acc_ens"), ("ensemble_bn", "acc_ens_bn"),
                     ("ensemble_logp_bn", "acc_ens_logp_bn"))
 SUMMARY_COLUMNS = ("best_size", "best_size_bn", "ens_gain", "ens_gain_bn", "acc_seed_ens",
                    "ens_vs_seeds", "rf_scale", "jaggedness", "consistency", "shift_period",
-                   "jag_period", "pred_change", "prob_change", "cons_period", "images_seen",
-                   "train_gflops", "wall_seconds")
+                   "jag_period", "pred_change", "prob_change", "cons_period", "act_std",
+                   "act_near_zero", "skipped_steps", "images_seen", "train_gflops", "wall_seconds")
 
 
 def _columns(summaries: Sequence[Mapping[str, Any]], rows) -> list[str]:
@@ -346,13 +364,15 @@ def point_row(summary: Mapping[str, Any]) -> dict[str, Any]:
     for group, value in (summary.get(key) or {}).items():
       row[group.replace("accuracy", prefix)] = value
   row["ens_gain"] = summary.get("ensemble_gain")
+  if summary.get("skipped_steps"):  # Only where a step was skipped: no column of zeros.
+    row["skipped_steps"] = summary["skipped_steps"]
   row["ens_gain_bn"] = summary.get("ensemble_gain_bn")
   if summary.get("eval_bn"):
     row["best_size_bn"] = int(max(sorted(summary["eval_bn"], key=int),
                                   key=lambda s: summary["eval_bn"][s]["accuracy"]))
   for key in ("best_size", "rf_scale", "jaggedness", "consistency", "shift_period", "jag_period",
-              "pred_change", "prob_change", "cons_period", "images_seen", "train_gflops",
-              "wall_seconds"):
+              "pred_change", "prob_change", "cons_period", "act_std", "act_near_zero",
+              "images_seen", "train_gflops", "wall_seconds"):
     row[key] = summary.get(key)
   return row
 
@@ -413,7 +433,8 @@ def _averaged(column: str) -> bool:
   """Whether a column is a measurement averaged over seeds (not a setting or a label)."""
   return column.startswith(("acc", "ft_gain")) or column in (
       "ens_gain", "ens_gain_bn", "ens_vs_seeds", "best_size_bn", "jaggedness", "consistency",
-      "jag_period", "pred_change", "prob_change", "cons_period", "wall_seconds")
+      "jag_period", "pred_change", "prob_change", "cons_period", "act_std", "act_near_zero",
+      "skipped_steps", "wall_seconds")
 
 
 def _mean(values: pd.Series) -> float:

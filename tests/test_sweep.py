@@ -68,6 +68,21 @@ def test_every_experiment_point_validates(name, arg):
     validate(config, num_devices=4)
 
 
+@pytest.mark.parametrize("flag", ["antialias.py:rerun", "antialias.py:rerun_photos", "stability.py:rerun",
+                                  "stability.py:rerun_photos", "train_test_size.py:photos"])
+def test_every_rerun_point_and_tuning_run_validates(flag):
+  _, points = sweep.expand(f"{REPO}/configs/{flag}")
+  tuning = sweep.tuning_points(f"{REPO}/configs/{flag}")
+  assert len({p[0] for p in points}) == len(points) >= 10 and tuning
+  seeds = {o["seed"] for _, o, _ in points}
+  assert seeds == {0, 1, 2, 3, 4}  # Five seeds for every headline comparison.
+  for _, _, config in points + [t[2:] for t in tuning]:
+    validate(config, num_devices=1)
+  groups = {sweep_report.group_name({"name": n, "overrides": o}) for n, o, _ in points}
+  for arm, baseline in sweep_report.config_comparisons(f"{REPO}/configs/{flag}"):
+    assert {arm, baseline} <= groups
+
+
 def test_antialias_covers_three_families_and_their_modes():
   _, points = sweep.expand(f"{REPO}/configs/antialias.py")
   names = [p[0] for p in points]
@@ -276,6 +291,10 @@ def test_experiment_smoke_sweeps_train(name, data_dir, tmp_path):
   if name == "stability":
     stats = read_rows(tmp_path / "no_bn_constant" / "activation_stats.jsonl")
     assert {r["step"] for r in stats} == {2, 4, 6, 8}
+    convs = [r for r in stats if r["step"] == 8 and r["layer"].endswith("/conv")]
+    row = next(r for r in rows if r["name"] == "no_bn_constant")
+    assert row["act_near_zero"] == pytest.approx(sum(r["near_zero"] for r in convs) / len(convs))
+    assert row["act_std"] == pytest.approx(sum(r["std"] for r in convs) / len(convs))
   if name == "fixres":
     for row in rows:
       accuracies = {int(k.split("@")[1]): v for k, v in row.items() if k.startswith("acc@")}
