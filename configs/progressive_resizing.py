@@ -3,6 +3,7 @@ at equal steps, against the reverse order, each arm's learning rate tuned, five 
 
   python -m progressive.sweep --config=configs/progressive_resizing.py --workdir=/tmp/pr
   python -m progressive.sweep --config=configs/progressive_resizing.py:photos --workdir=/tmp/pr_photos
+  python -m progressive.sweep --config=configs/progressive_resizing.py:long --workdir=/tmp/pr_long
   python -m progressive.sweep --config=configs/progressive_resizing.py:smoke --workdir=/tmp/pr_smoke
 
 The simple CNN on `scale_shapes/sweep32` (32 px, 4096 train / 1024 test; the 64 px
@@ -24,6 +25,10 @@ differences; the sweep writes them with 95% intervals and Welch p-values.
 
 `:photos` runs the same sweep on real photographs, `photos/sweep32` (16 grey classes, 32
 px, 4096 / 1024, docs/PHOTOS.md), training with horizontal flips as configs/photos.py does.
+
+`:long` and `:photos_long` are the second budget: every stage twice as long (6, 4 and 4
+epochs: 14), the same arms but `reverse` (the order control, answered at the first
+budget), so that accuracy against training FLOPs has two points per arm.
 """
 
 import ml_collections
@@ -33,24 +38,30 @@ from configs.progressive_vs_fixed import equal_budget
 from progressive import sweep
 
 STAGES = (dict(size=16, epochs=3), dict(size=24, epochs=2), dict(size=32, epochs=2))
+LONG_STAGES = tuple(dict(s, epochs=2 * s["epochs"]) for s in STAGES)
 SMOKE_STAGES = (dict(size=16, steps=6), dict(size=24, steps=4), dict(size=32, steps=4))
+VARIANTS = (None, "", "smoke", "photos", "long", "photos_long")
 SEEDS = (0, 1, 2, 3, 4)
 LR_GRID = (0.2, 0.4, 0.8)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   smoke = arg == "smoke"
-  if arg not in (None, "", "smoke", "photos"):
-    raise ValueError(f"Unknown config variant {arg!r}; use 'photos', 'smoke' or nothing.")
+  if arg not in VARIANTS:
+    raise ValueError(f"Unknown config variant {arg!r}; use one of {VARIANTS[2:]} or nothing.")
   config = default.get_config("smoke" if smoke else None)
   config.data.builder_config = "small" if smoke else "sweep32"
-  if arg == "photos":
+  if arg in ("photos", "photos_long"):
     config.data.name = "photos"
     config.data.augment = "flip"
-  config.stages = SMOKE_STAGES if smoke else STAGES
+  config.stages = _stages(arg)
   config.eval_sizes = (16, 24, 32) if smoke else (16, 24, 32, 40, 48)
   config.progress_bar = False
   return config
+
+
+def _stages(arg):
+  return {"smoke": SMOKE_STAGES, "long": LONG_STAGES, "photos_long": LONG_STAGES}.get(arg, STAGES)
 
 
 def _arms(stages) -> list[dict]:
@@ -69,16 +80,19 @@ def _arms(stages) -> list[dict]:
 def get_sweep(arg: str | None = None) -> list[dict]:
   if arg == "smoke":
     return sweep.with_seeds(_arms(SMOKE_STAGES)[:3], (0, 1))
-  return sweep.with_seeds(_arms(STAGES), SEEDS)
+  arms = _arms(_stages(arg))
+  if arg in ("long", "photos_long"):
+    arms = [a for a in arms if a["name"] != "reverse"]
+  return sweep.with_seeds(arms, SEEDS)
 
 
 def get_tuning(arg: str | None = None) -> dict:
-  largest = (SMOKE_STAGES if arg == "smoke" else STAGES)[-1]["size"]
+  largest = _stages(arg)[-1]["size"]
   return {"field": "opt.lr_max", "grid": (0.2, 0.4) if arg == "smoke" else LR_GRID,
           "metric": f"acc@{largest}"}
 
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   """`(arm, baseline)`: progressive against each other arm (difference: progressive minus it)."""
-  names = [arm["name"] for arm in _arms(SMOKE_STAGES if arg == "smoke" else STAGES)]
-  return [("progressive", name) for name in names[1:(3 if arg == "smoke" else None)]]
+  names = [point["name"].rsplit("_seed", 1)[0] for point in get_sweep(arg)]
+  return [("progressive", name) for name in dict.fromkeys(names) if name != "progressive"]
