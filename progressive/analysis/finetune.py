@@ -53,8 +53,7 @@ def finetune(run, size: int, images: np.ndarray, labels: np.ndarray, *, steps: i
   if steps < 1:
     raise ValueError(f"finetune needs steps >= 1, got {steps}.")
   images, labels = np.asarray(images), np.asarray(labels)
-  if len(images) < batch_size:
-    batch_size = len(images)
+  batch_size = min(batch_size, len(images))
   if not batch_size:
     raise ValueError("finetune needs at least one training image.")
   params = run.variables["params"]
