@@ -680,8 +680,15 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
     _write_csv(workdir / "results_intervals.csv", intervals)
     lines += ["", "Mean over seeds with its 95% interval (Student t; low, high):", "",
               *_markdown(intervals)]
-    comparisons = comparison_rows(groups, comparisons if comparisons is not None else
-                                  config_comparisons(config_flag))
+    pairs = comparisons if comparisons is not None else config_comparisons(config_flag)
+    # A pair whose seed group the sweep plans but has not finished waits; a name the
+    # sweep has no point for is an error (comparison_rows).
+    planned = {group_name({"name": n, "overrides": o}) for n, o, _ in points if "seed" in o}
+    waiting = [pair for pair in pairs if set(pair) <= planned and not set(pair) <= set(groups)]
+    comparisons = comparison_rows(groups, [pair for pair in pairs if pair not in waiting])
+    if waiting:
+      lines += ["", "Comparisons waiting for unfinished seed groups: "
+                + ", ".join(f"{a} - {b}" for a, b in waiting) + "."]
     if comparisons:
       printed = [{**c, "p": None if c["p"] is None else f"{c['p']:.3g}"} for c in comparisons]
       table = _table(["metric", "arm", "baseline", "difference", "low", "high", "p", "n_arm",

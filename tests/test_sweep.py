@@ -259,6 +259,16 @@ def test_intervals_and_comparisons_equal_scipys(tmp_path):
   with pytest.raises(ValueError, match=r"names no seed group \['blurr'\].*\['blur', 'stride'\]"):
     sweep_report.aggregate(_summarised_sweep(tmp_path / "b", points), str(tmp_path / "b" / "sweep"),
                            comparisons=[("blurr", "stride")])
+  # A pair whose group the sweep plans but has not finished waits (a sweep in progress).
+  planned = points + [{"name": f"max_seed{i}", "seed": i, "model.downsample": "max", "acc": 0.5}
+                      for i in range(2)]
+  flag = _summarised_sweep(tmp_path / "c", planned, [("blur", "stride"), ("max", "stride")])
+  for i in range(2):
+    (tmp_path / "c" / "sweep" / f"max_seed{i}" / sweep_report.SUMMARY_FILE).unlink()
+  sweep_report.aggregate(flag, str(tmp_path / "c" / "sweep"))
+  with (tmp_path / "c" / "sweep" / "comparisons.csv").open() as f:
+    assert {(r["arm"], r["baseline"]) for r in csv.DictReader(f)} == {("blur", "stride")}
+  assert "waiting for unfinished seed groups: max - stride." in (tmp_path / "c" / "sweep" / "results.md").read_text()
 
 
 def test_seed_group_names_drop_the_seed_part():
