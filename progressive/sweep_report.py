@@ -136,7 +136,6 @@ def ensemble_summary(run, examples, sizes: Sequence[int], *, calibration=None,
         "ensemble_bn": _accuracies(result["ensemble"]),
         "ensemble_logp_bn": _accuracies(result["ensemble_logp"]),
         "ensemble_gain_bn": result["gain_over_best"],
-        "ensemble_best_size_bn": result["best_single_size"],
     })
   if workdir is not None:
     size = int(run.train_size)
@@ -167,19 +166,17 @@ def finetune_summary(run, examples, spec: Mapping[str, Any], *, calibration) -> 
   return {"eval_ft": out, "finetune_steps": steps}
 
 
-def controls_summary(run, examples, sizes: Sequence[int], *, bn_images: int,
+def controls_summary(run, examples, sizes: Sequence[int], *, calibration,
                      canvas_mode: str = "edge") -> dict:
   """Accuracy at each of `sizes` on `examples` (the whole eval split) under the scale
   controls (`progressive.analysis.controls`): zoomed with batch-norm statistics
-  recomputed at the size from `bn_images` training images (`eval_bn`), and on a canvas
-  of that size without resampling, with stored (`eval_canvas`) and recomputed
-  (`eval_canvas_bn`) statistics. Without batch norm only `eval_canvas`."""
+  recomputed at the size from the `calibration` training images (`eval_bn`), and on a
+  canvas of that size without resampling, with stored (`eval_canvas`) and recomputed
+  (`eval_canvas_bn`) statistics. Without calibration images (no batch norm) only
+  `eval_canvas`."""
   from progressive.analysis import controls  # pylint: disable=import-outside-toplevel
 
   images, labels = examples["image"], examples["label"]
-  calibration = None
-  if bn_images and run.has_batch_norm:
-    calibration = run_lib.load_examples(run.config.data, run.config.data.train_split, bn_images)["image"]
 
   def by_size(matrix, row: int) -> dict:
     return {str(size): {("accuracy" if g == "all" else f"accuracy_{g}"): matrix["accuracy"][g][row][i]
@@ -256,44 +253,49 @@ def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_s
   last = max(r["step"] for r in rows if r["event"] == "eval")
   final = {r["size"]: r for r in rows if r["event"] == "eval" and r["step"] == last}
   run = run_lib.load_run(workdir)
-  if not measures:
-    summary = {
-        "name": name, "options": {"measures": "tuning"},
-        "overrides": {k: v for k, v in overrides.items() if k != "name"}, "step": last,
-        "eval": {str(size): {k: v for k, v in r.items() if k.startswith("accuracy")}
-                 for size, r in sorted(final.items())},
-        "best_size": max(sorted(final), key=lambda size: final[size]["accuracy"]),
-        **budget_summary(rows, run.stages()), "wall_seconds": wall_seconds,
-    }
-    (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str) + "\n")
-    return summary
-  examples = run_lib.load_examples(
-      config.data, config.data.eval_split,
-      None if ensemble_sizes or bn_images or finetune or not num_shift_images else num_shift_images)
-  calibration = None
-  if bn_images and run.has_batch_norm:
-    calibration = run_lib.load_examples(config.data, config.data.train_split, bn_images)["image"]
   summary = {
       "name": name,
-      "options": _options(num_shift_images, max_shift, ensemble_sizes, bn_images, finetune),
+      "options": (_options(num_shift_images, max_shift, ensemble_sizes, bn_images, finetune)
+                  if measures else {"measures": "tuning"}),
       "overrides": {k: v for k, v in overrides.items() if k != "name"},
       "step": last,
       "eval": {str(size): {k: v for k, v in r.items() if k.startswith("accuracy")}
                for size, r in sorted(final.items())},
       "best_size": max(sorted(final), key=lambda size: final[size]["accuracy"]),
       **budget_summary(rows, run.stages()),
+  }
+  if measures:
+    summary.update(_measured(workdir, run, rows, config, sorted(final), wall_seconds=wall_seconds,
+                             num_shift_images=num_shift_images, max_shift=max_shift,
+                             ensemble_sizes=ensemble_sizes, bn_images=bn_images, finetune=finetune))
+  else:
+    summary["wall_seconds"] = wall_seconds
+  (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str) + "\n")
+  return summary
+
+
+def _measured(workdir, run, rows, config, sizes, *, wall_seconds, num_shift_images, max_shift,
+              ensemble_sizes, bn_images, finetune) -> dict:
+  """`summarize_point`'s measures beyond the eval rows and the budget. The training
+  images batch norm is recalibrated on are read once, for the controls, the ensemble and
+  the fine-tune."""
+  examples = run_lib.load_examples(
+      config.data, config.data.eval_split,
+      None if ensemble_sizes or bn_images or finetune or not num_shift_images else num_shift_images)
+  calibration = None
+  if bn_images and run.has_batch_norm:
+    calibration = run_lib.load_examples(config.data, config.data.train_split, bn_images)["image"]
+  return {
       **activation_summary(workdir, rows),
       "wall_seconds": wall_seconds,
       **shift_summary(run, examples, num_images=num_shift_images, max_shift=max_shift),
       **(ensemble_summary(run, examples, ensemble_sizes, calibration=calibration, workdir=workdir)
          if ensemble_sizes else {}),
-      **(controls_summary(run, examples, sorted(final), bn_images=bn_images) if bn_images else {}),
+      **(controls_summary(run, examples, sizes, calibration=calibration) if bn_images else {}),
       **(finetune_summary(run, examples, finetune, calibration=calibration) if finetune else {}),
       **(object_scale_summary(run, per_bin=OBJECT_PER_BIN)
          if config.data.name in pipeline.BUILTINS else {}),
   }
-  (workdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str) + "\n")
-  return summary
 
 
 def read_summary(point_dir: epath.Path) -> dict | None:
