@@ -110,14 +110,22 @@ def _accuracies(result: Mapping[str, Any]) -> dict[str, float]:
   return {"accuracy": result["all"], **{f"accuracy_{k}": v for k, v in result["family"].items()}}
 
 
+def recalibrated_logits(run, images, sizes: Sequence[int], calibration) -> dict[int, np.ndarray]:
+  """`run`'s logits on `images` at each of `sizes` with batch-norm statistics recomputed
+  at that size from the `calibration` training images (`progressive.recalibrate`)."""
+  return {int(s): run.recalibrated(int(s), calibration).predict(images, int(s)) for s in sizes}
+
+
 def ensemble_summary(run, examples, sizes: Sequence[int], *, calibration=None,
-                     workdir: epath.Path | None = None) -> dict:
+                     workdir: epath.Path | None = None,
+                     recalibrated: Mapping[int, np.ndarray] | None = None) -> dict:
   """The multi-size test-time ensemble over `sizes` on `examples` (the whole eval split):
   its accuracy, overall and per family, and its gain over the best of those sizes alone;
   with `calibration` (training images) again with batch-norm statistics recomputed at
   each size, by the mean softmax (`ensemble_bn`) and the mean log-probability
-  (`ensemble_logp_bn`). With `workdir`, the logits at the training size are written to
-  `LOGITS_FILE` for the seed ensemble `aggregate` builds."""
+  (`ensemble_logp_bn`); `recalibrated` (`recalibrated_logits`, at least at `sizes`)
+  saves recomputing them. With `workdir`, the logits at the training size are written
+  to `LOGITS_FILE` for the seed ensemble `aggregate` builds."""
   from progressive.analysis import ensemble  # pylint: disable=import-outside-toplevel
   from progressive.analysis.scale import predict_sizes  # pylint: disable=import-outside-toplevel
 
@@ -130,8 +138,10 @@ def ensemble_summary(run, examples, sizes: Sequence[int], *, calibration=None,
       "ensemble_gain": result["gain_over_best"],
   }
   if calibration is not None and run.has_batch_norm:
-    recalibrated = {int(s): run.recalibrated(int(s), calibration).predict(images, int(s)) for s in sizes}
-    result = ensemble.ensemble_from_logits(recalibrated, labels, run.info)
+    if recalibrated is None:
+      recalibrated = recalibrated_logits(run, images, sizes, calibration)
+    result = ensemble.ensemble_from_logits({int(s): recalibrated[int(s)] for s in sizes}, labels,
+                                           run.info)
     out.update({
         "ensemble_bn": _accuracies(result["ensemble"]),
         "ensemble_logp_bn": _accuracies(result["ensemble_logp"]),
@@ -167,14 +177,17 @@ def finetune_summary(run, examples, spec: Mapping[str, Any], *, calibration) -> 
 
 
 def controls_summary(run, examples, sizes: Sequence[int], *, calibration,
-                     canvas_mode: str = "edge") -> dict:
+                     canvas_mode: str = "edge",
+                     recalibrated: Mapping[int, np.ndarray] | None = None) -> dict:
   """Accuracy at each of `sizes` on `examples` (the whole eval split) under the scale
   controls (`progressive.analysis.controls`): zoomed with batch-norm statistics
-  recomputed at the size from the `calibration` training images (`eval_bn`), and on a
+  recomputed at the size from the `calibration` training images (`eval_bn`; from
+  `recalibrated`, `recalibrated_logits` at least at `sizes`, when given), and on a
   canvas of that size without resampling, with stored (`eval_canvas`) and recomputed
   (`eval_canvas_bn`) statistics. Without calibration images (no batch norm) only
   `eval_canvas`."""
   from progressive.analysis import controls  # pylint: disable=import-outside-toplevel
+  from progressive.analysis.scale import size_matrix_from_logits  # pylint: disable=import-outside-toplevel
 
   images, labels = examples["image"], examples["label"]
 
@@ -186,7 +199,10 @@ def controls_summary(run, examples, sizes: Sequence[int], *, calibration,
   out = {"eval_canvas": by_size(canvas, 0)}
   if calibration is not None:
     out["eval_canvas_bn"] = by_size(canvas, 1)
-    out["eval_bn"] = by_size(controls.bn_size_matrix({"run": run}, images, labels, sizes, calibration), 0)
+    if recalibrated is None:
+      recalibrated = recalibrated_logits(run, images, sizes, calibration)
+    zoomed = {"run": {int(s): recalibrated[int(s)] for s in sizes}}
+    out["eval_bn"] = by_size(size_matrix_from_logits(zoomed, labels, run.info), 0)
   return out
 
 
@@ -278,20 +294,26 @@ def _measured(workdir, run, rows, config, sizes, *, wall_seconds, num_shift_imag
               ensemble_sizes, bn_images, finetune) -> dict:
   """`summarize_point`'s measures beyond the eval rows and the budget. The training
   images batch norm is recalibrated on are read once, for the controls, the ensemble and
-  the fine-tune."""
+  the fine-tune, and the logits with recomputed statistics are computed once per size for
+  the controls and the ensemble."""
   examples = run_lib.load_examples(
       config.data, config.data.eval_split,
       None if ensemble_sizes or bn_images or finetune or not num_shift_images else num_shift_images)
   calibration = None
   if bn_images and run.has_batch_norm:
     calibration = run_lib.load_examples(config.data, config.data.train_split, bn_images)["image"]
+  recalibrated = None
+  if calibration is not None and (bn_images or ensemble_sizes):
+    needed = sorted({int(s) for s in (*(sizes if bn_images else ()), *ensemble_sizes)})
+    recalibrated = recalibrated_logits(run, examples["image"], needed, calibration)
   return {
       **activation_summary(workdir, rows),
       "wall_seconds": wall_seconds,
       **shift_summary(run, examples, num_images=num_shift_images, max_shift=max_shift),
-      **(ensemble_summary(run, examples, ensemble_sizes, calibration=calibration, workdir=workdir)
-         if ensemble_sizes else {}),
-      **(controls_summary(run, examples, sizes, calibration=calibration) if bn_images else {}),
+      **(ensemble_summary(run, examples, ensemble_sizes, calibration=calibration, workdir=workdir,
+                          recalibrated=recalibrated) if ensemble_sizes else {}),
+      **(controls_summary(run, examples, sizes, calibration=calibration, recalibrated=recalibrated)
+         if bn_images else {}),
       **(finetune_summary(run, examples, finetune, calibration=calibration) if finetune else {}),
       **(object_scale_summary(run, per_bin=OBJECT_PER_BIN)
          if config.data.name in pipeline.BUILTINS else {}),

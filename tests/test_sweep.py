@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from progressive import sweep, sweep_report
+from progressive.analysis import controls
+from progressive.analysis import run as run_lib
 from progressive.config_validation import validate
 from progressive.metrics import read_rows
 
@@ -365,6 +367,14 @@ def test_train_test_size_smoke_reports_finetune_size_and_seed_ensembles(data_dir
     best = max(summary["eval_bn"][str(s)]["accuracy"] for s in (16, 24))
     assert row["ens_gain_bn"] == pytest.approx(row["acc_ens_bn"] - best)
     assert row["best_size_bn"] == max((16, 24, 32), key=lambda s: summary["eval_bn"][str(s)]["accuracy"])
+  # The recalibrated logits the controls and the ensemble share are `bn_size_matrix`'s own.
+  run = run_lib.load_run(tmp_path / "flip16_seed0")
+  test = run_lib.load_examples(run.config.data, run.config.data.eval_split, None)
+  calibration = run_lib.load_examples(run.config.data, run.config.data.train_split, 128)["image"]
+  matrix = controls.bn_size_matrix({"run": run}, test["image"], test["label"], (16, 24, 32), calibration)
+  summary = sweep_report.read_summary(tmp_path / "flip16_seed0")
+  assert [summary["eval_bn"][str(s)]["accuracy"] for s in (16, 24, 32)] == pytest.approx(
+      matrix["accuracy"]["all"][0])
   # The seed ensemble: both networks of the group at their training size, by mean softmax.
   logits = [np.load(tmp_path / f"flip16_seed{i}" / sweep_report.LOGITS_FILE) for i in (0, 1)]
   probs = sum(np.exp(x["logits"]) / np.exp(x["logits"]).sum(-1, keepdims=True) for x in logits)
