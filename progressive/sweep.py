@@ -9,7 +9,10 @@ A config file that sweeps defines `get_sweep(arg)` beside `get_config(arg)`: a l
 override dicts, one per point, whose keys are dotted config fields
 (`{"model.downsample": "blur", "model.blur_size": 3}`) and an optional `"name"`. Every
 point runs into `DIR/<name>/`; a finished point is skipped and a partial one resumes
-(`progressive.train` resumes from its checkpoints). Aggregation reads whatever has
+(`progressive.train` resumes from its checkpoints). A finished point whose `config.json`
+differs from what the sweep now gives it in a field that changes training (the sweep
+file was edited, or an extended tuning grid moved the choice) stops the sweep before
+anything trains, naming the fields: move that folder aside to rerun it. Aggregation reads whatever has
 finished, so points run elsewhere (`--print_commands` for a cluster) count too, and
 writes `DIR/results.csv`, `DIR/results.md` and `DIR/results.png` (`progressive.sweep_report`).
 
@@ -43,7 +46,8 @@ import ml_collections
 from absl import flags
 from etils import epath
 
-from progressive import cli, schedules, sweep_report, train
+from progressive import cli, config_validation, schedules, sweep_report, train
+from progressive import workdir as workdir_lib
 from progressive.analysis import run as run_lib
 from progressive.data import pipeline
 from progressive.sweep_report import aggregate, read_summary, summarize_point
@@ -202,6 +206,18 @@ def finished(workdir: epath.Path, config) -> bool:
   return bool(steps) and max(steps) >= total_steps(config)
 
 
+def trained_otherwise(workdir: epath.Path, config) -> dict[str, tuple[Any, Any]]:
+  """The fields that change what training computes (neither run control nor resumable,
+  `config_validation.FIELDS`) whose value in `workdir/config.json` differs from
+  `config`'s: `{field: (stored, now)}`; empty where they agree or nothing is stored."""
+  path = epath.Path(workdir) / "config.json"
+  if not path.exists():
+    return {}
+  stored = config_validation.with_defaults(json.loads(path.read_text()))
+  return workdir_lib.config_differences(stored, json.loads(config.to_json()),
+                                        ignore=config_validation.RESUMABLE_FIELDS)
+
+
 TUNING_DIR = "tuning"
 CHOICE_FILE = "choice.json"
 VALIDATION_SPLITS = {"data.train_split": "train[:90%]", "data.eval_split": "train[90%:]"}
@@ -349,7 +365,19 @@ def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
 
 
 def _run_points(points, workdir: epath.Path, options) -> None:
-  """Trains and summarises every unfinished point into `workdir/<name>`."""
+  """Trains and summarises every unfinished point into `workdir/<name>`. A finished
+  point trained under another config (the sweep file or the tuning choice changed since)
+  stops the sweep before anything trains: its results would be reported as the new
+  config's."""
+  for name, _, config in points:
+    point_dir = workdir / name
+    stale = trained_otherwise(point_dir, config) if finished(point_dir, config) else {}
+    if stale:
+      details = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in stale.items())
+      raise cli.Error(
+          f"{point_dir} finished under another config than the sweep now gives it ({details}); "
+          "the sweep file or the tuning choice changed since. Move that folder aside to rerun "
+          "the point, or restore the sweep file.")
   for name, overrides, config in points:
     point_dir = workdir / name
     if finished(point_dir, config):

@@ -12,7 +12,7 @@ import sys
 import numpy as np
 import pytest
 
-from progressive import sweep, sweep_report
+from progressive import cli, sweep, sweep_report
 from progressive.analysis import controls
 from progressive.analysis import run as run_lib
 from progressive.config_validation import validate
@@ -525,3 +525,25 @@ def test_columns_are_unique_when_the_loop_and_the_controls_both_recalibrate():
   assert {"acc_bn@16", "acc_bn_shape@16", "acc_canvas_bn@16"} <= set(columns)
   assert "acc_canvas_bn_bn@16" not in columns
   assert row["acc_bn@16"] == 0.375 and row["acc_canvas_bn@16"] == 0.625
+
+
+def test_a_point_finished_under_another_config_stops_the_sweep(antialias_smoke, tmp_path):
+  # As when a tuning grid is extended and the choice moves: the finished point's
+  # results would be reported as the new learning rate's, so the sweep refuses at once.
+  workdir, common, _ = antialias_smoke
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  config_path = copy / "simple_cnn_blur3" / "config.json"
+  stored = json.loads(config_path.read_text())
+  stored["opt"]["lr_max"] = 0.123
+  config_path.write_text(json.dumps(stored))
+  before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
+  with pytest.raises(cli.Error, match=r"simple_cnn_blur3 finished under another config .*"
+                     r"opt\.lr_max: 0\.123 -> 0\.2.*Move that folder aside"):
+    sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(copy), common=common, num_shift_images=16)
+  assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before  # Nothing ran.
+  # Run-control fields (where the data is, the progress bar) may differ.
+  stored["opt"]["lr_max"], stored["data"]["data_dir"] = 0.2, "/elsewhere"
+  config_path.write_text(json.dumps(stored))
+  assert not sweep.trained_otherwise(copy / "simple_cnn_blur3", sweep.expand(
+      f"{REPO}/configs/antialias.py:smoke", common)[1][1][2])
