@@ -18,7 +18,7 @@ standard of evidence: on `scale_shapes/sweep32` at 32 px, 3 epochs at batch 128,
 `no_bn_constant`, `no_bn_one_cycle`, `bn_constant`, `bn_one_cycle`, and
 `bn_one_cycle_batch512`: 4x the batch for 4x the epochs, so the same 96 optimizer steps
 (larger batches at equal steps). Every arm is trained once per learning rate of
-`LR_GRID` (0.05 to 3.2, factors of 2) on the validation slice: that grid is the result
+`LR_GRID` (0.0125 to 3.2, factors of 2) on the validation slice: that grid is the result
 for "does batch norm widen the usable range of learning rates?" (`tuning.csv`; one seed
 per cell), and the best value per arm, whatever it is for batch 512 (a linear scaling
 rule would pick 4x batch 128's), runs with seeds 0-4 on the test split. Columns
@@ -34,7 +34,9 @@ from progressive import sweep
 
 EPOCHS = 3
 RERUNS = ("rerun", "rerun_photos")
-LR_GRID = (0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
+# 0.0125 and 0.025 were added after the first run chose 0.05, the grid's lower edge,
+# for both constant-LR arms.
+LR_GRID = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 SEEDS = (0, 1, 2, 3, 4)
 
 

@@ -12,7 +12,7 @@ point runs into `DIR/<name>/`; a finished point is skipped and a partial one res
 (`progressive.train` resumes from its checkpoints). A finished point whose `config.json`
 differs from what the sweep now gives it in a field that changes training (the sweep
 file was edited, or an extended tuning grid moved the choice) stops the sweep before
-anything trains, naming the fields: move that folder aside to rerun it. Aggregation reads whatever has
+anything trains, naming every such point and field: move those folders aside to rerun them. Aggregation reads whatever has
 finished, so points run elsewhere (`--print_commands` for a cluster) count too, and
 writes `DIR/results.csv`, `DIR/results.md` and `DIR/results.png` (`progressive.sweep_report`).
 
@@ -369,15 +369,17 @@ def _run_points(points, workdir: epath.Path, options) -> None:
   point trained under another config (the sweep file or the tuning choice changed since)
   stops the sweep before anything trains: its results would be reported as the new
   config's."""
+  stale = {}
   for name, _, config in points:
-    point_dir = workdir / name
-    stale = trained_otherwise(point_dir, config) if finished(point_dir, config) else {}
-    if stale:
-      details = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in stale.items())
-      raise cli.Error(
-          f"{point_dir} finished under another config than the sweep now gives it ({details}); "
-          "the sweep file or the tuning choice changed since. Move that folder aside to rerun "
-          "the point, or restore the sweep file.")
+    differences = trained_otherwise(workdir / name, config) if finished(workdir / name, config) else {}
+    if differences:
+      stale[name] = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in differences.items())
+  if stale:
+    listed = ", ".join(f"{name} ({details})" for name, details in stale.items())
+    raise cli.Error(
+        f"{len(stale)} finished point(s) in {workdir} were trained under another config than the "
+        f"sweep now gives them: {listed}; the sweep file or the tuning choice changed since. "
+        "Move those folders aside to rerun them, or restore the sweep file.")
   for name, overrides, config in points:
     point_dir = workdir / name
     if finished(point_dir, config):

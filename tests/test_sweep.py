@@ -538,8 +538,8 @@ def test_a_point_finished_under_another_config_stops_the_sweep(antialias_smoke, 
   stored["opt"]["lr_max"] = 0.123
   config_path.write_text(json.dumps(stored))
   before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
-  with pytest.raises(cli.Error, match=r"simple_cnn_blur3 finished under another config .*"
-                     r"opt\.lr_max: 0\.123 -> 0\.2.*Move that folder aside"):
+  with pytest.raises(cli.Error, match=r"^1 finished point\(s\) in .* under another config .*: "
+                     r"simple_cnn_blur3 \(opt\.lr_max: 0\.123 -> 0\.2\);.*Move those folders aside"):
     sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(copy), common=common, num_shift_images=16)
   assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before  # Nothing ran.
   # Run-control fields (where the data is, the progress bar) may differ.
