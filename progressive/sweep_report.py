@@ -571,6 +571,8 @@ def _cell(value) -> str:
   if value is None:
     return "-"
   if isinstance(value, float):
+    if value and abs(value) < 0.1:  # Three significant digits: a grid value 0.0125, p 0.0014.
+      return f"{value:.3g}"
     return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
   if isinstance(value, (list, tuple)):
     return " ".join(_cell(v) if not isinstance(v, Mapping) else

@@ -547,3 +547,10 @@ def test_a_point_finished_under_another_config_stops_the_sweep(antialias_smoke, 
   config_path.write_text(json.dumps(stored))
   assert not sweep.trained_otherwise(copy / "simple_cnn_blur3", sweep.expand(
       f"{REPO}/configs/antialias.py:smoke", common)[1][1][2])
+
+
+def test_table_cells_keep_small_values_exact():
+  # A learning rate of 0.0125 must not read as 0.013 in results.md or tuning.csv.
+  assert sweep_report._cell(0.0125) == "0.0125" and sweep_report._cell(0.00143) == "0.00143"
+  assert sweep_report._cell(0.52349) == "0.523" and sweep_report._cell(0.0) == "0.000"
+  assert sweep_report._cell(1234.7) == "1235" and sweep_report._cell(-0.05) == "-0.05"
