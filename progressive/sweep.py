@@ -12,9 +12,10 @@ point runs into `DIR/<name>/`; a finished point is skipped and a partial one res
 (`progressive.train` resumes from its checkpoints). A finished point whose `config.json`
 differs from what the sweep now gives it in a field that changes training (the sweep
 file was edited, or an extended tuning grid moved the choice) stops the sweep before
-anything trains, naming every such point and field: move those folders aside to rerun them. Aggregation reads whatever has
-finished, so points run elsewhere (`--print_commands` for a cluster) count too, and
-writes `DIR/results.csv`, `DIR/results.md` and `DIR/results.png` (`progressive.sweep_report`).
+anything trains, naming every such point and field: move those folders aside to rerun
+them. Aggregation reads whatever has finished, so points run elsewhere
+(`--print_commands` for a cluster) count too, and writes `DIR/results.csv`,
+`DIR/results.md` and `DIR/results.png` (`progressive.sweep_report`).
 
 `with_seeds(points, seeds)` repeats every point per seed; aggregation then adds the mean
 and standard deviation over the seeds of points whose overrides differ only in `seed`.

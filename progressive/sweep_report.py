@@ -303,8 +303,8 @@ def _measured(workdir, run, rows, config, sizes, *, wall_seconds, num_shift_imag
   if bn_images and run.has_batch_norm:
     calibration = run_lib.load_examples(config.data, config.data.train_split, bn_images)["image"]
   recalibrated = None
-  if calibration is not None and (bn_images or ensemble_sizes):
-    needed = sorted({int(s) for s in (*(sizes if bn_images else ()), *ensemble_sizes)})
+  if calibration is not None:  # The controls' sizes and the ensemble's, each once.
+    needed = sorted({int(s) for s in (*sizes, *ensemble_sizes)})
     recalibrated = recalibrated_logits(run, examples["image"], needed, calibration)
   return {
       **activation_summary(workdir, rows),
