@@ -370,9 +370,10 @@ def _run_points(points, workdir: epath.Path, options) -> None:
   point trained under another config (the sweep file or the tuning choice changed since)
   stops the sweep before anything trains: its results would be reported as the new
   config's."""
+  done = {name for name, _, config in points if finished(workdir / name, config)}
   stale = {}
   for name, _, config in points:
-    differences = trained_otherwise(workdir / name, config) if finished(workdir / name, config) else {}
+    differences = trained_otherwise(workdir / name, config) if name in done else {}
     if differences:
       stale[name] = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in differences.items())
   if stale:
@@ -383,7 +384,7 @@ def _run_points(points, workdir: epath.Path, options) -> None:
         "Move those folders aside to rerun them, or restore the sweep file.")
   for name, overrides, config in points:
     point_dir = workdir / name
-    if finished(point_dir, config):
+    if name in done:
       print(f"[{name}] finished already; skipped.")
     else:
       print(f"[{name}] {'resuming' if run_lib.checkpoint_steps(point_dir) else 'starting'}.")

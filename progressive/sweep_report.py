@@ -110,12 +110,6 @@ def _accuracies(result: Mapping[str, Any]) -> dict[str, float]:
   return {"accuracy": result["all"], **{f"accuracy_{k}": v for k, v in result["family"].items()}}
 
 
-def recalibrated_logits(run, images, sizes: Sequence[int], calibration) -> dict[int, np.ndarray]:
-  """`run`'s logits on `images` at each of `sizes` with batch-norm statistics recomputed
-  at that size from the `calibration` training images (`progressive.recalibrate`)."""
-  return {int(s): run.recalibrated(int(s), calibration).predict(images, int(s)) for s in sizes}
-
-
 def ensemble_summary(run, examples, sizes: Sequence[int], *, calibration=None,
                      workdir: epath.Path | None = None,
                      recalibrated: Mapping[int, np.ndarray] | None = None) -> dict:
@@ -123,10 +117,10 @@ def ensemble_summary(run, examples, sizes: Sequence[int], *, calibration=None,
   its accuracy, overall and per family, and its gain over the best of those sizes alone;
   with `calibration` (training images) again with batch-norm statistics recomputed at
   each size, by the mean softmax (`ensemble_bn`) and the mean log-probability
-  (`ensemble_logp_bn`); `recalibrated` (`recalibrated_logits`, at least at `sizes`)
+  (`ensemble_logp_bn`); `recalibrated` (`controls.recalibrated_logits`, at least at `sizes`)
   saves recomputing them. With `workdir`, the logits at the training size are written
   to `LOGITS_FILE` for the seed ensemble `aggregate` builds."""
-  from progressive.analysis import ensemble  # pylint: disable=import-outside-toplevel
+  from progressive.analysis import controls, ensemble  # pylint: disable=import-outside-toplevel
   from progressive.analysis.scale import predict_sizes  # pylint: disable=import-outside-toplevel
 
   images, labels = examples["image"], examples["label"]
@@ -139,7 +133,7 @@ def ensemble_summary(run, examples, sizes: Sequence[int], *, calibration=None,
   }
   if calibration is not None and run.has_batch_norm:
     if recalibrated is None:
-      recalibrated = recalibrated_logits(run, images, sizes, calibration)
+      recalibrated = controls.recalibrated_logits(run, images, sizes, calibration)
     result = ensemble.ensemble_from_logits({int(s): recalibrated[int(s)] for s in sizes}, labels,
                                            run.info)
     out.update({
@@ -182,7 +176,7 @@ def controls_summary(run, examples, sizes: Sequence[int], *, calibration,
   """Accuracy at each of `sizes` on `examples` (the whole eval split) under the scale
   controls (`progressive.analysis.controls`): zoomed with batch-norm statistics
   recomputed at the size from the `calibration` training images (`eval_bn`; from
-  `recalibrated`, `recalibrated_logits` at least at `sizes`, when given), and on a
+  `recalibrated`, `controls.recalibrated_logits` at least at `sizes`, when given), and on a
   canvas of that size without resampling, with stored (`eval_canvas`) and recomputed
   (`eval_canvas_bn`) statistics. Without calibration images (no batch norm) only
   `eval_canvas`."""
@@ -200,7 +194,7 @@ def controls_summary(run, examples, sizes: Sequence[int], *, calibration,
   if calibration is not None:
     out["eval_canvas_bn"] = by_size(canvas, 1)
     if recalibrated is None:
-      recalibrated = recalibrated_logits(run, images, sizes, calibration)
+      recalibrated = controls.recalibrated_logits(run, images, sizes, calibration)
     zoomed = {"run": {int(s): recalibrated[int(s)] for s in sizes}}
     out["eval_bn"] = by_size(size_matrix_from_logits(zoomed, labels, run.info), 0)
   return out
@@ -304,8 +298,10 @@ def _measured(workdir, run, rows, config, sizes, *, wall_seconds, num_shift_imag
     calibration = run_lib.load_examples(config.data, config.data.train_split, bn_images)["image"]
   recalibrated = None
   if calibration is not None:  # The controls' sizes and the ensemble's, each once.
+    from progressive.analysis import controls  # pylint: disable=import-outside-toplevel
+
     needed = sorted({int(s) for s in (*sizes, *ensemble_sizes)})
-    recalibrated = recalibrated_logits(run, examples["image"], needed, calibration)
+    recalibrated = controls.recalibrated_logits(run, examples["image"], needed, calibration)
   return {
       **activation_summary(workdir, rows),
       "wall_seconds": wall_seconds,

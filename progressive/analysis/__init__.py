@@ -23,6 +23,7 @@ _EXPORTS = {
     "read_stats": "activations",
     "stats_rows": "activations",
     "bn_size_matrix": "controls",
+    "recalibrated_logits": "controls",
     "canvas": "controls",
     "canvas_matrix": "controls",
     "ensemble_from_logits": "ensemble",

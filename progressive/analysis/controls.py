@@ -50,6 +50,13 @@ def grid(model_config: Mapping[str, Any], sizes: Sequence[int], num_classes: int
   return {"total_stride": stride, "misaligned": [int(s) for s in sizes if s % stride]}
 
 
+def recalibrated_logits(run, images: np.ndarray, sizes: Sequence[int],
+                        calibration: np.ndarray) -> dict[int, np.ndarray]:
+  """`run`'s logits on `images` at each of `sizes`, with batch-norm statistics recomputed
+  at that size from the `calibration` images (`progressive.recalibrate`)."""
+  return {int(s): run.recalibrated(int(s), calibration).predict(images, int(s)) for s in sizes}
+
+
 def bn_size_matrix(
     runs: Mapping[str, Any],
     images: np.ndarray,
@@ -61,10 +68,7 @@ def bn_size_matrix(
   from the `calibration` images (uint8 training images, zoomed like the test images).
   Runs without batch norm keep their (absent) statistics."""
   info = next(iter(runs.values())).info
-  logits = {
-      name: {int(s): run.recalibrated(int(s), calibration).predict(images, int(s)) for s in sizes}
-      for name, run in runs.items()
-  }
+  logits = {name: recalibrated_logits(run, images, sizes, calibration) for name, run in runs.items()}
   result = size_matrix_from_logits(logits, labels, info)
   result["train_sizes"] = [int(r.train_size) for r in runs.values()]
   result["steps"] = [int(r.step) for r in runs.values()]
