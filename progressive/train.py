@@ -202,7 +202,8 @@ def _train_stages(run: _Run, result: Result, plan, data_state, data_stage) -> No
       result.eval = run.evaluate(result.state, result.step, stage)
       run.save(result.state, result.step, stage, end_data_state)
       accuracies = ", ".join(f"{r['size']}px {r['accuracy']:.3f}" for r in result.eval)
-      log(f"Stage {stage.index} ({stage.size}px) done at step {result.step}: test accuracy {accuracies}")
+      log(f"Stage {stage.index} ({stage.size}px) done at step {result.step}: accuracy on "
+          f"{run.config.data.eval_split} {accuracies}")
 
 
 def _open_run(config, workdir, info, plan, mesh, state, mngr, step: int) -> _Run:

@@ -4,6 +4,7 @@ every experiment config's smoke variant."""
 import csv
 import json
 import pathlib
+import re
 import shlex
 import shutil
 import subprocess
@@ -133,6 +134,7 @@ def test_finished_points_are_skipped_and_partial_ones_resume(antialias_smoke, ca
   out = capsys.readouterr().out
   assert "[simple_cnn_stride] finished already; skipped." in out
   assert "[simple_cnn_blur3] resuming." in out
+  assert re.search(r"\[simple_cnn_blur3\] resuming\.\n.*done at step 8: accuracy on test 24px", out, re.S)
   assert (workdir / "simple_cnn_stride" / "metrics.jsonl").read_text() == before
   assert (point / sweep_report.SUMMARY_FILE).exists()
 
