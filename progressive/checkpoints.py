@@ -31,7 +31,7 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from progressive.config_validation import RESUMABLE_FIELDS, ConfigError, with_defaults
+from progressive.config_validation import RESUMABLE_FIELDS, ConfigError
 from progressive.workdir import WorkdirError, config_differences, flatten
 
 CORRUPT_DIR = "checkpoints_corrupt"
@@ -343,8 +343,7 @@ def restore_latest(
     except Exception as e:  # pylint: disable=broad-except
       _quarantine(mngr, workdir, step, e)
       continue
-    saved = with_defaults(meta.get("config", {}))  # Fields added since it was written.
-    differences = config_differences(saved, config_json, RESUMABLE_FIELDS)
+    differences = config_differences(meta.get("config", {}), config_json, RESUMABLE_FIELDS)
     if differences:
       details = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in differences.items())
       raise ConfigError(

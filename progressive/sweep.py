@@ -214,8 +214,7 @@ def trained_otherwise(workdir: epath.Path, config) -> dict[str, tuple[Any, Any]]
   path = epath.Path(workdir) / "config.json"
   if not path.exists():
     return {}
-  stored = config_validation.with_defaults(json.loads(path.read_text()))
-  return workdir_lib.config_differences(stored, json.loads(config.to_json()),
+  return workdir_lib.config_differences(json.loads(path.read_text()), json.loads(config.to_json()),
                                         ignore=config_validation.RESUMABLE_FIELDS)
 
 

@@ -305,9 +305,11 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
   return flat
 
 
-def config_differences(old: Mapping[str, Any], new: Mapping[str, Any], ignore=()) -> dict:
-  """Fields (dotted) whose values differ between two JSON-like configs: `{field: (old, new)}`."""
-  old, new = flatten(old), flatten(new)
+def config_differences(stored: Mapping[str, Any], new: Mapping[str, Any], ignore=()) -> dict:
+  """Fields (dotted, less `ignore`) whose values differ between a stored JSON config and a
+  new one: `{field: (stored, new)}`. Fields added since `stored` was written read as their
+  defaults, so an older run's `config.json` or checkpoint meta compares field for field."""
+  old, new = flatten(config_validation.with_defaults(stored)), flatten(new)
   return {
       k: (old.get(k), new.get(k))
       for k in sorted(set(old) | set(new))
@@ -326,8 +328,8 @@ def check_workdir(workdir: epath.Path, config: ml_collections.ConfigDict, *, for
   new = json.loads(config.to_json())
   primary = jax.process_index() == 0
   if path.exists():
-    old = config_validation.with_defaults(json.loads(path.read_text()))  # Fields added since.
-    differences = config_differences(old, new, ignore=config_validation.RUN_CONTROL_FIELDS)
+    differences = config_differences(json.loads(path.read_text()), new,
+                                     ignore=config_validation.RUN_CONTROL_FIELDS)
     if differences and not force:
       details = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in differences.items())
       raise WorkdirError(
