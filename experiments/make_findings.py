@@ -16,6 +16,10 @@ without it, FINDINGS.md is rebuilt from those copies. In the template:
 - `{{tuning:NAME}}`: the tuning grid, one row per arm (`tuning.csv`);
 - `{{means:NAME:c1,c2,...}}`: those columns of the per-seed-group table
   (`results_mean.csv`: mean ± std, or the value all seeds share);
+- `{{budgets:NAME+NAME2+...:metric}}`: the same arms swept at several budgets: each arm's
+  metric (mean, 95% interval) against its training GFLOPs, the GFLOPs each arm needs to
+  reach the highest mean they all reach, and a link to the figure of it, which `main`
+  draws into `results/NAME/` (`progressive.analysis.budgets`);
 
 so no number in FINDINGS.md is typed by hand.
 """
@@ -31,7 +35,7 @@ RESULTS = HERE / "results"
 FILES = ("results.md", "results.csv", "results.png")
 # Written by sweeps with seeds, comparisons or tuning; copied when present.
 OPTIONAL_FILES = ("results_mean.csv", "results_intervals.csv", "comparisons.csv", "tuning.csv")
-_PLACEHOLDER = r"\{\{(table|figure|intervals|comparisons|tuning|means):(\w+)(?::([\w@.,]+))?\}\}"
+_PLACEHOLDER = r"\{\{(table|figure|intervals|comparisons|tuning|means|budgets):([\w+]+)(?::([\w@.,]+))?\}\}"
 
 
 def _rows(name: str, file: str) -> list[dict[str, str]]:
@@ -105,6 +109,46 @@ def figure(name: str) -> str:
   return f"![{name}](results/{name}/results.png)"
 
 
+def _budget_sweeps(names: str) -> dict[str, pathlib.Path]:
+  return {name: RESULTS / name for name in names.split("+")}
+
+
+def budgets_figure_path(names: str, metric: str) -> pathlib.Path:
+  return RESULTS / names.split("+")[0] / f"budgets_{metric.replace('@', '_')}.png"
+
+
+def budgets_table(names: str, metric: str) -> str:
+  """Each arm's metric against its training budget, over the sweeps `A+B+...`."""
+  from progressive.analysis import budgets  # pylint: disable=import-outside-toplevel
+
+  rows = budgets.curves(_budget_sweeps(names), metric)
+  target = budgets.common_target(rows)
+  table = _markdown(
+      ["arm", "sweep", "training GFLOPs", "images seen", "wall s", f"{metric} [95% interval] (n)"],
+      [[r["arm"], r["budget"], f"{r['train_gflops']:.0f}", f"{r['images_seen']:.0f}",
+        f"{r['wall_seconds']:.0f}",
+        f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}] (n={r['n']})" if r["low"] is not None
+        else f"{r['mean']:.3f} (n={r['n']})"] for r in rows])
+  bounds = {"=": "", "<=": "at most ", ">": "more than "}
+  reach = ", ".join(f"{arm} {bounds[v['bound']]}{v['gflops']:.0f}"
+                    for arm, v in budgets.to_reach(rows, target).items())
+  link = budgets_figure_path(names, metric).relative_to(HERE)
+  return (f"{table}\n\nTraining GFLOPs to reach {metric} = {target:.3f} (the highest mean that every "
+          f"arm swept at every budget reaches), read from the means, interpolated in log FLOPs between budgets: "
+          f"{reach}.\n\n![{metric} against training GFLOPs]({link})")
+
+
+def draw_budget_figures(template: str) -> None:
+  """Draws the figure of every `{{budgets:...}}` placeholder in `template`."""
+  from progressive.analysis import budgets, plots  # pylint: disable=import-outside-toplevel
+
+  for kind, names, metric in re.findall(_PLACEHOLDER, template):
+    if kind == "budgets":
+      rows = budgets.curves(_budget_sweeps(names), metric)
+      fig = budgets.figure(rows, metric, budgets.common_target(rows))
+      plots.save(fig, budgets_figure_path(names, metric))
+
+
 def collect(root: pathlib.Path, names) -> None:
   for name in names:
     target = RESULTS / name
@@ -119,11 +163,15 @@ def collect(root: pathlib.Path, names) -> None:
 
 
 def sweep_names(template: str) -> list[str]:
-  return list(dict.fromkeys(m[1] for m in re.findall(_PLACEHOLDER, template)))
+  return list(dict.fromkeys(n for m in re.findall(_PLACEHOLDER, template) for n in m[1].split("+")))
 
 
 def _replace(match: re.Match) -> str:
   kind, name, metrics = match.groups()
+  if kind == "budgets":
+    if not metrics or "," in metrics:
+      raise ValueError(f"{match.group(0)} needs one metric: {{{{budgets:{name}:acc@32}}}}.")
+    return budgets_table(name, metrics)
   if kind in ("intervals", "comparisons", "means"):
     if not metrics:
       raise ValueError(f"{match.group(0)} needs its metrics: {{{{{kind}:{name}:acc@32,...}}}}.")
@@ -141,6 +189,7 @@ def main(argv) -> None:
   template = (HERE / "FINDINGS.template.md").read_text()
   if len(argv) > 1:
     collect(pathlib.Path(argv[1]), sweep_names(template))
+  draw_budget_figures(template)
   (HERE / "FINDINGS.md").write_text(render(template))
 
 
