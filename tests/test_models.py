@@ -379,13 +379,14 @@ def test_zoo_runs_at_its_min_input_size(name, mode):
   assert head_input[1] >= 1 and logits == (2, 12)
 
 
+# Every block type and every downsampling mode through the trainer. VGG-16 and ResNet-34
+# repeat VGG-11's and ResNet-18's blocks: their forward passes in every mode are tested
+# at their minimum input size above, their parameter counts against torchvision's.
 TRAIN_CASES = [
     ("simple_cnn", "blur"),
     ("vgg", "stride"),
-    ("vgg11", "blur"),
-    ("vgg16", "avg"),
+    ("vgg11", "avg"),
     ("resnet18", "max"),
-    ("resnet34", "stride"),
     ("resnet50", "blur"),
 ]
 

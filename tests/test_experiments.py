@@ -1,0 +1,125 @@
+"""Every experiment config's smoke variant run end to end as a sweep (what each one
+reports), and the sweep's printed commands run as they are printed. Apart from
+test_sweep.py so that the two heavy files run on different workers."""
+
+import csv
+import pathlib
+import shlex
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from progressive import sweep, sweep_report
+from progressive.analysis import controls
+from progressive.analysis import run as run_lib
+from progressive.metrics import read_rows
+
+REPO = pathlib.Path(__file__).parents[1]
+
+
+def test_printed_commands_run(data_dir, tmp_path):
+  lines = sweep.commands("configs/head.py:smoke", str(tmp_path), {"data.data_dir": data_dir, "progress_bar": False})
+  assert len(lines) == 2 and all(l.startswith("python -m progressive.main --config=configs/head.py:smoke") for l in lines)
+  assert "--config.model.head=flatten" in lines[1] and "'--config.eval_sizes=(32,)'" in lines[1]
+  args = shlex.split(lines[1])
+  result = subprocess.run([sys.executable, *args[1:]], cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = read_rows(tmp_path / "flatten" / "metrics.jsonl")
+  assert {r["size"] for r in rows if r["event"] == "eval"} == {32}
+
+
+@pytest.mark.parametrize("name", ["size_sweep", "stability", "head", "fixres"])
+def test_experiment_smoke_sweeps_train(name, data_dir, tmp_path):
+  common = {"data.data_dir": data_dir, "progress_bar": False}
+  rows = sweep.run_sweep(f"{REPO}/configs/{name}.py:smoke", str(tmp_path), common=common, num_shift_images=8)
+  _, points = sweep.expand(f"{REPO}/configs/{name}.py:smoke", common)
+  assert [r["name"] for r in rows] == [p[0] for p in points]
+  if name == "stability":
+    stats = read_rows(tmp_path / "no_bn_constant" / "activation_stats.jsonl")
+    assert {r["step"] for r in stats} == {2, 4, 6, 8}
+    convs = [r for r in stats if r["step"] == 8 and r["layer"].endswith("/conv")]
+    row = next(r for r in rows if r["name"] == "no_bn_constant")
+    assert row["act_near_zero"] == pytest.approx(sum(r["near_zero"] for r in convs) / len(convs))
+    assert row["act_std"] == pytest.approx(sum(r["std"] for r in convs) / len(convs))
+  if name == "fixres":
+    for row in rows:
+      accuracies = {int(k.split("@")[1]): v for k, v in row.items() if k.startswith("acc@")}
+      assert set(accuracies) == {16, 24, 32, 40}
+      assert accuracies[row["best_size"]] == max(accuracies.values())
+
+
+def test_progressive_vs_fixed_smoke_reports_budget_ensemble_and_seed_means(data_dir, tmp_path):
+  config_flag = f"{REPO}/configs/progressive_vs_fixed.py:smoke"
+  common = {"data.data_dir": data_dir, "progress_bar": False}
+  rows = {r["name"]: r for r in sweep.run_sweep(config_flag, str(tmp_path), common=common,
+                                                num_shift_images=8)}
+  assert list(rows) == ["progressive_run_seed0", "progressive_run_seed1", "fixed32_seed0", "fixed32_seed1"]
+  for name, row in rows.items():
+    # The ensemble over 16, 24 and 32 px reads the whole test split, as evaluation does:
+    # its gain is measured against the eval rows' accuracies at those sizes.
+    best = max(row[f"acc@{s}"] for s in (16, 24, 32))
+    assert row["ens_gain"] == pytest.approx(row["acc_ens"] - best, abs=2e-3), name
+    assert 0 <= row["acc_ens_shape"] <= 1 and 0 <= row["acc_ens_texture"] <= 1
+    flops = {r["size"]: r["flops"] for r in read_rows(tmp_path / name / "metrics.jsonl")
+             if r["event"] == "compile" and r["kind"] == "train"}
+    steps = {16: 8, 24: 8, 32: 8} if name.startswith("progressive") else {32: 14}
+    assert row["images_seen"] == 64 * sum(steps.values())
+    assert row["train_gflops"] == pytest.approx(sum(steps[s] * flops[s] for s in steps) / 1e9)
+  # XLA counts more work for larger inputs, and two seeds of one point cost the same.
+  assert flops[32] > 0 and rows["progressive_run_seed0"]["train_gflops"] == rows["progressive_run_seed1"]["train_gflops"]
+  assert rows["progressive_run_seed0"]["acc@32"] != rows["progressive_run_seed1"]["acc@32"]
+  with (tmp_path / "results_mean.csv").open() as f:
+    means = {r["name"]: r for r in csv.DictReader(f)}
+  assert list(means) == ["progressive_run", "fixed32"] and means["fixed32"]["seeds"] == "0 1"
+  mean, std = (float(x) for x in means["progressive_run"]["acc@32"].split(" ± "))
+  values = [rows[f"progressive_run_seed{i}"]["acc@32"] for i in (0, 1)]
+  assert mean == pytest.approx(sum(values) / 2, abs=1e-3)
+  assert std == pytest.approx(abs(values[0] - values[1]) / 2 ** 0.5, abs=1e-3)
+  assert means["fixed32"]["images_seen"] == "896"  # Equal over seeds: shown once.
+  markdown = (tmp_path / "results.md").read_text()
+  assert "Mean ± standard deviation over seeds:" in markdown and "softmax averaged over sizes 16, 24, 32" in markdown
+
+
+def test_train_test_size_smoke_reports_finetune_size_and_seed_ensembles(data_dir, tmp_path):
+  config_flag = f"{REPO}/configs/train_test_size.py:smoke"
+  common = {"data.data_dir": data_dir, "progress_bar": False}
+  rows = {r["name"]: r for r in sweep.run_sweep(config_flag, str(tmp_path), common=common,
+                                                num_shift_images=8, bn_images=128)}
+  assert list(rows) == ["flip16_seed0", "flip16_seed1", "rrc16_seed0", "rrc16_seed1"]
+  # Tuning is by each arm's own training size, and its runs are summarised only for it.
+  choice = sweep.read_choice(tmp_path)
+  assert choice["metric"] == "acc@{size}" and len(choice["grid"]) == 4
+  tuning = sweep_report.read_summary(tmp_path / "tuning" / "flip16__lr_max=0.2")
+  assert tuning["options"] == {"measures": "tuning"} and "jaggedness" not in tuning
+  for name, row in rows.items():
+    summary = sweep_report.read_summary(tmp_path / name)
+    assert summary["ensemble_sizes"] == [16, 24] and summary["finetune_steps"] == 4  # 0.25 epoch.
+    for size in (16, 24):
+      assert row[f"ft_gain@{size}"] == pytest.approx(row[f"acc_ft@{size}"] - row[f"acc_bn@{size}"])
+    assert "acc_ft@32" not in row  # Fine-tuned only at the sizes the config names.
+    best = max(summary["eval_bn"][str(s)]["accuracy"] for s in (16, 24))
+    assert row["ens_gain_bn"] == pytest.approx(row["acc_ens_bn"] - best)
+    assert row["best_size_bn"] == max((16, 24, 32), key=lambda s: summary["eval_bn"][str(s)]["accuracy"])
+  # The recalibrated logits the controls and the ensemble share are `bn_size_matrix`'s own.
+  run = run_lib.load_run(tmp_path / "flip16_seed0")
+  test = run_lib.load_examples(run.config.data, run.config.data.eval_split, None)
+  calibration = run_lib.load_examples(run.config.data, run.config.data.train_split, 128)["image"]
+  matrix = controls.bn_size_matrix({"run": run}, test["image"], test["label"], (16, 24, 32), calibration)
+  summary = sweep_report.read_summary(tmp_path / "flip16_seed0")
+  assert [summary["eval_bn"][str(s)]["accuracy"] for s in (16, 24, 32)] == pytest.approx(
+      matrix["accuracy"]["all"][0])
+  # The seed ensemble: both networks of the group at their training size, by mean softmax.
+  logits = [np.load(tmp_path / f"flip16_seed{i}" / sweep_report.LOGITS_FILE) for i in (0, 1)]
+  probs = sum(np.exp(x["logits"]) / np.exp(x["logits"]).sum(-1, keepdims=True) for x in logits)
+  expected = np.mean(np.argmax(probs, -1) == logits[0]["labels"])
+  assert rows["flip16_seed0"]["acc_seed_ens"] == rows["flip16_seed1"]["acc_seed_ens"] == pytest.approx(expected)
+  assert rows["flip16_seed1"]["ens_vs_seeds"] == pytest.approx(rows["flip16_seed1"]["acc_ens_bn"] - expected)
+  with (tmp_path / "comparisons.csv").open() as f:
+    metrics = {r["metric"] for r in csv.DictReader(f)}
+  assert {"acc_ft@24", "acc_ens_bn", "ft_gain@24"} <= metrics
+  assert not metrics & set(sweep_report.WINDOWED)  # Overlapping windows: no Welch test.
+  markdown = (tmp_path / "results.md").read_text()
+  assert "16, 24 (trained at 16)" in markdown and "FixRes's fine-tune" in markdown
+  assert "acc@{size} (the accuracy at each arm's own training size)" in markdown
