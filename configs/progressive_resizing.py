@@ -28,7 +28,10 @@ px, 4096 / 1024, docs/PHOTOS.md), training with horizontal flips as configs/phot
 
 `:long` and `:photos_long` are the second budget: every stage twice as long (6, 4 and 4
 epochs: 14), the same arms but `reverse` (the order control, answered at the first
-budget), so that accuracy against training FLOPs has two points per arm.
+budget), so that accuracy against training FLOPs has two points per arm. They also
+report claim 4's size ensemble (`get_ensemble_sizes`: the last training size and its
+neighbours 8 px away, mean softmax with stored and recomputed statistics, against the
+seed ensemble), for networks that trained at several sizes.
 """
 
 import ml_collections
@@ -90,6 +93,11 @@ def get_tuning(arg: str | None = None) -> dict:
   largest = _stages(arg)[-1]["size"]
   return {"field": "opt.lr_max", "grid": (0.2, 0.4) if arg == "smoke" else LR_GRID,
           "metric": f"acc@{largest}"}
+
+
+def get_ensemble_sizes(arg: str | None = None) -> dict[int, tuple[int, ...]]:
+  """The long budget's size ensembles, by a point's last training size."""
+  return {32: (24, 32, 40), 24: (16, 24, 32)} if arg in ("long", "photos_long") else {}
 
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
