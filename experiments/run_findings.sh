@@ -23,6 +23,7 @@ sweep --config=configs/progressive_resizing.py:photos --workdir="$ROOT/progressi
 # Claims 1, 4 and 7 rerun with the controls, and claims 2 and 5 rerun: tuned, five seeds
 # (each about 90 minutes here, the two run side by side on two cores).
 sweep --config=configs/train_test_size.py --workdir="$ROOT/train_test_size" --shift_images=64
+sweep --config=configs/train_test_size.py:photos --workdir="$ROOT/train_test_size_photos" --shift_images=64
 sweep --config=configs/antialias.py:rerun --workdir="$ROOT/antialias_rerun" --shift_images=0
 sweep --config=configs/antialias.py:rerun_photos --workdir="$ROOT/antialias_rerun_photos" --shift_images=0
 # Claim 6 rerun: a learning-rate grid per arm (45 runs of 96 steps), five seeds (about an hour).
