@@ -5,6 +5,7 @@ on the device, `progressive.data.resize.preprocess`). None knows about meshes: t
 data-parallel wrappers are in `progressive.parallel`.
 """
 
+import functools
 from typing import Any
 
 import jax
@@ -22,21 +23,23 @@ class TrainState(train_state.TrainState):
   batch_stats: Any = None
 
 
+@functools.partial(jax.jit, static_argnames=("model", "image_size"))
+def _init_variables(model, rng: jax.Array, image_size: int):
+  """The model's variables as one compiled program, cached by the (hashable) module and
+  size: run op by op, a deep network's init compiles hundreds of small programs (most of
+  a ResNet-50's start-up on a CPU)."""
+  return model.init(rng, jnp.zeros((1, image_size, image_size, 3), jnp.float32))
+
+
 def create_train_state(model, tx, rng: jax.Array, image_size: int) -> TrainState:
-  """Initialises parameters (float32), batch statistics and the optimiser state at
-  `image_size`, as one compiled program: run op by op, a deep network's init compiles
-  hundreds of small programs (most of a ResNet-50's start-up on a CPU)."""
-
-  def init(rng):
-    variables = model.init(rng, jnp.zeros((1, image_size, image_size, 3), jnp.float32))
-    return TrainState.create(
-        apply_fn=model.apply,
-        params=variables["params"],
-        batch_stats=variables.get("batch_stats", {}),
-        tx=tx,
-    )
-
-  return jax.jit(init)(rng)
+  """Initialises parameters (float32) and batch statistics at `image_size`."""
+  variables = _init_variables(model, rng, image_size)
+  return TrainState.create(
+      apply_fn=model.apply,
+      params=variables["params"],
+      batch_stats=variables.get("batch_stats", {}),
+      tx=tx,
+  )
 
 
 def train_step(
