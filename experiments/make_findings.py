@@ -18,8 +18,8 @@ without it, FINDINGS.md is rebuilt from those copies. In the template:
   (`results_mean.csv`: mean ± std, or the value all seeds share);
 - `{{budgets:NAME+NAME2+...:metric}}`: the same arms swept at several budgets: each arm's
   metric (mean, 95% interval) against its training GFLOPs, the GFLOPs each arm needs to
-  reach the highest mean they all reach, and a link to the figure of it, which `main`
-  draws into `results/NAME/` (`progressive.analysis.budgets`);
+  reach the highest mean that every arm swept at every budget reaches, and a link to the
+  figure of it, which `main` draws into `results/NAME/` (`progressive.analysis.budgets`);
 
 so no number in FINDINGS.md is typed by hand.
 """
