@@ -7,7 +7,7 @@
 # ROOT (default /tmp/exp) gets one folder per sweep; DATA_DIR (default: TFDS's usual
 # directory) is where scale_shapes is generated on first use. Finished points are
 # skipped, so an interrupted run resumes where it stopped. On a 2-core CPU it takes
-# about six hours.
+# about twelve hours (the reruns about 60-90 minutes each).
 set -euo pipefail
 ROOT=${1:-/tmp/exp}
 DATA_DIR=${2:-}
@@ -28,6 +28,7 @@ sweep --config=configs/antialias.py:rerun --workdir="$ROOT/antialias_rerun" --sh
 sweep --config=configs/antialias.py:rerun_photos --workdir="$ROOT/antialias_rerun_photos" --shift_images=0
 # Claim 6 rerun: a learning-rate grid per arm (45 runs of 96 steps), five seeds (about an hour).
 sweep --config=configs/stability.py:rerun --workdir="$ROOT/stability_rerun" --shift_images=64
+sweep --config=configs/stability.py:rerun_photos --workdir="$ROOT/stability_rerun_photos" --shift_images=64
 sweep --config=configs/fixres.py --workdir="$ROOT/fixres"
 sweep --config=configs/size_sweep.py --workdir="$ROOT/size_sweep"
 # Every model family at 32 px (the config's 64 px does not fit the CPU budget); VGG
