@@ -16,9 +16,10 @@ without it, FINDINGS.md is rebuilt from those copies. In the template:
 - `{{tuning:NAME}}`: the tuning grid, one row per arm (`tuning.csv`);
 - `{{means:NAME:c1,c2,...}}`: those columns of the per-seed-group table
   (`results_mean.csv`: mean ± std, or the value all seeds share);
-- `{{budgets:NAME+NAME2+...:metric}}`: the same arms swept at several budgets: each arm's
-  metric (mean, 95% interval) against its training GFLOPs, the GFLOPs each arm needs to
-  reach the highest mean that every arm swept at every budget reaches, and a link to the
+- `{{budgets:NAME+NAME2+...:metric[,target]}}`: the same arms swept at several budgets:
+  each arm's metric (mean, 95% interval) against its training GFLOPs, the GFLOPs each arm
+  needs to reach `target` (default: the highest mean that every arm swept at every
+  budget reaches), and a link to the
   figure of it, which `main` draws into `results/NAME/` (`progressive.analysis.budgets`);
 
 so no number in FINDINGS.md is typed by hand.
@@ -117,12 +118,15 @@ def budgets_figure_path(names: str, metric: str) -> pathlib.Path:
   return RESULTS / names.split("+")[0] / f"budgets_{metric.replace('@', '_')}.png"
 
 
-def budgets_table(names: str, metric: str) -> str:
-  """Each arm's metric against its training budget, over the sweeps `A+B+...`."""
+def budgets_table(names: str, metric: str, target: float | None = None) -> str:
+  """Each arm's metric against its training budget, over the sweeps `A+B+...`, and the
+  GFLOPs to reach `target` (default: the common target)."""
   from progressive.analysis import budgets  # pylint: disable=import-outside-toplevel
 
   rows = budgets.curves(_budget_sweeps(names), metric)
-  target = budgets.common_target(rows)
+  which = "the target the template names" if target is not None else (
+      "the highest mean that every arm swept at every budget reaches")
+  target = budgets.common_target(rows) if target is None else target
   table = _markdown(
       ["arm", "sweep", "training GFLOPs", "images seen", "wall s", f"{metric} [95% interval] (n)"],
       [[r["arm"], r["budget"], f"{r['train_gflops']:.0f}", f"{r['images_seen']:.0f}",
@@ -133,8 +137,8 @@ def budgets_table(names: str, metric: str) -> str:
   reach = ", ".join(f"{arm} {bounds[v['bound']]}{v['gflops']:.0f}"
                     for arm, v in budgets.to_reach(rows, target).items())
   link = budgets_figure_path(names, metric).relative_to(HERE)
-  return (f"{table}\n\nTraining GFLOPs to reach {metric} = {target:.3f} (the highest mean that every "
-          f"arm swept at every budget reaches), read from the means, interpolated in log FLOPs between budgets: "
+  return (f"{table}\n\nTraining GFLOPs to reach {metric} = {target:.3f} ({which}), read from the "
+          f"means, interpolated in log FLOPs between budgets: "
           f"{reach}.\n\n![{metric} against training GFLOPs]({link})")
 
 
@@ -142,10 +146,11 @@ def draw_budget_figures(template: str) -> None:
   """Draws the figure of every `{{budgets:...}}` placeholder in `template`."""
   from progressive.analysis import budgets, plots  # pylint: disable=import-outside-toplevel
 
-  for kind, names, metric in re.findall(_PLACEHOLDER, template):
+  for kind, names, spec in re.findall(_PLACEHOLDER, template):
     if kind == "budgets":
+      metric, *target = spec.split(",")
       rows = budgets.curves(_budget_sweeps(names), metric)
-      fig = budgets.figure(rows, metric, budgets.common_target(rows))
+      fig = budgets.figure(rows, metric, float(target[0]) if target else budgets.common_target(rows))
       plots.save(fig, budgets_figure_path(names, metric))
 
 
@@ -169,9 +174,11 @@ def sweep_names(template: str) -> list[str]:
 def _replace(match: re.Match) -> str:
   kind, name, metrics = match.groups()
   if kind == "budgets":
-    if not metrics or "," in metrics:
-      raise ValueError(f"{match.group(0)} needs one metric: {{{{budgets:{name}:acc@32}}}}.")
-    return budgets_table(name, metrics)
+    metric, *target = (metrics or "").split(",")
+    if not metric or len(target) > 1 or (target and not re.fullmatch(r"\d*\.?\d+", target[0])):
+      raise ValueError(f"{match.group(0)} needs one metric and optionally a target: "
+                       f"{{{{budgets:{name}:acc@32}}}} or {{{{budgets:{name}:acc@32,0.8}}}}.")
+    return budgets_table(name, metric, float(target[0]) if target else None)
   if kind in ("intervals", "comparisons", "means"):
     if not metrics:
       raise ValueError(f"{match.group(0)} needs its metrics: {{{{{kind}:{name}:acc@32,...}}}}.")

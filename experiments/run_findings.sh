@@ -20,6 +20,8 @@ sweep --config=configs/progressive_vs_fixed.py --workdir="$ROOT/progressive_vs_f
 # Claim 3 rerun: tuned arms, five seeds (about 40 minutes; the photos variant as long).
 sweep --config=configs/progressive_resizing.py --workdir="$ROOT/progressive_resizing" --shift_images=64
 sweep --config=configs/progressive_resizing.py:photos --workdir="$ROOT/progressive_resizing_photos" --shift_images=64
+# Claim 3's second budget (every stage twice as long; about 45 minutes here).
+sweep --config=configs/progressive_resizing.py:long --workdir="$ROOT/progressive_resizing_long" --shift_images=64
 # Claims 1, 4 and 7 rerun with the controls, and claims 2 and 5 rerun: tuned, five seeds
 # (each about 90 minutes here, the two run side by side on two cores).
 sweep --config=configs/train_test_size.py --workdir="$ROOT/train_test_size" --shift_images=64

@@ -88,5 +88,8 @@ def test_findings_budgets_placeholder_renders_the_table_and_the_figure(two_budge
   assert lines[-1] == f"![acc@32 against training GFLOPs]({root.name}/short/budgets_acc_32.png)"
   make_findings.draw_budget_figures(template)
   assert (root / "short" / "budgets_acc_32.png").stat().st_size > 1000
-  with pytest.raises(ValueError, match="needs one metric"):
+  with pytest.raises(ValueError, match="needs one metric and optionally a target"):
     make_findings.render("{{budgets:short+long:acc@32,acc@16}}")
+  named = make_findings.render("{{budgets:short+long:acc@32,0.55}}").splitlines()[-3]
+  assert "acc@32 = 0.550 (the target the template names)" in named
+  assert named.endswith("fast at most 100, slow 400, control more than 100.")
