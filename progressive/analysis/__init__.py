@@ -7,9 +7,9 @@ which features, how stable it is under small shifts, and how healthy its activat
 
 Modules: `run` (loading), `scale` (size matrix, object scale, receptive field),
 `controls` (batch-norm recalibration, canvas without resampling, grid alignment), `shift`
-(jaggedness, consistency), `activations` (ActivationStats), `ensemble` (multi-size), `budgets` (accuracy
-against training FLOPs over sweeps at several budgets),
-`plots` (figures), `report` (everything into `DIR/analysis/`). See docs/ANALYSIS.md.
+(jaggedness, consistency), `activations` (ActivationStats), `ensemble` (multi-size),
+`budgets` (accuracy against training FLOPs over sweeps at several budgets), `plots`
+(figures), `report` (everything into `DIR/analysis/`). See docs/ANALYSIS.md.
 
 Names are imported lazily, so `from progressive.analysis import activations` (what
 training needs) pulls in neither pandas, matplotlib nor `progressive.train`.
