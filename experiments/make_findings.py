@@ -118,15 +118,27 @@ def budgets_figure_path(names: str, metric: str) -> pathlib.Path:
   return RESULTS / names.split("+")[0] / f"budgets_{metric.replace('@', '_')}.png"
 
 
-def budgets_table(names: str, metric: str, target: float | None = None) -> str:
-  """Each arm's metric against its training budget, over the sweeps `A+B+...`, and the
-  GFLOPs to reach `target` (default: the common target)."""
+def _budgets(names: str, spec: str):
+  """`{{budgets:NAMES:SPEC}}`'s metric, curves and target (`SPEC`: `metric[,target]`;
+  without a target, `budgets.common_target`), and whether the template named it."""
   from progressive.analysis import budgets  # pylint: disable=import-outside-toplevel
 
+  metric, *target = (spec or "").split(",")
+  if not metric or len(target) > 1 or (target and not re.fullmatch(r"\d*\.?\d+", target[0])):
+    raise ValueError(f"{{{{budgets:{names}:{spec}}}}} needs one metric and optionally a target: "
+                     f"{{{{budgets:{names}:acc@32}}}} or {{{{budgets:{names}:acc@32,0.8}}}}.")
   rows = budgets.curves(_budget_sweeps(names), metric)
-  which = "the target the template names" if target is not None else (
-      "the highest mean that every arm swept at every budget reaches")
-  target = budgets.common_target(rows) if target is None else target
+  return metric, rows, float(target[0]) if target else budgets.common_target(rows), bool(target)
+
+
+def budgets_table(names: str, spec: str) -> str:
+  """Each arm's metric against its training budget, over the sweeps `A+B+...`, and the
+  GFLOPs to reach the target (`_budgets`)."""
+  from progressive.analysis import budgets  # pylint: disable=import-outside-toplevel
+
+  metric, rows, target, named = _budgets(names, spec)
+  which = ("the target the template names" if named
+           else "the highest mean that every arm swept at every budget reaches")
   table = _markdown(
       ["arm", "sweep", "training GFLOPs", "images seen", "wall s", f"{metric} [95% interval] (n)"],
       [[r["arm"], r["budget"], f"{r['train_gflops']:.0f}", f"{r['images_seen']:.0f}",
@@ -148,10 +160,8 @@ def draw_budget_figures(template: str) -> None:
 
   for kind, names, spec in re.findall(_PLACEHOLDER, template):
     if kind == "budgets":
-      metric, *target = spec.split(",")
-      rows = budgets.curves(_budget_sweeps(names), metric)
-      fig = budgets.figure(rows, metric, float(target[0]) if target else budgets.common_target(rows))
-      plots.save(fig, budgets_figure_path(names, metric))
+      metric, rows, target, _ = _budgets(names, spec)
+      plots.save(budgets.figure(rows, metric, target), budgets_figure_path(names, metric))
 
 
 def collect(root: pathlib.Path, names) -> None:
@@ -174,11 +184,7 @@ def sweep_names(template: str) -> list[str]:
 def _replace(match: re.Match) -> str:
   kind, name, metrics = match.groups()
   if kind == "budgets":
-    metric, *target = (metrics or "").split(",")
-    if not metric or len(target) > 1 or (target and not re.fullmatch(r"\d*\.?\d+", target[0])):
-      raise ValueError(f"{match.group(0)} needs one metric and optionally a target: "
-                       f"{{{{budgets:{name}:acc@32}}}} or {{{{budgets:{name}:acc@32,0.8}}}}.")
-    return budgets_table(name, metric, float(target[0]) if target else None)
+    return budgets_table(name, metrics)
   if kind in ("intervals", "comparisons", "means"):
     if not metrics:
       raise ValueError(f"{match.group(0)} needs its metrics: {{{{{kind}:{name}:acc@32,...}}}}.")

@@ -5,8 +5,9 @@
     budgets.to_reach(rows)            # training GFLOPs each arm needs for one accuracy
     plots.save(budgets.figure(rows, "acc@32"), "accuracy_vs_flops.png")
 
-Each sweep's `results.csv` holds one row per point (`name` `ARM_seedK`, `train_gflops`
-as XLA counts it, `images_seen`, `wall_seconds`, the metrics). An arm is a curve: its
+Each sweep's `results.csv` holds one row per point (`name`, `seed`, `train_gflops` as
+XLA counts it, `images_seen`, `wall_seconds`, the metrics). An arm (a seed group, as the
+sweep's own tables group them) is a curve: its
 mean metric (with the 95% Student t interval over seeds) at each budget, against the
 mean training GFLOPs it spent there. `to_reach` reads off, from those means, the
 training FLOPs at which each arm first reaches an accuracy (claim 3's "FLOPs to reach a
@@ -28,9 +29,14 @@ from progressive import statistics
 BUDGET_COLUMNS = ("train_gflops", "images_seen", "wall_seconds")
 
 
-def arm_name(point: str) -> str:
-  """The arm of a point named `ARM_seedK` (a point without a seed is its own arm)."""
-  return point.rsplit("_seed", 1)[0]
+def arm_name(row: Mapping[str, str]) -> str:
+  """A `results.csv` row's arm: its seed group's name, by the sweep's own rule
+  (`sweep_report.group_name`); a point without a seed is its own arm."""
+  from progressive import sweep_report  # pylint: disable=import-outside-toplevel
+
+  if row.get("seed") in (None, "", "-"):
+    return row["name"]
+  return sweep_report.group_name({"name": row["name"], "overrides": {"seed": int(row["seed"])}})
 
 
 def _results(path) -> list[dict[str, str]]:
@@ -56,7 +62,7 @@ def curves(sweeps: Mapping[str, Any], metric: str) -> list[dict[str, Any]]:
     by_arm = {}
     for row in table:
       if row.get(metric) not in (None, ""):
-        by_arm.setdefault(arm_name(row["name"]), []).append(row)
+        by_arm.setdefault(arm_name(row), []).append(row)
     for arm, points in by_arm.items():
       row = {"arm": arm, "budget": label}
       for column in BUDGET_COLUMNS:
