@@ -28,7 +28,9 @@ px, 4096 / 1024, docs/PHOTOS.md), training with horizontal flips as configs/phot
 
 `:long` and `:photos_long` are the second budget: every stage twice as long (6, 4 and 4
 epochs: 14), the same arms but `reverse` (the order control, answered at the first
-budget), so that accuracy against training FLOPs has two points per arm. They also
+budget), so that accuracy against training FLOPs has two points per arm. `:photos_long`
+tunes over `WIDE_LR_GRID` (0.1-1.6): the first photographs budget chose an edge of the
+narrower grid for four of its five arms. They also
 report claim 4's size ensemble (`get_ensemble_sizes`: the last training size and its
 neighbours 8 px away, mean softmax with stored and recomputed statistics, against the
 seed ensemble), for networks that trained at several sizes.
@@ -46,6 +48,9 @@ SMOKE_STAGES = (dict(size=16, steps=6), dict(size=24, steps=4), dict(size=32, st
 VARIANTS = (None, "", "smoke", "photos", "long", "photos_long")
 SEEDS = (0, 1, 2, 3, 4)
 LR_GRID = (0.2, 0.4, 0.8)
+# The first photographs budget chose an edge of LR_GRID for four of its five arms (0.2
+# or 0.8), so the photographs' second budget tunes over a grid twice as wide each way.
+WIDE_LR_GRID = (0.1, 0.2, 0.4, 0.8, 1.6)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -91,8 +96,8 @@ def get_sweep(arg: str | None = None) -> list[dict]:
 
 def get_tuning(arg: str | None = None) -> dict:
   largest = _stages(arg)[-1]["size"]
-  return {"field": "opt.lr_max", "grid": (0.2, 0.4) if arg == "smoke" else LR_GRID,
-          "metric": f"acc@{largest}"}
+  grid = {"smoke": (0.2, 0.4), "photos_long": WIDE_LR_GRID}.get(arg, LR_GRID)
+  return {"field": "opt.lr_max", "grid": grid, "metric": f"acc@{largest}"}
 
 
 def get_ensemble_sizes(arg: str | None = None) -> dict[int, tuple[int, ...]]:

@@ -15,7 +15,9 @@ file was edited, or an extended tuning grid moved the choice) stops the sweep be
 anything trains, naming every such point and field: move those folders aside to rerun
 them. Aggregation reads whatever has finished, so points run elsewhere
 (`--print_commands` for a cluster) count too, and writes `DIR/results.csv`,
-`DIR/results.md` and `DIR/results.png` (`progressive.sweep_report`).
+`DIR/results.md` and `DIR/results.png` (`progressive.sweep_report`). `--workers=N`
+trains N points at a time, each in its own process: on a GPU host, where one small
+model leaves the accelerator and most cores idle.
 
 `with_seeds(points, seeds)` repeats every point per seed; aggregation then adds the mean
 and standard deviation over the seeds of points whose overrides differ only in `seed`.
@@ -33,9 +35,12 @@ the grid.
 """
 
 import ast
+import concurrent.futures
 import importlib.util
 import itertools
 import json
+import multiprocessing
+import os
 import re
 import shlex
 import sys
@@ -341,8 +346,9 @@ def config_finetune(config_flag: str) -> dict[str, Any] | None:
 
 
 def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | None = None,
-              **options):
-  """Runs every unfinished point, then aggregates. Returns the aggregated rows.
+              workers: int = 1, **options):
+  """Runs every unfinished point, `workers` at a time in their own processes (1: one
+  after another in this one), then aggregates. Returns the aggregated rows.
 
   `options` go to `summarize_point`: `num_shift_images`, `max_shift`, `ensemble_sizes`
   (default: the config file's `get_ensemble_sizes(arg)`), `bn_images` (the scale
@@ -355,20 +361,20 @@ def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   if tuning:
     print(f"Tuning {tuning_spec(config_flag)['field']} on the validation slice: {len(tuning)} runs.")
     _run_points([(n, o, c) for _, _, n, o, c in tuning], workdir / TUNING_DIR,
-                {**options, "measures": False})
+                {**options, "measures": False}, workers)
     choice = choose(config_flag, workdir, common)
     print(f"Chosen by validation {choice['metric']}: " + ", ".join(
         f"{r['arm']}: {choice['values'][r['key']]}" for r in {r["key"]: r for r in choice["grid"]}.values()))
   _, points = expand(config_flag, common, choice=read_choice(workdir) if tuning else None)
-  _run_points(points, workdir, options)
+  _run_points(points, workdir, options, workers)
   return aggregate(config_flag, str(workdir), common=common, **options)
 
 
-def _run_points(points, workdir: epath.Path, options) -> None:
-  """Trains and summarises every unfinished point into `workdir/<name>`. A finished
-  point trained under another config (the sweep file or the tuning choice changed since)
-  stops the sweep before anything trains: its results would be reported as the new
-  config's."""
+def _run_points(points, workdir: epath.Path, options, workers: int = 1) -> None:
+  """Trains and summarises every unfinished point into `workdir/<name>`, `workers` points
+  at a time (`_run_parallel`). A finished point trained under another config (the sweep
+  file or the tuning choice changed since) stops the sweep before anything trains: its
+  results would be reported as the new config's."""
   done = {name for name, _, config in points if finished(workdir / name, config)}
   stale = {}
   for name, _, config in points:
@@ -381,21 +387,60 @@ def _run_points(points, workdir: epath.Path, options) -> None:
         f"{len(stale)} finished point(s) in {workdir} were trained under another config than the "
         f"sweep now gives them: {listed}; the sweep file or the tuning choice changed since. "
         "Move those folders aside to rerun them, or restore the sweep file.")
-  for name, overrides, config in points:
-    point_dir = workdir / name
-    if name in done:
-      print(f"[{name}] finished already; skipped.")
-    else:
-      print(f"[{name}] {'resuming' if run_lib.checkpoint_steps(point_dir) else 'starting'}.")
-      start = time.perf_counter()
-      try:
-        train.train_and_evaluate(config, str(point_dir))
-      except train.NonFiniteLossError as e:
-        print(f"[{name}] stopped: {e} It is left out of the results; set skip_nonfinite=True to keep it.")
-        continue
-      previous = read_summary(point_dir)
-      wall = time.perf_counter() - start + ((previous or {}).get("wall_seconds") or 0)
-      summarize_point(point_dir, name, overrides, config, wall_seconds=wall, **options)
+  for name in done:
+    print(f"[{name}] finished already; skipped.")
+  todo = [(name, overrides, config) for name, overrides, config in points if name not in done]
+  if workers > 1 and len(todo) > 1:
+    _run_parallel(todo, workdir, options, workers)
+  else:
+    for name, overrides, config in todo:
+      _run_point(name, overrides, config, str(workdir / name), options)
+
+
+def _run_point(name: str, overrides, config, point_dir: str, options) -> None:
+  """Trains one point (resuming it) and writes its summary with the training wall time."""
+  point_dir = epath.Path(point_dir)
+  print(f"[{name}] {'resuming' if run_lib.checkpoint_steps(point_dir) else 'starting'}.", flush=True)
+  start = time.perf_counter()
+  try:
+    train.train_and_evaluate(config, str(point_dir))
+  except train.NonFiniteLossError as e:
+    print(f"[{name}] stopped: {e} It is left out of the results; set skip_nonfinite=True to keep it.")
+    return
+  previous = read_summary(point_dir)
+  wall = time.perf_counter() - start + ((previous or {}).get("wall_seconds") or 0)
+  summarize_point(point_dir, name, overrides, config, wall_seconds=wall, **options)
+
+
+def _worker_init() -> None:
+  """A worker process parses no command line: absl's flags are marked parsed for the
+  libraries that read them (absl logging, Grain)."""
+  flags.FLAGS.mark_as_parsed()
+
+
+def _run_parallel(points, workdir: epath.Path, options, workers: int) -> None:
+  """`_run_point` for every point in a pool of `workers` processes (spawned: JAX does not
+  survive a fork), each keeping its compiled evaluation programs from point to point.
+  Every built-in dataset the points read is prepared here first (two workers preparing
+  one would collide). On a GPU the processes share the accelerator: unless set,
+  `XLA_PYTHON_CLIENT_PREALLOCATE=false` keeps each to the memory it uses. The first
+  error other than a non-finite loss stops the sweep once the points already running end."""
+  for data in {json.dumps(c.data.to_dict(), sort_keys=True, default=str): c.data
+               for _, _, c in points if c.data.name in pipeline.BUILTINS}.values():
+    pipeline.prepare_builtin(data)
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # Inherited by the workers.
+  context = multiprocessing.get_context("spawn")
+  with concurrent.futures.ProcessPoolExecutor(
+      max_workers=min(workers, len(points)), mp_context=context, initializer=_worker_init) as pool:
+    futures = {pool.submit(_run_point, name, overrides, config, str(workdir / name), options): name
+               for name, overrides, config in points}
+    try:
+      for future in concurrent.futures.as_completed(futures):
+        future.result()
+    except BaseException:
+      for future in futures:
+        future.cancel()
+      raise
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -417,6 +462,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_list("ensemble_sizes", None, "Sizes of the multi-size test-time ensemble "
                     "(default: the config file's get_ensemble_sizes(arg); empty: none).",
                     **define)
+  flags.DEFINE_integer("workers", 1, "Points trained at a time, each in its own process (a GPU "
+                       "host's cores; small models leave an accelerator mostly idle).", **define)
   flags.DEFINE_integer("bn_images", 1024, "Training images for the scale controls' columns "
                        "(acc_bn@S, acc_canvas@S, acc_canvas_bn@S; 0: none).", **define)
 
@@ -431,6 +478,8 @@ def _run(fv: flags.FlagValues) -> None:
                   bn_images=fv.bn_images)
     if fv.ensemble_sizes is not None:
       kwargs["ensemble_sizes"] = tuple(int(s) for s in fv.ensemble_sizes)
+    if fv.workers < 1:
+      raise ValueError(f"--workers must be at least 1, got {fv.workers}.")
   except (OSError, KeyError, ValueError) as e:
     raise cli.Error(e.args[0] if isinstance(e, KeyError) else e) from e
   if fv.print_commands:
@@ -438,7 +487,7 @@ def _run(fv: flags.FlagValues) -> None:
   elif fv.aggregate_only:
     aggregate(fv.config, fv.workdir, **kwargs)
   else:
-    run_sweep(fv.config, fv.workdir, **kwargs)
+    run_sweep(fv.config, fv.workdir, workers=fv.workers, **kwargs)
 
 
 COMMAND = cli.Command("sweep", __doc__, define_flags, _run)

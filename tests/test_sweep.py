@@ -67,7 +67,8 @@ def test_every_experiment_point_validates(name, arg):
 
 @pytest.mark.parametrize("flag", ["antialias.py:rerun", "antialias.py:rerun_photos", "stability.py:rerun",
                                   "stability.py:rerun_photos", "train_test_size.py:photos",
-                                  "progressive_resizing.py:long", "progressive_resizing.py:photos_long"])
+                                  "progressive_resizing.py:long", "progressive_resizing.py:photos_long",
+                                  "antialias.py:tuned64_vgg11", "antialias.py:tuned64_resnet18_photos"])
 def test_every_rerun_point_and_tuning_run_validates(flag):
   _, points = sweep.expand(f"{REPO}/configs/{flag}")
   tuning = sweep.tuning_points(f"{REPO}/configs/{flag}")
@@ -131,6 +132,29 @@ def test_finished_points_are_skipped_and_partial_ones_resume(antialias_smoke, ca
   assert re.search(r"\[simple_cnn_blur3\] resuming\.\n.*done at step 8: accuracy on test 24px", out, re.DOTALL)
   assert (workdir / "simple_cnn_stride" / "metrics.jsonl").read_text() == before
   assert (point / sweep_report.SUMMARY_FILE).exists()
+
+
+def test_workers_train_the_same_points_as_one_process(antialias_smoke, tmp_path):
+  """`workers=2` trains both points at once in spawned processes: the same accuracies,
+  step for step, as the fixture's run one after another in this process."""
+  workdir, common, _ = antialias_smoke
+  rows = sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(tmp_path), common=common,
+                         num_shift_images=16, workers=2)
+  assert [r["name"] for r in rows] == ["simple_cnn_stride", "simple_cnn_blur3"]
+  for name in ("simple_cnn_stride", "simple_cnn_blur3"):
+    serial = sweep_report.read_summary(workdir / name)
+    parallel = sweep_report.read_summary(tmp_path / name)
+    assert parallel["wall_seconds"] > 0 and parallel["step"] == serial["step"]
+    for size, accuracies in serial["eval"].items():
+      assert parallel["eval"][size] == pytest.approx(accuracies, abs=1e-6)
+    assert parallel["jag_period"] == pytest.approx(serial["jag_period"], abs=1e-6)
+
+
+def test_workers_must_be_positive():
+  fv = cli.parse(sweep.COMMAND, ["prog", f"--config={REPO}/configs/antialias.py:smoke",
+                                 "--workdir=/tmp/x", "--workers=0"])
+  with pytest.raises(cli.Error, match="--workers must be at least 1, got 0."):
+    sweep._run(fv)
 
 
 def test_aggregation_reports_missing_points(antialias_smoke, tmp_path):

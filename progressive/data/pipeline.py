@@ -558,6 +558,15 @@ def _transform(config: Mapping[str, Any], image_size: int) -> augment_lib.Transf
   )
 
 
+def prepare_builtin(config: Mapping[str, Any]):
+  """The TFDS builder of a built-in dataset (`scale_shapes` or `photos`), prepared in
+  `config.data_dir` first if it is not there yet."""
+  from progressive.data import photos, scale_shapes  # pylint: disable=import-outside-toplevel
+
+  module = {BUILTIN: scale_shapes, PHOTOS: photos}[config["name"]]
+  return module.prepare(config["builder_config"], config["data_dir"])
+
+
 def builtin_examples(
     config: Mapping[str, Any], split: str, *, shard: int = 0, num_shards: int = 1,
     num: int | None = None,
@@ -570,11 +579,7 @@ def builtin_examples(
   `[N]`, and the metadata that redraws the example: `object_scale`, `center`, `seed` for
   `scale_shapes.render`; `zoom` (float32) and `center` for `photos.cut`.
   """
-  from progressive.data import photos, scale_shapes  # pylint: disable=import-outside-toplevel
-
-  module = {BUILTIN: scale_shapes, PHOTOS: photos}[config["name"]]
-  builder = module.prepare(config["builder_config"], config["data_dir"])
-  source = builder.as_data_source(split=split)
+  source = prepare_builtin(config).as_data_source(split=split)
   start, stop = shard_bounds(len(source), shard, num_shards)
   if num is not None:
     stop = min(stop, start + num)
