@@ -43,7 +43,9 @@ import multiprocessing
 import os
 import re
 import shlex
+import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -370,11 +372,22 @@ def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   return aggregate(config_flag, str(workdir), common=common, **options)
 
 
+class Stopped(Exception):
+  """A signal stopped the sweep: the point(s) it stopped were checkpointed (rerun to resume)."""
+
+  def __init__(self, signal_name: str, names: Sequence[str]):
+    where = f"{', '.join(names)} checkpointed" if names else "before its next point"
+    super().__init__(f"Sweep stopped by {signal_name} ({where}); run the same command again to "
+                     "resume.")
+    self.signal_name = signal_name
+
+
 def _run_points(points, workdir: epath.Path, options, workers: int = 1) -> None:
   """Trains and summarises every unfinished point into `workdir/<name>`, `workers` points
   at a time (`_run_parallel`). A finished point trained under another config (the sweep
   file or the tuning choice changed since) stops the sweep before anything trains: its
-  results would be reported as the new config's."""
+  results would be reported as the new config's. SIGTERM or SIGINT checkpoints the
+  running points and raises `Stopped`: no other point starts."""
   done = {name for name, _, config in points if finished(workdir / name, config)}
   stale = {}
   for name, _, config in points:
@@ -392,29 +405,44 @@ def _run_points(points, workdir: epath.Path, options, workers: int = 1) -> None:
   todo = [(name, overrides, config) for name, overrides, config in points if name not in done]
   if workers > 1 and len(todo) > 1:
     _run_parallel(todo, workdir, options, workers)
-  else:
-    for name, overrides, config in todo:
-      _run_point(name, overrides, config, str(workdir / name), options)
+    return
+  for name, overrides, config in todo:
+    stopped_by = _run_point(name, overrides, config, str(workdir / name), options)
+    if stopped_by:
+      raise Stopped(stopped_by, [name])
 
 
-def _run_point(name: str, overrides, config, point_dir: str, options) -> None:
-  """Trains one point (resuming it) and writes its summary with the training wall time."""
+def _run_point(name: str, overrides, config, point_dir: str, options) -> str | None:
+  """Trains one point (resuming it) and writes its summary with the training wall time;
+  the signal's name, and no summary, if a signal stopped it. In a worker of a sweep
+  that is stopping, nothing (the point is left as it is)."""
+  if _STOPPING is not None and _STOPPING.is_set():
+    return None
   point_dir = epath.Path(point_dir)
   print(f"[{name}] {'resuming' if run_lib.checkpoint_steps(point_dir) else 'starting'}.", flush=True)
   start = time.perf_counter()
   try:
-    train.train_and_evaluate(config, str(point_dir))
+    result = train.train_and_evaluate(config, str(point_dir))
   except train.NonFiniteLossError as e:
     print(f"[{name}] stopped: {e} It is left out of the results; set skip_nonfinite=True to keep it.")
-    return
+    return None
+  if result.interrupted:
+    return result.interrupted
   previous = read_summary(point_dir)
   wall = time.perf_counter() - start + ((previous or {}).get("wall_seconds") or 0)
   summarize_point(point_dir, name, overrides, config, wall_seconds=wall, **options)
+  return None
 
 
-def _worker_init() -> None:
+_STOPPING = None  # In a worker process: the sweep's "stop" event.
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def _worker_init(stopping) -> None:
   """A worker process parses no command line: absl's flags are marked parsed for the
-  libraries that read them (absl logging, Grain)."""
+  libraries that read them (absl logging, Grain). `stopping` is set when the sweep stops."""
+  global _STOPPING
+  _STOPPING = stopping
   flags.FLAGS.mark_as_parsed()
 
 
@@ -423,24 +451,62 @@ def _run_parallel(points, workdir: epath.Path, options, workers: int) -> None:
   survive a fork), each keeping its compiled evaluation programs from point to point.
   Every built-in dataset the points read is prepared here first (two workers preparing
   one would collide). On a GPU the processes share the accelerator: unless set,
-  `XLA_PYTHON_CLIENT_PREALLOCATE=false` keeps each to the memory it uses. The first
-  error other than a non-finite loss stops the sweep once the points already running end."""
+  `XLA_PYTHON_CLIENT_PREALLOCATE=false` keeps each to the memory it uses.
+
+  Signals go through this process: the workers start with SIGTERM and SIGINT ignored
+  (a worker still importing would die of one, and a terminal's SIGINT reaches the
+  whole group), training points take them as a request to checkpoint, and SIGTERM or
+  SIGINT here starts no further point and passes SIGTERM on to the workers until they
+  return. The first error other than a non-finite loss stops the sweep once the
+  running points end; a worker that dies (SIGKILL, out of memory) stops it with
+  `cli.Error`."""
   for data in {json.dumps(c.data.to_dict(), sort_keys=True, default=str): c.data
                for _, _, c in points if c.data.name in pipeline.BUILTINS}.values():
     pipeline.prepare_builtin(data)
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # Inherited by the workers.
   context = multiprocessing.get_context("spawn")
-  with concurrent.futures.ProcessPoolExecutor(
-      max_workers=min(workers, len(points)), mp_context=context, initializer=_worker_init) as pool:
+  stopping = context.Event()
+  main_thread = threading.current_thread() is threading.main_thread()
+  previous = {s: signal.signal(s, signal.SIG_IGN) for s in _SIGNALS} if main_thread else {}
+  pool = concurrent.futures.ProcessPoolExecutor(
+      max_workers=min(workers, len(points)), mp_context=context, initializer=_worker_init,
+      initargs=(stopping,))
+  received, futures = [], {}
+
+  def stop(signum, frame):
+    del frame
+    received.append(signal.Signals(signum).name)
+    stopping.set()
+
+  try:
     futures = {pool.submit(_run_point, name, overrides, config, str(workdir / name), options): name
-               for name, overrides, config in points}
-    try:
-      for future in concurrent.futures.as_completed(futures):
-        future.result()
-    except BaseException:
-      for future in futures:
-        future.cancel()
-      raise
+               for name, overrides, config in points}  # Spawns the workers, signals ignored.
+    if main_thread:
+      for s in _SIGNALS:
+        signal.signal(s, stop)
+    stopped, pending = [], set(futures)
+    while pending:
+      done, pending = concurrent.futures.wait(pending, timeout=1.0,
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+      stopped += [(f.result(), futures[f]) for f in done if not f.cancelled() and f.result()]
+      if received:  # Again every second: a worker may have been between points.
+        for future in pending:
+          future.cancel()
+        for process in list(getattr(pool, "_processes", {}).values()):
+          if process.is_alive():
+            os.kill(process.pid, signal.SIGTERM)
+  except concurrent.futures.process.BrokenProcessPool as e:
+    raise cli.Error(f"A worker process of the sweep in {workdir} died (killed, or out of memory); "
+                    "run the same command again to resume its points.") from e
+  finally:
+    stopping.set()
+    for future in futures:
+      future.cancel()
+    pool.shutdown(wait=True)
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+  if stopped or received:
+    raise Stopped(received[0] if received else stopped[0][0], [name for _, name in stopped])
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -468,8 +534,9 @@ def define_flags(fv: flags.FlagValues) -> None:
                        "(acc_bn@S, acc_canvas@S, acc_canvas_bn@S; 0: none).", **define)
 
 
-def _run(fv: flags.FlagValues) -> None:
-  """Prints the commands, aggregates, or runs every unfinished point and aggregates."""
+def _run(fv: flags.FlagValues) -> int | None:
+  """Prints the commands, aggregates, or runs every unfinished point and aggregates; 128
+  + the signal's number if a signal stopped the sweep (the running points checkpointed)."""
   try:  # A bad sweep file, --set or --ensemble_sizes fails here, before any point runs.
     common = parse_overrides(fv.set)
     expand(fv.config, common)
@@ -487,7 +554,12 @@ def _run(fv: flags.FlagValues) -> None:
   elif fv.aggregate_only:
     aggregate(fv.config, fv.workdir, **kwargs)
   else:
-    run_sweep(fv.config, fv.workdir, workers=fv.workers, **kwargs)
+    try:
+      run_sweep(fv.config, fv.workdir, workers=fv.workers, **kwargs)
+    except Stopped as e:
+      print(e)
+      return 128 + signal.Signals[e.signal_name].value
+  return None
 
 
 COMMAND = cli.Command("sweep", __doc__, define_flags, _run)

@@ -8,19 +8,21 @@ and the same metrics rows.
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import textwrap
 import time
+import types
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from progressive import checkpoints, compilation, parallel, train
+from progressive import checkpoints, compilation, parallel, sweep, sweep_report, train
 from progressive.config_validation import ConfigError
 from progressive.metrics import read_rows
 from progressive.workdir import WorkdirError
@@ -353,3 +355,67 @@ def test_older_version_with_a_changed_fixed_field_is_refused(reference, tmp_path
     train.train_and_evaluate(other, str(workdir))
   with pytest.raises(ConfigError, match=r"data\.num_workers: 0 in the checkpoint, 1 now"):
     train.train_and_evaluate(other, str(workdir), force=True)
+
+
+# A sweep stopped by a signal: its running points checkpoint, no other point starts, and
+# no stopped point is summarised as if it had finished.
+
+SWEEP_CONFIG = """
+from configs import default
+
+def get_config(arg=None):
+  config = default.get_config("smoke")
+  config.data.data_dir = {data_dir!r}
+  config.progress_bar = False
+  config.stages = [dict(size=16, steps=8000)]
+  config.eval_sizes = (16,)
+  config.log_every_steps = 5
+  config.checkpoint_every_steps = 0
+  return config
+
+def get_sweep(arg=None):
+  return [dict(name=f"p{{i}}", seed=i) for i in range(3)]
+"""
+
+
+def test_a_signal_stops_a_sweep_before_its_next_point(tmp_path, monkeypatch, capsys):
+  config_path = tmp_path / "sweep_config.py"
+  config_path.write_text(textwrap.dedent(SWEEP_CONFIG.format(data_dir="/nonexistent")))
+  started = []
+
+  def stopped_run(config, workdir):
+    started.append(pathlib.Path(workdir).name)
+    return types.SimpleNamespace(interrupted="SIGTERM")
+
+  monkeypatch.setattr(sweep.train, "train_and_evaluate", stopped_run)
+  with pytest.raises(sweep.Stopped, match=r"^Sweep stopped by SIGTERM \(p0 checkpointed\); run the same"):
+    sweep.run_sweep(str(config_path), str(tmp_path / "sweep"))
+  assert started == ["p0"]  # p1 and p2 never start.
+  assert not (tmp_path / "sweep" / "p0" / sweep_report.SUMMARY_FILE).exists()
+
+
+def test_sigterm_stops_a_parallel_sweep_with_its_workers_checkpointed(tmp_path, data_dir):
+  config_path = tmp_path / "sweep_config.py"
+  config_path.write_text(textwrap.dedent(SWEEP_CONFIG.format(data_dir=data_dir)))
+  workdir = tmp_path / "sweep"
+  command = [sys.executable, "-m", "progressive.sweep", f"--config={config_path}",
+             f"--workdir={workdir}", "--workers=2"]
+  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True)
+
+  def training(name):  # Its training step compiled.
+    path = workdir / name / "metrics.jsonl"
+    return path.exists() and any(r.get("event") == "stage" for r in read_rows(path))
+
+  deadline = time.time() + 240
+  while process.poll() is None and time.time() < deadline and not (training("p0") and training("p1")):
+    time.sleep(0.05)
+  assert process.poll() is None, "the sweep ended before both workers trained"
+  process.send_signal(signal.SIGTERM)
+  output, _ = process.communicate(timeout=240)
+  assert process.returncode == 128 + signal.SIGTERM, output[-3000:]
+  assert re.search(r"Sweep stopped by SIGTERM \((p0, p1|p1, p0) checkpointed\)", output), output[-3000:]
+  for name in ("p0", "p1"):
+    assert 0 < max(_steps(workdir / name)) < 8000  # Checkpointed where it stopped.
+    assert not (workdir / name / sweep_report.SUMMARY_FILE).exists()
+  assert not (workdir / "p2").exists()  # Never started.
