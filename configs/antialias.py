@@ -4,6 +4,7 @@ r"""Claims 2 and 5: strided vs max-pooled vs blurred subsampling, for three mode
   python -m progressive.sweep --config=configs/antialias.py:simple_cnn --workdir=/tmp/antialias_cnn
   python -m progressive.sweep --config=configs/antialias.py:rerun --workdir=/tmp/aa_rerun
   python -m progressive.sweep --config=configs/antialias.py:rerun_photos --workdir=/tmp/aa_photos
+  python -m progressive.sweep --config=configs/antialias.py:rerun_resnet18 --workdir=/tmp/aa_resnet18
   python -m progressive.sweep --config=configs/antialias.py:tuned64_resnet18 --workdir=/tmp/aa64_resnet18
   python -m progressive.sweep --config=configs/antialias.py:smoke --workdir=/tmp/antialias_smoke
 
@@ -25,6 +26,11 @@ on real photographs (`photos/sweep32`, trained with flips). What was reduced for
 CPU cores: one family (VGG and ResNet-18 at these settings cost 4-10x more per point),
 32 px instead of 64, a fixed 6-epoch budget instead of "until validation stops
 improving".
+
+`:rerun_resnet18` and `:rerun_resnet18_photos` are `:rerun` and `:rerun_photos` for
+ResNet-18 (width 0.25, small stem: total stride 8, so the whole period is 8 px), its
+grid 0.1-0.8 (the simple CNN's chose its lower edge for every arm). VGG has no such
+rerun: its total stride, 32, is the whole 32 px canvas.
 
 `:tuned64_<family>` (`simple_cnn`, `vgg11` or `resnet18`) and `:tuned64_<family>_photos`
 are the same standard at the config's own 64 px, sized for a GPU: one family on
@@ -55,10 +61,12 @@ MODES = (
     {"model.downsample": "blur", "model.blur_size": 5},
 )
 EPOCHS = 4
-RERUNS = ("rerun", "rerun_photos")
+RERUNS = ("rerun", "rerun_photos", "rerun_resnet18", "rerun_resnet18_photos")
 RERUN_EPOCHS = 6
 SEEDS = (0, 1, 2, 3, 4)
 LR_GRID = (0.2, 0.4, 0.8)
+# ResNet-18's reruns: the simple CNN's grid chose its lower edge for every arm.
+RESNET_LR_GRID = (0.1, 0.2, 0.4, 0.8)
 TUNED64 = tuple(f"tuned64_{family}{data}" for family in MODELS for data in ("", "_photos"))
 TUNED64_EPOCHS = 8
 TUNED64_LR_GRID = (0.05, 0.1, 0.2, 0.4, 0.8)
@@ -71,7 +79,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_sizes = (24, 32) if smoke else (32, 48, 64)
   if arg in RERUNS:
     config.data.builder_config = "sweep32"
-    if arg == "rerun_photos":
+    if arg.endswith("_photos"):
       config.data.name = "photos"
       config.data.augment = "flip"
     config.stages = (dict(size=32, epochs=RERUN_EPOCHS),)
@@ -89,6 +97,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return config
 
 
+def _rerun_family(arg: str) -> str:
+  return "resnet18" if arg.startswith("rerun_resnet18") else "simple_cnn"
+
+
 def _tuned64_family(arg: str) -> str:
   return arg.removeprefix("tuned64_").removesuffix("_photos")
 
@@ -101,7 +113,7 @@ def get_sweep(arg: str | None = None) -> list[dict]:
   if arg == "smoke":
     families, modes = ["simple_cnn"], (MODES[0], MODES[2])
   elif arg in RERUNS:
-    families, modes = ["simple_cnn"], MODES
+    families, modes = [_rerun_family(arg)], MODES
   elif arg in TUNED64:
     families, modes = [_tuned64_family(arg)], MODES
   else:
@@ -122,7 +134,8 @@ def get_tuning(arg: str | None = None) -> dict | None:
     return {"field": "opt.lr_max", "grid": TUNED64_LR_GRID, "metric": "acc@64"}
   if arg not in RERUNS:
     return None  # Only the reruns tune.
-  return {"field": "opt.lr_max", "grid": LR_GRID, "metric": "acc@32"}
+  grid = RESNET_LR_GRID if _rerun_family(arg) == "resnet18" else LR_GRID
+  return {"field": "opt.lr_max", "grid": grid, "metric": "acc@32"}
 
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
@@ -133,4 +146,5 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
     return [(arm, f"{family}_stride") for arm in arms if arm != f"{family}_stride"]
   if arg not in RERUNS:
     return []
-  return [(_name("simple_cnn", mode), "simple_cnn_stride") for mode in MODES[1:]]
+  family = _rerun_family(arg)
+  return [(_name(family, mode), f"{family}_stride") for mode in MODES[1:]]
