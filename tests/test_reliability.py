@@ -419,3 +419,37 @@ def test_sigterm_stops_a_parallel_sweep_with_its_workers_checkpointed(tmp_path, 
     assert 0 < max(_steps(workdir / name)) < 8000  # Checkpointed where it stopped.
     assert not (workdir / name / sweep_report.SUMMARY_FILE).exists()
   assert not (workdir / "p2").exists()  # Never started.
+
+  # The same command resumes them; a worker killed outright stops the sweep in one line.
+  process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+
+  def resumed(name):  # A second "stage" row: set up again from its checkpoint.
+    rows = read_rows(workdir / name / "metrics.jsonl")
+    return sum(r.get("event") == "stage" for r in rows) >= 2
+
+  deadline = time.time() + 240
+  while process.poll() is None and time.time() < deadline and not resumed("p0"):
+    time.sleep(0.05)
+  assert process.poll() is None, "the sweep ended before p0 resumed"
+  workers = [pid for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+             if _parent(pid) == process.pid and b"spawn_main" in _cmdline(pid)]
+  assert len(workers) == 2
+  os.kill(workers[0], signal.SIGKILL)
+  _, stderr = process.communicate(timeout=240)
+  assert process.returncode == 2, stderr[-3000:]
+  assert f"A worker process of the sweep in {workdir} died (killed, or out of memory); run the same command again" in stderr
+
+
+def _parent(pid):
+  try:
+    return int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+  except (OSError, IndexError, ValueError):
+    return None
+
+
+def _cmdline(pid):
+  try:
+    return pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
+  except OSError:
+    return b""

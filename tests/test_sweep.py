@@ -6,6 +6,7 @@ import json
 import pathlib
 import re
 import shutil
+import types
 
 import numpy as np
 import pytest
@@ -139,16 +140,14 @@ def test_workers_train_the_same_points_as_one_process(antialias_smoke, tmp_path)
   """`workers=2` trains both points at once in spawned processes: the same accuracies,
   step for step, as the fixture's run one after another in this process."""
   workdir, common, _ = antialias_smoke
-  rows = sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(tmp_path), common=common,
-                         num_shift_images=16, workers=2)
-  assert [r["name"] for r in rows] == ["simple_cnn_stride", "simple_cnn_blur3"]
+  _, points = sweep.expand(f"{REPO}/configs/antialias.py:smoke", common)
+  sweep._run_points(points, tmp_path, {"measures": False}, workers=2)  # Summaries without the measures.
   for name in ("simple_cnn_stride", "simple_cnn_blur3"):
     serial = sweep_report.read_summary(workdir / name)
     parallel = sweep_report.read_summary(tmp_path / name)
     assert parallel["wall_seconds"] > 0 and parallel["step"] == serial["step"]
     for size, accuracies in serial["eval"].items():
       assert parallel["eval"][size] == pytest.approx(accuracies, abs=1e-6)
-    assert parallel["jag_period"] == pytest.approx(serial["jag_period"], abs=1e-6)
 
 
 def test_workers_must_be_positive():
@@ -355,6 +354,7 @@ def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, mon
     runs.append((pathlib.Path(workdir).name, config.opt.lr_max, config.data.train_split,
                  config.data.eval_split, config.seed))
     done.add(str(workdir))
+    return types.SimpleNamespace(interrupted=None)  # train.Result: finished, not stopped.
 
   def fake_summary(workdir, name, overrides, config, **options):
     summary = {
