@@ -27,6 +27,10 @@ CPU cores: one family (VGG and ResNet-18 at these settings cost 4-10x more per p
 32 px instead of 64, a fixed 6-epoch budget instead of "until validation stops
 improving".
 
+`:rerun_lower` and `:rerun_lower_photos` are the reruns' arms with the grid below
+theirs (0.05, 0.1), to be run with `--tune_only` and read beside the reruns' tuning.csv:
+the reruns chose 0.2, their grid's lower edge, for every arm.
+
 `:rerun_resnet18` and `:rerun_resnet18_photos` are `:rerun` and `:rerun_photos` for
 ResNet-18 (width 0.25, small stem: total stride 8, so the whole period is 8 px), its
 grid 0.1-0.8 (the simple CNN's chose its lower edge for every arm). VGG has no such
@@ -62,6 +66,11 @@ MODES = (
 )
 EPOCHS = 4
 RERUNS = ("rerun", "rerun_photos", "rerun_resnet18", "rerun_resnet18_photos")
+# The grid below the reruns' (their choice was 0.2, the lower edge, for every arm): run
+# with --tune_only and read beside the rerun's own tuning.csv (the runs are the same but
+# for the learning rate).
+LOWER = ("rerun_lower", "rerun_lower_photos")
+LOWER_LR_GRID = (0.05, 0.1)
 RERUN_EPOCHS = 6
 SEEDS = (0, 1, 2, 3, 4)
 LR_GRID = (0.2, 0.4, 0.8)
@@ -77,7 +86,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = default.get_config("smoke" if smoke else None)
   config.stages = (dict(size=32, steps=8),) if smoke else (dict(size=64, epochs=EPOCHS),)
   config.eval_sizes = (24, 32) if smoke else (32, 48, 64)
-  if arg in RERUNS:
+  if arg in RERUNS + LOWER:
     config.data.builder_config = "sweep32"
     if arg.endswith("_photos"):
       config.data.name = "photos"
@@ -92,7 +101,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.stages = (dict(size=64, epochs=TUNED64_EPOCHS),)
     config.eval_sizes = (32, 48, 64, 80, 96)
     config.progress_bar = False
-  elif arg not in (None, "", "smoke", *MODELS):
+  elif arg not in (None, "", "smoke", *MODELS, *LOWER):
     raise ValueError(f"Unknown config variant {arg!r}; use one of {sorted(('smoke', *MODELS, *RERUNS, *TUNED64))} or nothing.")
   return config
 
@@ -112,7 +121,7 @@ def _name(family: str, mode: dict) -> str:
 def get_sweep(arg: str | None = None) -> list[dict]:
   if arg == "smoke":
     families, modes = ["simple_cnn"], (MODES[0], MODES[2])
-  elif arg in RERUNS:
+  elif arg in RERUNS + LOWER:
     families, modes = [_rerun_family(arg)], MODES
   elif arg in TUNED64:
     families, modes = [_tuned64_family(arg)], MODES
@@ -126,12 +135,14 @@ def get_sweep(arg: str | None = None) -> list[dict]:
       points.append({"name": _name(family, mode), **MODELS[family], **mode})
   if arg in TUNED64:  # Seed by seed: every arm's seed 0, then every arm's seed 1, ...
     return [p for seed in SEEDS for p in sweep.with_seeds(points, (seed,))]
-  return sweep.with_seeds(points, SEEDS) if arg in RERUNS else points
+  return sweep.with_seeds(points, SEEDS) if arg in RERUNS + LOWER else points
 
 
 def get_tuning(arg: str | None = None) -> dict | None:
   if arg in TUNED64:
     return {"field": "opt.lr_max", "grid": TUNED64_LR_GRID, "metric": "acc@64"}
+  if arg in LOWER:
+    return {"field": "opt.lr_max", "grid": LOWER_LR_GRID, "metric": "acc@32"}
   if arg not in RERUNS:
     return None  # Only the reruns tune.
   grid = RESNET_LR_GRID if _rerun_family(arg) == "resnet18" else LR_GRID
@@ -144,7 +155,7 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
     family = _tuned64_family(arg)
     arms = [p["name"].rsplit("_seed", 1)[0] for p in get_sweep(arg) if p["seed"] == SEEDS[0]]
     return [(arm, f"{family}_stride") for arm in arms if arm != f"{family}_stride"]
-  if arg not in RERUNS:
+  if arg not in RERUNS + LOWER:
     return []
   family = _rerun_family(arg)
   return [(_name(family, mode), f"{family}_stride") for mode in MODES[1:]]

@@ -348,9 +348,11 @@ def config_finetune(config_flag: str) -> dict[str, Any] | None:
 
 
 def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | None = None,
-              workers: int = 1, **options):
+              workers: int = 1, tune_only: bool = False, **options):
   """Runs every unfinished point, `workers` at a time in their own processes (1: one
-  after another in this one), then aggregates. Returns the aggregated rows.
+  after another in this one), then aggregates. Returns the aggregated rows. With
+  `tune_only`, only the tuning grid: it writes the choice and `DIR/tuning.csv` and
+  returns no rows.
 
   `options` go to `summarize_point`: `num_shift_images`, `max_shift`, `ensemble_sizes`
   (default: the config file's `get_ensemble_sizes(arg)`), `bn_images` (the scale
@@ -367,6 +369,11 @@ def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
     choice = choose(config_flag, workdir, common)
     print(f"Chosen by validation {choice['metric']}: " + ", ".join(
         f"{r['arm']}: {choice['values'][r['key']]}" for r in {r["key"]: r for r in choice["grid"]}.values()))
+    if tune_only:
+      sweep_report.write_tuning(workdir, choice)
+      return []
+  elif tune_only:
+    raise ValueError(f"{config_flag} defines no tuning (get_tuning); --tune_only has nothing to run.")
   _, points = expand(config_flag, common, choice=read_choice(workdir) if tuning else None)
   _run_points(points, workdir, options, workers)
   return aggregate(config_flag, str(workdir), common=common, **options)
@@ -528,6 +535,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_list("ensemble_sizes", None, "Sizes of the multi-size test-time ensemble "
                     "(default: the config file's get_ensemble_sizes(arg); empty: none).",
                     **define)
+  flags.DEFINE_bool("tune_only", False, "Only the tuning grid: write DIR/tuning.csv and the "
+                    "choice, train no point (e.g. to check a grid before the seeds).", **define)
   flags.DEFINE_integer("workers", 1, "Points trained at a time, each in its own process (a GPU "
                        "host's cores; small models leave an accelerator mostly idle).", **define)
   flags.DEFINE_integer("bn_images", 1024, "Training images for the scale controls' columns "
@@ -555,7 +564,9 @@ def _run(fv: flags.FlagValues) -> int | None:
     aggregate(fv.config, fv.workdir, **kwargs)
   else:
     try:
-      run_sweep(fv.config, fv.workdir, workers=fv.workers, **kwargs)
+      run_sweep(fv.config, fv.workdir, workers=fv.workers, tune_only=fv.tune_only, **kwargs)
+    except ValueError as e:
+      raise cli.Error(e) from e
     except Stopped as e:
       print(e)
       return 128 + signal.Signals[e.signal_name].value

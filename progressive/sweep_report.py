@@ -593,6 +593,13 @@ def _write_csv(path: epath.Path, table: pd.DataFrame) -> None:
   path.write_text(table.to_csv(index=False, lineterminator="\r\n"))
 
 
+def write_tuning(workdir: epath.Path, choice: Mapping[str, Any]) -> pd.DataFrame:
+  """Writes the tuning grid of `choice` (`sweep.choose`) to `workdir/tuning.csv`."""
+  grid = _table(["arm", "value", choice["metric"]], choice["grid"])
+  _write_csv(epath.Path(workdir) / "tuning.csv", grid)
+  return grid
+
+
 def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | None = None,
               num_shift_images: int = 0, max_shift: int = 4,
               ensemble_sizes=None, bn_images: int = 0, finetune=None,
@@ -719,8 +726,7 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
       lines += ["", "Comparisons: arm minus baseline, 95% Welch interval (low, high), Welch's "
                 "two-sided p; the verdict follows the interval:", "", *_markdown(table)]
   if choice:
-    grid = _table(["arm", "value", choice["metric"]], choice["grid"])
-    _write_csv(workdir / "tuning.csv", grid)
+    grid = write_tuning(workdir, choice)
     metric = choice["metric"] + (" (the accuracy at each arm's own training size)"
                                  if "{size}" in choice["metric"] else "")
     lines += ["", f"Tuning: {choice['field']} chosen per arm by {metric} on the validation "

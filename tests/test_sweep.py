@@ -70,7 +70,7 @@ def test_every_experiment_point_validates(name, arg):
                                   "stability.py:rerun_photos", "train_test_size.py:photos",
                                   "progressive_resizing.py:long", "progressive_resizing.py:photos_long",
                                   "antialias.py:tuned64_vgg11", "antialias.py:tuned64_resnet18_photos",
-                                  "antialias.py:rerun_resnet18_photos"])
+                                  "antialias.py:rerun_resnet18_photos", "antialias.py:rerun_lower"])
 def test_every_rerun_point_and_tuning_run_validates(flag):
   _, points = sweep.expand(f"{REPO}/configs/{flag}")
   tuning = sweep.tuning_points(f"{REPO}/configs/{flag}")
@@ -387,6 +387,38 @@ def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, mon
   markdown = (workdir / "results.md").read_text()
   assert "Tuning: opt.lr_max chosen per arm by acc@32 on the validation slice" in markdown
   assert (workdir / "tuning.csv").exists()
+
+
+def test_tune_only_trains_the_grid_and_no_point(tmp_path, monkeypatch):
+  (tmp_path / "cfg").mkdir()
+  (tmp_path / "cfg" / "tuned.py").write_text(
+      "from configs import default\nfrom progressive import sweep\n\n"
+      "def get_config(arg):\n  return default.get_config('smoke')\n\n"
+      "def get_sweep(arg):\n  return sweep.with_seeds([{'name': 'stride', 'model.downsample': 'stride'}], [1, 2])\n\n"
+      "def get_tuning(arg):\n  return {'field': 'opt.lr_max', 'grid': [0.1, 0.4], 'metric': 'acc@32'}\n")
+  runs = []
+
+  def fake_train(config, workdir):
+    runs.append(pathlib.Path(workdir).name)
+    return types.SimpleNamespace(interrupted=None)
+
+  def fake_summary(workdir, name, overrides, config, **options):
+    summary = {"name": name, "options": {"measures": "tuning"}, "overrides": overrides, "step": 24,
+               "eval": {"32": {"accuracy": {0.1: 0.5, 0.4: 0.7}[config.opt.lr_max]}}, "best_size": 32}
+    pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+    (pathlib.Path(workdir) / sweep_report.SUMMARY_FILE).write_text(json.dumps(summary))
+
+  monkeypatch.setattr(sweep.train, "train_and_evaluate", fake_train)
+  monkeypatch.setattr(sweep, "summarize_point", fake_summary)
+  monkeypatch.setattr(sweep, "finished", lambda point_dir, config: False)
+  workdir = tmp_path / "sweep"
+  assert sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(workdir), tune_only=True) == []
+  assert sorted(runs) == ["stride__lr_max=0.1", "stride__lr_max=0.4"]  # No seed point.
+  with (workdir / "tuning.csv").open() as f:
+    assert [(r["value"], r["acc@32"]) for r in csv.DictReader(f)] == [("0.100", "0.500"), ("0.400", "0.700")]
+  assert set(sweep.read_choice(workdir)["values"].values()) == {0.4}
+  with pytest.raises(ValueError, match="defines no tuning .*--tune_only has nothing to run"):
+    sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(tmp_path / "none"), tune_only=True)
 
 
 def test_tuning_refuses_to_choose_on_the_test_split(tmp_path):
