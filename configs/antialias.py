@@ -86,23 +86,20 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = default.get_config("smoke" if smoke else None)
   config.stages = (dict(size=32, steps=8),) if smoke else (dict(size=64, epochs=EPOCHS),)
   config.eval_sizes = (24, 32) if smoke else (32, 48, 64)
-  if arg in RERUNS + LOWER:
-    config.data.builder_config = "sweep32"
+  if arg in RERUNS + LOWER + TUNED64:
+    tuned64 = arg in TUNED64
+    if not tuned64:
+      config.data.builder_config = "sweep32"
     if arg.endswith("_photos"):
       config.data.name = "photos"
       config.data.augment = "flip"
-    config.stages = (dict(size=32, epochs=RERUN_EPOCHS),)
-    config.eval_sizes = (16, 24, 32, 40, 48)
+    size, epochs = (64, TUNED64_EPOCHS) if tuned64 else (32, RERUN_EPOCHS)
+    config.stages = (dict(size=size, epochs=epochs),)
+    config.eval_sizes = (32, 48, 64, 80, 96) if tuned64 else (16, 24, 32, 40, 48)
     config.progress_bar = False
-  elif arg in TUNED64:
-    if arg.endswith("_photos"):
-      config.data.name = "photos"
-      config.data.augment = "flip"
-    config.stages = (dict(size=64, epochs=TUNED64_EPOCHS),)
-    config.eval_sizes = (32, 48, 64, 80, 96)
-    config.progress_bar = False
-  elif arg not in (None, "", "smoke", *MODELS, *LOWER):
-    raise ValueError(f"Unknown config variant {arg!r}; use one of {sorted(('smoke', *MODELS, *RERUNS, *TUNED64))} or nothing.")
+  elif arg not in (None, "", "smoke", *MODELS):
+    variants = sorted(("smoke", *MODELS, *RERUNS, *LOWER, *TUNED64))
+    raise ValueError(f"Unknown config variant {arg!r}; use one of {variants} or nothing.")
   return config
 
 

@@ -337,16 +337,22 @@ def test_findings_are_built_from_the_committed_results():
   assert make_findings.render(template) == (REPO / "experiments/FINDINGS.md").read_text()
 
 
-def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, monkeypatch):
-  """A constructed case where validation and test disagree: validation prefers 0.1, the
-  test split would prefer 0.4. Nothing is trained: training and summaries are faked."""
+def _tuned_sweep_file(tmp_path, arms: str) -> None:
+  """`tmp_path/cfg/tuned.py`: the smoke config, `arms` (dict literals) with seeds 1 and 2,
+  `opt.lr_max` tuned over 0.1 and 0.4 by accuracy at 32 px."""
   (tmp_path / "cfg").mkdir()
   (tmp_path / "cfg" / "tuned.py").write_text(
       "from configs import default\nfrom progressive import sweep\n\n"
       "def get_config(arg):\n  return default.get_config('smoke')\n\n"
-      "def get_sweep(arg):\n  return sweep.with_seeds([{'name': 'stride', 'model.downsample': 'stride'},"
-      " {'name': 'blur', 'model.downsample': 'blur'}], [1, 2])\n\n"
+      f"def get_sweep(arg):\n  return sweep.with_seeds([{arms}], [1, 2])\n\n"
       "def get_tuning(arg):\n  return {'field': 'opt.lr_max', 'grid': [0.1, 0.4], 'metric': 'acc@32'}\n")
+
+
+def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, monkeypatch):
+  """A constructed case where validation and test disagree: validation prefers 0.1, the
+  test split would prefer 0.4. Nothing is trained: training and summaries are faked."""
+  _tuned_sweep_file(tmp_path, "{'name': 'stride', 'model.downsample': 'stride'}, "
+                              "{'name': 'blur', 'model.downsample': 'blur'}")
   accuracy = {"train[90%:]": {0.1: 0.9, 0.4: 0.5}, "test": {0.1: 0.6, 0.4: 0.8}}
   runs, done = [], set()
 
@@ -390,12 +396,7 @@ def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, mon
 
 
 def test_tune_only_trains_the_grid_and_no_point(tmp_path, monkeypatch):
-  (tmp_path / "cfg").mkdir()
-  (tmp_path / "cfg" / "tuned.py").write_text(
-      "from configs import default\nfrom progressive import sweep\n\n"
-      "def get_config(arg):\n  return default.get_config('smoke')\n\n"
-      "def get_sweep(arg):\n  return sweep.with_seeds([{'name': 'stride', 'model.downsample': 'stride'}], [1, 2])\n\n"
-      "def get_tuning(arg):\n  return {'field': 'opt.lr_max', 'grid': [0.1, 0.4], 'metric': 'acc@32'}\n")
+  _tuned_sweep_file(tmp_path, "{'name': 'stride', 'model.downsample': 'stride'}")
   runs = []
 
   def fake_train(config, workdir):
