@@ -4,8 +4,9 @@
 
 With SWEEP_ROOT (the parent of the sweeps' workdirs), every sweep the template names has
 its `results.md`, `results.csv` and `results.png` copied into `experiments/results/NAME/`
-first (and, where the sweep wrote them, its intervals, comparisons and tuning grid);
-without it, FINDINGS.md is rebuilt from those copies. In the template:
+first (and, where the sweep wrote them, its intervals, comparisons and tuning grid; a
+sweep run with `--tune_only` has its tuning grid alone); without it, FINDINGS.md is
+rebuilt from those copies. In the template:
 
 - `{{table:NAME}}`: the tables of `results/NAME/results.md`;
 - `{{figure:NAME}}`: a link to its plot;
@@ -165,10 +166,13 @@ def draw_budget_figures(template: str) -> None:
 
 
 def collect(root: pathlib.Path, names) -> None:
+  """Copies each sweep's results from `root/<name>/`; a sweep run with `--tune_only` has
+  only its `tuning.csv`."""
   for name in names:
     target = RESULTS / name
     target.mkdir(parents=True, exist_ok=True)
-    for file in FILES:
+    tune_only = not (root / name / FILES[0]).exists() and (root / name / "tuning.csv").exists()
+    for file in () if tune_only else FILES:
       if not (root / name / file).exists():
         raise FileNotFoundError(f"{root / name / file} is missing: run that sweep first.")
       shutil.copyfile(root / name / file, target / file)
