@@ -30,6 +30,9 @@ sweep --config=configs/train_test_size.py --workdir="$ROOT/train_test_size" --sh
 sweep --config=configs/train_test_size.py:photos --workdir="$ROOT/train_test_size_photos" --shift_images=64
 sweep --config=configs/antialias.py:rerun --workdir="$ROOT/antialias_rerun" --shift_images=0
 sweep --config=configs/antialias.py:rerun_photos --workdir="$ROOT/antialias_rerun_photos" --shift_images=0
+# The grid below the reruns' (they chose its lower edge, 0.2, for every arm): tuning only.
+sweep --config=configs/antialias.py:rerun_lower --workdir="$ROOT/antialias_rerun_lower" --tune_only
+sweep --config=configs/antialias.py:rerun_lower_photos --workdir="$ROOT/antialias_rerun_lower_photos" --tune_only
 # Claim 6 rerun: a learning-rate grid per arm (45 runs of 96 steps), five seeds (about an hour).
 sweep --config=configs/stability.py:rerun --workdir="$ROOT/stability_rerun" --shift_images=64
 sweep --config=configs/stability.py:rerun_photos --workdir="$ROOT/stability_rerun_photos" --shift_images=64
