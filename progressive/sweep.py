@@ -373,10 +373,14 @@ def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
       sweep_report.write_tuning(workdir, choice)
       return []
   elif tune_only:
-    raise ValueError(f"{config_flag} defines no tuning (get_tuning); --tune_only has nothing to run.")
+    raise _nothing_to_tune(config_flag)
   _, points = expand(config_flag, common, choice=read_choice(workdir) if tuning else None)
   _run_points(points, workdir, options, workers)
   return aggregate(config_flag, str(workdir), common=common, **options)
+
+
+def _nothing_to_tune(config_flag: str) -> ValueError:
+  return ValueError(f"{config_flag} defines no tuning (get_tuning); --tune_only has nothing to run.")
 
 
 class Stopped(Exception):
@@ -495,7 +499,8 @@ def _run_parallel(points, workdir: epath.Path, options, workers: int) -> None:
     while pending:
       done, pending = concurrent.futures.wait(pending, timeout=1.0,
                                               return_when=concurrent.futures.FIRST_COMPLETED)
-      stopped += [(f.result(), futures[f]) for f in done if not f.cancelled() and f.result()]
+      results = [(f.result(), futures[f]) for f in done if not f.cancelled()]
+      stopped += [(signal_name, name) for signal_name, name in results if signal_name]
       if received:  # Again every second: a worker may have been between points.
         for future in pending:
           future.cancel()
@@ -549,7 +554,10 @@ def _run(fv: flags.FlagValues) -> int | None:
   try:  # A bad sweep file, --set or --ensemble_sizes fails here, before any point runs.
     common = parse_overrides(fv.set)
     expand(fv.config, common)
-    tuning_spec(fv.config), config_finetune(fv.config)  # Bad specs fail before training.
+    spec = tuning_spec(fv.config)  # Bad specs fail before training.
+    config_finetune(fv.config)
+    if fv.tune_only and spec is None:
+      raise _nothing_to_tune(fv.config)
     kwargs = dict(common=common, num_shift_images=fv.shift_images, max_shift=fv.max_shift,
                   bn_images=fv.bn_images)
     if fv.ensemble_sizes is not None:
@@ -565,8 +573,6 @@ def _run(fv: flags.FlagValues) -> int | None:
   else:
     try:
       run_sweep(fv.config, fv.workdir, workers=fv.workers, tune_only=fv.tune_only, **kwargs)
-    except ValueError as e:
-      raise cli.Error(e) from e
     except Stopped as e:
       print(e)
       return 128 + signal.Signals[e.signal_name].value

@@ -150,10 +150,14 @@ def test_workers_train_the_same_points_as_one_process(antialias_smoke, tmp_path)
       assert parallel["eval"][size] == pytest.approx(accuracies, abs=1e-6)
 
 
-def test_workers_must_be_positive():
+@pytest.mark.parametrize("flag,message", [
+    ("--workers=0", "--workers must be at least 1, got 0."),
+    ("--tune_only", "defines no tuning (get_tuning); --tune_only has nothing to run."),
+])
+def test_workers_and_tune_only_are_refused_before_anything_runs(flag, message):
   fv = cli.parse(sweep.COMMAND, ["prog", f"--config={REPO}/configs/antialias.py:smoke",
-                                 "--workdir=/tmp/x", "--workers=0"])
-  with pytest.raises(cli.Error, match="--workers must be at least 1, got 0."):
+                                 "--workdir=/tmp/x", flag])
+  with pytest.raises(cli.Error, match=re.escape(message)):
     sweep._run(fv)
 
 
