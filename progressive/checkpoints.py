@@ -352,10 +352,11 @@ def restore_latest(
           f"with --config.init_from={workdir} to take only its parameters."
       )
     try:
+      target, upgrade = _target_for(mngr, step, state)
       restored = mngr.restore(
           step,
           args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(state),
+              state=ocp.args.StandardRestore(target),
               data=ocp.args.JsonRestore(),
               meta=ocp.args.JsonRestore(),
           ),
@@ -364,8 +365,36 @@ def restore_latest(
     except Exception as e:  # pylint: disable=broad-except
       _quarantine(mngr, workdir, step, e)
       continue
-    return restored.state, restored.data, restored.meta
+    return upgrade(restored.state), restored.data, restored.meta
   return None
+
+
+def _target_for(mngr: ocp.CheckpointManager, step: int, state):
+  """`(restore target, upgrade)` for the checkpoint at `step`: `state` itself, or, for a
+  checkpoint written before the optimiser held the LR peak as `lr_scale` (`optim`),
+  `state` without it and a function that puts back the fresh state's value (the run's
+  own `config.opt.lr_max`, since a resume keeps its config)."""
+  hyperparams = getattr(state.opt_state, "hyperparams", None)
+  if not hyperparams or "lr_scale" not in hyperparams:
+    return state, lambda restored: restored
+  handler = ocp.StandardCheckpointHandler()
+  try:
+    saved = handler.metadata(epath.Path(mngr.directory) / str(step) / "state")
+  finally:
+    handler.close()
+  saved_hyperparams = getattr(saved, "tree", saved)["opt_state"]["hyperparams"]
+  if "lr_scale" in saved_hyperparams:
+    return state, lambda restored: restored
+  lr_scale = hyperparams["lr_scale"]
+  older = {k: v for k, v in hyperparams.items() if k != "lr_scale"}
+  target = state.replace(opt_state=state.opt_state._replace(hyperparams=older))
+
+  def upgrade(restored):
+    opt_state = restored.opt_state
+    return restored.replace(opt_state=opt_state._replace(
+        hyperparams={**opt_state.hyperparams, "lr_scale": lr_scale}))
+
+  return target, upgrade
 
 
 def _check_finite(params) -> None:

@@ -83,7 +83,7 @@ def train_step(
   metrics = {
       "loss": loss,
       "accuracy": jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), axis_name),
-      "lr": hyperparams["learning_rate"],
+      "lr": hyperparams["learning_rate"] * hyperparams["lr_scale"],
       "momentum": hyperparams["momentum"],
   }
   if skip_nonfinite:

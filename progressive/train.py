@@ -47,16 +47,19 @@ def build_state(config, info: pipeline.DatasetInfo, plan, mesh, *, schedule=None
   """The initial train state of `config`, initialised at the first stage's size and
   replicated over `mesh`; `schedule` = `(lr_fn, momentum_fn)` replaces the one-cycle."""
   model = models.build(config.model, num_classes=info.num_classes, bn_axis_name=steps.AXIS)
+  # The one-cycle with a peak of 1, scaled by lr_max as a value in the optimiser state
+  # (optim), so a learning-rate grid shares one compiled training step.
   lr_fn, momentum_fn = schedule or schedules.make_schedules(
       plan,
-      config.opt.lr_max,
+      1.0,
       cycle=config.opt.cycle,
       div=config.opt.div,
       div_final=config.opt.div_final,
       pct_start=config.opt.pct_start,
       moms=tuple(config.opt.moms),
   )
-  tx = optim.make_optimizer(config.opt, lr_fn, momentum_fn)
+  lr_scale = 1.0 if schedule else config.opt.lr_max
+  tx = optim.make_optimizer(config.opt, lr_fn, momentum_fn, lr_scale=lr_scale)
   state = steps.create_train_state(model, tx, jax.random.key(config.seed), plan[0].size)
   return jax.device_put(state, parallel.replicated(mesh))
 

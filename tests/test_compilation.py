@@ -85,22 +85,28 @@ def test_no_host_sync_per_step(smoke_config, tmp_path, monkeypatch):
   assert [list(f) for f in eval_fetches] == [[16], [24], [32]]
 
 
-def test_persistent_cache_serves_a_rerun(smoke_config, tmp_path):
+def test_persistent_cache_serves_a_rerun_at_another_learning_rate(smoke_config, tmp_path):
+  """The LR peak is a value in the optimiser state, not a constant in the program: a
+  second run with another `lr_max` (and seed), as in a tuning grid, compiles nothing."""
   cache = tmp_path / "cache"
   args = [
       sys.executable, "-m", "progressive.main", "--config=configs/default.py:smoke",
       f"--config.data.data_dir={smoke_config.data.data_dir}", "--config.progress_bar=False",
       f"--config.compilation_cache_dir={cache}",
   ]
-  for run in ("first", "second"):
-    result = subprocess.run(args + [f"--workdir={tmp_path / run}"], cwd=REPO, capture_output=True, text=True, timeout=300)
+  runs = {"first": [], "second": ["--config.opt.lr_max=0.05", "--config.seed=3"]}
+  for run, extra in runs.items():
+    result = subprocess.run(args + extra + [f"--workdir={tmp_path / run}"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-  first = [r for r in read_rows(tmp_path / "first" / "metrics.jsonl") if r["event"] == "compile"]
-  second = [r for r in read_rows(tmp_path / "second" / "metrics.jsonl") if r["event"] == "compile"]
+  rows = {run: read_rows(tmp_path / run / "metrics.jsonl") for run in runs}
+  first, second = ([r for r in rows[run] if r["event"] == "compile"] for run in runs)
   assert len(first) == len(second) == 9  # Train, activation-stats and eval programs.
   assert not any(r["cache_hit"] for r in first)
   assert all(r["cache_hit"] for r in second)
   assert any(cache.iterdir())
+  peak = {run: max(r["lr"] for r in rows[run] if r["event"] == "train") for run in runs}
+  assert peak["second"] < 0.05 < peak["first"]  # Each run followed its own peak.
 
 
 def test_bench_smoke_writes_its_table_and_json(smoke_config, tmp_path):

@@ -357,6 +357,35 @@ def test_older_version_with_a_changed_fixed_field_is_refused(reference, tmp_path
     train.train_and_evaluate(other, str(workdir), force=True)
 
 
+
+def _without_lr_scale(workdir: pathlib.Path) -> None:
+  """Rewrites every checkpoint's state as the optimiser stored it before it held the LR
+  peak as `lr_scale` (the peak was then a constant in the schedule)."""
+  paths = list((workdir / "checkpoints").glob("*/state"))
+  assert paths
+  for path in paths:
+    state = ocp.StandardCheckpointer().restore(path)
+    del state["opt_state"]["hyperparams"]["lr_scale"]
+    shutil.rmtree(path)
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(path, state)
+
+
+def test_checkpoint_from_before_lr_scale_resumes_exactly(reference, tmp_path, monkeypatch):
+  config, ref_dir = reference
+  die_after_save(monkeypatch, 12)
+  with pytest.raises(Killed):
+    train.train_and_evaluate(config, str(tmp_path))
+  monkeypatch.undo()
+  _without_lr_scale(tmp_path)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary.step == 24
+  assert summary.compile[0]["step"] == 12  # Resumed, not restarted or quarantined.
+  assert not (tmp_path / "checkpoints_corrupt").exists()
+  assert_same_params(_final_params(tmp_path)[1], _final_params(ref_dir)[1])
+  assert train_rows(tmp_path) == train_rows(ref_dir)
+
+
 # A sweep stopped by a signal: its running points checkpoint, no other point starts, and
 # no stopped point is summarised as if it had finished.
 
