@@ -4,7 +4,7 @@ r"""Claims 2 and 5: strided vs max-pooled vs blurred subsampling, for three mode
   python -m progressive.sweep --config=configs/antialias.py:simple_cnn --workdir=/tmp/antialias_cnn
   python -m progressive.sweep --config=configs/antialias.py:rerun --workdir=/tmp/aa_rerun
   python -m progressive.sweep --config=configs/antialias.py:rerun_photos --workdir=/tmp/aa_photos
-  python -m progressive.sweep --config=configs/antialias.py:rerun_resnet18 --workdir=/tmp/aa_resnet18
+  python -m progressive.sweep --config=configs/antialias.py:rerun_resnet18 --workdir=/tmp/aa_resnet18 --workers=3
   python -m progressive.sweep --config=configs/antialias.py:tuned64_resnet18 --workdir=/tmp/aa64_resnet18
   python -m progressive.sweep --config=configs/antialias.py:smoke --workdir=/tmp/antialias_smoke
 
@@ -17,24 +17,24 @@ by max pools, so it has no separate `max` point (its `stride` is the published m
 
 `:rerun` is the CPU-scale rerun with the standard of evidence (RESEARCH.md): the simple
 CNN on `scale_shapes/sweep32` (32 px, 4096 / 1024) at 32 px for a stated budget of 6
-epochs, each arm's `opt.lr_max` chosen on the validation slice from (0.2, 0.4, 0.8) by
+epochs, each arm's `opt.lr_max` chosen on the validation slice from 0.025-0.4 by
 accuracy at 32 px, seeds 0-4, tested at 16-48 px with and without batch-norm
 recalibration (`acc@S`, `acc_bn@S`) and over the whole subsampling period (16 px) on every
 test image (`jag_period`, `pred_change`, `prob_change`, `cons_period`);
 `get_comparisons` sets each subsampling against `stride`. `:rerun_photos` is the same
 on real photographs (`photos/sweep32`, trained with flips). What was reduced for two
-CPU cores: one family (VGG and ResNet-18 at these settings cost 4-10x more per point),
-32 px instead of 64, a fixed 6-epoch budget instead of "until validation stops
-improving".
+CPU cores: 32 px instead of 64, a fixed 6-epoch budget instead of "until validation stops
+improving". An earlier grid (0.2-0.8) chose its lower edge for every arm, and
+`:rerun_lower[_photos]` (0.05, 0.1; run with `--tune_only`) showed the blurred arms on
+`scale_shapes` 11 points better below it: hence this grid.
 
-`:rerun_lower` and `:rerun_lower_photos` are the reruns' arms with the grid below
-theirs (0.05, 0.1), to be run with `--tune_only` and read beside the reruns' tuning.csv:
-the reruns chose 0.2, their grid's lower edge, for every arm.
-
-`:rerun_resnet18` and `:rerun_resnet18_photos` are `:rerun` and `:rerun_photos` for
-ResNet-18 (width 0.25, small stem: total stride 8, so the whole period is 8 px), its
-grid 0.1-0.8 (the simple CNN's chose its lower edge for every arm). VGG has no such
-rerun: its total stride, 32, is the whole 32 px canvas.
+`:rerun_vgg11[_photos]` and `:rerun_resnet18[_photos]` are the same for the other two
+families, sized for a GPU host (`experiments/run_side_by_side.sh`), each on the grid
+0.025-0.8: ResNet-18 with width 0.25 and the small stem (total stride 8, so the whole
+period is 8 px), and VGG-11 with width 0.25 and its last pool dropped (`vgg` with
+`VGG11_32_LAYERS`: every conv kept, total stride 16 like the simple CNN's, a 2x2 map for
+the head) since VGG-11's total stride, 32, is the whole 32 px canvas. VGG subsamples only
+by max pools, so it has `stride` (its max pool), `blur3` and `blur5`.
 
 `:tuned64_<family>` (`simple_cnn`, `vgg11` or `resnet18`) and `:tuned64_<family>_photos`
 are the same standard at the config's own 64 px, sized for a GPU: one family on
@@ -68,7 +68,16 @@ MODES = (
     {"model.downsample": "blur", "model.blur_size": 5},
 )
 EPOCHS = 4
-RERUNS = ("rerun", "rerun_photos", "rerun_resnet18", "rerun_resnet18_photos")
+RERUNS = ("rerun", "rerun_photos", "rerun_resnet18", "rerun_resnet18_photos", "rerun_vgg11",
+          "rerun_vgg11_photos")
+# VGG-11 for 32 px inputs: its last pool dropped (every conv kept), so its total stride is
+# 16, the simple CNN's, and a 2x2 map is left for the head instead of 1x1.
+VGG11_32_LAYERS = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512)
+RERUN_MODELS = {
+    "simple_cnn": MODELS["simple_cnn"],
+    "vgg11": {"model.name": "vgg", "model.vgg_layers": VGG11_32_LAYERS, "model.width": 0.25},
+    "resnet18": MODELS["resnet18"],
+}
 # The grid below the reruns' (their choice was 0.2, the lower edge, for every arm): run
 # with --tune_only and read beside the rerun's own tuning.csv (the runs are the same but
 # for the learning rate).
@@ -76,9 +85,11 @@ LOWER = ("rerun_lower", "rerun_lower_photos")
 LOWER_LR_GRID = (0.05, 0.1)
 RERUN_EPOCHS = 6
 SEEDS = (0, 1, 2, 3, 4)
-LR_GRID = (0.2, 0.4, 0.8)
-# ResNet-18's reruns: the simple CNN's grid chose its lower edge for every arm.
-RESNET_LR_GRID = (0.1, 0.2, 0.4, 0.8)
+# The simple CNN's reruns: an earlier grid (0.2, 0.4, 0.8) chose its lower edge for every
+# arm, and 0.05 beat 0.2 for the blurred arms on scale_shapes; this one brackets them.
+LR_GRID = (0.025, 0.05, 0.1, 0.2, 0.4)
+# ResNet-18's and VGG-11's reruns: wide, since nothing was known of their best rates.
+DEEP_LR_GRID = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
 TUNED64 = tuple(f"tuned64_{family}{data}" for family in MODELS for data in ("", "_photos"))
 TUNED64_EPOCHS = 8
 TUNED64_LR_GRID = (0.05, 0.1, 0.2, 0.4, 0.8)
@@ -107,7 +118,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def _rerun_family(arg: str) -> str:
-  return "resnet18" if arg.startswith("rerun_resnet18") else "simple_cnn"
+  for family in ("resnet18", "vgg11"):
+    if arg.startswith(f"rerun_{family}"):
+      return family
+  return "simple_cnn"
 
 
 def _tuned64_family(arg: str) -> str:
@@ -119,10 +133,12 @@ def _name(family: str, mode: dict) -> str:
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
+  models = MODELS
   if arg == "smoke":
     families, modes = ["simple_cnn"], (MODES[0], MODES[2])
   elif arg in RERUNS + LOWER:
     families, modes = [_rerun_family(arg)], MODES
+    models = RERUN_MODELS
   elif arg in TUNED64:
     families, modes = [_tuned64_family(arg)], MODES
   else:
@@ -132,7 +148,7 @@ def get_sweep(arg: str | None = None) -> list[dict]:
     for mode in modes:
       if family.startswith("vgg") and mode["model.downsample"] == "max":
         continue  # VGG subsamples only by max pools: "max" is its "stride", the same network.
-      points.append({"name": _name(family, mode), **MODELS[family], **mode})
+      points.append({"name": _name(family, mode), **models[family], **mode})
   if arg in TUNED64:  # Seed by seed: every arm's seed 0, then every arm's seed 1, ...
     return [p for seed in SEEDS for p in sweep.with_seeds(points, (seed,))]
   return sweep.with_seeds(points, SEEDS) if arg in RERUNS + LOWER else points
@@ -145,7 +161,7 @@ def get_tuning(arg: str | None = None) -> dict | None:
     return {"field": "opt.lr_max", "grid": LOWER_LR_GRID, "metric": "acc@32"}
   if arg not in RERUNS:
     return None  # Only the reruns tune.
-  grid = RESNET_LR_GRID if _rerun_family(arg) == "resnet18" else LR_GRID
+  grid = LR_GRID if _rerun_family(arg) == "simple_cnn" else DEEP_LR_GRID
   return {"field": "opt.lr_max", "grid": grid, "metric": "acc@32"}
 
 
@@ -158,4 +174,6 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   if arg not in RERUNS + LOWER:
     return []
   family = _rerun_family(arg)
-  return [(_name(family, mode), f"{family}_stride") for mode in MODES[1:]]
+  arms = {p["name"].rsplit("_seed", 1)[0] for p in get_sweep(arg)}
+  return [(_name(family, mode), f"{family}_stride") for mode in MODES[1:]
+          if _name(family, mode) in arms]

@@ -50,5 +50,6 @@ done
 sweep --config=configs/stability.py --workdir="$ROOT/stability"
 sweep --config=configs/head.py --workdir="$ROOT/head"
 # Not in FINDINGS yet: claims 2 and 5 for all three families at 64 px, sized for a GPU host
-# (bash experiments/run_tuned64.sh "$ROOT" "$DATA_DIR"; see FINDINGS' "Not yet measured").
+# (bash experiments/run_side_by_side.sh "$ROOT" "$DATA_DIR" 3 0 configs/antialias.py:tuned64_{simple_cnn,vgg11,resnet18}{,_photos};
+# see FINDINGS' "Not yet measured").
 python experiments/make_findings.py "$ROOT"
