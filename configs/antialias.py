@@ -24,9 +24,9 @@ test image (`jag_period`, `pred_change`, `prob_change`, `cons_period`);
 `get_comparisons` sets each subsampling against `stride`. `:rerun_photos` is the same
 on real photographs (`photos/sweep32`, trained with flips). What was reduced for two
 CPU cores: 32 px instead of 64, a fixed 6-epoch budget instead of "until validation stops
-improving". An earlier grid (0.2-0.8) chose its lower edge for every arm, and
-`:rerun_lower[_photos]` (0.05, 0.1; run with `--tune_only`) showed the blurred arms on
-`scale_shapes` 11 points better below it: hence this grid.
+improving". An earlier grid (0.2-0.8) chose its lower edge for every arm, and a
+`--tune_only` check below it (0.05, 0.1) found the blurred arms on `scale_shapes` 11
+points better there: hence this grid.
 
 `:rerun_vgg11[_photos]` and `:rerun_resnet18[_photos]` are the same for the other two
 families, sized for a GPU host (`experiments/run_side_by_side.sh`), each on the grid
@@ -78,11 +78,6 @@ RERUN_MODELS = {
     "vgg11": {"model.name": "vgg", "model.vgg_layers": VGG11_32_LAYERS, "model.width": 0.25},
     "resnet18": MODELS["resnet18"],
 }
-# The grid below the reruns' (their choice was 0.2, the lower edge, for every arm): run
-# with --tune_only and read beside the rerun's own tuning.csv (the runs are the same but
-# for the learning rate).
-LOWER = ("rerun_lower", "rerun_lower_photos")
-LOWER_LR_GRID = (0.05, 0.1)
 RERUN_EPOCHS = 6
 SEEDS = (0, 1, 2, 3, 4)
 # The simple CNN's reruns: an earlier grid (0.2, 0.4, 0.8) chose its lower edge for every
@@ -100,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = default.get_config("smoke" if smoke else None)
   config.stages = (dict(size=32, steps=8),) if smoke else (dict(size=64, epochs=EPOCHS),)
   config.eval_sizes = (24, 32) if smoke else (32, 48, 64)
-  if arg in RERUNS + LOWER + TUNED64:
+  if arg in RERUNS + TUNED64:
     tuned64 = arg in TUNED64
     if not tuned64:
       config.data.builder_config = "sweep32"
@@ -112,7 +107,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.eval_sizes = (32, 48, 64, 80, 96) if tuned64 else (16, 24, 32, 40, 48)
     config.progress_bar = False
   elif arg not in (None, "", "smoke", *MODELS):
-    variants = sorted(("smoke", *MODELS, *RERUNS, *LOWER, *TUNED64))
+    variants = sorted(("smoke", *MODELS, *RERUNS, *TUNED64))
     raise ValueError(f"Unknown config variant {arg!r}; use one of {variants} or nothing.")
   return config
 
@@ -136,7 +131,7 @@ def get_sweep(arg: str | None = None) -> list[dict]:
   models = MODELS
   if arg == "smoke":
     families, modes = ["simple_cnn"], (MODES[0], MODES[2])
-  elif arg in RERUNS + LOWER:
+  elif arg in RERUNS:
     families, modes = [_rerun_family(arg)], MODES
     models = RERUN_MODELS
   elif arg in TUNED64:
@@ -151,14 +146,12 @@ def get_sweep(arg: str | None = None) -> list[dict]:
       points.append({"name": _name(family, mode), **models[family], **mode})
   if arg in TUNED64:  # Seed by seed: every arm's seed 0, then every arm's seed 1, ...
     return [p for seed in SEEDS for p in sweep.with_seeds(points, (seed,))]
-  return sweep.with_seeds(points, SEEDS) if arg in RERUNS + LOWER else points
+  return sweep.with_seeds(points, SEEDS) if arg in RERUNS else points
 
 
 def get_tuning(arg: str | None = None) -> dict | None:
   if arg in TUNED64:
     return {"field": "opt.lr_max", "grid": TUNED64_LR_GRID, "metric": "acc@64"}
-  if arg in LOWER:
-    return {"field": "opt.lr_max", "grid": LOWER_LR_GRID, "metric": "acc@32"}
   if arg not in RERUNS:
     return None  # Only the reruns tune.
   grid = LR_GRID if _rerun_family(arg) == "simple_cnn" else DEEP_LR_GRID
@@ -171,7 +164,7 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
     family = _tuned64_family(arg)
     arms = [p["name"].rsplit("_seed", 1)[0] for p in get_sweep(arg) if p["seed"] == SEEDS[0]]
     return [(arm, f"{family}_stride") for arm in arms if arm != f"{family}_stride"]
-  if arg not in RERUNS + LOWER:
+  if arg not in RERUNS:
     return []
   family = _rerun_family(arg)
   arms = {p["name"].rsplit("_seed", 1)[0] for p in get_sweep(arg)}

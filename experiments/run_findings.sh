@@ -7,7 +7,8 @@
 # ROOT (default /tmp/exp) gets one folder per sweep; DATA_DIR (default: TFDS's usual
 # directory) is where scale_shapes is generated on first use. Finished points are
 # skipped, so an interrupted run resumes where it stopped. On a 2-core CPU it takes
-# about twelve hours (the reruns about 60-90 minutes each).
+# about twelve hours (the reruns about 60-90 minutes each) without the VGG-11 and ResNet-18
+# reruns. WORKERS (default 1) sets --workers for those.
 set -euo pipefail
 ROOT=${1:-/tmp/exp}
 DATA_DIR=${2:-}
@@ -30,9 +31,13 @@ sweep --config=configs/train_test_size.py --workdir="$ROOT/train_test_size" --sh
 sweep --config=configs/train_test_size.py:photos --workdir="$ROOT/train_test_size_photos" --shift_images=64
 sweep --config=configs/antialias.py:rerun --workdir="$ROOT/antialias_rerun" --shift_images=0
 sweep --config=configs/antialias.py:rerun_photos --workdir="$ROOT/antialias_rerun_photos" --shift_images=0
-# The grid below the reruns' (they chose its lower edge, 0.2, for every arm): tuning only.
-sweep --config=configs/antialias.py:rerun_lower --workdir="$ROOT/antialias_rerun_lower" --tune_only
-sweep --config=configs/antialias.py:rerun_lower_photos --workdir="$ROOT/antialias_rerun_lower_photos" --tune_only
+# The same for VGG-11 and ResNet-18, sized for a GPU host (WORKERS points at a time; on
+# an H200 the tuning of all four took under 7 minutes, docs/BENCHMARKS.md; on two CPU
+# cores they take many hours).
+for variant in rerun_vgg11 rerun_vgg11_photos rerun_resnet18 rerun_resnet18_photos; do
+  sweep --config=configs/antialias.py:$variant --workdir="$ROOT/antialias_$variant" --shift_images=0 \
+      --workers="${WORKERS:-1}"
+done
 # Claim 6 rerun: a learning-rate grid per arm (45 runs of 96 steps), five seeds (about an hour).
 sweep --config=configs/stability.py:rerun --workdir="$ROOT/stability_rerun" --shift_images=64
 sweep --config=configs/stability.py:rerun_photos --workdir="$ROOT/stability_rerun_photos" --shift_images=64

@@ -70,8 +70,7 @@ def test_every_experiment_point_validates(name, arg):
                                   "stability.py:rerun_photos", "train_test_size.py:photos",
                                   "progressive_resizing.py:long", "progressive_resizing.py:photos_long",
                                   "antialias.py:tuned64_vgg11", "antialias.py:tuned64_resnet18_photos",
-                                  "antialias.py:rerun_resnet18_photos", "antialias.py:rerun_vgg11",
-                                  "antialias.py:rerun_lower"])
+                                  "antialias.py:rerun_resnet18_photos", "antialias.py:rerun_vgg11"])
 def test_every_rerun_point_and_tuning_run_validates(flag):
   _, points = sweep.expand(f"{REPO}/configs/{flag}")
   tuning = sweep.tuning_points(f"{REPO}/configs/{flag}")
