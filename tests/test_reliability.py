@@ -330,16 +330,31 @@ def test_finished_run_of_an_older_version_stays_finished(reference, tmp_path, ca
   assert not list(workdir.glob("config.*.json"))  # Not a config change.
 
 
-def test_partial_run_of_an_older_version_resumes_exactly(reference, tmp_path, monkeypatch):
+def _without_lr_scale(workdir: pathlib.Path) -> None:
+  """Rewrites every checkpoint's state as the optimiser stored it before it held the LR
+  peak as `lr_scale` (the peak was then a constant in the schedule)."""
+  paths = list((workdir / "checkpoints").glob("*/state"))
+  assert paths
+  for path in paths:
+    state = ocp.StandardCheckpointer().restore(path)
+    del state["opt_state"]["hyperparams"]["lr_scale"]
+    shutil.rmtree(path)
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(path, state)
+
+
+@pytest.mark.parametrize("make_older", [_as_older_version, _without_lr_scale])
+def test_partial_run_of_an_older_version_resumes_exactly(reference, tmp_path, monkeypatch, make_older):
   config, ref_dir = reference
   die_after_save(monkeypatch, 12)  # Mid-way through stage 1.
   with pytest.raises(Killed):
     train.train_and_evaluate(config, str(tmp_path))
   monkeypatch.undo()
-  _as_older_version(tmp_path)
+  make_older(tmp_path)
   summary = train.train_and_evaluate(config, str(tmp_path))
   assert summary.step == 24
-  assert summary.compile[0]["step"] == 12  # Resumed, not restarted.
+  assert summary.compile[0]["step"] == 12  # Resumed, not restarted (nor set aside as corrupt).
+  assert not (tmp_path / "checkpoints_corrupt").exists()
   assert_same_params(_final_params(tmp_path)[1], _final_params(ref_dir)[1])
   assert train_rows(tmp_path) == train_rows(ref_dir)
 
@@ -356,34 +371,6 @@ def test_older_version_with_a_changed_fixed_field_is_refused(reference, tmp_path
   with pytest.raises(ConfigError, match=r"data\.num_workers: 0 in the checkpoint, 1 now"):
     train.train_and_evaluate(other, str(workdir), force=True)
 
-
-
-def _without_lr_scale(workdir: pathlib.Path) -> None:
-  """Rewrites every checkpoint's state as the optimiser stored it before it held the LR
-  peak as `lr_scale` (the peak was then a constant in the schedule)."""
-  paths = list((workdir / "checkpoints").glob("*/state"))
-  assert paths
-  for path in paths:
-    state = ocp.StandardCheckpointer().restore(path)
-    del state["opt_state"]["hyperparams"]["lr_scale"]
-    shutil.rmtree(path)
-    with ocp.StandardCheckpointer() as checkpointer:
-      checkpointer.save(path, state)
-
-
-def test_checkpoint_from_before_lr_scale_resumes_exactly(reference, tmp_path, monkeypatch):
-  config, ref_dir = reference
-  die_after_save(monkeypatch, 12)
-  with pytest.raises(Killed):
-    train.train_and_evaluate(config, str(tmp_path))
-  monkeypatch.undo()
-  _without_lr_scale(tmp_path)
-  summary = train.train_and_evaluate(config, str(tmp_path))
-  assert summary.step == 24
-  assert summary.compile[0]["step"] == 12  # Resumed, not restarted or quarantined.
-  assert not (tmp_path / "checkpoints_corrupt").exists()
-  assert_same_params(_final_params(tmp_path)[1], _final_params(ref_dir)[1])
-  assert train_rows(tmp_path) == train_rows(ref_dir)
 
 
 # A sweep stopped by a signal: its running points checkpoint, no other point starts, and
