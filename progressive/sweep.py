@@ -230,15 +230,16 @@ CHOICE_FILE = "choice.json"
 VALIDATION_SPLITS = {"data.train_split": "train[:90%]", "data.eval_split": "train[90%:]"}
 
 
-def tuning_spec(config_flag: str) -> dict[str, Any] | None:
-  """The config file's `get_tuning(arg)` with its defaults, or None (no `get_tuning`, or
-  it returns None for this variant); `ValueError` for a spec that cannot work."""
+def tuning_spec(config_flag: str, grid: Sequence[Any] | None = None) -> dict[str, Any] | None:
+  """The config file's `get_tuning(arg)` with its defaults (`grid`, if given, replacing
+  its values), or None (no `get_tuning`, or it returns None for this variant);
+  `ValueError` for a spec that cannot work."""
   path, arg = split_config_arg(config_flag)
   module = load_module(path)
   spec = module.get_tuning(arg) if hasattr(module, "get_tuning") else None
   if spec is None:
     return None
-  spec = dict(spec)
+  spec = dict(spec, **({"grid": tuple(grid)} if grid else {}))
   missing = {"field", "grid", "metric"} - set(spec)
   if missing or not spec.get("grid"):
     raise ValueError(f"get_tuning must give 'field', a non-empty 'grid' and 'metric'; missing {sorted(missing)}.")
@@ -258,10 +259,12 @@ def arm_key(overrides: Mapping[str, Any]) -> str:
                     sort_keys=True, default=str)
 
 
-def tuning_points(config_flag: str, common: Mapping[str, Any] | None = None):
+def tuning_points(config_flag: str, common: Mapping[str, Any] | None = None,
+                  grid: Sequence[Any] | None = None):
   """`(arm key, value, name, overrides, config)` of every tuning run: each arm of the
-  sweep once per grid value, on the validation slice, at the base config's seed."""
-  spec = tuning_spec(config_flag)
+  sweep once per grid value (`grid`, if given, instead of the config's), on the
+  validation slice, at the base config's seed."""
+  spec = tuning_spec(config_flag, grid)
   if spec is None:
     return []
   base, points = expand(config_flag, common, choice={})
@@ -291,14 +294,15 @@ def read_choice(workdir) -> dict[str, Any] | None:
   return json.loads(path.read_text()) if path.exists() else None
 
 
-def choose(config_flag: str, workdir, common: Mapping[str, Any] | None = None) -> dict[str, Any]:
-  """Picks each arm's value by the validation metric of its finished tuning runs and
-  writes `DIR/tuning/choice.json`: `field`, `metric`, `values` `{arm key: value}` and the
-  `grid` rows (arm, value, metric)."""
-  spec = tuning_spec(config_flag)
+def choose(config_flag: str, workdir, common: Mapping[str, Any] | None = None,
+           grid: Sequence[Any] | None = None) -> dict[str, Any]:
+  """Picks each arm's value by the validation metric of its finished tuning runs (over
+  `grid`, if given, instead of the config's) and writes `DIR/tuning/choice.json`:
+  `field`, `metric`, `values` `{arm key: value}` and the `grid` rows (arm, value, metric)."""
+  spec = tuning_spec(config_flag, grid)
   tuning_dir = epath.Path(workdir) / TUNING_DIR
   rows, best = [], {}
-  for key, value, name, overrides, config in tuning_points(config_flag, common):
+  for key, value, name, overrides, config in tuning_points(config_flag, common, grid):
     summary = read_summary(tuning_dir / name)
     if summary is None and finished(tuning_dir / name, config):  # Run elsewhere.
       summary = summarize_point(tuning_dir / name, name, overrides, config, measures=False)
@@ -348,11 +352,13 @@ def config_finetune(config_flag: str) -> dict[str, Any] | None:
 
 
 def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | None = None,
-              workers: int = 1, tune_only: bool = False, **options):
+              workers: int = 1, tune_only: bool = False, tuning_grid: Sequence[Any] | None = None,
+              **options):
   """Runs every unfinished point, `workers` at a time in their own processes (1: one
   after another in this one), then aggregates. Returns the aggregated rows. With
-  `tune_only`, only the tuning grid: it writes the choice and `DIR/tuning.csv` and
-  returns no rows.
+  `tune_only`, only the tuning grid (`tuning_grid`, if given, instead of the config's:
+  to check other values in another workdir): it writes the choice and `DIR/tuning.csv`
+  and returns no rows.
 
   `options` go to `summarize_point`: `num_shift_images`, `max_shift`, `ensemble_sizes`
   (default: the config file's `get_ensemble_sizes(arg)`), `bn_images` (the scale
@@ -361,12 +367,14 @@ def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   workdir = epath.Path(workdir)
   options.setdefault("ensemble_sizes", config_ensemble_sizes(config_flag))
   options.setdefault("finetune", config_finetune(config_flag))
-  tuning = tuning_points(config_flag, common)
+  if tuning_grid and not tune_only:
+    raise _grid_without_tune_only()
+  tuning = tuning_points(config_flag, common, tuning_grid)
   if tuning:
     print(f"Tuning {tuning_spec(config_flag)['field']} on the validation slice: {len(tuning)} runs.")
     _run_points([(n, o, c) for _, _, n, o, c in tuning], workdir / TUNING_DIR,
                 {**options, "measures": False}, workers)
-    choice = choose(config_flag, workdir, common)
+    choice = choose(config_flag, workdir, common, tuning_grid)
     print(f"Chosen by validation {choice['metric']}: " + ", ".join(
         f"{r['arm']}: {choice['values'][r['key']]}" for r in {r["key"]: r for r in choice["grid"]}.values()))
     if tune_only:
@@ -381,6 +389,12 @@ def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
 
 def _nothing_to_tune(config_flag: str) -> ValueError:
   return ValueError(f"{config_flag} defines no tuning (get_tuning); --tune_only has nothing to run.")
+
+
+def _grid_without_tune_only() -> ValueError:
+  return ValueError("--tuning_grid needs --tune_only: the sweep's points are chosen on the "
+                    "config's own grid, which its results report; check other values in "
+                    "another --workdir with --tune_only.")
 
 
 class Stopped(Exception):
@@ -542,6 +556,8 @@ def define_flags(fv: flags.FlagValues) -> None:
                     **define)
   flags.DEFINE_bool("tune_only", False, "Only the tuning grid: write DIR/tuning.csv and the "
                     "choice, train no point (e.g. to check a grid before the seeds).", **define)
+  flags.DEFINE_list("tuning_grid", None, "With --tune_only: these values instead of the config's "
+                    "tuning grid, e.g. 0.05,0.1 (to check below or above it).", **define)
   flags.DEFINE_integer("workers", 1, "Points trained at a time, each in its own process (a GPU "
                        "host's cores; small models leave an accelerator mostly idle).", **define)
   flags.DEFINE_integer("bn_images", 1024, "Training images for the scale controls' columns "
@@ -558,6 +574,11 @@ def _run(fv: flags.FlagValues) -> int | None:
     config_finetune(fv.config)
     if fv.tune_only and spec is None:
       raise _nothing_to_tune(fv.config)
+    grid = None
+    if fv.tuning_grid:
+      if not fv.tune_only:
+        raise _grid_without_tune_only()
+      grid = [parse_overrides([f"value={v}"])["value"] for v in fv.tuning_grid]
     kwargs = dict(common=common, num_shift_images=fv.shift_images, max_shift=fv.max_shift,
                   bn_images=fv.bn_images)
     if fv.ensemble_sizes is not None:
@@ -572,7 +593,8 @@ def _run(fv: flags.FlagValues) -> int | None:
     aggregate(fv.config, fv.workdir, **kwargs)
   else:
     try:
-      run_sweep(fv.config, fv.workdir, workers=fv.workers, tune_only=fv.tune_only, **kwargs)
+      run_sweep(fv.config, fv.workdir, workers=fv.workers, tune_only=fv.tune_only,
+                tuning_grid=grid, **kwargs)
     except Stopped as e:
       print(e)
       return 128 + signal.Signals[e.signal_name].value

@@ -153,6 +153,7 @@ def test_workers_train_the_same_points_as_one_process(antialias_smoke, tmp_path)
 @pytest.mark.parametrize("flag,message", [
     ("--workers=0", "--workers must be at least 1, got 0."),
     ("--tune_only", "defines no tuning (get_tuning); --tune_only has nothing to run."),
+    ("--tuning_grid=0.05,0.1", "--tuning_grid needs --tune_only"),
 ])
 def test_workers_and_tune_only_are_refused_before_anything_runs(flag, message):
   fv = cli.parse(sweep.COMMAND, ["prog", f"--config={REPO}/configs/antialias.py:smoke",
@@ -411,7 +412,8 @@ def test_tune_only_trains_the_grid_and_no_point(tmp_path, monkeypatch):
 
   def fake_summary(workdir, name, overrides, config, **options):
     summary = {"name": name, "options": {"measures": "tuning"}, "overrides": overrides, "step": 24,
-               "eval": {"32": {"accuracy": {0.1: 0.5, 0.4: 0.7}[config.opt.lr_max]}}, "best_size": 32}
+               "eval": {"32": {"accuracy": {0.05: 0.8, 0.1: 0.5, 0.4: 0.7}[config.opt.lr_max]}},
+               "best_size": 32}
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
     (pathlib.Path(workdir) / sweep_report.SUMMARY_FILE).write_text(json.dumps(summary))
 
@@ -426,6 +428,16 @@ def test_tune_only_trains_the_grid_and_no_point(tmp_path, monkeypatch):
   assert set(sweep.read_choice(workdir)["values"].values()) == {0.4}
   with pytest.raises(ValueError, match="defines no tuning .*--tune_only has nothing to run"):
     sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(tmp_path / "none"), tune_only=True)
+  # Another grid, checked in another workdir: only its values run, and its choice is its own.
+  runs.clear()
+  below = tmp_path / "below"
+  sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(below), tune_only=True, tuning_grid=[0.05, 0.1])
+  assert sorted(runs) == ["stride__lr_max=0.05", "stride__lr_max=0.1"]
+  with (below / "tuning.csv").open() as f:
+    assert [r["value"] for r in csv.DictReader(f)] == ["0.05", "0.100"]
+  assert set(sweep.read_choice(below)["values"].values()) == {0.05}
+  with pytest.raises(ValueError, match="--tuning_grid needs --tune_only"):
+    sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(below), tuning_grid=[0.05])
 
 
 def test_tuning_refuses_to_choose_on_the_test_split(tmp_path):
