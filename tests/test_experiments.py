@@ -4,8 +4,8 @@ test_sweep.py so that the two heavy files run on different workers."""
 
 import csv
 import pathlib
-import shutil
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -158,8 +158,8 @@ def test_side_by_side_prepares_each_dataset_once_then_runs_every_sweep(data_dir,
   assert result.stdout.count("prepared photos/small") == 1
   for name in ("tiny", "tiny_photos"):
     assert (root / f"{name}.log").exists()
-    rows = list(csv.DictReader(open(root / name / "results.csv")))
-    assert [r["name"] for r in rows] == ["p0"]
+    with (root / name / "results.csv").open() as f:
+      assert [r["name"] for r in csv.DictReader(f)] == ["p0"]
   none = subprocess.run(["bash", str(script), str(root), str(data), "1", "0"], cwd=REPO,
                         capture_output=True, text=True, timeout=60)
   assert none.returncode == 2 and "No sweep given" in none.stderr
