@@ -29,6 +29,8 @@ sweep --config=configs/progressive_resizing.py:photos_long --workdir="$ROOT/prog
 # (each about 90 minutes here, the two run side by side on two cores).
 sweep --config=configs/train_test_size.py --workdir="$ROOT/train_test_size" --shift_images=64
 sweep --config=configs/train_test_size.py:photos --workdir="$ROOT/train_test_size_photos" --shift_images=64
+# Its grid chose its lowest rate for seven of eight arms: the same tuning runs below it.
+sweep --config=configs/train_test_size.py --workdir="$ROOT/train_test_size_lower" --tune_only --tuning_grid=0.05,0.1
 sweep --config=configs/antialias.py:rerun --workdir="$ROOT/antialias_rerun" --shift_images=0
 sweep --config=configs/antialias.py:rerun_photos --workdir="$ROOT/antialias_rerun_photos" --shift_images=0
 # The same for VGG-11 and ResNet-18, sized for a GPU host (WORKERS points at a time; on
