@@ -16,8 +16,8 @@
 # every architecture's programs are compiled once for all of them (the learning rate is
 # not part of a program). SECONDS (0: no limit) stops every sweep with SIGTERM after that
 # long (and SIGKILLs what still runs a minute later): the running points checkpoint,
-# finished ones are aggregated, and the same command resumes. PYTHON (default python)
-# runs the sweeps.
+# finished ones are aggregated, and the same command resumes. It exits 1 if any sweep
+# was stopped or failed (see its log), else 0. PYTHON (default python) runs the sweeps.
 set -uo pipefail
 ROOT=${1:?ROOT}; DATA_DIR=${2:?DATA_DIR}; WORKERS=${3:?WORKERS}; SECONDS_LEFT=${4:?SECONDS}
 shift 4
@@ -76,11 +76,16 @@ while :; do
   fi
   sleep 2
 done
-echo "$(( $(date +%s) - start )) s: sweeps ended; aggregating"
-for spec in "${specs[@]}"; do
-  dir=$(workdir "$spec")
+echo "$(( $(date +%s) - start )) s: sweeps ended"
+status=0
+for i in "${!specs[@]}"; do  # A sweep that finished has aggregated; a stopped one does now.
+  wait "${pids[$i]}" && continue
+  status=1
+  spec=${specs[$i]}; dir=$(workdir "$spec")
+  echo "${spec} stopped or failed (see $dir.log); aggregating what finished"
   timeout 120 "$PYTHON" -m progressive.sweep --config="$spec" --workdir="$dir" "${common[@]}" \
       --aggregate_only >>"$dir.log" 2>&1 &
 done
 wait
 echo "$(( $(date +%s) - start )) s: done"
+exit $status

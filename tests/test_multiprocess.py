@@ -56,19 +56,20 @@ def test_two_process_smoke_run(tmp_path, data_dir):
           f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
           "--config.progress_bar=False", f"--config.distributed.coordinator_address={address}",
           "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",
+          "--config.stages=({'size': 16, 'steps': 8}, {'size': 32, 'steps': 8})",
       ]
       for i in range(2)
   ]
   env_commands = [["env", "XLA_FLAGS=--xla_force_host_platform_device_count=2", *c] for c in commands]
   outputs = _run_all(env_commands)
-  assert "Stage 2 (32px) done at step 24" in outputs[0]
-  assert "Stage 2" not in outputs[1]  # Only the first process reports.
+  assert "Stage 1 (32px) done at step 16" in outputs[0]  # Two stages: a switch of size.
+  assert "Stage 1" not in outputs[1]  # Only the first process reports.
   rows = read_rows(workdir / "metrics.jsonl")
-  assert [r["step"] for r in rows if r["event"] == "train"] == [4, 8, 12, 16, 20, 24]
-  evals = [r for r in rows if r["event"] == "eval" and r["step"] == 24]
+  assert [r["step"] for r in rows if r["event"] == "train"] == [4, 8, 12, 16]
+  evals = [r for r in rows if r["event"] == "eval" and r["step"] == 16]
   assert [r["size"] for r in evals] == [16, 32]
   assert all(0 <= r["accuracy"] <= 1 for r in evals)
   assert all(r["examples"] == 256 for r in evals)  # Both processes' shards of the test split.
-  assert (workdir / "checkpoints" / "24").exists()
+  assert (workdir / "checkpoints" / "16").exists()
   # Both processes took part in one run: 4 devices over 2 processes, one checkpoint.
   assert "Compiled stage 0 (16px, batch 64)" in outputs[0]
