@@ -369,6 +369,10 @@ def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   options.setdefault("finetune", config_finetune(config_flag))
   if tuning_grid and not tune_only:
     raise _grid_without_tune_only()
+  stored = read_choice(workdir) if tuning_grid else None
+  if stored and {r["value"] for r in stored["grid"]} != set(tuning_grid):
+    raise ValueError(f"{workdir} already holds a tuning choice made on another grid; check "
+                     "--tuning_grid in another --workdir, so that sweep's choice stays its own.")
   tuning = tuning_points(config_flag, common, tuning_grid)
   if tuning:
     print(f"Tuning {tuning_spec(config_flag)['field']} on the validation slice: {len(tuning)} runs.")

@@ -438,6 +438,11 @@ def test_tune_only_trains_the_grid_and_no_point(tmp_path, monkeypatch):
   assert set(sweep.read_choice(below)["values"].values()) == {0.05}
   with pytest.raises(ValueError, match="--tuning_grid needs --tune_only"):
     sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(below), tuning_grid=[0.05])
+  with pytest.raises(ValueError, match="already holds a tuning choice made on another grid"):
+    sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(workdir), tune_only=True, tuning_grid=[0.05])
+  # The same check again (a resume) is allowed, and keeps its choice.
+  sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(below), tune_only=True, tuning_grid=[0.05, 0.1])
+  assert set(sweep.read_choice(below)["values"].values()) == {0.05}
 
 
 def test_tuning_refuses_to_choose_on_the_test_split(tmp_path):
