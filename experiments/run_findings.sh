@@ -40,6 +40,9 @@ for variant in rerun_vgg11 rerun_vgg11_photos rerun_resnet18 rerun_resnet18_phot
   sweep --config=configs/antialias.py:$variant --workdir="$ROOT/antialias_$variant" --shift_images=0 \
       --workers="${WORKERS:-1}"
 done
+# VGG-11 on photographs chose the lowest rate for two arms: the same tuning runs below it.
+sweep --config=configs/antialias.py:rerun_vgg11_photos --workdir="$ROOT/antialias_rerun_vgg11_photos_lower" \
+    --tune_only --tuning_grid=0.0125
 # Claim 6 rerun: a learning-rate grid per arm (45 runs of 96 steps), five seeds (about an hour).
 sweep --config=configs/stability.py:rerun --workdir="$ROOT/stability_rerun" --shift_images=64
 sweep --config=configs/stability.py:rerun_photos --workdir="$ROOT/stability_rerun_photos" --shift_images=64
