@@ -367,12 +367,7 @@ def run_sweep(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   workdir = epath.Path(workdir)
   options.setdefault("ensemble_sizes", config_ensemble_sizes(config_flag))
   options.setdefault("finetune", config_finetune(config_flag))
-  if tuning_grid and not tune_only:
-    raise _grid_without_tune_only()
-  stored = read_choice(workdir) if tuning_grid else None
-  if stored and {r["value"] for r in stored["grid"]} != set(tuning_grid):
-    raise ValueError(f"{workdir} already holds a tuning choice made on another grid; check "
-                     "--tuning_grid in another --workdir, so that sweep's choice stays its own.")
+  _check_tuning_grid(workdir, tuning_grid, tune_only)
   tuning = tuning_points(config_flag, common, tuning_grid)
   if tuning:
     print(f"Tuning {tuning_spec(config_flag)['field']} on the validation slice: {len(tuning)} runs.")
@@ -395,10 +390,20 @@ def _nothing_to_tune(config_flag: str) -> ValueError:
   return ValueError(f"{config_flag} defines no tuning (get_tuning); --tune_only has nothing to run.")
 
 
-def _grid_without_tune_only() -> ValueError:
-  return ValueError("--tuning_grid needs --tune_only: the sweep's points are chosen on the "
-                    "config's own grid, which its results report; check other values in "
-                    "another --workdir with --tune_only.")
+def _check_tuning_grid(workdir, tuning_grid, tune_only: bool) -> None:
+  """`ValueError` where another grid cannot be checked: without `tune_only` (a sweep's
+  points are chosen on the config's own grid, which its results report), or in a workdir
+  whose choice was made on another grid (that sweep's choice would be overwritten)."""
+  if not tuning_grid:
+    return
+  if not tune_only:
+    raise ValueError("--tuning_grid needs --tune_only: the sweep's points are chosen on the "
+                     "config's own grid, which its results report; check other values in "
+                     "another --workdir with --tune_only.")
+  stored = read_choice(workdir)
+  if stored and {r["value"] for r in stored["grid"]} != set(tuning_grid):
+    raise ValueError(f"{workdir} already holds a tuning choice made on another grid; check "
+                     "--tuning_grid in another --workdir, so that sweep's choice stays its own.")
 
 
 class Stopped(Exception):
@@ -489,9 +494,7 @@ def _run_parallel(points, workdir: epath.Path, options, workers: int) -> None:
   return. The first error other than a non-finite loss stops the sweep once the
   running points end; a worker that dies (SIGKILL, out of memory) stops it with
   `cli.Error`."""
-  for data in {json.dumps(c.data.to_dict(), sort_keys=True, default=str): c.data
-               for _, _, c in points if c.data.name in pipeline.BUILTINS}.values():
-    pipeline.prepare_builtin(data)
+  pipeline.prepare_builtins([c.data for _, _, c in points])
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")  # Inherited by the workers.
   context = multiprocessing.get_context("spawn")
   stopping = context.Event()
@@ -578,11 +581,8 @@ def _run(fv: flags.FlagValues) -> int | None:
     config_finetune(fv.config)
     if fv.tune_only and spec is None:
       raise _nothing_to_tune(fv.config)
-    grid = None
-    if fv.tuning_grid:
-      if not fv.tune_only:
-        raise _grid_without_tune_only()
-      grid = [parse_overrides([f"value={v}"])["value"] for v in fv.tuning_grid]
+    grid = [parse_overrides([f"value={v}"])["value"] for v in fv.tuning_grid or ()]
+    _check_tuning_grid(fv.workdir, grid, fv.tune_only)
     kwargs = dict(common=common, num_shift_images=fv.shift_images, max_shift=fv.max_shift,
                   bn_images=fv.bn_images)
     if fv.ensemble_sizes is not None:

@@ -372,7 +372,6 @@ def test_older_version_with_a_changed_fixed_field_is_refused(reference, tmp_path
     train.train_and_evaluate(other, str(workdir), force=True)
 
 
-
 # A sweep stopped by a signal: its running points checkpoint, no other point starts, and
 # no stopped point is summarised as if it had finished.
 

@@ -440,6 +440,10 @@ def test_tune_only_trains_the_grid_and_no_point(tmp_path, monkeypatch):
     sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(below), tuning_grid=[0.05])
   with pytest.raises(ValueError, match="already holds a tuning choice made on another grid"):
     sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(workdir), tune_only=True, tuning_grid=[0.05])
+  fv = cli.parse(sweep.COMMAND, ["prog", f"--config={tmp_path / 'cfg' / 'tuned.py'}",
+                                 f"--workdir={workdir}", "--tune_only", "--tuning_grid=0.05"])
+  with pytest.raises(cli.Error, match="already holds a tuning choice made on another grid"):
+    sweep._run(fv)  # One line from the command, before anything runs.
   # The same check again (a resume) is allowed, and keeps its choice.
   sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(below), tune_only=True, tuning_grid=[0.05, 0.1])
   assert set(sweep.read_choice(below)["values"].values()) == {0.05}
