@@ -40,16 +40,13 @@ import sys
 from progressive import sweep
 from progressive.data import pipeline
 data_dir, specs = sys.argv[1], sys.argv[2:]
-done = set()
+datas = []
 for spec in specs:
   path, arg = sweep.split_config_arg(spec)
-  data = sweep.load_module(path).get_config(arg).data
-  key = (data.name, data.builder_config)
-  if data.name in pipeline.BUILTINS and key not in done:
-    data.data_dir = data_dir
-    pipeline.prepare_builtin(data)
-    done.add(key)
-    print(f"prepared {data.name}/{data.builder_config} in {data_dir}")
+  datas.append(sweep.load_module(path).get_config(arg).data)
+  datas[-1].data_dir = data_dir
+for data in pipeline.prepare_builtins(datas):
+  print(f"prepared {data.name}/{data.builder_config} in {data_dir}")
 EOF
 pids=()
 for spec in "${specs[@]}"; do

@@ -567,6 +567,19 @@ def prepare_builtin(config: Mapping[str, Any]):
   return module.prepare(config["builder_config"], config["data_dir"])
 
 
+def prepare_builtins(configs) -> list[Mapping[str, Any]]:
+  """Prepares each distinct built-in dataset among the `config.data`s `configs` once, one
+  after another (two processes preparing one dataset would collide); returns those
+  prepared, in order. Others (TFDS, folders) are left alone."""
+  prepared = {}
+  for config in configs:
+    key = (config["name"], config["builder_config"], config["data_dir"])
+    if config["name"] in BUILTINS and key not in prepared:
+      prepare_builtin(config)
+      prepared[key] = config
+  return list(prepared.values())
+
+
 def builtin_examples(
     config: Mapping[str, Any], split: str, *, shard: int = 0, num_shards: int = 1,
     num: int | None = None,
