@@ -214,6 +214,14 @@ def finished(workdir: epath.Path, config) -> bool:
   return bool(steps) and max(steps) >= total_steps(config)
 
 
+def summarized(workdir: epath.Path, config, options: Mapping[str, Any]) -> bool:
+  """Whether `workdir` holds a summary of the run to its last step made with `options`
+  (`summarize_point`'s): a point copied from another machine without its checkpoints."""
+  summary = read_summary(workdir)
+  return (summary is not None and summary.get("step", 0) >= total_steps(config)
+          and summary.get("options") == sweep_report.summary_options(config, **options))
+
+
 def trained_otherwise(workdir: epath.Path, config) -> dict[str, tuple[Any, Any]]:
   """The fields that change what training computes (neither run control nor resumable,
   `config_validation.FIELDS`) whose value in `workdir/config.json` differs from
@@ -418,11 +426,13 @@ class Stopped(Exception):
 
 def _run_points(points, workdir: epath.Path, options, workers: int = 1) -> None:
   """Trains and summarises every unfinished point into `workdir/<name>`, `workers` points
-  at a time (`_run_parallel`). A finished point trained under another config (the sweep
+  at a time (`_run_parallel`). A point summarised to its last step with these `options`
+  is finished too, without its checkpoints (copied from where it ran). A finished point trained under another config (the sweep
   file or the tuning choice changed since) stops the sweep before anything trains: its
   results would be reported as the new config's. SIGTERM or SIGINT checkpoints the
   running points and raises `Stopped`: no other point starts."""
-  done = {name for name, _, config in points if finished(workdir / name, config)}
+  done = {name for name, _, config in points
+          if finished(workdir / name, config) or summarized(workdir / name, config, options)}
   stale = {}
   for name, _, config in points:
     differences = trained_otherwise(workdir / name, config) if name in done else {}

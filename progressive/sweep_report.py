@@ -244,6 +244,16 @@ def _options(num_shift_images: int, max_shift: int, ensemble_sizes: Sequence[int
   return options
 
 
+def summary_options(config, *, num_shift_images: int = 0, max_shift: int = 4, ensemble_sizes=(),
+                    bn_images: int = 0, finetune=None, measures: bool = True) -> dict:
+  """The `options` that `summarize_point` with these arguments writes for a point of
+  `config`: a summary holding others is remade."""
+  if not measures:
+    return {"measures": "tuning"}
+  return _options(num_shift_images, max_shift, for_point(ensemble_sizes, config), bn_images,
+                  finetune_for_point(finetune, config))
+
+
 def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_seconds=None,
                     num_shift_images: int = 0, max_shift: int = 4,
                     ensemble_sizes=(), bn_images: int = 0, finetune=None,
@@ -256,6 +266,9 @@ def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_s
   `epochs`, `lr`; `finetune_for_point`), and (when run by the sweep) the wall time.
   `measures=False` (tuning runs, which are read only for their validation accuracy)
   stops after the budget."""
+  options = summary_options(config, num_shift_images=num_shift_images, max_shift=max_shift,
+                            ensemble_sizes=ensemble_sizes, bn_images=bn_images, finetune=finetune,
+                            measures=measures)
   ensemble_sizes = for_point(ensemble_sizes, config)
   finetune = finetune_for_point(finetune, config)
   workdir = epath.Path(workdir)
@@ -265,8 +278,7 @@ def summarize_point(workdir: epath.Path, name: str, overrides, config, *, wall_s
   run = run_lib.load_run(workdir)
   summary = {
       "name": name,
-      "options": (_options(num_shift_images, max_shift, ensemble_sizes, bn_images, finetune)
-                  if measures else {"measures": "tuning"}),
+      "options": options,
       "overrides": {k: v for k, v in overrides.items() if k != "name"},
       "step": last,
       "eval": {str(size): {k: v for k, v in r.items() if k.startswith("accuracy")}
@@ -631,8 +643,8 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   for name, overrides, config in points:
     point_dir = workdir / name
     summary = read_summary(point_dir)
-    options = _options(num_shift_images, max_shift, for_point(ensemble_sizes, config), bn_images,
-                       finetune_for_point(finetune, config))
+    options = summary_options(config, num_shift_images=num_shift_images, max_shift=max_shift,
+                              ensemble_sizes=ensemble_sizes, bn_images=bn_images, finetune=finetune)
     # Run elsewhere, or summarised with other measures: (re)summarised here.
     if (summary is None or summary.get("options") != options) and sweep.finished(point_dir, config):
       summary = summarize_point(

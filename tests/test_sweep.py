@@ -136,6 +136,25 @@ def test_finished_points_are_skipped_and_partial_ones_resume(antialias_smoke, ca
   assert (point / sweep_report.SUMMARY_FILE).exists()
 
 
+def test_points_copied_without_checkpoints_are_not_trained_again(antialias_smoke, tmp_path, capsys):
+  """A workdir copied from the machine it ran on without its checkpoints (summaries and
+  logs only) is finished for the sweep with the same measures, as for aggregation."""
+  workdir, common, rows = antialias_smoke
+  copy = tmp_path / "copied"
+  shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("checkpoints"))
+  again = sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(copy), common=common,
+                          num_shift_images=16)
+  out = capsys.readouterr().out
+  assert "[simple_cnn_stride] finished already; skipped." in out and "starting" not in out
+  assert [r["acc@32"] for r in again] == [r["acc@32"] for r in rows]
+  # With other measures the summary cannot be remade without the checkpoint: trained again.
+  _, points = sweep.expand(f"{REPO}/configs/antialias.py:smoke", common)
+  name, _, config = points[0]
+  assert sweep.summarized(copy / name, config, {"num_shift_images": 16})
+  assert not sweep.summarized(copy / name, config, {"num_shift_images": 8})
+  assert not sweep.summarized(copy / name, config, {"num_shift_images": 16, "measures": False})
+
+
 def test_workers_train_the_same_points_as_one_process(antialias_smoke, tmp_path):
   """`workers=2` trains both points at once in spawned processes: the same accuracies,
   step for step, as the fixture's run one after another in this process."""
