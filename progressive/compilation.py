@@ -19,6 +19,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 from jax import monitoring
+from jax.experimental.compilation_cache import compilation_cache
 from jax.sharding import NamedSharding
 
 CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
@@ -45,10 +46,14 @@ def _install_listener() -> None:
 
 
 def enable_persistent_cache(cache_dir: str | None) -> None:
-  """Stores every compiled program in `cache_dir` (none too small or too quick to keep)."""
+  """Stores every compiled program in `cache_dir` (none too small or too quick to keep).
+  JAX opens its cache once per process, so another directory than the one a run before
+  it in this process used (a notebook, a sweep's worker) reopens it there."""
   if not cache_dir:
     return
-  jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+  if jax.config.jax_compilation_cache_dir != str(cache_dir):
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir))
+    compilation_cache.reset_cache()
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
 

@@ -109,6 +109,17 @@ def test_persistent_cache_serves_a_rerun_at_another_learning_rate(smoke_config, 
   assert peak["second"] < 0.05 < peak["first"]  # Each run followed its own peak.
 
 
+def test_persistent_cache_follows_each_run_s_directory(tmp_path):
+  """JAX opens its cache once per process: a second run in one process (a notebook, a
+  sweep's worker) with another `compilation_cache_dir` writes there, not into the first's."""
+  first, second = tmp_path / "first", tmp_path / "second"
+  compilation.enable_persistent_cache(str(first))
+  jax.jit(lambda x: x * 2 + 1).lower(jax.numpy.ones(3)).compile()
+  compilation.enable_persistent_cache(str(second))
+  jax.jit(lambda x: x * 3 - 1).lower(jax.numpy.ones(5)).compile()
+  assert any(first.iterdir()) and any(second.iterdir())
+
+
 def test_bench_smoke_writes_its_table_and_json(smoke_config, tmp_path):
   out = tmp_path / "bench.json"
   result = subprocess.run(
