@@ -18,7 +18,7 @@ by max pools, so it has no separate `max` point (its `stride` is the published m
 `:rerun` is the CPU-scale rerun with the standard of evidence (RESEARCH.md): the simple
 CNN on `scale_shapes/sweep32` (32 px, 4096 / 1024) at 32 px for a stated budget of 6
 epochs, each arm's `opt.lr_max` chosen on the validation slice from 0.025-0.4 by
-accuracy at 32 px, seeds 0-4, tested at 16-48 px with and without batch-norm
+accuracy at 32 px, seeds 0-4 (seed by seed, as below), tested at 16-48 px with and without batch-norm
 recalibration (`acc@S`, `acc_bn@S`) and over the whole subsampling period (16 px) on every
 test image (`jag_period`, `pred_change`, `prob_change`, `cons_period`);
 `get_comparisons` sets each subsampling against `stride`. `:rerun_photos` is the same
@@ -30,7 +30,8 @@ points better there: hence this grid.
 
 `:rerun_vgg11[_photos]` and `:rerun_resnet18[_photos]` are the same for the other two
 families, sized for a GPU host (`experiments/run_side_by_side.sh`), each on the grid
-0.025-0.8: ResNet-18 with width 0.25 and the small stem (total stride 8, so the whole
+0.025-0.8 (0.0125-0.8 for ResNet-18 on photographs, where every arm chose 0.025 on the
+first grid): ResNet-18 with width 0.25 and the small stem (total stride 8, so the whole
 period is 8 px), and VGG-11 with width 0.25 and its last pool dropped (`vgg` with
 `VGG11_32_LAYERS`: every conv kept, total stride 16 like the simple CNN's, a 2x2 map for
 the head) since VGG-11's total stride, 32, is the whole 32 px canvas. VGG subsamples only
@@ -85,6 +86,8 @@ SEEDS = (0, 1, 2, 3, 4)
 LR_GRID = (0.025, 0.05, 0.1, 0.2, 0.4)
 # ResNet-18's and VGG-11's reruns: wide, since nothing was known of their best rates.
 DEEP_LR_GRID = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
+# ResNet-18 on photographs chose DEEP_LR_GRID's lower edge for every arm: one step below.
+RESNET18_PHOTOS_LR_GRID = (0.0125, *DEEP_LR_GRID)
 TUNED64 = tuple(f"tuned64_{family}{data}" for family in MODELS for data in ("", "_photos"))
 TUNED64_EPOCHS = 8
 TUNED64_LR_GRID = (0.05, 0.1, 0.2, 0.4, 0.8)
@@ -144,9 +147,9 @@ def get_sweep(arg: str | None = None) -> list[dict]:
       if family.startswith("vgg") and mode["model.downsample"] == "max":
         continue  # VGG subsamples only by max pools: "max" is its "stride", the same network.
       points.append({"name": _name(family, mode), **models[family], **mode})
-  if arg in TUNED64:  # Seed by seed: every arm's seed 0, then every arm's seed 1, ...
+  if arg in RERUNS + TUNED64:  # Seed by seed: every arm's seed 0, then every arm's seed 1, ...
     return [p for seed in SEEDS for p in sweep.with_seeds(points, (seed,))]
-  return sweep.with_seeds(points, SEEDS) if arg in RERUNS else points
+  return points
 
 
 def get_tuning(arg: str | None = None) -> dict | None:
@@ -155,6 +158,8 @@ def get_tuning(arg: str | None = None) -> dict | None:
   if arg not in RERUNS:
     return None  # Only the reruns tune.
   grid = LR_GRID if _rerun_family(arg) == "simple_cnn" else DEEP_LR_GRID
+  if arg == "rerun_resnet18_photos":
+    grid = RESNET18_PHOTOS_LR_GRID
   return {"field": "opt.lr_max", "grid": grid, "metric": "acc@32"}
 
 
