@@ -7,6 +7,7 @@ level: what is compiled is the same HLO, only its machine code is less tuned.
 """
 
 import os
+import sys
 
 _flags = os.environ.get("XLA_FLAGS", "")
 if "--xla_backend_optimization_level" not in _flags:
@@ -15,6 +16,27 @@ os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=4")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest  # noqa: E402  (after XLA_FLAGS on purpose)
+
+
+@pytest.fixture(autouse=True)
+def _persistent_cache_off_after_each_test():
+  """JAX's persistent compilation cache stays on in a process once a run turns it on:
+  turned off after each test, so no test reads what another compiled unless it says so."""
+  yield
+  jax = sys.modules.get("jax")
+  if jax is not None and jax.config.jax_compilation_cache_dir is not None:
+    from jax.experimental.compilation_cache import compilation_cache
+
+    jax.config.update("jax_compilation_cache_dir", None)
+    compilation_cache.reset_cache()
+
+
+@pytest.fixture(scope="session")
+def compilation_cache(tmp_path_factory):
+  """A persistent compilation cache the sweep tests share (`compilation_cache_dir`): a
+  sweep compiles the same programs for every seed and learning rate, and reads them from
+  here after the first, as a researcher's sweep with a cache does."""
+  return str(tmp_path_factory.mktemp("compilation_cache"))
 
 
 @pytest.fixture(scope="session")

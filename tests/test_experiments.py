@@ -31,8 +31,9 @@ def test_printed_commands_run(data_dir, tmp_path):
 
 
 @pytest.mark.parametrize("name", ["size_sweep", "stability", "head", "fixres"])
-def test_experiment_smoke_sweeps_train(name, data_dir, tmp_path):
-  common = {"data.data_dir": data_dir, "progress_bar": False}
+def test_experiment_smoke_sweeps_train(name, data_dir, tmp_path, compilation_cache):
+  common = {"data.data_dir": data_dir, "progress_bar": False,
+            "compilation_cache_dir": compilation_cache}
   rows = sweep.run_sweep(f"{REPO}/configs/{name}.py:smoke", str(tmp_path), common=common, num_shift_images=8)
   _, points = sweep.expand(f"{REPO}/configs/{name}.py:smoke", common)
   assert [r["name"] for r in rows] == [p[0] for p in points]
@@ -50,9 +51,11 @@ def test_experiment_smoke_sweeps_train(name, data_dir, tmp_path):
       assert accuracies[row["best_size"]] == max(accuracies.values())
 
 
-def test_progressive_vs_fixed_smoke_reports_budget_ensemble_and_seed_means(data_dir, tmp_path):
+def test_progressive_vs_fixed_smoke_reports_budget_ensemble_and_seed_means(data_dir, tmp_path,
+                                                                          compilation_cache):
   config_flag = f"{REPO}/configs/progressive_vs_fixed.py:smoke"
-  common = {"data.data_dir": data_dir, "progress_bar": False}
+  common = {"data.data_dir": data_dir, "progress_bar": False,
+            "compilation_cache_dir": compilation_cache}
   rows = {r["name"]: r for r in sweep.run_sweep(config_flag, str(tmp_path), common=common,
                                                 num_shift_images=8)}
   assert list(rows) == ["progressive_run_seed0", "progressive_run_seed1", "fixed32_seed0", "fixed32_seed1"]
@@ -82,9 +85,11 @@ def test_progressive_vs_fixed_smoke_reports_budget_ensemble_and_seed_means(data_
   assert "Mean ± standard deviation over seeds:" in markdown and "softmax averaged over sizes 16, 24, 32" in markdown
 
 
-def test_train_test_size_smoke_reports_finetune_size_and_seed_ensembles(data_dir, tmp_path):
+def test_train_test_size_smoke_reports_finetune_size_and_seed_ensembles(data_dir, tmp_path,
+                                                                      compilation_cache):
   config_flag = f"{REPO}/configs/train_test_size.py:smoke"
-  common = {"data.data_dir": data_dir, "progress_bar": False}
+  common = {"data.data_dir": data_dir, "progress_bar": False,
+            "compilation_cache_dir": compilation_cache}
   rows = {r["name"]: r for r in sweep.run_sweep(config_flag, str(tmp_path), common=common,
                                                 num_shift_images=8, bn_images=128)}
   assert list(rows) == ["flip16_seed0", "flip16_seed1", "rrc16_seed0", "rrc16_seed1"]

@@ -386,6 +386,7 @@ def get_config(arg=None):
   config.eval_sizes = (16,)
   config.log_every_steps = 5
   config.checkpoint_every_steps = 0
+  config.compilation_cache_dir = {cache!r}
   return config
 
 def get_sweep(arg=None):
@@ -395,7 +396,7 @@ def get_sweep(arg=None):
 
 def test_a_signal_stops_a_sweep_before_its_next_point(tmp_path, monkeypatch, capsys):
   config_path = tmp_path / "sweep_config.py"
-  config_path.write_text(textwrap.dedent(SWEEP_CONFIG.format(data_dir="/nonexistent")))
+  config_path.write_text(textwrap.dedent(SWEEP_CONFIG.format(data_dir="/nonexistent", cache=None)))
   started = []
 
   def stopped_run(config, workdir):
@@ -409,9 +410,11 @@ def test_a_signal_stops_a_sweep_before_its_next_point(tmp_path, monkeypatch, cap
   assert not (tmp_path / "sweep" / "p0" / sweep_report.SUMMARY_FILE).exists()
 
 
-def test_sigterm_stops_a_parallel_sweep_with_its_workers_checkpointed(tmp_path, data_dir):
+def test_sigterm_stops_a_parallel_sweep_with_its_workers_checkpointed(tmp_path, data_dir,
+                                                                     compilation_cache):
   config_path = tmp_path / "sweep_config.py"
-  config_path.write_text(textwrap.dedent(SWEEP_CONFIG.format(data_dir=data_dir)))
+  config = SWEEP_CONFIG.format(data_dir=data_dir, cache=compilation_cache)
+  config_path.write_text(textwrap.dedent(config))
   workdir = tmp_path / "sweep"
   command = [sys.executable, "-m", "progressive.sweep", f"--config={config_path}",
              f"--workdir={workdir}", "--workers=2"]

@@ -92,9 +92,10 @@ def test_antialias_covers_three_families_and_their_modes():
 
 
 @pytest.fixture(scope="module")
-def antialias_smoke(tmp_path_factory, data_dir):
+def antialias_smoke(tmp_path_factory, data_dir, compilation_cache):
   workdir = tmp_path_factory.mktemp("antialias")
-  common = {"data.data_dir": data_dir, "progress_bar": False, "checkpoint_every_steps": 4}
+  common = {"data.data_dir": data_dir, "progress_bar": False, "checkpoint_every_steps": 4,
+            "compilation_cache_dir": compilation_cache}
   rows = sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(workdir), common=common,
                          num_shift_images=16)
   return workdir, common, rows
