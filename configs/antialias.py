@@ -29,10 +29,11 @@ improving". An earlier grid (0.2-0.8) chose its lower edge for every arm, and a
 points better there: hence this grid.
 
 `:rerun_vgg11[_photos]` and `:rerun_resnet18[_photos]` are the same for the other two
-families, sized for a GPU host (`experiments/run_side_by_side.sh`), each on the grid
-0.025-0.8 (0.0125-0.8 for ResNet-18 on photographs, where every arm chose 0.025 on the
-first grid; ResNet-18's points, run on two CPU cores, at seeds 0-2): ResNet-18 with width 0.25 and the small stem (total stride 8, so the whole
-period is 8 px), and VGG-11 with width 0.25 and its last pool dropped (`vgg` with
+families, each on the grid 0.025-0.8 (0.0125-0.8 for ResNet-18 on photographs, where
+every arm chose 0.025 on the first grid), run side by side on a GPU host
+(`experiments/run_side_by_side.sh`) or on the CPU (ResNet-18's points take about 9
+minutes of one core, so its reruns have seeds 0-2): ResNet-18 with width 0.25 and the
+small stem (total stride 8, so the whole period is 8 px), and VGG-11 with width 0.25 and its last pool dropped (`vgg` with
 `VGG11_32_LAYERS`: every conv kept, total stride 16 like the simple CNN's, a 2x2 map for
 the head) since VGG-11's total stride, 32, is the whole 32 px canvas. VGG subsamples only
 by max pools, so it has `stride` (its max pool), `blur3` and `blur5`.
