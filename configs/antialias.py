@@ -18,9 +18,9 @@ by max pools, so it has no separate `max` point (its `stride` is the published m
 `:rerun` is the CPU-scale rerun with the standard of evidence (RESEARCH.md): the simple
 CNN on `scale_shapes/sweep32` (32 px, 4096 / 1024) at 32 px for a stated budget of 6
 epochs, each arm's `opt.lr_max` chosen on the validation slice from 0.025-0.4 by
-accuracy at 32 px, seeds 0-4 (seed by seed, as below), tested at 16-48 px with and without batch-norm
-recalibration (`acc@S`, `acc_bn@S`) and over the whole subsampling period (16 px) on every
-test image (`jag_period`, `pred_change`, `prob_change`, `cons_period`);
+accuracy at 32 px, seeds 0-4 (seed by seed, as below), tested at 16-48 px with and
+without batch-norm recalibration (`acc@S`, `acc_bn@S`) and over the whole subsampling
+period (16 px) on every test image (`jag_period`, `pred_change`, `prob_change`, `cons_period`);
 `get_comparisons` sets each subsampling against `stride`. `:rerun_photos` is the same
 on real photographs (`photos/sweep32`, trained with flips). What was reduced for two
 CPU cores: 32 px instead of 64, a fixed 6-epoch budget instead of "until validation stops
@@ -33,9 +33,9 @@ families, each on the grid 0.025-0.8 (0.0125-0.8 for ResNet-18 on photographs, w
 every arm chose 0.025 on the first grid), run side by side on a GPU host
 (`experiments/run_side_by_side.sh`) or on the CPU (ResNet-18's points take about 9
 minutes of one core, so its reruns have seeds 0-2): ResNet-18 with width 0.25 and the
-small stem (total stride 8, so the whole period is 8 px), and VGG-11 with width 0.25 and its last pool dropped (`vgg` with
-`VGG11_32_LAYERS`: every conv kept, total stride 16 like the simple CNN's, a 2x2 map for
-the head) since VGG-11's total stride, 32, is the whole 32 px canvas. VGG subsamples only
+small stem (total stride 8, so the whole period is 8 px), and VGG-11 with width 0.25
+and its last pool dropped (`vgg` with `VGG11_32_LAYERS`: every conv kept, total stride
+16 like the simple CNN's, a 2x2 map for the head) since VGG-11's total stride, 32, is the whole 32 px canvas. VGG subsamples only
 by max pools, so it has `stride` (its max pool), `blur3` and `blur5`.
 
 `:tuned64_<family>` (`simple_cnn`, `vgg11` or `resnet18`) and `:tuned64_<family>_photos`

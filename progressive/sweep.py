@@ -429,8 +429,9 @@ def _run_points(points, workdir: epath.Path, options, workers: int = 1) -> None:
   at a time (`_run_parallel`). A point summarised to its last step with these `options`
   is finished too, without its checkpoints (copied from where it ran). A finished point
   trained under another config (the sweep file or the tuning choice changed since) stops
-  the sweep before anything trains: its results would be reported as the new config's. SIGTERM or SIGINT checkpoints the
-  running points and raises `Stopped`: no other point starts."""
+  the sweep before anything trains: its results would be reported as the new config's.
+  SIGTERM or SIGINT checkpoints the running points and raises `Stopped`: no other point
+  starts."""
   done = {name for name, _, config in points
           if finished(workdir / name, config) or summarized(workdir / name, config, options)}
   stale = {}
