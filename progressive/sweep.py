@@ -540,6 +540,8 @@ def _run_parallel(points, workdir: epath.Path, options, workers: int) -> None:
           if process.is_alive():
             os.kill(process.pid, signal.SIGTERM)
   except concurrent.futures.process.BrokenProcessPool as e:
+    stopping.set()
+    _stop_workers(list(getattr(pool, "_processes", {}).values()))
     raise cli.Error(f"A worker process of the sweep in {workdir} died (killed, or out of memory); "
                     "run the same command again to resume its points.") from e
   finally:
@@ -551,6 +553,17 @@ def _run_parallel(points, workdir: epath.Path, options, workers: int) -> None:
       signal.signal(s, handler)
   if stopped or received:
     raise Stopped(received[0] if received else stopped[0][0], [name for _, name in stopped])
+
+
+def _stop_workers(processes) -> None:
+  """SIGTERM to every live worker once a second until none is left: the pool's own
+  SIGTERM reaches a worker still setting up its point while it ignores the signal (its
+  handler comes with the training loop), and that worker would train its whole point."""
+  while any(p.is_alive() for p in processes):
+    for process in processes:
+      if process.is_alive():
+        os.kill(process.pid, signal.SIGTERM)
+    time.sleep(1.0)
 
 
 def define_flags(fv: flags.FlagValues) -> None:

@@ -459,6 +459,32 @@ def test_sigterm_stops_a_parallel_sweep_with_its_workers_checkpointed(tmp_path, 
   assert f"A worker process of the sweep in {workdir} died (killed, or out of memory); run the same command again" in stderr
 
 
+def _deaf_then_stoppable(deaf, seconds):
+  """A worker still setting up: SIGTERM ignored for `seconds`, then its default."""
+  signal.signal(signal.SIGTERM, signal.SIG_IGN)
+  deaf.set()
+  time.sleep(seconds)
+  signal.signal(signal.SIGTERM, signal.SIG_DFL)
+  time.sleep(60)
+
+
+def test_a_dead_worker_s_sweep_stops_a_worker_that_ignored_the_first_sigterm():
+  """After a worker dies, the pool's one SIGTERM can reach another while it ignores it
+  (setting up its point); `_stop_workers` repeats it until that worker is gone, instead of
+  waiting for its whole point to train."""
+  import multiprocessing  # pylint: disable=import-outside-toplevel
+
+  context = multiprocessing.get_context("fork")
+  deaf = context.Event()
+  worker = context.Process(target=_deaf_then_stoppable, args=(deaf, 2.0))
+  worker.start()
+  assert deaf.wait(30)
+  start = time.monotonic()
+  sweep._stop_workers([worker])  # pylint: disable=protected-access
+  assert not worker.is_alive() and worker.exitcode == -signal.SIGTERM
+  assert 1.5 < time.monotonic() - start < 30
+
+
 def _parent(pid):
   try:
     return int(pathlib.Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
