@@ -35,8 +35,9 @@ every arm chose 0.025 on the first grid), run side by side on a GPU host
 minutes of one core, so its reruns have seeds 0-2): ResNet-18 with width 0.25 and the
 small stem (total stride 8, so the whole period is 8 px), and VGG-11 with width 0.25
 and its last pool dropped (`vgg` with `VGG11_32_LAYERS`: every conv kept, total stride
-16 like the simple CNN's, a 2x2 map for the head) since VGG-11's total stride, 32, is the whole 32 px canvas. VGG subsamples only
-by max pools, so it has `stride` (its max pool), `blur3` and `blur5`.
+16 like the simple CNN's, a 2x2 map for the head) since VGG-11's total stride, 32, is
+the whole 32 px canvas. VGG subsamples only by max pools, so it has `stride` (its max
+pool), `blur3` and `blur5`.
 
 `:tuned64_<family>` (`simple_cnn`, `vgg11` or `resnet18`) and `:tuned64_<family>_photos`
 are the same standard at the config's own 64 px, sized for a GPU: one family on
