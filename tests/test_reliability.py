@@ -474,7 +474,7 @@ def test_a_dead_worker_s_sweep_stops_a_worker_that_ignored_the_first_sigterm():
   waiting for its whole point to train."""
   import multiprocessing  # pylint: disable=import-outside-toplevel
 
-  context = multiprocessing.get_context("fork")
+  context = multiprocessing.get_context("spawn")  # No fork: JAX runs threads here.
   deaf = context.Event()
   worker = context.Process(target=_deaf_then_stoppable, args=(deaf, 2.0))
   worker.start()
