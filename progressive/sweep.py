@@ -536,12 +536,10 @@ def _run_parallel(points, workdir: epath.Path, options, workers: int) -> None:
       if received:  # Again every second: a worker may have been between points.
         for future in pending:
           future.cancel()
-        for process in list(getattr(pool, "_processes", {}).values()):
-          if process.is_alive():
-            os.kill(process.pid, signal.SIGTERM)
+        _sigterm(_workers(pool))
   except concurrent.futures.process.BrokenProcessPool as e:
     stopping.set()
-    _stop_workers(list(getattr(pool, "_processes", {}).values()))
+    _stop_workers(_workers(pool))
     raise cli.Error(f"A worker process of the sweep in {workdir} died (killed, or out of memory); "
                     "run the same command again to resume its points.") from e
   finally:
@@ -555,14 +553,24 @@ def _run_parallel(points, workdir: epath.Path, options, workers: int) -> None:
     raise Stopped(received[0] if received else stopped[0][0], [name for _, name in stopped])
 
 
+def _workers(pool) -> list:
+  """The worker processes of a `ProcessPoolExecutor`."""
+  return list(getattr(pool, "_processes", {}).values())
+
+
+def _sigterm(processes) -> bool:
+  """SIGTERM to each live process of `processes`; whether any was alive."""
+  alive = [p for p in processes if p.is_alive()]
+  for process in alive:
+    os.kill(process.pid, signal.SIGTERM)
+  return bool(alive)
+
+
 def _stop_workers(processes) -> None:
   """SIGTERM to every live worker once a second until none is left: the pool's own
   SIGTERM reaches a worker still setting up its point while it ignores the signal (its
   handler comes with the training loop), and that worker would train its whole point."""
-  while any(p.is_alive() for p in processes):
-    for process in processes:
-      if process.is_alive():
-        os.kill(process.pid, signal.SIGTERM)
+  while _sigterm(processes):
     time.sleep(1.0)
 
 
