@@ -32,12 +32,11 @@ points better there: hence this grid.
 families, each on the grid 0.025-0.8 (0.0125-0.8 for ResNet-18 on photographs, where
 every arm chose 0.025 on the first grid), run side by side on a GPU host
 (`experiments/run_side_by_side.sh`) or on the CPU (ResNet-18's points take about 9
-minutes of one core, so its reruns have seeds 0-2): ResNet-18 with width 0.25 and the
-small stem (total stride 8, so the whole period is 8 px), and VGG-11 with width 0.25
-and its last pool dropped (`vgg` with `VGG11_32_LAYERS`: every conv kept, total stride
-16 like the simple CNN's, a 2x2 map for the head) since VGG-11's total stride, 32, is
-the whole 32 px canvas. VGG subsamples only by max pools, so it has `stride` (its max
-pool), `blur3` and `blur5`.
+minutes of one core): ResNet-18 with width 0.25 and the small stem (total stride 8, so
+the whole period is 8 px), and VGG-11 with width 0.25 and its last pool dropped (`vgg`
+with `VGG11_32_LAYERS`: every conv kept, total stride 16 like the simple CNN's, a 2x2
+map for the head) since VGG-11's total stride, 32, is the whole 32 px canvas. VGG
+subsamples only by max pools, so it has `stride` (its max pool), `blur3` and `blur5`.
 
 `:tuned64_<family>` (`simple_cnn`, `vgg11` or `resnet18`) and `:tuned64_<family>_photos`
 are the same standard at the config's own 64 px, sized for a GPU: one family on
@@ -83,9 +82,6 @@ RERUN_MODELS = {
 }
 RERUN_EPOCHS = 6
 SEEDS = (0, 1, 2, 3, 4)
-# ResNet-18's reruns ran their points on two CPU cores (about 9 minutes a point): claim
-# 5's minimum of three seeds.
-RESNET18_RERUN_SEEDS = (0, 1, 2)
 # The simple CNN's reruns: an earlier grid (0.2, 0.4, 0.8) chose its lower edge for every
 # arm, and 0.05 beat 0.2 for the blurred arms on scale_shapes; this one brackets them.
 LR_GRID = (0.025, 0.05, 0.1, 0.2, 0.4)
@@ -153,8 +149,7 @@ def get_sweep(arg: str | None = None) -> list[dict]:
         continue  # VGG subsamples only by max pools: "max" is its "stride", the same network.
       points.append({"name": _name(family, mode), **models[family], **mode})
   if arg in RERUNS + TUNED64:  # Seed by seed: every arm's seed 0, then every arm's seed 1, ...
-    seeds = RESNET18_RERUN_SEEDS if arg in RERUNS and _rerun_family(arg) == "resnet18" else SEEDS
-    return [p for seed in seeds for p in sweep.with_seeds(points, (seed,))]
+    return [p for seed in SEEDS for p in sweep.with_seeds(points, (seed,))]
   return points
 
 

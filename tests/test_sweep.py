@@ -76,9 +76,7 @@ def test_every_rerun_point_and_tuning_run_validates(flag):
   tuning = sweep.tuning_points(f"{REPO}/configs/{flag}")
   assert len({p[0] for p in points}) == len(points) >= 10 and tuning
   seeds = {o["seed"] for _, o, _ in points}
-  # Five seeds for every headline comparison; claim 5's minimum of three for ResNet-18's
-  # reruns, whose points ran on two CPU cores.
-  assert seeds == ({0, 1, 2} if "rerun_resnet18" in flag else {0, 1, 2, 3, 4})
+  assert seeds == {0, 1, 2, 3, 4}  # Five seeds for every headline comparison.
   for _, _, config in points + [t[2:] for t in tuning]:
     validate(config, num_devices=1)
   groups = {sweep_report.group_name({"name": n, "overrides": o}) for n, o, _ in points}
