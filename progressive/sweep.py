@@ -457,24 +457,32 @@ def _run_points(points, workdir: epath.Path, options, workers: int = 1) -> None:
       raise Stopped(stopped_by, [name])
 
 
+WALL_FILE = "sweep_wall.json"  # The seconds a point trained before a signal stopped it.
+
+
 def _run_point(name: str, overrides, config, point_dir: str, options) -> str | None:
-  """Trains one point (resuming it) and writes its summary with the training wall time;
-  the signal's name, and no summary, if a signal stopped it. In a worker of a sweep
-  that is stopping, nothing (the point is left as it is)."""
+  """Trains one point (resuming it) and writes its summary with the training wall time,
+  over every attempt that a signal stopped (`WALL_FILE`; a killed attempt's time is
+  lost); the signal's name, and no summary, if a signal stopped it. In a worker of a
+  sweep that is stopping, nothing (the point is left as it is)."""
   if _STOPPING is not None and _STOPPING.is_set():
     return None
   point_dir = epath.Path(point_dir)
-  print(f"[{name}] {'resuming' if run_lib.checkpoint_steps(point_dir) else 'starting'}.", flush=True)
+  resuming = bool(run_lib.checkpoint_steps(point_dir))
+  print(f"[{name}] {'resuming' if resuming else 'starting'}.", flush=True)
+  earlier = json.loads((point_dir / WALL_FILE).read_text())["wall_seconds"] if (
+      resuming and (point_dir / WALL_FILE).exists()) else 0.0
   start = time.perf_counter()
   try:
     result = train.train_and_evaluate(config, str(point_dir))
   except train.NonFiniteLossError as e:
     print(f"[{name}] stopped: {e} It is left out of the results; set skip_nonfinite=True to keep it.")
     return None
+  wall = earlier + time.perf_counter() - start
   if result.interrupted:
+    point_dir.mkdir(parents=True, exist_ok=True)
+    (point_dir / WALL_FILE).write_text(json.dumps({"wall_seconds": wall}) + "\n")
     return result.interrupted
-  previous = read_summary(point_dir)
-  wall = time.perf_counter() - start + ((previous or {}).get("wall_seconds") or 0)
   summarize_point(point_dir, name, overrides, config, wall_seconds=wall, **options)
   return None
 

@@ -410,6 +410,28 @@ def test_a_signal_stops_a_sweep_before_its_next_point(tmp_path, monkeypatch, cap
   assert not (tmp_path / "sweep" / "p0" / sweep_report.SUMMARY_FILE).exists()
 
 
+def test_a_point_s_wall_time_counts_every_attempt_a_signal_stopped(tmp_path, monkeypatch):
+  now, checkpointed, walls = [0.0], [], []
+  monkeypatch.setattr(sweep, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+  monkeypatch.setattr(sweep.run_lib, "checkpoint_steps", lambda _: list(checkpointed))
+  monkeypatch.setattr(sweep, "summarize_point", lambda *a, wall_seconds, **k: walls.append(wall_seconds))
+
+  def attempt(seconds, interrupted=None):
+    def run(config, workdir):
+      now[0] += seconds
+      return types.SimpleNamespace(interrupted=interrupted)
+    monkeypatch.setattr(sweep.train, "train_and_evaluate", run)
+    return sweep._run_point("p0", {}, None, str(tmp_path / "p0"), {})
+
+  assert attempt(100.0, interrupted="SIGTERM") == "SIGTERM" and not walls
+  checkpointed.append(4)
+  assert attempt(30.0) is None
+  assert walls == [130.0]  # Both attempts, not the last one alone.
+  checkpointed.clear()  # Trained again from scratch: the earlier attempts do not count.
+  attempt(50.0)
+  assert walls == [130.0, 50.0]
+
+
 def test_sigterm_stops_a_parallel_sweep_with_its_workers_checkpointed(tmp_path, data_dir,
                                                                      compilation_cache):
   config_path = tmp_path / "sweep_config.py"
