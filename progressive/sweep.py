@@ -457,21 +457,22 @@ def _run_points(points, workdir: epath.Path, options, workers: int = 1) -> None:
       raise Stopped(stopped_by, [name])
 
 
-WALL_FILE = "sweep_wall.json"  # The seconds a point trained before a signal stopped it.
+_STOPPING = None  # In a worker process: the sweep's "stop" event.
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _run_point(name: str, overrides, config, point_dir: str, options) -> str | None:
   """Trains one point (resuming it) and writes its summary with the training wall time,
-  over every attempt that a signal stopped (`WALL_FILE`; a killed attempt's time is
-  lost); the signal's name, and no summary, if a signal stopped it. In a worker of a
-  sweep that is stopping, nothing (the point is left as it is)."""
+  over every attempt that a signal stopped (`sweep_report.WALL_FILE`; a killed attempt's
+  time is lost); the signal's name, and no summary, if a signal stopped it, training or
+  measuring (`_summarize`). In a worker of a sweep that is stopping, nothing (the point
+  is left as it is)."""
   if _STOPPING is not None and _STOPPING.is_set():
     return None
   point_dir = epath.Path(point_dir)
   resuming = bool(run_lib.checkpoint_steps(point_dir))
   print(f"[{name}] {'resuming' if resuming else 'starting'}.", flush=True)
-  earlier = json.loads((point_dir / WALL_FILE).read_text())["wall_seconds"] if (
-      resuming and (point_dir / WALL_FILE).exists()) else 0.0
+  earlier = (sweep_report.trained_seconds(point_dir) if resuming else None) or 0.0
   start = time.perf_counter()
   try:
     result = train.train_and_evaluate(config, str(point_dir))
@@ -479,16 +480,42 @@ def _run_point(name: str, overrides, config, point_dir: str, options) -> str | N
     print(f"[{name}] stopped: {e} It is left out of the results; set skip_nonfinite=True to keep it.")
     return None
   wall = earlier + time.perf_counter() - start
+  point_dir.mkdir(parents=True, exist_ok=True)
+  (point_dir / sweep_report.WALL_FILE).write_text(json.dumps({"wall_seconds": wall}) + "\n")
   if result.interrupted:
-    point_dir.mkdir(parents=True, exist_ok=True)
-    (point_dir / WALL_FILE).write_text(json.dumps({"wall_seconds": wall}) + "\n")
     return result.interrupted
-  summarize_point(point_dir, name, overrides, config, wall_seconds=wall, **options)
+  return _summarize(name, overrides, config, point_dir, wall, options)
+
+
+class _SignalWhileMeasuring(Exception):
+  pass
+
+
+def _summarize(name: str, overrides, config, point_dir: epath.Path, wall: float,
+               options) -> str | None:
+  """`summarize_point` for a point trained to its end; SIGTERM or SIGINT stops the
+  measures at once (a worker ignores signals outside training, and would measure on)
+  and returns the signal's name: the point stays finished, unmeasured, and the sweep's
+  aggregation measures it when the same command runs again."""
+  if threading.current_thread() is not threading.main_thread():
+    summarize_point(point_dir, name, overrides, config, wall_seconds=wall, **options)
+    return None
+
+  def stop(signum, frame):
+    del frame
+    raise _SignalWhileMeasuring(signal.Signals(signum).name)
+
+  previous = {s: signal.signal(s, stop) for s in _SIGNALS}
+  try:
+    summarize_point(point_dir, name, overrides, config, wall_seconds=wall, **options)
+  except _SignalWhileMeasuring as e:
+    print(f"[{name}] {e} while measuring: trained to its end; measured when the sweep runs again.",
+          flush=True)
+    return str(e)
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
   return None
-
-
-_STOPPING = None  # In a worker process: the sweep's "stop" event.
-_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 def _worker_init(stopping) -> None:

@@ -27,6 +27,7 @@ from progressive.data import pipeline
 from progressive.metrics import read_rows
 
 SUMMARY_FILE = "sweep_point.json"
+WALL_FILE = "sweep_wall.json"  # The seconds a point trained, over every attempt a signal stopped.
 # What a summary measures beyond its options; a summary of an older version is remade.
 MEASURES = 2  # 2: period shifts, object scale, the scale controls.
 OBJECT_PER_BIN = 24  # Rendered scenes per object-scale bin.
@@ -326,6 +327,13 @@ def _measured(workdir, run, rows, config, sizes, *, wall_seconds, num_shift_imag
       **(object_scale_summary(run, per_bin=OBJECT_PER_BIN)
          if config.data.name in pipeline.BUILTINS else {}),
   }
+
+
+def trained_seconds(point_dir: epath.Path) -> float | None:
+  """The wall seconds the sweep spent training the point in `point_dir` (`WALL_FILE`),
+  or None where it was not trained by a sweep that recorded it."""
+  path = epath.Path(point_dir) / WALL_FILE
+  return json.loads(path.read_text())["wall_seconds"] if path.exists() else None
 
 
 def read_summary(point_dir: epath.Path) -> dict | None:
@@ -650,7 +658,8 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
       summary = summarize_point(
           point_dir, name, overrides, config, num_shift_images=num_shift_images,
           max_shift=max_shift, ensemble_sizes=ensemble_sizes, bn_images=bn_images,
-          finetune=finetune, wall_seconds=(summary or {}).get("wall_seconds"))
+          finetune=finetune,
+          wall_seconds=(summary or {}).get("wall_seconds") or trained_seconds(point_dir))
     (summaries if summary else missing).append(summary or name)
   if not summaries:
     print(f"No finished point in {workdir} yet.")

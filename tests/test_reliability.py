@@ -430,6 +430,24 @@ def test_a_point_s_wall_time_counts_every_attempt_a_signal_stopped(tmp_path, mon
   checkpointed.clear()  # Trained again from scratch: the earlier attempts do not count.
   attempt(50.0)
   assert walls == [130.0, 50.0]
+  assert sweep_report.trained_seconds(tmp_path / "p0") == 50.0  # For aggregation to use.
+
+
+def test_a_signal_stops_a_point_s_measures_and_leaves_it_trained(tmp_path, monkeypatch):
+  measured = []
+
+  def measures(*args, **kwargs):  # SIGTERM arrives while measuring.
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+    measured.append(args)
+
+  monkeypatch.setattr(sweep, "summarize_point", measures)
+  monkeypatch.setattr(sweep.train, "train_and_evaluate",
+                      lambda config, workdir: types.SimpleNamespace(interrupted=None))
+  handler = signal.getsignal(signal.SIGTERM)
+  assert sweep._run_point("p0", {}, None, str(tmp_path / "p0"), {}) == "SIGTERM"
+  assert not measured and signal.getsignal(signal.SIGTERM) == handler  # Restored.
+  assert sweep_report.trained_seconds(tmp_path / "p0") is not None
 
 
 def test_sigterm_stops_a_parallel_sweep_with_its_workers_checkpointed(tmp_path, data_dir,
