@@ -25,12 +25,20 @@ sweep --config=configs/progressive_resizing.py:photos --workdir="$ROOT/progressi
 # variant, with its wider grid, about 80).
 sweep --config=configs/progressive_resizing.py:long --workdir="$ROOT/progressive_resizing_long" --shift_images=64
 sweep --config=configs/progressive_resizing.py:photos_long --workdir="$ROOT/progressive_resizing_photos_long" --shift_images=64
+# Grid checks one step beyond the ends of the grids that chose an end (a few minutes each).
+sweep --config=configs/progressive_resizing.py:photos --workdir="$ROOT/progressive_resizing_photos_edges" \
+    --tune_only --tuning_grid=0.1,1.6
+sweep --config=configs/progressive_resizing.py:long --workdir="$ROOT/progressive_resizing_long_edges" \
+    --tune_only --tuning_grid=1.6
 # Claims 1, 4 and 7 rerun with the controls, and claims 2 and 5 rerun: tuned, five seeds
 # (each about 90 minutes here, the two run side by side on two cores).
 sweep --config=configs/train_test_size.py --workdir="$ROOT/train_test_size" --shift_images=64
 sweep --config=configs/train_test_size.py:photos --workdir="$ROOT/train_test_size_photos" --shift_images=64
 # Its grid chose its lowest rate for seven of eight arms: the same tuning runs below it.
 sweep --config=configs/train_test_size.py --workdir="$ROOT/train_test_size_lower" --tune_only --tuning_grid=0.05,0.1
+# The photographs' grid chose an end for every arm: the same tuning runs beyond both.
+sweep --config=configs/train_test_size.py:photos --workdir="$ROOT/train_test_size_photos_edges" \
+    --tune_only --tuning_grid=0.1,1.6
 sweep --config=configs/antialias.py:rerun --workdir="$ROOT/antialias_rerun" --shift_images=0
 sweep --config=configs/antialias.py:rerun_photos --workdir="$ROOT/antialias_rerun_photos" --shift_images=0
 # The same for VGG-11 and ResNet-18 (WORKERS points at a time; on an H200 the tuning of
