@@ -46,8 +46,8 @@ sweep --config=configs/train_test_size.py:photos --workdir="$ROOT/train_test_siz
 sweep --config=configs/antialias.py:rerun --workdir="$ROOT/antialias_rerun" --shift_images=0
 sweep --config=configs/antialias.py:rerun_photos --workdir="$ROOT/antialias_rerun_photos" --shift_images=0
 # The same for VGG-11 and ResNet-18 (WORKERS points at a time; on an H200 the tuning of
-# all four took under 7 minutes, docs/BENCHMARKS.md; on two CPU cores ResNet-18's two,
-# with three seeds, take about 3-4 hours, a point about 9 minutes of one core).
+# all four took under 7 minutes, docs/BENCHMARKS.md; on two CPU cores ResNet-18's two
+# take about 5-6 hours, a point about 9 minutes of one core).
 for variant in rerun_vgg11 rerun_vgg11_photos rerun_resnet18 rerun_resnet18_photos; do
   sweep --config=configs/antialias.py:$variant --workdir="$ROOT/antialias_$variant" --shift_images=0 \
       --workers="${WORKERS:-1}"
