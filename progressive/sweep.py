@@ -496,16 +496,15 @@ def _summarize(name: str, overrides, config, point_dir: epath.Path, wall: float,
   """`summarize_point` for a point trained to its end; SIGTERM or SIGINT stops the
   measures at once (a worker ignores signals outside training, and would measure on)
   and returns the signal's name: the point stays finished, unmeasured, and the sweep's
-  aggregation measures it when the same command runs again."""
-  if threading.current_thread() is not threading.main_thread():
-    summarize_point(point_dir, name, overrides, config, wall_seconds=wall, **options)
-    return None
+  aggregation measures it when the same command runs again. Off the main thread (where
+  no handler can be set) it measures to the end."""
 
   def stop(signum, frame):
     del frame
     raise _SignalWhileMeasuring(signal.Signals(signum).name)
 
-  previous = {s: signal.signal(s, stop) for s in _SIGNALS}
+  main_thread = threading.current_thread() is threading.main_thread()
+  previous = {s: signal.signal(s, stop) for s in _SIGNALS} if main_thread else {}
   try:
     summarize_point(point_dir, name, overrides, config, wall_seconds=wall, **options)
   except _SignalWhileMeasuring as e:
