@@ -593,11 +593,17 @@ def _workers(pool) -> list:
 
 
 def _sigterm(processes) -> bool:
-  """SIGTERM to each live process of `processes`; whether any was alive."""
-  alive = [p for p in processes if p.is_alive()]
-  for process in alive:
-    os.kill(process.pid, signal.SIGTERM)
-  return bool(alive)
+  """SIGTERM to each live process of `processes`; whether any was alive (one that exits
+  between the check and the signal is not)."""
+  alive = False
+  for process in processes:
+    if process.is_alive():
+      try:
+        os.kill(process.pid, signal.SIGTERM)
+        alive = True
+      except ProcessLookupError:
+        pass
+  return alive
 
 
 def _stop_workers(processes) -> None:
