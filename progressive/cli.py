@@ -17,8 +17,10 @@ as one line on stderr, `Error: ...`, with exit status 2.
 
 import dataclasses
 import importlib
+import pathlib
 import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 
 from absl import app, flags, logging
@@ -173,12 +175,20 @@ def _last_line(error: BaseException) -> str:
 def parse(command: Command, argv: Sequence[str], prog: str | None = None) -> flags.FlagValues:
   """Parses `argv` (program name first) into a fresh `FlagValues`; raises `Error`."""
   argv = list(argv)
+  config_path = _config_path(argv) if command.config is not None else None
+  if config_path:
+    add_config_root(config_path)
   fv = make_flags(command, argv, prog)
   try:
     rest = fv(argv)
   except flags.Error as e:
     raise Error(e) from e
-  except (OSError, AttributeError, KeyError, TypeError) as e:
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    message = config_load_error(e, config_path) if config_path else None
+    if message is not None:
+      raise Error(message) from e
+    if not isinstance(e, (OSError, AttributeError, KeyError, TypeError)):
+      raise
     if isinstance(e, OSError) and _raised_in(e, "config_flags.py"):  # Overriding a missing file.
       raise Error(f"Cannot load the config file: {_last_line(e)}") from e
     if not _raised_in(e, "config_path.py"):
@@ -192,6 +202,52 @@ def parse(command: Command, argv: Sequence[str], prog: str | None = None) -> fla
     except OSError as e:
       raise Error(f"Cannot load --config={fv['config'].config_filename}: {_last_line(e)}") from e
   return fv
+
+
+def config_root(path: str) -> str:
+  """The folder a config file's own imports (`from configs import default`) resolve from:
+  the parent of the `configs/` folder that holds it, else the parent of its folder."""
+  folder = pathlib.Path(path).resolve().parent
+  for parent in (folder, *folder.parents):
+    if parent.name == "configs":
+      return str(parent.parent)
+  return str(folder.parent)
+
+
+def add_config_root(path: str) -> None:
+  """Puts `config_root(path)` first on `sys.path`, so a config loads from any directory."""
+  root = config_root(path)
+  if root not in sys.path:
+    sys.path.insert(0, root)
+
+
+def _config_path(argv: Sequence[str]) -> str | None:
+  """The file of `--config=FILE[:ARG]` (or `--config FILE[:ARG]`) in `argv`, if any."""
+  for i, arg in enumerate(argv):
+    value = None
+    if arg.startswith(("--config=", "-config=")):
+      value = arg.split("=", 1)[1]
+    elif arg in ("--config", "-config") and i + 1 < len(argv):
+      value = argv[i + 1]
+    if value is not None:
+      return value.partition(":")[0]
+  return None
+
+
+def config_load_error(error: BaseException, path: str) -> str | None:
+  """One line for an error raised while a config file was loaded (a syntax error, a failed
+  import in the file, an exception in `get_config`), naming the file and line; None if
+  the error did not come from the file."""
+  path = str(pathlib.Path(path).resolve())
+  if isinstance(error, SyntaxError) and error.filename and (
+      str(pathlib.Path(error.filename).resolve()) == path):
+    return f"Cannot load the config file {path}: {error.msg} at line {error.lineno}."
+  frames = [f for f in traceback.extract_tb(error.__traceback__)
+            if str(pathlib.Path(f.filename).resolve()) == path]
+  if not frames:
+    return None
+  return (f"Cannot load the config file {path}: {type(error).__name__}: {_last_line(error)} "
+          f"(line {frames[-1].lineno}).")
 
 
 def _prog(command: Command) -> str:

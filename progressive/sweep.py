@@ -44,7 +44,6 @@ import os
 import re
 import shlex
 import signal
-import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -88,11 +87,9 @@ def with_seeds(points: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> lis
 
 
 def load_module(path: str):
-  """Imports a config file by path (its folder's parent on `sys.path`, like `configs.X`)."""
+  """Imports a config file by path (`cli.config_root` on `sys.path`, as every command)."""
   path = epath.Path(path).resolve()
-  root = str(path.parent.parent)
-  if root not in sys.path:
-    sys.path.insert(0, root)
+  cli.add_config_root(str(path))
   spec = importlib.util.spec_from_file_location(f"_sweep_config_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -178,7 +175,7 @@ def _flag_value(value) -> str:
 
 
 def commands(config_flag: str, workdir: str, common: Mapping[str, Any] | None = None) -> list[str]:
-  """One `python -m progressive.main ...` command per point. With tuning, until
+  """One `progressive train ...` command per point, runnable from any directory. With tuning, until
   `DIR/tuning/choice.json` exists (run `--aggregate_only` after the tuning runs to make
   it) only the tuning runs' commands; then the points' with their chosen values."""
   common = dict(common or {})
@@ -194,9 +191,11 @@ def commands(config_flag: str, workdir: str, common: Mapping[str, Any] | None = 
       chosen = {} if choice is None or choice["field"] in overrides else {
           choice["field"]: choice["values"][arm_key(overrides)]}
       runs.append((workdir / name, {**overrides, **chosen}))
+  path, arg = split_config_arg(config_flag)
+  config_flag = str(epath.Path(path).resolve()) + (f":{arg}" if arg else "")
   lines = []
   for point_dir, overrides in runs:
-    args = ["python", "-m", "progressive.main", f"--config={config_flag}", f"--workdir={point_dir}"]
+    args = ["progressive", "train", f"--config={config_flag}", f"--workdir={point_dir.resolve()}"]
     merged = {**common, **overrides}
     args += [f"--config.{k}={_flag_value(v)}" for k, v in merged.items() if k != "name"]
     lines.append(shlex.join(args))
@@ -621,7 +620,7 @@ def define_flags(fv: flags.FlagValues) -> None:
                       "configs/antialias.py[:smoke].", required=True, **define)
   flags.DEFINE_string("workdir", None, "Sweep directory: one folder per point, results.* at the "
                       "top.", required=True, **define)
-  flags.DEFINE_bool("print_commands", False, "Print one progressive.main command per point.",
+  flags.DEFINE_bool("print_commands", False, "Print one `progressive train` command per point.",
                     **define)
   flags.DEFINE_bool("aggregate_only", False, "Only aggregate what has finished.", **define)
   flags.DEFINE_multi_string("set", [], "field=value applied to every point, e.g. "

@@ -1,12 +1,9 @@
 """Every experiment config's smoke variant run end to end as a sweep (what each one
-reports), and the sweep's printed commands run as they are printed. Apart from
+reports); the sweep's printed commands are run in test_console.py. Apart from
 test_sweep.py so that the two heavy files run on different workers."""
 
 import csv
 import pathlib
-import shlex
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -17,17 +14,6 @@ from progressive.analysis import run as run_lib
 from progressive.metrics import read_rows
 
 REPO = pathlib.Path(__file__).parents[1]
-
-
-def test_printed_commands_run(data_dir, tmp_path):
-  lines = sweep.commands("configs/head.py:smoke", str(tmp_path), {"data.data_dir": data_dir, "progress_bar": False})
-  assert len(lines) == 2 and all(l.startswith("python -m progressive.main --config=configs/head.py:smoke") for l in lines)
-  assert "--config.model.head=flatten" in lines[1] and "'--config.eval_sizes=(32,)'" in lines[1]
-  args = shlex.split(lines[1])
-  result = subprocess.run([sys.executable, *args[1:]], cwd=REPO, capture_output=True, text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
-  rows = read_rows(tmp_path / "flatten" / "metrics.jsonl")
-  assert {r["size"] for r in rows if r["event"] == "eval"} == {32}
 
 
 @pytest.mark.parametrize("name", ["size_sweep", "stability", "head", "fixres"])
