@@ -1,12 +1,12 @@
 r"""Claims 2 and 5: strided vs max-pooled vs blurred subsampling, for three model families.
 
-  python -m progressive.sweep --config=configs/antialias.py --workdir=/tmp/antialias
-  python -m progressive.sweep --config=configs/antialias.py:simple_cnn --workdir=/tmp/antialias_cnn
-  python -m progressive.sweep --config=configs/antialias.py:rerun --workdir=/tmp/aa_rerun
-  python -m progressive.sweep --config=configs/antialias.py:rerun_photos --workdir=/tmp/aa_photos
-  python -m progressive.sweep --config=configs/antialias.py:rerun_resnet18 --workdir=/tmp/aa_resnet18 --workers=3
-  python -m progressive.sweep --config=configs/antialias.py:tuned64_resnet18 --workdir=/tmp/aa64_resnet18
-  python -m progressive.sweep --config=configs/antialias.py:smoke --workdir=/tmp/antialias_smoke
+  progressive sweep --config=configs/antialias.py --workdir=/tmp/antialias
+  progressive sweep --config=configs/antialias.py:simple_cnn --workdir=/tmp/antialias_cnn
+  progressive sweep --config=configs/antialias.py:rerun --workdir=/tmp/aa_rerun
+  progressive sweep --config=configs/antialias.py:rerun_photos --workdir=/tmp/aa_photos
+  progressive sweep --config=configs/antialias.py:rerun_resnet18 --workdir=/tmp/aa_resnet18 --workers=3
+  progressive sweep --config=configs/antialias.py:tuned64_resnet18 --workdir=/tmp/aa64_resnet18
+  progressive sweep --config=configs/antialias.py:smoke --workdir=/tmp/antialias_smoke
 
 Every point trains one model at 64 px on `scale_shapes` (one stage; the argument picks
 the model families, default all three) with `downsample` in stride / max / blur (filter

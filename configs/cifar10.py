@@ -1,6 +1,6 @@
 r"""CIFAR-10 with progressive resizing: ResNet-18 (CIFAR stem, half width), 16 -> 24 -> 32 px.
 
-  python -m progressive.main --config=configs/cifar10.py --workdir=/tmp/progressive/cifar10
+  progressive train --config=configs/cifar10.py --workdir=/tmp/progressive/cifar10
 
 Prepare the dataset once first (needs TensorFlow: `pip install -e ".[prepare]"`;
 training reads it without TensorFlow):
@@ -10,7 +10,7 @@ training reads it without TensorFlow):
 and pass `--config.data.data_dir=...` if it is not TFDS's usual directory. The tiny
 variant the tests use (under mock data):
 
-  python -m progressive.main --config=configs/cifar10.py:smoke --workdir=/tmp/cifar10_smoke
+  progressive train --config=configs/cifar10.py:smoke --workdir=/tmp/cifar10_smoke
 
 Images are stored at 32 px; the host random-resized-crops and flips each training image
 at 32 px (fastai's Imagenette recipe: area 0.35..1, ratio 3/4..4/3) and the device zooms

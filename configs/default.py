@@ -1,24 +1,24 @@
 r"""Default experiment: progressive resizing of a simple CNN on `scale_shapes`.
 
-  python -m progressive.main --config=configs/default.py --workdir=/tmp/progressive/default
+  progressive train --config=configs/default.py --workdir=/tmp/progressive/default
 
 Three stages, 32 -> 48 -> 64 px, on the built-in dataset (stored at 64 px), one one-cycle
 SGD schedule over the whole run; evaluated at every size after every stage. A few
 minutes on a laptop CPU. The tiny variant the tests use (under a minute on a CPU):
 
-  python -m progressive.main --config=configs/default.py:smoke --workdir=/tmp/progressive/smoke
+  progressive train --config=configs/default.py:smoke --workdir=/tmp/progressive/smoke
 
 Any field can be overridden on the command line, e.g. `--config.opt.lr_max=0.2`; the
-fields, their defaults and what they mean are in `progressive.config_validation.FIELDS`.
+fields, their defaults and what they mean are in `progressive.config.FIELDS`.
 """
 
 import ml_collections
 
-from progressive import config_validation
+from progressive import config as config_lib
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = config_validation.default_config()
+  config = config_lib.default_config()
   if arg == "smoke":
     config.data.builder_config = "small"
     config.model.channels = (8, 16, 32)

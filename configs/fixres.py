@@ -1,7 +1,7 @@
 r"""Claim 7: the train/test resolution discrepancy (Touvron et al. 2019, FixRes).
 
-  python -m progressive.sweep --config=configs/fixres.py --workdir=/tmp/fixres
-  python -m progressive.sweep --config=configs/fixres.py:smoke --workdir=/tmp/fixres_smoke
+  progressive sweep --config=configs/fixres.py --workdir=/tmp/fixres
+  progressive sweep --config=configs/fixres.py:smoke --workdir=/tmp/fixres_smoke
 
 The simple CNN on `scale_shapes` (stored at 64 px), trained at one size, 32 or 48 px,
 either with random-resized-crop and flip (`rrc`: a crop of 35-100% of the image's area

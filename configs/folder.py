@@ -1,6 +1,6 @@
 r"""Progressive resizing on your own images: a folder per class, no preparation step.
 
-  python -m progressive.main --config=configs/folder.py --config.data.data_dir=ROOT \
+  progressive train --config=configs/folder.py --config.data.data_dir=ROOT \
       --workdir=/tmp/progressive/folder
 
 ROOT holds `ROOT/train/<class>/<image>` and `ROOT/val/<class>/<image>` (torchvision's
@@ -16,7 +16,7 @@ random-resized-cropped and decoded on the host straight at the stage's size (JPE
 reduced DCT scale), evaluation at 192 px from the centred 87.5% of the shorter side.
 Without a GPU, start with `--config.model.width=0.25`. The tiny variant the tests use:
 
-  python -m progressive.main --config=configs/folder.py:smoke --config.data.data_dir=ROOT \
+  progressive train --config=configs/folder.py:smoke --config.data.data_dir=ROOT \
       --workdir=/tmp/progressive/folder_smoke
 """
 

@@ -1,7 +1,7 @@
 r"""Global-average-pool head against flatten head: what a change of input size does to each.
 
-  python -m progressive.sweep --config=configs/head.py --workdir=/tmp/head
-  python -m progressive.sweep --config=configs/head.py:smoke --workdir=/tmp/head_smoke
+  progressive sweep --config=configs/head.py --workdir=/tmp/head
+  progressive sweep --config=configs/head.py:smoke --workdir=/tmp/head_smoke
 
 Both train the simple CNN at 32 px on `scale_shapes`. The `gap` head averages the last
 feature map, so the same weights run at every size and are tested at all of them; the

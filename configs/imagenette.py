@@ -1,6 +1,6 @@
 r"""Imagenette with fastbook's progressive resizing: ResNet-50, 4 epochs at 128 px, 5 at 224.
 
-  python -m progressive.main --config=configs/imagenette.py --workdir=/tmp/progressive/imagenette
+  progressive train --config=configs/imagenette.py --workdir=/tmp/progressive/imagenette
 
 Prepare the dataset once first (needs TensorFlow: `pip install -e ".[prepare]"`;
 training reads it without TensorFlow):
@@ -10,7 +10,7 @@ training reads it without TensorFlow):
 and pass `--config.data.data_dir=...` if it is not TFDS's usual directory. The tiny
 variant the tests use (under mock data):
 
-  python -m progressive.main --config=configs/imagenette.py:smoke --workdir=/tmp/imagenette_smoke
+  progressive train --config=configs/imagenette.py:smoke --workdir=/tmp/imagenette_smoke
 
 The schedule is fastbook's (chapter 7, "Progressive Resizing"): an xresnet50 from
 scratch, 4 epochs at 128 px with batch 128, then 5 at 224 px with batch 64, Adam and a

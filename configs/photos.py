@@ -1,6 +1,6 @@
 r"""Progressive resizing of a simple CNN on `photos`, patches of real photographs.
 
-  python -m progressive.main --config=configs/photos.py --workdir=/tmp/progressive/photos
+  progressive train --config=configs/photos.py --workdir=/tmp/progressive/photos
 
 The schedule of configs/default.py (32 -> 48 -> 64 px, one one-cycle SGD schedule over the
 run, evaluated at every size after every stage) on the built-in photo dataset: 16 classes,
@@ -9,10 +9,10 @@ one per photograph shipped with scikit-image and scikit-learn, grey patches stor
 RGB instead of grey: `--config.data.builder_config=colour`. The tiny variant the tests use
 (the 32 px "small" config, a few steps per stage):
 
-  python -m progressive.main --config=configs/photos.py:smoke --workdir=/tmp/photos_smoke
+  progressive train --config=configs/photos.py:smoke --workdir=/tmp/photos_smoke
 
 Any field can be overridden on the command line; the fields, their defaults and what they
-mean are in `progressive.config_validation.FIELDS`.
+mean are in `progressive.config.FIELDS`.
 """
 
 import ml_collections

@@ -1,10 +1,10 @@
 r"""Claim 3 rerun at CPU scale: progressive resizing against fixed sizes at equal FLOPs and
 at equal steps, against the reverse order, each arm's learning rate tuned, five seeds.
 
-  python -m progressive.sweep --config=configs/progressive_resizing.py --workdir=/tmp/pr
-  python -m progressive.sweep --config=configs/progressive_resizing.py:photos --workdir=/tmp/pr_photos
-  python -m progressive.sweep --config=configs/progressive_resizing.py:long --workdir=/tmp/pr_long
-  python -m progressive.sweep --config=configs/progressive_resizing.py:smoke --workdir=/tmp/pr_smoke
+  progressive sweep --config=configs/progressive_resizing.py --workdir=/tmp/pr
+  progressive sweep --config=configs/progressive_resizing.py:photos --workdir=/tmp/pr_photos
+  progressive sweep --config=configs/progressive_resizing.py:long --workdir=/tmp/pr_long
+  progressive sweep --config=configs/progressive_resizing.py:smoke --workdir=/tmp/pr_smoke
 
 The simple CNN on `scale_shapes/sweep32` (32 px, 4096 train / 1024 test; the 64 px
 dataset's arms do not fit five seeds and a tuning grid into 90 minutes on two cores).

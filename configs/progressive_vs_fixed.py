@@ -1,8 +1,8 @@
 r"""Claims 3 and 4: progressive resizing against one fixed size and against zoom
 augmentation, at an equal training budget; and the multi-size test-time ensemble.
 
-  python -m progressive.sweep --config=configs/progressive_vs_fixed.py --workdir=/tmp/pvf
-  python -m progressive.sweep --config=configs/progressive_vs_fixed.py:smoke --workdir=/tmp/pvf_smoke
+  progressive sweep --config=configs/progressive_vs_fixed.py --workdir=/tmp/pvf
+  progressive sweep --config=configs/progressive_vs_fixed.py:smoke --workdir=/tmp/pvf_smoke
 
 The simple CNN on `scale_shapes`, every point with seeds 0, 1 and 2:
 - `progressive_run`: 32 -> 48 -> 64 px (3, 2 and 2 epochs), one one-cycle over the run;

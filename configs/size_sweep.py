@@ -1,7 +1,7 @@
 r"""Claim 1: train at one fixed size, test at every size (the train x test size matrix).
 
-  python -m progressive.sweep --config=configs/size_sweep.py --workdir=/tmp/size_sweep
-  python -m progressive.sweep --config=configs/size_sweep.py:smoke --workdir=/tmp/size_sweep_smoke
+  progressive sweep --config=configs/size_sweep.py --workdir=/tmp/size_sweep
+  progressive sweep --config=configs/size_sweep.py:smoke --workdir=/tmp/size_sweep_smoke
 
 One point per training size; each trains the default simple CNN on `scale_shapes` at
 that size only (same number of epochs for every size) and is evaluated at every size in

@@ -1,12 +1,12 @@
 r"""Claim 6: what keeps CNN training stable: one-cycle, batch norm, larger batches.
 
-  python -m progressive.sweep --config=configs/stability.py --workdir=/tmp/stability
-  python -m progressive.sweep --config=configs/stability.py:rerun --workdir=/tmp/stability_rerun
-  python -m progressive.sweep --config=configs/stability.py:smoke --workdir=/tmp/stability_smoke
+  progressive sweep --config=configs/stability.py --workdir=/tmp/stability
+  progressive sweep --config=configs/stability.py:rerun --workdir=/tmp/stability_rerun
+  progressive sweep --config=configs/stability.py:smoke --workdir=/tmp/stability_smoke
 
 The simple CNN on `scale_shapes` at 32 px (one stage), recording fastai's activation
 statistics every few steps (`activation_stats.jsonl`; plot them with
-`python -m progressive.analyze --workdir=DIR/<point>`):
+`progressive analyze --workdir=DIR/<point>`):
 - `no_bn_constant`: no batch norm, a constant LR and momentum (div = div_final = 1);
 - `no_bn_one_cycle`: no batch norm, one-cycle LR with inverse momentum;
 - `bn_one_cycle`: batch norm and one-cycle;

@@ -1,9 +1,9 @@
 r"""Claims 1, 4 and 7 rerun at CPU scale: train at one size, test at every size, with the
 scale controls, size ensembles against seed ensembles, and FixRes's train/test fix.
 
-  python -m progressive.sweep --config=configs/train_test_size.py --workdir=/tmp/tts
-  python -m progressive.sweep --config=configs/train_test_size.py:photos --workdir=/tmp/tts_photos
-  python -m progressive.sweep --config=configs/train_test_size.py:smoke --workdir=/tmp/tts_smoke
+  progressive sweep --config=configs/train_test_size.py --workdir=/tmp/tts
+  progressive sweep --config=configs/train_test_size.py:photos --workdir=/tmp/tts_photos
+  progressive sweep --config=configs/train_test_size.py:smoke --workdir=/tmp/tts_smoke
 
 The simple CNN on `scale_shapes/sweep32` (32 px, 4096 train / 1024 test), one stage of 6
 epochs at the arm's size (the same steps at every size), seeds 0-4, each arm's

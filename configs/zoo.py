@@ -1,14 +1,14 @@
 r"""Any model of the zoo, any downsampling, on the default progressive-resizing job.
 
-  python -m progressive.main --config=configs/zoo.py:resnet18 --workdir=/tmp/resnet18
-  python -m progressive.main --config=configs/zoo.py:vgg11,downsample=blur --workdir=/tmp/vgg11_blur
-  python -m progressive.arch --config=configs/zoo.py:resnet50,downsample=blur,blur_size=5 --size=64
+  progressive train --config=configs/zoo.py:resnet18 --workdir=/tmp/resnet18
+  progressive train --config=configs/zoo.py:vgg11,downsample=blur --workdir=/tmp/vgg11_blur
+  progressive arch --config=configs/zoo.py:resnet50,downsample=blur,blur_size=5 --size=64
 
 The argument is a model name (`progressive.models.MODELS`) followed by `key=value`
 settings of `config.model` (`downsample=blur`, `blur_size=5`, `width=0.5`,
 `small_stem=False`, ...) and optionally `smoke`, the tiny variant the tests use:
 
-  python -m progressive.main --config=configs/zoo.py:resnet18,downsample=max,smoke --workdir=/tmp/zoo
+  progressive train --config=configs/zoo.py:resnet18,downsample=max,smoke --workdir=/tmp/zoo
 
 Everything else is `configs/default.py` (stages 32 -> 48 -> 64 px on `scale_shapes`).
 ResNets use the small stem here (these images are 32-64 px; the standard stem leaves

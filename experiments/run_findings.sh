@@ -15,7 +15,7 @@ DATA_DIR=${2:-}
 cd "$(dirname "$0")/.."
 common=(--set=progress_bar=False --shift_images=200)
 [[ -n "$DATA_DIR" ]] && common+=("--set=data.data_dir=$DATA_DIR")
-sweep() { python -m progressive.sweep "${common[@]}" "$@"; }
+sweep() { progressive sweep "${common[@]}" "$@"; }
 
 sweep --config=configs/progressive_vs_fixed.py --workdir="$ROOT/progressive_vs_fixed"
 # Claim 3 rerun: tuned arms, five seeds (about 45 minutes here on its five-value grid;

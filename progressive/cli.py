@@ -4,15 +4,16 @@ r"""One command line for every entry point: `progressive <command> [flags]`.
   progressive analyze --workdir=/tmp/progressive/smoke
   progressive train --help
 
-`python -m progressive.main` (`.analyze`, `.sweep`, `.lr_find`, `.arch`, `.bench`) runs
-the same commands. Each of those modules declares a `Command`: a function that defines
-its flags into a fresh `flags.FlagValues` when the command runs (never at import, so all
-of them import into one process), and the function that runs it. `run` parses the
-command line, sets the verbosity (absl logging at WARNING unless `--verbosity` is given:
-Orbax logs every checkpoint at INFO), joins a multi-process run from `config.distributed`
-where the command takes a config, runs the command and reports the known errors (a bad
-flag or config, `ConfigError`, `WorkdirError`, `MemoryLimitError`, `RunError`, `Error`)
-as one line on stderr, `Error: ...`, with exit status 2.
+`python -m progressive <command>` runs the same commands. Each module of
+`progressive.commands` declares a `Command`: a function that defines its flags into a
+fresh `flags.FlagValues` when the command runs (never at import, so all of them import
+into one process), and the function that runs it. `run` parses the command line, sets
+the verbosity (absl logging at WARNING unless `--verbosity` is given: Orbax logs every
+checkpoint at INFO), joins a multi-process run from `config.distributed` where the
+command takes a config, runs the command and reports the known errors
+(`progressive.errors.Error`: a bad flag or config, a busy workdir, a program too large
+for the device, a run that cannot be loaded) as one line on stderr, `Error: ...`, with
+exit status 2. A config file loads from any directory: `add_config_root`.
 """
 
 import dataclasses
@@ -26,20 +27,22 @@ from collections.abc import Callable, Sequence
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from progressive import errors
+
 # `progressive <name>` -> (the module whose `COMMAND` it runs, what it does).
 COMMANDS = {
-    "train": ("progressive.main", "Train with progressive resizing (python -m progressive.main)."),
-    "analyze": ("progressive.analyze", "Analyse a run's checkpoint into WORKDIR/analysis/."),
+    "train": ("progressive.commands.train", "Train with progressive resizing."),
+    "analyze": ("progressive.commands.analyze", "Analyse a run's checkpoint into WORKDIR/analysis/."),
     "sweep": ("progressive.sweep", "Run, print or aggregate the points of a config's sweep."),
-    "lr-find": ("progressive.lr_find", "fastai's learning-rate range test."),
-    "arch": ("progressive.arch", "Layer by layer: output size, stride, receptive field, params."),
-    "bench": ("progressive.bench", "Throughput, compile time and stage-switch cost."),
+    "lr-find": ("progressive.commands.lr_find", "fastai's learning-rate range test."),
+    "arch": ("progressive.commands.arch", "Layer by layer: output size, stride, receptive field, params."),
+    "bench": ("progressive.commands.bench", "Throughput, compile time and stage-switch cost."),
 }
 EXIT_ERROR = 2  # A bad command line or config, or a known error.
 _ABSL_HELP_FLAGS = ("help", "helpshort", "helpfull", "helpxml")
 
 
-class Error(Exception):
+class Error(errors.Error):
   """A command's own usage error (a bad flag value): one line on stderr, exit status 2."""
 
 
@@ -59,16 +62,6 @@ class Command:
   main: Callable[[flags.FlagValues], int | None]
   config: str | None = None
   distributed: bool = True
-
-
-def _known_errors() -> tuple[type[BaseException], ...]:
-  # Imported here: `progressive --help` needs no JAX.
-  from progressive.analysis.run import RunError  # pylint: disable=import-outside-toplevel
-  from progressive.compilation import MemoryLimitError  # pylint: disable=import-outside-toplevel
-  from progressive.config_validation import ConfigError  # pylint: disable=import-outside-toplevel
-  from progressive.workdir import WorkdirError  # pylint: disable=import-outside-toplevel
-
-  return (Error, ConfigError, WorkdirError, MemoryLimitError, RunError)
 
 
 def one_line(error: BaseException | str) -> str:
@@ -251,21 +244,20 @@ def config_load_error(error: BaseException, path: str) -> str | None:
 
 
 def _prog(command: Command) -> str:
-  return f"python -m {COMMANDS[command.name][0]}"
+  return f"progressive {command.name}"
 
 
 def execute(command: Command, fv: flags.FlagValues) -> int | None:
   """Runs `command` on flags `parse` returned; the exit status (2 for a known error)."""
   if not fv["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
-  known = _known_errors()
   try:
     if command.config is not None and command.distributed:
-      from progressive import parallel  # pylint: disable=import-outside-toplevel
+      from progressive.training import parallel  # pylint: disable=import-outside-toplevel
 
       parallel.initialize_distributed(fv.config.distributed)
     return command.main(fv)
-  except known as e:
+  except errors.Error as e:
     return fail(e)
 
 

@@ -1,15 +1,15 @@
 r"""Sweeps: expand a config's `get_sweep(arg)` into runs, run or print them, aggregate.
 
-  python -m progressive.sweep --config=configs/antialias.py:smoke --workdir=/tmp/antialias
-  python -m progressive.sweep --config=configs/antialias.py --workdir=DIR --print_commands
-  python -m progressive.sweep --config=configs/antialias.py --workdir=DIR --aggregate_only
-  python -m progressive.sweep --config=configs/antialias.py --workdir=DIR --set=data.data_dir=/data
+  progressive sweep --config=configs/antialias.py:smoke --workdir=/tmp/antialias
+  progressive sweep --config=configs/antialias.py --workdir=DIR --print_commands
+  progressive sweep --config=configs/antialias.py --workdir=DIR --aggregate_only
+  progressive sweep --config=configs/antialias.py --workdir=DIR --set=data.data_dir=/data
 
 A config file that sweeps defines `get_sweep(arg)` beside `get_config(arg)`: a list of
 override dicts, one per point, whose keys are dotted config fields
 (`{"model.downsample": "blur", "model.blur_size": 3}`) and an optional `"name"`. Every
 point runs into `DIR/<name>/`; a finished point is skipped and a partial one resumes
-(`progressive.train` resumes from its checkpoints). A finished point whose `config.json`
+(`progressive.training.train` resumes from its checkpoints). A finished point whose `config.json`
 differs from what the sweep now gives it in a field that changes training (the sweep
 file was edited, or an extended tuning grid moved the choice) stops the sweep before
 anything trains, naming every such point and field: move those folders aside to rerun
@@ -53,8 +53,10 @@ import ml_collections
 from absl import flags
 from etils import epath
 
-from progressive import cli, config_validation, schedules, sweep_report, train
-from progressive import workdir as workdir_lib
+from progressive import cli, schedules, sweep_report
+from progressive.training import train
+from progressive import config as config_lib
+from progressive.training import workdir as workdir_lib
 from progressive.analysis import run as run_lib
 from progressive.data import pipeline
 from progressive.sweep_report import aggregate, read_summary, summarize_point
@@ -153,7 +155,7 @@ def expand(
   path, arg = split_config_arg(config_flag)
   module = load_module(path)
   if not hasattr(module, "get_sweep"):
-    raise ValueError(f"{path} defines no get_sweep(arg); it is a single run, use progressive.main.")
+    raise ValueError(f"{path} defines no get_sweep(arg); it is a single run, use progressive.commands.train.")
   base = apply_overrides(module.get_config(arg), common or {})
   points = []
   for overrides in module.get_sweep(arg):
@@ -223,13 +225,13 @@ def summarized(workdir: epath.Path, config, options: Mapping[str, Any]) -> bool:
 
 def trained_otherwise(workdir: epath.Path, config) -> dict[str, tuple[Any, Any]]:
   """The fields that change what training computes (neither run control nor resumable,
-  `config_validation.FIELDS`) whose value in `workdir/config.json` differs from
+  `config_lib.FIELDS`) whose value in `workdir/config.json` differs from
   `config`'s: `{field: (stored, now)}`; empty where they agree or nothing is stored."""
   path = epath.Path(workdir) / "config.json"
   if not path.exists():
     return {}
   return workdir_lib.config_differences(json.loads(path.read_text()), json.loads(config.to_json()),
-                                        ignore=config_validation.RESUMABLE_FIELDS)
+                                        ignore=config_lib.RESUMABLE_FIELDS)
 
 
 TUNING_DIR = "tuning"

@@ -24,7 +24,7 @@ from etils import epath
 from progressive import schedules, statistics
 from progressive.analysis import run as run_lib
 from progressive.data import pipeline
-from progressive.metrics import read_rows
+from progressive.training.metrics import read_rows
 
 SUMMARY_FILE = "sweep_point.json"
 WALL_FILE = "sweep_wall.json"  # The seconds a point trained, over every attempt a signal stopped.
@@ -574,7 +574,7 @@ def comparison_rows(groups, comparisons: Sequence[Sequence[str]]) -> list[dict[s
 
 def config_comparisons(config_flag: str) -> list[tuple[str, str]]:
   """The `(arm, baseline)` pairs of the config file's `get_comparisons(arg)`, if any."""
-  from progressive import sweep  # pylint: disable=import-outside-toplevel  (it imports this)
+  from progressive import sweep  # pylint: disable=import-outside-toplevel  it imports this
 
   path, arg = sweep.split_config_arg(config_flag)
   module = sweep.load_module(path)
@@ -633,7 +633,7 @@ def aggregate(config_flag: str, workdir: str, *, common: Mapping[str, Any] | Non
   `comparisons.csv`) and `results.png`. `ensemble_sizes` and `finetune` default to the
   config file's (`get_ensemble_sizes(arg)`, `get_finetune(arg)`). Returns the rows, one
   per finished point."""
-  from progressive import sweep  # pylint: disable=import-outside-toplevel  (it imports this)
+  from progressive import sweep  # pylint: disable=import-outside-toplevel  it imports this
 
   workdir = epath.Path(workdir)
   if ensemble_sizes is None:
@@ -770,7 +770,7 @@ def _sizes_text(sizes) -> str:
 
 def grid_note(configs, sizes: Sequence[int]) -> str:
   """Which test sizes are not multiples of each model's total subsampling factor (traced
-  by `progressive.arch`): there the last feature map does not tile the image."""
+  by `progressive.commands.arch`): there the last feature map does not tile the image."""
   from progressive.analysis import controls  # pylint: disable=import-outside-toplevel
 
   grids = {}

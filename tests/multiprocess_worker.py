@@ -22,7 +22,9 @@ if len(sys.argv) > 3:
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from configs import default  # noqa: E402
-from progressive import models, optim, parallel, schedules, steps  # noqa: E402
+from progressive import models, optim, schedules  # noqa: E402
+from progressive.training import steps  # noqa: E402
+from progressive.training import parallel
 from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
 
 config = default.get_config("smoke")

@@ -3,8 +3,8 @@
 import jax
 import numpy as np
 
-from progressive import checkpoints
-from progressive.metrics import read_rows
+from progressive.training import checkpoints
+from progressive.training.metrics import read_rows
 
 
 class Killed(Exception):

@@ -15,11 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from progressive import analysis, config_validation, schedules, train
+from progressive import analysis, schedules
+from progressive.training import train
+from progressive import config as config_lib
 from progressive.analysis import activations, finetune, plots, shift
 from progressive.analysis import ensemble as ensemble_lib
 from progressive.data import pipeline, scale_shapes
-from progressive.metrics import read_rows
+from progressive.training.metrics import read_rows
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -30,7 +32,7 @@ def dataclasses_replace(run, variables):
 
 @pytest.fixture(scope="module")
 def info():
-  data = config_validation.default_config().data
+  data = config_lib.default_config().data
   data.builder_config = "small"
   return pipeline.dataset_info(data)
 
@@ -161,7 +163,7 @@ def test_period_sweep_spans_the_period_and_separates_stable_from_jagged(info):
 
 
 def test_redrawn_objects_never_touch_the_border_over_the_period(info, data_dir):
-  data = config_validation.default_config().data
+  data = config_lib.default_config().data
   data.builder_config, data.data_dir = "small", data_dir
   examples = pipeline.scale_shapes_examples(data, "test", num=64)[0]
   size, period = 32, 8
@@ -425,7 +427,7 @@ def _env(**extra):
 def test_analyze_cli_writes_the_report(smoke_workdir):
   """In a one-device process: the run was trained over a 4-device mesh."""
   out = subprocess.run(
-      [sys.executable, "-m", "progressive.analyze", f"--workdir={smoke_workdir}", "--num_images=32",
+      [sys.executable, "-m", "progressive.commands.analyze", f"--workdir={smoke_workdir}", "--num_images=32",
        "--per_bin=6", "--max_shift=2"],
       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
   )
@@ -463,7 +465,7 @@ def test_analyze_cli_writes_the_report(smoke_workdir):
 
 def test_analyze_cli_names_a_missing_run(tmp_path):
   out = subprocess.run(
-      [sys.executable, "-m", "progressive.analyze", f"--workdir={tmp_path}"],
+      [sys.executable, "-m", "progressive.commands.analyze", f"--workdir={tmp_path}"],
       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120,
   )
   assert out.returncode != 0 and "holds no run" in out.stderr
@@ -487,7 +489,7 @@ def test_notebook_runs_on_the_smoke_run(smoke_workdir, tmp_path, monkeypatch):
 
 
 def test_recalibrated_run_takes_its_statistics_from_the_training_split(run):
-  from progressive import recalibrate  # pylint: disable=import-outside-toplevel
+  from progressive.training import recalibrate  # pylint: disable=import-outside-toplevel
 
   assert run.has_batch_norm
   at_24 = run.recalibrated(24, num_images=64)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from configs import default
-from progressive import arch, models
+from progressive import models
+from progressive.commands import arch
 from progressive.models import layers
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -186,7 +187,7 @@ def test_covering_layer():
 
 def _run_cli(*args):
   result = subprocess.run(
-      [sys.executable, "-m", "progressive.arch", "--config=configs/default.py", *args],
+      [sys.executable, "-m", "progressive.commands.arch", "--config=configs/default.py", *args],
       capture_output=True, text=True, timeout=120, cwd=ROOT, check=True,
   )
   return result.stdout

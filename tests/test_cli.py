@@ -31,10 +31,10 @@ def test_entry_points_import_together_and_define_no_flags():
 
 
 def test_parse_reads_config_and_overrides_from_the_given_argv():
-  main = importlib.import_module("progressive.main")
+  main = importlib.import_module("progressive.commands.train")
   fv = cli.parse(main.COMMAND, ["prog", SMOKE, "--config.opt.lr_max=0.5", "--workdir=/tmp/x"])
   assert fv.config.opt.lr_max == 0.5 and fv.workdir == "/tmp/x" and not fv.force
-  bench = importlib.import_module("progressive.bench")
+  bench = importlib.import_module("progressive.commands.bench")
   fv = cli.parse(bench.COMMAND, ["prog", SMOKE, "--sizes=16,32"])
   assert fv.config.opt.lr_max == 0.2 and fv.sizes == ["16", "32"]
 
@@ -54,17 +54,18 @@ def test_parse_reads_config_and_overrides_from_the_given_argv():
     ],
 )
 def test_a_bad_command_line_is_one_line(args, message):
-  main = importlib.import_module("progressive.main")
+  main = importlib.import_module("progressive.commands.train")
   with pytest.raises(cli.Error) as info:
     cli.parse(main.COMMAND, ["prog", "--workdir=/tmp/x", *args])
   assert message in cli.one_line(info.value) and "\n" not in cli.one_line(info.value)
 
 
 def test_execute_maps_errors_and_signals_to_exit_codes(monkeypatch, capsys):
-  from progressive import checkpoints, train  # pylint: disable=import-outside-toplevel
-  from progressive.config_validation import ConfigError  # pylint: disable=import-outside-toplevel
+  from progressive.training import train  # pylint: disable=import-outside-toplevel
+  from progressive.training import checkpoints
+  from progressive.config import ConfigError  # pylint: disable=import-outside-toplevel
 
-  main = importlib.import_module("progressive.main")
+  main = importlib.import_module("progressive.commands.train")
   fv = cli.parse(main.COMMAND, ["prog", SMOKE, "--workdir=/tmp/x"])
   verbosity = logging.get_verbosity()
   outcomes = iter([

@@ -11,7 +11,7 @@ import pytest
 
 from progressive import sweep
 from progressive.data import folder
-from progressive.metrics import read_rows
+from progressive.training.metrics import read_rows
 
 REPO = pathlib.Path(__file__).parents[1]
 CONFIGS = sorted(p.name for p in (REPO / "configs").glob("*.py"))
@@ -95,9 +95,9 @@ def test_a_config_importing_its_own_defaults_loads_from_its_project(tmp_path):
   `configs.base`, and loads from any directory."""
   configs = tmp_path / "project" / "configs"
   configs.mkdir(parents=True)
-  (configs / "base.py").write_text("from progressive import config_validation\n\n"
+  (configs / "base.py").write_text("from progressive import config_lib\n\n"
                                    "def get_config():\n"
-                                   "  return config_validation.default_config()\n")
+                                   "  return config_lib.default_config()\n")
   (configs / "mine.py").write_text(
       "from configs import base\n\ndef get_config(arg=None):\n"
       "  config = base.get_config()\n  config.model.channels = (4, 8, 16)\n  return config\n")

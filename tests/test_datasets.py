@@ -16,10 +16,11 @@ import tensorflow_datasets as tfds
 from jax._src import monitoring
 
 from configs import cifar10, imagenette
-from progressive import analysis, sweep_report, train
-from progressive.config_validation import ConfigError, validate
+from progressive import analysis, sweep_report
+from progressive.training import train
+from progressive.config import ConfigError, validate
 from progressive.data import augment, pipeline
-from progressive.metrics import read_rows
+from progressive.training.metrics import read_rows
 
 NUM_EXAMPLES = 48
 SPLITS = {"cifar10": ("train", "test"), "imagenette/320px-v2": ("train", "validation")}

@@ -11,7 +11,7 @@ import pytest
 from progressive import sweep, sweep_report
 from progressive.analysis import controls
 from progressive.analysis import run as run_lib
-from progressive.metrics import read_rows
+from progressive.training.metrics import read_rows
 
 REPO = pathlib.Path(__file__).parents[1]
 

@@ -8,10 +8,11 @@ import pytest
 from PIL import Image
 
 from configs import folder as folder_config
-from progressive import config_validation, train
+from progressive.training import train
+from progressive import config as config_lib
 from progressive.data import augment, decode, folder, pipeline
 from progressive.data.resize import resize_images
-from progressive.metrics import read_rows
+from progressive.training.metrics import read_rows
 from tests.runs import Killed, assert_same_params, die_after_save, train_rows
 
 CLASSES = ("brick", "camera", "coffee")
@@ -163,8 +164,8 @@ def _refused(root, match, **fields):
   config = _config(root)
   for key, value in fields.items():
     config.data[key] = value
-  with pytest.raises(config_validation.ConfigError, match=match):
-    config_validation.validate(config, 1)
+  with pytest.raises(config_lib.ConfigError, match=match):
+    config_lib.validate(config, 1)
 
 
 def test_corrupt_file_is_named_before_compiling_or_skipped_and_counted(broken_root, tmp_path, capsys):
@@ -173,7 +174,7 @@ def test_corrupt_file_is_named_before_compiling_or_skipped_and_counted(broken_ro
   _refused(broken_root, r"notes\.jpg is not a readable image.*skip_unreadable=True")
   config = _config(broken_root)
   config.data.skip_unreadable = True
-  config_validation.validate(config, 1)
+  config_lib.validate(config, 1)
   info = pipeline.dataset_info(config.data)
   assert info.num_skipped == 1 and info.num_train == 18
   result = train.train_and_evaluate(config, str(tmp_path / "run"))
@@ -218,7 +219,7 @@ def test_tfds_images_stay_encoded_and_decode_at_the_stage_size(tmp_path):
 
 
 def test_pipeline_bench_measures_every_size_and_the_cores_a_rate_needs(photo_root):
-  from progressive import pipeline_bench  # pylint: disable=import-outside-toplevel
+  from progressive.commands import pipeline_bench  # pylint: disable=import-outside-toplevel
 
   config = _config(photo_root)
   report = pipeline_bench.run(config, sizes=[16, 32], workers=[1], data_dir=photo_root,

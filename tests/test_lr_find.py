@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from progressive import lr_find
-from progressive.config_validation import ConfigError
-from progressive.workdir import WorkdirError
+from progressive.commands import lr_find
+from progressive.config import ConfigError
+from progressive.training.workdir import WorkdirError
 
 ROOT = pathlib.Path(__file__).parents[1]
 
@@ -139,7 +139,7 @@ def test_a_training_runs_workdir_is_refused(smoke_config, tmp_path):
 
 def _run_cli(data_dir, *args):
   return subprocess.run(
-      [sys.executable, "-m", "progressive.lr_find", "--config=configs/default.py:smoke",
+      [sys.executable, "-m", "progressive.commands.lr_find", "--config=configs/default.py:smoke",
        f"--config.data.data_dir={data_dir}", *args],
       capture_output=True, text=True, timeout=300, cwd=ROOT, check=False,
   )

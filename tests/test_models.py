@@ -393,7 +393,7 @@ TRAIN_CASES = [
 
 @pytest.mark.parametrize("name,mode", TRAIN_CASES)
 def test_every_model_trains_in_the_smoke_config(smoke_config, tmp_path, name, mode):
-  from progressive import train  # pylint: disable=import-outside-toplevel
+  from progressive.training import train  # pylint: disable=import-outside-toplevel
 
   smoke_config.model.update(_zoo_config(name, downsample=mode, small_stem=True))
   smoke_config.stages = [dict(size=32, steps=2)]

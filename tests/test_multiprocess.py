@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 
-from progressive.metrics import read_rows
+from progressive.training.metrics import read_rows
 
 REPO = pathlib.Path(__file__).parents[1]
 WORKER = REPO / "tests" / "multiprocess_worker.py"
@@ -52,7 +52,7 @@ def test_two_process_smoke_run(tmp_path, data_dir):
   address = f"127.0.0.1:{_free_port()}"
   commands = [
       [
-          sys.executable, "-m", "progressive.main", "--config=configs/default.py:smoke",
+          sys.executable, "-m", "progressive.commands.train", "--config=configs/default.py:smoke",
           f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
           "--config.progress_bar=False", f"--config.distributed.coordinator_address={address}",
           "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",

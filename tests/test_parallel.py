@@ -7,8 +7,9 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from configs import default
-from progressive import models, optim, parallel, schedules, steps, train
-from progressive.config_validation import ConfigError
+from progressive import models, optim, schedules
+from progressive.training import parallel, steps, train
+from progressive.config import ConfigError
 
 
 def _state_and_step(devices, config):

@@ -5,11 +5,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from progressive import config_validation, sweep_report, train
+from progressive import sweep_report
+from progressive.training import train
+from progressive import config as config_lib
 from progressive.analysis import plots, scale, shift
 from progressive.analysis import run as run_lib
 from progressive.data import photos, pipeline
-from progressive.metrics import read_rows
+from progressive.training.metrics import read_rows
 
 SIZE = 32  # Stored side of the "small" config.
 # A whole-pixel shift reproduces the unshifted cut's pixels up to PIL's fixed-point
@@ -39,7 +41,7 @@ def stored(photos_dir):
 
 
 def data_config(photos_dir, builder_config="small"):
-  data = config_validation.default_config().data
+  data = config_lib.default_config().data
   data.name, data.builder_config, data.data_dir = "photos", builder_config, photos_dir
   return data
 

@@ -1,11 +1,12 @@
-"""Batch-norm recalibration at a test size (`progressive.recalibrate`)."""
+"""Batch-norm recalibration at a test size (`progressive.training.recalibrate`)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from progressive import models, recalibrate
+from progressive import models
+from progressive.training import recalibrate
 from progressive.data.resize import preprocess
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.3, 0.3, 0.3)

@@ -22,10 +22,11 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from progressive import checkpoints, compilation, parallel, sweep, sweep_report, train
-from progressive.config_validation import ConfigError
-from progressive.metrics import read_rows
-from progressive.workdir import WorkdirError
+from progressive import sweep, sweep_report
+from progressive.training import checkpoints, compilation, parallel, train
+from progressive.config import ConfigError
+from progressive.training.metrics import read_rows
+from progressive.training.workdir import WorkdirError
 from tests.runs import Killed, assert_same_params, die_after_save, eval_rows, train_rows
 
 REPO = pathlib.Path(__file__).parents[1]
@@ -218,7 +219,7 @@ def get_config(arg=None):
 
 
 def _command(config_path, workdir):
-  return [sys.executable, "-m", "progressive.main", f"--config={config_path}", f"--workdir={workdir}"]
+  return [sys.executable, "-m", "progressive.commands.train", f"--config={config_path}", f"--workdir={workdir}"]
 
 
 def _run(config_path, workdir):

@@ -434,10 +434,10 @@ def test_analysis_redraws_a_configs_examples(name):
 
 
 def test_dataset_info_gives_the_configs_classes():
-  from progressive import config_validation  # pylint: disable=import-outside-toplevel
+  from progressive import config as config_lib  # pylint: disable=import-outside-toplevel
   from progressive.data import pipeline  # pylint: disable=import-outside-toplevel
 
-  data = config_validation.default_config().data
+  data = config_lib.default_config().data
   for name in ("default", "small_offladder", "object_period"):
     data.builder_config = name
     info = pipeline.dataset_info(data)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from progressive import cli, sweep, sweep_report
-from progressive.config_validation import validate
+from progressive.config import validate
 
 REPO = pathlib.Path(__file__).parents[1]
 EXPERIMENTS = ("size_sweep", "antialias", "head", "stability", "progressive_vs_fixed", "fixres",

@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from jax._src import monitoring
 
-from progressive import evaluate, parallel, schedules, steps, train
-from progressive.metrics import read_rows
-from progressive.workdir import WorkdirError
+from progressive import schedules
+from progressive.training import evaluate, parallel, steps, train
+from progressive.training.metrics import read_rows
+from progressive.training.workdir import WorkdirError
 from tests.runs import Killed, die_after_save
 
 BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"

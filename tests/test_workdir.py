@@ -22,10 +22,11 @@ import pytest
 from etils import epath
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
-from progressive import checkpoints, lr_find, train
-from progressive import workdir as workdir_lib
-from progressive.metrics import MetricsWriter, read_rows
-from progressive.workdir import WorkdirError
+from progressive.training import checkpoints, train
+from progressive.commands import lr_find
+from progressive.training import workdir as workdir_lib
+from progressive.training.metrics import MetricsWriter, read_rows
+from progressive.training.workdir import WorkdirError
 from tests.runs import assert_same_params, eval_rows, train_rows
 
 REPO = epath.Path(__file__).parents[1]
@@ -59,7 +60,7 @@ def reference(tmp_path_factory, data_dir):
 
 def _command(workdir, data_dir):
   return [
-      sys.executable, "-m", "progressive.main", "--config=configs/default.py:smoke",
+      sys.executable, "-m", "progressive.commands.train", "--config=configs/default.py:smoke",
       f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", "--config.progress_bar=False",
   ]
 

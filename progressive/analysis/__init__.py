@@ -12,7 +12,7 @@ Modules: `run` (loading), `scale` (size matrix, object scale, receptive field),
 (figures), `report` (everything into `DIR/analysis/`). See docs/ANALYSIS.md.
 
 Names are imported lazily, so `from progressive.analysis import activations` (what
-training needs) pulls in neither pandas, matplotlib nor `progressive.train`.
+training needs) pulls in neither pandas, matplotlib nor `progressive.training.train`.
 """
 
 import importlib

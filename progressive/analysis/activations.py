@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from etils import epath
 
-from progressive.metrics import read_rows
+from progressive.training.metrics import read_rows
 
 STATS_FILE = "activation_stats.jsonl"
 HIST_BINS = 40

@@ -6,11 +6,11 @@ of zero-padded border, and so the activation statistics batch norm stored at the
 training size. Three controls separate them (docs/ANALYSIS.md):
 
 - `bn_size_matrix`: the size matrix again with batch-norm statistics recomputed at each
-  test size (`progressive.recalibrate`);
+  test size (`progressive.training.recalibrate`);
 - `canvas_matrix`: the test images cropped or padded to another canvas without any
   resampling (object pixels fixed, the feature-map grid changed), with stored and
   recalibrated statistics;
-- `grid`: the model's total subsampling factor (traced by `progressive.arch`) and which
+- `grid`: the model's total subsampling factor (traced by `progressive.commands.arch`) and which
   test sizes are not multiples of it.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from progressive import arch
+from progressive.commands import arch
 from progressive.analysis.scale import size_matrix_from_logits
 
 CANVAS_MODES = ("edge", "reflect", "constant")  # np.pad modes for a larger canvas.
@@ -53,7 +53,7 @@ def grid(model_config: Mapping[str, Any], sizes: Sequence[int], num_classes: int
 def recalibrated_logits(run, images: np.ndarray, sizes: Sequence[int],
                         calibration: np.ndarray) -> dict[int, np.ndarray]:
   """`run`'s logits on `images` at each of `sizes`, with batch-norm statistics recomputed
-  at that size from the `calibration` images (`progressive.recalibrate`)."""
+  at that size from the `calibration` images (`progressive.training.recalibrate`)."""
   return {int(s): run.recalibrated(int(s), calibration).predict(images, int(s)) for s in sizes}
 
 

@@ -9,7 +9,7 @@ images are (the whole image resized, no random-resized-crop; flips kept):
     run_ft.predict(test_images, 40)
 
 Batch norm runs in training mode during the fine-tune, as it did in training; the
-population statistics are then recomputed exactly at the size (`progressive.recalibrate`),
+population statistics are then recomputed exactly at the size (`progressive.training.recalibrate`),
 so `run_ft` is to be compared with the recalibrated run at the same size (what the
 fine-tune adds beyond new statistics), and with a fine-tune at the training size (what
 a few more steps add anyway).

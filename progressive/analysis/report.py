@@ -1,7 +1,7 @@
 """Every analysis of one run, written to `DIR/analysis/`: figures, JSON and `report.md`.
 
 `analyze(run, options)` computes the results (JSON-able dicts); `write_report` saves
-them with their figures. `python -m progressive.analyze --workdir=DIR` calls both.
+them with their figures. `progressive analyze --workdir=DIR` calls both.
 """
 
 import dataclasses
@@ -200,7 +200,7 @@ def _matrix_tables(matrix: Mapping[str, Any], corner: str, misaligned: Sequence[
 
 def _grid_note(grid: Mapping[str, Any]) -> str:
   marked = ", ".join(str(s) for s in grid["misaligned"]) or "none"
-  return (f"Total stride {grid['total_stride']} px (`progressive.arch`): sizes marked † are not "
+  return (f"Total stride {grid['total_stride']} px (`progressive.commands.arch`): sizes marked † are not "
           f"multiples of it, so the last feature map does not tile the image evenly ({marked}).")
 
 
@@ -264,7 +264,7 @@ def markdown(results: Mapping[str, Any]) -> str:
   else:
     lines += [
         f"The same images, with every batch-norm layer's statistics recomputed at the test size "
-        f"from {bn['calibration_images']} training images (`progressive.recalibrate`). Where "
+        f"from {bn['calibration_images']} training images (`progressive.training.recalibrate`). Where "
         "this recovers what the stored statistics lost, the drop was the statistics', not the "
         "features'.", "",
     ]

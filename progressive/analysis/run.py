@@ -22,13 +22,16 @@ import orbax.checkpoint as ocp
 import pandas as pd
 from etils import epath
 
-from progressive import config_validation, models, recalibrate, schedules
+from progressive import errors
+from progressive import models, schedules
+from progressive.training import recalibrate
+from progressive import config as config_lib
 from progressive.data import pipeline
 from progressive.data.resize import preprocess
-from progressive.metrics import read_rows
+from progressive.training.metrics import read_rows
 
 
-class RunError(ValueError):
+class RunError(errors.Error, ValueError):
   """A workdir that holds no run, or not the checkpoint asked for."""
 
 
@@ -179,7 +182,7 @@ class Run:
 
   def recalibrated(self, size: int, images=None, *, num_images: int = 1024) -> "Run":
     """This checkpoint with batch-norm statistics recomputed at `size`
-    (`progressive.recalibrate`) from `images` (default: the first `num_images` of the
+    (`progressive.training.recalibrate`) from `images` (default: the first `num_images` of the
     training split, host-transformed without augmentation). The same run if it has no
     batch norm."""
     if not self.has_batch_norm:
@@ -248,7 +251,7 @@ def load_run(
   if not config_path.exists():
     raise RunError(f"{workdir} holds no run: there is no config.json.")
   stored = json.loads(config_path.read_text())
-  config = ml_collections.ConfigDict(config_validation.with_defaults(stored))  # Fields added since.
+  config = ml_collections.ConfigDict(config_lib.with_defaults(stored))  # Fields added since.
   if data_dir is not None:
     config.data.data_dir = data_dir
   steps = checkpoint_steps(workdir)

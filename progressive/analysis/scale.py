@@ -9,7 +9,7 @@ Two questions, each broken down by class family (shape vs texture) and by class:
   scenes redrawn with `scale_shapes.render`; for `photos`, over bins of zoom, on patches
   cut afresh from the photographs' test regions (`photos.zoom_bin_cuts`).
 
-`receptive_field` reads the model's final receptive field from `progressive.arch`, so
+`receptive_field` reads the model's final receptive field from `progressive.commands.arch`, so
 both can mark where it stops covering the object.
 """
 
@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from progressive import arch
+from progressive.commands import arch
 from progressive.data import pipeline
-from progressive.evaluate import breakdown
-from progressive.evaluate import mean_or_none as _mean
+from progressive.training.evaluate import breakdown
+from progressive.training.evaluate import mean_or_none as _mean
 
 # Object-scale bins (diameter, fraction of the canvas); the dataset draws 0.3 to 0.9.
 SCALE_BINS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)

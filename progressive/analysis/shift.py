@@ -24,8 +24,8 @@ import numpy as np
 
 from progressive.data import pipeline
 from progressive.data.resize import resize_images
-from progressive.evaluate import breakdown
-from progressive.evaluate import by_family as _by_family
+from progressive.training.evaluate import breakdown
+from progressive.training.evaluate import by_family as _by_family
 
 MODES = ("render", "reflect", "edge", "constant", "circular")
 

@@ -14,6 +14,7 @@ import ml_collections
 from etils import epath
 from ml_collections import config_dict
 
+from progressive import errors
 from progressive import models, schedules
 from progressive.data import augment, pipeline
 from progressive.optim import OPTIMIZERS
@@ -215,7 +216,7 @@ def field_names(config) -> list[str]:
   return names
 
 
-class ConfigError(ValueError):
+class ConfigError(errors.Error, ValueError):
   """A config value that cannot work, with the field and the allowed values."""
 
 
@@ -388,13 +389,13 @@ def _check_fields(config) -> None:
     if name not in FIELDS_BY_NAME:
       raise ConfigError(
           f"config.{name} is not a config field; every field is listed, with its default, "
-          "in progressive.config_validation.FIELDS."
+          "in progressive.config.FIELDS."
       )
   missing = [name for name in FIELDS_BY_NAME if name not in names]
   if missing:
     raise ConfigError(
         f"The config lacks {', '.join('config.' + n for n in missing)}; start a config from "
-        "progressive.config_validation.default_config()."
+        "progressive.config.default_config()."
     )
 
 

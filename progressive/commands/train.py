@@ -1,7 +1,7 @@
-"""Trains a model with progressive resizing: `python -m progressive.main --config=... --workdir=...`
+"""Trains a model with progressive resizing: `progressive train --config=... --workdir=...`
 (or `progressive train ...`).
 
-Kept short on purpose: the logic lives in `progressive.train`, importable in a notebook.
+Kept short on purpose: the logic lives in `progressive.training.train`, importable in a notebook.
 """
 
 import signal
@@ -9,7 +9,8 @@ import sys
 
 from absl import flags
 
-from progressive import checkpoints, cli, train
+from progressive import cli
+from progressive.training import checkpoints, train
 
 
 def define_flags(fv: flags.FlagValues) -> None:

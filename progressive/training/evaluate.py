@@ -11,7 +11,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
 from progressive.data import pipeline
-from progressive.parallel import shard_batch
+from progressive.training.parallel import shard_batch
 
 
 def mean_or_none(values: np.ndarray) -> float | None:
@@ -102,7 +102,7 @@ def evaluate(
 
 class Recalibrated:
   """The end-of-stage control for batch-norm statistics: accuracy at a size with every
-  batch-norm layer's statistics recomputed at that size (`progressive.recalibrate`) from
+  batch-norm layer's statistics recomputed at that size (`progressive.training.recalibrate`) from
   `num_images` training images (rounded up to whole eval batches; the eval transform, no
   augmentation), read once per run and kept on the devices.
 
@@ -111,7 +111,7 @@ class Recalibrated:
   """
 
   def __init__(self, model, config, info: pipeline.DatasetInfo, sharding: NamedSharding):
-    from progressive import recalibrate  # pylint: disable=import-outside-toplevel
+    from progressive.training import recalibrate  # pylint: disable=import-outside-toplevel
 
     self._recalibrate = recalibrate
     self._moments = recalibrate.make_moments_fn(model.apply, tuple(info.mean), tuple(info.std))

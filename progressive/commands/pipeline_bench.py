@@ -1,6 +1,6 @@
 r"""Host input-pipeline benchmark: training images/s at each stage size, on real JPEGs.
 
-  python -m progressive.bench --pipeline --config=configs/folder.py --workers=1,2
+  progressive bench --pipeline --config=configs/folder.py --workers=1,2
 
 Reads a folder of JPEGs of ImageNet's typical size (500x375, written from the
 photographs bundled with scikit-image unless `--data_dir` names a folder dataset) the
@@ -86,7 +86,7 @@ def device_rates(config, sizes: Sequence[int], given: Mapping[int, float], steps
   rates = {size: given[size] for size in sizes if size in given}
   if jax.default_backend() == "cpu":
     return rates
-  from progressive import bench  # pylint: disable=import-outside-toplevel
+  from progressive.commands import bench  # pylint: disable=import-outside-toplevel
 
   info = dataclasses.replace(pipeline.dataset_info(config.data), stage_sized=True)
   for size in sizes:
@@ -172,7 +172,7 @@ def parse_rates(values: Sequence[str] | None) -> dict[int, float]:
 
 
 def main_report(config, fv) -> dict[str, Any]:
-  """What `python -m progressive.bench --pipeline` runs: measure, print, write --json."""
+  """What `progressive bench --pipeline` runs: measure, print, write --json."""
   sizes = [int(s) for s in fv.sizes] if fv.sizes else [s["size"] for s in config.stages]
   workers = [int(w) for w in fv.workers]
   if any(w < 1 for w in workers):

@@ -22,6 +22,8 @@ from jax import monitoring
 from jax.experimental.compilation_cache import compilation_cache
 from jax.sharding import NamedSharding
 
+from progressive import errors
+
 CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 
 _thread_state = threading.local()
@@ -184,7 +186,7 @@ def submit_compiles(
       compiler.submit(("eval", size), eval_fn, (abstract_state, eval_batch), size)
 
 
-class MemoryLimitError(RuntimeError):
+class MemoryLimitError(errors.Error, RuntimeError):
   """A compiled step needs more device memory than the device has."""
 
 

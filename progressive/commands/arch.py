@@ -1,7 +1,7 @@
 r"""Architecture arithmetic: what every layer of a model sees at a given input size.
 
-    python -m progressive.arch --config=configs/default.py --config.model.name=vgg16 --size=32
-    python -m progressive.arch --config=configs/zoo.py:resnet18,downsample=blur --size=64 --json
+    progressive arch --config=configs/default.py --config.model.name=vgg16 --size=32
+    progressive arch --config=configs/zoo.py:resnet18,downsample=blur --size=64 --json
 
 `layer_table` traces the model that `progressive.models.build` returns (no hand-kept
 layer list): every conv, pool, blur, global pool and dense call is recorded with its

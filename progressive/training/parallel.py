@@ -18,8 +18,8 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from progressive import steps
-from progressive.steps import AXIS
+from progressive.training import steps
+from progressive.training.steps import AXIS
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:

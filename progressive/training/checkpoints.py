@@ -31,8 +31,8 @@ from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
-from progressive.config_validation import RESUMABLE_FIELDS, ConfigError
-from progressive.workdir import WorkdirError, config_differences, flatten
+from progressive.config import RESUMABLE_FIELDS, ConfigError
+from progressive.training.workdir import WorkdirError, config_differences, flatten
 
 CORRUPT_DIR = "checkpoints_corrupt"
 ERROR_LOG = "error.log"  # Tracebacks of failed writes (error.<process>.log on other processes).

@@ -2,7 +2,7 @@
 
 Each step is a function of the state and one batch (uint8 images zoomed and normalised
 on the device, `progressive.data.resize.preprocess`). None knows about meshes: the
-data-parallel wrappers are in `progressive.parallel`.
+data-parallel wrappers are in `progressive.training.parallel`.
 """
 
 import functools

@@ -1,7 +1,7 @@
 r"""fastai's learning-rate range test (`Learner.lr_find`) on the training machinery.
 
-  python -m progressive.lr_find --config=configs/default.py --workdir=/tmp/progressive/lr_find
-  python -m progressive.lr_find --config=configs/default.py:smoke --workdir=/tmp/lr_smoke \
+  progressive lr-find --config=configs/default.py --workdir=/tmp/progressive/commands/lr_find
+  progressive lr-find --config=configs/default.py:smoke --workdir=/tmp/lr_smoke \
       --start_lr=1e-4 --end_lr=1e6 --num_steps=30
 
 From the config's initial state, the LR grows exponentially from `--start_lr` to
@@ -26,11 +26,13 @@ import optax
 from absl import flags
 from etils import epath
 
-from progressive import cli, compilation, config_validation, models, parallel, schedules, train
-from progressive import workdir as workdir_lib
-from progressive.config_validation import ConfigError, validate
+from progressive import cli, models, schedules
+from progressive.training import compilation, parallel, train
+from progressive import config as config_lib
+from progressive.training import workdir as workdir_lib
+from progressive.config import ConfigError, validate
 from progressive.data import pipeline
-from progressive.parallel import log
+from progressive.training.parallel import log
 
 DIVERGENCE = 4.0  # fastai stops once the smoothed loss exceeds 4x its minimum so far.
 SKIP_END = 5  # fastai leaves the last 5 points out of its suggestions and its plot.
@@ -170,7 +172,7 @@ def check_args(
         f"--size={size!r} must be an integer >= {min_size}, the smallest input "
         f"config.model ({config.model.name}) can take."
     )
-  config_validation.check_batch_size(batch_size, "--batch_size", num_devices, info)
+  config_lib.check_batch_size(batch_size, "--batch_size", num_devices, info)
   if not 0 <= beta < 1:
     raise ConfigError(f"--smoothing={beta} (fastai's beta) must be in [0, 1), e.g. 0.98.")
 

@@ -18,7 +18,7 @@ import jax
 import numpy as np
 from etils import epath
 
-from progressive.workdir import write_text_atomically
+from progressive.training.workdir import write_text_atomically
 
 
 def read_rows(path) -> list[dict[str, Any]]:

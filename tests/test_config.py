@@ -9,8 +9,8 @@ import ml_collections
 import pytest
 
 from configs import default
-from progressive import config_validation
-from progressive.config_validation import ConfigError, validate
+from progressive import config as config_lib
+from progressive.config import ConfigError, validate
 
 
 def _set_stage(config, index, stage):
@@ -79,7 +79,7 @@ def test_cli_reports_config_error_before_any_work(tmp_path):
   workdir = tmp_path / "run"
   result = subprocess.run(
       [
-          sys.executable, "-m", "progressive.main", "--config=configs/default.py:smoke",
+          sys.executable, "-m", "progressive.commands.train", "--config=configs/default.py:smoke",
           f"--workdir={workdir}", "--config.batch_size=63",
       ],
       capture_output=True, text=True, timeout=120, cwd=pathlib.Path(__file__).parents[1],
@@ -162,25 +162,25 @@ def test_zoo_config_rejects_unknown_settings():
     zoo.get_config("alexnet")
 
 
-# --- The schema: config_validation.FIELDS ------------------------------------------------
+# --- The schema: config_lib.FIELDS ------------------------------------------------
 
 
 def test_every_field_is_in_the_table_and_every_default_validates():
-  names = [field.name for field in config_validation.FIELDS]
-  config = config_validation.default_config()
-  assert sorted(config_validation.field_names(config)) == sorted(names)
+  names = [field.name for field in config_lib.FIELDS]
+  config = config_lib.default_config()
+  assert sorted(config_lib.field_names(config)) == sorted(names)
   validate(config, num_devices=4)  # Every default works.
   validate(smoke(), num_devices=4)
-  for field in config_validation.FIELDS:
-    assert field.doc and field.on_resume in config_validation.ON_RESUME, field.name
+  for field in config_lib.FIELDS:
+    assert field.doc and field.on_resume in config_lib.ON_RESUME, field.name
     assert (field.default is None) == (field.placeholder is not None), field.name
 
 
 @pytest.mark.parametrize("arg", [None, "smoke"])
 def test_configs_default_adds_no_field_outside_the_table(arg):
-  names = [field.name for field in config_validation.FIELDS]
-  assert sorted(config_validation.field_names(default.get_config(arg))) == sorted(names), (
-      "configs/default.py sets a field that progressive.config_validation.FIELDS lacks (or "
+  names = [field.name for field in config_lib.FIELDS]
+  assert sorted(config_lib.field_names(default.get_config(arg))) == sorted(names), (
+      "configs/default.py sets a field that progressive.config.FIELDS lacks (or "
       "drops one): add it to FIELDS, with its default, doc and on_resume."
   )
 
@@ -197,12 +197,12 @@ def test_fields_outside_the_table_are_refused():
 
 
 def test_resume_field_lists_come_from_the_table():
-  by_name = config_validation.FIELDS_BY_NAME
-  control = set(config_validation.RUN_CONTROL_FIELDS)
+  by_name = config_lib.FIELDS_BY_NAME
+  control = set(config_lib.RUN_CONTROL_FIELDS)
   assert {"progress_bar", "log_every_steps", "data.data_dir", "distributed.process_id"} <= control
-  assert set(config_validation.RESUMABLE_FIELDS) == control | {
+  assert set(config_lib.RESUMABLE_FIELDS) == control | {
       "stages", "eval_sizes", "eval_batch_size", "init_from", "skip_nonfinite"}
-  assert all(name in by_name for name in config_validation.RESUMABLE_FIELDS)
+  assert all(name in by_name for name in config_lib.RESUMABLE_FIELDS)
   assert by_name["model.channels"].on_resume == by_name["data.num_workers"].on_resume == "fixed"
 
 
@@ -211,12 +211,12 @@ def test_with_defaults_fills_missing_fields_only():
   del stored["skip_nonfinite"], stored["data"]["num_workers"], stored["distributed"]
   stored["model"]["channels"] = [8, 8]
   stored["model"]["dilation"] = 2
-  filled = config_validation.with_defaults(stored)
+  filled = config_lib.with_defaults(stored)
   assert filled == {
       **json.loads(smoke().to_json()),
       "model": {**json.loads(smoke().to_json())["model"], "channels": [8, 8], "dilation": 2},
   }
   assert "skip_nonfinite" not in stored and "num_workers" not in stored["data"]  # A copy.
   # As JSON reads back: tuples are lists, so an old config compares equal to a new one.
-  assert config_validation.with_defaults({})["stages"] == json.loads(default.get_config().to_json())["stages"]
-  assert config_validation.with_defaults({})["model"]["vgg_layers"] == []
+  assert config_lib.with_defaults({})["stages"] == json.loads(default.get_config().to_json())["stages"]
+  assert config_lib.with_defaults({})["model"]["vgg_layers"] == []

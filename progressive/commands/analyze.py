@@ -1,7 +1,7 @@
-"""Analyses a run: `python -m progressive.analyze --workdir=DIR` writes `DIR/analysis/`.
+"""Analyses a run: `progressive analyze --workdir=DIR` writes `DIR/analysis/`.
 
-    python -m progressive.analyze --workdir=/tmp/progressive/default
-    python -m progressive.analyze --workdir=/tmp/run --num_images=2000 --per_bin=120 \
+    progressive analyze --workdir=/tmp/progressive/default
+    progressive analyze --workdir=/tmp/run --num_images=2000 --per_bin=120 \
         --sizes=16,24,32,48,64,96 --shift_mode=edge --compare=/tmp/run32,/tmp/run64
 
 `report.md` links every figure and the JSON behind it (docs/ANALYSIS.md). The defaults

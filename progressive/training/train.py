@@ -1,7 +1,7 @@
 """Training with progressive resizing: build the state, then train stage by stage.
 
 For each stage (size, batch size, steps) the loop takes the stage's compiled step (the
-data-parallel wrapper of `progressive.steps.train_step`, compiled ahead of time in the
+data-parallel wrapper of `progressive.training.steps.train_step`, compiled ahead of time in the
 background, once per distinct stage shape), runs it over the stage's batches, and at
 the stage's end evaluates at the configured sizes and checkpoints. Everything it uses
 has its own module: `parallel` (mesh, wrappers, batches), `compilation`, `evaluate`,
@@ -19,15 +19,16 @@ import jax.numpy as jnp
 import ml_collections
 from etils import epath
 
-from progressive import checkpoints, compilation, models, optim, parallel, schedules, steps
-from progressive import workdir as workdir_lib
+from progressive import models, optim, schedules
+from progressive.training import checkpoints, compilation, parallel, steps
+from progressive.training import workdir as workdir_lib
 from progressive.analysis import activations
-from progressive.config_validation import validate
+from progressive.config import validate
 from progressive.data import pipeline
-from progressive.evaluate import Recalibrated, evaluate
-from progressive.metrics import MetricsWriter, NonFiniteLossError, Progress, TrainMetrics, read_rows
-from progressive.parallel import log
-from progressive.signals import StopSignals
+from progressive.training.evaluate import Recalibrated, evaluate
+from progressive.training.metrics import MetricsWriter, NonFiniteLossError, Progress, TrainMetrics, read_rows
+from progressive.training.parallel import log
+from progressive.training.signals import StopSignals
 
 __all__ = ["NonFiniteLossError", "Result", "build_state", "train_and_evaluate"]
 

@@ -18,10 +18,11 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from progressive import config_validation
+from progressive import errors
+from progressive import config as config_lib
 
 
-class WorkdirError(RuntimeError):
+class WorkdirError(errors.Error, RuntimeError):
   """The workdir cannot hold this run (unwritable, or another run's config)."""
 
 
@@ -309,7 +310,7 @@ def config_differences(stored: Mapping[str, Any], new: Mapping[str, Any], ignore
   """Fields (dotted, less `ignore`) whose values differ between a stored JSON config and a
   new one: `{field: (stored, new)}`. Fields added since `stored` was written read as their
   defaults, so an older run's `config.json` or checkpoint meta compares field for field."""
-  old, new = flatten(config_validation.with_defaults(stored)), flatten(new)
+  old, new = flatten(config_lib.with_defaults(stored)), flatten(new)
   return {
       k: (old.get(k), new.get(k))
       for k in sorted(set(old) | set(new))
@@ -329,7 +330,7 @@ def check_workdir(workdir: epath.Path, config: ml_collections.ConfigDict, *, for
   primary = jax.process_index() == 0
   if path.exists():
     differences = config_differences(json.loads(path.read_text()), new,
-                                     ignore=config_validation.RUN_CONTROL_FIELDS)
+                                     ignore=config_lib.RUN_CONTROL_FIELDS)
     if differences and not force:
       details = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in differences.items())
       raise WorkdirError(

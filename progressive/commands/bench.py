@@ -1,19 +1,19 @@
 r"""Throughput, compile time and stage-switch cost, printed as a table and JSON.
 
-  python -m progressive.bench --config=configs/default.py --sizes=32,48,64 --batch_sizes=128
-  python -m progressive.bench --config=configs/zoo.py:resnet50 --config.model.dtype=bfloat16 \
+  progressive bench --config=configs/default.py --sizes=32,48,64 --batch_sizes=128
+  progressive bench --config=configs/zoo.py:resnet50 --config.model.dtype=bfloat16 \
       --sizes=128,224 --batch_sizes=256 --steps=50 --json=/tmp/bench.json
-  python -m progressive.bench --config=configs/default.py:smoke --smoke
-  python -m progressive.bench --pipeline --config=configs/imagenette.py --sizes=128,224 \
+  progressive bench --config=configs/default.py:smoke --smoke
+  progressive bench --pipeline --config=configs/imagenette.py --sizes=128,224 \
       --workers=1,16 --device_rate=128:14000,224:5700
 
-The last times the host input pipeline instead (`progressive.pipeline_bench`).
+The last times the host input pipeline instead (`progressive.commands.pipeline_bench`).
 For each (size, batch size):
 - `compile_s`: ahead-of-time compile of the bare training step.
 - `bare_img_s`: steady throughput of that step on random data already on the device.
 - `step_gflop`, `bare_tflop_s`: XLA's count of the floating-point operations of one step
   (forward and backward, all devices) and the rate the bare step achieves with it.
-- `e2e_img_s`: throughput of the real training loop (`python -m progressive.main`, one
+- `e2e_img_s`: throughput of the real training loop (`progressive train`, one
   stage per size, the built-in dataset, input pipeline, resizing, metrics and schedule
   included), from its train rows after each stage's first logging interval.
 - `switch_s`: the stall at the switch into that stage: from its first step being asked
@@ -36,17 +36,12 @@ import numpy as np
 from absl import flags
 from etils import epath
 
-from progressive import (
-  cli,
-  compilation,
-  config_validation,
-  parallel,
-  pipeline_bench,
-  schedules,
-  train,
-)
+from progressive import cli, schedules
+from progressive.training import compilation, parallel, train
+from progressive.commands import pipeline_bench
+from progressive import config as config_lib
 from progressive.data import pipeline
-from progressive.metrics import read_rows
+from progressive.training.metrics import read_rows
 
 
 def bare_step(config, info, size: int, batch_size: int, steps: int) -> dict:
@@ -113,7 +108,7 @@ def loop_runs(config, points, steps: int, root: epath.Path) -> dict:
   rows = {}
   for run in ("cold", "warm"):
     command = [
-        sys.executable, "-m", "progressive.main", f"--config={root / 'bench_config.py'}",
+        sys.executable, "-m", "progressive.commands.train", f"--config={root / 'bench_config.py'}",
         f"--workdir={root / run}",
     ]
     result = subprocess.run(command, capture_output=True, text=True, env=os.environ.copy())
@@ -209,7 +204,7 @@ def define_flags(fv: flags.FlagValues) -> None:
                     "cache).", flag_values=fv)
   flags.DEFINE_string("json", None, "Where to write the results (default: print only).",
                       flag_values=fv)
-  # The host pipeline (progressive.pipeline_bench).
+  # The host pipeline (progressive.commands.pipeline_bench).
   flags.DEFINE_bool("pipeline", False, "Time the host input pipeline instead of the step: "
                     "training images/s at each size, one core and --workers processes.",
                     flag_values=fv)
@@ -231,7 +226,7 @@ def _run(fv: flags.FlagValues) -> None:
   if fv.pipeline:
     pipeline_bench.main_report(config, fv)
     return
-  config_validation.validate(config, jax.device_count())
+  config_lib.validate(config, jax.device_count())
   sizes = fv.sizes or [s["size"] for s in config.stages]
   batch_sizes = fv.batch_sizes or [config.batch_size]
   steps = 3 if fv.smoke else fv.steps
@@ -250,7 +245,7 @@ def _run(fv: flags.FlagValues) -> None:
 
 
 # No jax.distributed: one process times the devices it sees, and the loop runs it starts
-# (`progressive.main`) would join a multi-process run themselves.
+# (`progressive.commands.train`) would join a multi-process run themselves.
 COMMAND = cli.Command(
     "bench", __doc__, define_flags, _run, config="Config file, e.g. configs/default.py.",
     distributed=False,
