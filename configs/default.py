@@ -8,17 +8,152 @@ minutes on a laptop CPU. The tiny variant the tests use (under a minute on a CPU
 
   progressive train --config=configs/default.py:smoke --workdir=/tmp/progressive/smoke
 
-Any field can be overridden on the command line, e.g. `--config.opt.lr_max=0.2`; the
-fields, their defaults and what they mean are in `progressive.config.FIELDS`.
+Every field of a config is below, at its default, with what it means; any can be
+overridden on the command line, e.g. `--config.opt.lr_max=0.2`. `progressive.config` checks
+them and says which may change when a run resumes; its defaults equal these (a test keeps
+the two in step), and fill in fields a stored config lacks.
 """
 
 import ml_collections
-
-from progressive import config as config_lib
+from ml_collections import config_dict
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  config = config_lib.default_config()
+  """Every field at its default; `arg="smoke"`: the tiny run the tests use."""
+  config = ml_collections.ConfigDict()
+  # Initialisation and data order.
+  config.seed = 0
+
+  config.data = data = ml_collections.ConfigDict()
+  # "scale_shapes", "photos" (built in); "folder"; a TFDS name prepared as array_record: "cifar10".
+  data.name = "scale_shapes"
+  # "default"; built in: "small", "sweep32" (32 px), "colour" (photos), controls; TFDS: its configs.
+  data.builder_config = "default"
+  # None: TFDS's usual directory; name="folder": ROOT of ROOT/<split>/<class>/<image>.
+  data.data_dir = config_dict.placeholder(str)
+  # The split trained on; TFDS slices work, e.g. "train[:90%]" to keep a validation slice.
+  data.train_split = "train"
+  # Evaluated after every stage (Imagenette: "validation"); tune on "train[90%:]", never on test.
+  data.eval_split = "test"
+  # Side of the square images the host gives the device (zoomed there); None: the stored size.
+  data.image_size = config_dict.placeholder(int)
+  # Training only, on the host: "none", "flip" or "rrc_flip" (random-resized-crop, then flip).
+  data.augment = "none"
+  # rrc_flip: smallest crop area fraction (fastai's min_scale).
+  data.rrc_min_scale = 0.35
+  # Evaluation: the centred square of this fraction of the shorter side (ImageNet style: 0.875).
+  data.eval_crop = 1.0
+  # Per-channel, in [0, 1] units. None: the dataset's own (pipeline.NORMALIZATION, or ImageNet's).
+  data.mean = config_dict.placeholder(tuple)
+  # Per-channel, as data.mean.
+  data.std = config_dict.placeholder(tuple)
+  # Grain worker processes decoding examples (0: threads in this process).
+  data.num_workers = 0
+  # name="folder": leave out (and count) unreadable files instead of stopping at the first.
+  data.skip_unreadable = False
+
+  config.model = model = ml_collections.ConfigDict()
+  # progressive.models.MODELS: simple_cnn, vgg11, vgg16, vgg (vgg_layers), resnet18, 34, 50.
+  model.name = "simple_cnn"
+  # simple_cnn: one stride-2 conv per entry.
+  model.channels = (32, 64, 128, 256)
+  # simple_cnn: fastai used 5 for the first conv, then 3.
+  model.first_kernel = 5
+  # simple_cnn: kernel of the other convs.
+  model.kernel = 3
+  # vgg, resnet: channel multiplier (0.125 for quick CPU runs).
+  model.width = 1.0
+  # vgg: e.g. (64, "M", 128, "M"); ints are 3x3 convs, "M" pools.
+  model.vgg_layers = ()
+  # A norm after every conv (which then has no bias).
+  model.batch_norm = True
+  # "gap" runs at every size; "flatten" ties the weights to one.
+  model.head = "gap"
+  # Hidden dense widths in the head; VGG's own: (4096, 4096).
+  model.head_hidden = ()
+  # Compute dtype; "bfloat16" on GPU/TPU. Params stay float32.
+  model.dtype = "float32"
+  # Every subsampling site: "stride" (as published), "max", "avg" or "blur" (Zhang 2019).
+  model.downsample = "stride"
+  # BlurPool filter size, 1 (plain subsampling) to 7.
+  model.blur_size = 3
+  # BlurPool padding: "reflect" or "zero".
+  model.blur_padding = "reflect"
+  # resnet: one 3x3 stride-1 conv, no pool (32 px inputs).
+  model.small_stem = False
+  # resnet: the last norm of each block starts at 0.
+  model.zero_init_residual = False
+  # Dilation of every conv but the first (resnet: the block convs).
+  model.dilation = 1
+
+  config.opt = opt = ml_collections.ConfigDict()
+  # "sgd" or "adamw".
+  opt.name = "sgd"
+  # One-cycle peak learning rate.
+  opt.lr_max = 0.4
+  # On kernels only.
+  opt.weight_decay = 5e-4
+  # sgd only.
+  opt.nesterov = True
+  # adamw only.
+  opt.b2 = 0.99
+  # adamw only.
+  opt.eps = 1e-5
+  # One cycle over the whole "run", or restarted every "stage".
+  opt.cycle = "run"
+  # Start LR = lr_max / div.
+  opt.div = 25.0
+  # Final LR = lr_max / div_final.
+  opt.div_final = 1e5
+  # Fraction of the cycle spent warming up.
+  opt.pct_start = 0.25
+  # Momentum (Adam's beta1) at the start, middle and end.
+  opt.moms = (0.95, 0.85, 0.95)
+
+  # Each trains at `size` (zoomed) for `epochs` or `steps`, optionally with its own `batch_size`.
+  config.stages = (dict(size=32, epochs=3), dict(size=48, epochs=2), dict(size=64, epochs=2))
+  # Stage sizes must grow (progressive resizing).
+  config.require_increasing_sizes = True
+  # Global batch, split evenly over the local devices.
+  config.batch_size = 128
+  # Evaluated at these sizes, and at each stage's own.
+  config.eval_sizes = (32, 48, 64)
+  # Global evaluation batch.
+  config.eval_batch_size = 500
+  # 0: evaluate only at the end of each stage.
+  config.eval_every_steps = 0
+  # accuracy_bn at other sizes: batch-norm statistics recomputed from this many images (0: off).
+  config.eval_bn_images = 1024
+  # Train metrics are fetched from the device this often.
+  config.log_every_steps = 20
+  # Every N steps, fastai's ActivationStats of the training batch, in activation_stats.jsonl.
+  config.activation_stats_every = 20
+  # 0: checkpoint only at the end of each stage.
+  config.checkpoint_every_steps = 200
+  # Checkpoints kept on disk.
+  config.max_to_keep = 3
+  # A progress bar on the terminal.
+  config.progress_bar = True
+  # True: skip steps with a NaN/inf loss instead of stopping.
+  config.skip_nonfinite = False
+  # Compile every stage's step ahead of time in a background thread while training.
+  config.compile_ahead = True
+  # A directory for JAX's persistent compilation cache: reruns compile nothing.
+  config.compilation_cache_dir = config_dict.placeholder(str)
+  # Start from the parameters of another run (its workdir or a checkpoint folder).
+  config.init_from = config_dict.placeholder(str)
+
+  # Multi-process runs (several hosts, or processes on one); each process reads its own shard.
+  config.distributed = distributed = ml_collections.ConfigDict()
+  # jax.distributed.initialize(): alone, from the environment (TPU, Slurm); or the fields below.
+  distributed.initialize = False
+  # "host:port" of process 0.
+  distributed.coordinator_address = config_dict.placeholder(str)
+  # How many processes.
+  distributed.num_processes = config_dict.placeholder(int)
+  # This process, 0 to num_processes - 1.
+  distributed.process_id = config_dict.placeholder(int)
+
   if arg == "smoke":
     config.data.builder_config = "small"
     config.model.channels = (8, 16, 32)

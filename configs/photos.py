@@ -12,7 +12,7 @@ RGB instead of grey: `--config.data.builder_config=colour`. The tiny variant the
   progressive train --config=configs/photos.py:smoke --workdir=/tmp/photos_smoke
 
 Any field can be overridden on the command line; the fields, their defaults and what they
-mean are in `progressive.config.FIELDS`.
+mean are in configs/default.py.
 """
 
 import ml_collections

@@ -27,7 +27,7 @@ ON_RESUME = ("control", "resumable", "fixed")
 
 @dataclasses.dataclass(frozen=True)
 class Field:
-  """One config field: its dotted name, default and meaning, and when a run may change it.
+  """One config field: its dotted name and default, and when a run may change it.
 
   `on_resume`: "control" may differ between invocations on one workdir without --force
   (it steers the run's bookkeeping, not what it computes); "resumable" may change when a
@@ -38,127 +38,80 @@ class Field:
 
   name: str
   default: Any
-  doc: str
   on_resume: str = "fixed"
   placeholder: type | None = None
 
 
-# The config schema: every field, in the order `default_config()` lists them.
+# The config schema: every field, in the order `default_config()` lists them. Their meanings
+# are in configs/default.py, which writes these defaults out (tests/test_config.py compares).
 FIELDS = (
-    Field("seed", 0, "Initialisation and data order."),
+    Field("seed", 0),
     # config.data
-    Field("data.name", "scale_shapes",
-          '"scale_shapes" or "photos" (built in, generated on first use; photos: patches of '
-          'real photographs, docs/PHOTOS.md) or a TFDS image classification dataset prepared '
-          'in array_record format, e.g. "cifar10", "imagenette/320px-v2".'),
-    Field("data.builder_config", "default",
-          'scale_shapes: "default" (64 px), "small" or "sweep32" (32 px, 1024 or 4096 train), '
-          'or a control for claim 1: "offladder", "object_period", "one_scale" (64 px) or '
-          '"small_offladder", ... (32 px; docs/SCALE_SHAPES.md). photos: "default" (grey, 64 '
-          'px), "colour" (RGB, 64 px), "small" or "sweep32" (grey, 32 px). TFDS: "default" (the dataset\'s default) or one of '
-          'its configs, the same as name="imagenette/320px-v2".'),
-    Field("data.data_dir", None, "None: TFDS's usual directory.", "control", str),
-    Field("data.train_split", "train",
-          'The split trained on; TFDS slices work, e.g. "train[:90%]" to keep a validation slice.'),
-    Field("data.eval_split", "test",
-          'Evaluated after every stage (Imagenette: "validation"); "train[90%:]" to tune on '
-          "a validation slice of the training split, never on the test split."),
-    Field("data.image_size", None,
-          "Side of the square uint8 images the host hands to the device, which zooms them to "
-          "each stage's size. None: the stored size (scale_shapes and photos must keep it; "
-          "cifar10: 32).",
-          placeholder=int),
-    Field("data.augment", "none",
-          'Training augmentation on the host: "none", "flip" (horizontal, p=1/2) or "rrc_flip" '
-          "(random-resized-crop to image_size, then flip). Evaluation never augments."),
-    Field("data.rrc_min_scale", 0.35,
-          "rrc_flip: smallest crop area fraction (fastai's min_scale)."),
-    Field("data.eval_crop", 1.0,
-          'Evaluation (and augment="none"): the centred square of this fraction of the shorter '
-          "side, resized to image_size. 1.0: the whole (square) image; 0.875: ImageNet style."),
-    Field("data.mean", None,
-          "Per-channel normalisation in [0, 1] units. None: the dataset's own "
-          "(progressive.data.pipeline.NORMALIZATION; ImageNet's for datasets not listed there).",
-          placeholder=tuple),
-    Field("data.std", None, "Per-channel, as data.mean.", placeholder=tuple),
-    Field("data.num_workers", 0, "Grain worker processes decoding examples (0: threads here)."),
-    Field("data.skip_unreadable", False,
-          'name="folder": leave out files that are not readable images (counted in the "data" '
-          "row of metrics.jsonl) instead of stopping with an error naming the first."),
+    Field("data.name", "scale_shapes"),
+    Field("data.builder_config", "default"),
+    Field("data.data_dir", None, "control", str),
+    Field("data.train_split", "train"),
+    Field("data.eval_split", "test"),
+    Field("data.image_size", None, placeholder=int),
+    Field("data.augment", "none"),
+    Field("data.rrc_min_scale", 0.35),
+    Field("data.eval_crop", 1.0),
+    Field("data.mean", None, placeholder=tuple),
+    Field("data.std", None, placeholder=tuple),
+    Field("data.num_workers", 0),
+    Field("data.skip_unreadable", False),
     # config.model
-    Field("model.name", "simple_cnn",
-          "A model in progressive.models.MODELS: simple_cnn, vgg11, vgg16, vgg (layers from "
-          "vgg_layers), resnet18, resnet34, resnet50."),
-    Field("model.channels", (32, 64, 128, 256), "simple_cnn: one stride-2 conv per entry."),
-    Field("model.first_kernel", 5, "simple_cnn: fastai used 5 for the first conv, then 3."),
-    Field("model.kernel", 3, "simple_cnn: kernel of the other convs."),
-    Field("model.width", 1.0, "vgg, resnet: channel multiplier (0.125 for quick CPU runs)."),
-    Field("model.vgg_layers", (), 'vgg: e.g. (64, "M", 128, "M"); ints are 3x3 convs, "M" pools.'),
-    Field("model.batch_norm", True, "A norm after every conv (which then has no bias)."),
-    Field("model.head", "gap", '"gap" runs at every size; "flatten" ties it to one.'),
-    Field("model.head_hidden", (), "Hidden dense widths in the head; VGG's own: (4096, 4096)."),
-    Field("model.dtype", "float32", 'Compute dtype; "bfloat16" on GPU/TPU. Params stay f32.'),
-    Field("model.downsample", "stride",
-          'How every subsampling site subsamples: "stride" (as published), "max", "avg" '
-          'or "blur" (anti-aliased, Zhang 2019); see progressive/models/layers.py.'),
-    Field("model.blur_size", 3, "BlurPool filter size, 1 (plain subsampling) to 7."),
-    Field("model.blur_padding", "reflect", 'BlurPool padding: "reflect" or "zero".'),
-    Field("model.small_stem", False, "resnet: one 3x3 stride-1 conv, no pool (32 px inputs)."),
-    Field("model.zero_init_residual", False, "resnet: last norm of each block starts at 0."),
-    Field("model.dilation", 1, "Dilation of every conv but the first (resnet: block convs)."),
+    Field("model.name", "simple_cnn"),
+    Field("model.channels", (32, 64, 128, 256)),
+    Field("model.first_kernel", 5),
+    Field("model.kernel", 3),
+    Field("model.width", 1.0),
+    Field("model.vgg_layers", ()),
+    Field("model.batch_norm", True),
+    Field("model.head", "gap"),
+    Field("model.head_hidden", ()),
+    Field("model.dtype", "float32"),
+    Field("model.downsample", "stride"),
+    Field("model.blur_size", 3),
+    Field("model.blur_padding", "reflect"),
+    Field("model.small_stem", False),
+    Field("model.zero_init_residual", False),
+    Field("model.dilation", 1),
     # config.opt
-    Field("opt.name", "sgd", '"sgd" or "adamw".'),
-    Field("opt.lr_max", 0.4, "One-cycle peak LR."),
-    Field("opt.weight_decay", 5e-4, "On kernels only."),
-    Field("opt.nesterov", True, "sgd only."),
-    Field("opt.b2", 0.99, "adamw only."),
-    Field("opt.eps", 1e-5, "adamw only."),
-    Field("opt.cycle", "run", 'One cycle over the whole "run", or restarted every "stage".'),
-    Field("opt.div", 25.0, "Start LR = lr_max / div."),
-    Field("opt.div_final", 1e5, "Final LR = lr_max / div_final."),
-    Field("opt.pct_start", 0.25, "Fraction of the cycle spent warming up."),
-    Field("opt.moms", (0.95, 0.85, 0.95), "Momentum (Adam's beta1) start, middle, end."),
+    Field("opt.name", "sgd"),
+    Field("opt.lr_max", 0.4),
+    Field("opt.weight_decay", 5e-4),
+    Field("opt.nesterov", True),
+    Field("opt.b2", 0.99),
+    Field("opt.eps", 1e-5),
+    Field("opt.cycle", "run"),
+    Field("opt.div", 25.0),
+    Field("opt.div_final", 1e5),
+    Field("opt.pct_start", 0.25),
+    Field("opt.moms", (0.95, 0.85, 0.95)),
     # The run
     Field("stages", (dict(size=32, epochs=3), dict(size=48, epochs=2), dict(size=64, epochs=2)),
-          "Progressive resizing: each stage trains at `size` for `epochs` (or `steps`) with "
-          "`batch_size` (default: config.batch_size). Images are zoomed, not cropped.",
           "resumable"),
-    Field("require_increasing_sizes", True, "Stage sizes must grow (progressive resizing)."),
-    Field("batch_size", 128, "Global batch, split evenly over the local devices."),
-    Field("eval_sizes", (32, 48, 64), "Also evaluated at each stage's own size.", "resumable"),
-    Field("eval_batch_size", 500, "Global evaluation batch.", "resumable"),
-    Field("eval_every_steps", 0, "0: evaluate only at the end of each stage.", "control"),
-    Field("eval_bn_images", 1024,
-          "Evaluations also report accuracy_bn at sizes other than the stage's: batch-norm "
-          "statistics recomputed at that size from this many training images (0: off).",
-          "control"),
-    Field("log_every_steps", 20, "Train metrics are fetched from the device this often.",
-          "control"),
-    Field("activation_stats_every", 20,
-          "Every N steps, fastai's ActivationStats of every layer with parameters on the "
-          "training batch, into activation_stats.jsonl (0: off).", "control"),
-    Field("checkpoint_every_steps", 200, "0: checkpoint only at the end of each stage.", "control"),
-    Field("max_to_keep", 3, "Checkpoints kept on disk.", "control"),
-    Field("progress_bar", True, "A progress bar on the terminal.", "control"),
-    Field("skip_nonfinite", False, "True: skip steps with a NaN/inf loss instead of stopping.",
-          "resumable"),
-    Field("compile_ahead", True,
-          "Compile every stage's step ahead of time in a background thread while training.",
-          "control"),
-    Field("compilation_cache_dir", None,
-          "A directory for JAX's persistent compilation cache: reruns compile nothing.",
-          "control", str),
-    Field("init_from", None,
-          "Start from the parameters of another run (its workdir or a checkpoint folder).",
-          "resumable", str),
-    # config.distributed: multi-process runs (several hosts, or processes on one), where each
-    # process reads its own shard of the data.
-    Field("distributed.initialize", False,
-          "True: jax.distributed.initialize(). Alone, it lets JAX read the cluster from the "
-          "environment (Cloud TPU, Slurm, ...); else give all three fields below.", "control"),
-    Field("distributed.coordinator_address", None, '"host:port" of process 0.', "control", str),
-    Field("distributed.num_processes", None, "How many processes.", "control", int),
-    Field("distributed.process_id", None, "This process, 0 to num_processes - 1.", "control", int),
+    Field("require_increasing_sizes", True),
+    Field("batch_size", 128),
+    Field("eval_sizes", (32, 48, 64), "resumable"),
+    Field("eval_batch_size", 500, "resumable"),
+    Field("eval_every_steps", 0, "control"),
+    Field("eval_bn_images", 1024, "control"),
+    Field("log_every_steps", 20, "control"),
+    Field("activation_stats_every", 20, "control"),
+    Field("checkpoint_every_steps", 200, "control"),
+    Field("max_to_keep", 3, "control"),
+    Field("progress_bar", True, "control"),
+    Field("skip_nonfinite", False, "resumable"),
+    Field("compile_ahead", True, "control"),
+    Field("compilation_cache_dir", None, "control", str),
+    Field("init_from", None, "resumable", str),
+    # config.distributed
+    Field("distributed.initialize", False, "control"),
+    Field("distributed.coordinator_address", None, "control", str),
+    Field("distributed.num_processes", None, "control", int),
+    Field("distributed.process_id", None, "control", int),
 )
 FIELDS_BY_NAME = {field.name: field for field in FIELDS}
 assert len(FIELDS_BY_NAME) == len(FIELDS) and all(f.on_resume in ON_RESUME for f in FIELDS)
@@ -388,8 +341,8 @@ def _check_fields(config) -> None:
   for name in names:
     if name not in FIELDS_BY_NAME:
       raise ConfigError(
-          f"config.{name} is not a config field; every field is listed, with its default, "
-          "in progressive.config.FIELDS."
+          f"config.{name} is not a config field; every field is listed, with its default "
+          "and meaning, in configs/default.py."
       )
   missing = [name for name in FIELDS_BY_NAME if name not in names]
   if missing:

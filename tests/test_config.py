@@ -1,9 +1,11 @@
 """Bad configs fail fast, naming the field and what it may be."""
 
+import ast
 import json
 import pathlib
 import subprocess
 import sys
+from collections.abc import Mapping
 
 import ml_collections
 import pytest
@@ -172,8 +174,55 @@ def test_every_field_is_in_the_table_and_every_default_validates():
   validate(config, num_devices=4)  # Every default works.
   validate(smoke(), num_devices=4)
   for field in config_lib.FIELDS:
-    assert field.doc and field.on_resume in config_lib.ON_RESUME, field.name
+    assert field.on_resume in config_lib.ON_RESUME, field.name
     assert (field.default is None) == (field.placeholder is not None), field.name
+
+
+def _typed(value):
+  """`value` with the type of every part, so that 1 and 1.0, or () and [], differ."""
+  if isinstance(value, (tuple, list)):
+    return type(value), tuple(_typed(v) for v in value)
+  if isinstance(value, Mapping):
+    return type(value), {k: _typed(v) for k, v in value.items()}
+  return type(value), value
+
+
+def _ref(config, name: str):
+  *parents, leaf = name.split(".")
+  for parent in parents:
+    config = config[parent]
+  return config.get_ref(leaf)
+
+
+def test_configs_default_writes_out_the_schema_defaults():
+  """configs/default.py shows every default; the schema holds them too (for `with_defaults`)."""
+  written, schema = default.get_config(), config_lib.default_config()
+  assert sorted(config_lib.field_names(written)) == sorted(config_lib.field_names(schema))
+  for field in config_lib.FIELDS:
+    a, b = _ref(written, field.name), _ref(schema, field.name)
+    assert _typed(a.get()) == _typed(b.get()), field.name
+    assert a.get_type() is b.get_type(), field.name  # A None default's placeholder type too.
+
+
+def test_configs_default_comments_every_field():
+  """The comment on the line above each field is where its meaning is documented."""
+  path = pathlib.Path(default.__file__)
+  lines = path.read_text().splitlines()
+  get_config = next(node for node in ast.parse(path.read_text()).body
+                    if isinstance(node, ast.FunctionDef) and node.name == "get_config")
+  documented = []
+  for statement in get_config.body:
+    if isinstance(statement, ast.If):
+      break  # The variants.
+    if not isinstance(statement, ast.Assign) or isinstance(statement.value, ast.Call) and (
+        ast.unparse(statement.value.func) == "ml_collections.ConfigDict"):
+      continue
+    target = statement.targets[0]
+    group = target.value.id
+    name = target.attr if group == "config" else f"{group}.{target.attr}"
+    assert lines[statement.lineno - 2].strip().startswith("#"), f"{name} has no comment"
+    documented.append(name)
+  assert sorted(documented) == sorted(f.name for f in config_lib.FIELDS)
 
 
 @pytest.mark.parametrize("arg", [None, "smoke"])
@@ -181,7 +230,7 @@ def test_configs_default_adds_no_field_outside_the_table(arg):
   names = [field.name for field in config_lib.FIELDS]
   assert sorted(config_lib.field_names(default.get_config(arg))) == sorted(names), (
       "configs/default.py sets a field that progressive.config.FIELDS lacks (or "
-      "drops one): add it to FIELDS, with its default, doc and on_resume."
+      "drops one): add it to FIELDS, with its default and on_resume."
   )
 
 
