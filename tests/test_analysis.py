@@ -18,7 +18,9 @@ import pytest
 from progressive import analysis, schedules
 from progressive.training import train
 from progressive import config as config_lib
-from progressive.analysis import activations, finetune, plots, shift
+from progressive.analysis import activations as activation_analysis
+from progressive.analysis import finetune, plots, shift
+from progressive.training import activations
 from progressive.analysis import ensemble as ensemble_lib
 from progressive.data import pipeline, scale_shapes
 from progressive.training.metrics import read_rows
@@ -263,7 +265,7 @@ def smoke_workdir(tmp_path_factory, data_dir):
   config.progress_bar = False
   workdir = tmp_path_factory.mktemp("analysis_smoke")
   train.train_and_evaluate(config, str(workdir))
-  assert activations.read_stats(workdir)  # Recorded by training (activation_stats_every).
+  assert activation_analysis.read_stats(workdir)  # Recorded by training (activation_stats_every).
   return workdir
 
 
@@ -397,10 +399,10 @@ def test_receptive_field_marks(run, info):
 
 
 def test_activation_stats_of_a_checkpoint_and_over_training(run):
-  rows = activations.read_stats(run.workdir)
-  layers = activations.layers_in_order(rows)
+  rows = activation_analysis.read_stats(run.workdir)
+  layers = activation_analysis.layers_in_order(rows)
   assert layers[0] == "conv0/conv" and layers[-1] == "head/dense" and len(layers) == 7
-  series = activations.over_training(rows, "conv1/bn")
+  series = activation_analysis.over_training(rows, "conv1/bn")
   assert series["hist"].shape == (len(series["step"]), 40) and len(series["step"]) >= 3
   latest = analysis.checkpoint_stats([run], run.test_examples(16)["image"], train=True)
   assert [r["layer"] for r in latest] == layers
@@ -427,7 +429,7 @@ def _env(**extra):
 def test_analyze_cli_writes_the_report(smoke_workdir):
   """In a one-device process: the run was trained over a 4-device mesh."""
   out = subprocess.run(
-      [sys.executable, "-m", "progressive.commands.analyze", f"--workdir={smoke_workdir}", "--num_images=32",
+      [sys.executable, "-m", "progressive", "analyze", f"--workdir={smoke_workdir}", "--num_images=32",
        "--per_bin=6", "--max_shift=2"],
       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
   )
@@ -465,7 +467,7 @@ def test_analyze_cli_writes_the_report(smoke_workdir):
 
 def test_analyze_cli_names_a_missing_run(tmp_path):
   out = subprocess.run(
-      [sys.executable, "-m", "progressive.commands.analyze", f"--workdir={tmp_path}"],
+      [sys.executable, "-m", "progressive", "analyze", f"--workdir={tmp_path}"],
       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120,
   )
   assert out.returncode != 0 and "holds no run" in out.stderr

@@ -13,7 +13,7 @@ import pytest
 
 from configs import default
 from progressive import models
-from progressive.commands import arch
+from progressive.models import geometry
 from progressive.models import layers
 
 ROOT = pathlib.Path(__file__).parents[1]
@@ -31,7 +31,7 @@ def _geometry(table, kinds=("conv", "max_pool", "avg_pool", "blur", "gap", "flat
 
 def test_simple_cnn_by_hand():
   # Smoke simple CNN, 32 px: 5x5 s2 p2, then 3x3 s2 p1 twice; gap over the 4x4 map.
-  table = arch.layer_table(_model_config(), 32, num_classes=12)
+  table = geometry.layer_table(_model_config(), 32, num_classes=12)
   assert _geometry(table) == [
       ("conv", 16, 2, 5), ("conv", 8, 4, 9), ("conv", 4, 8, 17), ("gap", 1, 32, 17 + 3 * 8),
   ]
@@ -39,13 +39,13 @@ def test_simple_cnn_by_hand():
       5 * 5 * 3 * 8, 3 * 3 * 8 * 16, 3 * 3 * 16 * 32, 0, 32 * 12 + 12,
   ]
   assert [r["norm_params"] for r in table[:3]] == [16, 32, 64]
-  assert arch.totals(table)["params"] == sum(r["params"] + r["norm_params"] for r in table)
-  assert arch.totals(table)["total_stride"] == 8  # Three stride-2 convs; not the gap's jump.
+  assert geometry.totals(table)["params"] == sum(r["params"] + r["norm_params"] for r in table)
+  assert geometry.totals(table)["total_stride"] == 8  # Three stride-2 convs; not the gap's jump.
 
 
 def test_simple_cnn_blur_by_hand():
   # Each conv at stride 1, then BlurPool(3, stride 2): k=3 adds 2 * j before the jump doubles.
-  table = arch.layer_table(_model_config(downsample="blur"), 32)
+  table = geometry.layer_table(_model_config(downsample="blur"), 32)
   assert _geometry(table) == [
       ("conv", 32, 1, 5), ("blur", 16, 2, 7),
       ("conv", 16, 2, 11), ("blur", 8, 4, 15),
@@ -56,7 +56,7 @@ def test_simple_cnn_blur_by_hand():
 
 
 def test_simple_cnn_max_on_an_odd_size_by_hand():
-  table = arch.layer_table(_model_config(downsample="max"), 33)
+  table = geometry.layer_table(_model_config(downsample="max"), 33)
   assert _geometry(table)[:6] == [
       ("conv", 33, 1, 5), ("max_pool", 16, 2, 6),
       ("conv", 16, 2, 10), ("max_pool", 8, 4, 12),
@@ -66,7 +66,7 @@ def test_simple_cnn_max_on_an_odd_size_by_hand():
 
 def test_dilation_by_hand():
   # conv1 and conv2: 3x3 with dilation 2 is k_eff = 5, padding 2.
-  table = arch.layer_table(_model_config(dilation=2), 32)
+  table = geometry.layer_table(_model_config(dilation=2), 32)
   assert _geometry(table)[:3] == [("conv", 16, 2, 5), ("conv", 8, 4, 13), ("conv", 4, 8, 29)]
   assert [r["dilation"] for r in table[:3]] == [1, 2, 2]
 
@@ -74,7 +74,7 @@ def test_dilation_by_hand():
 def test_asymmetric_blur_padding_by_hand():
   # Filter 4 pads 1 before and 2 after; max pool 2x2 stride 1 first (MaxBlurPool).
   config = _model_config(name="vgg", vgg_layers=(8, "M"), downsample="blur", blur_size=4)
-  table = arch.layer_table(config, 9)
+  table = geometry.layer_table(config, 9)
   assert _geometry(table)[:3] == [("conv", 9, 1, 3), ("max_pool", 8, 1, 4), ("blur", 4, 2, 7)]
   assert table[2]["padding"] == [1, 2] and table[2]["kernel"] == 4
 
@@ -99,26 +99,26 @@ def _row(table, name):
 )
 def test_residual_receptive_fields_follow_the_graph(downsample, expected):
   config = _model_config(name="resnet18", width=0.125, small_stem=True, downsample=downsample)
-  table = arch.layer_table(config, 32)
+  table = geometry.layer_table(config, 32)
   assert _row(table, "stage1_block1/conv2/conv")["rf"] == 11
   assert {name: _row(table, name)["rf"] for name in expected} == expected
   assert _row(table, "stage2_block0/shortcut/conv")["j"] == 2
 
 
 def test_published_receptive_fields_at_224():
-  resnet18 = arch.layer_table(_model_config(name="resnet18"), 224, num_classes=1000)
+  resnet18 = geometry.layer_table(_model_config(name="resnet18"), 224, num_classes=1000)
   assert _row(resnet18, "stage4_block1/conv2/conv")["rf"] == 435  # The commonly cited value.
-  assert arch.totals(resnet18) == {
+  assert geometry.totals(resnet18) == {
       "params": 11_689_512, "rf": 435 + 6 * 32, "features_rf": 435, "total_stride": 32,
   }
   # torchvision's v1.5 bottleneck (stride in the 3x3): stem 7 -> pool 11 (j 4); stage 1
   # +3*8 = 35; stage 2 +8 +3*16 = 91; stage 3 +16 +5*32 = 267; stage 4 +32 +2*64 = 427.
-  resnet50 = arch.layer_table(_model_config(name="resnet50"), 224, num_classes=1000)
-  assert arch.totals(resnet50)["features_rf"] == 427
-  vgg16 = arch.layer_table(_model_config(name="vgg16"), 224, num_classes=1000)
+  resnet50 = geometry.layer_table(_model_config(name="resnet50"), 224, num_classes=1000)
+  assert geometry.totals(resnet50)["features_rf"] == 427
+  vgg16 = geometry.layer_table(_model_config(name="vgg16"), 224, num_classes=1000)
   assert _row(vgg16, "conv12/conv")["rf"] == 196 and _row(vgg16, "pool4/max")["rf"] == 212
   assert _row(vgg16, "pool4/max")["n"] == 7 and _row(vgg16, "pool4/max")["j"] == 32
-  assert arch.totals(vgg16)["total_stride"] == 32
+  assert geometry.totals(vgg16)["total_stride"] == 32
 
 
 ZOO = {
@@ -138,7 +138,7 @@ def test_table_sizes_match_the_shapes_apply_produces(name, downsample):
   config = _model_config(name=name, downsample=downsample, **ZOO[name])
   model = models.build(config, num_classes=12)
   size = 45  # Odd sizes are where floor and ceil differ.
-  table = arch.layer_table(config, size, num_classes=12)
+  table = geometry.layer_table(config, size, num_classes=12)
   x = jnp.zeros((1, size, size, 3))
   variables = jax.eval_shape(model.init, jax.random.key(0), x)
   _, state = jax.eval_shape(
@@ -152,8 +152,8 @@ def test_table_sizes_match_the_shapes_apply_produces(name, downsample):
     expected = (row["n"], row["n"], row["channels"]) if out.ndim == 4 else (row["channels"],)
     assert out.shape[1:] == expected, row
   params = sum(int(np.prod(v.shape)) for v in jax.tree.leaves(variables["params"]))
-  assert arch.totals(table)["params"] == params
-  assert arch.totals(table)["rf"] >= size  # The global pool covers the whole input.
+  assert geometry.totals(table)["params"] == params
+  assert geometry.totals(table)["rf"] >= size  # The global pool covers the whole input.
 
 
 class _Tiny(nn.Module):
@@ -168,7 +168,7 @@ class _Tiny(nn.Module):
 
 
 def test_any_module_by_hand():
-  table = arch.trace_table(_Tiny(), 21)
+  table = geometry.trace_table(_Tiny(), 21)
   # 21 -> (21 - 3) // 2 + 1 = 10, rf 3; dilated k_eff 5 at j 2: rf 3 + 4 * 2 = 11;
   # pool 3 s2 p1: (10 + 2 - 3) // 2 + 1 = 5, rf 11 + 2 * 2 = 15, j 4; gap: 15 + 4 * 4 = 31.
   assert _geometry(table) == [
@@ -178,16 +178,16 @@ def test_any_module_by_hand():
 
 
 def test_covering_layer():
-  table = arch.layer_table(_model_config(name="vgg16", width=0.125), 32)
-  assert arch.covering_layer(table, 24)["name"] == "conv4/conv"  # rf 24 exactly.
-  assert arch.covering_layer(table, 25)["name"] == "conv5/conv"
-  assert arch.covering_layer(table, 1)["name"] == "conv0/conv"
-  assert arch.covering_layer(table, 10_000) is None
+  table = geometry.layer_table(_model_config(name="vgg16", width=0.125), 32)
+  assert geometry.covering_layer(table, 24)["name"] == "conv4/conv"  # rf 24 exactly.
+  assert geometry.covering_layer(table, 25)["name"] == "conv5/conv"
+  assert geometry.covering_layer(table, 1)["name"] == "conv0/conv"
+  assert geometry.covering_layer(table, 10_000) is None
 
 
 def _run_cli(*args):
   result = subprocess.run(
-      [sys.executable, "-m", "progressive.commands.arch", "--config=configs/default.py", *args],
+      [sys.executable, "-m", "progressive", "arch", "--config=configs/default.py", *args],
       capture_output=True, text=True, timeout=120, cwd=ROOT, check=True,
   )
   return result.stdout

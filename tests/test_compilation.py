@@ -91,7 +91,7 @@ def test_persistent_cache_serves_a_rerun_at_another_learning_rate(smoke_config, 
   second run with another `lr_max` (and seed), as in a tuning grid, compiles nothing."""
   cache = tmp_path / "cache"
   args = [
-      sys.executable, "-m", "progressive.commands.train", "--config=configs/default.py:smoke",
+      sys.executable, "-m", "progressive", "train", "--config=configs/default.py:smoke",
       f"--config.data.data_dir={smoke_config.data.data_dir}", "--config.progress_bar=False",
       f"--config.compilation_cache_dir={cache}",
   ]
@@ -125,7 +125,7 @@ def test_bench_smoke_writes_its_table_and_json(smoke_config, tmp_path):
   out = tmp_path / "bench.json"
   result = subprocess.run(
       [
-          sys.executable, "-m", "progressive.commands.bench", "--config=configs/default.py:smoke",
+          sys.executable, "-m", "progressive", "bench", "--config=configs/default.py:smoke",
           f"--config.data.data_dir={smoke_config.data.data_dir}", "--smoke", "--sizes=16,32",
           f"--json={out}",
       ],

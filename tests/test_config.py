@@ -81,7 +81,7 @@ def test_cli_reports_config_error_before_any_work(tmp_path):
   workdir = tmp_path / "run"
   result = subprocess.run(
       [
-          sys.executable, "-m", "progressive.commands.train", "--config=configs/default.py:smoke",
+          sys.executable, "-m", "progressive", "train", "--config=configs/default.py:smoke",
           f"--workdir={workdir}", "--config.batch_size=63",
       ],
       capture_output=True, text=True, timeout=120, cwd=pathlib.Path(__file__).parents[1],

@@ -219,10 +219,10 @@ def test_tfds_images_stay_encoded_and_decode_at_the_stage_size(tmp_path):
 
 
 def test_pipeline_bench_measures_every_size_and_the_cores_a_rate_needs(photo_root):
-  from progressive.commands import pipeline_bench  # pylint: disable=import-outside-toplevel
+  from progressive.training import benchmark  # pylint: disable=import-outside-toplevel
 
   config = _config(photo_root)
-  report = pipeline_bench.run(config, sizes=[16, 32], workers=[1], data_dir=photo_root,
+  report = benchmark.measure_pipeline(config, sizes=[16, 32], workers=[1], data_dir=photo_root,
                               batch_size=8, seconds=0.2, device_rate={32: 1e6})
   assert [r["size"] for r in report["rows"]] == [16, 32]
   for row in report["rows"]:
@@ -233,8 +233,8 @@ def test_pipeline_bench_measures_every_size_and_the_cores_a_rate_needs(photo_roo
   small, large = report["rows"]
   assert small["device_img_s"] is None and small["cores_needed"] is None
   assert large["cores_needed"] == -(-1e6 // large["core_img_s"])
-  table = pipeline_bench.format_table(report, [1])
+  table = benchmark.pipeline_table(report, [1])
   assert table.count("\n") == 3 and "| 32 |" in table
-  assert pipeline_bench.parse_rates(["128:14000", "224:5700"]) == {128: 14000.0, 224: 5700.0}
+  assert benchmark.parse_rates(["128:14000", "224:5700"]) == {128: 14000.0, 224: 5700.0}
   with pytest.raises(ValueError, match="SIZE:IMAGES_PER_SECOND"):
-    pipeline_bench.parse_rates(["128"])
+    benchmark.parse_rates(["128"])

@@ -8,7 +8,8 @@ import sys
 import numpy as np
 import pytest
 
-from progressive.commands import lr_find
+from progressive.commands import lr_find as lr_find_command
+from progressive.training import lr_find
 from progressive.config import ConfigError
 from progressive.training.workdir import WorkdirError
 
@@ -18,7 +19,8 @@ ROOT = pathlib.Path(__file__).parents[1]
 def test_sweep_grows_exponentially_and_writes_outputs(smoke_config, tmp_path):
   (tmp_path / "notes.txt").write_text("mine")
   start, end, n = 1e-5, 1.0, 20
-  result = lr_find.lr_find(smoke_config, str(tmp_path), start_lr=start, end_lr=end, num_steps=n)
+  result = lr_find_command.find_and_report(smoke_config, str(tmp_path), start_lr=start,
+                                           end_lr=end, num_steps=n)
 
   # The LRs the optimiser used, read back from the device.
   lrs = np.asarray(result["lrs"])
@@ -139,7 +141,7 @@ def test_a_training_runs_workdir_is_refused(smoke_config, tmp_path):
 
 def _run_cli(data_dir, *args):
   return subprocess.run(
-      [sys.executable, "-m", "progressive.commands.lr_find", "--config=configs/default.py:smoke",
+      [sys.executable, "-m", "progressive", "lr-find", "--config=configs/default.py:smoke",
        f"--config.data.data_dir={data_dir}", *args],
       capture_output=True, text=True, timeout=300, cwd=ROOT, check=False,
   )

@@ -52,7 +52,7 @@ def test_two_process_smoke_run(tmp_path, data_dir):
   address = f"127.0.0.1:{_free_port()}"
   commands = [
       [
-          sys.executable, "-m", "progressive.commands.train", "--config=configs/default.py:smoke",
+          sys.executable, "-m", "progressive", "train", "--config=configs/default.py:smoke",
           f"--workdir={workdir}", f"--config.data.data_dir={data_dir}",
           "--config.progress_bar=False", f"--config.distributed.coordinator_address={address}",
           "--config.distributed.num_processes=2", f"--config.distributed.process_id={i}",

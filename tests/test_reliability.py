@@ -219,7 +219,7 @@ def get_config(arg=None):
 
 
 def _command(config_path, workdir):
-  return [sys.executable, "-m", "progressive.commands.train", f"--config={config_path}", f"--workdir={workdir}"]
+  return [sys.executable, "-m", "progressive", "train", f"--config={config_path}", f"--workdir={workdir}"]
 
 
 def _run(config_path, workdir):
@@ -457,7 +457,7 @@ def test_sigterm_stops_a_parallel_sweep_with_its_workers_checkpointed(tmp_path, 
   config = SWEEP_CONFIG.format(data_dir=data_dir, cache=compilation_cache)
   config_path.write_text(textwrap.dedent(config))
   workdir = tmp_path / "sweep"
-  command = [sys.executable, "-m", "progressive.sweep", f"--config={config_path}",
+  command = [sys.executable, "-m", "progressive", "sweep", f"--config={config_path}",
              f"--workdir={workdir}", "--workers=2"]
   process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              text=True)

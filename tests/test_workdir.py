@@ -60,7 +60,7 @@ def reference(tmp_path_factory, data_dir):
 
 def _command(workdir, data_dir):
   return [
-      sys.executable, "-m", "progressive.commands.train", "--config=configs/default.py:smoke",
+      sys.executable, "-m", "progressive", "train", "--config=configs/default.py:smoke",
       f"--workdir={workdir}", f"--config.data.data_dir={data_dir}", "--config.progress_bar=False",
   ]
 

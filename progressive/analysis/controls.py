@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from progressive.commands import arch
+from progressive.models import geometry
 from progressive.analysis.scale import size_matrix_from_logits
 
 CANVAS_MODES = ("edge", "reflect", "constant")  # np.pad modes for a larger canvas.
@@ -46,7 +46,7 @@ def canvas(images: np.ndarray, size: int, mode: str = "edge") -> np.ndarray:
 def grid(model_config: Mapping[str, Any], sizes: Sequence[int], num_classes: int) -> dict:
   """`total_stride` of the model and the test `sizes` that are not multiples of it
   (`misaligned`: their last feature map does not tile the image evenly)."""
-  stride = int(arch.totals(arch.layer_table(model_config, max(sizes), num_classes))["total_stride"])
+  stride = int(geometry.totals(geometry.layer_table(model_config, max(sizes), num_classes))["total_stride"])
   return {"total_stride": stride, "misaligned": [int(s) for s in sizes if s % stride]}
 
 

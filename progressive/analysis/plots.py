@@ -13,6 +13,7 @@ from etils import epath
 from matplotlib.figure import Figure
 
 from progressive.analysis import activations
+from progressive.training.activations import HIST_RANGE
 
 GROUP_COLORS = {"all": "black", "shape": "tab:blue", "texture": "tab:orange",
                 # photos' families.
@@ -203,7 +204,7 @@ def colorful_dimension(
   nrows = -(-len(layers) // columns)
   fig = Figure(figsize=(3.2 * columns, 2.4 * nrows), layout="constrained")
   axes = np.atleast_1d(fig.subplots(nrows, columns, squeeze=False)).ravel()
-  lo, hi = activations.HIST_RANGE
+  lo, hi = HIST_RANGE
   for ax, layer in zip(axes, layers):
     series = activations.over_training(rows, layer)
     steps = series["step"]

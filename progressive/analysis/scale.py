@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from progressive.commands import arch
+from progressive.models import geometry
 from progressive.data import pipeline
 from progressive.training.evaluate import breakdown
 from progressive.training.evaluate import mean_or_none as _mean
@@ -95,7 +95,7 @@ def receptive_field(model_config: Mapping[str, Any], size: int, num_classes: int
   A global pool sees everything, so this is the last receptive field that can fail to
   cover an object: where `object_px > features_rf` no single feature sees it whole.
   """
-  return int(arch.totals(arch.layer_table(model_config, size, num_classes))["features_rf"])
+  return int(geometry.totals(geometry.layer_table(model_config, size, num_classes))["features_rf"])
 
 
 def rf_coverage(features_rf: int, object_scales: np.ndarray, sizes: Sequence[int]) -> dict:

@@ -52,7 +52,7 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_integer("seed", 0, "Seed of rendered scenes and random shifts.", **define)
 
 
-def _run(fv: flags.FlagValues) -> None:
+def _main(fv: flags.FlagValues) -> None:
   """Loads the run (and `--compare`), writes the report."""
   run = analysis.load_run(fv.workdir, fv.step, data_dir=fv.data_dir)
   compare = {}
@@ -82,12 +82,4 @@ def _run(fv: flags.FlagValues) -> None:
   print(f"Wrote {path}")
 
 
-COMMAND = cli.Command("analyze", __doc__, define_flags, _run)
-
-
-def main(argv=None):
-  cli.run(COMMAND, argv)
-
-
-if __name__ == "__main__":
-  main()
+COMMAND = cli.Command("analyze", __doc__, define_flags, _main)

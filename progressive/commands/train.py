@@ -21,7 +21,7 @@ def define_flags(fv: flags.FlagValues) -> None:
                     flag_values=fv)
 
 
-def _run(fv: flags.FlagValues) -> int | None:
+def _main(fv: flags.FlagValues) -> int | None:
   """Trains; 128 + signal number if stopped by a signal (after a checkpoint); 1 (with one
   line on stderr) if the loss diverged or a checkpoint could not be written."""
   try:
@@ -37,13 +37,5 @@ def _run(fv: flags.FlagValues) -> int | None:
 
 
 COMMAND = cli.Command(
-    "train", __doc__, define_flags, _run, config="Config file, e.g. configs/default.py[:smoke]."
+    "train", __doc__, define_flags, _main, config="Config file, e.g. configs/default.py[:smoke]."
 )
-
-
-def main(argv=None):
-  cli.run(COMMAND, argv)
-
-
-if __name__ == "__main__":
-  main()

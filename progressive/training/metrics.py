@@ -17,6 +17,8 @@ from typing import Any
 import jax
 import numpy as np
 from etils import epath
+from tensorboardX import SummaryWriter
+from tqdm.auto import tqdm
 
 from progressive.training.workdir import write_text_atomically
 
@@ -59,8 +61,6 @@ class MetricsWriter:
       return
     self._file = _open_resumed(self.path, resume_step)
     self._stats_file = _open_resumed(self.stats_path, resume_step)
-    from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
-
     self._tb = SummaryWriter(logdir=str(workdir / "tensorboard"), purge_step=resume_step + 1)
 
   def write(self, event: str, **fields) -> dict[str, Any]:
@@ -79,7 +79,7 @@ class MetricsWriter:
     return row
 
   def write_activation_stats(self, rows: list[Mapping[str, Any]]) -> None:
-    """Rows of `progressive.analysis.activations.stats_rows`, one per layer."""
+    """Rows of `progressive.training.activations.stats_rows`, one per layer."""
     if not self.active:
       return
     for row in rows:
@@ -112,8 +112,6 @@ class Progress:
   def __post_init__(self):
     self._bar = None
     if self.enabled:
-      from tqdm.auto import tqdm  # pylint: disable=import-outside-toplevel
-
       self._bar = tqdm(total=self.total, initial=self.initial, desc=self.desc, leave=True)
 
   def update(self, n: int, **postfix):

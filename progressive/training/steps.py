@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from progressive.analysis import activations
+from progressive.training import activations
 from progressive.data.resize import preprocess
 
 AXIS = "batch"  # The data-parallel mesh axis that gradients and BN statistics average over.

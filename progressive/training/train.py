@@ -22,7 +22,7 @@ from etils import epath
 from progressive import models, optim, schedules
 from progressive.training import checkpoints, compilation, parallel, steps
 from progressive.training import workdir as workdir_lib
-from progressive.analysis import activations
+from progressive.training import activations
 from progressive.config import validate
 from progressive.data import pipeline
 from progressive.training.evaluate import Recalibrated, evaluate
@@ -72,7 +72,7 @@ def every(n: int, step: int, stage: schedules.Stage | None = None) -> bool:
 
 
 @dataclasses.dataclass
-class _Run:
+class _Session:
   """What every stage of one call shares: the config, data, programs and outputs."""
 
   config: ml_collections.ConfigDict
@@ -173,24 +173,24 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path, 
   if step:
     log(f"Resuming {workdir} from step {step} (stage {data_stage}).")
 
-  run = _open_run(config, workdir, info, plan, mesh, state, mngr, step)
-  result = Result(step, state, [], run.programs.rows)
+  session = _open_session(config, workdir, info, plan, mesh, state, mngr, step)
+  result = Result(step, state, [], session.programs.rows)
   with checkpoints.QuietWriteErrors(workdir):
     try:
-      _train_stages(run, result, plan, data_state, data_stage)
+      _train_stages(session, result, plan, data_state, data_stage)
     except BaseException as e:
-      close_errors = run.close(wait=not isinstance(e, checkpoints.CheckpointWriteError))
+      close_errors = session.close(wait=not isinstance(e, checkpoints.CheckpointWriteError))
       error = checkpoints.stop_error(e, close_errors, workdir, result.step)
       if error is None:
         raise
       raise error from None
-    errors = run.close()
+    errors = session.close()
     if errors:
       raise checkpoints.stop_error(errors[0], errors, workdir, result.step) or errors[0]
   return result
 
 
-def _train_stages(run: _Run, result: Result, plan, data_state, data_stage) -> None:
+def _train_stages(session: _Session, result: Result, plan, data_state, data_stage) -> None:
   """Trains the stages still to train, evaluating and checkpointing at each one's end,
   until the last or a stop signal."""
   previous_stage_end = None
@@ -199,18 +199,18 @@ def _train_stages(run: _Run, result: Result, plan, data_state, data_stage) -> No
       if result.step >= stage.end:
         continue
       resume = data_state if data_stage == stage.index else None
-      end_data_state = _train_stage(run, result, stage, resume, stop, previous_stage_end)
+      end_data_state = _train_stage(session, result, stage, resume, stop, previous_stage_end)
       if result.interrupted:
         return
       previous_stage_end = time.perf_counter()
-      result.eval = run.evaluate(result.state, result.step, stage)
-      run.save(result.state, result.step, stage, end_data_state)
+      result.eval = session.evaluate(result.state, result.step, stage)
+      session.save(result.state, result.step, stage, end_data_state)
       accuracies = ", ".join(f"{r['size']}px {r['accuracy']:.3f}" for r in result.eval)
       log(f"Stage {stage.index} ({stage.size}px) done at step {result.step}: accuracy on "
-          f"{run.config.data.eval_split} {accuracies}")
+          f"{session.config.data.eval_split} {accuracies}")
 
 
-def _open_run(config, workdir, info, plan, mesh, state, mngr, step: int) -> _Run:
+def _open_session(config, workdir, info, plan, mesh, state, mngr, step: int) -> _Session:
   """Opens this process's shards of the splits and the metrics files, and queues the
   compiles of every stage still to train."""
   process, processes = jax.process_index(), jax.process_count()
@@ -247,28 +247,28 @@ def _open_run(config, workdir, info, plan, mesh, state, mngr, step: int) -> _Run
   programs = compilation.Programs(
       compiler, writer, eval_batch_size=config.eval_batch_size, num_devices=mesh.size
   )
-  return _Run(config, workdir, info, mesh, train_split, eval_split, writer, programs, mngr,
+  return _Session(config, workdir, info, mesh, train_split, eval_split, writer, programs, mngr,
               layer_order, recalibrated)
 
 
-def _train_stage(run: _Run, result: Result, stage: schedules.Stage, data_state, stop, previous_stage_end):
+def _train_stage(session: _Session, result: Result, stage: schedules.Stage, data_state, stop, previous_stage_end):
   """Trains `stage` from `result.step` to its end, updating `result`, and returns the
   data iterator's state there; or, on a stop signal, checkpoints, sets
   `result.interrupted` and returns None."""
-  config = run.config
+  config = session.config
   switch_start = time.perf_counter()
-  step_fn = run.programs.get(("train", stage.size, stage.batch_size), stage, result.step)
+  step_fn = session.programs.get(("train", stage.size, stage.batch_size), stage, result.step)
   batches = parallel.stage_batches(
-      run.train_split, config.seed, stage, run.sharding, data_state=data_state
+      session.train_split, config.seed, stage, session.sharding, data_state=data_state
   )
   progress = Progress(
       stage.num_steps, result.step - stage.start, f"stage {stage.index} ({stage.size}px)",
       config.progress_bar and parallel.is_primary(),
   )
-  metrics = TrainMetrics(run.writer, stage, progress)
+  metrics = TrainMetrics(session.writer, stage, progress)
   try:
     batches.fill()
-    run.writer.write(
+    session.writer.write(
         "stage", step=result.step, stage=stage.index, size=stage.size, batch_size=stage.batch_size,
         # From the last step of the previous stage (evaluation and checkpoint included)
         # to this stage's first step being ready to run.
@@ -283,26 +283,26 @@ def _train_stage(run: _Run, result: Result, stage: schedules.Stage, data_state, 
       result.state, result.step = state, step
       metrics.add(step_metrics)
       if every(config.activation_stats_every, step):
-        run.record_activation_stats(state, batch, step, stage)
+        session.record_activation_stats(state, batch, step, stage)
       at_log = every(config.log_every_steps, step) or step == stage.end
       if at_log:
         metrics.flush(step)
       if stop.requested(can_sync=at_log) and step < stage.end:
         with metrics.paused(step):
-          run.save(state, step, stage, batches.state)
-          checkpoints.wait(run.mngr)
+          session.save(state, step, stage, batches.state)
+          checkpoints.wait(session.mngr)
         result.interrupted = signal.Signals(stop.requested(can_sync=True)).name
         log(
             f"Stopped by {result.interrupted} at step {step} (stage {stage.index}); checkpoint "
-            f"saved in {run.workdir / 'checkpoints'}. Run the same command again to resume."
+            f"saved in {session.workdir / 'checkpoints'}. Run the same command again to resume."
         )
         return None
       if every(config.eval_every_steps, step, stage):
         with metrics.paused(step):
-          run.evaluate(state, step, stage)
+          session.evaluate(state, step, stage)
       if every(config.checkpoint_every_steps, step, stage):
         with metrics.paused(step):
-          run.save(state, step, stage, batches.state)
+          session.save(state, step, stage, batches.state)
     return batches.state
   finally:
     metrics.close()
