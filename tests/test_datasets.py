@@ -19,7 +19,7 @@ from configs import cifar10, imagenette
 from progressive import analysis, sweep_report
 from progressive.training import train
 from progressive.config import ConfigError, validate
-from progressive.data import augment, pipeline
+from progressive.data import augment, pipeline, splits
 from progressive.training.metrics import read_rows
 
 NUM_EXAMPLES = 48
@@ -323,3 +323,19 @@ def test_scale_shapes_takes_split_slices_for_validation(smoke_config, tmp_path):
   data.eval_split = "validation"
   with pytest.raises(ConfigError, match=r"eval_split must be one of \['test', 'train'\] or a slice"):
     validate(smoke_config, 4)
+
+
+def test_split_specs_and_shards_follow_tfds_rules():
+  counts = {"train": 1000, "test": 200}
+  assert splits.split_count("train[:90%]", counts, "f") == 900
+  assert splits.split_count("train[90%:]+test", counts, "f") == 300
+  assert splits.slice_bounds("train[90%:]", counts, "f") == (900, 1000)
+  with pytest.raises(ValueError, match="give one split or one slice"):
+    splits.slice_bounds("train+test", counts, "f")
+  with pytest.raises(ValueError, match=r"f must be one of \['test', 'train'\]"):
+    splits.split_count("val", counts, "f")
+  with pytest.raises(ValueError, match="selects no example"):
+    splits.split_count("train[5:5]", counts, "f")
+  assert splits.folder_and_slice("train[:90%]") == ("train", "[:90%]")
+  assert splits.folder_and_slice("val") == ("val", None)
+  assert [splits.shard_bounds(10, i, 3) for i in range(3)] == [(0, 3), (3, 6), (6, 10)]

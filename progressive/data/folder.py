@@ -21,9 +21,11 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import skimage.data
 from etils import epath
+from PIL import Image
 
-from progressive.data import decode
+from progressive.data import decode, splits
 
 INDEX_VERSION = 1
 INDEX_DIR = ".progressive_index"
@@ -38,14 +40,6 @@ class Index:
   paths: tuple[str, ...]  # Relative to the split folder: "<class>/<file>".
   labels: tuple[int, ...]
   skipped: tuple[str, ...] = ()  # Unreadable files left out (data.skip_unreadable).
-
-
-def _split_folder(spec: str) -> tuple[str, str | None]:
-  """`("train", "[:90%]")` from "train[:90%]"; `(spec, None)` without a slice."""
-  if spec.endswith("]") and "[" in spec:
-    name, _, rest = spec.partition("[")
-    return name, "[" + rest
-  return spec, None
 
 
 def _folders(path: epath.Path) -> list[str]:
@@ -153,15 +147,13 @@ def split_index(config: Mapping[str, Any], spec: str, field: str = "train_split"
   """The index of split `spec` (a split folder name, optionally sliced like TFDS:
   "train[:90%]") of `config` (config.data), from the cache when it is current; errors
   name `config.data.<field>`."""
-  from progressive.data import pipeline  # pylint: disable=import-outside-toplevel
-
   if not config["data_dir"]:
     raise ValueError(
         'config.data.data_dir must be the dataset root for data.name="folder" (images in '
         "ROOT/<split>/<class>/<image>), e.g. --config.data.data_dir=/data/imagenette2."
     )
   root = epath.Path(config["data_dir"]).expanduser()
-  split, part = _split_folder(spec)
+  split, part = splits.folder_and_slice(spec)
   split_dir = root / split
   class_names = _class_folders(split_dir, field, spec)
   signature = _signature(split_dir, class_names)
@@ -173,8 +165,8 @@ def split_index(config: Mapping[str, Any], spec: str, field: str = "train_split"
     _write_cache(caches, index, signature, skip)
   if part is None:
     return index
-  start, stop = pipeline.slice_bounds(f"{split}{part}", {split: len(index.paths)},
-                                      f"config.data.{field}")
+  start, stop = splits.slice_bounds(f"{split}{part}", {split: len(index.paths)},
+                                    f"config.data.{field}")
   return dataclasses.replace(index, paths=index.paths[start:stop], labels=index.labels[start:stop])
 
 
@@ -211,7 +203,7 @@ class FileReader:
 
 def split_dir(config: Mapping[str, Any], spec: str) -> epath.Path:
   """The folder of split `spec` ("train", "train[:90%]", ...)."""
-  return epath.Path(config["data_dir"]).expanduser() / _split_folder(spec)[0]
+  return epath.Path(config["data_dir"]).expanduser() / splits.folder_and_slice(spec)[0]
 
 
 # Photographs bundled with scikit-image, one class each, for `write_photo_folder`.
@@ -225,9 +217,6 @@ def write_photo_folder(root, counts: Mapping[str, int], *, size: tuple[int, int]
   random crop (a quarter to all of the area) of the class's scikit-image photograph,
   resized to `size` (width, height; ImageNet's typical 500x375 by default) and saved as
   a JPEG. Real photographs with real JPEG statistics, for tests and the pipeline bench."""
-  import skimage.data  # pylint: disable=import-outside-toplevel
-  from PIL import Image  # pylint: disable=import-outside-toplevel
-
   root = epath.Path(root)
   rng = np.random.default_rng(seed)
   for name in classes:

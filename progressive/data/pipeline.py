@@ -1,6 +1,8 @@
 """The input pipeline: a dataset split, one process's shard of it, batched by grain.
 
-Three kinds of dataset, one API (`dataset_info`, `open_split`):
+Three kinds of dataset, each a `Source` (`source_for(name)` picks it) behind one API
+(`dataset_info`, `open_split`); split specs such as "train[:90%]" and the process shards
+follow TFDS's rules for all three (`progressive.data.splits`):
 
 - the built-in datasets, `scale_shapes` and `photos` (`BUILTINS`): prepared on first
   use, the shard held in memory as uint8 arrays at the stored size, zoomed to each
@@ -31,9 +33,11 @@ from typing import Any
 
 import grain
 import numpy as np
+import tensorflow_datasets as tfds
 from absl import flags
 
 from progressive.data import augment as augment_lib
+from progressive.data import folder, photos, scale_shapes, splits
 
 BUILTIN = "scale_shapes"
 PHOTOS = "photos"  # Patches of real photographs (progressive.data.photos).
@@ -116,8 +120,6 @@ def tfds_name(config: Mapping[str, Any]) -> str:
 
 def _tfds_builder(config: Mapping[str, Any]):
   """The builder of a prepared TFDS dataset; `ValueError` saying how to prepare it if not."""
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-
   try:
     builder_cls = tfds.builder_cls(config["name"].split("/")[0].split(":")[0])
   except tfds.core.registered.DatasetNotFoundError:
@@ -181,8 +183,6 @@ def _split_size(info, config: Mapping[str, Any], field: str) -> int:
 
 def _tfds_info(config: Mapping[str, Any]):
   """`(DatasetInfo, builder)` of a prepared TFDS dataset."""
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-
   name = tfds_name(config)
   builder = _tfds_builder(config)
   info = builder.info
@@ -219,8 +219,6 @@ def _tfds_info(config: Mapping[str, Any]):
 
 
 def _scale_shapes_info(config: Mapping[str, Any]) -> DatasetInfo:
-  from progressive.data import scale_shapes  # pylint: disable=import-outside-toplevel
-
   builder_configs = scale_shapes.ScaleShapes.builder_configs
   if config["builder_config"] not in builder_configs:
     raise ValueError(
@@ -236,7 +234,7 @@ def _scale_shapes_info(config: Mapping[str, Any]) -> DatasetInfo:
         "leave it None."
     )
   counts = {"train": bc.num_train, "test": bc.num_test}
-  sizes = {field: split_count(config[field], counts, f"config.data.{field}")
+  sizes = {field: splits.split_count(config[field], counts, f"config.data.{field}")
            for field in ("train_split", "eval_split")}
   mean, std = _normalization(config)
   return DatasetInfo(
@@ -255,8 +253,6 @@ def _scale_shapes_info(config: Mapping[str, Any]) -> DatasetInfo:
 
 
 def _photos_info(config: Mapping[str, Any]) -> DatasetInfo:
-  from progressive.data import photos  # pylint: disable=import-outside-toplevel
-
   bc = photos.builder_config(config["builder_config"])
   image_size = config["image_size"]
   if image_size not in (None, bc.storage_size):
@@ -265,7 +261,7 @@ def _photos_info(config: Mapping[str, Any]) -> DatasetInfo:
         f"size of photos/{bc.name} (zoom is in stored pixels per source pixel); leave it None."
     )
   counts = {"train": bc.num_train, "test": bc.num_test}
-  sizes = {field: split_count(config[field], counts, f"config.data.{field}")
+  sizes = {field: splits.split_count(config[field], counts, f"config.data.{field}")
            for field in ("train_split", "eval_split")}
   mean, std = NORMALIZATION["photos/colour" if bc.colour else PHOTOS]
   mean = mean if config["mean"] is None else config["mean"]
@@ -285,68 +281,8 @@ def _photos_info(config: Mapping[str, Any]) -> DatasetInfo:
   )
 
 
-def split_count(spec: str, counts: Mapping[str, int], field: str) -> int:
-  """Examples in the split `spec` ("train", or a TFDS slice such as "train[:90%]",
-  "train[90%:]", "test[:500]") of a dataset whose splits have `counts` examples;
-  `ValueError` naming `field` if it is neither."""
-  total = sum(stop - start for start, stop in _slices(spec, counts, field))
-  if not total:
-    raise ValueError(f"{field}={spec!r} selects no example.")
-  return total
-
-
-def _slices(spec: str, counts: Mapping[str, int], field: str) -> list[tuple[int, int]]:
-  """`[start, stop)` of each part of the split `spec`, by TFDS's rules."""
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-
-  error = ValueError(
-      f"{field} must be one of {sorted(counts)} or a slice of one such as 'train[:90%]' "
-      f"(a validation slice: 'train[90%:]'), got {spec!r}."
-  )
-  try:
-    instructions = tfds.core.ReadInstruction.from_spec(spec).to_absolute(
-        {name: tfds.core.SplitInfo(name=name, shard_lengths=[n], num_bytes=0)
-         for name, n in counts.items()})
-  except (AssertionError, KeyError, ValueError, TypeError):
-    raise error from None
-  bounds = []
-  for part in instructions:
-    start = part.from_ or 0
-    stop = counts[part.splitname] if part.to is None else part.to
-    bounds.append((start, max(stop, start)))
-  return bounds
-
-
-def slice_bounds(spec: str, counts: Mapping[str, int], field: str) -> tuple[int, int]:
-  """`[start, stop)` of a one-part split `spec` such as "train[90%:]"; `ValueError`
-  naming `field` for anything else or an empty slice."""
-  bounds = _slices(spec, counts, field)
-  if len(bounds) != 1:
-    raise ValueError(f"{field}={spec!r}: give one split or one slice of it, e.g. 'train[90%:]'.")
-  if bounds[0][0] == bounds[0][1]:
-    raise ValueError(f"{field}={spec!r} selects no example.")
-  return bounds[0]
-
-
-def dataset_info(config: Mapping[str, Any]) -> DatasetInfo:
-  """Describes `config.data` without preparing or reading any examples.
-
-  Raises `ValueError` naming the field for an unknown dataset, config or split, and
-  for a TFDS dataset not prepared in `data_dir`, with the command that prepares it.
-  """
-  if config["name"] == BUILTIN:
-    return _scale_shapes_info(config)
-  if config["name"] == PHOTOS:
-    return _photos_info(config)
-  if config["name"] == FOLDER:
-    return _folder_info(config)[0]
-  return _tfds_info(config)[0]
-
-
 def _folder_info(config: Mapping[str, Any]):
   """`(DatasetInfo, (train_index, eval_index))` of an image-folder dataset."""
-  from progressive.data import folder  # pylint: disable=import-outside-toplevel
-
   if config["image_size"] is None:
     raise ValueError(
         'config.data.image_size must be set for data.name="folder" (the side of the '
@@ -366,11 +302,6 @@ def _folder_info(config: Mapping[str, Any]):
       stage_sized=True,
       num_skipped=len(train.skipped) + len(test.skipped),
   ), (train, test)
-
-
-def shard_bounds(num_examples: int, shard: int, num_shards: int) -> tuple[int, int]:
-  """The contiguous range `[start, stop)` of examples that shard `shard` of `num_shards` reads."""
-  return num_examples * shard // num_shards, num_examples * (shard + 1) // num_shards
 
 
 class _MemoryReader:
@@ -537,8 +468,6 @@ def _encoded_source(builder, split: str):
   """The data source of `split` with its images left encoded (TFDS's `SkipDecoding`), so
   that each transform decodes at the size it needs; decoded where that is not possible
   without TensorFlow (`tfds.testing.mock_data` encodes its random examples with it)."""
-  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
-
   image_key, _ = _keys(builder.info)
   source = builder.as_data_source(split=split, decoders={image_key: tfds.decode.SkipDecoding()})
   try:
@@ -561,8 +490,6 @@ def _transform(config: Mapping[str, Any], image_size: int) -> augment_lib.Transf
 def prepare_builtin(config: Mapping[str, Any]):
   """The TFDS builder of a built-in dataset (`scale_shapes` or `photos`), prepared in
   `config.data_dir` first if it is not there yet."""
-  from progressive.data import photos, scale_shapes  # pylint: disable=import-outside-toplevel
-
   module = {BUILTIN: scale_shapes, PHOTOS: photos}[config["name"]]
   return module.prepare(config["builder_config"], config["data_dir"])
 
@@ -593,7 +520,7 @@ def builtin_examples(
   `scale_shapes.render`; `zoom` (float32) and `center` for `photos.cut`.
   """
   source = prepare_builtin(config).as_data_source(split=split)
-  start, stop = shard_bounds(len(source), shard, num_shards)
+  start, stop = splits.shard_bounds(len(source), shard, num_shards)
   if num is not None:
     stop = min(stop, start + num)
   examples = source.__getitems__(list(range(start, stop)))
@@ -609,6 +536,78 @@ def builtin_examples(
 scale_shapes_examples = builtin_examples  # Its name from before `photos`; callers use both.
 
 
+def _open_builtin(config: Mapping[str, Any], split: str, *, shard: int, num_shards: int,
+                  train: bool) -> Split:
+  """`scale_shapes` or `photos`: prepared on first use, the shard read into memory."""
+  transform = _transform(config, dataset_info(config).image_size)
+  examples, start = builtin_examples(config, split, shard=shard, num_shards=num_shards)
+  arrays = {key: examples[key] for key in ("image", "label", "family")}
+  return Split(
+      _MemoryReader(arrays), num_examples=len(arrays["label"]), offset=0, start=start,
+      transform=transform, train=train, num_workers=config["num_workers"], extra_keys=("family",),
+  )
+
+
+def _open_folder(config: Mapping[str, Any], split: str, *, shard: int, num_shards: int,
+                 train: bool) -> Split:
+  """An image folder: files read and decoded one example at a time."""
+  info, indexes = _folder_info(config)
+  specs = (config["train_split"], config["eval_split"])
+  index = indexes[specs.index(split)] if split in specs else folder.split_index(config, split)
+  start, stop = splits.shard_bounds(len(index.paths), shard, num_shards)
+  return Split(
+      folder.FileReader(folder.split_dir(config, split), index),
+      num_examples=stop - start, offset=start, start=start,
+      transform=_transform(config, info.image_size), train=train,
+      num_workers=config["num_workers"], stage_sized=True,
+  )
+
+
+def _open_tfds(config: Mapping[str, Any], split: str, *, shard: int, num_shards: int,
+               train: bool) -> Split:
+  """A prepared TFDS dataset: read lazily, images decoded one example at a time."""
+  info, builder = _tfds_info(config)
+  transform = _transform(config, info.image_size)
+  source = _encoded_source(builder, split)
+  start, stop = splits.shard_bounds(len(source), shard, num_shards)
+  return Split(
+      _TfdsReader(source, *_keys(builder.info)), num_examples=stop - start, offset=start,
+      start=start, transform=transform, train=train, num_workers=config["num_workers"],
+      stage_sized=info.stage_sized,
+  )
+
+
+@dataclasses.dataclass(frozen=True)
+class Source:
+  """One kind of dataset: `info(config.data)` describes it, `open(config.data, split, *,
+  shard, num_shards, train)` opens one shard of a split."""
+
+  info: Callable[[Mapping[str, Any]], DatasetInfo]
+  open: Callable[..., Split]
+
+
+SOURCES = {
+    BUILTIN: Source(_scale_shapes_info, _open_builtin),
+    PHOTOS: Source(_photos_info, _open_builtin),
+    FOLDER: Source(lambda config: _folder_info(config)[0], _open_folder),
+}
+TFDS = Source(lambda config: _tfds_info(config)[0], _open_tfds)  # Every other name.
+
+
+def source_for(name: str) -> Source:
+  """The kind of dataset `config.data.name` names: built in, a folder, else TFDS."""
+  return SOURCES.get(name, TFDS)
+
+
+def dataset_info(config: Mapping[str, Any]) -> DatasetInfo:
+  """Describes `config.data` without preparing or reading any examples.
+
+  Raises `ValueError` naming the field for an unknown dataset, config or split, and
+  for a TFDS dataset not prepared in `data_dir`, with the command that prepares it.
+  """
+  return source_for(config["name"]).info(config)
+
+
 def open_split(
     config: Mapping[str, Any], split: str, *, shard: int = 0, num_shards: int = 1,
     train: bool = False,
@@ -621,34 +620,5 @@ def open_split(
   memory; a TFDS dataset must already be prepared (`dataset_info` says how) and is read
   lazily.
   """
-  num_workers = config["num_workers"]
-  if config["name"] in BUILTINS:
-    transform = _transform(config, dataset_info(config).image_size)
-    examples, start = builtin_examples(config, split, shard=shard, num_shards=num_shards)
-    arrays = {key: examples[key] for key in ("image", "label", "family")}
-    return Split(
-        _MemoryReader(arrays), num_examples=len(arrays["label"]), offset=0, start=start,
-        transform=transform, train=train, num_workers=num_workers, extra_keys=("family",),
-    )
-  if config["name"] == FOLDER:
-    from progressive.data import folder  # pylint: disable=import-outside-toplevel
-
-    info, indexes = _folder_info(config)
-    specs = (config["train_split"], config["eval_split"])
-    index = indexes[specs.index(split)] if split in specs else folder.split_index(config, split)
-    start, stop = shard_bounds(len(index.paths), shard, num_shards)
-    return Split(
-        folder.FileReader(folder.split_dir(config, split), index),
-        num_examples=stop - start, offset=start, start=start,
-        transform=_transform(config, info.image_size), train=train, num_workers=num_workers,
-        stage_sized=True,
-    )
-  info, builder = _tfds_info(config)
-  transform = _transform(config, info.image_size)
-  source = _encoded_source(builder, split)
-  start, stop = shard_bounds(len(source), shard, num_shards)
-  return Split(
-      _TfdsReader(source, *_keys(builder.info)), num_examples=stop - start, offset=start,
-      start=start, transform=transform, train=train, num_workers=num_workers,
-      stage_sized=info.stage_sized,
-  )
+  return source_for(config["name"]).open(config, split, shard=shard, num_shards=num_shards,
+                                         train=train)
