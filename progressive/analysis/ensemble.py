@@ -14,8 +14,9 @@ from typing import Any
 import jax
 import numpy as np
 
-from progressive.analysis.scale import breakdown, predict_sizes
+from progressive.analysis.scale import predict_sizes
 from progressive.data import pipeline
+from progressive.data.families import breakdown
 
 
 def ensemble_from_logits(

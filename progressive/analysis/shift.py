@@ -23,9 +23,9 @@ import jax
 import numpy as np
 
 from progressive.data import pipeline
+from progressive.data.families import breakdown
+from progressive.data.families import by_family as _by_family
 from progressive.data.resize import resize_images
-from progressive.training.evaluate import breakdown
-from progressive.training.evaluate import by_family as _by_family
 
 MODES = ("render", "reflect", "edge", "constant", "circular")
 

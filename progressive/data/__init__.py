@@ -1,6 +1,6 @@
 """Data: the sources (`scale_shapes`, `photos`, image folders, TFDS) behind one interface
 (`pipeline`), split specs (`splits`), host decoding and augmentation (`decode`, `augment`),
-and the on-device zoom and normalisation (`resize`).
+the on-device zoom and normalisation (`resize`), and accuracy by class family (`families`).
 
 Imports run one way: `pipeline` imports the sources (`scale_shapes`, `photos`, `folder`),
 and they and `pipeline` import the helpers (`splits`, `decode`, `augment`); none imports

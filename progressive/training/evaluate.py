@@ -1,5 +1,5 @@
-"""Evaluation of a split at several sizes, and the one per-family breakdown of accuracy
-that training, the analyses and the sweeps all report."""
+"""Evaluation of a split at several sizes (per-family accuracy from
+`progressive.data.families`), and its batch-norm control (`Recalibrated`)."""
 
 import collections
 from collections.abc import Callable, Sequence
@@ -11,35 +11,9 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding
 
 from progressive.data import pipeline
+from progressive.data.families import breakdown
+from progressive.training import recalibrate
 from progressive.training.parallel import shard_batch
-
-
-def mean_or_none(values: np.ndarray) -> float | None:
-  """Mean of a boolean array as a float; None when empty (JSON has no NaN)."""
-  return float(np.mean(values)) if len(values) else None
-
-
-def by_family(values: Callable[[np.ndarray], Any], labels, info: pipeline.DatasetInfo) -> dict:
-  """`{family: values(mask)}`, `mask` selecting that class family's examples (`{}` for a
-  dataset without families)."""
-  if info.family_names is None:
-    return {}
-  family = np.asarray(info.class_family)[np.asarray(labels)]
-  return {name: values(family == f) for f, name in enumerate(info.family_names)}
-
-
-def breakdown(correct: np.ndarray, labels: np.ndarray, info: pipeline.DatasetInfo) -> dict:
-  """Accuracy overall, per family and per class of `correct` `[N]` bool.
-
-  Returns `{"all": acc, "family": {name: acc}, "class": {name: acc}}`; a group with no
-  example has accuracy None.
-  """
-  correct, labels = np.asarray(correct, bool), np.asarray(labels)
-  return {
-      "all": mean_or_none(correct),
-      "family": by_family(lambda m: mean_or_none(correct[m]), labels, info),
-      "class": {name: mean_or_none(correct[labels == c]) for c, name in enumerate(info.class_names)},
-  }
 
 
 def evaluate(
@@ -111,9 +85,6 @@ class Recalibrated:
   """
 
   def __init__(self, model, config, info: pipeline.DatasetInfo, sharding: NamedSharding):
-    from progressive.training import recalibrate  # pylint: disable=import-outside-toplevel
-
-    self._recalibrate = recalibrate
     self._moments = recalibrate.make_moments_fn(model.apply, tuple(info.mean), tuple(info.std))
     processes = jax.process_count()
     split = pipeline.open_split(config.data, config.data.train_split, shard=jax.process_index(),
@@ -129,7 +100,7 @@ class Recalibrated:
     statistics recomputed there; `kwargs` as `evaluate` takes them."""
     out = {}
     for size in sizes:
-      variables = self._recalibrate.recalibrate_batches(
+      variables = recalibrate.recalibrate_batches(
           self._moments, {"params": state.params, "batch_stats": state.batch_stats}, self.batches, size)
       row = evaluate(state.replace(batch_stats=variables["batch_stats"]), eval_fn, split, [size], **kwargs)[0]
       out[size] = {k.replace("accuracy", "accuracy_bn"): v for k, v in row.items() if k.startswith("accuracy")}
