@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 from etils import epath
+from matplotlib import cm, colormaps, colors
 from matplotlib.figure import Figure
 
 from progressive.analysis import activations
@@ -176,16 +177,12 @@ def layer_stats(
   if len(layers) <= 12:
     axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
   else:  # Too many for a legend: colour is depth, first layer dark.
-    from matplotlib import cm, colors  # pylint: disable=import-outside-toplevel
-
     mappable = cm.ScalarMappable(colors.Normalize(0, len(layers) - 1), "viridis")
     fig.colorbar(mappable, ax=list(axes), label=f"layer ({layers[0]} ... {layers[-1]})")
   return fig
 
 
 def _cmap(n: int) -> Callable:
-  from matplotlib import colormaps  # pylint: disable=import-outside-toplevel
-
   base = colormaps["viridis"]
   return lambda i: base(i / max(n - 1, 1))
 

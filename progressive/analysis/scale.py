@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from progressive.models import geometry
-from progressive.data import pipeline
+from progressive.data import photos, pipeline, scale_shapes
 from progressive.data.families import breakdown
 from progressive.data.families import mean_or_none as _mean
 
@@ -134,8 +134,6 @@ def render_scale_bins(
   config does (its storage size, texture periods and period mode).
   Returns `image` uint8 `[B * per_bin, canvas, canvas, 3]`, `label`, `object_scale`, `bin`.
   """
-  from progressive.data import scale_shapes  # pylint: disable=import-outside-toplevel
-
   rng = np.random.default_rng(seed)
   images, labels, scales, bins = [], [], [], []
   for b, (lo, hi) in enumerate(zip(bin_edges[:-1], bin_edges[1:])):
@@ -188,8 +186,6 @@ def object_scale_accuracy(
   """
   zoom = info.name == pipeline.PHOTOS
   if zoom:
-    from progressive.data import photos  # pylint: disable=import-outside-toplevel
-
     edges = np.asarray(photos.ZOOM_BINS if bin_edges is None else bin_edges, np.float64)
     data = photos.zoom_bin_cuts(edges, per_bin, canvas_size, seed=seed,
                                 **info.render_options._asdict())

@@ -22,7 +22,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from progressive.data import pipeline
+from progressive.data import photos, pipeline, scale_shapes
 from progressive.data.families import breakdown
 from progressive.data.families import by_family as _by_family
 from progressive.data.resize import resize_images
@@ -111,8 +111,6 @@ def render_translated(
   `Run.test_examples` returns them; `render_options` is the dataset's builder config
   (`DatasetInfo.render_options`, `scale_shapes.render_options(name)`).
   """
-  from progressive.data import scale_shapes  # pylint: disable=import-outside-toplevel
-
   offsets = np.asarray(offsets, np.int64)
   n, views = offsets.shape[:2]
   out = np.empty((n, views, size, size, 3), np.uint8)
@@ -147,8 +145,6 @@ def shifted_views(
       raise ValueError("mode='render' redraws scale_shapes scenes: pass the dataset's "
                        "render_options (DatasetInfo.render_options), or use another mode.")
     if "zoom" in examples:  # photos: cut again from the photograph, the camera moved.
-      from progressive.data import photos  # pylint: disable=import-outside-toplevel
-
       return photos.shifted_cuts(examples, offsets, size, options=render_options)
     return render_translated(examples, offsets, size, render_options=render_options)
   if mode not in MODES:
@@ -266,8 +262,6 @@ def keep_inside(examples: Mapping[str, np.ndarray], extent: int, size: int, *,
   object to leave the canvas: a shift moves the camera over the photograph. Patches whose
   shifted cuts would read beyond their split's region (past the guard) are left out."""
   if "zoom" in examples:
-    from progressive.data import photos  # pylint: disable=import-outside-toplevel
-
     if render_options is None:
       raise ValueError("keep_inside on photos examples needs their render_options "
                        "(DatasetInfo.render_options, a photos.CutOptions).")
