@@ -426,6 +426,7 @@ def _env(**extra):
   return env
 
 
+@pytest.mark.slow
 def test_analyze_cli_writes_the_report(smoke_workdir):
   """In a one-device process: the run was trained over a 4-device mesh."""
   out = subprocess.run(
@@ -465,6 +466,7 @@ def test_analyze_cli_writes_the_report(smoke_workdir):
   assert ensemble_json["sizes"] == [16, 24, 32] and "ensemble" in ensemble_json
 
 
+@pytest.mark.slow
 def test_analyze_cli_names_a_missing_run(tmp_path):
   out = subprocess.run(
       [sys.executable, "-m", "progressive", "analyze", f"--workdir={tmp_path}"],

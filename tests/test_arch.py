@@ -193,6 +193,7 @@ def _run_cli(*args):
   return result.stdout
 
 
+@pytest.mark.slow
 def test_cli_json_and_text():
   rows = json.loads(
       _run_cli("--config.model.name=vgg16", "--size=32", "--num_classes=10", "--json")

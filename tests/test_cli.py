@@ -139,6 +139,7 @@ def test_command_reports_a_bad_config_in_one_line(name, tmp_path):
   assert not workdir.exists()
 
 
+@pytest.mark.slow
 def test_progressive_help_lists_the_commands():
   result = _run("-m", "progressive", "--help")
   assert result.returncode == 0, result.stderr

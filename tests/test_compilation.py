@@ -86,6 +86,7 @@ def test_no_host_sync_per_step(smoke_config, tmp_path, monkeypatch):
   assert [list(f) for f in eval_fetches] == [[16], [24], [32]]
 
 
+@pytest.mark.slow
 def test_persistent_cache_serves_a_rerun_at_another_learning_rate(smoke_config, tmp_path):
   """The LR peak is a value in the optimiser state, not a constant in the program: a
   second run with another `lr_max` (and seed), as in a tuning grid, compiles nothing."""
@@ -121,6 +122,7 @@ def test_persistent_cache_follows_each_run_s_directory(tmp_path):
   assert any(first.iterdir()) and any(second.iterdir())
 
 
+@pytest.mark.slow
 def test_bench_smoke_writes_its_table_and_json(smoke_config, tmp_path):
   out = tmp_path / "bench.json"
   result = subprocess.run(

@@ -147,6 +147,7 @@ def _run_cli(data_dir, *args):
   )
 
 
+@pytest.mark.slow
 def test_cli(data_dir, tmp_path):
   run = _run_cli(
       data_dir, f"--workdir={tmp_path}", "--num_steps=12", "--start_lr=1e-4", "--end_lr=1"
@@ -158,6 +159,7 @@ def test_cli(data_dir, tmp_path):
   assert (tmp_path / "lr_find.png").exists()
 
 
+@pytest.mark.slow
 def test_cli_bad_flag_fails_before_compiling(data_dir, tmp_path):
   run = _run_cli(data_dir, f"--workdir={tmp_path / 'lr'}", "--start_lr=1", "--end_lr=0.1")
   assert run.returncode != 0

@@ -1,5 +1,6 @@
 """Two processes on this machine, coordinating over the loopback address."""
 
+import pytest
 import pathlib
 import socket
 import subprocess
@@ -30,6 +31,7 @@ def _run_all(commands, timeout=300):
   return outputs
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_two_devices(tmp_path):
   one, two = tmp_path / "one", tmp_path / "two"
   one.mkdir()
@@ -47,6 +49,7 @@ def test_two_processes_match_one_process_with_two_devices(tmp_path):
     np.testing.assert_allclose(a[key], b[key], rtol=1e-4, atol=1e-6, err_msg=key)
 
 
+@pytest.mark.slow
 def test_two_process_smoke_run(tmp_path, data_dir):
   workdir = tmp_path / "run"
   address = f"127.0.0.1:{_free_port()}"

@@ -76,6 +76,7 @@ def _wait_for(ready, process, timeout=240):
 # One run per workdir.
 
 
+@pytest.mark.slow
 def test_second_run_is_refused_at_once_and_the_first_is_untouched(reference, data_dir, tmp_path):
   config, ref_dir = reference
   workdir = tmp_path / "run"
@@ -116,6 +117,7 @@ def _write_hold(workdir, **record):
   (workdir / workdir_lib.HOLD_FILE).write_text(json.dumps({"started": "2000-01-01 00:00:00 UTC", **record}))
 
 
+@pytest.mark.slow
 def test_live_holders_are_refused(tmp_path):
   sleeper = _live_process()
   try:
@@ -133,6 +135,7 @@ def test_live_holders_are_refused(tmp_path):
   assert json.loads((tmp_path / workdir_lib.HOLD_FILE).read_text())["host"] == "another-host.example"
 
 
+@pytest.mark.slow
 def test_reused_process_id_is_a_stale_hold(tmp_path, capsys):
   sleeper = _live_process()  # Alive, but not the process that took the hold.
   try:
@@ -157,6 +160,7 @@ def test_hold_heartbeat_and_release_on_exceptions(tmp_path, monkeypatch):
   assert not (tmp_path / workdir_lib.HOLD_FILE).exists()
 
 
+@pytest.mark.slow
 def test_range_test_refuses_a_held_workdir(tmp_path):
   sleeper = _live_process()
   try:
@@ -196,6 +200,7 @@ def killed(reference, data_dir, tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("holder", ["a dead process on this host", "another host, heartbeat stopped"])
 def test_stale_hold_of_a_killed_run_is_taken_over(reference, killed, tmp_path, capsys, holder):
   config, ref_dir = reference

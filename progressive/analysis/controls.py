@@ -10,7 +10,7 @@ training size. Three controls separate them (docs/ANALYSIS.md):
 - `canvas_matrix`: the test images cropped or padded to another canvas without any
   resampling (object pixels fixed, the feature-map grid changed), with stored and
   recalibrated statistics;
-- `grid`: the model's total subsampling factor (traced by `progressive.commands.arch`) and which
+- `grid`: the model's total subsampling factor (traced by `progressive.models.geometry`) and which
   test sizes are not multiples of it.
 """
 

@@ -262,7 +262,7 @@ def ensemble(result: Mapping[str, Any]) -> Figure:
 
 
 def lr_find(result: Mapping[str, Any], *, skip_end: int = 5, recommended: str = "minimum") -> Figure:
-  """The LR range test (`progressive.commands.lr_find`): smoothed and raw loss against the LR (log
+  """The LR range test (`progressive lr-find`): smoothed and raw loss against the LR (log
   x-axis), as fastai plots it (the last `skip_end` points left out), with the
   suggestions and the `recommended` one marked."""
 

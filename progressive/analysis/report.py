@@ -200,7 +200,7 @@ def _matrix_tables(matrix: Mapping[str, Any], corner: str, misaligned: Sequence[
 
 def _grid_note(grid: Mapping[str, Any]) -> str:
   marked = ", ".join(str(s) for s in grid["misaligned"]) or "none"
-  return (f"Total stride {grid['total_stride']} px (`progressive.commands.arch`): sizes marked † are not "
+  return (f"Total stride {grid['total_stride']} px (`progressive arch`): sizes marked † are not "
           f"multiples of it, so the last feature map does not tile the image evenly ({marked}).")
 
 

@@ -9,7 +9,7 @@ Two questions, each broken down by class family (shape vs texture) and by class:
   scenes redrawn with `scale_shapes.render`; for `photos`, over bins of zoom, on patches
   cut afresh from the photographs' test regions (`photos.zoom_bin_cuts`).
 
-`receptive_field` reads the model's final receptive field from `progressive.commands.arch`, so
+`receptive_field` reads the model's final receptive field from `progressive.models.geometry`, so
 both can mark where it stops covering the object.
 """
 

@@ -97,7 +97,7 @@ def _main(fv: flags.FlagValues) -> None:
 
 
 # No jax.distributed: one process times the devices it sees, and the loop runs it starts
-# (`progressive.commands.train`) would join a multi-process run themselves.
+# (`progressive train`) would join a multi-process run themselves.
 COMMAND = cli.Command(
     "bench", __doc__, define_flags, _main, config="Config file, e.g. configs/default.py.",
     distributed=False,

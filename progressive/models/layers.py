@@ -21,7 +21,7 @@ otherwise the block input is subsampled first (pool or `BlurPool`, as in Zhang's
 anti-aliased ResNets) and the 1x1 convolution has stride 1.
 
 Pools, `BlurPool` and the global heads are Modules with their geometry as attributes, so
-`progressive.commands.arch` can read every layer of a running model.
+`progressive.models.geometry` can read every layer of a running model.
 """
 
 import math

@@ -30,7 +30,7 @@ class BasicBlock(nn.Module):
   blur_padding: str = "reflect"
   zero_init_residual: bool = False
   expansion = 1
-  residual = True  # Read by `progressive.commands.arch`: the output sums a main and a shortcut branch.
+  residual = True  # Read by `progressive.models.geometry`: the output sums a main and a shortcut branch.
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -66,7 +66,7 @@ class Bottleneck(nn.Module):
 def shortcut(block, x, features: int, train: bool):
   """The block input, or a projection to `features` channels subsampled by `block.stride`.
 
-  Submodules are named `shortcut*` so `progressive.commands.arch` can tell the branches apart.
+  Submodules are named `shortcut*` so `progressive.models.geometry` can tell the branches apart.
   """
   if block.stride == 1 and x.shape[-1] == features:
     return x
