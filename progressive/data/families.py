@@ -33,5 +33,6 @@ def breakdown(correct: np.ndarray, labels: np.ndarray, info: pipeline.DatasetInf
   return {
       "all": mean_or_none(correct),
       "family": by_family(lambda m: mean_or_none(correct[m]), labels, info),
-      "class": {name: mean_or_none(correct[labels == c]) for c, name in enumerate(info.class_names)},
+      "class": {name: mean_or_none(correct[labels == c])
+                for c, name in enumerate(info.class_names)},
   }
