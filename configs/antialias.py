@@ -14,6 +14,8 @@ the model families, default all three) with `downsample` in stride / max / blur 
 consistency between two random shifts (Azulay & Weiss; Zhang): does blurring before
 subsampling make the network more shift invariant, and at what cost? VGG subsamples only
 by max pools, so it has no separate `max` point (its `stride` is the published max pool).
+The argument is parsed once (`_variant`): a family, `smoke`, a variant named below, or
+its parts written out (`protocol=rerun,family=resnet18,photos` is `rerun_resnet18_photos`).
 
 `:rerun` is the CPU-scale rerun with the standard of evidence (RESEARCH.md): the simple
 CNN on `scale_shapes/sweep32` (32 px, 4096 / 1024) at 32 px for a stated budget of 6
@@ -56,7 +58,7 @@ needed before these sweeps' accuracy comparisons mean anything.
 import ml_collections
 
 from configs import default
-from progressive import sweep
+from progressive.sweeps import spec
 
 MODELS = {
     "simple_cnn": {"model.name": "simple_cnn"},
@@ -70,8 +72,6 @@ MODES = (
     {"model.downsample": "blur", "model.blur_size": 5},
 )
 EPOCHS = 4
-RERUNS = ("rerun", "rerun_photos", "rerun_resnet18", "rerun_resnet18_photos", "rerun_vgg11",
-          "rerun_vgg11_photos")
 # VGG-11 for 32 px inputs: its last pool dropped (every conv kept), so its total stride is
 # 16, the simple CNN's, and a 2x2 map is left for the head instead of 1x1.
 VGG11_32_LAYERS = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512)
@@ -89,42 +89,49 @@ LR_GRID = (0.025, 0.05, 0.1, 0.2, 0.4)
 DEEP_LR_GRID = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
 # ResNet-18 on photographs chose DEEP_LR_GRID's lower edge for every arm: one step below.
 RESNET18_PHOTOS_LR_GRID = (0.0125, *DEEP_LR_GRID)
-TUNED64 = tuple(f"tuned64_{family}{data}" for family in MODELS for data in ("", "_photos"))
 TUNED64_EPOCHS = 8
 TUNED64_LR_GRID = (0.05, 0.1, 0.2, 0.4, 0.8)
+# The variants' names: `rerun[_<family>][_photos]` (the simple CNN without a family) and
+# `tuned64_<family>[_photos]`.
+PRESETS = {
+    **{f"rerun{'' if f == 'simple_cnn' else '_' + f}{photos}":
+       f"protocol=rerun,family={f}{photos and ',photos'}"
+       for f in RERUN_MODELS for photos in ("", "_photos")},
+    **{f"tuned64_{f}{photos}": f"protocol=tuned64,family={f}{photos and ',photos'}"
+       for f in MODELS for photos in ("", "_photos")},
+}
+
+
+def _variant(arg: str | None) -> ml_collections.ConfigDict:
+  """`family` (default: all three), `protocol` (`rerun`: 32 px with the standard of
+  evidence; `tuned64`: the same at 64 px), `photos`, `smoke`."""
+  return spec.parse_arg(arg, presets=PRESETS, family=("", tuple(MODELS)),
+                        protocol=("", ("rerun", "tuned64")), photos=False, smoke=False)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  smoke = arg == "smoke"
-  config = default.get_config("smoke" if smoke else None)
-  config.stages = (dict(size=32, steps=8),) if smoke else (dict(size=64, epochs=EPOCHS),)
-  config.eval_sizes = (24, 32) if smoke else (32, 48, 64)
-  if arg in RERUNS + TUNED64:
-    tuned64 = arg in TUNED64
-    if not tuned64:
-      config.data.builder_config = "sweep32"
-    if arg.endswith("_photos"):
-      config.data.name = "photos"
-      config.data.augment = "flip"
+  variant = _variant(arg)
+  config = default.get_config("smoke" if variant.smoke else None)
+  config.stages = (dict(size=32, steps=8),) if variant.smoke else (dict(size=64, epochs=EPOCHS),)
+  config.eval_sizes = (24, 32) if variant.smoke else (32, 48, 64)
+  if variant.protocol == "rerun":
+    config.data.builder_config = "sweep32"
+  if variant.photos:
+    config.data.name = "photos"
+    config.data.augment = "flip"
+  if variant.protocol:
+    tuned64 = variant.protocol == "tuned64"
     size, epochs = (64, TUNED64_EPOCHS) if tuned64 else (32, RERUN_EPOCHS)
     config.stages = (dict(size=size, epochs=epochs),)
     config.eval_sizes = (32, 48, 64, 80, 96) if tuned64 else (16, 24, 32, 40, 48)
     config.progress_bar = False
-  elif arg not in (None, "", "smoke", *MODELS):
-    variants = sorted(("smoke", *MODELS, *RERUNS, *TUNED64))
-    raise ValueError(f"Unknown config variant {arg!r}; use one of {variants} or nothing.")
   return config
 
 
-def _rerun_family(arg: str) -> str:
-  for family in ("resnet18", "vgg11"):
-    if arg.startswith(f"rerun_{family}"):
-      return family
-  return "simple_cnn"
-
-
-def _tuned64_family(arg: str) -> str:
-  return arg.removeprefix("tuned64_").removesuffix("_photos")
+def _families(variant) -> list[str]:
+  if variant.family:
+    return [variant.family]
+  return ["simple_cnn"] if variant.smoke else list(MODELS)
 
 
 def _name(family: str, mode: dict) -> str:
@@ -132,47 +139,37 @@ def _name(family: str, mode: dict) -> str:
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  models = MODELS
-  if arg == "smoke":
-    families, modes = ["simple_cnn"], (MODES[0], MODES[2])
-  elif arg in RERUNS:
-    families, modes = [_rerun_family(arg)], MODES
-    models = RERUN_MODELS
-  elif arg in TUNED64:
-    families, modes = [_tuned64_family(arg)], MODES
-  else:
-    families, modes = [arg] if arg in MODELS else list(MODELS), MODES
+  variant = _variant(arg)
+  models = RERUN_MODELS if variant.protocol == "rerun" else MODELS
+  modes = (MODES[0], MODES[2]) if variant.smoke else MODES
   points = []
-  for family in families:
+  for family in _families(variant):
     for mode in modes:
       if family.startswith("vgg") and mode["model.downsample"] == "max":
         continue  # VGG subsamples only by max pools: "max" is its "stride", the same network.
       points.append({"name": _name(family, mode), **models[family], **mode})
-  if arg in RERUNS + TUNED64:  # Seed by seed: every arm's seed 0, then every arm's seed 1, ...
-    return [p for seed in SEEDS for p in sweep.with_seeds(points, (seed,))]
+  if variant.protocol:  # Seed by seed: every arm's seed 0, then every arm's seed 1, ...
+    return [p for seed in SEEDS for p in spec.with_seeds(points, (seed,))]
   return points
 
 
 def get_tuning(arg: str | None = None) -> dict | None:
-  if arg in TUNED64:
+  variant = _variant(arg)
+  if variant.protocol == "tuned64":
     return {"field": "opt.lr_max", "grid": TUNED64_LR_GRID, "metric": "acc@64"}
-  if arg not in RERUNS:
+  if variant.protocol != "rerun":
     return None  # Only the reruns tune.
-  grid = LR_GRID if _rerun_family(arg) == "simple_cnn" else DEEP_LR_GRID
-  if arg == "rerun_resnet18_photos":
+  grid = LR_GRID if variant.family == "simple_cnn" else DEEP_LR_GRID
+  if variant.family == "resnet18" and variant.photos:
     grid = RESNET18_PHOTOS_LR_GRID
   return {"field": "opt.lr_max", "grid": grid, "metric": "acc@32"}
 
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   """`(arm, baseline)`: each subsampling against the strided network (arm minus stride)."""
-  if arg in TUNED64:
-    family = _tuned64_family(arg)
-    arms = [p["name"].rsplit("_seed", 1)[0] for p in get_sweep(arg) if p["seed"] == SEEDS[0]]
-    return [(arm, f"{family}_stride") for arm in arms if arm != f"{family}_stride"]
-  if arg not in RERUNS:
+  variant = _variant(arg)
+  if not variant.protocol:
     return []
-  family = _rerun_family(arg)
   arms = {p["name"].rsplit("_seed", 1)[0] for p in get_sweep(arg)}
-  return [(_name(family, mode), f"{family}_stride") for mode in MODES[1:]
-          if _name(family, mode) in arms]
+  return [(_name(family, mode), f"{family}_stride") for family in _families(variant)
+          for mode in MODES[1:] if _name(family, mode) in arms]

@@ -16,15 +16,19 @@ the `flip` points at their training size.
 import ml_collections
 
 from configs import default
-from progressive import sweep
+from progressive.sweeps import spec
 
 TRAIN_SIZES = (32, 48)
 EPOCHS = 5
 SEEDS = (0, 1)
 
 
+def _smoke(arg: str | None) -> bool:
+  return spec.parse_arg(arg, smoke=False).smoke
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  smoke = arg == "smoke"
+  smoke = _smoke(arg)
   config = default.get_config("smoke" if smoke else None)
   config.stages = (dict(size=24, steps=12),) if smoke else (dict(size=32, epochs=EPOCHS),)
   config.eval_sizes = (16, 24, 32, 40) if smoke else (24, 32, 40, 48, 56, 64, 72, 80)
@@ -32,7 +36,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  sizes, length, seeds = ((24,), {"steps": 12}, (0,)) if arg == "smoke" else (
+  sizes, length, seeds = ((24,), {"steps": 12}, (0,)) if _smoke(arg) else (
       TRAIN_SIZES, {"epochs": EPOCHS}, SEEDS)
   points = []
   for size in sizes:
@@ -42,4 +46,4 @@ def get_sweep(arg: str | None = None) -> list[dict]:
           "stages": (dict(size=size, **length),),
           "data.augment": augment,
       })
-  return sweep.with_seeds(points, seeds)
+  return spec.with_seeds(points, seeds)

@@ -12,12 +12,17 @@ feature map, so the same weights run at every size and are tested at all of them
 import ml_collections
 
 from configs import default
+from progressive.sweeps import spec
 
 EPOCHS = 4
 
 
+def _smoke(arg: str | None) -> bool:
+  return spec.parse_arg(arg, smoke=False).smoke
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  smoke = arg == "smoke"
+  smoke = _smoke(arg)
   config = default.get_config("smoke" if smoke else None)
   config.stages = (dict(size=32, steps=8),) if smoke else (dict(size=32, epochs=EPOCHS),)
   config.eval_sizes = (16, 24, 32) if smoke else (16, 24, 32, 48, 64)

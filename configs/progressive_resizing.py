@@ -40,12 +40,11 @@ import ml_collections
 
 from configs import default
 from configs.progressive_vs_fixed import equal_budget
-from progressive import sweep
+from progressive.sweeps import spec
 
 STAGES = (dict(size=16, epochs=3), dict(size=24, epochs=2), dict(size=32, epochs=2))
 LONG_STAGES = tuple(dict(s, epochs=2 * s["epochs"]) for s in STAGES)
 SMOKE_STAGES = (dict(size=16, steps=6), dict(size=24, steps=4), dict(size=32, steps=4))
-VARIANTS = (None, "", "smoke", "photos", "long", "photos_long")
 SEEDS = (0, 1, 2, 3, 4)
 LR_GRID = (0.2, 0.4, 0.8)
 # The first photographs budget chose an edge of LR_GRID for four of its five arms (0.2
@@ -57,23 +56,29 @@ LR_GRID = (0.2, 0.4, 0.8)
 WIDE_LR_GRID = (0.1, 0.2, 0.4, 0.8, 1.6)
 
 
+def _variant(arg: str | None) -> ml_collections.ConfigDict:
+  """`photos`, `long` (the second budget), `smoke`; `photos_long` is both."""
+  return spec.parse_arg(arg, presets={"photos_long": "photos,long"}, photos=False, long=False,
+                        smoke=False)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  smoke = arg == "smoke"
-  if arg not in VARIANTS:
-    raise ValueError(f"Unknown config variant {arg!r}; use one of {VARIANTS[2:]} or nothing.")
-  config = default.get_config("smoke" if smoke else None)
-  config.data.builder_config = "small" if smoke else "sweep32"
-  if arg in ("photos", "photos_long"):
+  variant = _variant(arg)
+  config = default.get_config("smoke" if variant.smoke else None)
+  config.data.builder_config = "small" if variant.smoke else "sweep32"
+  if variant.photos:
     config.data.name = "photos"
     config.data.augment = "flip"
-  config.stages = _stages(arg)
-  config.eval_sizes = (16, 24, 32) if smoke else (16, 24, 32, 40, 48)
+  config.stages = _stages(variant)
+  config.eval_sizes = (16, 24, 32) if variant.smoke else (16, 24, 32, 40, 48)
   config.progress_bar = False
   return config
 
 
-def _stages(arg):
-  return {"smoke": SMOKE_STAGES, "long": LONG_STAGES, "photos_long": LONG_STAGES}.get(arg, STAGES)
+def _stages(variant):
+  if variant.smoke:
+    return SMOKE_STAGES
+  return LONG_STAGES if variant.long else STAGES
 
 
 def _arms(stages) -> list[dict]:
@@ -90,24 +95,27 @@ def _arms(stages) -> list[dict]:
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  if arg == "smoke":
-    return sweep.with_seeds(_arms(SMOKE_STAGES)[:3], (0, 1))
-  arms = _arms(_stages(arg))
-  if arg in ("long", "photos_long"):
+  variant = _variant(arg)
+  if variant.smoke:
+    return spec.with_seeds(_arms(SMOKE_STAGES)[:3], (0, 1))
+  arms = _arms(_stages(variant))
+  if variant.long:
     arms = [a for a in arms if a["name"] != "reverse"]
-  return sweep.with_seeds(arms, SEEDS)
+  return spec.with_seeds(arms, SEEDS)
 
 
 def get_tuning(arg: str | None = None) -> dict:
-  largest = _stages(arg)[-1]["size"]
-  grid = {"smoke": (0.2, 0.4), None: WIDE_LR_GRID, "": WIDE_LR_GRID,
-          "photos_long": WIDE_LR_GRID}.get(arg, LR_GRID)
+  variant = _variant(arg)
+  largest = _stages(variant)[-1]["size"]
+  # WIDE_LR_GRID for the first budget on scale_shapes and the photographs' second budget.
+  wide = variant.photos == variant.long
+  grid = (0.2, 0.4) if variant.smoke else WIDE_LR_GRID if wide else LR_GRID
   return {"field": "opt.lr_max", "grid": grid, "metric": f"acc@{largest}"}
 
 
 def get_ensemble_sizes(arg: str | None = None) -> dict[int, tuple[int, ...]]:
   """The long budget's size ensembles, by a point's last training size."""
-  return {32: (24, 32, 40), 24: (16, 24, 32)} if arg in ("long", "photos_long") else {}
+  return {32: (24, 32, 40), 24: (16, 24, 32)} if _variant(arg).long else {}
 
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:

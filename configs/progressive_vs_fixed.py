@@ -23,7 +23,7 @@ size and by the softmax averaged over the progressive run's sizes (32, 48, 64; t
 import ml_collections
 
 from configs import default
-from progressive import sweep
+from progressive.sweeps import spec
 
 STAGES = (dict(size=32, epochs=3), dict(size=48, epochs=2), dict(size=64, epochs=2))
 SMOKE_STAGES = (dict(size=16, steps=8), dict(size=24, steps=8), dict(size=32, steps=8))
@@ -37,8 +37,12 @@ def equal_budget(stages, size: int) -> dict:
   return dict(size=size, **{key: round(total) if key == "steps" else round(total, 4)})
 
 
+def _smoke(arg: str | None) -> bool:
+  return spec.parse_arg(arg, smoke=False).smoke
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  smoke = arg == "smoke"
+  smoke = _smoke(arg)
   config = default.get_config("smoke" if smoke else None)
   config.stages = SMOKE_STAGES if smoke else STAGES
   config.eval_sizes = (16, 24, 32) if smoke else (24, 32, 40, 48, 56, 64)
@@ -46,11 +50,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def get_ensemble_sizes(arg: str | None = None) -> tuple[int, ...]:
-  return tuple(s["size"] for s in (SMOKE_STAGES if arg == "smoke" else STAGES))
+  return tuple(s["size"] for s in (SMOKE_STAGES if _smoke(arg) else STAGES))
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  stages = SMOKE_STAGES if arg == "smoke" else STAGES
+  smoke = _smoke(arg)
+  stages = SMOKE_STAGES if smoke else STAGES
   fixed = (equal_budget(stages, stages[-1]["size"]),)
   largest = stages[-1]["size"]
   points = [
@@ -59,6 +64,6 @@ def get_sweep(arg: str | None = None) -> list[dict]:
       {"name": f"fixed{largest}", "stages": fixed},
       {"name": f"fixed{largest}_zoom", "stages": fixed, "data.augment": "rrc_flip"},
   ]
-  if arg == "smoke":
-    return sweep.with_seeds([points[0], points[2]], (0, 1))
-  return sweep.with_seeds(points, SEEDS)
+  if smoke:
+    return spec.with_seeds([points[0], points[2]], (0, 1))
+  return spec.with_seeds(points, SEEDS)

@@ -12,13 +12,18 @@ against textures (fixed-period cues, which alias or vanish when the size changes
 import ml_collections
 
 from configs import default
+from progressive.sweeps import spec
 
 TRAIN_SIZES = (32, 48, 64)
 EPOCHS = 5
 
 
+def _smoke(arg: str | None) -> bool:
+  return spec.parse_arg(arg, smoke=False).smoke
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  smoke = arg == "smoke"
+  smoke = _smoke(arg)
   config = default.get_config("smoke" if smoke else None)
   size = TRAIN_SIZES[-1] if not smoke else 32
   config.stages = (dict(size=size, steps=12) if smoke else dict(size=size, epochs=EPOCHS),)
@@ -27,8 +32,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  sizes = (16, 32) if arg == "smoke" else TRAIN_SIZES
-  steps_or_epochs = {"steps": 12} if arg == "smoke" else {"epochs": EPOCHS}
+  smoke = _smoke(arg)
+  sizes = (16, 32) if smoke else TRAIN_SIZES
+  steps_or_epochs = {"steps": 12} if smoke else {"epochs": EPOCHS}
   return [
       {"name": f"train{s}", "stages": (dict(size=s, **steps_or_epochs),)} for s in sizes
   ]

@@ -30,42 +30,47 @@ non-finite loss.
 import ml_collections
 
 from configs import default
-from progressive import sweep
+from progressive.sweeps import spec
 
 EPOCHS = 3
-RERUNS = ("rerun", "rerun_photos")
 # 0.0125 and 0.025 were added after the first run chose 0.05, the grid's lower edge,
 # for both constant-LR arms.
 LR_GRID = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 SEEDS = (0, 1, 2, 3, 4)
 
 
+def _variant(arg: str | None) -> ml_collections.ConfigDict:
+  """`rerun` (the standard of evidence), `photos`, `smoke`; `rerun_photos` is both."""
+  return spec.parse_arg(arg, presets={"rerun_photos": "rerun,photos"}, rerun=False,
+                        photos=False, smoke=False)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  smoke = arg == "smoke"
-  config = default.get_config("smoke" if smoke else None)
-  config.stages = (dict(size=32, steps=8),) if smoke else (dict(size=32, epochs=EPOCHS),)
+  variant = _variant(arg)
+  config = default.get_config("smoke" if variant.smoke else None)
+  config.stages = (dict(size=32, steps=8),) if variant.smoke else (dict(size=32, epochs=EPOCHS),)
   config.eval_sizes = (32,)
-  config.activation_stats_every = 2 if smoke else 10
-  config.log_every_steps = 2 if smoke else 10
+  config.activation_stats_every = 2 if variant.smoke else 10
+  config.log_every_steps = 2 if variant.smoke else 10
   config.skip_nonfinite = True
   config.opt.lr_max = 0.4
-  if arg in RERUNS:
+  if variant.rerun:
     config.data.builder_config = "sweep32"
-    if arg == "rerun_photos":
-      config.data.name = "photos"
-      config.data.augment = "flip"
-    config.eval_sizes = (32,)
     config.activation_stats_every = 16
     config.log_every_steps = 16
     config.progress_bar = False
+  if variant.photos:
+    config.data.name = "photos"
+    config.data.augment = "flip"
   return config
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
+  variant = _variant(arg)
   constant = {"opt.div": 1.0, "opt.div_final": 1.0, "opt.moms": (0.9, 0.9, 0.9)}
-  big = 256 if arg == "smoke" else 512
-  if arg in RERUNS:
-    return sweep.with_seeds([
+  big = 256 if variant.smoke else 512
+  if variant.rerun:
+    return spec.with_seeds([
         {"name": "no_bn_constant", "model.batch_norm": False, **constant},
         {"name": "no_bn_one_cycle", "model.batch_norm": False},
         {"name": "bn_constant", "model.batch_norm": True, **constant},
@@ -82,14 +87,14 @@ def get_sweep(arg: str | None = None) -> list[dict]:
 
 
 def get_tuning(arg: str | None = None) -> dict | None:
-  if arg not in RERUNS:
+  if not _variant(arg).rerun:
     return None
   return {"field": "opt.lr_max", "grid": LR_GRID, "metric": "acc@32"}
 
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   """`(arm, baseline)`: batch norm against none, one-cycle against constant, the larger batch."""
-  if arg not in RERUNS:
+  if not _variant(arg).rerun:
     return []
   return [("bn_one_cycle", "no_bn_one_cycle"), ("bn_constant", "no_bn_constant"),
           ("no_bn_one_cycle", "no_bn_constant"), ("bn_one_cycle", "bn_constant"),

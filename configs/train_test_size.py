@@ -37,7 +37,7 @@ is beyond these images).
 import ml_collections
 
 from configs import default
-from progressive import sweep
+from progressive.sweeps import spec
 
 SIZES = (16, 24, 32)
 EPOCHS = 6
@@ -47,23 +47,26 @@ CONTROLS = {"offladder32": "small_offladder", "object_period32": "small_object_p
             "one_scale32": "small_one_scale"}
 
 
+def _variant(arg: str | None) -> ml_collections.ConfigDict:
+  """`photos`, `smoke`."""
+  return spec.parse_arg(arg, photos=False, smoke=False)
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  if arg not in (None, "", "smoke", "photos"):
-    raise ValueError(f"Unknown config variant {arg!r}; use 'photos', 'smoke' or nothing.")
-  smoke = arg == "smoke"
-  config = default.get_config("smoke" if smoke else None)
-  config.data.builder_config = "small" if smoke else "sweep32"
-  if arg == "photos":
+  variant = _variant(arg)
+  config = default.get_config("smoke" if variant.smoke else None)
+  config.data.builder_config = "small" if variant.smoke else "sweep32"
+  if variant.photos:
     config.data.name = "photos"
   config.data.augment = "flip"
-  config.stages = (dict(size=24, steps=8),) if smoke else (dict(size=32, epochs=EPOCHS),)
-  config.eval_sizes = (16, 24, 32) if smoke else (16, 24, 32, 40, 48)
+  config.stages = (dict(size=24, steps=8),) if variant.smoke else (dict(size=32, epochs=EPOCHS),)
+  config.eval_sizes = (16, 24, 32) if variant.smoke else (16, 24, 32, 40, 48)
   config.progress_bar = False
   return config
 
 
-def _arms(arg: str | None) -> list[dict]:
-  if arg == "smoke":
+def _arms(variant) -> list[dict]:
+  if variant.smoke:
     length = {"steps": 8}
     arms = [{"name": "flip16", "stages": (dict(size=16, **length),)},
             {"name": "rrc16", "stages": (dict(size=16, **length),), "data.augment": "rrc_flip"}]
@@ -72,25 +75,26 @@ def _arms(arg: str | None) -> list[dict]:
   arms = [{"name": f"flip{s}", "stages": (dict(size=s, **length),)} for s in SIZES]
   arms += [{"name": f"rrc{s}", "stages": (dict(size=s, **length),), "data.augment": "rrc_flip"}
            for s in SIZES[1:]]
-  if arg != "photos":
+  if not variant.photos:
     arms += [{"name": name, "stages": (dict(size=32, **length),), "data.builder_config": builder}
              for name, builder in CONTROLS.items()]
   return arms
 
 
 def get_sweep(arg: str | None = None) -> list[dict]:
-  return sweep.with_seeds(_arms(arg), (0, 1) if arg == "smoke" else SEEDS)
+  variant = _variant(arg)
+  return spec.with_seeds(_arms(variant), (0, 1) if variant.smoke else SEEDS)
 
 
 def get_tuning(arg: str | None = None) -> dict:
-  return {"field": "opt.lr_max", "grid": (0.2, 0.4) if arg == "smoke" else LR_GRID,
+  return {"field": "opt.lr_max", "grid": (0.2, 0.4) if _variant(arg).smoke else LR_GRID,
           "metric": "acc@{size}"}
 
 
 def get_ensemble_sizes(arg: str | None = None) -> dict[int, tuple[int, ...]]:
   """The size ensemble of each training size: it and its neighbours 8 px away on the
   test grid."""
-  if arg == "smoke":
+  if _variant(arg).smoke:
     return {16: (16, 24)}
   return {16: (16, 24), 24: (16, 24, 32), 32: (24, 32, 40)}
 
@@ -98,15 +102,17 @@ def get_ensemble_sizes(arg: str | None = None) -> dict[int, tuple[int, ...]]:
 def get_finetune(arg: str | None = None) -> dict:
   """FixRes's fine-tune at the training size (a control: what more steps add anyway)
   and 8 px above it, one epoch at lr 0.01."""
-  sizes = {16: (16, 24)} if arg == "smoke" else {16: (16, 24), 24: (24, 32), 32: (32, 40)}
-  return {"sizes": sizes, "epochs": 0.25 if arg == "smoke" else 1.0, "lr": 0.01}
+  smoke = _variant(arg).smoke
+  sizes = {16: (16, 24)} if smoke else {16: (16, 24), 24: (24, 32), 32: (32, 40)}
+  return {"sizes": sizes, "epochs": 0.25 if smoke else 1.0, "lr": 0.01}
 
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   """`(arm, baseline)`: rrc against flip at each size; each dataset control against flip32."""
-  if arg == "smoke":
+  variant = _variant(arg)
+  if variant.smoke:
     return [("rrc16", "flip16")]
   pairs = [(f"rrc{s}", f"flip{s}") for s in SIZES[1:]]
-  if arg != "photos":
+  if not variant.photos:
     pairs += [(name, "flip32") for name in CONTROLS]
   return pairs

@@ -11,8 +11,9 @@ import types
 import numpy as np
 import pytest
 
-from progressive import cli, sweep, sweep_report
+from progressive import cli, config_files, sweep, sweep_report
 from progressive.config import validate
+from progressive.sweeps import spec
 
 REPO = pathlib.Path(__file__).parents[1]
 EXPERIMENTS = ("size_sweep", "antialias", "head", "stability", "progressive_vs_fixed", "fixres",
@@ -24,6 +25,43 @@ def test_product_and_zip():
   assert sweep.zip_axes(a=[1, 2], b=[3, 4]) == [{"a": 1, "b": 3}, {"a": 2, "b": 4}]
   with pytest.raises(ValueError, match="one length"):
     sweep.zip_axes(a=[1], b=[1, 2])
+
+
+def test_parse_arg_turns_a_variant_into_typed_values():
+  options = dict(family=("", ("vgg11", "resnet18")), smoke=False, lr=0.4, seeds=(3, int))
+  arg = spec.parse_arg("smoke,lr=0.1,family=resnet18", **options)
+  assert (arg.smoke, arg.lr, arg.family, arg.seeds) == (True, 0.1, "resnet18", 3)
+  for nothing in (None, ""):
+    arg = spec.parse_arg(nothing, **options)
+    assert (arg.smoke, arg.lr, arg.family, arg.seeds) == (False, 0.4, "", 3)
+  assert spec.parse_arg("vgg11", **options).family == "vgg11"  # A bare value: the first option's.
+  assert spec.parse_arg("smoke=False,seeds=5", **options).seeds == 5
+  arg = spec.parse_arg("fast_vgg,smoke", presets={"fast_vgg": "family=vgg11,lr=0.8"}, **options)
+  assert (arg.family, arg.lr, arg.smoke) == ("vgg11", 0.8, True)
+  for bad, message in (("nosuch=1", "Unknown config variant 'nosuch=1'"),
+                       ("smoke,lr", "'lr' in 'smoke,lr' needs a value: lr=..."),
+                       ("smoke=maybe", "'maybe' is not a boolean"),
+                       ("vgg16", r"'vgg16' is not one of \['vgg11', 'resnet18'\]"),
+                       ("lr=fast", "Bad config variant 'lr=fast'")):
+    with pytest.raises(ValueError, match=message):
+      spec.parse_arg(bad, **options)
+  with pytest.raises(ValueError, match="Unknown config variant 'x'"):
+    spec.parse_arg("x", smoke=False)  # No value option to take a bare word.
+
+
+def test_experiment_variants_are_typed_once():
+  antialias = config_files.load_module(str(REPO / "configs/antialias.py"))
+  variant = antialias._variant("rerun_resnet18_photos")  # pylint: disable=protected-access
+  assert (variant.protocol, variant.family, variant.photos, variant.smoke) == (
+      "rerun", "resnet18", True, False)
+  assert antialias._variant("vgg11").family == "vgg11"  # pylint: disable=protected-access
+  # A variant written out is the preset it spells.
+  spelled = spec.load(f"{REPO}/configs/antialias.py:protocol=rerun,family=resnet18,photos")
+  preset = spec.load(f"{REPO}/configs/antialias.py:rerun_resnet18_photos")
+  assert [p.config.to_json() for p in spelled.expand()] == [p.config.to_json() for p in preset.expand()]
+  assert spelled.tuning == preset.tuning and spelled.comparisons == preset.comparisons
+  with pytest.raises(ValueError, match="Unknown config variant 'nosuch'"):
+    antialias.get_config("nosuch")
 
 
 def test_with_seeds_names_every_point_once_per_seed():
