@@ -21,7 +21,7 @@ rebuilt from those copies. In the template:
   each arm's metric (mean, 95% interval) against its training GFLOPs, the GFLOPs each arm
   needs to reach `target` (default: the highest mean that every arm swept at every
   budget reaches), and a link to the
-  figure of it, which `main` draws into `results/NAME/` (`progressive.analysis.budgets`);
+  figure of it, which `main` draws into `results/NAME/` (`progressive.sweeps.budgets`);
 
 so no number in FINDINGS.md is typed by hand.
 """
@@ -31,6 +31,9 @@ import pathlib
 import re
 import shutil
 import sys
+
+from progressive.analysis import plots
+from progressive.sweeps import budgets
 
 HERE = pathlib.Path(__file__).parent
 RESULTS = HERE / "results"
@@ -122,8 +125,6 @@ def budgets_figure_path(names: str, metric: str) -> pathlib.Path:
 def _budgets(names: str, spec: str):
   """`{{budgets:NAMES:SPEC}}`'s metric, curves and target (`SPEC`: `metric[,target]`;
   without a target, `budgets.common_target`), and whether the template named it."""
-  from progressive.analysis import budgets  # pylint: disable=import-outside-toplevel
-
   metric, *target = (spec or "").split(",")
   if not metric or len(target) > 1 or (target and not re.fullmatch(r"\d*\.?\d+", target[0])):
     raise ValueError(f"{{{{budgets:{names}:{spec}}}}} needs one metric and optionally a target: "
@@ -135,8 +136,6 @@ def _budgets(names: str, spec: str):
 def budgets_table(names: str, spec: str) -> str:
   """Each arm's metric against its training budget, over the sweeps `A+B+...`, and the
   GFLOPs to reach the target (`_budgets`)."""
-  from progressive.analysis import budgets  # pylint: disable=import-outside-toplevel
-
   metric, rows, target, named = _budgets(names, spec)
   which = ("the target the template names" if named
            else "the highest mean that every arm swept at every budget reaches")
@@ -157,8 +156,6 @@ def budgets_table(names: str, spec: str) -> str:
 
 def draw_budget_figures(template: str) -> None:
   """Draws the figure of every `{{budgets:...}}` placeholder in `template`."""
-  from progressive.analysis import budgets, plots  # pylint: disable=import-outside-toplevel
-
   for kind, names, spec in re.findall(_PLACEHOLDER, template):
     if kind == "budgets":
       metric, rows, target, _ = _budgets(names, spec)

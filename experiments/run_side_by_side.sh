@@ -37,21 +37,17 @@ workdir() {  # configs/antialias.py:rerun_vgg11 -> ROOT/antialias_rerun_vgg11
 }
 "$PYTHON" - "$DATA_DIR" "${specs[@]}" <<'EOF' || exit 2
 import sys
-from progressive import sweep
 from progressive.data import pipeline
-data_dir, specs = sys.argv[1], sys.argv[2:]
-datas = []
-for spec in specs:
-  path, arg = sweep.split_config_arg(spec)
-  datas.append(sweep.load_module(path).get_config(arg).data)
-  datas[-1].data_dir = data_dir
+from progressive.sweeps import spec
+data_dir, flags = sys.argv[1], sys.argv[2:]
+datas = [spec.load(flag, {"data.data_dir": data_dir}).base.data for flag in flags]
 for data in pipeline.prepare_builtins(datas):
   print(f"prepared {data.name}/{data.builder_config} in {data_dir}")
 EOF
 pids=()
 for spec in "${specs[@]}"; do
   dir=$(workdir "$spec")
-  "$PYTHON" -m progressive.sweep --config="$spec" --workdir="$dir" "${common[@]}" >"$dir.log" 2>&1 &
+  "$PYTHON" -m progressive sweep --config="$spec" --workdir="$dir" "${common[@]}" >"$dir.log" 2>&1 &
   pids+=($!)
   echo "$(( $(date +%s) - start )) s: started $spec in $dir"
 done
@@ -80,7 +76,7 @@ for i in "${!specs[@]}"; do  # A sweep that finished has aggregated; a stopped o
   status=1
   spec=${specs[$i]}; dir=$(workdir "$spec")
   echo "${spec} stopped or failed (see $dir.log); aggregating what finished"
-  timeout 120 "$PYTHON" -m progressive.sweep --config="$spec" --workdir="$dir" "${common[@]}" \
+  timeout 120 "$PYTHON" -m progressive sweep --config="$spec" --workdir="$dir" "${common[@]}" \
       --aggregate_only >>"$dir.log" 2>&1 &
 done
 wait

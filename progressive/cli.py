@@ -34,7 +34,7 @@ from progressive.config_files import add_config_root
 COMMANDS = {
     "train": ("progressive.commands.train", "Train with progressive resizing."),
     "analyze": ("progressive.commands.analyze", "Analyse a run's checkpoint into WORKDIR/analysis/."),
-    "sweep": ("progressive.sweep", "Run, print or aggregate the points of a config's sweep."),
+    "sweep": ("progressive.commands.sweep", "Run, print or aggregate the points of a config's sweep."),
     "lr-find": ("progressive.commands.lr_find", "fastai's learning-rate range test."),
     "arch": ("progressive.commands.arch", "Layer by layer: output size, stride, receptive field, params."),
     "bench": ("progressive.commands.bench", "Throughput, compile time and stage-switch cost."),

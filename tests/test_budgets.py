@@ -1,4 +1,4 @@
-"""Accuracy against training FLOPs over sweeps at two budgets (progressive.analysis.budgets)
+"""Accuracy against training FLOPs over sweeps at two budgets (progressive.sweeps.budgets)
 and the FINDINGS placeholder that reports it."""
 
 import math
@@ -7,8 +7,8 @@ import pathlib
 import pytest
 from scipy import stats
 
-from progressive import sweep
-from progressive.analysis import budgets
+from progressive import config_files
+from progressive.sweeps import budgets
 
 REPO = pathlib.Path(__file__).parents[1]
 HEAD = "name,seed,train_gflops,images_seen,wall_seconds,acc@32\n"
@@ -75,7 +75,7 @@ def test_figure_draws_one_line_per_arm(two_budgets):
 
 
 def test_findings_budgets_placeholder_renders_the_table_and_the_figure(two_budgets, monkeypatch):
-  make_findings = sweep.load_module(str(REPO / "experiments/make_findings.py"))
+  make_findings = config_files.load_module(str(REPO / "experiments/make_findings.py"))
   root = two_budgets["short"].parent
   monkeypatch.setattr(make_findings, "RESULTS", root)
   monkeypatch.setattr(make_findings, "HERE", root.parent)

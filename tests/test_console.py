@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from progressive import sweep
 from progressive.data import folder
+from progressive.sweeps import spec
+from progressive.sweeps import run as runner
 from progressive.training.metrics import read_rows
 
 REPO = pathlib.Path(__file__).parents[1]
@@ -63,8 +64,8 @@ def test_printed_sweep_commands_run_from_another_directory(data_dir, tmp_path):
   """`progressive sweep --print_commands`, given a relative config path in the repository,
   prints commands that run as printed from elsewhere."""
   common = {"data.data_dir": data_dir, "progress_bar": False}
-  lines = sweep.commands(os.path.relpath(REPO / "configs" / "head.py") + ":smoke",
-                         str(tmp_path / "sweep"), common)
+  sweep = spec.load(os.path.relpath(REPO / "configs" / "head.py") + ":smoke", common)
+  lines = runner.train_commands(sweep, str(tmp_path / "sweep"))
   assert lines and all(l.startswith(f"progressive train --config={REPO}/configs/head.py:smoke")
                        for l in lines)
   assert len(lines) == 2 and "--config.model.head=flatten" in lines[1]

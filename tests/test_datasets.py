@@ -16,10 +16,11 @@ import tensorflow_datasets as tfds
 from jax._src import monitoring
 
 from configs import cifar10, imagenette
-from progressive import analysis, sweep_report
+from progressive import analysis
 from progressive.training import train
 from progressive.config import ConfigError, validate
 from progressive.data import augment, pipeline, splits
+from progressive.sweeps import measure
 from progressive.training.metrics import read_rows
 
 NUM_EXAMPLES = 48
@@ -213,8 +214,8 @@ def test_smoke_training_on_mock_cifar10(mock_tfds, tmp_path):
   assert all(math.isfinite(r["loss"]) for r in evals)
   # A sweep summarises a TFDS run too: shifts by reflection padding, the ensemble over
   # the eval split read as evaluation reads it.
-  point = sweep_report.summarize_point(tmp_path, "cifar10", {}, config, num_shift_images=8,
-                                       ensemble_sizes=(16, 32))
+  point = measure.summarize_point(tmp_path, "cifar10", {}, config,
+                                  measure.Settings(num_shift_images=8, ensemble_sizes=(16, 32)))
   assert sorted(point["eval"]) == ["16", "32"] and 0 <= point["consistency"] <= 1
   assert 0 <= point["jaggedness"] <= 8 and point["images_seen"] == 8 * config.batch_size
   best = max(r["accuracy"] for r in evals if r["step"] == 8)

@@ -8,7 +8,8 @@ import pathlib
 import numpy as np
 import pytest
 
-from progressive import sweep, sweep_report
+from progressive.sweeps import measure, spec, tables, tuning
+from progressive.sweeps import run as runner
 from progressive.analysis import controls
 from progressive.analysis import run as run_lib
 from progressive.training.metrics import read_rows
@@ -20,8 +21,9 @@ REPO = pathlib.Path(__file__).parents[1]
 def test_experiment_smoke_sweeps_train(name, data_dir, tmp_path, compilation_cache):
   common = {"data.data_dir": data_dir, "progress_bar": False,
             "compilation_cache_dir": compilation_cache}
-  rows = sweep.run_sweep(f"{REPO}/configs/{name}.py:smoke", str(tmp_path), common=common, num_shift_images=8)
-  _, points = sweep.expand(f"{REPO}/configs/{name}.py:smoke", common)
+  sweep = spec.load(f"{REPO}/configs/{name}.py:smoke", common)
+  rows = runner.run_sweep(sweep, str(tmp_path), num_shift_images=8)
+  points = sweep.expand()
   assert [r["name"] for r in rows] == [p[0] for p in points]
   if name == "stability":
     stats = read_rows(tmp_path / "no_bn_constant" / "activation_stats.jsonl")
@@ -42,8 +44,8 @@ def test_progressive_vs_fixed_smoke_reports_budget_ensemble_and_seed_means(data_
   config_flag = f"{REPO}/configs/progressive_vs_fixed.py:smoke"
   common = {"data.data_dir": data_dir, "progress_bar": False,
             "compilation_cache_dir": compilation_cache}
-  rows = {r["name"]: r for r in sweep.run_sweep(config_flag, str(tmp_path), common=common,
-                                                num_shift_images=8)}
+  rows = {r["name"]: r for r in runner.run_sweep(spec.load(config_flag, common), str(tmp_path),
+                                                 num_shift_images=8)}
   assert list(rows) == ["progressive_run_seed0", "progressive_run_seed1", "fixed32_seed0", "fixed32_seed1"]
   for name, row in rows.items():
     # The ensemble over 16, 24 and 32 px reads the whole test split, as evaluation does:
@@ -76,16 +78,16 @@ def test_train_test_size_smoke_reports_finetune_size_and_seed_ensembles(data_dir
   config_flag = f"{REPO}/configs/train_test_size.py:smoke"
   common = {"data.data_dir": data_dir, "progress_bar": False,
             "compilation_cache_dir": compilation_cache}
-  rows = {r["name"]: r for r in sweep.run_sweep(config_flag, str(tmp_path), common=common,
-                                                num_shift_images=8, bn_images=128)}
+  rows = {r["name"]: r for r in runner.run_sweep(spec.load(config_flag, common), str(tmp_path),
+                                                 num_shift_images=8, bn_images=128)}
   assert list(rows) == ["flip16_seed0", "flip16_seed1", "rrc16_seed0", "rrc16_seed1"]
   # Tuning is by each arm's own training size, and its runs are summarised only for it.
-  choice = sweep.read_choice(tmp_path)
+  choice = tuning.read_choice(tmp_path)
   assert choice["metric"] == "acc@{size}" and len(choice["grid"]) == 4
-  tuning = sweep_report.read_summary(tmp_path / "tuning" / "flip16__lr_max=0.2")
-  assert tuning["options"] == {"measures": "tuning"} and "jaggedness" not in tuning
+  tuned = measure.read_summary(tmp_path / "tuning" / "flip16__lr_max=0.2")
+  assert tuned["options"] == {"measures": "tuning"} and "jaggedness" not in tuned
   for name, row in rows.items():
-    summary = sweep_report.read_summary(tmp_path / name)
+    summary = measure.read_summary(tmp_path / name)
     assert summary["ensemble_sizes"] == [16, 24] and summary["finetune_steps"] == 4  # 0.25 epoch.
     for size in (16, 24):
       assert row[f"ft_gain@{size}"] == pytest.approx(row[f"acc_ft@{size}"] - row[f"acc_bn@{size}"])
@@ -98,11 +100,11 @@ def test_train_test_size_smoke_reports_finetune_size_and_seed_ensembles(data_dir
   test = run_lib.load_examples(run.config.data, run.config.data.eval_split, None)
   calibration = run_lib.load_examples(run.config.data, run.config.data.train_split, 128)["image"]
   matrix = controls.bn_size_matrix({"run": run}, test["image"], test["label"], (16, 24, 32), calibration)
-  summary = sweep_report.read_summary(tmp_path / "flip16_seed0")
+  summary = measure.read_summary(tmp_path / "flip16_seed0")
   assert [summary["eval_bn"][str(s)]["accuracy"] for s in (16, 24, 32)] == pytest.approx(
       matrix["accuracy"]["all"][0])
   # The seed ensemble: both networks of the group at their training size, by mean softmax.
-  logits = [np.load(tmp_path / f"flip16_seed{i}" / sweep_report.LOGITS_FILE) for i in (0, 1)]
+  logits = [np.load(tmp_path / f"flip16_seed{i}" / measure.LOGITS_FILE) for i in (0, 1)]
   probs = sum(np.exp(x["logits"]) / np.exp(x["logits"]).sum(-1, keepdims=True) for x in logits)
   expected = np.mean(np.argmax(probs, -1) == logits[0]["labels"])
   assert rows["flip16_seed0"]["acc_seed_ens"] == rows["flip16_seed1"]["acc_seed_ens"] == pytest.approx(expected)
@@ -110,7 +112,7 @@ def test_train_test_size_smoke_reports_finetune_size_and_seed_ensembles(data_dir
   with (tmp_path / "comparisons.csv").open() as f:
     metrics = {r["metric"] for r in csv.DictReader(f)}
   assert {"acc_ft@24", "acc_ens_bn", "ft_gain@24"} <= metrics
-  assert not metrics & set(sweep_report.WINDOWED)  # Overlapping windows: no Welch test.
+  assert not metrics & set(tables.WINDOWED)  # Overlapping windows: no Welch test.
   markdown = (tmp_path / "results.md").read_text()
   assert "16, 24 (trained at 16)" in markdown and "FixRes's fine-tune" in markdown
   assert "acc@{size} (the accuracy at each arm's own training size)" in markdown

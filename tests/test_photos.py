@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from progressive import sweep_report
 from progressive.training import train
 from progressive import config as config_lib
 from progressive.analysis import plots, scale, shift
 from progressive.analysis import run as run_lib
 from progressive.data import photos, pipeline
+from progressive.sweeps import measure
 from progressive.training.metrics import read_rows
 
 SIZE = 32  # Stored side of the "small" config.
@@ -311,7 +311,7 @@ def test_object_scale_analysis_bins_zoom_on_the_run(smoke_run):
   np.testing.assert_allclose(result["source_px"], SIZE / np.asarray(result["bin_centers"]))
   axes = plots.object_scale(result).axes[0]
   assert axes.get_xscale() == "log" and axes.get_xlabel().startswith("zoom")
-  summary = sweep_report.object_scale_summary(run, per_bin=16)
+  summary = measure.object_scale_summary(run, per_bin=16)
   assert list(summary["object_scale"]) == [f"{c:.2f}" for c in result["bin_centers"]]
   assert summary["object_scale"]["0.59"]["accuracy"] == result["accuracy"]["all"][0]
 

@@ -22,7 +22,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from progressive import sweep, sweep_report
+from progressive.sweeps import measure, spec
+from progressive.sweeps import run as runner
 from progressive.training import checkpoints, compilation, parallel, train
 from progressive.config import ConfigError
 from progressive.training.metrics import read_rows
@@ -404,25 +405,25 @@ def test_a_signal_stops_a_sweep_before_its_next_point(tmp_path, monkeypatch, cap
     started.append(pathlib.Path(workdir).name)
     return types.SimpleNamespace(interrupted="SIGTERM")
 
-  monkeypatch.setattr(sweep.train, "train_and_evaluate", stopped_run)
-  with pytest.raises(sweep.Stopped, match=r"^Sweep stopped by SIGTERM \(p0 checkpointed\); run the same"):
-    sweep.run_sweep(str(config_path), str(tmp_path / "sweep"))
+  monkeypatch.setattr(train, "train_and_evaluate", stopped_run)
+  with pytest.raises(runner.Stopped, match=r"^Sweep stopped by SIGTERM \(p0 checkpointed\); run the same"):
+    runner.run_sweep(spec.load(str(config_path)), str(tmp_path / "sweep"))
   assert started == ["p0"]  # p1 and p2 never start.
-  assert not (tmp_path / "sweep" / "p0" / sweep_report.SUMMARY_FILE).exists()
+  assert not (tmp_path / "sweep" / "p0" / measure.SUMMARY_FILE).exists()
 
 
 def test_a_point_s_wall_time_counts_every_attempt_a_signal_stopped(tmp_path, monkeypatch):
   now, checkpointed, walls = [0.0], [], []
-  monkeypatch.setattr(sweep, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
-  monkeypatch.setattr(sweep.run_lib, "checkpoint_steps", lambda _: list(checkpointed))
-  monkeypatch.setattr(sweep, "summarize_point", lambda *a, wall_seconds, **k: walls.append(wall_seconds))
+  monkeypatch.setattr(runner, "time", types.SimpleNamespace(perf_counter=lambda: now[0]))
+  monkeypatch.setattr(runner.run_lib, "checkpoint_steps", lambda _: list(checkpointed))
+  monkeypatch.setattr(measure, "summarize_point", lambda *a, wall_seconds, **k: walls.append(wall_seconds))
 
   def attempt(seconds, interrupted=None):
     def run(config, workdir):
       now[0] += seconds
       return types.SimpleNamespace(interrupted=interrupted)
-    monkeypatch.setattr(sweep.train, "train_and_evaluate", run)
-    return sweep._run_point("p0", {}, None, str(tmp_path / "p0"), {})
+    monkeypatch.setattr(train, "train_and_evaluate", run)
+    return runner.train_point("p0", {}, None, str(tmp_path / "p0"), measure.Settings())
 
   assert attempt(100.0, interrupted="SIGTERM") == "SIGTERM" and not walls
   checkpointed.append(4)
@@ -431,7 +432,7 @@ def test_a_point_s_wall_time_counts_every_attempt_a_signal_stopped(tmp_path, mon
   checkpointed.clear()  # Trained again from scratch: the earlier attempts do not count.
   attempt(50.0)
   assert walls == [130.0, 50.0]
-  assert sweep_report.trained_seconds(tmp_path / "p0") == 50.0  # For aggregation to use.
+  assert measure.trained_seconds(tmp_path / "p0") == 50.0  # For aggregation to use.
 
 
 def test_a_signal_stops_a_point_s_measures_and_leaves_it_trained(tmp_path, monkeypatch):
@@ -442,13 +443,13 @@ def test_a_signal_stops_a_point_s_measures_and_leaves_it_trained(tmp_path, monke
     time.sleep(5)
     measured.append(args)
 
-  monkeypatch.setattr(sweep, "summarize_point", measures)
-  monkeypatch.setattr(sweep.train, "train_and_evaluate",
+  monkeypatch.setattr(measure, "summarize_point", measures)
+  monkeypatch.setattr(train, "train_and_evaluate",
                       lambda config, workdir: types.SimpleNamespace(interrupted=None))
   handler = signal.getsignal(signal.SIGTERM)
-  assert sweep._run_point("p0", {}, None, str(tmp_path / "p0"), {}) == "SIGTERM"
+  assert runner.train_point("p0", {}, None, str(tmp_path / "p0"), measure.Settings()) == "SIGTERM"
   assert not measured and signal.getsignal(signal.SIGTERM) == handler  # Restored.
-  assert sweep_report.trained_seconds(tmp_path / "p0") is not None
+  assert measure.trained_seconds(tmp_path / "p0") is not None
 
 
 def test_sigterm_stops_a_parallel_sweep_with_its_workers_checkpointed(tmp_path, data_dir,
@@ -476,7 +477,7 @@ def test_sigterm_stops_a_parallel_sweep_with_its_workers_checkpointed(tmp_path, 
   assert re.search(r"Sweep stopped by SIGTERM \((p0, p1|p1, p0) checkpointed\)", output), output[-3000:]
   for name in ("p0", "p1"):
     assert 0 < max(_steps(workdir / name)) < 8000  # Checkpointed where it stopped.
-    assert not (workdir / name / sweep_report.SUMMARY_FILE).exists()
+    assert not (workdir / name / measure.SUMMARY_FILE).exists()
   assert not (workdir / "p2").exists()  # Never started.
 
   # The same command resumes them; a worker killed outright stops the sweep in one line.
@@ -521,7 +522,7 @@ def test_a_dead_worker_s_sweep_stops_a_worker_that_ignored_the_first_sigterm():
   worker.start()
   assert deaf.wait(30)
   start = time.monotonic()
-  sweep._stop_workers([worker])  # pylint: disable=protected-access
+  runner._stop_workers([worker])  # pylint: disable=protected-access
   assert not worker.is_alive() and worker.exitcode == -signal.SIGTERM
   # Past its 2 deaf seconds (the SIGTERM was repeated), long before its 60 s sleep ends.
   assert 1.5 < time.monotonic() - start < 30

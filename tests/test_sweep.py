@@ -11,9 +11,12 @@ import types
 import numpy as np
 import pytest
 
-from progressive import cli, config_files, sweep, sweep_report
+from progressive import cli, config_files, errors, schedules
+from progressive.commands import sweep as sweep_command
 from progressive.config import validate
-from progressive.sweeps import spec
+from progressive.sweeps import aggregate, measure, spec, tables, tuning
+from progressive.sweeps import run as runner
+from progressive.training import train
 
 REPO = pathlib.Path(__file__).parents[1]
 EXPERIMENTS = ("size_sweep", "antialias", "head", "stability", "progressive_vs_fixed", "fixres",
@@ -21,10 +24,10 @@ EXPERIMENTS = ("size_sweep", "antialias", "head", "stability", "progressive_vs_f
 
 
 def test_product_and_zip():
-  assert sweep.product(a=[1, 2], b=["x"]) == [{"a": 1, "b": "x"}, {"a": 2, "b": "x"}]
-  assert sweep.zip_axes(a=[1, 2], b=[3, 4]) == [{"a": 1, "b": 3}, {"a": 2, "b": 4}]
+  assert spec.product(a=[1, 2], b=["x"]) == [{"a": 1, "b": "x"}, {"a": 2, "b": "x"}]
+  assert spec.zip_axes(a=[1, 2], b=[3, 4]) == [{"a": 1, "b": 3}, {"a": 2, "b": 4}]
   with pytest.raises(ValueError, match="one length"):
-    sweep.zip_axes(a=[1], b=[1, 2])
+    spec.zip_axes(a=[1], b=[1, 2])
 
 
 def test_parse_arg_turns_a_variant_into_typed_values():
@@ -64,15 +67,74 @@ def test_experiment_variants_are_typed_once():
     antialias.get_config("nosuch")
 
 
+def test_a_sweep_file_is_loaded_once_into_a_sweep(tmp_path):
+  calls = tmp_path / "calls.txt"
+  (tmp_path / "cfg.py").write_text(
+      "import pathlib\nfrom configs import default\nfrom progressive.sweeps import spec\n\n"
+      f"CALLS = pathlib.Path({str(calls)!r})\n\n"
+      "def _called(name):\n  with CALLS.open('a') as f:\n    f.write(name + ' ')\n\n"
+      "def get_config(arg):\n  _called('get_config')\n  return default.get_config('smoke')\n\n"
+      "def get_sweep(arg):\n  _called('get_sweep')\n"
+      "  return spec.with_seeds([{'name': 'a'}, {'name': 'b', 'model.downsample': 'blur'}], [0, 1])\n\n"
+      "def get_tuning(arg):\n  _called('get_tuning')\n"
+      "  return {'field': 'opt.lr_max', 'grid': [0.1, 0.2], 'metric': 'acc@32'}\n\n"
+      "def get_ensemble_sizes(arg):\n  _called('get_ensemble_sizes')\n  return {32: [24, 32]}\n\n"
+      "def get_comparisons(arg):\n  _called('get_comparisons')\n  return [['b', 'a']]\n")
+  sweep = spec.load(f"{tmp_path}/cfg.py:x", {"data.data_dir": "/d"})
+  once = "get_config get_sweep get_tuning get_ensemble_sizes get_comparisons "
+  assert calls.read_text() == once
+  assert sweep.arg == "x" and sweep.path == str(tmp_path / "cfg.py") and sweep.base.data.data_dir == "/d"
+  assert sweep.tuning == spec.Tuning("opt.lr_max", (0.1, 0.2), "acc@32")
+  assert sweep.tuning.train_split == "train[:90%]" and sweep.tuning.eval_split == "train[90%:]"
+  assert sweep.ensemble_sizes == {32: (24, 32)} and sweep.finetune is None
+  assert sweep.comparisons == (("b", "a"),)
+  first, again = sweep.expand(), sweep.expand()
+  assert [p.name for p in first] == ["a_seed0", "a_seed1", "b_seed0", "b_seed1"]
+  assert first[2].config.model.downsample == "blur" and first[2].config.data.data_dir == "/d"
+  assert first[0].config is not again[0].config  # Made afresh: a caller may change its own.
+  choice = {"field": "opt.lr_max", "values": {spec.arm_key({"name": "b", "model.downsample": "blur"}): 0.2}}
+  assert [p.config.opt.lr_max for p in sweep.expand(choice)][2:] == [0.2, 0.2]
+  assert len(tuning.tuning_points(sweep)) == 4 and len(runner.train_commands(sweep, str(tmp_path))) == 4
+  assert sweep.with_grid([0.05]).tuning.grid == (0.05,) and sweep.tuning.grid == (0.1, 0.2)
+  assert calls.read_text() == once  # Nothing after loading calls the file again.
+
+
+def test_a_measure_is_a_name_and_the_summary_entries_it_returns(tmp_path, smoke_config):
+  stats = [{"step": 2, "layer": "conv_0/conv", "std": 9.0, "near_zero": 9.0},
+           {"step": 4, "layer": "conv_0/conv", "std": 0.5, "near_zero": 0.25},
+           {"step": 4, "layer": "conv_1/conv", "std": 1.5, "near_zero": 0.75},
+           {"step": 4, "layer": "conv_1/bn", "std": 9.0, "near_zero": 9.0}]
+  (tmp_path / "activation_stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stats))
+  rows = [{"event": "train", "skipped": 1}, {"event": "train", "skipped": 2}, {"event": "eval"},
+          {"event": "compile", "kind": "train", "size": 16, "batch_size": 4, "flops": 2e9},
+          {"event": "compile", "kind": "train", "size": 32, "batch_size": 4, "flops": 8e9}]
+  plan = schedules.stage_plan([dict(size=16, steps=3), dict(size=32, steps=1)], 4, 100)
+  inputs = measure.Inputs(tmp_path, types.SimpleNamespace(stages=lambda: plan), rows, [16, 32])
+  stability, budget = measure.Stability(), measure.Budget()
+  assert (stability.name, budget.name) == ("stability", "budget")
+  assert stability.run(inputs) == {"skipped_steps": 3, "act_std": 1.0, "act_near_zero": 0.5}
+  assert budget.run(inputs) == {"images_seen": 16, "train_gflops": 3 * 2 + 8}
+  # A point's summary is the union of the measures its settings ask for.
+  settings = measure.Settings(num_shift_images=8, ensemble_sizes={32: (24, 32)}, bn_images=16)
+  assert [m.name for m in settings.measures(smoke_config)] == [
+      "budget", "stability", "shift", "ensemble", "controls", "object_scale"]
+  assert settings.options(smoke_config) == {"num_shift_images": 8, "max_shift": 4,
+                                            "ensemble_sizes": [24, 32], "measures": 2,
+                                            "bn_images": 16}
+  tuned = measure.Settings(num_shift_images=8, tuning=True)
+  assert [m.name for m in tuned.measures(smoke_config)] == ["budget"]
+  assert tuned.options(smoke_config) == {"measures": "tuning"}
+
+
 def test_with_seeds_names_every_point_once_per_seed():
-  points = sweep.with_seeds([{"name": "a", "x": 1}, {"x": 2}], (0, 3))
+  points = spec.with_seeds([{"name": "a", "x": 1}, {"x": 2}], (0, 3))
   assert [p.get("name") for p in points] == ["a_seed0", "a_seed3", None, None]
   assert [p["seed"] for p in points] == [0, 3, 0, 3]
-  assert sweep.point_name(points[3]) == "x=2_seed=3"
+  assert spec.point_name(points[3]) == "x=2_seed=3"
 
 
 def test_equal_budget_matches_the_pixels_of_the_progressive_stages():
-  pvf = sweep.load_module(str(REPO / "configs/progressive_vs_fixed.py"))
+  pvf = config_files.load_module(str(REPO / "configs/progressive_vs_fixed.py"))
   stages = [dict(size=32, epochs=3), dict(size=48, epochs=2), dict(size=64, epochs=2)]
   assert pvf.equal_budget(stages, 64) == dict(size=64, epochs=3.875)  # 3/4 + 2 * 9/16 + 2.
   assert pvf.equal_budget([dict(size=16, steps=8), dict(size=32, steps=8)], 32) == dict(size=32, steps=10)
@@ -84,20 +146,20 @@ def test_equal_budget_matches_the_pixels_of_the_progressive_stages():
 
 
 def test_point_names_and_overrides():
-  assert sweep.point_name({"model.downsample": "blur", "model.blur_size": 5}) == "downsample=blur_blur_size=5"
-  assert sweep.point_name({"name": "x", "seed": 1}) == "x"
-  config = sweep.load_module(str(REPO / "configs/default.py")).get_config("smoke")
-  changed = sweep.apply_overrides(config, {"model.downsample": "blur", "stages": [dict(size=16, steps=2)]})
+  assert spec.point_name({"model.downsample": "blur", "model.blur_size": 5}) == "downsample=blur_blur_size=5"
+  assert spec.point_name({"name": "x", "seed": 1}) == "x"
+  config = config_files.load_module(str(REPO / "configs/default.py")).get_config("smoke")
+  changed = spec.apply_overrides(config, {"model.downsample": "blur", "stages": [dict(size=16, steps=2)]})
   assert changed.model.downsample == "blur" and changed.stages == (dict(size=16, steps=2),)
   assert config.model.downsample == "stride"  # The base is left alone.
   with pytest.raises(KeyError, match="model.nope"):
-    sweep.apply_overrides(config, {"model.nope": 1})
+    spec.apply_overrides(config, {"model.nope": 1})
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
 @pytest.mark.parametrize("arg", [None, "smoke"])
 def test_every_experiment_point_validates(name, arg):
-  _, points = sweep.expand(f"{REPO}/configs/{name}.py" + (f":{arg}" if arg else ""))
+  points = spec.load(f"{REPO}/configs/{name}.py" + (f":{arg}" if arg else "")).expand()
   assert len(points) >= 2
   assert len({p[0] for p in points}) == len(points)
   for _, _, config in points:
@@ -110,20 +172,20 @@ def test_every_experiment_point_validates(name, arg):
                                   "antialias.py:tuned64_vgg11", "antialias.py:tuned64_resnet18_photos",
                                   "antialias.py:rerun_resnet18_photos", "antialias.py:rerun_vgg11"])
 def test_every_rerun_point_and_tuning_run_validates(flag):
-  _, points = sweep.expand(f"{REPO}/configs/{flag}")
-  tuning = sweep.tuning_points(f"{REPO}/configs/{flag}")
-  assert len({p[0] for p in points}) == len(points) >= 10 and tuning
+  sweep = spec.load(f"{REPO}/configs/{flag}")
+  points, runs = sweep.expand(), tuning.tuning_points(sweep)
+  assert len({p[0] for p in points}) == len(points) >= 10 and runs
   seeds = {o["seed"] for _, o, _ in points}
   assert seeds == {0, 1, 2, 3, 4}  # Five seeds for every headline comparison.
-  for _, _, config in points + [t[2:] for t in tuning]:
+  for _, _, config in points + [t[2:] for t in runs]:
     validate(config, num_devices=1)
-  groups = {sweep_report.group_name({"name": n, "overrides": o}) for n, o, _ in points}
-  for arm, baseline in sweep_report.config_comparisons(f"{REPO}/configs/{flag}"):
+  groups = {spec.group_name(n, o["seed"]) for n, o, _ in points}
+  for arm, baseline in sweep.comparisons:
     assert {arm, baseline} <= groups
 
 
 def test_antialias_covers_three_families_and_their_modes():
-  _, points = sweep.expand(f"{REPO}/configs/antialias.py")
+  points = spec.load(f"{REPO}/configs/antialias.py").expand()
   names = [p[0] for p in points]
   assert len(names) == 11 and "resnet18_blur5" in names and "resnet18_max" in names
   assert "vgg11_max" not in names  # The same network as vgg11_stride.
@@ -134,8 +196,8 @@ def antialias_smoke(tmp_path_factory, data_dir, compilation_cache):
   workdir = tmp_path_factory.mktemp("antialias")
   common = {"data.data_dir": data_dir, "progress_bar": False, "checkpoint_every_steps": 4,
             "compilation_cache_dir": compilation_cache}
-  rows = sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(workdir), common=common,
-                         num_shift_images=16)
+  rows = runner.run_sweep(spec.load(f"{REPO}/configs/antialias.py:smoke", common), str(workdir),
+                          num_shift_images=16)
   return workdir, common, rows
 
 
@@ -165,14 +227,15 @@ def test_finished_points_are_skipped_and_partial_ones_resume(antialias_smoke, ca
   point = workdir / "simple_cnn_blur3"
   before = (workdir / "simple_cnn_stride" / "metrics.jsonl").read_text()
   shutil.rmtree(point / "checkpoints" / "8")  # As if killed before its last checkpoint.
-  (point / sweep_report.SUMMARY_FILE).unlink()
-  sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(workdir), common=common, num_shift_images=16)
+  (point / measure.SUMMARY_FILE).unlink()
+  runner.run_sweep(spec.load(f"{REPO}/configs/antialias.py:smoke", common), str(workdir),
+                   num_shift_images=16)
   out = capsys.readouterr().out
   assert "[simple_cnn_stride] finished already; skipped." in out
   assert "[simple_cnn_blur3] resuming." in out
   assert re.search(r"\[simple_cnn_blur3\] resuming\.\n.*done at step 8: accuracy on test 24px", out, re.DOTALL)
   assert (workdir / "simple_cnn_stride" / "metrics.jsonl").read_text() == before
-  assert (point / sweep_report.SUMMARY_FILE).exists()
+  assert (point / measure.SUMMARY_FILE).exists()
 
 
 def test_points_copied_without_checkpoints_are_not_trained_again(antialias_smoke, tmp_path, capsys):
@@ -181,28 +244,29 @@ def test_points_copied_without_checkpoints_are_not_trained_again(antialias_smoke
   workdir, common, rows = antialias_smoke
   copy = tmp_path / "copied"
   shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("checkpoints"))
-  again = sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(copy), common=common,
-                          num_shift_images=16)
+  again = runner.run_sweep(spec.load(f"{REPO}/configs/antialias.py:smoke", common), str(copy),
+                           num_shift_images=16)
   out = capsys.readouterr().out
   assert "[simple_cnn_stride] finished already; skipped." in out and "starting" not in out
   assert [r["acc@32"] for r in again] == [r["acc@32"] for r in rows]
   # With other measures the summary cannot be remade without the checkpoint: trained again.
-  _, points = sweep.expand(f"{REPO}/configs/antialias.py:smoke", common)
-  name, _, config = points[0]
-  assert sweep.summarized(copy / name, config, {"num_shift_images": 16})
-  assert not sweep.summarized(copy / name, config, {"num_shift_images": 8})
-  assert not sweep.summarized(copy / name, config, {"num_shift_images": 16, "measures": False})
+  name, _, config = spec.load(f"{REPO}/configs/antialias.py:smoke", common).expand()[0]
+  assert measure.summarized(copy / name, config, measure.Settings(num_shift_images=16))
+  assert not measure.summarized(copy / name, config, measure.Settings(num_shift_images=8))
+  assert not measure.summarized(copy / name, config,
+                                measure.Settings(num_shift_images=16, tuning=True))
 
 
 def test_workers_train_the_same_points_as_one_process(antialias_smoke, tmp_path):
   """`workers=2` trains both points at once in spawned processes: the same accuracies,
   step for step, as the fixture's run one after another in this process."""
   workdir, common, _ = antialias_smoke
-  _, points = sweep.expand(f"{REPO}/configs/antialias.py:smoke", common)
-  sweep._run_points(points, tmp_path, {"measures": False}, workers=2)  # Summaries without the measures.
+  points = spec.load(f"{REPO}/configs/antialias.py:smoke", common).expand()
+  # Summaries without the measures.
+  runner.train_points(points, tmp_path, measure.Settings(tuning=True), workers=2)
   for name in ("simple_cnn_stride", "simple_cnn_blur3"):
-    serial = sweep_report.read_summary(workdir / name)
-    parallel = sweep_report.read_summary(tmp_path / name)
+    serial = measure.read_summary(workdir / name)
+    parallel = measure.read_summary(tmp_path / name)
     assert parallel["wall_seconds"] > 0 and parallel["step"] == serial["step"]
     for size, accuracies in serial["eval"].items():
       assert parallel["eval"][size] == pytest.approx(accuracies, abs=1e-6)
@@ -214,18 +278,19 @@ def test_workers_train_the_same_points_as_one_process(antialias_smoke, tmp_path)
     ("--tuning_grid=0.05,0.1", "--tuning_grid needs --tune_only"),
 ])
 def test_workers_and_tune_only_are_refused_before_anything_runs(flag, message):
-  fv = cli.parse(sweep.COMMAND, ["prog", f"--config={REPO}/configs/antialias.py:smoke",
+  fv = cli.parse(sweep_command.COMMAND, ["prog", f"--config={REPO}/configs/antialias.py:smoke",
                                  "--workdir=/tmp/x", flag])
   with pytest.raises(cli.Error, match=re.escape(message)):
-    sweep._run(fv)
+    sweep_command._main(fv)
 
 
 def test_aggregation_reports_missing_points(antialias_smoke, tmp_path):
   workdir, common, _ = antialias_smoke
   partial = tmp_path / "partial"
   shutil.copytree(workdir / "simple_cnn_stride", partial / "simple_cnn_stride")
-  (partial / "simple_cnn_stride" / sweep_report.SUMMARY_FILE).unlink()  # Run elsewhere: summarised here.
-  rows = sweep_report.aggregate(f"{REPO}/configs/antialias.py:smoke", str(partial), common=common, num_shift_images=16)
+  (partial / "simple_cnn_stride" / measure.SUMMARY_FILE).unlink()  # Run elsewhere: summarised here.
+  rows = aggregate.aggregate(spec.load(f"{REPO}/configs/antialias.py:smoke", common), str(partial),
+                             num_shift_images=16)
   assert [r["name"] for r in rows] == ["simple_cnn_stride"]
   assert "1 of 2 points finished; missing: simple_cnn_blur3." in (partial / "results.md").read_text()
 
@@ -234,10 +299,10 @@ def test_aggregating_with_other_measures_resummarises(antialias_smoke, tmp_path)
   workdir, common, _ = antialias_smoke
   copy = tmp_path / "copy"
   shutil.copytree(workdir, copy)
-  again = sweep_report.aggregate(f"{REPO}/configs/antialias.py:smoke", str(copy), common=common,
-                                 num_shift_images=16, ensemble_sizes=(24, 32))
+  again = aggregate.aggregate(spec.load(f"{REPO}/configs/antialias.py:smoke", common), str(copy),
+                              num_shift_images=16, ensemble_sizes=(24, 32))
   for after in again:
-    before = sweep_report.read_summary(workdir / after["name"])
+    before = measure.read_summary(workdir / after["name"])
     assert "ensemble" not in before and 0 <= after["acc_ens"] <= 1
     assert after["wall_seconds"] == before["wall_seconds"]  # Kept from the run.
     assert after["acc@32"] == before["eval"]["32"]["accuracy"]
@@ -249,22 +314,22 @@ def test_aggregation_adds_the_scale_controls(antialias_smoke, tmp_path):
   workdir, common, _ = antialias_smoke
   copy = tmp_path / "copy"
   shutil.copytree(workdir, copy)
-  rows = sweep_report.aggregate(f"{REPO}/configs/antialias.py:smoke", str(copy), common=common,
-                                num_shift_images=16, bn_images=128)
+  rows = aggregate.aggregate(spec.load(f"{REPO}/configs/antialias.py:smoke", common), str(copy),
+                             num_shift_images=16, bn_images=128)
   for row in rows:
     for column in ("acc_bn@24", "acc_bn_shape@32", "acc_canvas@24", "acc_canvas_bn@24", "acc_canvas_bn_texture@32"):
       assert 0 <= row[column] <= 1, column
     # The stored images are 32 px: a 32 px canvas is the image itself, as evaluated in training.
     assert row["acc_canvas@32"] == pytest.approx(row["acc@32"], abs=1.5 / 256)
-    assert sweep_report.read_summary(copy / row["name"])["options"]["bn_images"] == 128
+    assert measure.read_summary(copy / row["name"])["options"]["bn_images"] == 128
   markdown = (copy / "results.md").read_text()
   assert " acc_bn@24 |" in markdown and "acc_canvas@S (acc_canvas_bn@S)" in markdown
   # Three stride-2 convs: every test size (16, 24, 32) is a multiple of 8.
   assert "total subsampling factor (models): the test sizes" in markdown
   assert "8 (simple_cnn): none." in markdown
-  assert sweep_report.grid_note([], []) == ""
+  assert tables.grid_note([], []) == ""
   from configs import default  # pylint: disable=import-outside-toplevel
-  note = sweep_report.grid_note([default.get_config()], [24, 32, 40, 48])
+  note = tables.grid_note([default.get_config()], [24, 32, 40, 48])
   assert note.endswith("16 (simple_cnn): 24, 40.")
 
 
@@ -280,14 +345,14 @@ def _summarised_sweep(tmp_path, points, comparisons=None):
       + (f"\ndef get_comparisons(arg):\n  return {comparisons!r}\n" if comparisons else ""))
   for point in points:
     overrides = {k: v for k, v in point.items() if k != "acc"}
-    name = sweep.point_name(overrides)
+    name = spec.point_name(overrides)
     (tmp_path / "sweep" / name).mkdir(parents=True)
     summary = {
         "name": name, "options": {"num_shift_images": 64, "max_shift": 4, "ensemble_sizes": []},
         "overrides": {k: v for k, v in overrides.items() if k != "name"}, "step": 8,
         "eval": {"32": {"accuracy": point["acc"]}}, "best_size": 32, "images_seen": 512,
         "train_gflops": 1.5, "wall_seconds": 10.0, "jaggedness": 0.5, "consistency": 0.75}
-    (tmp_path / "sweep" / name / sweep_report.SUMMARY_FILE).write_text(json.dumps(summary))
+    (tmp_path / "sweep" / name / measure.SUMMARY_FILE).write_text(json.dumps(summary))
   return str(tmp_path / "cfg" / "fake.py")
 
 
@@ -304,7 +369,7 @@ def test_seed_groups_follow_the_seed_override_not_the_names(tmp_path):
       {"name": "blur_seed2", "seed": 2, "model.downsample": "blur", "model.blur_size": 5, "acc": 0.5},
   ]
   workdir = tmp_path / "sweep"
-  rows = sweep_report.aggregate(_summarised_sweep(tmp_path, points), str(workdir))
+  rows = aggregate.aggregate(spec.load(_summarised_sweep(tmp_path, points)), str(workdir))
   assert [r["name"] for r in rows] == [p["name"] for p in points]
   with (workdir / "results_mean.csv").open() as f:
     means = list(csv.DictReader(f))
@@ -322,7 +387,8 @@ def test_intervals_and_comparisons_equal_scipys(tmp_path):
   points = [{"name": f"{arm}_seed{i}", "seed": i, "model.downsample": arm, "acc": acc}
             for arm, accs in (("blur", blur), ("stride", strided)) for i, acc in enumerate(accs)]
   workdir = tmp_path / "sweep"
-  sweep_report.aggregate(_summarised_sweep(tmp_path, points, [("blur", "stride")]), str(workdir))
+  aggregate.aggregate(spec.load(_summarised_sweep(tmp_path, points, [("blur", "stride")])),
+                      str(workdir))
   with (workdir / "results_intervals.csv").open() as f:
     intervals = {(r["name"], r["metric"]): r for r in csv.DictReader(f)}
   low, high = stats.t.interval(0.95, 4, loc=np.mean(blur), scale=stats.sem(blur))
@@ -342,15 +408,15 @@ def test_intervals_and_comparisons_equal_scipys(tmp_path):
   assert "95% Welch interval" in markdown and "| acc@32 | blur | stride |" in markdown
   # A comparison naming no seed group is an error that lists the groups.
   with pytest.raises(ValueError, match=r"names no seed group \['blurr'\].*\['blur', 'stride'\]"):
-    sweep_report.aggregate(_summarised_sweep(tmp_path / "b", points), str(tmp_path / "b" / "sweep"),
-                           comparisons=[("blurr", "stride")])
+    aggregate.aggregate(spec.load(_summarised_sweep(tmp_path / "b", points)),
+                        str(tmp_path / "b" / "sweep"), comparisons=[("blurr", "stride")])
   # A pair whose group the sweep plans but has not finished waits (a sweep in progress).
   planned = points + [{"name": f"max_seed{i}", "seed": i, "model.downsample": "max", "acc": 0.5}
                       for i in range(2)]
   flag = _summarised_sweep(tmp_path / "c", planned, [("blur", "stride"), ("max", "stride")])
   for i in range(2):
-    (tmp_path / "c" / "sweep" / f"max_seed{i}" / sweep_report.SUMMARY_FILE).unlink()
-  sweep_report.aggregate(flag, str(tmp_path / "c" / "sweep"))
+    (tmp_path / "c" / "sweep" / f"max_seed{i}" / measure.SUMMARY_FILE).unlink()
+  aggregate.aggregate(spec.load(flag), str(tmp_path / "c" / "sweep"))
   with (tmp_path / "c" / "sweep" / "comparisons.csv").open() as f:
     assert {(r["arm"], r["baseline"]) for r in csv.DictReader(f)} == {("blur", "stride")}
   assert "waiting for unfinished seed groups: max - stride." in (tmp_path / "c" / "sweep" / "results.md").read_text()
@@ -358,7 +424,7 @@ def test_intervals_and_comparisons_equal_scipys(tmp_path):
 
 def test_seed_group_names_drop_the_seed_part():
   def name(point):
-    return sweep_report.group_name({"name": sweep.point_name(point), "overrides": point})
+    return spec.group_name(spec.point_name(point), point["seed"])
   assert name({"name": "a_seed3", "seed": 3}) == "a"
   assert name({"model.downsample": "blur", "seed": 3}) == "downsample=blur"
   assert name({"seed": 3, "model.downsample": "blur"}) == "downsample=blur"
@@ -368,13 +434,13 @@ def test_seed_group_names_drop_the_seed_part():
 
 
 def test_sizes_for_a_point_and_the_tuning_metric_of_an_arm(smoke_config):
-  assert sweep_report.for_point((16, 32), smoke_config) == (16, 32)
-  assert sweep_report.for_point({32: (24, 32, 40), 16: (16,)}, smoke_config) == (24, 32, 40)
-  assert sweep_report.for_point({24: (16,)}, smoke_config) == ()
-  assert sweep_report.finetune_for_point({"sizes": {24: (24,)}, "epochs": 1, "lr": 0.1}, smoke_config) is None
-  assert sweep_report.finetune_for_point({"sizes": (40,), "epochs": 1, "lr": 0.1}, smoke_config) == {
+  assert measure.for_point((16, 32), smoke_config) == (16, 32)
+  assert measure.for_point({32: (24, 32, 40), 16: (16,)}, smoke_config) == (24, 32, 40)
+  assert measure.for_point({24: (16,)}, smoke_config) == ()
+  assert measure.finetune_for_point({"sizes": {24: (24,)}, "epochs": 1, "lr": 0.1}, smoke_config) is None
+  assert measure.finetune_for_point({"sizes": (40,), "epochs": 1, "lr": 0.1}, smoke_config) == {
       "sizes": [40], "epochs": 1.0, "lr": 0.1}
-  assert sweep.arm_metric("acc@{size}", smoke_config) == "acc@32" and sweep.arm_metric("acc@16", smoke_config) == "acc@16"
+  assert tuning.arm_metric("acc@{size}", smoke_config) == "acc@32" and tuning.arm_metric("acc@16", smoke_config) == "acc@16"
 
 
 def test_specs_a_variant_turns_off_or_gets_wrong(tmp_path):
@@ -384,14 +450,16 @@ def test_specs_a_variant_turns_off_or_gets_wrong(tmp_path):
       "def get_sweep(arg):\n  return [{'name': 'a'}]\n\n"
       "def get_tuning(arg):\n  return None if arg == 'off' else {'field': 'opt.lr_max', 'grid': (0.1,), 'metric': 'acc@32'}\n\n"
       "def get_finetune(arg):\n  return None if arg == 'off' else {'sizes': (32,), 'epochs': 0, 'lr': 0.1}\n")
-  assert sweep.tuning_spec(f"{tmp_path}/cfg.py:off") is None and sweep.config_finetune(f"{tmp_path}/cfg.py:off") is None
-  assert sweep.tuning_spec(f"{tmp_path}/cfg.py")["grid"] == (0.1,)
+  off = spec.load(f"{tmp_path}/cfg.py:off")
+  assert off.tuning is None and off.finetune is None
   with pytest.raises(ValueError, match="epochs and lr must be positive"):
-    sweep.config_finetune(f"{tmp_path}/cfg.py")
+    spec.load(f"{tmp_path}/cfg.py")
+  (tmp_path / "cfg.py").write_text((tmp_path / "cfg.py").read_text().replace("'epochs': 0", "'epochs': 1"))
+  assert spec.load(f"{tmp_path}/cfg.py").tuning.grid == (0.1,)
 
 
 def test_findings_are_built_from_the_committed_results():
-  make_findings = sweep.load_module(str(REPO / "experiments/make_findings.py"))
+  make_findings = config_files.load_module(str(REPO / "experiments/make_findings.py"))
   template = (REPO / "experiments/FINDINGS.template.md").read_text()
   for name in make_findings.sweep_names(template):
     used = set(re.findall(r"\{\{(\w+):" + name + r"[:}]", template))
@@ -407,9 +475,9 @@ def _tuned_sweep_file(tmp_path, arms: str) -> None:
   `opt.lr_max` tuned over 0.1 and 0.4 by accuracy at 32 px."""
   (tmp_path / "cfg").mkdir()
   (tmp_path / "cfg" / "tuned.py").write_text(
-      "from configs import default\nfrom progressive import sweep\n\n"
+      "from configs import default\nfrom progressive.sweeps import spec\n\n"
       "def get_config(arg):\n  return default.get_config('smoke')\n\n"
-      f"def get_sweep(arg):\n  return sweep.with_seeds([{arms}], [1, 2])\n\n"
+      f"def get_sweep(arg):\n  return spec.with_seeds([{arms}], [1, 2])\n\n"
       "def get_tuning(arg):\n  return {'field': 'opt.lr_max', 'grid': [0.1, 0.4], 'metric': 'acc@32'}\n")
 
 
@@ -427,30 +495,31 @@ def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, mon
     done.add(str(workdir))
     return types.SimpleNamespace(interrupted=None)  # train.Result: finished, not stopped.
 
-  def fake_summary(workdir, name, overrides, config, **options):
+  def fake_summary(workdir, name, overrides, config, settings, **kwargs):
     summary = {
-        "name": name, "options": sweep_report._options(64, 4, (), 0),
+        "name": name, "options": measure.Settings(num_shift_images=64, max_shift=4).options(config),
         "overrides": {k: v for k, v in overrides.items() if k != "name"}, "step": 24,
         "eval": {"32": {"accuracy": accuracy[config.data.eval_split][config.opt.lr_max]}},
         "best_size": 32, "images_seen": 1, "wall_seconds": 1.0}
-    (pathlib.Path(workdir) / sweep_report.SUMMARY_FILE).write_text(json.dumps(summary))
+    (pathlib.Path(workdir) / measure.SUMMARY_FILE).write_text(json.dumps(summary))
 
-  monkeypatch.setattr(sweep.train, "train_and_evaluate", fake_train)
-  monkeypatch.setattr(sweep, "summarize_point", fake_summary)
-  monkeypatch.setattr(sweep, "finished", lambda point_dir, config: str(point_dir) in done)
+  monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+  monkeypatch.setattr(measure, "summarize_point", fake_summary)
+  monkeypatch.setattr(measure, "finished", lambda point_dir, config: str(point_dir) in done)
   for name in ("blur__lr_max=0.1", "blur__lr_max=0.4", "stride__lr_max=0.1", "stride__lr_max=0.4",
                "stride_seed1", "stride_seed2", "blur_seed1", "blur_seed2"):
     (tmp_path / "sweep" / ("tuning" if "__" in name else "") / name).mkdir(parents=True)
   workdir = tmp_path / "sweep"
-  sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(workdir), num_shift_images=64, max_shift=4)
+  runner.run_sweep(spec.load(str(tmp_path / "cfg" / "tuned.py")), str(workdir), num_shift_images=64,
+                   max_shift=4)
 
-  tuning = [r for r in runs if "__" in r[0]]
-  assert sorted(r[0] for r in tuning) == ["blur__lr_max=0.1", "blur__lr_max=0.4", "stride__lr_max=0.1", "stride__lr_max=0.4"]
-  assert {(r[2], r[3]) for r in tuning} == {("train[:90%]", "train[90%:]")}
+  tuned = [r for r in runs if "__" in r[0]]
+  assert sorted(r[0] for r in tuned) == ["blur__lr_max=0.1", "blur__lr_max=0.4", "stride__lr_max=0.1", "stride__lr_max=0.4"]
+  assert {(r[2], r[3]) for r in tuned} == {("train[:90%]", "train[90%:]")}
   final = [r for r in runs if "__" not in r[0]]
   assert sorted(r[0] for r in final) == ["blur_seed1", "blur_seed2", "stride_seed1", "stride_seed2"]
   assert {(r[1], r[2], r[3]) for r in final} == {(0.1, "train", "test")}  # Chosen on validation.
-  choice = sweep.read_choice(workdir)
+  choice = tuning.read_choice(workdir)
   assert set(choice["values"].values()) == {0.1} and len(choice["grid"]) == 4
   with (workdir / "results.csv").open() as f:
     table = list(csv.DictReader(f))
@@ -468,43 +537,45 @@ def test_tune_only_trains_the_grid_and_no_point(tmp_path, monkeypatch):
     runs.append(pathlib.Path(workdir).name)
     return types.SimpleNamespace(interrupted=None)
 
-  def fake_summary(workdir, name, overrides, config, **options):
+  def fake_summary(workdir, name, overrides, config, settings, **kwargs):
     summary = {"name": name, "options": {"measures": "tuning"}, "overrides": overrides, "step": 24,
                "eval": {"32": {"accuracy": {0.05: 0.8, 0.1: 0.5, 0.4: 0.7}[config.opt.lr_max]}},
                "best_size": 32}
     pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
-    (pathlib.Path(workdir) / sweep_report.SUMMARY_FILE).write_text(json.dumps(summary))
+    (pathlib.Path(workdir) / measure.SUMMARY_FILE).write_text(json.dumps(summary))
 
-  monkeypatch.setattr(sweep.train, "train_and_evaluate", fake_train)
-  monkeypatch.setattr(sweep, "summarize_point", fake_summary)
-  monkeypatch.setattr(sweep, "finished", lambda point_dir, config: False)
+  monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+  monkeypatch.setattr(measure, "summarize_point", fake_summary)
+  monkeypatch.setattr(measure, "finished", lambda point_dir, config: False)
+  tuned = spec.load(str(tmp_path / "cfg" / "tuned.py"))
   workdir = tmp_path / "sweep"
-  assert sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(workdir), tune_only=True) == []
+  assert runner.run_sweep(tuned, str(workdir), tune_only=True) == []
   assert sorted(runs) == ["stride__lr_max=0.1", "stride__lr_max=0.4"]  # No seed point.
   with (workdir / "tuning.csv").open() as f:
     assert [(r["value"], r["acc@32"]) for r in csv.DictReader(f)] == [("0.100", "0.500"), ("0.400", "0.700")]
-  assert set(sweep.read_choice(workdir)["values"].values()) == {0.4}
+  assert set(tuning.read_choice(workdir)["values"].values()) == {0.4}
   with pytest.raises(ValueError, match="defines no tuning .*--tune_only has nothing to run"):
-    sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(tmp_path / "none"), tune_only=True)
+    runner.run_sweep(spec.load(f"{REPO}/configs/antialias.py:smoke"), str(tmp_path / "none"),
+                     tune_only=True)
   # Another grid, checked in another workdir: only its values run, and its choice is its own.
   runs.clear()
   below = tmp_path / "below"
-  sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(below), tune_only=True, tuning_grid=[0.05, 0.1])
+  runner.run_sweep(tuned, str(below), tune_only=True, tuning_grid=[0.05, 0.1])
   assert sorted(runs) == ["stride__lr_max=0.05", "stride__lr_max=0.1"]
   with (below / "tuning.csv").open() as f:
     assert [r["value"] for r in csv.DictReader(f)] == ["0.05", "0.100"]
-  assert set(sweep.read_choice(below)["values"].values()) == {0.05}
+  assert set(tuning.read_choice(below)["values"].values()) == {0.05}
   with pytest.raises(ValueError, match="--tuning_grid needs --tune_only"):
-    sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(below), tuning_grid=[0.05])
+    runner.run_sweep(tuned, str(below), tuning_grid=[0.05])
   with pytest.raises(ValueError, match="already holds a tuning choice made on another grid"):
-    sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(workdir), tune_only=True, tuning_grid=[0.05])
-  fv = cli.parse(sweep.COMMAND, ["prog", f"--config={tmp_path / 'cfg' / 'tuned.py'}",
+    runner.run_sweep(tuned, str(workdir), tune_only=True, tuning_grid=[0.05])
+  fv = cli.parse(sweep_command.COMMAND, ["prog", f"--config={tmp_path / 'cfg' / 'tuned.py'}",
                                  f"--workdir={workdir}", "--tune_only", "--tuning_grid=0.05"])
   with pytest.raises(cli.Error, match="already holds a tuning choice made on another grid"):
-    sweep._run(fv)  # One line from the command, before anything runs.
+    sweep_command._main(fv)  # One line from the command, before anything runs.
   # The same check again (a resume) is allowed, and keeps its choice.
-  sweep.run_sweep(str(tmp_path / "cfg" / "tuned.py"), str(below), tune_only=True, tuning_grid=[0.05, 0.1])
-  assert set(sweep.read_choice(below)["values"].values()) == {0.05}
+  runner.run_sweep(tuned, str(below), tune_only=True, tuning_grid=[0.05, 0.1])
+  assert set(tuning.read_choice(below)["values"].values()) == {0.05}
 
 
 def test_tuning_refuses_to_choose_on_the_test_split(tmp_path):
@@ -515,11 +586,11 @@ def test_tuning_refuses_to_choose_on_the_test_split(tmp_path):
       "def get_tuning(arg):\n  return {'field': 'opt.lr_max', 'grid': [0.1], 'metric': 'acc@32',"
       " 'eval_split': 'test'}\n")
   with pytest.raises(ValueError, match="must be a slice of the training split"):
-    sweep.tuning_spec(str(tmp_path / "cfg" / "bad.py"))
+    spec.load(str(tmp_path / "cfg" / "bad.py"))
 
 
 def test_findings_placeholders_render_intervals_comparisons_and_the_grid(tmp_path, monkeypatch):
-  make_findings = sweep.load_module(str(REPO / "experiments/make_findings.py"))
+  make_findings = config_files.load_module(str(REPO / "experiments/make_findings.py"))
   monkeypatch.setattr(make_findings, "RESULTS", tmp_path)
   (tmp_path / "s").mkdir()
   (tmp_path / "s" / "results_intervals.csv").write_text(
@@ -552,8 +623,8 @@ def test_columns_are_unique_when_the_loop_and_the_controls_both_recalibrate():
       "32": {"accuracy": 0.75}},
              "eval_bn": {"16": {"accuracy": 0.375, "accuracy_shape": 0.5}},
              "eval_canvas_bn": {"16": {"accuracy": 0.625}}}
-  row = sweep_report.point_row(summary)
-  columns = sweep_report._columns([summary], [row])  # pylint: disable=protected-access
+  row = tables.point_row(summary)
+  columns = tables.columns([summary], [row])
   assert len(columns) == len(set(columns))
   assert {"acc_bn@16", "acc_bn_shape@16", "acc_canvas_bn@16"} <= set(columns)
   assert "acc_canvas_bn_bn@16" not in columns
@@ -571,19 +642,20 @@ def test_a_point_finished_under_another_config_stops_the_sweep(antialias_smoke, 
   stored["opt"]["lr_max"] = 0.123
   config_path.write_text(json.dumps(stored))
   before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()}
-  with pytest.raises(cli.Error, match=r"^1 finished point\(s\) in .* under another config .*: "
+  with pytest.raises(errors.Error, match=r"^1 finished point\(s\) in .* under another config .*: "
                      r"simple_cnn_blur3 \(opt\.lr_max: 0\.123 -> 0\.2\);.*Move those folders aside"):
-    sweep.run_sweep(f"{REPO}/configs/antialias.py:smoke", str(copy), common=common, num_shift_images=16)
+    runner.run_sweep(spec.load(f"{REPO}/configs/antialias.py:smoke", common), str(copy),
+                     num_shift_images=16)
   assert {p: p.read_bytes() for p in copy.rglob("*") if p.is_file()} == before  # Nothing ran.
   # Run-control fields (where the data is, the progress bar) may differ.
   stored["opt"]["lr_max"], stored["data"]["data_dir"] = 0.2, "/elsewhere"
   config_path.write_text(json.dumps(stored))
-  assert not sweep.trained_otherwise(copy / "simple_cnn_blur3", sweep.expand(
-      f"{REPO}/configs/antialias.py:smoke", common)[1][1][2])
+  assert not measure.trained_otherwise(copy / "simple_cnn_blur3", spec.load(
+      f"{REPO}/configs/antialias.py:smoke", common).expand()[1].config)
 
 
 def test_table_cells_keep_small_values_exact():
   # A learning rate of 0.0125 must not read as 0.013 in results.md or tuning.csv.
-  assert sweep_report._cell(0.0125) == "0.0125" and sweep_report._cell(0.00143) == "0.00143"
-  assert sweep_report._cell(0.52349) == "0.523" and sweep_report._cell(0.0) == "0.000"
-  assert sweep_report._cell(1234.7) == "1235" and sweep_report._cell(-0.05) == "-0.05"
+  assert tables.cell(0.0125) == "0.0125" and tables.cell(0.00143) == "0.00143"
+  assert tables.cell(0.52349) == "0.523" and tables.cell(0.0) == "0.000"
+  assert tables.cell(1234.7) == "1235" and tables.cell(-0.05) == "-0.05"

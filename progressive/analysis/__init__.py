@@ -8,8 +8,7 @@ which features, how stable it is under small shifts, and how healthy its activat
 Modules: `run` (loading), `scale` (size matrix, object scale, receptive field),
 `controls` (batch-norm recalibration, canvas without resampling, grid alignment), `shift`
 (jaggedness, consistency), `activations` (ActivationStats), `ensemble` (multi-size),
-`budgets` (accuracy against training FLOPs over sweeps at several budgets), `plots`
-(figures), `report` (everything into `DIR/analysis/`). See docs/ANALYSIS.md.
+`plots` (figures), `report` (everything into `DIR/analysis/`). See docs/ANALYSIS.md.
 
 Names are imported lazily, so `from progressive.analysis import activations` (what
 training needs) pulls in neither pandas, matplotlib nor `progressive.training.train`.
@@ -52,7 +51,7 @@ _EXPORTS = {
     "topk_correct": "shift",
     "translate": "shift",
 }
-SUBMODULES = ("activations", "budgets", "controls", "ensemble", "plots", "report", "run", "scale", "shift")
+SUBMODULES = ("activations", "controls", "ensemble", "plots", "report", "run", "scale", "shift")
 
 __all__ = sorted(_EXPORTS)
 

@@ -1,5 +1,11 @@
 """Sweeps: many training runs from one config file, measured and compared.
 
-`spec` loads a sweep file once into a `Sweep` and holds the language its points are
-written in; it is the only module a config file imports.
+Modules, each importing only those before it: `spec` (a sweep file loaded once into a
+`Sweep`; the point language; the only module a config file imports), `measure` (a
+point's status on disk and its summary, the union of per-point measures), `tables`
+(rows, seed groups, intervals, comparisons; csv, markdown and the plot), `tuning` (a
+value chosen per arm on the validation slice), `aggregate` (the tables over every
+finished point), `run` (training the points, one after another or in worker processes)
+and `budgets` (accuracy against training FLOPs over sweeps at several budgets). The
+`progressive sweep` command is `progressive.commands.sweep`.
 """

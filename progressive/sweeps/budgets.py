@@ -1,6 +1,6 @@
 """Accuracy against training budget, over sweeps of the same arms at several budgets.
 
-    from progressive.analysis import budgets
+    from progressive.sweeps import budgets
     rows = budgets.curves({"7 epochs": "results/pr", "14 epochs": "results/pr_long"}, "acc@32")
     budgets.to_reach(rows)            # training GFLOPs each arm needs for one accuracy
     plots.save(budgets.figure(rows, "acc@32"), "accuracy_vs_flops.png")
@@ -25,18 +25,17 @@ from etils import epath
 from matplotlib.figure import Figure
 
 from progressive import statistics
+from progressive.sweeps import spec
 
 BUDGET_COLUMNS = ("train_gflops", "images_seen", "wall_seconds")
 
 
 def arm_name(row: Mapping[str, str]) -> str:
   """A `results.csv` row's arm: its seed group's name, by the sweep's own rule
-  (`sweep_report.group_name`); a point without a seed is its own arm."""
-  from progressive import sweep_report  # pylint: disable=import-outside-toplevel
-
+  (`spec.group_name`); a point without a seed is its own arm."""
   if row.get("seed") in (None, "", "-"):
     return row["name"]
-  return sweep_report.group_name({"name": row["name"], "overrides": {"seed": int(row["seed"])}})
+  return spec.group_name(row["name"], int(row["seed"]))
 
 
 def _results(path) -> list[dict[str, str]]:
@@ -106,7 +105,8 @@ def to_reach(rows: Sequence[Mapping[str, Any]], target: float | None = None) -> 
     for (g0, a0), (g1, a1) in itertools.pairwise(points):
       if a0 < target <= a1:
         t = (target - a0) / (a1 - a0)
-        out[arm] = {"gflops": float(math.exp((1 - t) * math.log(g0) + t * math.log(g1))), "bound": "="}
+        gflops = math.exp((1 - t) * math.log(g0) + t * math.log(g1))
+        out[arm] = {"gflops": float(gflops), "bound": "="}
         break
   return out
 

@@ -1,0 +1,116 @@
+"""A sweep's results over every finished point, wherever it ran.
+
+`aggregate` reads every point's summary, summarising those run elsewhere (or with other
+measures), and writes `DIR/results.csv`, `DIR/results.md` and `DIR/results.png`. With
+several seeds it also writes `DIR/results_mean.csv` (mean and standard deviation over
+each seed group), `DIR/results_intervals.csv` (each mean's 95% interval) and, for the
+sweep's comparisons, `DIR/comparisons.csv`; with tuning, `DIR/tuning.csv`.
+"""
+
+from collections.abc import Sequence
+
+from etils import epath
+
+from progressive.sweeps import measure, spec, tables, tuning
+
+
+def aggregate(sweep: spec.Sweep, workdir: str, *,
+              comparisons: Sequence[Sequence[str]] | None = None, **settings):
+  """Tables and a plot over every finished point (summarising those run elsewhere).
+
+  Writes `results.csv` and `results.md` (one row per point; with several seeds also
+  `results_mean.csv` and a table of means and standard deviations over the seeds,
+  `results_intervals.csv` with each mean's 95% interval, and for the `(arm, baseline)`
+  seed groups of `comparisons` (default: the sweep's) `comparisons.csv`) and
+  `results.png`. `settings` are `measure.Settings.of`'s (`num_shift_images`, `max_shift`,
+  `bn_images`; `ensemble_sizes` and `finetune` default to the sweep's). Returns the rows,
+  one per finished point."""
+  settings = measure.Settings.of(sweep, **settings)
+  workdir = epath.Path(workdir)
+  choice = tuning.read_choice(workdir)
+  if choice is None and sweep.tuning is not None:
+    try:  # Tuning runs finished elsewhere (--print_commands): choose now.
+      choice = tuning.choose(sweep, workdir)
+    except ValueError as e:
+      print(f"Not choosing yet: {e}")
+  points = sweep.expand(choice)
+  summaries, missing = [], []
+  for name, overrides, config in points:
+    point_dir = workdir / name
+    summary = measure.read_summary(point_dir)
+    # Run elsewhere, or summarised with other measures: (re)summarised here.
+    if ((summary is None or summary.get("options") != settings.options(config))
+        and measure.finished(point_dir, config)):
+      wall = (summary or {}).get("wall_seconds") or measure.trained_seconds(point_dir)
+      summary = measure.summarize_point(point_dir, name, overrides, config, settings,
+                                        wall_seconds=wall)
+    (summaries if summary else missing).append(summary or name)
+  if not summaries:
+    print(f"No finished point in {workdir} yet.")
+    return []
+  rows = [tables.point_row(s) for s in summaries]
+  tables.add_seed_ensembles(workdir, summaries, rows)
+  if choice:  # The tuned field as a column: each point's arm's chosen value.
+    for s, row in zip(summaries, rows):
+      row.setdefault(choice["field"], choice["values"].get(spec.arm_key(s["overrides"])))
+      s["overrides"].setdefault(choice["field"], row[choice["field"]])
+  names = tables.columns(summaries, rows)
+  table = tables.cells(names, rows)
+  tables.write_csv(workdir / "results.csv", table)
+  notes = tables.notes(summaries, names, settings)
+  notes += " " + tables.grid_note([config for name, _, config in points if name not in missing],
+                                  sorted({int(size) for s in summaries for size in s["eval"]}))
+  lines = [
+      f"# Sweep `{sweep.flag}`", "",
+      f"{len(summaries)} of {len(points)} points finished"
+      + (f"; missing: {', '.join(missing)}." if missing else "."),
+      "", notes, "", *tables.markdown(table),
+  ]
+  means = tables.mean_rows(summaries, rows, names)
+  if any(len(m["seeds"].split()) > 1 for m in means):
+    lines += _seed_tables(sweep, workdir, summaries, rows, names, means, points, comparisons)
+  if choice:
+    grid = tables.write_tuning(workdir, choice)
+    metric = choice["metric"] + (" (the accuracy at each arm's own training size)"
+                                 if "{size}" in choice["metric"] else "")
+    lines += ["", f"Tuning: {choice['field']} chosen per arm by {metric} on the validation "
+              f"slice ({choice['splits'][1]}, trained on {choice['splits'][0]}); the test split "
+              "was not used to choose. Chosen: " + ", ".join(
+                  f"{r['arm']} {choice['values'][r['key']]}" for r in
+                  {r["key"]: r for r in choice["grid"]}.values()) + ".", "",
+              *tables.markdown(grid)]
+  (workdir / "results.md").write_text("\n".join(lines) + "\n")
+  tables.write_figure(summaries, workdir / "results.png")
+  print("\n".join(lines))
+  return rows
+
+
+def _seed_tables(sweep, workdir, summaries, rows, names, means, points, comparisons) -> list[str]:
+  """Writes `results_mean.csv`, `results_intervals.csv` and `comparisons.csv`; their
+  lines of results.md."""
+  means = tables.cells(["name", "seeds", *(c for c in names if c not in ("name", "seed"))], means)
+  tables.write_csv(workdir / "results_mean.csv", means)
+  lines = ["", "Mean ± standard deviation over seeds:", "", *tables.markdown(means)]
+  groups = tables.seed_values(summaries, rows, names)
+  intervals = tables.cells(["name", "metric", "mean", "std", "n", "low", "high"],
+                           tables.interval_rows(groups))
+  tables.write_csv(workdir / "results_intervals.csv", intervals)
+  lines += ["", "Mean over seeds with its 95% interval (Student t; low, high):", "",
+            *tables.markdown(intervals)]
+  pairs = comparisons if comparisons is not None else sweep.comparisons
+  # A pair whose seed group the sweep plans but has not finished waits; a name the
+  # sweep has no point for is an error (comparison_rows).
+  planned = {spec.group_name(n, o["seed"]) for n, o, _ in points if "seed" in o}
+  waiting = [pair for pair in pairs if set(pair) <= planned and not set(pair) <= set(groups)]
+  compared = tables.comparison_rows(groups, [pair for pair in pairs if pair not in waiting])
+  if waiting:
+    lines += ["", "Comparisons waiting for unfinished seed groups: "
+              + ", ".join(f"{a} - {b}" for a, b in waiting) + "."]
+  if compared:
+    printed = [{**c, "p": None if c["p"] is None else f"{c['p']:.3g}"} for c in compared]
+    table = tables.cells(["metric", "arm", "baseline", "difference", "low", "high", "p", "n_arm",
+                          "n_baseline", "verdict"], printed)
+    tables.write_csv(workdir / "comparisons.csv", table)
+    lines += ["", "Comparisons: arm minus baseline, 95% Welch interval (low, high), Welch's "
+              "two-sided p; the verdict follows the interval:", "", *tables.markdown(table)]
+  return lines

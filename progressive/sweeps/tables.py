@@ -1,0 +1,379 @@
+"""A sweep's tables from its points' summaries: one row per point, seed groups (points
+whose overrides differ only in `seed`) with their means, intervals and comparisons, the
+seed ensemble, and the cells as csv, markdown and a plot of accuracy against test size.
+"""
+
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from etils import epath
+from matplotlib.figure import Figure
+
+from progressive import statistics
+from progressive.analysis import controls, ensemble
+from progressive.data import pipeline
+from progressive.sweeps import measure, spec
+
+# Summary keys of the scale controls and their column prefixes: acc_bn@S, acc_bn_shape@S, ...
+CONTROL_COLUMNS = (("eval_bn", "acc_bn"), ("eval_canvas", "acc_canvas"),
+                   ("eval_canvas_bn", "acc_canvas_bn"), ("eval_ft", "acc_ft"))
+# The ensembles' summary keys and their column prefixes: acc_ens, acc_ens_shape, ...
+ENSEMBLE_COLUMNS = (("ensemble", "acc_ens"), ("ensemble_bn", "acc_ens_bn"),
+                    ("ensemble_logp_bn", "acc_ens_logp_bn"))
+SUMMARY_COLUMNS = ("best_size", "best_size_bn", "ens_gain", "ens_gain_bn", "acc_seed_ens",
+                   "ens_vs_seeds", "rf_scale", "jaggedness", "consistency", "shift_period",
+                   "jag_period", "pred_change", "prob_change", "cons_period", "act_std",
+                   "act_near_zero", "skipped_steps", "images_seen", "train_gflops", "wall_seconds")
+# Measurements over overlapping windows of a seed group's networks: not independent
+# across seeds, so no Welch test between groups.
+WINDOWED = ("acc_seed_ens", "ens_vs_seeds")
+
+
+def summary_group_name(summary: Mapping[str, Any]) -> str:
+  """The seed group name (`spec.group_name`) of a summarised point with a seed."""
+  return spec.group_name(summary["name"], summary["overrides"]["seed"])
+
+
+def columns(summaries: Sequence[Mapping[str, Any]], rows) -> list[str]:
+  """The columns of results.csv, in order: name, overrides, accuracies by size, the
+  controls, then the summary columns present."""
+  keys = list(dict.fromkeys(k for s in summaries for k in s["overrides"]))
+  sizes = sorted({int(size) for s in summaries for size in s["eval"]})
+  groups = list(dict.fromkeys(g for s in summaries for r in s["eval"].values() for g in r))
+  # The training loop's own recalibrated accuracy (accuracy_bn*, config.eval_bn_images) is
+  # a column of its own where the summary has no eval_bn control to fill acc_bn@S.
+  plain = [g for g in groups if not g.startswith("accuracy_bn")]
+  acc = [f"{g.replace('accuracy', 'acc')}@{size}" for size in sizes for g in groups]
+  controlled = [f"{g.replace('accuracy', prefix)}@{size}" for key, prefix in CONTROL_COLUMNS
+                if any(key in s for s in summaries) for size in sizes for g in plain
+                if any(str(size) in (s.get(key) or {}) for s in summaries)]
+  scales = list(dict.fromkeys(b for s in summaries for b in (s.get("object_scale") or {})))
+  controlled += [f"{g.replace('accuracy', 'acc_obj')}@{b}" for b in scales for g in plain]
+  controlled += [f"ft_gain@{size}" for size in sizes if any(f"ft_gain@{size}" in r for r in rows)]
+  present = [c for c in SUMMARY_COLUMNS if any(r.get(c) is not None for r in rows)]
+  in_rows = list(dict.fromkeys(k for r in rows for k in r))
+  ensembles = [c for _, prefix in ENSEMBLE_COLUMNS for c in in_rows
+               if _ensemble_prefix(c) == prefix]
+  at = next((i for i, c in enumerate(present) if not c.startswith("best_size")), len(present))
+  present[at:at] = ensembles  # After best_size, where acc_ens always stood.
+  return list(dict.fromkeys(["name", *keys, *acc, *controlled, *present]))
+
+
+def _ensemble_prefix(column: str) -> str | None:
+  """The longest `ENSEMBLE_COLUMNS` prefix `column` is (`acc_ens_bn`) or is a family of
+  (`acc_ens_bn_shape`), else None."""
+  matches = [p for _, p in ENSEMBLE_COLUMNS if column == p or column.startswith(p + "_")]
+  return max(matches, key=len) if matches else None
+
+
+def point_row(summary: Mapping[str, Any]) -> dict[str, Any]:
+  """A point's row of `results.csv` (every column it has) from its summary."""
+  row = {"name": summary["name"], **summary["overrides"]}
+  for size, groups in summary["eval"].items():
+    for group, value in groups.items():
+      row[f"{group.replace('accuracy', 'acc')}@{int(size)}"] = value
+  for center, groups in (summary.get("object_scale") or {}).items():
+    for group, value in groups.items():
+      row[f"{group.replace('accuracy', 'acc_obj')}@{center}"] = value
+  for key, prefix in CONTROL_COLUMNS:
+    for size, groups in (summary.get(key) or {}).items():
+      for group, value in groups.items():
+        row[f"{group.replace('accuracy', prefix)}@{int(size)}"] = value
+  for size, groups in (summary.get("eval_ft") or {}).items():
+    recalibrated = (summary.get("eval_bn") or {}).get(size, {}).get("accuracy")
+    if recalibrated is not None:  # What the fine-tune adds beyond recomputed statistics.
+      row[f"ft_gain@{int(size)}"] = groups["accuracy"] - recalibrated
+  for key, prefix in ENSEMBLE_COLUMNS:
+    for group, value in (summary.get(key) or {}).items():
+      row[group.replace("accuracy", prefix)] = value
+  row["ens_gain"] = summary.get("ensemble_gain")
+  if summary.get("skipped_steps"):  # Only where a step was skipped: no column of zeros.
+    row["skipped_steps"] = summary["skipped_steps"]
+  row["ens_gain_bn"] = summary.get("ensemble_gain_bn")
+  if summary.get("eval_bn"):
+    row["best_size_bn"] = int(max(sorted(summary["eval_bn"], key=int),
+                                  key=lambda s: summary["eval_bn"][s]["accuracy"]))
+  for key in ("best_size", "rf_scale", "jaggedness", "consistency", "shift_period", "jag_period",
+              "pred_change", "prob_change", "cons_period", "act_std", "act_near_zero",
+              "images_seen", "train_gflops", "wall_seconds"):
+    row[key] = summary.get(key)
+  return row
+
+
+def add_seed_ensembles(workdir: epath.Path, summaries, rows) -> None:
+  """Per seed group with a multi-size ensemble of k sizes: each point's `acc_seed_ens`,
+  the softmax at the training size averaged over k networks (this seed and the next k - 1
+  of its group, in seed order, wrapping around), and `ens_vs_seeds`: its own size
+  ensemble with recalibrated statistics (`acc_ens_bn`, else `acc_ens`) minus that seed
+  ensemble, both costing k forward passes. The windows share networks, so the spread
+  over a group's points understates a seed ensemble's own."""
+  groups = {}
+  for s, row in zip(summaries, rows):
+    key = spec.seed_group(s["overrides"])
+    path = epath.Path(workdir) / s["name"] / measure.LOGITS_FILE
+    if key is not None and s.get("ensemble_sizes") and path.exists():
+      groups.setdefault(key, []).append((s["overrides"]["seed"], row, path))
+  for members in groups.values():
+    members.sort(key=lambda m: m[0])
+    k = len(next(s for s in summaries if s["name"] == members[0][1]["name"])["ensemble_sizes"])
+    if len(members) < k or k < 2:
+      continue
+    loaded = [np.load(str(path)) for _, _, path in members]
+    labels = loaded[0]["labels"]
+    if any(not np.array_equal(x["labels"], labels) for x in loaded):
+      continue  # Points tested on images in different orders: no common ensemble.
+    for i, (_, row, _) in enumerate(members):
+      window = [loaded[(i + j) % len(members)]["logits"] for j in range(k)]
+      row["acc_seed_ens"] = ensemble.seed_ensemble(window, labels)
+      own = row.get("acc_ens_bn", row.get("acc_ens"))
+      row["ens_vs_seeds"] = None if own is None else own - row["acc_seed_ens"]
+
+
+def _averaged(column: str) -> bool:
+  """Whether a column is a measurement averaged over seeds (not a setting or a label)."""
+  return column.startswith(("acc", "ft_gain")) or column in (
+      "ens_gain", "ens_gain_bn", "ens_vs_seeds", "best_size_bn", "jaggedness", "consistency",
+      "jag_period", "pred_change", "prob_change", "cons_period", "act_std", "act_near_zero",
+      "skipped_steps", "wall_seconds")
+
+
+def _mean(values: pd.Series) -> float:
+  """The mean, summed in order as the committed tables were (pandas' compensated sum can
+  round a table's last digit the other way)."""
+  values = [float(v) for v in values]
+  return sum(values) / len(values)
+
+
+def _std(values: pd.Series) -> float:
+  """The sample standard deviation (n - 1; 0 for one value), summed as `_mean` is."""
+  mean, values = _mean(values), [float(v) for v in values]
+  if len(values) < 2:
+    return 0.0
+  return (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def mean_rows(summaries, rows, names: Sequence[str]) -> list[dict[str, Any]]:
+  """Per seed group: `mean ± std` (over seeds, n - 1) of every measurement among the
+  columns `names`; the other columns once where the group agrees, else each seed's value."""
+  seeded = [(key, summary_group_name(s), r) for s, r in zip(summaries, rows)
+            if (key := spec.seed_group(s["overrides"])) is not None]
+  if not seeded:
+    return []
+  others = [c for c in names if c not in ("name", "seed")]
+  table = pd.DataFrame([{c: r.get(c) for c in ["seed", *others]} for _, _, r in seeded],
+                       dtype=object)
+  key = pd.Series([k for k, _, _ in seeded], name="group")
+  measured = [c for c in others if _averaged(c)]
+  is_number = table[measured].map(lambda v: isinstance(v, (int, float)))
+  numbers = table[measured].where(is_number).astype(float)
+  stats = numbers.groupby(key, sort=False).agg([_mean, _std])
+  complete = is_number.groupby(key, sort=False).all()
+  group_names = {}
+  for k, name, _ in seeded:
+    group_names.setdefault(k, name)  # The first point's.
+  out = []
+  for group, members in table.groupby(key, sort=False):
+    row = {"name": group_names[group], "seeds": " ".join(str(s) for s in members["seed"])}
+    for column in others:
+      values = members[column].tolist()
+      if column in measured and complete.loc[group, column]:
+        mean, std = stats.loc[group, (column, "_mean")], stats.loc[group, (column, "_std")]
+        row[column] = f"{cell(float(mean))} ± {cell(float(std))}"
+      elif all(v == values[0] for v in values):
+        row[column] = values[0]
+      else:
+        row[column] = " ".join(cell(v) for v in values)
+    out.append(row)
+  return out
+
+
+def seed_values(summaries, rows, names: Sequence[str]) -> dict[str, dict[str, list[float]]]:
+  """`{group name: {measurement: [value per seed]}}` for every seed group, over the
+  columns `names`."""
+  groups, group_names = {}, {}
+  for s, r in zip(summaries, rows):
+    key = spec.seed_group(s["overrides"])
+    if key is None:
+      continue
+    name = group_names.setdefault(key, summary_group_name(s))
+    values = groups.setdefault(name, {})
+    for column in names:
+      if _averaged(column) and isinstance(r.get(column), (int, float)):
+        values.setdefault(column, []).append(float(r[column]))
+  return groups
+
+
+def interval_rows(groups: Mapping[str, Mapping[str, Sequence[float]]]) -> list[dict[str, Any]]:
+  """One row per seed group and measurement: mean, std, n and the 95% Student t interval."""
+  return [{"name": name, "metric": metric, **statistics.mean_interval(values)}
+          for name, measured in groups.items() for metric, values in measured.items()]
+
+
+def comparison_rows(groups, comparisons: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+  """Per `(arm, baseline)` pair of seed-group names and shared measurement (but the
+  `WINDOWED` ones): the difference of means, its 95% Welch interval, Welch's p-value,
+  each side's n and the verdict the interval gives."""
+  out = []
+  for arm, baseline in comparisons:
+    missing = [g for g in (arm, baseline) if g not in groups]
+    if missing:
+      raise ValueError(
+          f"Comparison ({arm!r}, {baseline!r}) names no seed group {missing}; the groups are "
+          f"{sorted(groups)}."
+      )
+    for metric in groups[arm]:
+      if metric in groups[baseline] and metric not in WINDOWED:
+        result = statistics.welch(groups[arm][metric], groups[baseline][metric])
+        out.append({"metric": metric, "arm": arm, "baseline": baseline, **{
+            k: result[k] for k in ("difference", "low", "high", "p", "n_arm", "n_baseline")},
+            "verdict": statistics.verdict(result["low"], result["high"])})
+  return out
+
+
+def cell(value) -> str:
+  """A value as a table prints it (three significant digits below 0.1)."""
+  if value is None:
+    return "-"
+  if isinstance(value, float):
+    if value and abs(value) < 0.1:  # Three significant digits: a grid value 0.0125, p 0.0014.
+      return f"{value:.3g}"
+    return f"{value:.3f}" if abs(value) < 100 else f"{value:.0f}"
+  if isinstance(value, (list, tuple)):
+    return " ".join(cell(v) if not isinstance(v, Mapping) else
+                    "/".join(str(x) for x in v.values()) for v in value)
+  return str(value)
+
+
+def cells(names: Sequence[str], rows) -> pd.DataFrame:
+  """The cells as printed: one string per row and column of `names`."""
+  return pd.DataFrame([[cell(r.get(c)) for c in names] for r in rows], columns=names)
+
+
+def markdown(table: pd.DataFrame) -> list[str]:
+  """The lines of a markdown table."""
+  return [
+      "| " + " | ".join(table.columns) + " |",
+      "| " + " | ".join("---" for _ in table.columns) + " |",
+      *("| " + " | ".join(row) + " |" for row in table.itertuples(index=False)),
+  ]
+
+
+def write_csv(path: epath.Path, table: pd.DataFrame) -> None:
+  path.write_text(table.to_csv(index=False, lineterminator="\r\n"))
+
+
+def write_tuning(workdir: epath.Path, choice: Mapping[str, Any]) -> pd.DataFrame:
+  """Writes the tuning grid of `choice` (`tuning.choose`) to `workdir/tuning.csv`."""
+  grid = cells(["arm", "value", choice["metric"]], choice["grid"])
+  write_csv(epath.Path(workdir) / "tuning.csv", grid)
+  return grid
+
+
+def sizes_text(sizes) -> str:
+  """`24, 32` for a tuple; `24, 32, 40 (trained at 32), ...` for a mapping by training size."""
+  if isinstance(sizes, Mapping):
+    return "; ".join(f"{', '.join(map(str, v))} (trained at {k})" for k, v in sizes.items())
+  return ", ".join(map(str, sizes))
+
+
+def grid_note(configs, sizes: Sequence[int]) -> str:
+  """Which test sizes are not multiples of each model's total subsampling factor (traced
+  by `progressive arch`): there the last feature map does not tile the image."""
+  grids = {}
+  for config in configs:
+    key = json.dumps(config.model.to_dict(), sort_keys=True, default=str)
+    if key not in grids:
+      num_classes = pipeline.dataset_info(config.data).num_classes
+      grids[key] = (config.model.name, controls.grid(config.model, sizes, num_classes))
+  if not grids:
+    return ""
+  def models(stride):
+    return ", ".join(sorted({n for n, g in grids.values() if g["total_stride"] == stride}))
+
+  parts = sorted({f"{g['total_stride']} ({models(g['total_stride'])}): "
+                  f"{', '.join(map(str, g['misaligned'])) or 'none'}" for _, g in grids.values()})
+  return ("Grid alignment, total subsampling factor (models): the test sizes that are not "
+          "multiples of it, where the last feature map does not tile the image: "
+          + "; ".join(parts) + ".")
+
+
+def notes(summaries, names: Sequence[str], settings: measure.Settings) -> str:
+  """What results.md says its columns (`names`) mean, for the columns present."""
+  ensemble_sizes, finetune = settings.ensemble_sizes, settings.finetune
+  return (
+      "acc@S: test accuracy at input size S (acc_shape/acc_texture: per class family); "
+      "best_size: the test size of the highest accuracy; "
+      + (f"acc_ens: the softmax averaged over sizes {sizes_text(ensemble_sizes)} on the "
+         "whole eval split, ens_gain: acc_ens minus the best of those sizes alone; "
+         if ensemble_sizes else "")
+      + ("acc_ens_bn (acc_ens_logp_bn): the mean softmax (log-probability) over those sizes "
+         "with batch-norm statistics recomputed at each, ens_gain_bn: acc_ens_bn minus the "
+         "best of those sizes alone with recomputed statistics; acc_seed_ens: the softmax at "
+         "the training size averaged over as many networks of the seed group (this seed and "
+         "the next ones, wrapping around; the windows share networks), ens_vs_seeds: "
+         "acc_ens_bn minus acc_seed_ens; "
+         if any("ensemble_bn" in s for s in summaries) else "")
+      + (f"acc_ft@S: FixRes's fine-tune of the classifier and batch norm at S "
+         f"({finetune['epochs']:g} epoch(s) of training images zoomed whole to S, flipped, SGD "
+         f"at lr {finetune['lr']:g}, then statistics recomputed), ft_gain@S: acc_ft@S minus "
+         "acc_bn@S; best_size_bn: the test size of the highest acc_bn; "
+         if finetune and any("eval_ft" in s for s in summaries) else "")
+      + "jaggedness and consistency at the last stage's size over "
+      + (f"{settings.num_shift_images} test images" if settings.num_shift_images
+         else "every test image")
+      + f", shifts up to {settings.max_shift} px; images_seen"
+      + (" and train_gflops (XLA's count of each stage's training step, times its steps)"
+         if "train_gflops" in names else "")
+      + ": the training budget."
+      + (" jag_period, pred_change (fraction of neighbouring shifts whose predicted class "
+         "changes), prob_change (mean abs. change of the true class's probability) and "
+         "cons_period: over one whole subsampling period (shift_period px, the traced total "
+         "stride) along x, y and the diagonal, objects kept inside the canvas."
+         if "jag_period" in names else "")
+      + (" acc_obj@O: accuracy on scenes redrawn at object scale O (bin centre, fraction of "
+         "the canvas; photos: zoom O, stored px per source px) at the last stage's size; "
+         "rf_scale: the object scale past which the final receptive field no longer covers "
+         "the object."
+         if any("object_scale" in s for s in summaries) else "")
+      + (f" acc_bn@S: accuracy at S with batch-norm statistics recomputed at S from "
+         f"{settings.bn_images} training images; acc_canvas@S (acc_canvas_bn@S): the test images "
+         "cropped or padded to an S canvas without resampling, stored (recomputed) statistics."
+         if any(key in s for s in summaries for key, _ in CONTROL_COLUMNS) else "")
+  )
+
+
+def figure(summaries) -> Figure:
+  """Accuracy against test size, overall and per family: one line per point, or per seed
+  group (the mean, with the spread over seeds shaded)."""
+  lines, names = {}, {}
+  for s in summaries:
+    group = spec.seed_group(s["overrides"])
+    key = ("point", s["name"]) if group is None else ("seeds", group)
+    names.setdefault(key, s["name"] if group is None else summary_group_name(s))
+    lines.setdefault(key, []).append(s)
+  groups = list(dict.fromkeys(g for s in summaries for r in s["eval"].values() for g in r))
+  fig = Figure(figsize=(4.5 * len(groups), 3.6))
+  axes = fig.subplots(1, len(groups), squeeze=False)
+  for ax, group in zip(axes[0], groups):
+    for key, members in lines.items():
+      sizes = sorted({int(k) for m in members for k in m["eval"]})
+      values = np.array([[m["eval"].get(str(k), {}).get(group, np.nan) for k in sizes]
+                         for m in members], float)
+      mean = np.nanmean(values, axis=0)
+      label = names[key] if len(members) == 1 else f"{names[key]} (mean of {len(members)})"
+      ax.plot(sizes, mean, marker="o", label=label)
+      if len(members) > 1:
+        ax.fill_between(sizes, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.2)
+    ax.set(title=group.replace("_", " "), xlabel="test size (px)", ylabel="accuracy", ylim=(0, 1))
+    ax.grid(alpha=0.3)
+  axes[0][-1].legend(fontsize=7, loc="lower right")
+  fig.tight_layout()
+  return fig
+
+
+def write_figure(summaries, path: epath.Path) -> None:
+  """`figure` as a PNG at `path`."""
+  figure(summaries).savefig(str(path), dpi=110)

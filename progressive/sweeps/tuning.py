@@ -1,0 +1,109 @@
+"""Tuning: one value of a field chosen per arm on the validation slice (`spec.Tuning`).
+
+Every arm (the points that differ only in `seed`) is first trained once per grid value
+on a validation slice of the training split, into `DIR/tuning/<arm>__<field>=<value>/`;
+the value with the best validation metric is then the arm's setting for all its seeds on
+the configured splits (the test split is never used to choose). `DIR/tuning/choice.json`
+keeps the choice: `field`, `metric`, `splits`, `values` `{arm key: value}` and the `grid`
+rows (arm, value, metric).
+"""
+
+import json
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+import ml_collections
+from etils import epath
+
+from progressive.sweeps import measure, spec, tables
+
+TUNING_DIR = "tuning"
+CHOICE_FILE = "choice.json"
+
+
+class TuningPoint(NamedTuple):
+  """One tuning run: its arm's `spec.arm_key`, the grid `value`, and its point."""
+  key: str
+  value: Any
+  name: str
+  overrides: dict[str, Any]
+  config: ml_collections.ConfigDict
+
+
+def tuning_points(sweep: spec.Sweep) -> list[TuningPoint]:
+  """Every tuning run: each arm of the sweep once per grid value, on the validation
+  slice, at the base config's seed (none without tuning)."""
+  if sweep.tuning is None:
+    return []
+  tuning = sweep.tuning
+  arms = {}
+  for name, overrides, _ in sweep.expand():
+    arms.setdefault(spec.arm_key(overrides), (name, overrides))
+  out = []
+  for key, (name, overrides) in arms.items():
+    arm = spec.group_name(name, overrides["seed"]) if "seed" in overrides else name
+    for value in tuning.grid:
+      tuned = {k: v for k, v in overrides.items() if k not in ("seed", "name")}
+      tuned.update({tuning.field: value, "data.train_split": tuning.train_split,
+                    "data.eval_split": tuning.eval_split})
+      tuned["name"] = f"{arm}__{spec.point_name({tuning.field: value})}"
+      out.append(TuningPoint(key, value, tuned["name"], tuned,
+                             spec.apply_overrides(sweep.base, tuned)))
+  return out
+
+
+def arm_metric(metric: str, config) -> str:
+  """The tuning metric's column for one arm: `"acc@{size}"` names the accuracy at the
+  arm's own last stage size (`acc@24` for an arm trained at 24 px)."""
+  return metric.format(size=int(config.stages[-1]["size"]))
+
+
+def read_choice(workdir) -> dict[str, Any] | None:
+  """`DIR/tuning/choice.json`, or None before the choice is made."""
+  path = epath.Path(workdir) / TUNING_DIR / CHOICE_FILE
+  return json.loads(path.read_text()) if path.exists() else None
+
+
+def choose(sweep: spec.Sweep, workdir) -> dict[str, Any]:
+  """Picks each arm's value by the validation metric of its finished tuning runs and
+  writes `DIR/tuning/choice.json`. A finished run without a summary (run elsewhere) is
+  summarised here; `ValueError` for a run that has not finished."""
+  tuning = sweep.tuning
+  tuning_dir = epath.Path(workdir) / TUNING_DIR
+  rows, best = [], {}
+  for key, value, name, overrides, config in tuning_points(sweep):
+    summary = measure.read_summary(tuning_dir / name)
+    if summary is None and measure.finished(tuning_dir / name, config):  # Run elsewhere.
+      summary = measure.summarize_point(tuning_dir / name, name, overrides, config,
+                                        measure.Settings(tuning=True))
+    if summary is None:
+      raise ValueError(f"Tuning run {tuning_dir / name} has not finished; run the sweep first.")
+    column = arm_metric(tuning.metric, config)
+    metric = tables.point_row(summary).get(column)
+    if metric is None:
+      raise ValueError(f"Tuning run {name} has no {column!r}; name a column of results.csv.")
+    rows.append({"arm": name.rsplit("__", 1)[0], "key": key, "value": value, tuning.metric: metric})
+    if key not in best or metric > best[key][1]:  # Ties: the first value of the grid.
+      best[key] = (value, metric)
+  choice = {"field": tuning.field, "metric": tuning.metric,
+            "splits": [tuning.train_split, tuning.eval_split],
+            "values": {k: v for k, (v, _) in best.items()}, "grid": rows}
+  tuning_dir.mkdir(parents=True, exist_ok=True)
+  (tuning_dir / CHOICE_FILE).write_text(json.dumps(choice, indent=1, default=str) + "\n")
+  return choice
+
+
+def check_grid(workdir, grid: Sequence[Any] | None, tune_only: bool) -> None:
+  """`ValueError` where another `grid` cannot be checked: without `tune_only` (a sweep's
+  points are chosen on the config's own grid, which its results report), or in a workdir
+  whose choice was made on another grid (that sweep's choice would be overwritten)."""
+  if not grid:
+    return
+  if not tune_only:
+    raise ValueError("--tuning_grid needs --tune_only: the sweep's points are chosen on the "
+                     "config's own grid, which its results report; check other values in "
+                     "another --workdir with --tune_only.")
+  stored = read_choice(workdir)
+  if stored and {r["value"] for r in stored["grid"]} != set(grid):
+    raise ValueError(f"{workdir} already holds a tuning choice made on another grid; check "
+                     "--tuning_grid in another --workdir, so that sweep's choice stays its own.")
