@@ -475,6 +475,7 @@ def test_analyze_cli_names_a_missing_run(tmp_path):
   assert out.returncode != 0 and "holds no run" in out.stderr
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_the_smoke_run(smoke_workdir, tmp_path, monkeypatch):
   import nbclient  # pylint: disable=import-outside-toplevel
   import nbformat  # pylint: disable=import-outside-toplevel

@@ -28,6 +28,7 @@ def _setup(config):
   return mesh, plan, jax.device_put(state, NamedSharding(mesh, P()))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("background", [True, False])
 def test_ahead_of_time_stages_match_lazy_jit(smoke_config, background):
   mesh, plan, state = _setup(smoke_config)
@@ -59,6 +60,7 @@ def test_ahead_of_time_stages_match_lazy_jit(smoke_config, background):
   compiler.close()
 
 
+@pytest.mark.slow
 def test_no_host_sync_per_step(smoke_config, tmp_path, monkeypatch):
   """Metrics leave the device once per `log_every_steps`, never each step."""
   fetches = []

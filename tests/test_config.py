@@ -77,6 +77,7 @@ def test_flatten_head_needs_one_size():
   validate(config, num_devices=4)
 
 
+@pytest.mark.slow
 def test_cli_reports_config_error_before_any_work(tmp_path):
   workdir = tmp_path / "run"
   result = subprocess.run(

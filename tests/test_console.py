@@ -30,7 +30,7 @@ def progressive(args, cwd, timeout=600):
 def test_every_config_loads_from_another_directory(tmp_path):
   """Each file in configs/ (default variant) loads through `progressive arch`'s parser in a
   process whose directory and path know nothing of the repository."""
-  code = ("import sys\nfrom progressive import arch, cli\n"
+  code = ("import sys\nfrom progressive import cli\nfrom progressive.commands import arch\n"
           "for path in sys.argv[1:]:\n"
           "  fv = cli.parse(arch.COMMAND, ['prog', '--config=' + path])\n"
           "  print(path, fv.config.model.name)\n")
@@ -96,9 +96,9 @@ def test_a_config_importing_its_own_defaults_loads_from_its_project(tmp_path):
   `configs.base`, and loads from any directory."""
   configs = tmp_path / "project" / "configs"
   configs.mkdir(parents=True)
-  (configs / "base.py").write_text("from progressive import config_lib\n\n"
+  (configs / "base.py").write_text("from progressive import config\n\n"
                                    "def get_config():\n"
-                                   "  return config_lib.default_config()\n")
+                                   "  return config.default_config()\n")
   (configs / "mine.py").write_text(
       "from configs import base\n\ndef get_config(arg=None):\n"
       "  config = base.get_config()\n  config.model.channels = (4, 8, 16)\n  return config\n")

@@ -239,6 +239,7 @@ def test_imagenette_smoke_config_is_valid(mock_tfds):
     validate(config, jax.device_count())
 
 
+@pytest.mark.slow
 def test_grain_worker_processes_give_the_same_batches(mock_tfds):
   config = tfds_config("cifar10", augment="rrc_flip", num_workers=2)
   split = pipeline.open_split(config.data, "train", train=True)

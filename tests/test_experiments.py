@@ -17,6 +17,7 @@ from progressive.training.metrics import read_rows
 REPO = pathlib.Path(__file__).parents[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["size_sweep", "stability", "head", "fixres"])
 def test_experiment_smoke_sweeps_train(name, data_dir, tmp_path, compilation_cache):
   common = {"data.data_dir": data_dir, "progress_bar": False,
@@ -39,6 +40,7 @@ def test_experiment_smoke_sweeps_train(name, data_dir, tmp_path, compilation_cac
       assert accuracies[row["best_size"]] == max(accuracies.values())
 
 
+@pytest.mark.slow
 def test_progressive_vs_fixed_smoke_reports_budget_ensemble_and_seed_means(data_dir, tmp_path,
                                                                           compilation_cache):
   config_flag = f"{REPO}/configs/progressive_vs_fixed.py:smoke"
@@ -73,6 +75,7 @@ def test_progressive_vs_fixed_smoke_reports_budget_ensemble_and_seed_means(data_
   assert "Mean ± standard deviation over seeds:" in markdown and "softmax averaged over sizes 16, 24, 32" in markdown
 
 
+@pytest.mark.slow
 def test_train_test_size_smoke_reports_finetune_size_and_seed_ensembles(data_dir, tmp_path,
                                                                       compilation_cache):
   config_flag = f"{REPO}/configs/train_test_size.py:smoke"

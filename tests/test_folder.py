@@ -134,6 +134,7 @@ def test_training_batches_come_at_the_stage_size(photo_root):
   assert eval_batch["image"].shape == (8, 32, 32, 3)
 
 
+@pytest.mark.slow
 def test_folder_trains_two_stages_and_resumes_exactly(photo_root, tmp_path, monkeypatch):
   config = _config(photo_root)
   config.checkpoint_every_steps = 2

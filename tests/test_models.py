@@ -386,8 +386,8 @@ TRAIN_CASES = [
     ("simple_cnn", "blur"),
     ("vgg", "stride"),
     ("vgg11", "avg"),
-    ("resnet18", "max"),
-    ("resnet50", "blur"),
+    pytest.param("resnet18", "max", marks=pytest.mark.slow),  # 15 s here.
+    pytest.param("resnet50", "blur", marks=pytest.mark.slow),  # The bottleneck: 30 s here.
 ]
 
 

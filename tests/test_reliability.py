@@ -53,6 +53,7 @@ def reference(tmp_path_factory, data_dir):
   return config, workdir
 
 
+@pytest.mark.slow
 def test_sigterm_checkpoints_at_the_next_step_and_resumes_exactly(reference, tmp_path, monkeypatch):
   config, ref_dir = reference
   config = config.copy_and_resolve_references()
@@ -95,6 +96,7 @@ def _corrupt_state(step_dir: pathlib.Path):
       path.write_bytes(data[: len(data) // 2])
 
 
+@pytest.mark.slow
 def test_corrupt_latest_checkpoint_falls_back_and_is_kept(reference, tmp_path, capsys):
   config, ref_dir = reference
   workdir = tmp_path / "run"
@@ -276,6 +278,7 @@ def kill_setup(tmp_path_factory, data_dir):
   return config_path, reference_dir
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "moment,ready",
     [
@@ -345,6 +348,7 @@ def _without_lr_scale(workdir: pathlib.Path) -> None:
       checkpointer.save(path, state)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("make_older", [_as_older_version, _without_lr_scale])
 def test_partial_run_of_an_older_version_resumes_exactly(reference, tmp_path, monkeypatch, make_older):
   config, ref_dir = reference
@@ -396,6 +400,7 @@ def get_sweep(arg=None):
 """
 
 
+@pytest.mark.slow
 def test_a_signal_stops_a_sweep_before_its_next_point(tmp_path, monkeypatch, capsys):
   config_path = tmp_path / "sweep_config.py"
   config_path.write_text(textwrap.dedent(SWEEP_CONFIG.format(data_dir="/nonexistent", cache=None)))
@@ -435,6 +440,7 @@ def test_a_point_s_wall_time_counts_every_attempt_a_signal_stopped(tmp_path, mon
   assert measure.trained_seconds(tmp_path / "p0") == 50.0  # For aggregation to use.
 
 
+@pytest.mark.slow
 def test_a_signal_stops_a_point_s_measures_and_leaves_it_trained(tmp_path, monkeypatch):
   measured = []
 
@@ -452,6 +458,7 @@ def test_a_signal_stops_a_point_s_measures_and_leaves_it_trained(tmp_path, monke
   assert measure.trained_seconds(tmp_path / "p0") is not None
 
 
+@pytest.mark.slow
 def test_sigterm_stops_a_parallel_sweep_with_its_workers_checkpointed(tmp_path, data_dir,
                                                                      compilation_cache):
   config_path = tmp_path / "sweep_config.py"
@@ -510,6 +517,7 @@ def _deaf_then_stoppable(deaf, seconds):
   time.sleep(60)
 
 
+@pytest.mark.slow
 def test_a_dead_worker_s_sweep_stops_a_worker_that_ignored_the_first_sigterm():
   """After a worker dies, the pool's one SIGTERM can reach another while it ignores it
   (setting up its point); `_stop_workers` repeats it until that worker is gone, instead of

@@ -6,6 +6,8 @@ import pathlib
 import shutil
 import subprocess
 
+import pytest
+
 REPO = pathlib.Path(__file__).parents[1]
 
 SIDE_BY_SIDE_CONFIG = """
@@ -25,6 +27,7 @@ def get_sweep(arg=None):
 """
 
 
+@pytest.mark.slow
 def test_side_by_side_prepares_each_dataset_once_then_runs_every_sweep(data_dir, tmp_path):
   config = tmp_path / "tiny.py"
   config.write_text(SIDE_BY_SIDE_CONFIG)

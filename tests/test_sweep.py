@@ -201,6 +201,7 @@ def antialias_smoke(tmp_path_factory, data_dir, compilation_cache):
   return workdir, common, rows
 
 
+@pytest.mark.slow
 def test_sweep_runs_and_aggregates(antialias_smoke):
   workdir, _, rows = antialias_smoke
   assert [r["name"] for r in rows] == ["simple_cnn_stride", "simple_cnn_blur3"]
@@ -222,6 +223,7 @@ def test_sweep_runs_and_aggregates(antialias_smoke):
   assert (workdir / "results.png").stat().st_size > 1000
 
 
+@pytest.mark.slow
 def test_finished_points_are_skipped_and_partial_ones_resume(antialias_smoke, capsys):
   workdir, common, _ = antialias_smoke
   point = workdir / "simple_cnn_blur3"
@@ -238,6 +240,7 @@ def test_finished_points_are_skipped_and_partial_ones_resume(antialias_smoke, ca
   assert (point / measure.SUMMARY_FILE).exists()
 
 
+@pytest.mark.slow
 def test_points_copied_without_checkpoints_are_not_trained_again(antialias_smoke, tmp_path, capsys):
   """A workdir copied from the machine it ran on without its checkpoints (summaries and
   logs only) is finished for the sweep with the same measures, as for aggregation."""
@@ -257,6 +260,7 @@ def test_points_copied_without_checkpoints_are_not_trained_again(antialias_smoke
                                 measure.Settings(num_shift_images=16, tuning=True))
 
 
+@pytest.mark.slow
 def test_workers_train_the_same_points_as_one_process(antialias_smoke, tmp_path):
   """`workers=2` trains both points at once in spawned processes: the same accuracies,
   step for step, as the fixture's run one after another in this process."""
@@ -284,6 +288,7 @@ def test_workers_and_tune_only_are_refused_before_anything_runs(flag, message):
     sweep_command._main(fv)
 
 
+@pytest.mark.slow
 def test_aggregation_reports_missing_points(antialias_smoke, tmp_path):
   workdir, common, _ = antialias_smoke
   partial = tmp_path / "partial"
@@ -295,6 +300,7 @@ def test_aggregation_reports_missing_points(antialias_smoke, tmp_path):
   assert "1 of 2 points finished; missing: simple_cnn_blur3." in (partial / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_aggregating_with_other_measures_resummarises(antialias_smoke, tmp_path):
   workdir, common, _ = antialias_smoke
   copy = tmp_path / "copy"
@@ -310,6 +316,7 @@ def test_aggregating_with_other_measures_resummarises(antialias_smoke, tmp_path)
   assert "acc_ens" in (copy / "results.md").read_text()
 
 
+@pytest.mark.slow
 def test_aggregation_adds_the_scale_controls(antialias_smoke, tmp_path):
   workdir, common, _ = antialias_smoke
   copy = tmp_path / "copy"
@@ -481,6 +488,7 @@ def _tuned_sweep_file(tmp_path, arms: str) -> None:
       "def get_tuning(arg):\n  return {'field': 'opt.lr_max', 'grid': [0.1, 0.4], 'metric': 'acc@32'}\n")
 
 
+@pytest.mark.slow
 def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, monkeypatch):
   """A constructed case where validation and test disagree: validation prefers 0.1, the
   test split would prefer 0.4. Nothing is trained: training and summaries are faked."""
@@ -529,6 +537,7 @@ def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, mon
   assert (workdir / "tuning.csv").exists()
 
 
+@pytest.mark.slow
 def test_tune_only_trains_the_grid_and_no_point(tmp_path, monkeypatch):
   _tuned_sweep_file(tmp_path, "{'name': 'stride', 'model.downsample': 'stride'}")
   runs = []
@@ -631,6 +640,7 @@ def test_columns_are_unique_when_the_loop_and_the_controls_both_recalibrate():
   assert row["acc_bn@16"] == 0.375 and row["acc_canvas_bn@16"] == 0.625
 
 
+@pytest.mark.slow
 def test_a_point_finished_under_another_config_stops_the_sweep(antialias_smoke, tmp_path):
   # As when a tuning grid is extended and the choice moves: the finished point's
   # results would be reported as the new learning rate's, so the sweep refuses at once.

@@ -166,6 +166,7 @@ def test_non_finite_loss_stops_with_step_and_stage(smoke_config, tmp_path):
     train.train_and_evaluate(config, str(tmp_path))
 
 
+@pytest.mark.slow
 def test_adamw_with_one_cycle_per_stage_trains(smoke_config, tmp_path):
   config = smoke_config
   config.opt.name = "adamw"

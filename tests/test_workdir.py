@@ -226,6 +226,7 @@ def test_stale_hold_of_a_killed_run_is_taken_over(reference, killed, tmp_path, c
 # A full disk.
 
 
+@pytest.mark.slow
 def test_full_disk_during_the_asynchronous_write(reference, tmp_path, monkeypatch, capfd, caplog):
   config, ref_dir = reference
   workdir = tmp_path / "run"
@@ -262,6 +263,7 @@ def test_full_disk_during_the_asynchronous_write(reference, tmp_path, monkeypatc
   _assert_same_run(workdir, ref_dir)
 
 
+@pytest.mark.slow
 def test_checkpoint_that_would_not_fit_stops_before_writing(reference, tmp_path, monkeypatch, capsys):
   config, ref_dir = reference
   workdir = tmp_path / "run"
