@@ -14,8 +14,7 @@ import ml_collections
 from etils import epath
 from ml_collections import config_dict
 
-from progressive import errors
-from progressive import models, schedules
+from progressive import errors, models, schedules
 from progressive.data import augment, pipeline
 from progressive.optim import OPTIMIZERS
 

@@ -21,11 +21,15 @@ if len(sys.argv) > 3:
   jax.distributed.initialize(address, num_processes, process_id)
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P
+
 from configs import default  # noqa: E402
 from progressive import models, optim, schedules  # noqa: E402
-from progressive.training import steps  # noqa: E402
-from progressive.training import parallel
-from jax.sharding import NamedSharding, PartitionSpec as P  # noqa: E402
+from progressive.training import (
+  parallel,
+  steps,  # noqa: E402
+)
 
 config = default.get_config("smoke")
 mesh = parallel.make_mesh()

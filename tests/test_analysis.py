@@ -16,13 +16,12 @@ import numpy as np
 import pytest
 
 from progressive import analysis, schedules
-from progressive.training import train
 from progressive import config as config_lib
 from progressive.analysis import activations as activation_analysis
-from progressive.analysis import finetune, plots, shift
-from progressive.training import activations
 from progressive.analysis import ensemble as ensemble_lib
+from progressive.analysis import finetune, plots, shift
 from progressive.data import pipeline, scale_shapes
+from progressive.training import activations, train
 from progressive.training.metrics import read_rows
 
 REPO = pathlib.Path(__file__).resolve().parents[1]

@@ -13,8 +13,7 @@ import pytest
 
 from configs import default
 from progressive import models
-from progressive.models import geometry
-from progressive.models import layers
+from progressive.models import geometry, layers
 
 ROOT = pathlib.Path(__file__).parents[1]
 

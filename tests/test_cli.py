@@ -61,9 +61,11 @@ def test_a_bad_command_line_is_one_line(args, message):
 
 
 def test_execute_maps_errors_and_signals_to_exit_codes(monkeypatch, capsys):
-  from progressive.training import train  # pylint: disable=import-outside-toplevel
-  from progressive.training import checkpoints
   from progressive.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from progressive.training import (
+    checkpoints,
+    train,  # pylint: disable=import-outside-toplevel
+  )
 
   main = importlib.import_module("progressive.commands.train")
   fv = cli.parse(main.COMMAND, ["prog", SMOKE, "--workdir=/tmp/x"])

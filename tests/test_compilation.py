@@ -12,8 +12,8 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from progressive import models, optim, schedules
-from progressive.training import compilation, parallel, steps, train
 from progressive.data import pipeline
+from progressive.training import compilation, parallel, steps, train
 from progressive.training.metrics import read_rows
 
 REPO = pathlib.Path(__file__).parents[1]

@@ -10,8 +10,8 @@ import sys
 import pytest
 
 from progressive.data import folder
-from progressive.sweeps import spec
 from progressive.sweeps import run as runner
+from progressive.sweeps import spec
 from progressive.training.metrics import read_rows
 
 REPO = pathlib.Path(__file__).parents[1]

@@ -17,10 +17,10 @@ from jax._src import monitoring
 
 from configs import cifar10, imagenette
 from progressive import analysis
-from progressive.training import train
 from progressive.config import ConfigError, validate
 from progressive.data import augment, pipeline, splits
 from progressive.sweeps import measure
+from progressive.training import train
 from progressive.training.metrics import read_rows
 
 NUM_EXAMPLES = 48

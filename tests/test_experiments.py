@@ -8,10 +8,10 @@ import pathlib
 import numpy as np
 import pytest
 
-from progressive.sweeps import measure, spec, tables, tuning
-from progressive.sweeps import run as runner
 from progressive.analysis import controls
 from progressive.analysis import run as run_lib
+from progressive.sweeps import measure, spec, tables, tuning
+from progressive.sweeps import run as runner
 from progressive.training.metrics import read_rows
 
 REPO = pathlib.Path(__file__).parents[1]

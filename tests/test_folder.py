@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from configs import folder as folder_config
-from progressive.training import train
 from progressive import config as config_lib
 from progressive.data import augment, decode, folder, pipeline
 from progressive.data.resize import resize_images
+from progressive.training import train
 from progressive.training.metrics import read_rows
 from tests.runs import Killed, assert_same_params, die_after_save, train_rows
 

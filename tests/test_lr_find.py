@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from progressive.commands import lr_find as lr_find_command
-from progressive.training import lr_find
 from progressive.config import ConfigError
+from progressive.training import lr_find
 from progressive.training.workdir import WorkdirError
 
 ROOT = pathlib.Path(__file__).parents[1]

@@ -1,12 +1,12 @@
 """Two processes on this machine, coordinating over the loopback address."""
 
-import pytest
 import pathlib
 import socket
 import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from progressive.training.metrics import read_rows
 

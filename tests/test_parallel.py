@@ -8,8 +8,8 @@ from jax.sharding import PartitionSpec as P
 
 from configs import default
 from progressive import models, optim, schedules
-from progressive.training import parallel, steps, train
 from progressive.config import ConfigError
+from progressive.training import parallel, steps, train
 
 
 def _state_and_step(devices, config):

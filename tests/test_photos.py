@@ -5,12 +5,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from progressive.training import train
 from progressive import config as config_lib
 from progressive.analysis import plots, scale, shift
 from progressive.analysis import run as run_lib
 from progressive.data import photos, pipeline
 from progressive.sweeps import measure
+from progressive.training import train
 from progressive.training.metrics import read_rows
 
 SIZE = 32  # Stored side of the "small" config.

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from progressive import models
-from progressive.training import recalibrate
 from progressive.data.resize import preprocess
+from progressive.training import recalibrate
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.3, 0.3, 0.3)
 

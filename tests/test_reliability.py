@@ -22,10 +22,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from progressive.config import ConfigError
 from progressive.sweeps import measure, spec
 from progressive.sweeps import run as runner
 from progressive.training import checkpoints, compilation, parallel, train
-from progressive.config import ConfigError
 from progressive.training.metrics import read_rows
 from progressive.training.workdir import WorkdirError
 from tests.runs import Killed, assert_same_params, die_after_save, eval_rows, train_rows

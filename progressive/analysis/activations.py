@@ -3,7 +3,7 @@ training, and the statistics of restored checkpoints (`progressive.training.acti
 defines them, as fastai's `ActivationStats`).
 """
 
-from collections.abc import Sequence, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
@@ -11,7 +11,12 @@ import numpy as np
 from etils import epath
 
 from progressive.training.activations import (
-    HIST_BINS, STATS_FILE, activation_stats, layer_names, stats_rows)
+  HIST_BINS,
+  STATS_FILE,
+  activation_stats,
+  layer_names,
+  stats_rows,
+)
 from progressive.training.metrics import read_rows
 
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from progressive.models import geometry
 from progressive.analysis.scale import size_matrix_from_logits
+from progressive.models import geometry
 
 CANVAS_MODES = ("edge", "reflect", "constant")  # np.pad modes for a larger canvas.
 

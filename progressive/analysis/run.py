@@ -22,12 +22,11 @@ import orbax.checkpoint as ocp
 import pandas as pd
 from etils import epath
 
-from progressive import errors
-from progressive import models, schedules
-from progressive.training import recalibrate
 from progressive import config as config_lib
+from progressive import errors, models, schedules
 from progressive.data import pipeline
 from progressive.data.resize import preprocess
+from progressive.training import recalibrate
 from progressive.training.metrics import read_rows
 
 

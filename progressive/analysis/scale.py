@@ -18,10 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from progressive.models import geometry
 from progressive.data import photos, pipeline, scale_shapes
 from progressive.data.families import breakdown
 from progressive.data.families import mean_or_none as _mean
+from progressive.models import geometry
 
 # Object-scale bins (diameter, fraction of the canvas); the dataset draws 0.3 to 0.9.
 SCALE_BINS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)

@@ -22,8 +22,8 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import numpy as np
-from PIL import Image
 import tensorflow_datasets as tfds
+from PIL import Image
 
 SHAPE_NAMES = ("disc", "square", "triangle", "cross", "ring", "star")
 PATTERNS = ("stripes", "checks")

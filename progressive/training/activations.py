@@ -22,7 +22,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-
 STATS_FILE = "activation_stats.jsonl"
 HIST_BINS = 40
 HIST_RANGE = (0.0, 10.0)

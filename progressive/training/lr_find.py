@@ -21,12 +21,12 @@ import numpy as np
 import optax
 from etils import epath
 
-from progressive import models, schedules
-from progressive.training import compilation, parallel, train
 from progressive import config as config_lib
-from progressive.training import workdir as workdir_lib
+from progressive import models, schedules
 from progressive.config import ConfigError, validate
 from progressive.data import pipeline
+from progressive.training import compilation, parallel, train
+from progressive.training import workdir as workdir_lib
 from progressive.training.parallel import log
 
 DIVERGENCE = 4.0  # fastai stops once the smoothed loss exceeds 4x its minimum so far.

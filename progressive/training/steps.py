@@ -13,8 +13,8 @@ import jax.numpy as jnp
 import optax
 from flax.training import train_state
 
-from progressive.training import activations
 from progressive.data.resize import preprocess
+from progressive.training import activations
 
 AXIS = "batch"  # The data-parallel mesh axis that gradients and BN statistics average over.
 

@@ -20,13 +20,18 @@ import ml_collections
 from etils import epath
 
 from progressive import models, optim, schedules
-from progressive.training import checkpoints, compilation, parallel, steps
-from progressive.training import workdir as workdir_lib
-from progressive.training import activations
 from progressive.config import validate
 from progressive.data import pipeline
+from progressive.training import activations, checkpoints, compilation, parallel, steps
+from progressive.training import workdir as workdir_lib
 from progressive.training.evaluate import Recalibrated, evaluate
-from progressive.training.metrics import MetricsWriter, NonFiniteLossError, Progress, TrainMetrics, read_rows
+from progressive.training.metrics import (
+  MetricsWriter,
+  NonFiniteLossError,
+  Progress,
+  TrainMetrics,
+  read_rows,
+)
 from progressive.training.parallel import log
 from progressive.training.signals import StopSignals
 

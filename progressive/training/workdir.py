@@ -18,8 +18,8 @@ import numpy as np
 from etils import epath
 from jax.experimental import multihost_utils
 
-from progressive import errors
 from progressive import config as config_lib
+from progressive import errors
 
 
 class WorkdirError(errors.Error, RuntimeError):
