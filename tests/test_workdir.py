@@ -22,8 +22,7 @@ import pytest
 from etils import epath
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
-from progressive.commands import lr_find
-from progressive.training import checkpoints, train
+from progressive.training import checkpoints, lr_find, train
 from progressive.training import workdir as workdir_lib
 from progressive.training.metrics import MetricsWriter, read_rows
 from progressive.training.workdir import WorkdirError
