@@ -7,11 +7,12 @@ which features, how stable it is under small shifts, and how healthy its activat
 
 Modules: `run` (loading), `scale` (size matrix, object scale, receptive field),
 `controls` (batch-norm recalibration, canvas without resampling, grid alignment), `shift`
-(jaggedness, consistency), `activations` (ActivationStats), `ensemble` (multi-size),
+(jaggedness, consistency), `activations` (fastai's ActivationStats as training recorded
+them, and of restored checkpoints), `ensemble` (multi-size),
 `plots` (figures), `report` (everything into `DIR/analysis/`). See docs/ANALYSIS.md.
 
-Names are imported lazily, so `from progressive.analysis import activations` (what
-training needs) pulls in neither pandas, matplotlib nor `progressive.training.train`.
+Names are imported lazily: `from progressive import analysis` loads a module (and pandas
+or matplotlib with `report` and `plots`) only when one of its names is first used.
 """
 
 import importlib
