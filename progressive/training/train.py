@@ -84,7 +84,7 @@ class _Session:
   workdir: epath.Path
   info: pipeline.DatasetInfo
   mesh: jax.sharding.Mesh
-  train_split: Any
+  train_split: Any  # The splits, opened by `open_data` once the first stage's programs fit.
   eval_split: Any
   writer: MetricsWriter
   programs: compilation.Programs
@@ -95,6 +95,22 @@ class _Session:
   @property
   def sharding(self):
     return parallel.batch_sharding(self.mesh)
+
+  def open_data(self) -> None:
+    """Opens this process's shards of the splits (and reads the batch-norm control's
+    images), once: after the first stage's programs are compiled and checked against memory."""
+    if self.train_split is not None:
+      return
+    config, process, processes = self.config, jax.process_index(), jax.process_count()
+    self.train_split = pipeline.open_split(
+        config.data, config.data.train_split, shard=process, num_shards=processes, train=True
+    )
+    self.eval_split = pipeline.open_split(
+        config.data, config.data.eval_split, shard=process, num_shards=processes
+    )
+    if config.eval_bn_images and config.model.batch_norm:
+      self.recalibrated = Recalibrated(models.build(config.model, num_classes=self.info.num_classes),
+                                       config, self.info, self.sharding)
 
   def evaluate(self, state, step: int, stage: schedules.Stage) -> list[dict[str, Any]]:
     """Evaluates at the stage's size and every eval size; writes and returns the rows."""
@@ -216,13 +232,9 @@ def _train_stages(session: _Session, result: Result, plan, data_state, data_stag
 
 
 def _open_session(config, workdir, info, plan, mesh, state, mngr, step: int) -> _Session:
-  """Opens this process's shards of the splits and the metrics files, and queues the
-  compiles of every stage still to train."""
-  process, processes = jax.process_index(), jax.process_count()
-  train_split = pipeline.open_split(
-      config.data, config.data.train_split, shard=process, num_shards=processes, train=True
-  )
-  eval_split = pipeline.open_split(config.data, config.data.eval_split, shard=process, num_shards=processes)
+  """Opens the metrics files and queues the compiles of every stage still to train (the
+  data is opened by `_Session.open_data`)."""
+  process = jax.process_index()
   writer = MetricsWriter(workdir, resume_step=step, active=process == 0)
   if info.num_skipped and not step:
     writer.write("data", step=0, skipped_unreadable=info.num_skipped)
@@ -238,22 +250,19 @@ def _open_session(config, workdir, info, plan, mesh, state, mngr, step: int) -> 
         stats_model.apply, {"params": state.params, "batch_stats": state.batch_stats},
         jax.ShapeDtypeStruct((1, plan[0].size, plan[0].size, 3), jnp.float32),
     )
-  recalibrated = None
-  if config.eval_bn_images and config.model.batch_norm:
-    recalibrated = Recalibrated(models.build(config.model, num_classes=info.num_classes), config,
-                                info, parallel.batch_sharding(mesh))
   compiler = compilation.StageCompiler(background=config.compile_ahead)
-  compilation.submit_compiles(
+  stage_keys = compilation.submit_compiles(
       compiler, train_fn, eval_fn, state, [s for s in plan if step < s.end],
       info=info, eval_sizes=config.eval_sizes,
       eval_batch_size=config.eval_batch_size, sharding=parallel.batch_sharding(mesh),
       stats_fn=stats_fn,
   )
   programs = compilation.Programs(
-      compiler, writer, eval_batch_size=config.eval_batch_size, num_devices=mesh.size
+      compiler, writer, eval_batch_size=config.eval_batch_size, num_devices=mesh.size,
+      stage_keys=stage_keys, stages=config.stages,
   )
-  return _Session(config, workdir, info, mesh, train_split, eval_split, writer, programs, mngr,
-              layer_order, recalibrated)
+  return _Session(config, workdir, info, mesh, None, None, writer, programs, mngr,
+              layer_order, None)
 
 
 def _train_stage(session: _Session, result: Result, stage: schedules.Stage, data_state, stop, previous_stage_end):
@@ -262,7 +271,8 @@ def _train_stage(session: _Session, result: Result, stage: schedules.Stage, data
   `result.interrupted` and returns None."""
   config = session.config
   switch_start = time.perf_counter()
-  step_fn = session.programs.get(("train", stage.size, stage.batch_size), stage, result.step)
+  step_fn = session.programs.stage_step(stage, result.step)  # Its other programs checked too.
+  session.open_data()
   batches = parallel.stage_batches(
       session.train_split, config.seed, stage, session.sharding, data_state=data_state
   )
