@@ -62,8 +62,13 @@ def bare_step(config, info, size: int, batch_size: int, steps: int) -> dict:
   state = train.build_state(config, info, plan, mesh)
   step_fn = parallel.make_train_step(mesh, info.mean, info.std)
   sharding = parallel.batch_sharding(mesh)
-  rng = np.random.default_rng(0)
   host_size = info.train_image_size(size)
+  batch_shape = compilation.abstract_batch(batch_size, host_size, sharding)
+  start = time.perf_counter()
+  compiled = step_fn.lower(state, batch_shape, size).compile()
+  compile_s = time.perf_counter() - start
+  compilation.check_memory(compiled, f"The benchmark step ({size}px, batch {batch_size})", "--batch_sizes")
+  rng = np.random.default_rng(0)
   batch = parallel.shard_batch(
       {
           "image": rng.integers(0, 256, (batch_size, host_size, host_size, 3), np.uint8),
@@ -71,9 +76,6 @@ def bare_step(config, info, size: int, batch_size: int, steps: int) -> dict:
       },
       sharding,
   )
-  start = time.perf_counter()
-  compiled = step_fn.lower(state, batch, size).compile()
-  compile_s = time.perf_counter() - start
   for _ in range(3):  # Warm-up.
     state, metrics = compiled(state, batch)
   jax.block_until_ready(metrics)

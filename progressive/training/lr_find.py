@@ -245,20 +245,24 @@ def lr_find(
       config, info, plan, mesh, schedule=(lr_fn, optax.constant_schedule(momentum))
   )
 
+  # Compiled and checked against memory before any data is read.
+  sharding = parallel.batch_sharding(mesh)
+  compile_start = time.perf_counter()
+  parallel_step = parallel.make_train_step(mesh, info.mean, info.std)
+  batch_shape = compilation.abstract_batch(batch_size, info.train_image_size(size), sharding)
+  step_fn = parallel_step.lower(state, batch_shape, size).compile()
+  compile_seconds = time.perf_counter() - compile_start
+  what = f"The range test ({size}px, batch {batch_size})"
+  compilation.check_memory(step_fn, what, "--batch_size")
+  log(f"Compiled the training step ({size}px, batch {batch_size}) in {compile_seconds:.1f}s.")
+
   train_split = pipeline.open_split(
       config.data, config.data.train_split, shard=jax.process_index(),
       num_shards=jax.process_count(), train=True,
   )
   # The batches (order and augmentation) of the first stage of training.
-  batches = parallel.stage_batches(train_split, config.seed, plan[0], parallel.batch_sharding(mesh))
-
+  batches = parallel.stage_batches(train_split, config.seed, plan[0], sharding)
   first_batch = next(batches)
-  compile_start = time.perf_counter()
-  parallel_step = parallel.make_train_step(mesh, info.mean, info.std)
-  step_fn = parallel_step.lower(state, first_batch, size).compile()
-  compile_seconds = time.perf_counter() - compile_start
-  compilation.check_memory(step_fn, f"The range test ({size}px, batch {batch_size})", "--batch_size")
-  log(f"Compiled the training step ({size}px, batch {batch_size}) in {compile_seconds:.1f}s.")
 
   def all_batches():
     yield first_batch
