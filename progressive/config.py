@@ -7,6 +7,8 @@ command-line override fails in a second instead of after a dataset build and a c
 import copy
 import dataclasses
 import json
+import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +24,8 @@ STAGE_KEYS = ("size", "epochs", "steps", "batch_size")
 CYCLES = ("run", "stage")
 
 ON_RESUME = ("control", "resumable", "fixed")
+MAX_INT = 2**63 - 1  # The largest integer a field may hold (int64).
+MAX_STEPS = 2**31 - 1  # The most steps a run may take: the train state counts them in int32.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,6 +180,58 @@ def _positive_int(value, field: str) -> int:
   if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
     raise ConfigError(f"{field} must be a positive integer, got {value!r}.")
   return value
+
+
+def _numbers(value, name: str):
+  """`(dotted name, number)` of every number in a config value: in its fields, in dicts
+  (a stage) and in tuples (`opt.moms`, `stages`)."""
+  if isinstance(value, (Mapping, ml_collections.ConfigDict)):
+    for key, item in value.items():
+      yield from _numbers(item, f"{name}.{key}")
+  elif isinstance(value, (tuple, list)):
+    for i, item in enumerate(value):
+      yield from _numbers(item, f"{name}[{i}]")
+  elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+    yield name, value
+
+
+def _check_numbers(config) -> None:
+  """Every number is finite (no NaN, no infinity: `1e999` reads as infinity) and an
+  integer fits in 64 bits, so none overflows in a conversion later."""
+  for name, value in _numbers(config, "config"):
+    if isinstance(value, numbers.Integral):
+      if abs(int(value)) <= MAX_INT:
+        continue
+      problem, fix = "does not fit in 64 bits", "give a smaller one"
+    elif math.isfinite(value):
+      continue
+    elif math.isnan(value):
+      problem, fix = "is not a number", "give a finite one"
+    else:
+      problem, fix = "is infinite (a float beyond 1.8e308 reads as inf)", "give a finite one"
+    field = name.removeprefix("config.").split("[")[0]
+    if field == "stages":
+      example = "a stage is e.g. dict(size=32, epochs=2)"
+    elif name == f"config.{field}":
+      example = f"its default is {FIELDS_BY_NAME[field].default!r}"
+    else:
+      example = f"config.{field} defaults to {FIELDS_BY_NAME[field].default!r}"
+    raise ConfigError(f"{name}={value!r} {problem}; {fix} ({example}).")
+
+
+def _check_lengths(config, num_train: int) -> None:
+  """The stages' steps add up to at most `MAX_STEPS` (a large `epochs` or `steps` would
+  overflow the step count)."""
+  total = 0
+  for i, stage in enumerate(config.stages):
+    key = "steps" if stage.get("steps") is not None else "epochs"
+    batch_size = stage.get("batch_size") or config.batch_size
+    total += stage[key] if key == "steps" else stage[key] * (num_train // batch_size)
+    if total > MAX_STEPS:
+      raise ConfigError(
+          f"config.stages[{i}].{key}={stage[key]!r} makes the run longer than {MAX_STEPS} "
+          f"steps, the most a run can count; give fewer {key}."
+      )
 
 
 def _check_stages(config, min_size: int, num_devices: int) -> None:
@@ -354,6 +410,7 @@ def _check_fields(config) -> None:
 def validate(config, num_devices: int) -> None:
   """Raises `ConfigError` naming the first field that cannot work."""
   _check_fields(config)
+  _check_numbers(config)
   info = _check_data(config.data)
 
   model = config.model
@@ -405,6 +462,7 @@ def validate(config, num_devices: int) -> None:
         "run (or one of its checkpoint folders) to take parameters from."
     )
 
+  _check_lengths(config, info.num_train)
   plan = schedules.stage_plan(config.stages, config.batch_size, info.num_train)
   for stage in plan:
     if stage.batch_size > info.num_train:
