@@ -1,14 +1,54 @@
-"""Faults of training itself: non-finite config values. Each ends in one line."""
+"""Faults of training itself: non-finite config values, steps and states, and a signal
+during a stage's end. Each ends in one line and loses nothing a rerun cannot redo.
+
+Steps are poisoned by wrapping `steps.train_step` (looked up when the step is traced):
+an infinite learning rate on chosen steps makes the update overflow while the loss and
+gradients stay finite, as `--config.opt.lr_max=inf` did before the config refused it.
+"""
 
 import importlib
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from absl import logging
+from etils import epath
 
 from progressive import cli
 from progressive.config import ConfigError, validate
+from progressive.training import checkpoints, steps, train
+from progressive.training.metrics import read_rows
 
 TRAIN = importlib.import_module("progressive.commands.train").COMMAND
+
+
+def _poison(monkeypatch, when):
+  """Makes the update of the steps where `when(step, size)` holds overflow: `step` is the
+  state's step before it (traced), `size` the stage's (static)."""
+  real = steps.train_step
+
+  def poisoned(state, batch, *, size, **kwargs):
+    hyperparams = state.opt_state.hyperparams
+    lr_scale = hyperparams["lr_scale"]
+    bad = {**hyperparams, "lr_scale": jnp.where(when(state.step, size), jnp.inf, lr_scale)}
+    state, metrics = real(state.replace(opt_state=state.opt_state._replace(hyperparams=bad)),
+                          batch, size=size, **kwargs)
+    restored = {**state.opt_state.hyperparams, "lr_scale": lr_scale}
+    return state.replace(opt_state=state.opt_state._replace(hyperparams=restored)), metrics
+
+  monkeypatch.setattr(steps, "train_step", poisoned)
+
+
+def _all_finite(workdir) -> dict[int, bool]:
+  """Whether every leaf of each checkpoint's state on disk is finite, by step."""
+  workdir = epath.Path(workdir)
+  return {
+      step: all(np.all(np.isfinite(leaf)) for leaf in jax.tree.leaves(
+          ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")))
+      for step in checkpoints.steps_on_disk(workdir)
+  }
 
 
 def _execute(argv, capsys):
@@ -76,3 +116,50 @@ def test_non_finite_or_overflowing_values_name_the_field(edit, pattern, smoke_co
   edit(smoke_config)
   with pytest.raises(ConfigError, match=pattern):
     validate(smoke_config, num_devices=4)
+
+
+# Non-finite steps and states.
+
+
+def test_non_finite_steps_can_be_skipped(smoke_config, tmp_path, monkeypatch):
+  _poison(monkeypatch, lambda step, size: step % 4 == 1)  # A quarter of the steps.
+  smoke_config.skip_nonfinite = True
+  summary = train.train_and_evaluate(smoke_config, str(tmp_path))
+  rows = [r for r in read_rows(tmp_path / "metrics.jsonl") if r["event"] == "train"]
+  assert summary.step == 24
+  assert [r["skipped"] for r in rows] == [1] * 6  # Their loss was finite; their update not.
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(jax.device_get(summary.state.params)))
+  assert all(_all_finite(tmp_path).values())
+
+
+def test_a_run_that_skips_most_steps_stops_in_one_line(data_dir, tmp_path, monkeypatch, capsys):
+  _poison(monkeypatch, lambda step, size: size == 24)  # Every step of the second stage.
+  workdir = tmp_path / "run"
+  status, err = _execute([
+      "--config=configs/default.py:smoke", f"--workdir={workdir}",
+      f"--config.data.data_dir={data_dir}", "--config.progress_bar=False",
+      "--config.skip_nonfinite=True", "--config.eval_sizes=(16,)",
+      "--config.stages=({'size': 16, 'steps': 4}, {'size': 24, 'steps': 8})",
+  ], capsys)
+  assert status == (
+      "Training stopped: 8 of the last 12 steps (to step 12, stage 1, 24px) were skipped as "
+      "non-finite (config.skip_nonfinite), more than 50%. The last checkpoint, "
+      f"{workdir}/checkpoints/4, holds finite parameters. Lower config.opt.lr_max and train "
+      "again in a new --workdir."
+  )
+  assert "Traceback" not in err and "NaN or Inf" not in err, err
+  rows = [r for r in read_rows(workdir / "metrics.jsonl") if r["event"] == "train"]
+  assert [(r["step"], r["skipped"]) for r in rows] == [(4, 0), (8, 4), (12, 4)]
+  assert _all_finite(workdir) == {4: True}
+
+
+def test_a_state_that_is_not_finite_is_never_checkpointed(smoke_config, tmp_path, monkeypatch):
+  _poison(monkeypatch, lambda step, size: step == 0)
+  smoke_config.stages = (dict(size=16, steps=1), dict(size=24, steps=1))
+  smoke_config.eval_sizes = (16,)
+  # The loss of step 1 is finite (taken before its update): only the state is not.
+  with pytest.raises(train.NonFiniteLossError, match=(
+      r"^The state at step 1 \(stage 0, 16px\) is not finite: parameter \['params'\]\S+ "
+      r"holds NaN or infinity; it was not checkpointed\. No checkpoint was written\. Lower ")):
+    train.train_and_evaluate(smoke_config, str(tmp_path))
+  assert checkpoints.steps_on_disk(epath.Path(tmp_path)) == []

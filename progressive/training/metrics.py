@@ -3,15 +3,17 @@
 Every row has an `event` field (`train`, `eval`, `compile`, `stage`) and a `step`.
 TensorBoard events are written with tensorboardX, which needs no TensorFlow.
 `TrainMetrics` keeps the training step's metrics on the device until they are fetched
-(every N steps), and `Progress` is the per-stage progress bar.
+(every N steps), and stops a run on a non-finite loss, or on too many skipped steps
+(`SkippedSteps`); `Progress` is the per-stage progress bar.
 """
 
+import collections
 import contextlib
 import dataclasses
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jax
@@ -85,7 +87,8 @@ class MetricsWriter:
     for row in rows:
       self._stats_file.write(json.dumps(row) + "\n")
       for key in ("mean", "std", "near_zero"):
-        self._tb.add_scalar(f"activations/{row['layer']}/{key}", row[key], row["step"])
+        if math.isfinite(row[key]):  # tensorboardX warns of each NaN or inf.
+          self._tb.add_scalar(f"activations/{row['layer']}/{key}", row[key], row["step"])
     self._stats_file.flush()
 
   def close(self) -> None:
@@ -96,8 +99,36 @@ class MetricsWriter:
     self._tb.close()
 
 
+# With config.skip_nonfinite, a run stops when more than SKIP_SHARE of its last SKIP_WINDOW
+# steps (of all the steps this process trained, while fewer) were skipped as non-finite.
+SKIP_WINDOW, SKIP_SHARE = 50, 0.5
+
+
 class NonFiniteLossError(FloatingPointError):
-  """The training loss became NaN or infinite."""
+  """The training loss or state became NaN or infinite; or, with `skip_nonfinite`, more
+  than `SKIP_SHARE` of the recent steps were skipped."""
+
+
+class SkippedSteps:
+  """Which of a run's last `window` steps were skipped as non-finite, across stages."""
+
+  def __init__(self, window: int = SKIP_WINDOW, share: float = SKIP_SHARE):
+    self.share = share
+    self.recent = collections.deque(maxlen=window)
+    self.total, self.steps = 0, 0  # Steps skipped, of those trained, in this process.
+
+  def add(self, skipped: bool) -> None:
+    self.recent.append(bool(skipped))
+    self.total += bool(skipped)
+    self.steps += 1
+
+  def too_many(self) -> bool:
+    return sum(self.recent) > self.share * len(self.recent)
+
+
+def checkpoint_note(path: str | None, holds: str) -> str:
+  """What the last checkpoint (`path`, None if none was written) holds, for an error."""
+  return f"The last checkpoint, {path}, holds {holds}." if path else "No checkpoint was written."
 
 
 @dataclasses.dataclass
@@ -128,10 +159,16 @@ class TrainMetrics:
   """Step metrics left on the device until fetched: every N steps, or before a
   checkpoint or an evaluation, so a checkpoint never holds a non-finite state."""
 
-  def __init__(self, writer: MetricsWriter, stage, progress: Progress):
+  def __init__(self, writer: MetricsWriter, stage, progress: Progress, *,
+               skipped: SkippedSteps | None = None,
+               last_checkpoint: Callable[[], str | None] = lambda: None):
+    """`skipped`: the run's record of skipped steps (with `skip_nonfinite`);
+    `last_checkpoint`: the folder of the latest checkpoint, for the errors."""
     self._writer = writer
     self._stage = stage
     self._progress = progress
+    self._skipped = skipped
+    self._last_checkpoint = last_checkpoint
     self._pending = []
     self._since = time.perf_counter()
     self.last_finite_loss = None
@@ -141,7 +178,8 @@ class TrainMetrics:
 
   def flush(self, step: int) -> None:
     """Fetches the pending metrics, writes their `train` row and moves the progress bar;
-    `NonFiniteLossError` on a non-finite loss that was not skipped."""
+    `NonFiniteLossError` on a non-finite loss that was not skipped, or (after the row)
+    when more than `SKIP_SHARE` of the recent steps were skipped."""
     stage, progress = self._stage, self._progress
     if not self._pending:
       return
@@ -155,9 +193,9 @@ class TrainMetrics:
       elif not m.get("skipped"):
         raise NonFiniteLossError(
             f"Non-finite loss {loss} at step {first + offset} (stage {stage.index}, "
-            f"{stage.size}px); the last finite loss was {self.last_finite_loss}. The last "
-            "checkpoint holds the state before it. Lower config.opt.lr_max, or set "
-            "config.skip_nonfinite=True to skip such steps."
+            f"{stage.size}px); the last finite loss was {self.last_finite_loss}. "
+            f"{checkpoint_note(self._last_checkpoint(), 'the state before it')} Lower "
+            "config.opt.lr_max, or set config.skip_nonfinite=True to skip such steps."
         )
     row = dict(
         step=step,
@@ -179,6 +217,24 @@ class TrainMetrics:
     )
     self._pending = []
     self._since = time.perf_counter()
+    if self._skipped is not None and "skipped" in fetched[0]:
+      self._check_skipped([int(m["skipped"]) for m in fetched], step)
+
+  def _check_skipped(self, flags: list[int], step: int) -> None:
+    skipped, stage = self._skipped, self._stage
+    for flag in flags:
+      skipped.add(flag)
+    if skipped.too_many():
+      overall = ""
+      if skipped.steps > len(skipped.recent):
+        overall = f" ({skipped.total} of the {skipped.steps} steps this process trained)"
+      raise NonFiniteLossError(
+          f"{sum(skipped.recent)} of the last {len(skipped.recent)} steps (to step {step}, "
+          f"stage {stage.index}, {stage.size}px) were skipped as non-finite "
+          f"(config.skip_nonfinite), more than {skipped.share:.0%}{overall}. "
+          f"{checkpoint_note(self._last_checkpoint(), 'finite parameters')} Lower "
+          "config.opt.lr_max and train again in a new --workdir."
+      )
 
   @contextlib.contextmanager
   def paused(self, step: int):

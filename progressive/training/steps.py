@@ -42,6 +42,11 @@ def create_train_state(model, tx, rng: jax.Array, image_size: int) -> TrainState
   )
 
 
+def all_finite(tree) -> jax.Array:
+  """Whether every element of every array in `tree` is finite (a boolean scalar)."""
+  return jnp.all(jnp.asarray([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def train_step(
     state: TrainState,
     batch,
@@ -59,9 +64,10 @@ def train_step(
   gradients: under `shard_map`, JAX sums the cotangents of a replicated input over the
   axis itself. Batch-norm statistics are reduced over the axis by the model
   (`bn_axis_name`). N devices thus compute what one device would on the whole batch.
-  With `skip_nonfinite`, a step whose loss or gradients are not finite leaves the
-  parameters, batch statistics and optimiser state as they were (only `step` advances)
-  and counts itself in the `skipped` metric.
+  With `skip_nonfinite`, a step whose loss, gradients, updated parameters, batch
+  statistics or optimiser state are not finite (a finite gradient times a huge learning
+  rate overflows) leaves the parameters, batch statistics and optimiser state as they
+  were (only `step` advances) and counts itself in the `skipped` metric.
   Returns the new state and the step's metrics (scalars, left on the device).
   """
   images = preprocess(batch["image"], size, mean, std)
@@ -87,9 +93,7 @@ def train_step(
       "momentum": hyperparams["momentum"],
   }
   if skip_nonfinite:
-    finite = jnp.isfinite(loss) & jnp.all(
-        jnp.asarray([jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)])
-    )
+    finite = all_finite((loss, grads, new_state.params, new_state.batch_stats, new_state.opt_state))
     kept = jax.tree.map(
         lambda new, old: jnp.where(finite, new, old),
         (new_state.params, new_state.batch_stats, new_state.opt_state),

@@ -29,7 +29,9 @@ from progressive.training.metrics import (
   MetricsWriter,
   NonFiniteLossError,
   Progress,
+  SkippedSteps,
   TrainMetrics,
+  checkpoint_note,
   read_rows,
 )
 from progressive.training.parallel import log
@@ -91,6 +93,7 @@ class _Session:
   mngr: Any
   layer_order: list[str] | None  # Activation-statistics rows in model order, if recorded.
   recalibrated: Recalibrated | None  # accuracy_bn at the other eval sizes, if asked for.
+  skipped: SkippedSteps | None = None  # The steps skipped as non-finite (skip_nonfinite).
 
   @property
   def sharding(self):
@@ -126,7 +129,22 @@ class _Session:
       self.writer.write("eval", step=step, stage=stage.index, split=self.config.data.eval_split, **row)
     return rows
 
+  def last_checkpoint(self) -> str | None:
+    """The folder of the latest checkpoint (perhaps still being written), if any."""
+    step = self.mngr.latest_step()
+    return None if step is None else str(self.workdir / "checkpoints" / str(step))
+
   def save(self, state, step: int, stage: schedules.Stage, data_state) -> None:
+    """Checkpoints `state`; `NonFiniteLossError` instead if it is not finite."""
+    try:
+      checkpoints._check_finite({"params": state.params, "batch_stats": state.batch_stats})
+    except ValueError as e:
+      raise NonFiniteLossError(
+          f"The state at step {step} (stage {stage.index}, {stage.size}px) is not finite: "
+          f"{e}; it was not checkpointed. "
+          f"{checkpoint_note(self.last_checkpoint(), 'the state before it')} Lower "
+          "config.opt.lr_max, or set config.skip_nonfinite=True to skip such steps."
+      ) from None
     checkpoints.save(
         self.mngr, step, state, data_state, stage=stage.index,
         config_json=json.loads(self.config.to_json()),
@@ -262,7 +280,7 @@ def _open_session(config, workdir, info, plan, mesh, state, mngr, step: int) -> 
       stage_keys=stage_keys, stages=config.stages,
   )
   return _Session(config, workdir, info, mesh, None, None, writer, programs, mngr,
-              layer_order, None)
+              layer_order, None, SkippedSteps() if config.skip_nonfinite else None)
 
 
 def _train_stage(session: _Session, result: Result, stage: schedules.Stage, data_state, stop, previous_stage_end):
@@ -280,7 +298,8 @@ def _train_stage(session: _Session, result: Result, stage: schedules.Stage, data
       stage.num_steps, result.step - stage.start, f"stage {stage.index} ({stage.size}px)",
       config.progress_bar and parallel.is_primary(),
   )
-  metrics = TrainMetrics(session.writer, stage, progress)
+  metrics = TrainMetrics(session.writer, stage, progress, skipped=session.skipped,
+                         last_checkpoint=session.last_checkpoint)
   try:
     batches.fill()
     session.writer.write(
