@@ -7,6 +7,8 @@ gradients stay finite, as `--config.opt.lr_max=inf` did before the config refuse
 """
 
 import importlib
+import os
+import signal
 
 import jax
 import jax.numpy as jnp
@@ -18,8 +20,9 @@ from etils import epath
 
 from progressive import cli
 from progressive.config import ConfigError, validate
-from progressive.training import checkpoints, steps, train
+from progressive.training import checkpoints, compilation, steps, train
 from progressive.training.metrics import read_rows
+from tests.runs import assert_same_params, eval_rows, train_rows
 
 TRAIN = importlib.import_module("progressive.commands.train").COMMAND
 
@@ -163,3 +166,56 @@ def test_a_state_that_is_not_finite_is_never_checkpointed(smoke_config, tmp_path
       r"holds NaN or infinity; it was not checkpointed\. No checkpoint was written\. Lower ")):
     train.train_and_evaluate(smoke_config, str(tmp_path))
   assert checkpoints.steps_on_disk(epath.Path(tmp_path)) == []
+
+
+# A signal during a stage's end.
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir):
+  """An uninterrupted smoke run (checkpoints at the stage ends: steps 8, 16, 24)."""
+  from configs import default  # pylint: disable=import-outside-toplevel
+
+  config = default.get_config("smoke")
+  config.data.data_dir = data_dir
+  config.progress_bar = False
+  workdir = tmp_path_factory.mktemp("reference")
+  train.train_and_evaluate(config, str(workdir))
+  return config, workdir
+
+
+@pytest.mark.slow
+def test_sigint_during_the_stage_end_evaluation_stops_before_the_next_stage(
+    reference, tmp_path, monkeypatch):
+  config, ref_dir = reference
+  config = config.copy_and_resolve_references()
+  config.compile_ahead = False  # Each program compiles when first used, so a wait shows.
+  compiled = []
+  real_compile, real_evaluate = compilation._compile, train._Session.evaluate
+
+  def compile_(fn, args, static):
+    compiled.append(static)
+    return real_compile(fn, args, static)
+
+  def evaluate_then_sigint(self, state, step, stage):
+    if stage.index == 0:  # Ctrl-C while the first stage's end is evaluated.
+      os.kill(os.getpid(), signal.SIGINT)
+    return real_evaluate(self, state, step, stage)
+
+  monkeypatch.setattr(compilation, "_compile", compile_)
+  monkeypatch.setattr(train._Session, "evaluate", evaluate_then_sigint)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  monkeypatch.undo()
+  assert summary.interrupted == "SIGINT" and summary.step == 8
+  assert checkpoints.steps_on_disk(epath.Path(tmp_path)) == [8]  # The stage's end, complete.
+  assert 24 not in compiled  # Stage 1's program (24 px) never compiled,
+  assert not [r for r in read_rows(tmp_path / "metrics.jsonl") if r.get("stage") == 1]  # nor ran.
+
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary.step == 24 and summary.interrupted is None
+  assert summary.compile[0]["step"] == 8 and summary.compile[0]["stage"] == 1  # Resumed.
+  assert train_rows(tmp_path) == train_rows(ref_dir)
+  assert eval_rows(tmp_path) == eval_rows(ref_dir)
+  params = [ocp.StandardCheckpointer().restore(w / "checkpoints" / "24" / "state")["params"]
+            for w in (tmp_path, ref_dir)]
+  assert_same_params(*params)

@@ -9,7 +9,8 @@ from jax.experimental import multihost_utils
 
 
 class StopSignals:
-  """Turns SIGTERM and SIGINT into a request to checkpoint at the next step boundary.
+  """Turns SIGTERM and SIGINT into a request to checkpoint at the next step boundary (or,
+  during a stage's end, after its checkpoint) and stop.
 
   A second SIGINT interrupts at once. Handlers are only installed from the main thread
   (Python allows no other) and are restored on exit.
@@ -26,7 +27,8 @@ class StopSignals:
     if self.signum == signal.SIGINT and signum == signal.SIGINT:
       raise KeyboardInterrupt
     self.signum = signum
-    print(f"\nReceived {signal.Signals(signum).name}: saving a checkpoint at the next step.")
+    print(f"\nReceived {signal.Signals(signum).name}: saving a checkpoint at the next step, "
+          "or at the stage's end, then stopping.")
 
   def __enter__(self):
     if threading.current_thread() is threading.main_thread():

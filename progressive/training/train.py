@@ -231,7 +231,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path, 
 
 def _train_stages(session: _Session, result: Result, plan, data_state, data_stage) -> None:
   """Trains the stages still to train, evaluating and checkpointing at each one's end,
-  until the last or a stop signal."""
+  until the last or a stop signal. A signal during a stage's end (its last step, the
+  evaluation, the checkpoint) stops after its checkpoint, before the next stage compiles."""
   previous_stage_end = None
   with StopSignals() as stop:
     for stage in plan:
@@ -247,6 +248,18 @@ def _train_stages(session: _Session, result: Result, plan, data_state, data_stag
       accuracies = ", ".join(f"{r['size']}px {r['accuracy']:.3f}" for r in result.eval)
       log(f"Stage {stage.index} ({stage.size}px) done at step {result.step}: accuracy on "
           f"{session.config.data.eval_split} {accuracies}")
+      signum = stop.requested(can_sync=True)
+      if signum and stage.index < plan[-1].index:
+        _stopped(session, result, signum, f"at the end of stage {stage.index} (step {result.step})")
+        return
+
+
+def _stopped(session: _Session, result: Result, signum: int, where: str) -> None:
+  """Waits for the checkpoint just saved and records the signal that stopped the run."""
+  checkpoints.wait(session.mngr)
+  result.interrupted = signal.Signals(signum).name
+  log(f"Stopped by {result.interrupted} {where}; checkpoint saved in "
+      f"{session.workdir / 'checkpoints'}. Run the same command again to resume.")
 
 
 def _open_session(config, workdir, info, plan, mesh, state, mngr, step: int) -> _Session:
@@ -324,12 +337,8 @@ def _train_stage(session: _Session, result: Result, stage: schedules.Stage, data
       if stop.requested(can_sync=at_log) and step < stage.end:
         with metrics.paused(step):
           session.save(state, step, stage, batches.state)
-          checkpoints.wait(session.mngr)
-        result.interrupted = signal.Signals(stop.requested(can_sync=True)).name
-        log(
-            f"Stopped by {result.interrupted} at step {step} (stage {stage.index}); checkpoint "
-            f"saved in {session.workdir / 'checkpoints'}. Run the same command again to resume."
-        )
+        signum = stop.requested(can_sync=True)
+        _stopped(session, result, signum, f"at step {step} (stage {stage.index})")
         return None
       if every(config.eval_every_steps, step, stage):
         with metrics.paused(step):
