@@ -27,15 +27,35 @@ class WorkdirError(errors.Error, RuntimeError):
 
 
 def write_atomically(path, write: Callable[[epath.Path], Any]) -> None:
-  """`write(tmp)` then renames `tmp` to `path`, so no reader ever sees half a file."""
+  """`write(tmp)` then renames `tmp` to `path`, so no reader ever sees half a file; if
+  the write fails (a full disk), `tmp` is removed and `path` is left as it was."""
   path = epath.Path(path)
   tmp = path.parent / (path.name + ".tmp")
-  write(tmp)
-  tmp.replace(path)
+  try:
+    write(tmp)
+    tmp.replace(path)
+  except BaseException:
+    try:
+      tmp.unlink()
+    except OSError:
+      pass
+    raise
 
 
 def write_text_atomically(path, text: str) -> None:
   write_atomically(path, lambda tmp: tmp.write_text(text))
+
+
+def write_output(path, write: Callable[[epath.Path], Any], fix: str) -> None:
+  """`write_atomically` for a command's output file: a full disk or quota is a
+  `WorkdirError` naming the file and `fix` (what to do once there is room)."""
+  try:
+    write_atomically(path, write)
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    raise WorkdirError(f"Cannot write {path}: {e.strerror or e}. Its disk (or quota) is full: "
+                       f"free some space there, then {fix}") from None
 
 
 def ensure_writable(workdir: epath.Path) -> None:
@@ -128,12 +148,13 @@ class Hold:
   or the host has restarted since (another boot id); from another host (a shared
   filesystem), when its heartbeat is older than `STALE_SECONDS` (clocks are assumed to
   agree to well within that). `--force` never overrides a live hold. In a multi-process
-  run only process 0 takes it, and every process learns whether it did.
+  run only process 0 takes it, and every process learns whether it did. `file` names
+  another hold in the same folder (a sweep's, beside its points' folders).
   """
 
-  def __init__(self, workdir):
+  def __init__(self, workdir, file: str = HOLD_FILE):
     self.workdir = epath.Path(workdir)
-    self.path = self.workdir / HOLD_FILE
+    self.path = self.workdir / file
     self.token = uuid.uuid4().hex
     self._stop = threading.Event()
     self._thread = None
@@ -191,10 +212,14 @@ class Hold:
           )
         continue
       self._started = time.time()
-      with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(self._record(self._started)))
-        f.flush()
-        os.fsync(f.fileno())
+      try:
+        with os.fdopen(fd, "w") as f:
+          f.write(json.dumps(self._record(self._started)))
+          f.flush()
+          os.fsync(f.fileno())
+      except OSError:  # A full disk: no empty hold is left to look like another run's.
+        os.unlink(self.path)
+        raise
       self._held = True
       _HELD_TOKENS.add(self.token)
       self._thread = threading.Thread(target=self._beat, name="workdir-hold", daemon=True)
@@ -220,7 +245,7 @@ class Hold:
 
   def _remove(self, holder: dict[str, Any]) -> bool:
     """Moves the stale hold `holder` away; False if another run changed it meanwhile."""
-    aside = self.path.parent / f"{HOLD_FILE}.stale.{self.token}"
+    aside = self.path.parent / f"{self.path.name}.stale.{self.token}"
     try:
       os.rename(self.path, aside)
     except FileNotFoundError:
