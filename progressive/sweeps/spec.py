@@ -142,6 +142,25 @@ def point_name(overrides: Mapping[str, Any]) -> str:
   return re.sub(r"[^A-Za-z0-9_.,=+-]+", "_", "_".join(parts))
 
 
+def check_point_name(name: str) -> None:
+  """`ValueError` unless `name` is a plain folder name, so that its point trains inside
+  the sweep folder (`DIR/<name>/`): not empty, not `.` or `..`, no path separator."""
+  if not name:
+    rule = "it is empty"
+  elif name == ".":
+    rule = "it names the sweep folder itself"
+  elif name == "..":
+    rule = "it names the folder above"
+  elif "/" in name or "\\" in name:
+    rule = "it holds a path separator"
+  elif "\0" in name:
+    rule = "it holds a NUL character"
+  else:
+    return
+  raise ValueError(f"Sweep point name {name!r} is not a plain folder name: {rule}; a point "
+                   "trains into <sweep folder>/<name>/, so give it a plain folder name.")
+
+
 def arm_key(overrides: Mapping[str, Any]) -> str:
   """What a point is without its seed: its other overrides (the arm tuning chooses for)."""
   return json.dumps({k: v for k, v in overrides.items() if k not in ("seed", "name")},
@@ -283,12 +302,14 @@ class Sweep:
 
   def expand(self, choice: Mapping[str, Any] | None = None) -> list[Point]:
     """Every point, its config made afresh. A tuning `choice` (`tuning.choose`) sets its
-    field per arm; a point that sets the field itself keeps its own."""
+    field per arm; a point that sets the field itself keeps its own. A point whose name
+    is not a plain folder name (`check_point_name`) or is another's is a `ValueError`."""
     points = []
     for overrides in self.overrides:
       name = point_name(overrides)
+      check_point_name(name)
       if any(name == p.name for p in points):
-        raise ValueError(f"Two sweep points share the name {name!r}; give them a 'name'.")
+        raise ValueError(f"Two sweep points share the name {name!r}; give each its own 'name'.")
       config = apply_overrides(self.base, overrides)
       chosen = (choice or {}).get("values", {}).get(arm_key(overrides))
       if chosen is not None and choice["field"] not in overrides:
@@ -320,7 +341,7 @@ def load(flag: str, common: Mapping[str, Any] | None = None) -> Sweep:
   sweep = Sweep(flag=flag, path=str(epath.Path(path).resolve()), arg=arg,
                 base=apply_overrides(module.get_config(arg), common),
                 overrides=tuple(dict(o) for o in module.get_sweep(arg)), common=common)
-  sweep.expand()  # Bad overrides and shared names fail here.
+  sweep.expand()  # Bad overrides, names and shared names fail here.
   tuning = hook("get_tuning")
   return dataclasses.replace(
       sweep, tuning=None if tuning is None else Tuning.from_dict(tuning),
