@@ -4,14 +4,15 @@
 measures), and writes `DIR/results.csv`, `DIR/results.md` and `DIR/results.png`. With
 several seeds it also writes `DIR/results_mean.csv` (mean and standard deviation over
 each seed group), `DIR/results_intervals.csv` (each mean's 95% interval) and, for the
-sweep's comparisons, `DIR/comparisons.csv`; with tuning, `DIR/tuning.csv`.
+sweep's comparisons, `DIR/comparisons.csv`; with tuning, `DIR/tuning.csv`. Each is written
+whole (`folder.write_file`), with the sweep folder held (`folder.held`).
 """
 
 from collections.abc import Sequence
 
 from etils import epath
 
-from progressive.sweeps import measure, spec, tables, tuning
+from progressive.sweeps import folder, measure, spec, tables, tuning
 
 
 def aggregate(sweep: spec.Sweep, workdir: str, *,
@@ -24,9 +25,14 @@ def aggregate(sweep: spec.Sweep, workdir: str, *,
   seed groups of `comparisons` (default: the sweep's) `comparisons.csv`) and
   `results.png`. `settings` are `measure.Settings.of`'s (`num_shift_images`, `max_shift`,
   `bn_images`; `ensemble_sizes` and `finetune` default to the sweep's). Returns the rows,
-  one per finished point."""
-  settings = measure.Settings.of(sweep, **settings)
-  workdir = epath.Path(workdir)
+  one per finished point. Holds the sweep folder meanwhile: another sweep using it is a
+  `WorkdirError` naming it, and so is a full disk, naming the file."""
+  with folder.held(workdir):
+    return _aggregate(sweep, epath.Path(workdir), comparisons,
+                      measure.Settings.of(sweep, **settings))
+
+
+def _aggregate(sweep: spec.Sweep, workdir: epath.Path, comparisons, settings: measure.Settings):
   choice = tuning.read_choice(workdir)
   if choice is None and sweep.tuning is not None:
     try:  # Tuning runs finished elsewhere (--print_commands): choose now.
@@ -79,7 +85,7 @@ def aggregate(sweep: spec.Sweep, workdir: str, *,
                   f"{r['arm']} {choice['values'][r['key']]}" for r in
                   {r["key"]: r for r in choice["grid"]}.values()) + ".", "",
               *tables.markdown(grid)]
-  (workdir / "results.md").write_text("\n".join(lines) + "\n")
+  folder.write_text(workdir / "results.md", "\n".join(lines) + "\n")
   tables.write_figure(summaries, workdir / "results.png")
   print("\n".join(lines))
   return rows

@@ -28,7 +28,7 @@ from progressive.analysis import controls, ensemble, scale, shift
 from progressive.analysis import finetune as finetune_lib
 from progressive.analysis import run as run_lib
 from progressive.data import pipeline
-from progressive.sweeps import spec
+from progressive.sweeps import folder, spec
 from progressive.training import workdir as workdir_lib
 from progressive.training.metrics import read_rows
 
@@ -109,7 +109,7 @@ def record_trained_seconds(point_dir: epath.Path, seconds: float) -> None:
   """Writes `WALL_FILE`: what `trained_seconds` reads."""
   point_dir = epath.Path(point_dir)
   point_dir.mkdir(parents=True, exist_ok=True)
-  (point_dir / WALL_FILE).write_text(json.dumps({"wall_seconds": seconds}) + "\n")
+  folder.write_text(point_dir / WALL_FILE, json.dumps({"wall_seconds": seconds}) + "\n")
 
 
 # The measures: what each entry of a summary says, as functions of their inputs.
@@ -473,5 +473,5 @@ def summarize_point(point_dir: epath.Path, name: str, overrides, config, setting
   }
   for measure in measures:
     summary.update(measure.run(inputs))
-  (point_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=1, default=str) + "\n")
+  folder.write_text(point_dir / SUMMARY_FILE, json.dumps(summary, indent=1, default=str) + "\n")
   return summary

@@ -24,7 +24,7 @@ from etils import epath
 from progressive import errors
 from progressive.analysis import run as run_lib
 from progressive.data import pipeline
-from progressive.sweeps import aggregate, measure, spec, tables, tuning
+from progressive.sweeps import aggregate, folder, measure, spec, tables, tuning
 from progressive.training import train
 
 
@@ -58,28 +58,30 @@ def run_sweep(sweep: spec.Sweep, workdir: str, *, workers: int = 1, tune_only: b
   `settings` are `measure.Settings.of`'s: `num_shift_images`, `max_shift`,
   `ensemble_sizes` and `finetune` (default: the sweep's), `bn_images` (the scale
   controls' batch-norm recalibration; 0: no control columns). Tuning runs are summarised
-  only for their metric."""
+  only for their metric. The sweep folder is held throughout (`folder.held`): a second
+  sweep on it is refused naming this one."""
   workdir = epath.Path(workdir)
   measures = measure.Settings.of(sweep, **settings)
   tuning.check_grid(workdir, tuning_grid, tune_only)
   if tune_only and sweep.tuning is None:
     raise nothing_to_tune(sweep)
-  tuned = sweep.with_grid(tuning_grid)
-  runs = tuning.tuning_points(tuned)
-  if runs:
-    print(f"Tuning {tuned.tuning.field} on the validation slice: {len(runs)} runs.")
-    train_points([spec.Point(t.name, t.overrides, t.config) for t in runs],
-                 workdir / tuning.TUNING_DIR, measure.Settings(tuning=True), workers)
-    choice = tuning.choose(tuned, workdir)
-    arms = {r["key"]: r for r in choice["grid"]}.values()
-    print(f"Chosen by validation {choice['metric']}: "
-          + ", ".join(f"{r['arm']}: {choice['values'][r['key']]}" for r in arms))
-    if tune_only:
-      tables.write_tuning(workdir, choice)
-      return []
-  train_points(sweep.expand(tuning.read_choice(workdir) if runs else None), workdir, measures,
-               workers)
-  return aggregate.aggregate(sweep, str(workdir), **settings)
+  with folder.held(workdir):
+    tuned = sweep.with_grid(tuning_grid)
+    runs = tuning.tuning_points(tuned)
+    if runs:
+      print(f"Tuning {tuned.tuning.field} on the validation slice: {len(runs)} runs.")
+      train_points([spec.Point(t.name, t.overrides, t.config) for t in runs],
+                   workdir / tuning.TUNING_DIR, measure.Settings(tuning=True), workers)
+      choice = tuning.choose(tuned, workdir)
+      arms = {r["key"]: r for r in choice["grid"]}.values()
+      print(f"Chosen by validation {choice['metric']}: "
+            + ", ".join(f"{r['arm']}: {choice['values'][r['key']]}" for r in arms))
+      if tune_only:
+        tables.write_tuning(workdir, choice)
+        return []
+    train_points(sweep.expand(tuning.read_choice(workdir) if runs else None), workdir, measures,
+                 workers)
+    return aggregate.aggregate(sweep, str(workdir), **settings)
 
 
 def train_points(points: Sequence[spec.Point], workdir: epath.Path, settings: measure.Settings,

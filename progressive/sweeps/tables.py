@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from progressive import statistics
 from progressive.analysis import controls, ensemble
 from progressive.data import pipeline
-from progressive.sweeps import measure, spec
+from progressive.sweeps import folder, measure, spec
 
 # Summary keys of the scale controls and their column prefixes: acc_bn@S, acc_bn_shape@S, ...
 CONTROL_COLUMNS = (("eval_bn", "acc_bn"), ("eval_canvas", "acc_canvas"),
@@ -262,7 +262,7 @@ def markdown(table: pd.DataFrame) -> list[str]:
 
 
 def write_csv(path: epath.Path, table: pd.DataFrame) -> None:
-  path.write_text(table.to_csv(index=False, lineterminator="\r\n"))
+  folder.write_text(path, table.to_csv(index=False, lineterminator="\r\n"))
 
 
 def write_tuning(workdir: epath.Path, choice: Mapping[str, Any]) -> pd.DataFrame:
@@ -376,4 +376,5 @@ def figure(summaries) -> Figure:
 
 def write_figure(summaries, path: epath.Path) -> None:
   """`figure` as a PNG at `path`."""
-  figure(summaries).savefig(str(path), dpi=110)
+  fig = figure(summaries)
+  folder.write_file(path, lambda tmp: fig.savefig(str(tmp), format="png", dpi=110))

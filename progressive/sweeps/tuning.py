@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import ml_collections
 from etils import epath
 
-from progressive.sweeps import measure, spec, tables
+from progressive.sweeps import folder, measure, spec, tables
 
 TUNING_DIR = "tuning"
 CHOICE_FILE = "choice.json"
@@ -89,7 +89,7 @@ def choose(sweep: spec.Sweep, workdir) -> dict[str, Any]:
             "splits": [tuning.train_split, tuning.eval_split],
             "values": {k: v for k, (v, _) in best.items()}, "grid": rows}
   tuning_dir.mkdir(parents=True, exist_ok=True)
-  (tuning_dir / CHOICE_FILE).write_text(json.dumps(choice, indent=1, default=str) + "\n")
+  folder.write_text(tuning_dir / CHOICE_FILE, json.dumps(choice, indent=1, default=str) + "\n")
   return choice
 
 
