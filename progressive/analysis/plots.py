@@ -14,6 +14,7 @@ from matplotlib import cm, colormaps, colors
 from matplotlib.figure import Figure
 
 from progressive.analysis import activations
+from progressive.training import workdir as workdir_lib
 from progressive.training.activations import HIST_RANGE
 
 GROUP_COLORS = {"all": "black", "shape": "tab:blue", "texture": "tab:orange",
@@ -26,11 +27,18 @@ def _color(group: str, i: int = 0) -> str:
 
 
 def save(fig: Figure, path, dpi: int = 110) -> epath.Path:
-  """Writes `fig` as a PNG at `path` (folders created) and returns the path."""
+  """Writes `fig` as a PNG at `path` (folders created; whole or not at all: through a
+  temporary file) and returns the path."""
   path = epath.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(str(path), dpi=dpi, bbox_inches="tight")
+  workdir_lib.write_atomically(path, lambda tmp: write_png(fig, tmp, dpi))
   return path
+
+
+def write_png(fig: Figure, file, dpi: int = 110) -> None:
+  """`fig` as a PNG into `file` (a path, whatever its suffix, or a binary file)."""
+  fig.savefig(file if hasattr(file, "write") else str(file), format="png", dpi=dpi,
+              bbox_inches="tight")
 
 
 def _mark_stages(ax, boundaries: Sequence[int] | None, sizes: Sequence[int] | None = None):

@@ -21,6 +21,7 @@ from progressive.analysis.run import (
   stage_end_steps,
 )
 from progressive.data import pipeline
+from progressive.training import workdir as workdir_lib
 
 
 @dataclasses.dataclass
@@ -362,14 +363,21 @@ def markdown(results: Mapping[str, Any]) -> str:
 
 def write_report(run: Run, out_dir=None, options: Options | None = None) -> epath.Path:
   """Runs `analyze` and writes `report.md`, the JSON files and PNG figures to `out_dir`
-  (default: `run.workdir / "analysis"`). Returns the path of `report.md`."""
+  (default: `run.workdir / "analysis"`), each whole or not at all; a full disk is a
+  `WorkdirError` naming the file. Returns the path of `report.md`, written last."""
   out_dir = epath.Path(out_dir or run.workdir / "analysis")
   out_dir.mkdir(parents=True, exist_ok=True)
   results = analyze(run, options)
+
+  def write(path, writer):
+    workdir_lib.write_output(path, writer, "run `progressive analyze` again, or pass "
+                             "--out=<a folder with room>; the run itself is untouched.")
+
   for name in JSON_FILES:
-    (out_dir / f"{name}.json").write_text(json.dumps(results[name], indent=1) + "\n")
+    text = json.dumps(results[name], indent=1) + "\n"
+    write(out_dir / f"{name}.json", lambda tmp, text=text: tmp.write_text(text))
   for name, fig in figures(run, results).items():
-    plots.save(fig, out_dir / f"{name}.png")
+    write(out_dir / f"{name}.png", lambda tmp, fig=fig: plots.write_png(fig, tmp))
   path = out_dir / "report.md"
-  path.write_text(markdown(results))
+  write(path, lambda tmp: tmp.write_text(markdown(results)))
   return path
