@@ -9,10 +9,12 @@ points that are training and starts no other (`Stopped`); the same command resum
 """
 
 import concurrent.futures
+import ctypes
 import multiprocessing
 import os
 import shlex
 import signal
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -119,7 +121,11 @@ def train_points(points: Sequence[spec.Point], workdir: epath.Path, settings: me
 
 
 _STOPPING = None  # In a worker process: the sweep's "stop" event.
+_SWEEP_PID = None  # In a worker process: the sweep's process id.
 _SIGNALS = (signal.SIGTERM, signal.SIGINT)
+ORPHAN_GRACE_SECONDS = 5.0  # What a worker training a point has to checkpoint once its sweep dies.
+_PR_SET_PDEATHSIG = 1  # From <linux/prctl.h>.
+_SWEEP_GONE = signal.SIGUSR1  # A worker's parent-death signal: it wakes `_watch_sweep`.
 
 
 def train_point(name: str, overrides, config, point_dir: str,
@@ -127,9 +133,9 @@ def train_point(name: str, overrides, config, point_dir: str,
   """Trains one point (resuming it) and writes its summary with the training wall time,
   over every attempt that a signal stopped (`measure.WALL_FILE`; a killed attempt's
   time is lost); the signal's name, and no summary, if a signal stopped it, training or
-  measuring (`_measure`). In a worker of a sweep that is stopping, nothing (the point
-  is left as it is)."""
-  if _STOPPING is not None and _STOPPING.is_set():
+  measuring (`_measure`). In a worker of a sweep that is stopping or gone, nothing (the
+  point is left as it is)."""
+  if _STOPPING is not None and (_STOPPING.is_set() or not _sweep_alive(_SWEEP_PID)):
     return None
   point_dir = epath.Path(point_dir)
   resuming = bool(run_lib.checkpoint_steps(point_dir))
@@ -179,12 +185,61 @@ def _measure(name: str, overrides, config, point_dir: epath.Path, wall: float,
   return None
 
 
-def _worker_init(stopping) -> None:
+def _worker_init(stopping, sweep_pid: int) -> None:
   """A worker process parses no command line: absl's flags are marked parsed for the
-  libraries that read them (absl logging, Grain). `stopping` is set when the sweep stops."""
-  global _STOPPING
-  _STOPPING = stopping
+  libraries that read them (absl logging, Grain). `stopping` is set when the sweep stops;
+  the worker ends soon after the sweep process `sweep_pid` dies (`_exit_with`)."""
+  global _STOPPING, _SWEEP_PID
+  _STOPPING, _SWEEP_PID = stopping, sweep_pid
   flags.FLAGS.mark_as_parsed()
+  _exit_with(sweep_pid)
+
+
+def _exit_with(sweep_pid: int) -> None:
+  """Ends this worker soon after the sweep process `sweep_pid` dies (SIGKILL, the
+  out-of-memory killer): it would otherwise train on, then wait for the dead sweep's next
+  point forever, ignoring SIGTERM. A thread checks every second that the sweep is still
+  its parent; on Linux `prctl(PR_SET_PDEATHSIG)` wakes it at once with `_SWEEP_GONE`.
+  That signal only wakes the thread, which checks: Linux sends it when the thread that
+  started the worker ends, not the process, and once per dying thread of the sweep."""
+  woken = threading.Event()
+  if sys.platform.startswith("linux"):
+    try:
+      signal.signal(_SWEEP_GONE, lambda signum, frame: woken.set())
+      ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(_SWEEP_GONE), 0, 0, 0)
+    except (OSError, AttributeError, ValueError):
+      pass  # The thread alone, within a second.
+  threading.Thread(target=_watch_sweep, args=(sweep_pid, woken), name="sweep-watch",
+                   daemon=True).start()
+
+
+def _sweep_alive(sweep_pid: int) -> bool:
+  if os.getppid() != sweep_pid:  # Adopted by init (or a subreaper): the sweep is gone.
+    return False
+  try:
+    os.kill(sweep_pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    pass
+  return True
+
+
+def _watch_sweep(sweep_pid: int, woken: threading.Event) -> None:
+  """`_exit_with`'s thread: once the sweep is gone (checked first in case it died before
+  the prctl), SIGTERM to this worker, which a point training takes as a request to
+  checkpoint (and one measuring, to stop) and is given `ORPHAN_GRACE_SECONDS` for; then,
+  or at once if none is, the worker exits."""
+  while _sweep_alive(sweep_pid):
+    woken.wait(1.0)
+    woken.clear()
+  os.kill(os.getpid(), signal.SIGTERM)  # Ignored outside training and measuring.
+  deadline = time.monotonic() + ORPHAN_GRACE_SECONDS
+  while callable(signal.getsignal(signal.SIGTERM)) and time.monotonic() < deadline:
+    time.sleep(0.1)  # Training or measuring: its handler is set until it returns.
+  print(f"Sweep worker {os.getpid()} stops: its sweep (process {sweep_pid}) is gone; run the "
+        "sweep again to resume its points.", file=sys.stderr, flush=True)
+  os._exit(1)
 
 
 def _train_in_workers(points, workdir: epath.Path, settings: measure.Settings,
@@ -210,7 +265,7 @@ def _train_in_workers(points, workdir: epath.Path, settings: measure.Settings,
   previous = {s: signal.signal(s, signal.SIG_IGN) for s in _SIGNALS} if main_thread else {}
   pool = concurrent.futures.ProcessPoolExecutor(
       max_workers=min(workers, len(points)), mp_context=context, initializer=_worker_init,
-      initargs=(stopping,))
+      initargs=(stopping, os.getpid()))
   received, futures = [], {}
 
   def stop(signum, frame):
