@@ -4,8 +4,11 @@ A checkpoint at step N holds three items: `state` (the train state), `data` (the
 iterator's state, JSON) and `meta` (step, stage and the config that wrote it, JSON).
 Orbax writes each into a temporary directory and renames it when complete, so a run
 killed mid-write leaves no checkpoint that restores. A checkpoint that exists but
-cannot be read is moved aside (never deleted) and the previous one is used, and so is
-the temporary folder of a write that never completed.
+cannot be read is moved aside (never deleted), with one warning line, and the previous
+one is used; so is the temporary folder of a write that never completed. When none can
+be read the run stops (`UnreadableCheckpointsError`) rather than start over, unless
+`--force` asks for that. What orbax and tensorstore report of a failed read goes to
+`workdir/error.log`.
 
 Before each save the free space is checked against the last checkpoint's size; a
 checkpoint that would not fit, or whose (asynchronous) write fails, stops the run with
@@ -27,7 +30,6 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
-from absl import logging
 from etils import epath
 from jax.experimental import multihost_utils
 
@@ -44,6 +46,12 @@ class CheckpointWriteError(WorkdirError):
   """A checkpoint would not fit on the disk or could not be written, or the disk filled
   during the run; `str` is the one-line message (the step, the cause, the checkpoint
   that is intact), the traceback is in `workdir/error.log`."""
+
+
+class UnreadableCheckpointsError(WorkdirError):
+  """The workdir holds checkpoints but none can be restored; they are set aside in
+  `checkpoints_corrupt/`. The run stops rather than start over from step 0."""
+
 
 def manager(workdir: epath.Path, max_to_keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
@@ -212,16 +220,25 @@ _CAPTURED: list[str] = []  # What orbax reported of a failed write, for error.lo
 _FORMAT = std_logging.Formatter("%(levelname)s %(pathname)s:%(lineno)d %(message)s")
 
 
-def _write_log(workdir: epath.Path, error: BaseException) -> str:
-  """Appends `error`'s traceback and `_CAPTURED` to the error log; returns its path (in
-  the temporary directory if the workdir cannot take it)."""
-  name = ERROR_LOG if jax.process_index() == 0 else f"error.{jax.process_index()}.log"
+def _log_name() -> str:
+  return ERROR_LOG if jax.process_index() == 0 else f"error.{jax.process_index()}.log"
+
+
+def _write_log(
+    workdir: epath.Path, error: BaseException, reports: list[str] | None = None, title: str = ""
+) -> str:
+  """Appends `error`'s traceback and `reports` (by default `_CAPTURED`, what orbax reported
+  of a failed write) to the error log; returns its path (in the temporary directory if
+  the workdir cannot take it)."""
+  if reports is None:
+    reports = list(_CAPTURED)
+    _CAPTURED.clear()
+  name = _log_name()
   text = (
-      f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {type(error).__name__}: {error}\n"
+      f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} {title or f'{type(error).__name__}: {error}'}\n"
       + "".join(traceback.format_exception(error))
-      + "".join(f"--- reported by orbax:\n{r}\n" for r in _CAPTURED)
+      + "".join(f"--- reported by orbax:\n{r}\n" for r in reports)
   )
-  _CAPTURED.clear()
   fallback = os.path.join(tempfile.gettempdir(), f"progressive-{os.getpid()}.{name}")
   for path in (os.path.join(str(workdir), name), fallback):
     try:
@@ -283,6 +300,30 @@ class QuietWriteErrors:
       print(f"WARNING: orbax reported errors while saving checkpoints; they are in {log}.")
 
 
+def _aside(workdir: epath.Path, name: str) -> epath.Path:
+  """A new path in `checkpoints_corrupt/` for the folder `name`, stamped with the time."""
+  stamp = time.strftime("%Y%m%d-%H%M%S")
+  target = workdir / CORRUPT_DIR / f"{name}-{stamp}"
+  target.parent.mkdir(parents=True, exist_ok=True)
+  n = 1
+  while target.exists():
+    n += 1
+    target = target.parent / f"{name}-{stamp}-{n}"
+  return target
+
+
+_SET_ASIDE = re.compile(r"(\d+)-\d{8}-\d{6}(-\d+)?")  # The name `_aside` gives checkpoint N.
+
+
+def set_aside_steps(workdir: epath.Path) -> list[int]:
+  """The steps of the checkpoints in `checkpoints_corrupt/` that could not be restored
+  (not the partial writes), oldest first."""
+  directory = workdir / CORRUPT_DIR
+  if not directory.exists():
+    return []
+  return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _SET_ASIDE.fullmatch(p.name)))
+
+
 def set_aside_partial_writes(workdir: epath.Path) -> None:
   """Moves the folders of checkpoint writes that never completed (`N.orbax-checkpoint-tmp*`,
   left by a crash or a full disk) to `checkpoints_corrupt/`, with a note, so that none is
@@ -293,12 +334,7 @@ def set_aside_partial_writes(workdir: epath.Path) -> None:
     for path in sorted(directory.iterdir()):
       if PARTIAL_SUFFIX not in path.name:
         continue
-      target = workdir / CORRUPT_DIR / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-      target.parent.mkdir(parents=True, exist_ok=True)
-      n = 1
-      while target.exists():
-        n += 1
-        target = target.parent / f"{path.name}-{time.strftime('%Y%m%d-%H%M%S')}-{n}"
+      target = _aside(workdir, path.name)
       path.rename(target)
       print(
           f"Note: {path} is a checkpoint whose write never completed; moved it to {target} "
@@ -308,65 +344,165 @@ def set_aside_partial_writes(workdir: epath.Path) -> None:
     multihost_utils.sync_global_devices("set aside partial checkpoint writes")
 
 
-def _quarantine(mngr: ocp.CheckpointManager, workdir: epath.Path, step: int, error: Exception):
-  """Moves an unreadable checkpoint out of orbax's sight, keeping every byte of it."""
+def _brief(error: BaseException) -> str:
+  """`Type: message` on one line, without tensorstore's spec; of a long chain of causes
+  (`A: B: ...: Z`), the first and the last."""
+  text = re.sub(r"\s*\[tensorstore_spec='.*?'\]", "", str(error), flags=re.DOTALL)
+  text = " ".join(text.split())
+  parts = text.split(": ")
+  if len(text) > 160 and len(parts) > 2:
+    text = f"{parts[0]}: ...: {parts[-1]}"
+  text = text if len(text) <= 200 else text[:197] + "..."
+  return f"{type(error).__name__}: {text}"
+
+
+class _QuietReads:
+  """While checkpoints are read: orbax's log records (warnings and above) are held back,
+  for error.log if a read fails (`failed`), else logged as usual at the end; the
+  "Event loop is closed" reports that tensorstore's threads print for a moment after
+  orbax gives up on a failed read go to error.log too, once they have stopped coming."""
+
+  SETTLE_SECONDS = 0.2  # The reports come within milliseconds of the failure.
+
+  def __init__(self, workdir: epath.Path):
+    self._workdir = workdir
+    self._logger = std_logging.getLogger("absl")
+    self._records: list[std_logging.LogRecord] = []
+    self._reports: list[str] = []
+    self._last = 0.0  # When the last failure or report came (time.monotonic).
+    self._failed = False
+
+  def _filter(self, record: std_logging.LogRecord) -> bool:
+    if record.levelno >= std_logging.WARNING and f"{os.sep}orbax{os.sep}" in record.pathname:
+      self._records.append(record)
+      return False
+    return True
+
+  def _unraisable(self, unraisable) -> None:
+    if "Event loop is closed" not in str(unraisable.exc_value):
+      self._previous_hook(unraisable)
+      return
+    self._last = time.monotonic()
+    if len(self._reports) < 200:
+      self._reports.append("".join(traceback.format_exception(unraisable.exc_value)))
+
+  def failed(self) -> list[str]:
+    """The records held back so far, formatted for error.log."""
+    self._failed, self._last = True, time.monotonic()
+    records = [_FORMAT.format(r) for r in self._records]
+    self._records.clear()
+    return records
+
+  def __enter__(self):
+    self._logger.addFilter(self._filter)
+    self._previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+    return self
+
+  def __exit__(self, exc_type, exc, tb):
+    deadline = time.monotonic() + 10 * self.SETTLE_SECONDS
+    while self._failed and time.monotonic() < min(self._last + self.SETTLE_SECONDS, deadline):
+      time.sleep(self.SETTLE_SECONDS / 4)
+    sys.unraisablehook = self._previous_hook
+    self._logger.removeFilter(self._filter)
+    if not self._failed:
+      for record in self._records:
+        self._logger.handle(record)
+      return
+    held = [_FORMAT.format(r) for r in self._records]
+    if self._reports or held:
+      text = "".join(f"--- reported by orbax:\n{r}\n" for r in held)
+      if self._reports:
+        text += (f"--- tensorstore reported 'Event loop is closed' {len(self._reports)} times "
+                 f"after the failed reads (its threads outlive orbax's reads), the first:\n"
+                 f"{self._reports[0]}")
+      try:
+        with open(os.path.join(str(self._workdir), _log_name()), "a") as f:
+          f.write(text)
+      except OSError:
+        pass
+
+
+def _quarantine(mngr: ocp.CheckpointManager, workdir: epath.Path, step: int, error: Exception,
+                reports: list[str], fallback: int | None) -> None:
+  """Moves an unreadable checkpoint out of orbax's sight, keeping every byte of it, with
+  one warning line; why it cannot be read goes to error.log."""
   source = workdir / "checkpoints" / str(step)
-  target = workdir / CORRUPT_DIR / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
   if jax.process_index() == 0:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = _aside(workdir, str(step))
     source.rename(target)
-    message = (
-        f"Checkpoint {source} cannot be restored ({type(error).__name__}: {error}). "
-        f"Moved it to {target} and falling back to the previous checkpoint."
-    )
-    logging.warning(message)
-    print(f"WARNING: {message}")
+    log = _write_log(workdir, error, reports, f"Checkpoint {source} cannot be restored; moved it "
+                     f"to {target}. {type(error).__name__}: {error}")
+    then = f", falling back to step {fallback}" if fallback is not None else ""
+    print(f"WARNING: Checkpoint {source} cannot be restored ({_brief(error)}); moved it to "
+          f"{target}{then} (details in {log}).", flush=True)
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f"quarantine checkpoint {step}")
   mngr.reload()
 
 
 def restore_latest(
-    mngr: ocp.CheckpointManager, workdir: epath.Path, state, config_json: dict
+    mngr: ocp.CheckpointManager, workdir: epath.Path, state, config_json: dict, *,
+    force: bool = False,
 ) -> tuple[Any, dict, dict] | None:
   """Restores the newest readable checkpoint as `(state, data_state, meta)`, or None.
 
   Unreadable checkpoints (truncated or corrupt files) are moved to `checkpoints_corrupt/`
-  with a warning. A checkpoint written under an incompatible config raises
-  `ConfigError` naming the fields, since falling back would silently mix two runs.
+  with a warning line each. A checkpoint written under an incompatible config raises
+  `ConfigError` naming the fields, since falling back would silently mix two runs. When
+  none can be restored and some were set aside (now or by an earlier run), the run
+  would start over: `UnreadableCheckpointsError`, unless `force` asks for that (None).
   """
-  for step in sorted(mngr.all_steps(), reverse=True):
-    try:
-      meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-      if meta is None or "step" not in meta:
-        raise ValueError("its meta item is empty")
-    except Exception as e:  # pylint: disable=broad-except
-      _quarantine(mngr, workdir, step, e)
-      continue
-    differences = config_differences(meta.get("config", {}), config_json, RESUMABLE_FIELDS)
-    if differences:
-      details = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in differences.items())
-      raise ConfigError(
-          f"Checkpoint {workdir / 'checkpoints' / str(step)} was written under another "
-          f"config ({details}). Resume it with its own config, or start a new --workdir "
-          f"with --config.init_from={workdir} to take only its parameters."
-      )
-    try:
-      target, upgrade = _target_for(mngr, step, state)
-      restored = mngr.restore(
-          step,
-          args=ocp.args.Composite(
-              state=ocp.args.StandardRestore(target),
-              data=ocp.args.JsonRestore(),
-              meta=ocp.args.JsonRestore(),
-          ),
-      )
-      _check_finite(restored.state.params)
-    except Exception as e:  # pylint: disable=broad-except
-      _quarantine(mngr, workdir, step, e)
-      continue
-    return upgrade(restored.state), restored.data, restored.meta
-  return None
+  steps = sorted(mngr.all_steps(), reverse=True)
+  with _QuietReads(workdir) as reads:
+    for i, step in enumerate(steps):
+      fallback = steps[i + 1] if i + 1 < len(steps) else None
+      try:
+        meta = mngr.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+        if meta is None or "step" not in meta:
+          raise ValueError("its meta item is empty")
+      except Exception as e:  # pylint: disable=broad-except
+        _quarantine(mngr, workdir, step, e, reads.failed(), fallback)
+        continue
+      differences = config_differences(meta.get("config", {}), config_json, RESUMABLE_FIELDS)
+      if differences:
+        details = "; ".join(f"{k}: {a!r} in the checkpoint, {b!r} now" for k, (a, b) in differences.items())
+        raise ConfigError(
+            f"Checkpoint {workdir / 'checkpoints' / str(step)} was written under another "
+            f"config ({details}). Resume it with its own config, or start a new --workdir "
+            f"with --config.init_from={workdir} to take only its parameters."
+        )
+      try:
+        target, upgrade = _target_for(mngr, step, state)
+        restored = mngr.restore(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(target),
+                data=ocp.args.JsonRestore(),
+                meta=ocp.args.JsonRestore(),
+            ),
+        )
+        _check_finite(restored.state.params)
+      except Exception as e:  # pylint: disable=broad-except
+        _quarantine(mngr, workdir, step, e, reads.failed(), fallback)
+        continue
+      return upgrade(restored.state), restored.data, restored.meta
+  set_aside = set_aside_steps(workdir)
+  if not set_aside:
+    return None
+  where = (f"{len(set_aside)} unreadable checkpoint{'s' if len(set_aside) > 1 else ''} (step"
+           f"{'s' if len(set_aside) > 1 else ''} {', '.join(map(str, set_aside))}) "
+           f"{'are' if len(set_aside) > 1 else 'is'} kept in {workdir / CORRUPT_DIR}")
+  if force:
+    if jax.process_index() == 0:
+      print(f"--force: no checkpoint in {workdir / 'checkpoints'} can be restored ({where}); "
+            "starting over from step 0.", flush=True)
+    return None
+  why = f" (why: {workdir / ERROR_LOG})" if (workdir / ERROR_LOG).exists() else ""
+  raise UnreadableCheckpointsError(
+      f"No checkpoint in {workdir / 'checkpoints'} can be restored: {where}{why}. The run "
+      "does not start over on its own: rerun with --force to start over from step 0 in "
+      "this workdir, or choose a new --workdir."
+  )
 
 
 def _target_for(mngr: ocp.CheckpointManager, step: int, state):

@@ -197,7 +197,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path, 
   checkpoints.set_aside_partial_writes(workdir)
   mngr = checkpoints.manager(workdir, config.max_to_keep)
   step, data_state, data_stage = 0, None, None
-  restored = checkpoints.restore_latest(mngr, workdir, state, json.loads(config.to_json()))
+  restored = checkpoints.restore_latest(mngr, workdir, state, json.loads(config.to_json()),
+                                        force=force)
   if restored is not None:
     state, data_state, meta = restored
     step, data_stage = int(meta["step"]), int(meta["stage"])

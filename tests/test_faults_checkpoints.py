@@ -1,0 +1,165 @@
+"""Damaged checkpoints cost one line each: a damaged latest checkpoint, every checkpoint
+damaged.
+
+The reference for "nothing lost" is an uninterrupted in-process smoke run checkpointing
+every 4 steps (16, 20 and 24 kept): a run that goes on must end with bitwise the same
+parameters and the same train and eval rows.
+"""
+
+import os
+import pathlib
+import re
+import shutil
+import subprocess
+import sys
+
+import orbax.checkpoint as ocp
+import pytest
+from etils import epath
+
+from progressive.training import checkpoints, train
+from tests.runs import assert_same_params, eval_rows, train_rows
+
+REPO = pathlib.Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir):
+  """An uninterrupted smoke run, checkpointing every 4 steps."""
+  from configs import default
+
+  config = default.get_config("smoke")
+  config.data.data_dir = data_dir
+  config.progress_bar = False
+  config.checkpoint_every_steps = 4
+  workdir = tmp_path_factory.mktemp("reference")
+  train.train_and_evaluate(config, str(workdir))
+  assert checkpoints.steps_on_disk(epath.Path(workdir)) == [16, 20, 24]
+  return config, workdir
+
+
+def _params(workdir, step=None):
+  step = step or checkpoints.steps_on_disk(epath.Path(workdir))[-1]
+  path = epath.Path(workdir) / "checkpoints" / str(step) / "state"
+  return ocp.StandardCheckpointer().restore(path)["params"]
+
+
+def _assert_same_run(workdir, ref_dir):
+  assert checkpoints.steps_on_disk(epath.Path(workdir))[-1] == 24
+  assert_same_params(_params(workdir), _params(ref_dir))
+  assert train_rows(workdir) == train_rows(ref_dir)
+  assert eval_rows(workdir) == eval_rows(ref_dir)
+
+
+def _damage(step_dir: pathlib.Path):
+  """Cuts the state's data files in half, as a full disk or a bad copy leaves them."""
+  for path in (step_dir / "state").rglob("*"):
+    if path.is_file() and path.parent.name == "d":
+      data = path.read_bytes()
+      path.write_bytes(data[: len(data) // 2])
+
+
+def _lines(text: str) -> list[str]:
+  return [line for line in text.splitlines() if line.strip()]
+
+
+class _Unraisable:
+  """Records what reaches `sys.unraisablehook` (tensorstore's reports, printed as
+  tracebacks by a plain `progressive train`)."""
+
+  def __init__(self, monkeypatch):
+    self.seen = []
+    monkeypatch.setattr(sys, "unraisablehook", self.seen.append)
+
+
+# A damaged checkpoint.
+
+
+def test_damaged_latest_checkpoint_is_one_line_and_the_previous_resumes(reference, tmp_path,
+                                                                         capfd, monkeypatch):
+  config, ref_dir = reference
+  workdir = tmp_path / "run"
+  shutil.copytree(ref_dir, workdir)
+  _damage(workdir / "checkpoints" / "24")
+  unraisable = _Unraisable(monkeypatch)
+  summary = train.train_and_evaluate(config, str(workdir))
+  out, err = capfd.readouterr()
+  warnings = [line for line in _lines(out + err) if "cannot be restored" in line]
+  kept = list((workdir / checkpoints.CORRUPT_DIR).iterdir())
+  assert [p.name.split("-")[0] for p in kept] == ["24"]  # Moved aside, not deleted.
+  assert len(warnings) == 1, warnings  # Once, not also through absl.
+  assert re.fullmatch(
+      rf"WARNING: Checkpoint {re.escape(str(workdir / 'checkpoints' / '24'))} cannot be restored "
+      rf"\(ValueError: .{{10,200}}\); moved it to {re.escape(str(kept[0]))}, falling back to step "
+      rf"20 \(details in {re.escape(str(workdir / 'error.log'))}\)\.", warnings[0]), warnings[0]
+  assert "Traceback" not in out + err and len(_lines(err)) <= 2, err  # absl's OpenCV note.
+  assert not unraisable.seen  # Tensorstore's reports (if any came) went to error.log,
+  assert "Traceback" in (workdir / "error.log").read_text()  # with the cause.
+  assert summary.compile[0]["step"] == 20  # Resumed from the previous checkpoint.
+  _assert_same_run(workdir, ref_dir)
+
+
+def progressive(args, cwd, timeout=600):
+  """Runs the installed console script (beside this Python) in `cwd`, without PYTHONPATH."""
+  script = pathlib.Path(sys.executable).with_name("progressive")
+  env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+  return subprocess.run([str(script), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                        timeout=timeout, check=False)
+
+
+@pytest.mark.slow
+def test_every_checkpoint_damaged_is_one_line_and_no_restart(reference, tmp_path, data_dir):
+  config, ref_dir = reference
+  workdir = tmp_path / "run"
+  shutil.copytree(ref_dir, workdir)
+  for step in (16, 20, 24):
+    _damage(workdir / "checkpoints" / str(step))
+  damaged = {p.name: (p / "state").rglob("*") for p in (workdir / "checkpoints").iterdir()}
+  damaged = {k: sorted(f.read_bytes() for f in v if f.is_file()) for k, v in damaged.items()}
+  metrics = (workdir / "metrics.jsonl").read_bytes()
+  command = ["train", f"--config={REPO / 'configs' / 'default.py'}:smoke", f"--workdir={workdir}",
+             f"--config.data.data_dir={data_dir}", "--config.progress_bar=False",
+             "--config.checkpoint_every_steps=4"]
+  result = progressive(command, cwd=tmp_path)
+  assert result.returncode == 2, result.stderr[-3000:]
+  corrupt = workdir / checkpoints.CORRUPT_DIR
+  assert _lines(result.stderr) == [(
+      f"Error: No checkpoint in {workdir / 'checkpoints'} can be restored: 3 unreadable "
+      f"checkpoints (steps 16, 20, 24) are kept in {corrupt} (why: {workdir / 'error.log'}). The "
+      "run does not start over on its own: rerun with --force to start over from step 0 in "
+      "this workdir, or choose a new --workdir."
+  )], result.stderr[-3000:]
+  out = _lines(result.stdout)
+  assert len(out) == 3 and all("cannot be restored" in line for line in out), out  # One each.
+  kept = {p.name.split("-")[0]: p for p in corrupt.iterdir()}
+  assert {k: sorted(f.read_bytes() for f in (p / "state").rglob("*") if f.is_file())
+          for k, p in kept.items()} == damaged  # Every byte kept.
+  assert (workdir / "metrics.jsonl").read_bytes() == metrics  # Nothing trained, nothing cut.
+  assert "Traceback" in (workdir / "error.log").read_text()
+
+  # The rerun finds checkpoints/ empty, and still does not start over on its own.
+  with pytest.raises(checkpoints.UnreadableCheckpointsError, match="3 unreadable checkpoints"):
+    train.train_and_evaluate(config, str(workdir))
+  assert (workdir / "metrics.jsonl").read_bytes() == metrics
+  # --force asks for it: from step 0, as the reference did; the damaged ones stay aside.
+  summary = train.train_and_evaluate(config, str(workdir), force=True)
+  assert summary.compile[0]["step"] == 0
+  _assert_same_run(workdir, ref_dir)
+  assert sorted(p.name.split("-")[0] for p in corrupt.iterdir()) == ["16", "20", "24"]
+
+
+def test_every_checkpoint_damaged_stops_before_anything_trains(reference, tmp_path, capfd):
+  """The quick tier's version of the case above, in process."""
+  config, ref_dir = reference
+  workdir = tmp_path / "run"
+  shutil.copytree(ref_dir, workdir)
+  for step in (16, 20, 24):
+    _damage(workdir / "checkpoints" / str(step))
+  with pytest.raises(checkpoints.UnreadableCheckpointsError) as raised:
+    train.train_and_evaluate(config, str(workdir))
+  assert "\n" not in str(raised.value) and "--force" in str(raised.value)
+  out, err = capfd.readouterr()
+  assert len([line for line in _lines(out) if "cannot be restored" in line]) == 3
+  assert "Traceback" not in out + err and "Compiled" not in out
+  assert checkpoints.steps_on_disk(epath.Path(workdir)) == []
+  assert checkpoints.set_aside_steps(epath.Path(workdir)) == [16, 20, 24]
