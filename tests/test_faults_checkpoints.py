@@ -1,11 +1,12 @@
-"""Damaged checkpoints cost one line each: a damaged latest checkpoint, every checkpoint
-damaged.
+"""Damaged or missing checkpoints cost one line each: a damaged latest checkpoint, every
+checkpoint damaged, and `checkpoints/` removed while the run trains.
 
 The reference for "nothing lost" is an uninterrupted in-process smoke run checkpointing
 every 4 steps (16, 20 and 24 kept): a run that goes on must end with bitwise the same
 parameters and the same train and eval rows.
 """
 
+import errno
 import os
 import pathlib
 import re
@@ -16,6 +17,7 @@ import sys
 import orbax.checkpoint as ocp
 import pytest
 from etils import epath
+from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
 from progressive.training import checkpoints, train
 from tests.runs import assert_same_params, eval_rows, train_rows
@@ -163,3 +165,66 @@ def test_every_checkpoint_damaged_stops_before_anything_trains(reference, tmp_pa
   assert "Traceback" not in out + err and "Compiled" not in out
   assert checkpoints.steps_on_disk(epath.Path(workdir)) == []
   assert checkpoints.set_aside_steps(epath.Path(workdir)) == [16, 20, 24]
+
+
+# `checkpoints/` removed under the run.
+
+
+def test_checkpoints_removed_between_saves_are_one_line_and_the_run_goes_on(
+    reference, tmp_path, capfd, monkeypatch):
+  config, ref_dir = reference
+  workdir = tmp_path / "run"
+  real_save = checkpoints.save
+
+  def save(mngr, step, *args, **kwargs):
+    if step == 12:  # Between two saves, as `rm -r` in another terminal would.
+      checkpoints.wait(mngr)
+      shutil.rmtree(workdir / "checkpoints")
+    real_save(mngr, step, *args, **kwargs)
+
+  monkeypatch.setattr(checkpoints, "save", save)
+  summary = train.train_and_evaluate(config, str(workdir))
+  monkeypatch.undo()
+  out, err = capfd.readouterr()
+  warnings = [line for line in _lines(out + err) if "removed" in line or "WARNING" in line]
+  assert warnings == [(
+      f"WARNING: {workdir / 'checkpoints'} was removed (with the checkpoints of steps 4, 8) "
+      "while the run trained; saving the checkpoint of step 12."
+  )], out + err
+  assert "Traceback" not in out + err and len(_lines(err)) <= 2, err
+  assert summary.step == 24 and summary.interrupted is None
+  _assert_same_run(workdir, ref_dir)  # Nothing lost: the metrics, the checkpoints since.
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("at", [8, 24], ids=["mid-run", "the last write"])
+def test_checkpoints_removed_during_a_write_are_one_line_and_the_run_goes_on(
+    reference, tmp_path, capfd, monkeypatch, at):
+  config, ref_dir = reference
+  workdir = tmp_path / "run"
+  real_save_fn = json_checkpoint_handler.JsonCheckpointHandler._save_fn
+  removed = []
+
+  async def save_fn(self, x, directory):
+    if re.search(rf"(^|/){at}\.orbax-checkpoint-tmp", str(directory)) and not removed:
+      removed.append(at)  # In orbax's background write, as a timed `rm -r` would.
+      shutil.rmtree(workdir / "checkpoints", ignore_errors=True)
+      raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), str(directory))
+    return await real_save_fn(self, x, directory)
+
+  monkeypatch.setattr(json_checkpoint_handler.JsonCheckpointHandler, "_save_fn", save_fn)
+  summary = train.train_and_evaluate(config, str(workdir))
+  monkeypatch.undo()
+  out, err = capfd.readouterr()
+  warnings = [line for line in _lines(out + err) if "removed" in line or "WARNING" in line]
+  lost, then = {8: ("steps 4, 8", "saving the checkpoint of step 12"),
+                24: ("steps 16, 20, 24", "writing the checkpoint of step 24 again")}[at]
+  assert warnings == [(
+      f"WARNING: {workdir / 'checkpoints'} was removed (with the checkpoints of {lost}) while "
+      f"the run trained; {then}."
+  )], out + err
+  assert "Traceback" not in out + err and len(_lines(err)) <= 2, err
+  assert "Traceback" in (workdir / "error.log").read_text()  # What orbax reported is kept.
+  assert summary.step == 24 and removed == [at]
+  assert not list((workdir / "checkpoints").glob("*.orbax-checkpoint-tmp*"))
+  _assert_same_run(workdir, ref_dir)

@@ -8,13 +8,15 @@ cannot be read is moved aside (never deleted), with one warning line, and the pr
 one is used; so is the temporary folder of a write that never completed. When none can
 be read the run stops (`UnreadableCheckpointsError`) rather than start over, unless
 `--force` asks for that. What orbax and tensorstore report of a failed read goes to
-`workdir/error.log`.
+`workdir/error.log`. A `checkpoints/` folder removed under the run is recreated by the
+next save, with one warning line; a write it took with it is written again at the end.
 
 Before each save the free space is checked against the last checkpoint's size; a
 checkpoint that would not fit, or whose (asynchronous) write fails, stops the run with
 `CheckpointWriteError`: one line, the traceback in `workdir/error.log`.
 """
 
+import dataclasses
 import errno
 import logging as std_logging
 import os
@@ -22,8 +24,10 @@ import re
 import shutil
 import sys
 import tempfile
+import threading
 import time
 import traceback
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -53,6 +57,19 @@ class UnreadableCheckpointsError(WorkdirError):
   `checkpoints_corrupt/`. The run stops rather than start over from step 0."""
 
 
+@dataclasses.dataclass
+class _Write:
+  """A manager's last checkpoint write, kept until the next one to redo it if
+  `checkpoints/` is removed under it."""
+
+  step: int
+  args: Any
+  lost: bool = False  # It failed because `checkpoints/` was removed under it.
+
+
+_WRITES: "weakref.WeakKeyDictionary[ocp.CheckpointManager, _Write]" = weakref.WeakKeyDictionary()
+
+
 def manager(workdir: epath.Path, max_to_keep: int) -> ocp.CheckpointManager:
   return ocp.CheckpointManager(
       workdir / "checkpoints",
@@ -63,38 +80,127 @@ def manager(workdir: epath.Path, max_to_keep: int) -> ocp.CheckpointManager:
 def save(mngr: ocp.CheckpointManager, step: int, state, data_state, *, stage: int, config_json: dict):
   """Saves the train state, the data iterator's state, the stage and the config at `step`,
   in the background. First waits for the previous save and checks that this one fits:
-  `CheckpointWriteError` if either fails."""
-  wait(mngr)
+  `CheckpointWriteError` if either fails. A `checkpoints/` folder removed since the last
+  save is recreated, with one warning line."""
+  wait(mngr, redo=False)  # A write lost with a removed folder is replaced by this one.
   workdir = epath.Path(mngr.directory).parent
+  _recreate_if_removed(mngr, step)
   check_space(workdir, step, state)
-  try:
-    mngr.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            data=ocp.args.JsonSave(data_state),
-            meta=ocp.args.JsonSave({"step": step, "stage": stage, "config": config_json}),
-        ),
-    )
-  except Exception as e:  # pylint: disable=broad-except
-    error = write_error(e, workdir, f"The checkpoint of step {step} could not be written", step)
-    if error is None:
-      raise
-    raise error from None
+  args = ocp.args.Composite(
+      state=ocp.args.StandardSave(state),
+      data=ocp.args.JsonSave(data_state),
+      meta=ocp.args.JsonSave({"step": step, "stage": stage, "config": config_json}),
+  )
+  _start_write(mngr, step, args)
 
 
-def wait(mngr: ocp.CheckpointManager) -> None:
-  """Waits for the checkpoint being written; `CheckpointWriteError` naming it if its
-  write failed (orbax reports that here, at the next save, or at close)."""
-  step = mngr.latest_step()  # The one in flight, if any.
+def _start_write(mngr: ocp.CheckpointManager, step: int, args) -> None:
   try:
-    mngr.wait_until_finished()
+    mngr.save(step, args=args)
   except Exception as e:  # pylint: disable=broad-except
     workdir = epath.Path(mngr.directory).parent
     error = write_error(e, workdir, f"The checkpoint of step {step} could not be written", step)
     if error is None:
       raise
     raise error from None
+  _WRITES[mngr] = _Write(step, args)
+
+
+def wait(mngr: ocp.CheckpointManager, *, redo: bool = True) -> None:
+  """Waits for the checkpoint being written; `CheckpointWriteError` naming it if its
+  write failed (orbax reports that here, at the next save, or at close). A write that
+  failed because `checkpoints/` was removed under it is written again, with one warning
+  line (with `redo`, in a run of one process; else the next save replaces it)."""
+  step = mngr.latest_step()  # The one in flight, if any.
+  workdir = epath.Path(mngr.directory).parent
+  write = _WRITES.pop(mngr, None)
+  try:
+    mngr.wait_until_finished()
+  except Exception as e:  # pylint: disable=broad-except
+    removed = write is not None and write.step == step and _removed_steps(mngr, e) is not None
+    if removed and not (redo and jax.process_count() > 1):
+      _join_write_threads()
+      _write_log(workdir, e)  # Its traceback and what orbax logged of it, for reference.
+      _WRITES[mngr] = dataclasses.replace(write, lost=True)
+      if redo:
+        _recreate_if_removed(mngr, step)
+        _start_write(mngr, step, write.args)
+        wait(mngr, redo=False)
+        if _WRITES.get(mngr):  # Removed again: stop rather than try for ever.
+          raise CheckpointWriteError(
+              f"The checkpoint of step {step} could not be written: {mngr.directory} was "
+              f"removed twice while it was being written. Leave it in place, then run the same "
+              "command again to resume."
+          ) from None
+      return
+    error = write_error(e, workdir, f"The checkpoint of step {step} could not be written", step)
+    if error is None:
+      raise
+    raise error from None
+
+
+def _join_write_threads(timeout: float = 10.0) -> None:
+  """Waits (up to `timeout` seconds) for the threads of orbax's failed write: orbax reports
+  the first failure while the others still write (and log, and create folders)."""
+  deadline = time.monotonic() + timeout
+  for thread in threading.enumerate():
+    if type(thread).__name__ == "_SignalingThread" and thread is not threading.current_thread():
+      thread.join(max(0.0, deadline - time.monotonic()))
+
+
+def _removed_steps(mngr: ocp.CheckpointManager, error: BaseException | None = None) -> list[int] | None:
+  """The steps orbax holds as written that are gone from `checkpoints/`, if it was
+  removed (or emptied) under the run, else None; with `error`, a write that failed for a
+  missing file or folder counts as such a removal."""
+  directory = epath.Path(mngr.directory)
+  on_disk = steps_on_disk(directory.parent)
+  gone = [s for s in mngr.all_steps() if s not in on_disk]
+  if gone or not directory.exists():
+    return gone
+  failure = _failed_write(error) if error is not None else None
+  if failure is not None and failure[1] == errno.ENOENT:
+    return gone
+  return None
+
+
+def _recreate_if_removed(mngr: ocp.CheckpointManager, step: int) -> None:
+  """If `checkpoints/` (or checkpoints in it) was removed under the run, or the last
+  write failed for that: one warning line, then the folder is recreated and orbax
+  forgets the checkpoints that are gone, for the checkpoint of `step`."""
+  global _removal_warned
+  write = _WRITES.pop(mngr, None)
+  lost = write.step if write is not None and write.lost else None
+  gone = _removed_steps(mngr)
+  removed = gone is not None or lost is not None
+  if jax.process_count() > 1:  # All recreate it, or none.
+    removed = bool(np.any(multihost_utils.process_allgather(np.asarray(removed))))
+  if not removed:
+    return
+  directory = epath.Path(mngr.directory)
+  whole = not directory.exists() or not steps_on_disk(directory.parent)
+  what = f"{directory} was removed" if whole else f"checkpoints were removed from {directory}"
+  lost_steps = sorted({*(gone or []), *([lost] if lost is not None else [])})
+  if lost_steps:
+    what += f" (with {_checkpoints_of(lost_steps)})"
+  again = f"writing the checkpoint of step {step} again" if lost == step else (
+      f"saving the checkpoint of step {step}")
+  _removal_warned = True
+  if jax.process_index() == 0:
+    print(f"WARNING: {what} while the run trained; {again}.", flush=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    if lost is not None:  # This run's own write that failed, if any of it is left.
+      for partial in directory.glob(f"{lost}{PARTIAL_SUFFIX}*"):
+        shutil.rmtree(str(partial), ignore_errors=True)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"recreate checkpoints for step {step}")
+  mngr.reload()
+
+
+def _checkpoints_of(steps: list[int]) -> str:
+  """"the checkpoint of step 8", "the checkpoints of steps 8, 16"."""
+  if len(steps) == 1:
+    return f"the checkpoint of step {steps[0]}"
+  return f"the checkpoints of steps {', '.join(map(str, steps))}"
 
 
 def steps_on_disk(workdir: epath.Path) -> list[int]:
@@ -133,6 +239,7 @@ def _resume_advice(workdir: epath.Path, failed_step: int | None, fix: str) -> st
 
 
 FREE_SPACE = "Free some space, or move the workdir to a larger disk"
+_FULL = (errno.ENOSPC, errno.EDQUOT)  # A full disk or quota.
 
 
 def check_space(workdir: epath.Path, step: int, state) -> None:
@@ -166,9 +273,9 @@ def check_space(workdir: epath.Path, step: int, state) -> None:
   )
 
 
-def _failed_write(error: BaseException) -> tuple[str, bool] | None:
-  """`(cause, whether the disk is full)` if `error` (or one it arose from) is a failed
-  write: an `OSError`, or tensorstore's report of one; None for any other error."""
+def _failed_write(error: BaseException) -> tuple[str, int | None] | None:
+  """`(cause, errno)` if `error` (or one it arose from) is a failed write: an `OSError`,
+  or tensorstore's report of one; a full disk first; None for any other error."""
   seen, todo, found = set(), [error], []
   while todo:
     e = todo.pop(0)
@@ -179,16 +286,18 @@ def _failed_write(error: BaseException) -> tuple[str, bool] | None:
     if isinstance(e, OSError):
       cause = e.strerror or str(e)
       cause = f"{cause} ({e.filename})" if e.filename else cause
-      found.append((cause, e.errno in (errno.ENOSPC, errno.EDQUOT)))
+      found.append((cause, e.errno))
       continue
     text = str(e)
     code = re.search(r"os_error_code='(\d+)'", text)
     if code:
       number = int(code.group(1))
-      found.append((os.strerror(number), number in (errno.ENOSPC, errno.EDQUOT)))
+      found.append((os.strerror(number), number))
     elif "No space left on device" in text:
-      found.append(("No space left on device", True))
-  full = [f for f in found if f[1]]
+      found.append(("No space left on device", errno.ENOSPC))
+    elif text.startswith("NOT_FOUND:"):  # Tensorstore's, for a file or folder removed under it.
+      found.append((os.strerror(errno.ENOENT), errno.ENOENT))
+  full = [f for f in found if f[1] in _FULL]
   return (full or found or [None])[0]
 
 
@@ -201,9 +310,9 @@ def write_error(
   failure = _failed_write(error)
   if failure is None:
     return None
-  cause, full = failure
+  cause, code = failure
   log = _write_log(workdir, error)
-  advice = _resume_advice(workdir, failed_step, FREE_SPACE if full else "Fix the cause")
+  advice = _resume_advice(workdir, failed_step, FREE_SPACE if code in _FULL else "Fix the cause")
   return CheckpointWriteError(f"{what}: {cause}. {advice} (traceback in {log}).")
 
 
@@ -211,12 +320,13 @@ def full_disk_error(error: BaseException, workdir: epath.Path, step: int) -> Che
   """`CheckpointWriteError` for an error of a full disk met anywhere in the run (the
   metrics, TensorBoard), else None."""
   failure = _failed_write(error)
-  if failure is None or not failure[1]:
+  if failure is None or failure[1] not in _FULL:
     return None
   return write_error(error, workdir, f"The run stopped at step {step}")
 
 
 _CAPTURED: list[str] = []  # What orbax reported of a failed write, for error.log.
+_removal_warned = False  # A removed `checkpoints/` was reported, orbax's reports of it with it.
 _FORMAT = std_logging.Formatter("%(levelname)s %(pathname)s:%(lineno)d %(message)s")
 
 
@@ -255,10 +365,11 @@ def _write_log(
 
 
 class QuietWriteErrors:
-  """While open, what orbax's failed asynchronous writes print (its ERROR log records,
-  asyncio's about its tasks, tensorstore's "Event loop is closed" reports) is kept for
-  `error.log` instead; what is still kept at the end goes there, with a one-line
-  warning. After a `CheckpointWriteError` it stays quiet until the process exits."""
+  """While open, what orbax's failed asynchronous writes print (its warning and error log
+  records, asyncio's about its tasks, tensorstore's "Event loop is closed" reports) is
+  kept for `error.log` instead; what is still kept at the end goes there, with a one-line
+  warning (none if it followed a removed `checkpoints/`, whose warning says it). After a
+  `CheckpointWriteError` it stays quiet until the process exits."""
 
   def __init__(self, workdir: epath.Path):
     self._workdir = workdir
@@ -266,7 +377,7 @@ class QuietWriteErrors:
 
   def _filter(self, record: std_logging.LogRecord) -> bool:
     where = record.pathname if record.name != "asyncio" else str(record.msg) + str(record.args)
-    if record.levelno >= std_logging.ERROR and f"{os.sep}orbax{os.sep}" in where:
+    if record.levelno >= std_logging.WARNING and f"{os.sep}orbax{os.sep}" in where:
       if len(_CAPTURED) < 200:
         _CAPTURED.append(_FORMAT.format(record))
       return False
@@ -283,7 +394,9 @@ class QuietWriteErrors:
     self._previous_hook(unraisable)
 
   def __enter__(self):
+    global _removal_warned
     _CAPTURED.clear()
+    _removal_warned = False
     for logger in self._loggers:
       logger.addFilter(self._filter)
     self._previous_hook = sys.unraisablehook
@@ -297,7 +410,8 @@ class QuietWriteErrors:
       sys.unraisablehook = self._previous_hook
     if _CAPTURED and exc is None:
       log = _write_log(self._workdir, RuntimeError("orbax reported errors while saving"))
-      print(f"WARNING: orbax reported errors while saving checkpoints; they are in {log}.")
+      if not _removal_warned:
+        print(f"WARNING: orbax reported errors while saving checkpoints; they are in {log}.")
 
 
 def _aside(workdir: epath.Path, name: str) -> epath.Path:
