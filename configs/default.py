@@ -134,7 +134,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.max_to_keep = 3
   # A progress bar on the terminal.
   config.progress_bar = True
-  # True: skip steps with a NaN/inf loss instead of stopping.
+  # True: skip steps whose loss or update is NaN/inf (over half of the last 50 stops the run).
   config.skip_nonfinite = False
   # Compile every stage's step ahead of time in a background thread while training.
   config.compile_ahead = True

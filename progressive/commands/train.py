@@ -17,8 +17,8 @@ def define_flags(fv: flags.FlagValues) -> None:
   """The flags besides `--config` (which `cli` defines)."""
   flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the config.",
                       flag_values=fv, required=True)
-  flags.DEFINE_bool("force", False, "Continue a workdir's run under a changed config.",
-                    flag_values=fv)
+  flags.DEFINE_bool("force", False, "Continue a workdir's run under a changed config, or start "
+                    "over when no checkpoint in it can be restored.", flag_values=fv)
 
 
 def _main(fv: flags.FlagValues) -> int | None:
