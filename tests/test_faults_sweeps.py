@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import pathlib
+import select
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 from progressive import cli
 from progressive.analysis import report
 from progressive.commands import sweep as sweep_command
-from progressive.sweeps import folder, spec
+from progressive.sweeps import folder, run, spec
 from progressive.training.metrics import read_rows
 from progressive.training.workdir import WorkdirError
 
@@ -167,6 +168,42 @@ def test_an_idle_worker_ignoring_sigterm_exits_with_its_sweep(tmp_path):
   assert stderr.strip().splitlines()[-1:] == [(
       f"Sweep worker {worker.pid} stops: its sweep (process {sweep.pid}) is gone; run the sweep "
       "again to resume its points.")], stderr[-3000:]
+
+
+# A worker whose sweep is alive (this test), answering a line on stdin.
+ANSWERING_WORKER = """
+import os, signal, sys
+from progressive.sweeps import run
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+run._exit_with(os.getppid())
+print("watching", flush=True)
+for line in sys.stdin:
+  print("alive", flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_burst_of_wake_up_signals_leaves_a_worker_working(tmp_path):
+  """Linux sends the parent-death signal once per dying thread of the sweep; its handler
+  set a `threading.Event`, and a second signal inside the first handler deadlocked the
+  worker on the Event's lock (1 run in 3 under load; 3 in 3 with this burst)."""
+  (tmp_path / "worker.py").write_text(ANSWERING_WORKER)
+  worker = subprocess.Popen([sys.executable, str(tmp_path / "worker.py")], cwd=REPO,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+  try:
+    assert worker.stdout.readline() == "watching\n"
+    for _ in range(20000):
+      os.kill(worker.pid, run._SWEEP_GONE)  # pylint: disable=protected-access
+    worker.stdin.write("still there?\n")
+    worker.stdin.flush()
+    answered, _, _ = select.select([worker.stdout], [], [], 10)
+    assert answered and worker.stdout.readline() == "alive\n", "the worker is wedged"
+    assert worker.poll() is None  # Its sweep (this process) lives: it stays.
+  finally:
+    worker.kill()
+    worker.wait()
 
 
 @pytest.mark.slow

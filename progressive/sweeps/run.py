@@ -12,6 +12,7 @@ import concurrent.futures
 import ctypes
 import multiprocessing
 import os
+import select
 import shlex
 import signal
 import sys
@@ -201,15 +202,26 @@ def _exit_with(sweep_pid: int) -> None:
   point forever, ignoring SIGTERM. A thread checks every second that the sweep is still
   its parent; on Linux `prctl(PR_SET_PDEATHSIG)` wakes it at once with `_SWEEP_GONE`.
   That signal only wakes the thread, which checks: Linux sends it when the thread that
-  started the worker ends, not the process, and once per dying thread of the sweep."""
-  woken = threading.Event()
+  started the worker ends, not the process, and once per dying thread of the sweep. Its
+  handler takes no lock (a byte into a pipe): a second signal runs it again inside the
+  first, and an `Event.set()` there deadlocked the worker."""
+  wake_read, wake_write = os.pipe()
+  os.set_blocking(wake_write, False)
+
+  def wake(signum, frame):
+    del signum, frame
+    try:
+      os.write(wake_write, b"\0")
+    except BlockingIOError:
+      pass  # Awake already.
+
   if sys.platform.startswith("linux"):
     try:
-      signal.signal(_SWEEP_GONE, lambda signum, frame: woken.set())
+      signal.signal(_SWEEP_GONE, wake)
       ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(_SWEEP_GONE), 0, 0, 0)
     except (OSError, AttributeError, ValueError):
       pass  # The thread alone, within a second.
-  threading.Thread(target=_watch_sweep, args=(sweep_pid, woken), name="sweep-watch",
+  threading.Thread(target=_watch_sweep, args=(sweep_pid, wake_read), name="sweep-watch",
                    daemon=True).start()
 
 
@@ -225,14 +237,14 @@ def _sweep_alive(sweep_pid: int) -> bool:
   return True
 
 
-def _watch_sweep(sweep_pid: int, woken: threading.Event) -> None:
+def _watch_sweep(sweep_pid: int, wake_fd: int) -> None:
   """`_exit_with`'s thread: once the sweep is gone (checked first in case it died before
   the prctl), SIGTERM to this worker, which a point training takes as a request to
   checkpoint (and one measuring, to stop) and is given `ORPHAN_GRACE_SECONDS` for; then,
   or at once if none is, the worker exits."""
   while _sweep_alive(sweep_pid):
-    woken.wait(1.0)
-    woken.clear()
+    if select.select([wake_fd], [], [], 1.0)[0]:
+      os.read(wake_fd, 1024)
   os.kill(os.getpid(), signal.SIGTERM)  # Ignored outside training and measuring.
   deadline = time.monotonic() + ORPHAN_GRACE_SECONDS
   while callable(signal.getsignal(signal.SIGTERM)) and time.monotonic() < deadline:
