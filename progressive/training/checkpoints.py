@@ -470,6 +470,24 @@ def _brief(error: BaseException) -> str:
   return f"{type(error).__name__}: {text}"
 
 
+class _LateTaskReports:
+  """A filter of the `asyncio` logger that sends "Task exception was never retrieved"
+  records (the tasks of failed checkpoint reads, collected late) to error.log."""
+
+  def __init__(self, workdir: epath.Path):
+    self._path = os.path.join(str(workdir), _log_name())
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if "never retrieved" not in str(record.msg):
+      return True
+    try:
+      with open(self._path, "a") as f:
+        f.write(f"--- asyncio, after the failed reads:\n{_FORMAT.format(record)}\n")
+    except OSError:
+      pass
+    return False
+
+
 class _QuietReads:
   """While checkpoints are read: orbax's log records (warnings and above) are held back,
   for error.log if a read fails (`failed`), else logged as usual at the end; the
@@ -522,6 +540,9 @@ class _QuietReads:
       for record in self._records:
         self._logger.handle(record)
       return
+    # The failed reads' asyncio tasks are collected later, and asyncio then logs "Task
+    # exception was never retrieved" with the traceback: to error.log, for the process's life.
+    std_logging.getLogger("asyncio").addFilter(_LateTaskReports(self._workdir))
     held = [_FORMAT.format(r) for r in self._records]
     if self._reports or held:
       text = "".join(f"--- reported by orbax:\n{r}\n" for r in held)
