@@ -53,6 +53,17 @@ sweep has its own workdir and tuning choice). A first try on an H200 (docs/BENCH
 found VGG-11 and ResNet-18 at 0.98-1.00 validation accuracy at every rate that finished:
 at this budget accuracy separates neither the grid nor the arms, so a harder budget is
 needed before these sweeps' accuracy comparisons mean anything.
+
+`get_hypotheses` (the `rerun` and `tuned64` protocols) names the primary hypotheses of
+the family the sweep trains; `get_comparisons`' pairs are exploratory:
+- claim 5, arm minus `stride` at the training size over the whole period: predictions
+  change less under 1-px shifts with blur (`pred_change < 0` for `blur3` and `blur5`),
+  and `blur3` is less jagged (`jag_period < 0`);
+- claim 2, an interaction (downsampling x family x scale): at 1.5 times the training
+  size, the retention (`acc_bn@S / acc_bn@<training size>`, recomputed statistics) of the
+  self-similar classes (shapes; photos: objects) minus that of the fixed-frequency ones
+  (textures; photos: periodic) is larger with `blur3` (and `max`, where the family has
+  it) than with `stride`.
 """
 
 import ml_collections
@@ -173,3 +184,44 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   arms = {p["name"].rsplit("_seed", 1)[0] for p in get_sweep(arg)}
   return [(_name(family, mode), f"{family}_stride") for family in _families(variant)
           for mode in MODES[1:] if _name(family, mode) in arms]
+
+
+# Claim 2's families: self-similar, then fixed-frequency.
+FAMILIES = {"scale_shapes": ("shape", "texture"), "photos": ("object", "periodic")}
+
+
+def _shape_advantage(arm: str, size: int, train_size: int, families) -> spec.Contrast:
+  """Within one network: the retention at `size` of the self-similar classes minus that
+  of the fixed-frequency ones (recomputed batch-norm statistics)."""
+  g = spec.group(arm)
+  similar, fixed = families
+  return (g[f"acc_bn_{similar}@{size}"] / g[f"acc_bn_{similar}@{train_size}"]
+          - g[f"acc_bn_{fixed}@{size}"] / g[f"acc_bn_{fixed}@{train_size}"])
+
+
+def get_hypotheses(arg: str | None = None) -> list[dict]:
+  """The primary hypotheses of claims 5 and 2 for the family of a `rerun` or `tuned64`
+  sweep (none for the others, which have no seeds), each with its predicted sign."""
+  variant = _variant(arg)
+  if not variant.protocol:
+    return []
+  if not variant.family:
+    raise ValueError(f"antialias.py:{arg}: a {variant.protocol} sweep's hypotheses are its "
+                     "family's; name one (family=simple_cnn, vgg11 or resnet18).")
+  family = variant.family
+  train_size, off_scale = (64, 96) if variant.protocol == "tuned64" else (32, 48)
+  families = FAMILIES["photos" if variant.photos else "scale_shapes"]
+  arms = {p["name"].rsplit("_seed", 1)[0] for p in get_sweep(arg)}
+  stride = spec.group(f"{family}_stride")
+  out = [dict(claim=5, name=f"{family}_{mode}_changes_less", predicted="< 0",
+              contrast=spec.group(f"{family}_{mode}")["pred_change"] - stride["pred_change"])
+         for mode in ("blur3", "blur5")]
+  out.append(dict(claim=5, name=f"{family}_blur3_less_jagged", predicted="< 0",
+                  contrast=spec.group(f"{family}_blur3")["jag_period"] - stride["jag_period"]))
+  for mode in ("blur3", "max"):
+    if f"{family}_{mode}" in arms:
+      out.append(dict(
+          claim=2, name=f"{family}_{mode}_helps_self_similar_off_scale", predicted="> 0",
+          contrast=(_shape_advantage(f"{family}_{mode}", off_scale, train_size, families)
+                    - _shape_advantage(f"{family}_stride", off_scale, train_size, families))))
+  return out

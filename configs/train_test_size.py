@@ -26,7 +26,19 @@ stored and recalibrated statistics, mean log-probability), against the seed ense
 as many networks at the training size (`acc_seed_ens`); and after FixRes's fine-tune of
 the classifier and batch norm at the training size and at 8 px above it (`acc_ft@S`,
 one epoch at lr 0.01: a fixed protocol setting, not tuned). `get_comparisons` sets rrc
-against flip at each size, and each dataset control against `flip32`.
+against flip at each size, and each dataset control against `flip32` (exploratory).
+
+`get_hypotheses` names the primary hypotheses, each claim's own prediction, all with
+batch-norm statistics recomputed at the test size (`acc_bn@S`):
+- claim 1, an interaction (family x off-scale loss) within `flip32`: the retention
+  `acc_bn@S / acc_bn@32` of the fixed-frequency classes (textures; photos: periodic)
+  minus that of the self-similar ones (shapes; photos: objects) is negative at 48 and at
+  16 px;
+- claim 4: the size ensemble with recomputed statistics beats the best of its sizes alone
+  (`ens_gain_bn > 0`) for `flip24` and `flip32`;
+- claim 7, within a network: `rrc24` and `rrc32` are more accurate 8 px above their
+  training size than at it, and for `rrc32` that gain exceeds `flip32`'s (an interaction
+  between arms: random-resized crops make training objects look larger).
 
 `:photos` runs the five flip/rrc arms on real photographs (`photos/sweep32`, 16 grey
 classes: periodic, stochastic textures and objects). Reduced for two CPU cores: 32 px
@@ -116,3 +128,46 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   if not variant.photos:
     pairs += [(name, "flip32") for name in CONTROLS]
   return pairs
+
+
+# Claim 1's families: fixed-frequency, then self-similar.
+FAMILIES = {"scale_shapes": ("texture", "shape"), "photos": ("periodic", "object")}
+
+
+def _retention(arm: str, family: str, size: int, train_size: int) -> spec.Contrast:
+  """Accuracy of `family` at `size` over that at the training size, recomputed statistics."""
+  g = spec.group(arm)
+  return g[f"acc_bn_{family}@{size}"] / g[f"acc_bn_{family}@{train_size}"]
+
+
+def _gain_above(arm: str, size: int, step: int = 8) -> spec.Contrast:
+  """Within one network: accuracy `step` px above its training size minus at it."""
+  g = spec.group(arm)
+  return g[f"acc_bn@{size + step}"] - g[f"acc_bn@{size}"]
+
+
+def get_hypotheses(arg: str | None = None) -> list[dict]:
+  """The primary hypotheses of claims 1, 4 and 7, each with its predicted sign (written
+  before the run; every other comparison is exploratory)."""
+  variant = _variant(arg)
+  fixed, similar = FAMILIES["photos" if variant.photos else "scale_shapes"]
+  if variant.smoke:  # The smoke arms train at 16 px and test at 16-32 px.
+    return [
+        dict(claim=1, name="fixed_frequency_retains_less_at_24", predicted="< 0",
+             contrast=_retention("flip16", fixed, 24, 16) - _retention("flip16", similar, 24, 16)),
+        dict(claim=4, name="size_ensemble_gain_flip16", predicted="> 0",
+             contrast=spec.group("flip16")["ens_gain_bn"]),
+        dict(claim=7, name="rrc16_gains_above_its_size", predicted="> 0",
+             contrast=_gain_above("rrc16", 16)),
+    ]
+  return [
+      *(dict(claim=1, name=f"fixed_frequency_retains_less_at_{size}", predicted="< 0",
+             contrast=_retention("flip32", fixed, size, 32) - _retention("flip32", similar, size, 32))
+        for size in (48, 16)),
+      *(dict(claim=4, name=f"size_ensemble_gain_{arm}", predicted="> 0",
+             contrast=spec.group(arm)["ens_gain_bn"]) for arm in ("flip24", "flip32")),
+      *(dict(claim=7, name=f"rrc{size}_gains_above_its_size", predicted="> 0",
+             contrast=_gain_above(f"rrc{size}", size)) for size in (24, 32)),
+      dict(claim=7, name="rrc32_gains_more_than_flip32", predicted="> 0",
+           contrast=_gain_above("rrc32", 32) - _gain_above("flip32", 32)),
+  ]

@@ -4,7 +4,9 @@
 measures), and writes `DIR/results.csv`, `DIR/results.md` and `DIR/results.png`. With
 several seeds it also writes `DIR/results_mean.csv` (mean and standard deviation over
 each seed group), `DIR/results_intervals.csv` (each mean's 95% interval) and, for the
-sweep's comparisons, `DIR/comparisons.csv`; with tuning, `DIR/tuning.csv`. Each is written
+sweep's comparisons, `DIR/comparisons.csv` (exploratory: uncorrected); for its primary
+hypotheses (`get_hypotheses`), `DIR/hypotheses.csv` (`hypotheses`: Holm-corrected
+intervals and verdicts); with tuning, `DIR/tuning.csv`. Each is written
 whole (`folder.write_file`), with the sweep folder held (`folder.held`).
 """
 
@@ -12,7 +14,7 @@ from collections.abc import Sequence
 
 from etils import epath
 
-from progressive.sweeps import folder, measure, spec, tables, tuning
+from progressive.sweeps import folder, hypotheses, measure, spec, tables, tuning
 
 
 def aggregate(sweep: spec.Sweep, workdir: str, *,
@@ -22,8 +24,8 @@ def aggregate(sweep: spec.Sweep, workdir: str, *,
   Writes `results.csv` and `results.md` (one row per point; with several seeds also
   `results_mean.csv` and a table of means and standard deviations over the seeds,
   `results_intervals.csv` with each mean's 95% interval, and for the `(arm, baseline)`
-  seed groups of `comparisons` (default: the sweep's) `comparisons.csv`) and
-  `results.png`. `settings` are `measure.Settings.of`'s (`num_shift_images`, `max_shift`,
+  seed groups of `comparisons` (default: the sweep's) `comparisons.csv`, exploratory), for
+  the sweep's primary hypotheses `hypotheses.csv` (`hypotheses.table`), and `results.png`. `settings` are `measure.Settings.of`'s (`num_shift_images`, `max_shift`,
   `bn_images`; `ensemble_sizes` and `finetune` default to the sweep's). Returns the rows,
   one per finished point. Holds the sweep folder meanwhile: another sweep using it is a
   `WorkdirError` naming it, and so is a full disk, naming the file."""
@@ -75,6 +77,17 @@ def _aggregate(sweep: spec.Sweep, workdir: epath.Path, comparisons, settings: me
   means = tables.mean_rows(summaries, rows, names)
   if any(len(m["seeds"].split()) > 1 for m in means):
     lines += _seed_tables(sweep, workdir, summaries, rows, names, means, points, comparisons)
+  if sweep.hypotheses:
+    judged = hypotheses.table(sweep.hypotheses, summaries, rows)
+    hypotheses.write(workdir / hypotheses.FILE, judged)
+    lines += ["", f"Primary hypotheses, written before the run ({hypotheses.FILE}). Each "
+              "estimate is over seeds: per-seed values, paired within a network, with a t "
+              "interval for one seed group and Welch's for several (exact where every seed "
+              "gives the same value). Holm's correction runs across the "
+              f"{len(judged)} hypotheses, and each interval is at Holm's level for its rank. "
+              "Supported (contradicted): the corrected p is at most 0.05 and the estimate has "
+              "(has not) the predicted sign; otherwise not resolved.", "",
+              *hypotheses.markdown_lines(judged)]
   if choice:
     grid = tables.write_tuning(workdir, choice)
     metric = choice["metric"] + (" (the accuracy at each arm's own training size)"
@@ -115,8 +128,10 @@ def _seed_tables(sweep, workdir, summaries, rows, names, means, points, comparis
   if compared:
     printed = [{**c, "p": None if c["p"] is None else f"{c['p']:.3g}"} for c in compared]
     table = tables.cells(["metric", "arm", "baseline", "difference", "low", "high", "p", "n_arm",
-                          "n_baseline", "verdict"], printed)
+                          "n_baseline", "verdict", "method", "kind"], printed)
     tables.write_csv(workdir / "comparisons.csv", table)
-    lines += ["", "Comparisons: arm minus baseline, 95% Welch interval (low, high), Welch's "
-              "two-sided p; the verdict follows the interval:", "", *tables.markdown(table)]
+    lines += ["", "Exploratory comparisons (uncorrected for the many tests; the primary "
+              "hypotheses are in hypotheses.csv): arm minus baseline, 95% Welch interval "
+              "(low, high), Welch's two-sided p (exact where neither side varies over seeds); "
+              "the verdict follows the interval:", "", *tables.markdown(table)]
   return lines

@@ -179,6 +179,7 @@ def shift_summary(run, examples, *, num_images: int, max_shift: int) -> dict:
       "prob_change": across("prob_change"),
       "cons_period": over["consistency"],
       "shift_inside": over["inside"],
+      "shift_period_images": over.get("num_images"),
   }
 
 
@@ -452,7 +453,8 @@ class Settings:
 def summarize_point(point_dir: epath.Path, name: str, overrides, config, settings: Settings, *,
                     wall_seconds: float | None = None) -> dict:
   """Writes `point_dir/sweep_point.json`: the overrides, final eval rows, the best test
-  size, the wall time (when run by the sweep) and every measure of `settings`
+  size, the test images they are over (`eval_images`), the wall time (when run by the
+  sweep) and every measure of `settings`
   (`Settings.measures`; the ensemble, the controls and the fine-tune read the whole eval
   split into memory). Returns the summary."""
   point_dir = epath.Path(point_dir)
@@ -471,6 +473,8 @@ def summarize_point(point_dir: epath.Path, name: str, overrides, config, setting
       "best_size": max(sorted(final), key=lambda size: final[size]["accuracy"]),
       "wall_seconds": wall_seconds,
   }
+  if all("examples" in r for r in final.values()):  # The test images each accuracy is over.
+    summary["eval_images"] = min(int(r["examples"]) for r in final.values())
   for measure in measures:
     summary.update(measure.run(inputs))
   folder.write_text(point_dir / SUMMARY_FILE, json.dumps(summary, indent=1, default=str) + "\n")

@@ -10,13 +10,16 @@ list of override dicts, one per point, whose keys are dotted config fields
 (`{"model.downsample": "blur", "model.blur_size": 3}`) and an optional `"name"`
 (`point_name`). `product`, `zip_axes` and `with_seeds` build such lists. It may also
 define `get_tuning(arg)` (`Tuning`), `get_ensemble_sizes(arg)`, `get_finetune(arg)` and
-`get_comparisons(arg)`. `parse_arg` turns the file's `arg` into typed values once, so its
+`get_comparisons(arg)` (exploratory pairs), and `get_hypotheses(arg)`: the primary
+hypotheses, each a `Contrast` of seed groups' measurements (`group("flip32")["acc@40"]`)
+with a predicted sign. `parse_arg` turns the file's `arg` into typed values once, so its
 hooks test fields instead of strings. This is the only module of `progressive.sweeps` a
 config file imports.
 """
 
 import ast
 import dataclasses
+import numbers
 import itertools
 import json
 import re
@@ -254,6 +257,218 @@ class Tuning:
     return tuning
 
 
+_PRECEDENCE = {"+": 1, "-": 1, "*": 2, "/": 2}
+
+
+class Contrast:
+  """A per-seed expression of seed groups' measurements: `group(name)[metric]` and
+  numbers joined by `+`, `-`, `*` and `/`, e.g. the retention of textures minus that of
+  shapes at 40 px, within one network:
+
+      flip32 = group("flip32")
+      flip32["acc_bn_texture@40"] / flip32["acc_bn_texture@32"]
+          - flip32["acc_bn_shape@40"] / flip32["acc_bn_shape@32"]
+
+  `metric` is a column of results.csv. The expression is a sum of terms (`parts`), each of
+  one group's measurements (or a number), evaluated seed by seed within its group (the
+  same network: a paired contrast); groups are independent samples (arm minus baseline,
+  or an interaction between arms). A term that multiplies or divides two groups'
+  measurements is refused: it has no per-seed value.
+  """
+
+  __slots__ = ("node",)
+
+  def __init__(self, node: tuple):
+    self.node = node
+
+  @staticmethod
+  def _node(value) -> tuple:
+    if isinstance(value, Contrast):
+      return value.node
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+      return ("const", float(value))
+    raise TypeError(f"A contrast combines contrasts and numbers, not {value!r}.")
+
+  def _op(self, op: str, other, reverse: bool = False) -> "Contrast":
+    a, b = self.node, self._node(other)
+    return Contrast(("op", op, b, a) if reverse else ("op", op, a, b))
+
+  def __add__(self, other): return self._op("+", other)
+  def __radd__(self, other): return self._op("+", other, reverse=True)
+  def __sub__(self, other): return self._op("-", other)
+  def __rsub__(self, other): return self._op("-", other, reverse=True)
+  def __mul__(self, other): return self._op("*", other)
+  def __rmul__(self, other): return self._op("*", other, reverse=True)
+  def __truediv__(self, other): return self._op("/", other)
+  def __rtruediv__(self, other): return self._op("/", other, reverse=True)
+  def __neg__(self): return Contrast(("neg", self.node))
+
+  def __str__(self) -> str:
+    return _text(self.node)
+
+  def __repr__(self) -> str:
+    return f"Contrast({self})"
+
+  def metrics(self) -> list[tuple[str, str]]:
+    """`(group, metric)` of every measurement, in the order written (repeats once)."""
+    return list(dict.fromkeys(_leaves(self.node)))
+
+  def groups(self) -> list[str]:
+    """The seed groups the contrast reads, in the order written."""
+    return list(dict.fromkeys(g for g, _ in self.metrics()))
+
+  def parts(self) -> dict[str, list[tuple[int, tuple]]]:
+    """`{group: [(sign, term), ...]}`: the additive terms of each group (a term that is
+    a number goes with the first group). `ValueError` for a term of two groups."""
+    groups = self.groups()
+    out = {g: [] for g in groups}
+    for sign, term in _terms(self.node, 1):
+      mine = list(dict.fromkeys(g for g, _ in _leaves(term)))
+      if len(mine) > 1:
+        raise ValueError(f"The term {_text(term)} of the contrast {self} combines the seed groups "
+                         f"{mine}: groups are independent samples, so only their sums and "
+                         "differences have a per-seed value.")
+      out[mine[0] if mine else groups[0]].append((sign, term))
+    return out
+
+  def part_value(self, group: str, values: Mapping[str, float]) -> float | None:
+    """One seed's value of `group`'s share of the contrast, from that point's measurements
+    `values` (a results.csv row); None where a measurement is missing or a division is by 0."""
+    total = 0.0
+    for sign, term in self.parts()[group]:
+      value = _evaluate(term, values)
+      if value is None:
+        return None
+      total += sign * value
+    return total
+
+
+class _Group:
+  """`group(name)[metric]`: one seed group's measurement in a `Contrast`."""
+
+  def __init__(self, name: str):
+    self.name = name
+
+  def __getitem__(self, metric: str) -> Contrast:
+    return Contrast(("metric", self.name, str(metric)))
+
+
+def group(name: str) -> _Group:
+  """A seed group (the `spec.group_name` of its points) whose measurements a `Contrast`
+  reads: `group("rrc32")["acc_bn@40"] - group("rrc32")["acc_bn@32"]`."""
+  return _Group(name)
+
+
+def _leaves(node: tuple):
+  if node[0] == "metric":
+    yield node[1], node[2]
+  elif node[0] == "neg":
+    yield from _leaves(node[1])
+  elif node[0] == "op":
+    yield from _leaves(node[2])
+    yield from _leaves(node[3])
+
+
+def _terms(node: tuple, sign: int) -> list[tuple[int, tuple]]:
+  if node[0] == "neg":
+    return _terms(node[1], -sign)
+  if node[0] == "op" and node[1] in "+-":
+    return _terms(node[2], sign) + _terms(node[3], sign if node[1] == "+" else -sign)
+  return [(sign, node)]
+
+
+def _evaluate(node: tuple, values: Mapping[str, float]) -> float | None:
+  kind = node[0]
+  if kind == "const":
+    return node[1]
+  if kind == "metric":
+    value = values.get(node[2])
+    return float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool) else None
+  if kind == "neg":
+    value = _evaluate(node[1], values)
+    return None if value is None else -value
+  op, a, b = node[1], _evaluate(node[2], values), _evaluate(node[3], values)
+  if a is None or b is None or (op == "/" and b == 0):
+    return None
+  if op == "+":
+    return a + b
+  if op == "-":
+    return a - b
+  return a * b if op == "*" else a / b
+
+
+def _text(node: tuple, outer: int = 0, right_of: str = "") -> str:
+  kind = node[0]
+  if kind == "metric":
+    return f"{node[1]}[{node[2]}]"
+  if kind == "const":
+    return f"{node[1]:g}"
+  if kind == "neg":
+    return f"-{_text(node[1], 3)}"
+  op = node[1]
+  precedence = _PRECEDENCE[op]
+  text = f"{_text(node[2], precedence)} {op} {_text(node[3], precedence, op)}"
+  # Parentheses where the precedence is lower, or on the right of - and / at the same level.
+  if precedence < outer or (precedence == outer and right_of in ("-", "/")):
+    return f"({text})"
+  return text
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Hypothesis:
+  """A primary hypothesis of `get_hypotheses(arg)`: which `claim` (its number in
+  RESEARCH.md) it tests, a `name`, the `contrast` and its `predicted` sign (`"> 0"` or
+  `"< 0"`), written before the run."""
+
+  claim: int
+  name: str
+  contrast: Contrast
+  predicted: str
+
+  @classmethod
+  def from_dict(cls, given: Mapping[str, Any]) -> "Hypothesis":
+    """One entry of `get_hypotheses`, checked: `ValueError` for one that cannot work."""
+    keys = {f.name for f in dataclasses.fields(cls)}
+    if set(given) != keys:
+      raise ValueError(f"A hypothesis of get_hypotheses gives {sorted(keys)}; {dict(given)!r} "
+                       f"misses {sorted(keys - set(given))} and has {sorted(set(given) - keys)} "
+                       "too many.")
+    name = str(given["name"])
+    if not isinstance(given["contrast"], Contrast) or not given["contrast"].groups():
+      raise ValueError(f"Hypothesis {name!r}: its contrast must be built from spec.group(name)"
+                       f"[metric], got {given['contrast']!r}.")
+    given["contrast"].parts()  # A term of two groups fails here.
+    if not isinstance(given["claim"], int) or given["claim"] < 1:
+      raise ValueError(f"Hypothesis {name!r}: claim is a claim's number, got {given['claim']!r}.")
+    text = str(given["predicted"]).replace(" ", "")
+    if text not in (">0", ">", "+", "<0", "<", "-"):
+      raise ValueError(f"Hypothesis {name!r}: predicted is '> 0' or '< 0', got "
+                       f"{given['predicted']!r}.")
+    predicted = "> 0" if text in (">0", ">", "+") else "< 0"
+    return cls(claim=given["claim"], name=name, contrast=given["contrast"], predicted=predicted)
+
+
+def _hypotheses(given, overrides: Sequence[Mapping[str, Any]]) -> tuple[Hypothesis, ...]:
+  """`get_hypotheses`'s list checked: names unique, at most three per claim, and every
+  seed group it reads one the sweep plans."""
+  hypotheses = tuple(Hypothesis.from_dict(h) for h in given or ())
+  names = [h.name for h in hypotheses]
+  if len(set(names)) != len(names):
+    raise ValueError(f"Two hypotheses share a name: {sorted(n for n in set(names) if names.count(n) > 1)}.")
+  claims = [h.claim for h in hypotheses]
+  crowded = sorted({c for c in claims if claims.count(c) > 3})
+  if crowded:
+    raise ValueError(f"Claim(s) {crowded} have more than three primary hypotheses; keep one to "
+                     "three per claim (the others are exploratory: get_comparisons).")
+  planned = {group_name(point_name(o), o["seed"]) for o in overrides if "seed" in o}
+  for h in hypotheses:
+    missing = [g for g in h.contrast.groups() if g not in planned]
+    if missing:
+      raise ValueError(f"Hypothesis {h.name!r} reads seed groups {missing} the sweep does not "
+                       f"plan; its seed groups are {sorted(planned)}.")
+  return hypotheses
+
+
 def _ensemble_sizes(sizes) -> tuple[int, ...] | dict[int, tuple[int, ...]]:
   if isinstance(sizes, Mapping):
     return {int(k): tuple(int(s) for s in v) for k, v in sizes.items()}
@@ -281,7 +496,8 @@ class Sweep:
   are `get_sweep(arg)`'s points (`expand` makes their configs); `tuning` is
   `get_tuning(arg)` or None; `ensemble_sizes` (`get_ensemble_sizes`) and the FixRes
   fine-tune's `sizes` are a tuple for every point or a mapping from a point's last stage
-  size to its own; `comparisons` are `get_comparisons(arg)`'s `(arm, baseline)` seed groups.
+  size to its own; `comparisons` are `get_comparisons(arg)`'s `(arm, baseline)` seed groups
+  (exploratory); `hypotheses` are `get_hypotheses(arg)`'s primary hypotheses.
   """
 
   flag: str
@@ -294,6 +510,7 @@ class Sweep:
   ensemble_sizes: tuple[int, ...] | dict[int, tuple[int, ...]] = ()
   finetune: dict[str, Any] | None = None
   comparisons: tuple[tuple[str, str], ...] = ()
+  hypotheses: tuple[Hypothesis, ...] = ()
 
   @property
   def absolute_flag(self) -> str:
@@ -347,4 +564,5 @@ def load(flag: str, common: Mapping[str, Any] | None = None) -> Sweep:
       sweep, tuning=None if tuning is None else Tuning.from_dict(tuning),
       finetune=_finetune(hook("get_finetune")),
       ensemble_sizes=_ensemble_sizes(hook("get_ensemble_sizes", ())),
-      comparisons=tuple(tuple(pair) for pair in hook("get_comparisons", ())))
+      comparisons=tuple(tuple(pair) for pair in hook("get_comparisons", ())),
+      hypotheses=_hypotheses(hook("get_hypotheses", ()), sweep.overrides))

@@ -215,7 +215,9 @@ def interval_rows(groups: Mapping[str, Mapping[str, Sequence[float]]]) -> list[d
 def comparison_rows(groups, comparisons: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
   """Per `(arm, baseline)` pair of seed-group names and shared measurement (but the
   `WINDOWED` ones): the difference of means, its 95% Welch interval, Welch's p-value,
-  each side's n and the verdict the interval gives."""
+  each side's n, the verdict the interval gives, the `method` ("Welch", or "exact" where
+  neither side varies over seeds: the interval is the difference, p 0 unless it is 0) and
+  `kind` "exploratory": uncorrected, unlike the primary hypotheses (`hypotheses`)."""
   out = []
   for arm, baseline in comparisons:
     missing = [g for g in (arm, baseline) if g not in groups]
@@ -229,7 +231,9 @@ def comparison_rows(groups, comparisons: Sequence[Sequence[str]]) -> list[dict[s
         result = statistics.welch(groups[arm][metric], groups[baseline][metric])
         out.append({"metric": metric, "arm": arm, "baseline": baseline, **{
             k: result[k] for k in ("difference", "low", "high", "p", "n_arm", "n_baseline")},
-            "verdict": statistics.verdict(result["low"], result["high"])})
+            "verdict": statistics.verdict(result["low"], result["high"]),
+            "method": "Welch" if "df" in result else "exact" if result["p"] is not None else None,
+            "kind": "exploratory"})
   return out
 
 

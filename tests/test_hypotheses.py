@@ -1,0 +1,208 @@
+"""Primary hypotheses: contrasts over seed groups, Holm's correction and verdicts, on
+synthetic per-seed results whose answer is known."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from progressive import statistics
+from progressive.sweeps import aggregate, hypotheses, measure, spec
+
+EFFECT = [0.10, 0.12, 0.09, 0.11, 0.13]  # A true positive effect, seed by seed.
+NULL = [0.02, -0.03, 0.01, -0.01, 0.0]  # Noise around zero.
+REVERSED = [-0.10, -0.12, -0.09, -0.11, -0.13]
+
+
+def test_a_contrast_of_one_group_is_the_paired_t_test():
+  out = statistics.contrast([EFFECT])
+  test = stats.ttest_1samp(EFFECT, 0.0)
+  assert out["method"] == "t" and out["df"] == 4 and out["n"] == [5]
+  assert out["estimate"] == pytest.approx(np.mean(EFFECT))
+  assert out["se"] == pytest.approx(stats.sem(EFFECT)) and out["p"] == pytest.approx(test.pvalue)
+  low, high = statistics.interval(out["estimate"], out["se"], out["df"], 0.95)
+  ci = test.confidence_interval(0.95)
+  assert (low, high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+
+
+def test_a_contrast_of_two_groups_is_welchs():
+  arm, baseline = [0.91, 0.88, 0.93, 0.90, 0.86], [0.80, 0.85, 0.78, 0.83, 0.79, 0.81]
+  out = statistics.contrast([arm, [-x for x in baseline]])
+  test = stats.ttest_ind(arm, baseline, equal_var=False)
+  assert out["method"] == "welch" and out["n"] == [5, 6]
+  assert out["estimate"] == pytest.approx(np.mean(arm) - np.mean(baseline))
+  assert out["p"] == pytest.approx(test.pvalue, rel=1e-10)
+  ci = test.confidence_interval(0.95)
+  assert statistics.interval(out["estimate"], out["se"], out["df"], 0.95) == (
+      pytest.approx(ci.low), pytest.approx(ci.high))
+
+
+def test_zero_variance_is_exact_and_too_few_seeds_untested():
+  out = statistics.contrast([[16.0] * 5, [-24.0] * 5])  # best_size_bn: 16 against 24, every seed.
+  assert out["method"] == "exact" and out["estimate"] == -8 and out["p"] == 0 and out["se"] == 0
+  assert statistics.interval(out["estimate"], out["se"], out["df"], 0.99) == (-8, -8)
+  assert statistics.contrast([[3.0] * 4, [-3.0] * 4])["p"] == 1  # Exactly nothing.
+  single = statistics.contrast([EFFECT, [0.5]])
+  assert single["p"] is None and single["method"] is None and single["estimate"] is not None
+
+
+def test_holm_matches_a_hand_computation():
+  # Sorted: 0.005 x 4 = 0.02; 0.01 x 3 = 0.03; 0.03 x 2 = 0.06; 0.04 x 1 = 0.04 -> 0.06.
+  assert statistics.holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+  assert statistics.holm([0.4, 0.3]) == pytest.approx([0.6, 0.6])
+  assert statistics.holm([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # 0.8 x 2 capped at 1; then max(1, 0.9).
+  adjusted = statistics.holm([0.01, None])  # Untestable: counted in m, left None.
+  assert adjusted[0] == pytest.approx(0.02) and adjusted[1] is None
+
+
+def _judged(*parts_and_signs):
+  rows = [{**statistics.contrast(parts), "predicted": sign} for parts, sign in parts_and_signs]
+  return statistics.judge(rows)
+
+
+def test_verdicts_follow_the_corrected_result_and_the_predicted_sign():
+  effect, null, reversed_, exact = _judged(
+      ([EFFECT], "> 0"), ([NULL], "> 0"), ([REVERSED], "> 0"), ([[16.0] * 5, [-24.0] * 5], "< 0"))
+  assert effect["verdict"] == "supported" and effect["low"] > 0
+  assert null["verdict"] == "not resolved" and null["low"] < 0 < null["high"]
+  assert reversed_["verdict"] == "contradicted" and reversed_["high"] < 0
+  assert exact["verdict"] == "supported" and (exact["low"], exact["high"]) == (-8, -8)
+  # Ranked by p (the exact one first, at p 0): the i-th of 4 at 1 - 0.05 / (4 - i + 1).
+  assert exact["confidence"] == pytest.approx(1 - 0.05 / 4)
+  assert null["confidence"] == pytest.approx(0.95)  # The largest p, last.
+  raw = statistics.contrast([EFFECT])
+  wider = statistics.interval(raw["estimate"], raw["se"], raw["df"], effect["confidence"])
+  assert (effect["low"], effect["high"]) == wider and effect["confidence"] > 0.95
+  assert effect["p_holm"] == pytest.approx(min(1, 3 * raw["p"]))  # Second of four.
+
+
+def test_holm_can_leave_a_raw_effect_unresolved():
+  """Alone, a modest effect is supported; among many nulls, Holm's correction leaves it
+  unresolved (its corrected interval spans 0)."""
+  modest = [0.05, 0.02, 0.04, 0.01, 0.03]
+  alone = _judged(([modest], "> 0"))[0]
+  assert statistics.contrast([modest])["p"] < 0.05 and alone["verdict"] == "supported"
+  crowd = _judged(([modest], "> 0"), *[([NULL], "> 0")] * 9)
+  assert crowd[0]["verdict"] == "not resolved" and crowd[0]["low"] < 0 < crowd[0]["high"]
+  assert crowd[0]["p_holm"] > 0.05
+
+
+def test_a_contrast_is_written_as_it_reads_and_evaluated_per_seed():
+  a, b = spec.group("rrc32"), spec.group("flip32")
+  interaction = (a["acc@40"] - a["acc@32"]) - (b["acc@40"] - b["acc@32"])
+  assert str(interaction) == "rrc32[acc@40] - rrc32[acc@32] - (flip32[acc@40] - flip32[acc@32])"
+  assert interaction.groups() == ["rrc32", "flip32"]
+  row = {"acc@40": 0.75, "acc@32": 0.5}
+  assert interaction.part_value("rrc32", row) == 0.25 and interaction.part_value("flip32", row) == -0.25
+  retention = b["acc_t@48"] / b["acc_t@32"] - b["acc_s@48"] / b["acc_s@32"]
+  assert str(retention) == "flip32[acc_t@48] / flip32[acc_t@32] - flip32[acc_s@48] / flip32[acc_s@32]"
+  assert retention.part_value("flip32", {"acc_t@48": 0.5, "acc_t@32": 1.0, "acc_s@48": 0.25,
+                                         "acc_s@32": 0.5}) == 0
+  assert retention.part_value("flip32", {"acc_t@48": 0.5}) is None  # A measurement missing.
+  assert str(1 - a["x"] * 2 / (a["y"] + 1)) == "1 - rrc32[x] * 2 / (rrc32[y] + 1)"
+  with pytest.raises(ValueError, match="combines the seed groups"):
+    (a["x"] / b["x"]).parts()
+
+
+def _sweep_file(tmp_path, hypotheses_source: str) -> str:
+  (tmp_path / "cfg").mkdir(parents=True, exist_ok=True)
+  path = tmp_path / "cfg" / "h.py"
+  path.write_text(
+      "from configs import default\nfrom progressive.sweeps import spec\n\n"
+      "def get_config(arg):\n  return default.get_config('smoke')\n\n"
+      "def get_sweep(arg):\n  return spec.with_seeds([{'name': 'a', 'model.downsample': 'blur'},"
+      " {'name': 'b'}], range(5))\n\n"
+      f"def get_hypotheses(arg):\n  a, b = spec.group('a'), spec.group('b')\n  return {hypotheses_source}\n")
+  return str(path)
+
+
+def test_hypotheses_are_checked_when_the_sweep_loads(tmp_path):
+  ok = "[dict(claim=7, name='h', contrast=a['acc@40'] - a['acc@32'], predicted='>')]"
+  (h,) = spec.load(_sweep_file(tmp_path, ok)).hypotheses
+  assert (h.claim, h.name, h.predicted, str(h.contrast)) == (7, "h", "> 0", "a[acc@40] - a[acc@32]")
+  for source, message in [
+      ("[dict(claim=1, name=f'h{i}', contrast=a['x'], predicted='> 0') for i in range(4)]",
+       "more than three"),
+      ("[dict(claim=1, name='h', contrast=spec.group('c')['x'], predicted='> 0')]",
+       r"reads seed groups \['c'\]"),
+      ("[dict(claim=1, name='h', contrast=a['x'] * b['x'], predicted='> 0')]", "combines"),
+      ("[dict(claim=1, name='h', contrast=a['x'], predicted='up')]", "'> 0' or '< 0'"),
+      ("[dict(claim=1, name='h', contrast=a['x'], predicted='>')] * 2", "share a name"),
+      ("[dict(claim=1, name='h', contrast=0.5, predicted='>')]", "spec.group"),
+      ("[dict(claim=1, name='h', contrast=a['x'])]", r"misses \['predicted'\]"),
+  ]:
+    with pytest.raises(ValueError, match=message):
+      spec.load(_sweep_file(tmp_path, source))
+
+
+def _summaries(tmp_path, values):
+  """Each point summarised as if it had run: `values[group]` per seed as `acc@32`, `acc@40`."""
+  for group, seeds in values.items():
+    for seed, (acc32, acc40) in enumerate(seeds):
+      name = f"{group}_seed{seed}"
+      overrides = {"model.downsample": "blur", "seed": seed} if group == "a" else {"seed": seed}
+      (tmp_path / "sweep" / name).mkdir(parents=True)
+      summary = {"name": name, "overrides": overrides, "step": 8, "eval_images": 256,
+                 "options": {"num_shift_images": 64, "max_shift": 4, "ensemble_sizes": []},
+                 "eval": {"32": {"accuracy": acc32}, "40": {"accuracy": acc40}},
+                 "best_size": 32 if acc32 >= acc40 else 40, "images_seen": 512}
+      (tmp_path / "sweep" / name / measure.SUMMARY_FILE).write_text(json.dumps(summary))
+
+
+def test_aggregation_writes_hypotheses_with_holm_and_verdicts(tmp_path):
+  hypotheses_source = """[
+      dict(claim=7, name='a_gains_above', contrast=a['acc@40'] - a['acc@32'], predicted='> 0'),
+      dict(claim=2, name='a_minus_b', contrast=a['acc@32'] - b['acc@32'], predicted='> 0'),
+      dict(claim=1, name='interaction', contrast=(a['acc@40'] - a['acc@32']) - (b['acc@40'] - b['acc@32']),
+           predicted='< 0'),
+      dict(claim=4, name='best_size', contrast=a['best_size_bn'], predicted='> 0'),
+  ]"""
+  flag = _sweep_file(tmp_path, hypotheses_source)
+  base = [0.5, 0.55, 0.45, 0.52, 0.48]
+  a = [(x, x + d) for x, d in zip(base, EFFECT)]  # Gains above its size: a true effect.
+  b = [(x + n, x + n) for x, n in zip(base, NULL)]  # Level with a at 32 px, no gain.
+  _summaries(tmp_path, {"a": a, "b": b})
+  workdir = tmp_path / "sweep"
+  aggregate.aggregate(spec.load(flag), str(workdir), comparisons=[("a", "b")])
+  with (workdir / hypotheses.FILE).open() as f:
+    reader = csv.DictReader(f)
+    rows = {r["name"]: r for r in reader}
+  assert tuple(reader.fieldnames) == hypotheses.COLUMNS
+  assert hypotheses.COLUMNS[:12] == ("claim", "name", "contrast", "predicted", "estimate", "low",
+                                     "high", "p", "p_holm", "n_seeds", "n_images", "verdict")
+  gain = rows["a_gains_above"]
+  assert gain["verdict"] == "supported" and float(gain["estimate"]) == pytest.approx(np.mean(EFFECT))
+  assert gain["n_seeds"] == "5" and gain["n_images"] == "256" and gain["method"] == "t"
+  assert float(gain["p"]) == pytest.approx(stats.ttest_1samp(EFFECT, 0).pvalue, rel=1e-5)
+  level = rows["a_minus_b"]
+  assert level["verdict"] == "not resolved" and level["n_seeds"] == "5/5" and level["method"] == "welch"
+  assert float(level["p"]) == pytest.approx(
+      stats.ttest_ind([x for x, _ in a], [x for x, _ in b], equal_var=False).pvalue, rel=1e-5)
+  # Predicted a smaller gain for a than b: the data say larger.
+  assert rows["interaction"]["verdict"] == "contradicted"
+  assert rows["interaction"]["contrast"] == "a[acc@40] - a[acc@32] - (b[acc@40] - b[acc@32])"
+  assert rows["best_size"]["verdict"] == "not resolved" and rows["best_size"]["estimate"] == ""
+  assert rows["best_size"]["method"].startswith("fewer than 2 seeds")
+  p_values = [float(r["p"]) if r["p"] else None for r in rows.values()]
+  assert [float(r["p_holm"]) if r["p_holm"] else None for r in rows.values()] == pytest.approx(
+      statistics.holm(p_values))
+  markdown = (workdir / "results.md").read_text()
+  assert "Primary hypotheses" in markdown and "| 7 | a_gains_above |" in markdown
+  assert "Exploratory comparisons" in markdown
+  with (workdir / "comparisons.csv").open() as f:
+    assert {r["kind"] for r in csv.DictReader(f)} == {"exploratory"}
+  # Correcting across two sweeps: Holm over all eight hypotheses.
+  both = statistics.judge(hypotheses.read(workdir / hypotheses.FILE) * 2)
+  assert [h["p_holm"] for h in both] == pytest.approx(statistics.holm(p_values * 2))
+  assert both[0]["verdict"] == "supported" and both[0]["confidence"] > float(gain["confidence"])
+
+
+def test_a_group_not_finished_waits(tmp_path):
+  flag = _sweep_file(tmp_path, "[dict(claim=2, name='h', contrast=a['acc@32'] - b['acc@32'], predicted='>')]")
+  _summaries(tmp_path, {"b": [(0.5, 0.5)] * 2})
+  aggregate.aggregate(spec.load(flag), str(tmp_path / "sweep"))
+  (row,) = hypotheses.read(tmp_path / "sweep" / hypotheses.FILE)
+  assert row["verdict"] == "not resolved" and row["method"] == "waiting for seed groups a"
+  assert row["estimate"] is None and row["p_holm"] is None
