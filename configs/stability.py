@@ -21,10 +21,12 @@ standard of evidence: on `scale_shapes/sweep32` at 32 px, 3 epochs at batch 128,
 `LR_GRID` (0.0125 to 3.2, factors of 2) on the validation slice: that grid is the result
 for "does batch norm widen the usable range of learning rates?" (`tuning.csv`; one seed
 per cell), and the best value per arm, whatever it is for batch 512 (a linear scaling
-rule would pick 4x batch 128's), runs with seeds 0-4 on the test split. Columns
-`act_std` and `act_near_zero` are the convolutions' output std and near-zero fraction at
-the last activation record (dead units), `skipped_steps` the steps skipped for a
-non-finite loss.
+rule would pick 4x batch 128's), runs with seeds 0-4 on the test split. Column
+`act_near_zero` is the dead-unit measure: the fraction of ReLU outputs <= 0.05, over
+every ReLU and every activation record of the run; `act_near_zero_preact` is fastai's
+figure, the same fraction of the convolutions' outputs before batch norm and ReLU (a
+bias-free convolution's are about half negative by sign alone), and `act_std` their std
+at the last record; `skipped_steps` counts the steps skipped for a non-finite loss.
 """
 
 import ml_collections

@@ -100,10 +100,14 @@ def test_a_sweep_file_is_loaded_once_into_a_sweep(tmp_path):
 
 
 def test_a_measure_is_a_name_and_the_summary_entries_it_returns(tmp_path, smoke_config):
-  stats = [{"step": 2, "layer": "conv_0/conv", "std": 9.0, "near_zero": 9.0},
+  stats = [{"step": 2, "layer": "conv_0/conv", "std": 9.0, "near_zero": 0.5},
+           {"step": 2, "layer": "conv_0/relu", "std": 9.0, "near_zero": 0.2},
            {"step": 4, "layer": "conv_0/conv", "std": 0.5, "near_zero": 0.25},
            {"step": 4, "layer": "conv_1/conv", "std": 1.5, "near_zero": 0.75},
-           {"step": 4, "layer": "conv_1/bn", "std": 9.0, "near_zero": 9.0}]
+           {"step": 4, "layer": "conv_1/bn", "std": 9.0, "near_zero": 9.0},
+           {"step": 4, "layer": "conv_0/relu", "std": 9.0, "near_zero": 0.4},
+           {"step": 4, "layer": "conv_1/relu", "std": 9.0, "near_zero": 0.9},
+           {"step": 4, "layer": "conv_1/relu", "std": 9.0, "near_zero": 0.6}]  # Resumed: the last.
   (tmp_path / "activation_stats.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stats))
   rows = [{"event": "train", "skipped": 1}, {"event": "train", "skipped": 2}, {"event": "eval"},
           {"event": "compile", "kind": "train", "size": 16, "batch_size": 4, "flops": 2e9},
@@ -112,14 +116,17 @@ def test_a_measure_is_a_name_and_the_summary_entries_it_returns(tmp_path, smoke_
   inputs = measure.Inputs(tmp_path, types.SimpleNamespace(stages=lambda: plan), rows, [16, 32])
   stability, budget = measure.Stability(), measure.Budget()
   assert (stability.name, budget.name) == ("stability", "budget")
-  assert stability.run(inputs) == {"skipped_steps": 3, "act_std": 1.0, "act_near_zero": 0.5}
+  # After the ReLUs and fastai's before them, both over every recorded step; std at the last.
+  assert stability.run(inputs) == {"skipped_steps": 3, "act_std": 1.0,
+                                   "act_near_zero": pytest.approx(0.4),
+                                   "act_near_zero_preact": pytest.approx(0.5)}
   assert budget.run(inputs) == {"images_seen": 16, "train_gflops": 3 * 2 + 8}
   # A point's summary is the union of the measures its settings ask for.
   settings = measure.Settings(num_shift_images=8, ensemble_sizes={32: (24, 32)}, bn_images=16)
   assert [m.name for m in settings.measures(smoke_config)] == [
       "budget", "stability", "shift", "ensemble", "controls", "object_scale"]
   assert settings.options(smoke_config) == {"num_shift_images": 8, "max_shift": 4,
-                                            "ensemble_sizes": [24, 32], "measures": 2,
+                                            "ensemble_sizes": [24, 32], "measures": measure.MEASURES,
                                             "bn_images": 16}
   tuned = measure.Settings(num_shift_images=8, tuning=True)
   assert [m.name for m in tuned.measures(smoke_config)] == ["budget"]

@@ -2,13 +2,16 @@
 
 import json
 
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax._src import monitoring
 
-from progressive import schedules
-from progressive.training import evaluate, parallel, steps, train
+from progressive import models, schedules
+from progressive.models import layers as model_layers
+from progressive.training import activations, evaluate, parallel, steps, train
 from progressive.training.metrics import read_rows
 from progressive.training.workdir import WorkdirError
 from tests.runs import Killed, die_after_save
@@ -105,7 +108,9 @@ def test_outputs_in_workdir(smoke_run):
   assert list((workdir / "tensorboard").glob("events.out.tfevents.*"))
   stats = read_rows(workdir / "activation_stats.jsonl")
   layers = list(dict.fromkeys(r["layer"] for r in stats))
-  assert layers[:2] == ["conv0/conv", "conv0/bn"] and layers[-1] == "head/dense"
+  # Each ReLU's output after the layer before it (the dead-unit measure), same keys.
+  assert layers[:3] == ["conv0/conv", "conv0/bn", "conv0/relu"] and layers[-1] == "head/dense"
+  assert [n for n in layers if activations.is_relu(n)] == [f"conv{i}/relu" for i in range(3)]
   assert [r["step"] for r in stats] == [s for s in range(4, 25, 4) for _ in layers]
   for row in stats:
     assert len(row["hist"]) == 40 and 0 <= row["near_zero"] <= 1 and row["std"] > 0
@@ -258,3 +263,48 @@ def test_evaluation_reports_accuracy_with_recalibrated_batch_norm(smoke_config, 
   for size in (16, 32):
     predicted = np.argmax(run.recalibrated(size, images).predict(test["image"], size), -1)
     assert rows[size]["accuracy_bn"] == pytest.approx(np.mean(predicted == test["label"]), abs=1.5 / 256)
+
+
+class _OneConv(nn.Module):
+  """A 1x1 convolution, batch norm and ReLU: `conv0` of the simple CNN in miniature."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    return model_layers.ConvNormAct(1, 1, name="conv0")(x, train)
+
+
+def test_near_zero_is_measured_after_the_relu():
+  """Weights fixed by hand: conv output x, batch norm x / sqrt(1 + 1e-5) + 0.5, ReLU."""
+  x = np.array([-2, -1, -0.6, -0.47, 0, 1, 2, 3], np.float32).reshape(1, 2, 4, 1)
+  variables = {"params": {"conv0": {"conv": {"kernel": jnp.ones((1, 1, 1, 1))},
+                                    "bn": {"scale": jnp.ones(1), "bias": jnp.full(1, 0.5)}}},
+               "batch_stats": {"conv0": {"bn": {"mean": jnp.zeros(1), "var": jnp.ones(1)}}}}
+  model = _OneConv()
+  stats = jax.device_get(jax.jit(lambda v, x: activations.activation_stats(
+      model.apply, v, x, relu=True))(variables, x))  # Jit-able, as training records them.
+  # ReLU outputs: 0, 0, 0, 0.03, 0.5, 1.5, 2.5, 3.5: four of eight <= 0.05 (three exactly 0).
+  assert float(stats["conv0/relu"]["near_zero"]) == pytest.approx(4 / 8)
+  assert float(stats["conv0/relu"]["mean"]) == pytest.approx(8.03 / 8, abs=1e-4)
+  # fastai's figure reads the convolution's output x: five of eight <= 0.05.
+  assert float(stats["conv0/conv"]["near_zero"]) == pytest.approx(5 / 8)
+  order = activations.layer_names(model.apply, variables, x)
+  rows = activations.stats_rows(stats, step=1, stage=0, size=4, order=order)
+  assert [r["layer"] for r in rows] == ["conv0/conv", "conv0/bn", "conv0/relu"]
+  assert set(rows[2]) == set(rows[0])  # The rows readers know, one more layer.
+  plain = jax.eval_shape(lambda v, x: activations.activation_stats(model.apply, v, x), variables, x)
+  assert "conv0/relu" not in plain  # Opt-in.
+
+
+def test_every_relu_is_found_in_the_traced_model(smoke_config):
+  """A residual block's ReLU after its sum, and the stem's, named by their modules."""
+  config = smoke_config.model
+  config.update(dict(name="resnet18", width=0.25, small_stem=True))
+  model = models.build(config, num_classes=4)
+  x = jax.ShapeDtypeStruct((2, 16, 16, 3), jnp.float32)
+  variables = jax.eval_shape(model.init, jax.random.key(0), x)
+  stats = jax.eval_shape(lambda v, x: activations.activation_stats(
+      model.apply, v, x, train=True, relu=True), variables, x)
+  relus = [n for n in stats if activations.is_relu(n)]
+  assert {"stem/relu", "stage1_block0/conv1/relu", "stage1_block0/relu",
+          "stage4_block1/relu"} <= set(relus)
+  assert len(relus) == 1 + 8 * 2  # The stem, and two per basic block.

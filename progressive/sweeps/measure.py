@@ -29,13 +29,14 @@ from progressive.analysis import finetune as finetune_lib
 from progressive.analysis import run as run_lib
 from progressive.data import pipeline
 from progressive.sweeps import folder, spec
+from progressive.training import activations
 from progressive.training import workdir as workdir_lib
 from progressive.training.metrics import read_rows
 
 SUMMARY_FILE = "sweep_point.json"
 WALL_FILE = "sweep_wall.json"  # The seconds a point trained, over every attempt a signal stopped.
 # What a summary measures beyond its options; a summary of an older version is remade.
-MEASURES = 2  # 2: period shifts, object scale, the scale controls.
+MEASURES = 3  # 2: period shifts, object scale, the scale controls; 3: act_near_zero after ReLUs.
 OBJECT_PER_BIN = 24  # Rendered scenes per object-scale bin.
 LOGITS_FILE = "eval_logits.npz"  # Test logits at the training size, for the seed ensemble.
 
@@ -129,21 +130,34 @@ def budget_summary(rows: Sequence[Mapping[str, Any]], plan: Sequence[schedules.S
   }
 
 
+def _mean(values: Sequence[float]) -> float | None:
+  return sum(values) / len(values) if values else None
+
+
 def stability_summary(point_dir: epath.Path, rows: Sequence[Mapping[str, Any]]) -> dict:
   """What training recorded of its stability: the steps skipped for a non-finite loss
-  (`skip_nonfinite`), and from `activation_stats.jsonl` (if recorded) the mean over the
-  convolutions (`*/conv` layers, before batch norm and ReLU) of their outputs' std and
-  near-zero fraction (`<= 0.05`, fastai's dead-unit measure) at the last record."""
+  (`skip_nonfinite`), and from `activation_stats.jsonl` (if recorded; a step recorded
+  twice, by a resumed run, counts once):
+  - `act_near_zero`: the dead-unit measure, the fraction of ReLU outputs `<= 0.05`
+    (layers `*/relu`), averaged over every ReLU and every recorded step of the run;
+  - `act_near_zero_preact`: fastai's figure, the same fraction of the convolutions'
+    outputs (`*/conv`, before batch norm and ReLU: a bias-free convolution's are about
+    half negative by sign alone), averaged the same way;
+  - `act_std`: the convolutions' output std at the last record.
+  A run recorded before ReLU outputs were has no `act_near_zero`."""
   out = {"skipped_steps": sum(int(r.get("skipped", 0)) for r in rows if r["event"] == "train")}
-  path = epath.Path(point_dir) / "activation_stats.jsonl"
-  stats = read_rows(path) if path.exists() else []
+  path = epath.Path(point_dir) / activations.STATS_FILE
+  stats = {(r["step"], r["layer"]): r for r in (read_rows(path) if path.exists() else [])}
   if stats:
-    last = max(r["step"] for r in stats)
-    convs = [r for r in stats if r["step"] == last and r["layer"].endswith("/conv")]
-    if convs:
-      out["act_std"] = sum(r["std"] for r in convs) / len(convs)
-      out["act_near_zero"] = sum(r["near_zero"] for r in convs) / len(convs)
-  return out
+    last = max(step for step, _ in stats)
+    convs = [r for r in stats.values() if r["layer"].endswith("/conv")]
+    relus = [r for r in stats.values() if activations.is_relu(r["layer"])]
+    out.update({
+        "act_std": _mean([r["std"] for r in convs if r["step"] == last]),
+        "act_near_zero": _mean([r["near_zero"] for r in relus]),
+        "act_near_zero_preact": _mean([r["near_zero"] for r in convs]),
+    })
+  return {k: v for k, v in out.items() if v is not None}
 
 
 def shift_summary(run, examples, *, num_images: int, max_shift: int) -> dict:
@@ -316,7 +330,8 @@ class Budget:
 
 @dataclasses.dataclass(frozen=True)
 class Stability:
-  """Skipped steps and the convolutions' activation statistics (`stability_summary`)."""
+  """Skipped steps and the activation statistics, after the ReLUs and fastai's
+  (`stability_summary`)."""
   name = "stability"
 
   def run(self, inputs: Inputs) -> dict:

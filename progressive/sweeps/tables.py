@@ -26,7 +26,7 @@ ENSEMBLE_COLUMNS = (("ensemble", "acc_ens"), ("ensemble_bn", "acc_ens_bn"),
 SUMMARY_COLUMNS = ("best_size", "best_size_bn", "ens_gain", "ens_gain_bn", "acc_seed_ens",
                    "ens_vs_seeds", "rf_scale", "jaggedness", "consistency", "shift_period",
                    "jag_period", "pred_change", "prob_change", "cons_period", "act_std",
-                   "act_near_zero", "skipped_steps", "images_seen", "train_gflops", "wall_seconds")
+                   "act_near_zero", "act_near_zero_preact", "skipped_steps", "images_seen", "train_gflops", "wall_seconds")
 # Measurements over overlapping windows of a seed group's networks: not independent
 # across seeds, so no Welch test between groups.
 WINDOWED = ("acc_seed_ens", "ens_vs_seeds")
@@ -98,8 +98,10 @@ def point_row(summary: Mapping[str, Any]) -> dict[str, Any]:
                                   key=lambda s: summary["eval_bn"][s]["accuracy"]))
   for key in ("best_size", "rf_scale", "jaggedness", "consistency", "shift_period", "jag_period",
               "pred_change", "prob_change", "cons_period", "act_std", "act_near_zero",
-              "images_seen", "train_gflops", "wall_seconds"):
+              "act_near_zero_preact", "images_seen", "train_gflops", "wall_seconds"):
     row[key] = summary.get(key)
+  if "act_near_zero_preact" not in summary:  # Summarised before ReLU outputs were recorded:
+    row["act_near_zero"] = None  # its act_near_zero was fastai's, at the last record only.
   return row
 
 
@@ -137,7 +139,7 @@ def _averaged(column: str) -> bool:
   return column.startswith(("acc", "ft_gain")) or column in (
       "ens_gain", "ens_gain_bn", "ens_vs_seeds", "best_size_bn", "jaggedness", "consistency",
       "jag_period", "pred_change", "prob_change", "cons_period", "act_std", "act_near_zero",
-      "skipped_steps", "wall_seconds")
+      "act_near_zero_preact", "skipped_steps", "wall_seconds")
 
 
 def _mean(values: pd.Series) -> float:
@@ -337,6 +339,11 @@ def notes(summaries, names: Sequence[str], settings: measure.Settings) -> str:
          "cons_period: over one whole subsampling period (shift_period px, the traced total "
          "stride) along x, y and the diagonal, objects kept inside the canvas."
          if "jag_period" in names else "")
+      + (" act_near_zero: the fraction of ReLU outputs <= 0.05 (dead units), over every ReLU "
+         "and recorded step; act_near_zero_preact: fastai's figure, the same of the "
+         "convolutions' outputs before batch norm and ReLU; act_std: their std at the last "
+         "record."
+         if "act_near_zero_preact" in names else "")
       + (" acc_obj@O: accuracy on scenes redrawn at object scale O (bin centre, fraction of "
          "the canvas; photos: zoom O, stored px per source px) at the last stage's size; "
          "rf_scale: the object scale past which the final receptive field no longer covers "

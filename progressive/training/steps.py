@@ -113,8 +113,9 @@ def eval_step(state: TrainState, batch, *, size: int, mean, std):
 
 
 def activation_stats_step(apply_fn, state: TrainState, batch, *, size: int, mean, std):
-  """fastai's ActivationStats of every layer with parameters on a training batch, batch
-  norm in training mode (`apply_fn` of a model built without `bn_axis_name`)."""
+  """fastai's ActivationStats of every layer with parameters, and of every ReLU's output
+  (the dead-unit measure, layers `<module>/relu`), on a training batch, batch norm in
+  training mode (`apply_fn` of a model built without `bn_axis_name`)."""
   images = preprocess(batch["image"], size, mean, std)
   variables = {"params": state.params, "batch_stats": state.batch_stats}
-  return activations.activation_stats(apply_fn, variables, images, train=True)
+  return activations.activation_stats(apply_fn, variables, images, train=True, relu=True)
