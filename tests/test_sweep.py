@@ -11,9 +11,10 @@ import types
 import numpy as np
 import pytest
 
-from progressive import cli, config_files, errors, schedules
+from progressive import cli, config_files, errors, models, schedules
 from progressive.commands import sweep as sweep_command
 from progressive.config import validate
+from progressive.models import flops
 from progressive.sweeps import aggregate, measure, spec, tables, tuning
 from progressive.sweeps import run as runner
 from progressive.training import train
@@ -113,14 +114,20 @@ def test_a_measure_is_a_name_and_the_summary_entries_it_returns(tmp_path, smoke_
           {"event": "compile", "kind": "train", "size": 16, "batch_size": 4, "flops": 2e9},
           {"event": "compile", "kind": "train", "size": 32, "batch_size": 4, "flops": 8e9}]
   plan = schedules.stage_plan([dict(size=16, steps=3), dict(size=32, steps=1)], 4, 100)
-  inputs = measure.Inputs(tmp_path, types.SimpleNamespace(stages=lambda: plan), rows, [16, 32])
+  model = models.build(smoke_config.model, num_classes=4)
+  inputs = measure.Inputs(tmp_path, types.SimpleNamespace(stages=lambda: plan, model=model), rows,
+                          [16, 32])
   stability, budget = measure.Stability(), measure.Budget()
   assert (stability.name, budget.name) == ("stability", "budget")
   # After the ReLUs and fastai's before them, both over every recorded step; std at the last.
   assert stability.run(inputs) == {"skipped_steps": 3, "act_std": 1.0,
                                    "act_near_zero": pytest.approx(0.4),
                                    "act_near_zero_preact": pytest.approx(0.5)}
-  assert budget.run(inputs) == {"images_seen": 16, "train_gflops": 3 * 2 + 8}
+  # 12 images at 16 px and 4 at 32 px, forward and backward (3 x 2 FLOPs per multiply-add);
+  # XLA's count is each stage's steps times its compiled step's.
+  macs = {size: flops.forward_macs(model, size) for size in (16, 32)}
+  assert budget.run(inputs) == {"images_seen": 16, "train_gflops_xla": 3 * 2 + 8,
+                                "train_gflops": pytest.approx(6 * (12 * macs[16] + 4 * macs[32]) / 1e9)}
   # A point's summary is the union of the measures its settings ask for.
   settings = measure.Settings(num_shift_images=8, ensemble_sizes={32: (24, 32)}, bn_images=16)
   assert [m.name for m in settings.measures(smoke_config)] == [

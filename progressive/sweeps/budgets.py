@@ -5,8 +5,9 @@
     budgets.to_reach(rows)            # training GFLOPs each arm needs for one accuracy
     plots.save(budgets.figure(rows, "acc@32"), "accuracy_vs_flops.png")
 
-Each sweep's `results.csv` holds one row per point (`name`, `seed`, `train_gflops` as
-XLA counts it, `images_seen`, `wall_seconds`, the metrics). An arm (a seed group, as the
+Each sweep's `results.csv` holds one row per point (`name`, `seed`, `train_gflops`
+counted from the architecture, the same on every backend (results written before that
+count hold XLA's there), `images_seen`, `wall_seconds`, the metrics). An arm (a seed group, as the
 sweep's own tables group them) is a curve: its
 mean metric (with the 95% Student t interval over seeds) at each budget, against the
 mean training GFLOPs it spent there. `to_reach` reads off, from those means, the

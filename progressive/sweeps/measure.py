@@ -28,6 +28,7 @@ from progressive.analysis import controls, ensemble, scale, shift
 from progressive.analysis import finetune as finetune_lib
 from progressive.analysis import run as run_lib
 from progressive.data import pipeline
+from progressive.models import flops
 from progressive.sweeps import folder, spec
 from progressive.training import activations
 from progressive.training import workdir as workdir_lib
@@ -36,7 +37,9 @@ from progressive.training.metrics import read_rows
 SUMMARY_FILE = "sweep_point.json"
 WALL_FILE = "sweep_wall.json"  # The seconds a point trained, over every attempt a signal stopped.
 # What a summary measures beyond its options; a summary of an older version is remade.
-MEASURES = 3  # 2: period shifts, object scale, the scale controls; 3: act_near_zero after ReLUs.
+# 2: period shifts, object scale, the scale controls; 3: act_near_zero after ReLUs;
+# 4: train_gflops counted from the architecture (XLA's count is train_gflops_xla).
+MEASURES = 4
 OBJECT_PER_BIN = 24  # Rendered scenes per object-scale bin.
 LOGITS_FILE = "eval_logits.npz"  # Test logits at the training size, for the seed ensemble.
 
@@ -116,16 +119,22 @@ def record_trained_seconds(point_dir: epath.Path, seconds: float) -> None:
 # The measures: what each entry of a summary says, as functions of their inputs.
 
 
-def budget_summary(rows: Sequence[Mapping[str, Any]], plan: Sequence[schedules.Stage]) -> dict:
-  """What training cost: images seen, and training FLOPs (each stage's steps times XLA's
-  count for its compiled step, forward and backward, over all devices; None where a
-  stage's count is missing)."""
-  flops = {(r["size"], r["batch_size"]): r.get("flops") for r in rows
-           if r["event"] == "compile" and r["kind"] == "train"}
-  per_stage = [flops.get((s.size, s.batch_size)) for s in plan]
+def budget_summary(rows: Sequence[Mapping[str, Any]], plan: Sequence[schedules.Stage],
+                   image_flops: Mapping[int, float] | None = None) -> dict:
+  """What training cost: images seen; `train_gflops`, counted from the architecture:
+  each stage's images times `image_flops[size]`, one training image's FLOPs at its size
+  (`flops.train_flops`: forward and backward, backward twice the forward), the same on
+  every backend (None without `image_flops`); and `train_gflops_xla`, each stage's steps
+  times XLA's count for its compiled step over all devices, which depends on the
+  backend (None where a stage's count is missing)."""
+  xla = {(r["size"], r["batch_size"]): r.get("flops") for r in rows
+         if r["event"] == "compile" and r["kind"] == "train"}
+  per_stage = [xla.get((s.size, s.batch_size)) for s in plan]
   return {
       "images_seen": sum(s.num_steps * s.batch_size for s in plan),
-      "train_gflops": None if None in per_stage else
+      "train_gflops": None if image_flops is None else
+      sum(s.num_steps * s.batch_size * image_flops[s.size] for s in plan) / 1e9,
+      "train_gflops_xla": None if None in per_stage else
       sum(s.num_steps * f for s, f in zip(plan, per_stage)) / 1e9,
   }
 
@@ -321,11 +330,14 @@ class Inputs:
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-  """Images seen and training GFLOPs (`budget_summary`)."""
+  """Images seen and training GFLOPs, counted from the run's model and by XLA
+  (`budget_summary`)."""
   name = "budget"
 
   def run(self, inputs: Inputs) -> dict:
-    return budget_summary(inputs.rows, inputs.run.stages())
+    plan = inputs.run.stages()
+    image_flops = {s.size: flops.train_flops(inputs.run.model, s.size) for s in plan}
+    return budget_summary(inputs.rows, plan, image_flops)
 
 
 @dataclasses.dataclass(frozen=True)

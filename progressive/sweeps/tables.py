@@ -26,7 +26,8 @@ ENSEMBLE_COLUMNS = (("ensemble", "acc_ens"), ("ensemble_bn", "acc_ens_bn"),
 SUMMARY_COLUMNS = ("best_size", "best_size_bn", "ens_gain", "ens_gain_bn", "acc_seed_ens",
                    "ens_vs_seeds", "rf_scale", "jaggedness", "consistency", "shift_period",
                    "jag_period", "pred_change", "prob_change", "cons_period", "act_std",
-                   "act_near_zero", "act_near_zero_preact", "skipped_steps", "images_seen", "train_gflops", "wall_seconds")
+                   "act_near_zero", "act_near_zero_preact", "skipped_steps", "images_seen",
+                   "train_gflops", "train_gflops_xla", "wall_seconds")
 # Measurements over overlapping windows of a seed group's networks: not independent
 # across seeds, so no Welch test between groups.
 WINDOWED = ("acc_seed_ens", "ens_vs_seeds")
@@ -98,8 +99,11 @@ def point_row(summary: Mapping[str, Any]) -> dict[str, Any]:
                                   key=lambda s: summary["eval_bn"][s]["accuracy"]))
   for key in ("best_size", "rf_scale", "jaggedness", "consistency", "shift_period", "jag_period",
               "pred_change", "prob_change", "cons_period", "act_std", "act_near_zero",
-              "act_near_zero_preact", "images_seen", "train_gflops", "wall_seconds"):
+              "act_near_zero_preact", "images_seen", "train_gflops", "train_gflops_xla",
+              "wall_seconds"):
     row[key] = summary.get(key)
+  if "train_gflops_xla" not in summary:  # Summarised before the architecture's count:
+    row["train_gflops"], row["train_gflops_xla"] = None, summary.get("train_gflops")  # XLA's.
   if "act_near_zero_preact" not in summary:  # Summarised before ReLU outputs were recorded:
     row["act_near_zero"] = None  # its act_near_zero was fastai's, at the last record only.
   return row
@@ -331,8 +335,12 @@ def notes(summaries, names: Sequence[str], settings: measure.Settings) -> str:
       + (f"{settings.num_shift_images} test images" if settings.num_shift_images
          else "every test image")
       + f", shifts up to {settings.max_shift} px; images_seen"
-      + (" and train_gflops (XLA's count of each stage's training step, times its steps)"
-         if "train_gflops" in names else "")
+      + (", train_gflops (counted from the architecture: the multiply-adds of every "
+         "convolution and dense layer at each stage's size, 2 FLOPs each, times 3 for the "
+         "forward and backward passes, times the images trained on; the same on every "
+         "backend)" if "train_gflops" in names else "")
+      + (" and train_gflops_xla (XLA's count of each stage's compiled training step, "
+         "times its steps; it depends on the backend)" if "train_gflops_xla" in names else "")
       + ": the training budget."
       + (" jag_period, pred_change (fraction of neighbouring shifts whose predicted class "
          "changes), prob_change (mean abs. change of the true class's probability) and "

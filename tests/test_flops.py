@@ -1,0 +1,68 @@
+"""FLOPs counted from the traced architecture: a hand count for the simple CNN, and no
+backend involved in counting."""
+
+import jax
+from jax._src import monitoring
+
+from progressive import models
+from progressive.models import flops, simple_cnn
+
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+
+
+def _hand_count(size: int, channels=(32, 64, 128, 256), num_classes: int = 10, stride: int = 2):
+  """Multiply-adds of the simple CNN by hand: per conv, output pixels x c_out x k x k x c_in
+  (stride-2 convs with padding k // 2 halve the side; with `stride=1` the conv keeps it,
+  and a pool after it halves), then the dense head on the pooled features."""
+  total, side, c_in = 0, size, 3
+  for i, c_out in enumerate(channels):
+    k = 5 if i == 0 else 3
+    out_side = side // 2 if stride == 2 else side
+    total += out_side * out_side * c_out * k * k * c_in
+    side, c_in = side // 2, c_out
+  return total + channels[-1] * num_classes
+
+
+def test_the_simple_cnn_matches_a_hand_count(smoke_config):
+  config = smoke_config.model.copy_and_resolve_references()
+  config.channels = (32, 64, 128, 256)
+  model = models.build(config, num_classes=10)
+  per_layer = flops.layer_macs(model, 32)
+  # 16x16x32 x 5x5x3, then 8x8x64, 4x4x128 and 2x2x256 each x 3x3 x the channels before.
+  assert per_layer == {"conv0/conv": 614_400, "conv1/conv": 1_179_648, "conv2/conv": 1_179_648,
+                       "conv3/conv": 1_179_648, "head/dense": 2_560}
+  assert flops.forward_macs(model, 32) == _hand_count(32) == 4_155_904
+  assert flops.forward_macs(model, 64) == _hand_count(64)  # Convs scale with the pixels.
+  assert flops.train_flops(model, 32) == 3 * 2 * 4_155_904
+  # Max pooling after stride-1 convolutions: every conv computes 4x the outputs.
+  config.downsample = "max"
+  pooled = models.build(config, num_classes=10)
+  assert flops.forward_macs(pooled, 32) == _hand_count(32, stride=1) == 4 * (4_155_904 - 2_560) + 2_560
+
+
+def test_counting_reads_shapes_and_compiles_nothing(smoke_config):
+  """The count comes from the traced program's shapes, before any backend lowers it: no
+  XLA compile happens, so every backend gives the same number."""
+  compiles = []
+
+  def listener(event, duration, **kwargs):
+    del duration, kwargs
+    if event == BACKEND_COMPILE_EVENT:
+      compiles.append(event)
+
+  model = simple_cnn.SimpleCNN(num_classes=10, channels=(32, 64, 128, 256))
+  monitoring.register_event_duration_secs_listener(listener)
+  try:
+    count = flops.forward_macs(model, 32)
+  finally:
+    monitoring.unregister_event_duration_listener(listener)
+  assert compiles == [] and count == _hand_count(32)
+
+
+def test_scans_count_their_body_per_iteration():
+  def fn(x, w):
+    return jax.lax.scan(lambda carry, _: (carry @ w, None), x, None, length=5)[0]
+
+  counted = flops.traced_macs(fn, jax.ShapeDtypeStruct((2, 4), "float32"),
+                              jax.ShapeDtypeStruct((4, 4), "float32"))
+  assert sum(counted.values()) == 5 * 2 * 4 * 4  # Five [2, 4] @ [4, 4] products.
