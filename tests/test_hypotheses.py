@@ -9,7 +9,7 @@ import pytest
 from scipy import stats
 
 from progressive import statistics
-from progressive.sweeps import aggregate, hypotheses, measure, spec
+from progressive.sweeps import aggregate, hypotheses, measure, spec, tables
 
 EFFECT = [0.10, 0.12, 0.09, 0.11, 0.13]  # A true positive effect, seed by seed.
 NULL = [0.02, -0.03, 0.01, -0.01, 0.0]  # Noise around zero.
@@ -151,7 +151,13 @@ def _summaries(tmp_path, values):
       (tmp_path / "sweep" / name / measure.SUMMARY_FILE).write_text(json.dumps(summary))
 
 
-def test_aggregation_writes_hypotheses_with_holm_and_verdicts(tmp_path):
+@pytest.fixture
+def no_figure(monkeypatch):
+  """Aggregation without drawing results.png (not what these tests read)."""
+  monkeypatch.setattr(tables, "write_figure", lambda summaries, path: None)
+
+
+def test_aggregation_writes_hypotheses_with_holm_and_verdicts(tmp_path, no_figure):
   hypotheses_source = """[
       dict(claim=7, name='a_gains_above', contrast=a['acc@40'] - a['acc@32'], predicted='> 0'),
       dict(claim=2, name='a_minus_b', contrast=a['acc@32'] - b['acc@32'], predicted='> 0'),
@@ -199,7 +205,7 @@ def test_aggregation_writes_hypotheses_with_holm_and_verdicts(tmp_path):
   assert both[0]["verdict"] == "supported" and both[0]["confidence"] > float(gain["confidence"])
 
 
-def test_a_group_not_finished_waits(tmp_path):
+def test_a_group_not_finished_waits(tmp_path, no_figure):
   flag = _sweep_file(tmp_path, "[dict(claim=2, name='h', contrast=a['acc@32'] - b['acc@32'], predicted='>')]")
   _summaries(tmp_path, {"b": [(0.5, 0.5)] * 2})
   aggregate.aggregate(spec.load(flag), str(tmp_path / "sweep"))

@@ -80,13 +80,13 @@ def _aggregate(sweep: spec.Sweep, workdir: epath.Path, comparisons, settings: me
   if sweep.hypotheses:
     judged = hypotheses.table(sweep.hypotheses, summaries, rows)
     hypotheses.write(workdir / hypotheses.FILE, judged)
-    lines += ["", f"Primary hypotheses, written before the run ({hypotheses.FILE}). Each "
-              "estimate is over seeds: per-seed values, paired within a network, with a t "
-              "interval for one seed group and Welch's for several (exact where every seed "
-              "gives the same value). Holm's correction runs across the "
-              f"{len(judged)} hypotheses, and each interval is at Holm's level for its rank. "
-              "Supported (contradicted): the corrected p is at most 0.05 and the estimate has "
-              "(has not) the predicted sign; otherwise not resolved.", "",
+    lines += ["", (f"Primary hypotheses, written before the run ({hypotheses.FILE}). Each "
+                   "estimate is over seeds: per-seed values, paired within a network, with a t "
+                   "interval for one seed group and Welch's for several (exact where every "
+                   "seed gives the same value). Holm's correction runs across the "
+                   f"{len(judged)} hypotheses, and each interval is at Holm's level for its "
+                   "rank. Supported (contradicted): the corrected p is at most 0.05 and the "
+                   "estimate has (has not) the predicted sign; otherwise not resolved."), "",
               *hypotheses.markdown_lines(judged)]
   if choice:
     grid = tables.write_tuning(workdir, choice)
@@ -130,8 +130,8 @@ def _seed_tables(sweep, workdir, summaries, rows, names, means, points, comparis
     table = tables.cells(["metric", "arm", "baseline", "difference", "low", "high", "p", "n_arm",
                           "n_baseline", "verdict", "method", "kind"], printed)
     tables.write_csv(workdir / "comparisons.csv", table)
-    lines += ["", "Exploratory comparisons (uncorrected for the many tests; the primary "
-              "hypotheses are in hypotheses.csv): arm minus baseline, 95% Welch interval "
-              "(low, high), Welch's two-sided p (exact where neither side varies over seeds); "
-              "the verdict follows the interval:", "", *tables.markdown(table)]
+    lines += ["", ("Exploratory comparisons (uncorrected for the many tests; the primary "
+                   "hypotheses are in hypotheses.csv): arm minus baseline, 95% Welch interval "
+                   "(low, high), Welch's two-sided p (exact where neither side varies over "
+                   "seeds); the verdict follows the interval:"), "", *tables.markdown(table)]
   return lines

@@ -19,9 +19,9 @@ config file imports.
 
 import ast
 import dataclasses
-import numbers
 import itertools
 import json
+import numbers
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
