@@ -11,6 +11,7 @@ local device (CPU unless an accelerator is present), whatever the mesh of the ru
 import dataclasses
 import functools
 import json
+import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -28,6 +29,7 @@ from progressive.data import pipeline
 from progressive.data.resize import preprocess
 from progressive.training import recalibrate
 from progressive.training.metrics import read_rows
+from progressive.training.workdir import flatten
 
 
 class RunError(errors.Error, ValueError):
@@ -113,7 +115,7 @@ class Run:
 
   def at_step(self, step: int) -> "Run":
     """The same run at another kept checkpoint (the model and its compiles are shared)."""
-    variables, stage = _restore(self.workdir, step, self.steps, self.stages(), self.device)
+    variables, stage, _ = _restore(self.workdir, step, self.steps, self.stages(), self.device)
     return dataclasses.replace(self, variables=variables, step=int(step), stage=stage)
 
   def stages(self) -> list[schedules.Stage]:
@@ -260,8 +262,10 @@ def load_run(
   device = device or jax.local_devices()[0]
   info = pipeline.dataset_info(config.data)
   plan = schedules.stage_plan(config.stages, config.batch_size, info.num_train)
-  variables, stage = _restore(workdir, step, steps, plan, device)
+  variables, stage, meta = _restore(workdir, step, steps, plan, device)
   model = models.build(config.model, num_classes=info.num_classes, bn_axis_name=None)
+  check_model_fits(workdir, step, config, info, model, variables, plan[stage].size,
+                   stored=meta.get("config"))
   return Run(
       workdir=workdir, config=config, info=info, model=model, variables=variables,
       step=step, stage=stage, steps=tuple(steps), device=device,
@@ -270,8 +274,108 @@ def load_run(
   )
 
 
-def _restore(workdir, step: int, steps, plan, device) -> tuple[dict[str, Any], int]:
-  """`({"params", "batch_stats"}, stage)` of the checkpoint at `step`."""
+def _shapes(tree, prefix: str = "") -> dict[str, tuple[int, ...]]:
+  """`{"a/b/kernel": shape}` of a nested dict of arrays (or `ShapeDtypeStruct`s), in the
+  dicts' own order (a model's variables: the order its layers were called in)."""
+  shapes = {}
+  for key, value in tree.items():
+    if isinstance(value, Mapping):
+      shapes.update(_shapes(value, f"{prefix}{key}/"))
+    else:
+      shapes[f"{prefix}{key}"] = tuple(value.shape)
+  return shapes
+
+
+def check_model_fits(workdir, step: int, config, info: pipeline.DatasetInfo, model,
+                     variables: Mapping[str, Any], size: int, *,
+                     stored: Mapping[str, Any] | None = None) -> None:
+  """`RunError` in one line unless the model `config.json` describes fits the checkpoint
+  at `step` (restored as `variables`, trained at `size` px).
+
+  A checkpoint stores the config it was written with (`stored`, from its meta item:
+  `checkpoints.save`), and no field of `config.model` may change on resume, so the two
+  are compared field by field and the first that differs is named. Then the parameter
+  shapes are compared (the only check when the checkpoint holds no config), and the
+  first parameter that differs, in the model's order, is named: a model of another
+  width, or for another class count (config.json's dataset edited), which would
+  otherwise fail with a long flax traceback when first applied.
+  """
+  where = epath.Path(workdir) / "config.json"
+  if stored:
+    trained = flatten(config_lib.with_defaults(stored)["model"])
+    current = flatten(json.loads(json.dumps(config.model.to_dict())))
+    fields = [k for k in sorted(set(trained) | set(current)) if trained.get(k) != current.get(k)]
+    if fields:
+      more = f" (and config.model.{', config.model.'.join(fields[1:])})" if fields[1:] else ""
+      raise RunError(
+          f"config.model.{fields[0]} is {current.get(fields[0])!r} in {where} but "
+          f"{trained.get(fields[0])!r} in the checkpoint at step {step}{more}: the checkpoint's "
+          "parameters fit only the model they were trained as. Put config.json's model back "
+          "as the checkpoint has it (its meta item holds the config it was written with)."
+      )
+  want = {}
+
+  def init(rng, images):  # Shapes read while tracing: eval_shape's output sorts the names.
+    variables = model.init(rng, images)
+    want.update(_shapes(variables))
+    return variables
+
+  jax.eval_shape(init, jax.random.key(0), jax.ShapeDtypeStruct((1, size, size, 3), jnp.float32))
+  have = _shapes({k: v for k, v in variables.items() if k in ("params", "batch_stats")})
+  # In the model's order, parameters first; then what only the checkpoint has.
+  names = [*sorted(want, key=lambda n: not n.startswith("params/")),
+           *(n for n in have if n not in want)]
+  for name in names:
+    if want.get(name) != have.get(name):
+      raise RunError(
+          f"The checkpoint at step {step} in {workdir} does not fit the model {where} "
+          f"describes ({config.model.name} for {info.num_classes} classes of "
+          f"{dataset_name(config.data)}): {name} has shape {have.get(name)} in the checkpoint "
+          f"and {want.get(name)} in that model. Put config.json back as the run wrote it."
+      )
+
+
+def dataset_name(data_config: Mapping[str, Any]) -> str:
+  """How a report names a run's dataset: `scale_shapes/small`, `cifar10`, `the image
+  folder ROOT`."""
+  if data_config["name"] == pipeline.FOLDER:
+    return f"the image folder {data_config['data_dir']}"
+  if data_config["name"] in pipeline.BUILTINS:
+    return f"{data_config['name']}/{data_config['builder_config']}"
+  return pipeline.tfds_name(data_config)
+
+
+def check_comparable(run: Run, other: Run) -> None:
+  """`RunError` in one line unless `other` was trained on `run`'s dataset (name, builder
+  config, class names and count; for an image folder its root too), so that its rows
+  can score `run`'s test images. TFDS and built-in datasets are named, not placed: the
+  same dataset prepared in another data_dir compares."""
+  mine, theirs = run.config.data, other.config.data
+  why = None
+  for field in ("name", "builder_config"):
+    if mine[field] != theirs[field]:
+      why = f"data.{field} is {theirs[field]!r} there and {mine[field]!r} here"
+      break
+  if why is None and mine["name"] == pipeline.FOLDER and (
+      os.path.realpath(str(mine["data_dir"])) != os.path.realpath(str(theirs["data_dir"]))):
+    why = f"data.data_dir is {theirs['data_dir']!r} there and {mine['data_dir']!r} here"
+  if why is None and run.info.num_classes != other.info.num_classes:
+    why = f"it has {other.info.num_classes} classes and this run {run.info.num_classes}"
+  if why is None and tuple(run.info.class_names) != tuple(other.info.class_names):
+    diff = next(i for i, (a, b) in enumerate(zip(run.info.class_names, other.info.class_names))
+                if a != b)
+    why = (f"its class {diff} is {other.info.class_names[diff]!r} and this run's "
+           f"{run.info.class_names[diff]!r}")
+  if why is not None:
+    raise RunError(
+        f"Cannot compare {other.workdir} with {run.workdir}: {why}. Compared runs must be "
+        "trained on the same dataset, since their rows score this run's test images."
+    )
+
+
+def _restore(workdir, step: int, steps, plan, device) -> tuple[dict[str, Any], int, dict]:
+  """`({"params", "batch_stats"}, stage, meta)` of the checkpoint at `step` (meta: its
+  `step`, `stage` and `config`, `{}` if it has none)."""
   if step not in steps:
     raise RunError(f"{workdir} has no checkpoint at step {step}; it has steps {list(steps)}.")
   path = epath.Path(workdir) / "checkpoints" / str(step)
@@ -284,7 +388,7 @@ def _restore(workdir, step: int, steps, plan, device) -> tuple[dict[str, Any], i
   variables = {"params": state["params"]}
   if state.get("batch_stats"):
     variables["batch_stats"] = state["batch_stats"]
-  return variables, stage
+  return variables, stage, meta
 
 
 def stage_end_steps(run: Run) -> list[int]:
@@ -310,7 +414,7 @@ def describe(run: Run) -> str:
   """One line: model, dataset, step, stage and the stage sizes."""
   sizes = " -> ".join(str(s.size) for s in run.stages())
   return (
-      f"{run.config.model.name} on {run.info.name}/{run.config.data.builder_config}, "
+      f"{run.config.model.name} on {dataset_name(run.config.data)}, "
       f"step {run.step} (stage {run.stage}, {run.train_size} px); stages {sizes} px; "
       f"checkpoints {list(run.steps)}"
   )
