@@ -310,3 +310,124 @@ def lr_find(result: Mapping[str, Any], *, skip_end: int = 5, recommended: str = 
   ax.legend(loc="best", fontsize=8)
   fig.tight_layout()
   return fig
+
+
+def confusion_matrix(result: Mapping[str, Any], *, max_labelled: int = 30) -> Figure:
+  """The confusion matrix of `interpret.interpretation` (true class down, predicted
+  across), counts written in the cells and class names on the axes up to `max_labelled`
+  classes."""
+  counts = np.asarray(result["confusion"])
+  names = result["class_names"]
+  k = len(names)
+  side = min(2.5 + 0.4 * k, 14)
+  fig = Figure(figsize=(side + 1.2, side), layout="constrained")
+  ax = fig.subplots()
+  image = ax.imshow(counts, cmap="Blues", interpolation="nearest")
+  if k <= max_labelled:
+    ax.set_xticks(range(k), names, rotation=90, fontsize=8)
+    ax.set_yticks(range(k), names, fontsize=8)
+    top = counts.max() if counts.size else 0
+    for (t, p), n in np.ndenumerate(counts):
+      if n:
+        ax.text(p, t, str(n), ha="center", va="center", fontsize=7,
+                color="white" if n > top / 2 else "black")
+  ax.set_xlabel("predicted")
+  ax.set_ylabel("true")
+  fig.colorbar(image, ax=ax, shrink=0.8, label="images")
+  accuracy = "n/a" if result["accuracy"] is None else f"{result['accuracy']:.2f}"
+  ax.set_title(f"{result['num_images']} test images at {result.get('size', '?')} px, "
+               f"accuracy {accuracy}", fontsize=9)
+  return fig
+
+
+def _image_grid(images: Sequence[np.ndarray], titles: Sequence[str], *, columns: int,
+                cell: float = 1.8, suptitle: str | None = None) -> Figure:
+  """Images in rows of `columns`, each titled; empty cells blank."""
+  n = max(len(images), 1)
+  columns = max(1, min(columns, n))
+  rows = -(-n // columns)
+  fig = Figure(figsize=(cell * columns, (cell + 0.35) * rows + (0.3 if suptitle else 0)),
+               layout="constrained")
+  axes = np.atleast_1d(fig.subplots(rows, columns, squeeze=False)).ravel()
+  for ax in axes:
+    ax.set_axis_off()
+  for ax, image, title in zip(axes, images, titles):
+    ax.imshow(np.asarray(image, np.uint8), interpolation="nearest")
+    ax.set_title(title, fontsize=7)
+  if suptitle:
+    fig.suptitle(suptitle, fontsize=9)
+  return fig
+
+
+def top_losses(result: Mapping[str, Any], images: np.ndarray, *, columns: int = 3) -> Figure:
+  """fastai's `plot_top_losses`: the test images with the highest loss, each titled with
+  its true and predicted class, the loss and the predicted class's probability."""
+  rows = result["top_losses"]
+  titles = [f"true {r['true']}\npredicted {r['predicted']}\nloss {r['loss']:.2f}, "
+            f"p {r['probability']:.2f}" for r in rows]
+  return _image_grid(list(images[:len(rows)]), titles, columns=columns, cell=2.0,
+                     suptitle=f"top losses of {result['num_images']} test images at "
+                              f"{result.get('size', '?')} px")
+
+
+def show_batch(stages: Sequence[Mapping[str, Any]], class_names: Sequence[str]) -> Figure:
+  """fastai's `show_batch` for every stage: one row per stage of its first training
+  inputs at the stage's size, drawn to one pixel scale (a 16 px stage's images half as
+  wide as a 32 px stage's), each labelled with its class."""
+  stages = [s for s in stages if len(s["image"])]
+  if not stages:
+    return Figure(figsize=(4, 1))
+  gap = max(s["size"] for s in stages) // 8
+  widths = [len(s["image"]) * (s["size"] + gap) - gap for s in stages]
+  fig = Figure(figsize=(min(2 + 0.05 * max(widths), 18), 1.2 + 0.045 * sum(s["size"] + 3 * gap
+                                                                           for s in stages)),
+               layout="constrained")
+  axes = np.atleast_1d(fig.subplots(len(stages), 1, squeeze=False,
+                                    height_ratios=[s["size"] + 3 * gap for s in stages]).ravel())
+  for ax, stage, width in zip(axes, stages, widths):
+    size = stage["size"]
+    mosaic = np.full((size, width, 3), 255, np.uint8)
+    centres = []
+    for i, image in enumerate(stage["image"]):
+      left = i * (size + gap)
+      mosaic[:, left:left + size] = image
+      centres.append(left + size / 2)
+    ax.imshow(mosaic, interpolation="nearest", extent=(0, width, size, 0))
+    ax.set_xlim(0, max(widths))
+    ax.set_xticks(centres, [str(class_names[int(c)]) for c in stage["label"]], fontsize=7,
+                  rotation=30 if len(stage["label"]) > 6 else 0)
+    ax.set_yticks([])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+      spine.set_visible(False)
+    ax.set_ylabel(f"stage {stage['stage']}\n{size} px", fontsize=8, rotation=0, ha="right",
+                  va="center")
+  fig.suptitle("first training inputs of each stage, as the pipeline made them", fontsize=9)
+  return fig
+
+
+def training_curves(curves: Mapping[str, Any]) -> Figure:
+  """Loss and accuracy against steps (`interpret.training_curves`): training rows as
+  lines, evaluation at each stage's size as dots, stage boundaries dashed."""
+  fig = Figure(figsize=(10, 3.4), layout="constrained")
+  axes = fig.subplots(1, 2)
+
+  def values(series):
+    return [np.nan if v is None else v for v in series]
+
+  for ax, key in zip(axes, ("loss", "accuracy")):
+    train, evals = curves["train"], curves["eval"]
+    if train["step"]:
+      ax.plot(train["step"], values(train[key]), color="tab:blue", label="train",
+              marker="." if len(train["step"]) < 20 else None)
+    if evals["step"]:
+      ax.plot(evals["step"], values(evals[key]), "o", color="tab:orange",
+              label="eval at the stage size")
+    ax.set_title(key)
+    ax.set_xlabel("step")
+    if key == "accuracy":
+      ax.set_ylim(-0.02, 1.02)
+    if train["step"] or evals["step"]:
+      ax.legend(fontsize=8)
+    _mark_stages(ax, curves.get("boundaries"), curves.get("stage_sizes"))
+  return fig
