@@ -437,10 +437,24 @@ def test_analyze_cli_writes_the_report(smoke_workdir):
   folder = smoke_workdir / "analysis"
   report = (folder / "report.md").read_text()
   for name in ("size_matrix", "object_scale", "jaggedness", "ensemble", "layer_stats",
-               "colorful_dimension", "schedules"):
+               "colorful_dimension", "schedules", "curves", "show_batch", "confusion_matrix",
+               "top_losses"):
     assert f"({name}.png)" in report and (folder / f"{name}.png").stat().st_size > 1000
-  for name in ("scale_matrix", "shift", "activation_stats", "ensemble", "schedules"):
+  for name in ("scale_matrix", "shift", "activation_stats", "ensemble", "schedules",
+               "interpretation", "curves", "overview"):
     assert f"({name}.json)" in report
+  # The built-in dataset's own words and sections: families, object scale, redrawn shifts.
+  assert "shapes (outlines, scale invariant) and textures (fixed pixel periods)" in report
+  assert ": left out —" not in report and "## Scale: accuracy by object scale" in report
+  interpretation = json.loads((folder / "interpretation.json").read_text())
+  assert len(interpretation["per_class"]) == 12 and interpretation["size"] == 32
+  assert interpretation["num_images"] == interpretation["num_test"]  # The whole eval split.
+  assert [b["size"] for b in interpretation["show_batch"]] == [16, 24, 32]
+  overview = json.loads((folder / "overview.json").read_text())
+  assert overview["test_images"]["size_matrix"] == 32 and overview["dataset"]["family_names"] == [
+      "shape", "texture"]
+  assert f"| size matrix, its controls, multi-size ensemble (`--num_images`) | 32 of " \
+         f"{interpretation['num_test']} |" in report
   scale_json = json.loads((folder / "scale_matrix.json").read_text())
   assert scale_json["size_matrix"]["sizes"] == [16, 24, 32]
   # The controls: recalibrated statistics (a figure too), the canvas, the grid.
@@ -489,7 +503,7 @@ def test_notebook_runs_on_the_smoke_run(smoke_workdir, tmp_path, monkeypatch):
   ).execute()
   images = [o for c in notebook.cells if c.cell_type == "code" for o in c.outputs
             if "image/png" in o.get("data", {})]
-  assert len(images) == 7  # Every figure cell drew its figure.
+  assert len(images) == 11  # Every figure cell drew its figure.
 
 
 def test_recalibrated_run_takes_its_statistics_from_the_training_split(run):

@@ -9,7 +9,9 @@ Modules: `run` (loading), `scale` (size matrix, object scale, receptive field),
 `controls` (batch-norm recalibration, canvas without resampling, grid alignment), `shift`
 (jaggedness, consistency), `activations` (fastai's ActivationStats as training recorded
 them, and of restored checkpoints), `ensemble` (multi-size),
-`plots` (figures), `report` (everything into `DIR/analysis/`). See docs/ANALYSIS.md.
+`interpret` (fastai's ClassificationInterpretation: per class, confusion, top losses;
+show_batch; loss curves), `plots` (figures), `report` (everything into `DIR/analysis/`).
+See docs/ANALYSIS.md.
 
 Names are imported lazily: `from progressive import analysis` loads a module (and pandas
 or matplotlib with `report` and `plots`) only when one of its names is first used.
@@ -28,17 +30,27 @@ _EXPORTS = {
     "canvas": "controls",
     "canvas_matrix": "controls",
     "ensemble_from_logits": "ensemble",
+    "chance_warning": "interpret",
+    "interpret_run": "interpret",
+    "interpretation": "interpret",
+    "show_batch": "interpret",
+    "training_curves": "interpret",
     "size_ensemble": "ensemble",
     "Options": "report",
     "analyze": "report",
     "figures": "report",
+    "left_out": "report",
     "write_report": "report",
     "Run": "run",
     "RunError": "run",
+    "check_comparable": "run",
+    "check_model_fits": "run",
     "checkpoint_steps": "run",
+    "dataset_name": "run",
     "describe": "run",
     "load_examples": "run",
     "load_run": "run",
+    "shift_mode": "run",
     "stage_end_runs": "run",
     "object_scale_accuracy": "scale",
     "receptive_field": "scale",
@@ -52,7 +64,8 @@ _EXPORTS = {
     "topk_correct": "shift",
     "translate": "shift",
 }
-SUBMODULES = ("activations", "controls", "ensemble", "plots", "report", "run", "scale", "shift")
+SUBMODULES = ("activations", "controls", "ensemble", "interpret", "plots", "report", "run",
+              "scale", "shift")
 
 __all__ = sorted(_EXPORTS)
 

@@ -1,19 +1,26 @@
-"""Every analysis of one run, written to `DIR/analysis/`: figures, JSON and `report.md`.
+"""Every analysis of one run, written to `DIR/analysis/`: figures, JSON, CSV and `report.md`.
 
 `analyze(run, options)` computes the results (JSON-able dicts); `write_report` saves
-them with their figures. `progressive analyze --workdir=DIR` calls both.
+them with their figures. `progressive analyze --workdir=DIR` calls both. Any dataset
+is analysed: sections that need a built-in dataset's metadata (object scale, the
+receptive field against objects, families, redrawn shifts) are left out with one line
+saying why (`left_out`).
 """
 
 import dataclasses
+import errno
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from etils import epath
 
-from progressive.analysis import activations, controls, ensemble, plots, scale, shift
+from progressive.analysis import activations, controls, ensemble, interpret, plots, scale, shift
 from progressive.analysis.run import (
   Run,
+  RunError,
+  check_comparable,
+  dataset_name,
   describe,
   label,
   load_examples,
@@ -49,6 +56,11 @@ class Options:
   stage_rows: bool = True  # Size-matrix rows: every kept stage-end checkpoint.
   compare: Mapping[str, Run] = dataclasses.field(default_factory=dict)  # More rows.
   seed: int = 0
+  # Test images for per-class accuracy, the confusion matrix and the top losses
+  # (None: the whole eval split, read in batches).
+  interpret_images: int | None = None
+  top_losses: int = 9  # Images in the top-losses grid.
+  show_batch_images: int = 8  # Training inputs shown per stage (0: no show_batch).
 
 
 def default_sizes(run: Run) -> list[int]:
@@ -64,10 +76,50 @@ def _boundaries(run: Run) -> tuple[list[int], list[int]]:
   return [s.start for s in plan[1:]], [s.size for s in plan]
 
 
+LEFT_OUT = {  # Why a section needs a built-in dataset (scale_shapes, photos).
+    "object_scale": "Object scale: left out — only the built-in datasets can redraw a scene "
+                    "at another scale.",
+    "receptive_field": "Receptive field against the objects: left out — only the built-in "
+                       "datasets record how large each object is in its image.",
+    "render": "Redrawn shifts: left out — only the built-in datasets can redraw a scene with "
+              "its content moved; the shifts below pad by reflection and crop instead.",
+}
+
+
+def left_out(info: pipeline.DatasetInfo) -> dict[str, str]:
+  """`{section: one line saying why it is left out}` for a run's dataset: the sections
+  that need a built-in dataset's metadata, and the families where it has none."""
+  lines = {} if info.name in pipeline.BUILTINS else dict(LEFT_OUT)
+  if info.family_names is None:
+    lines["families"] = ("Families: left out — this dataset has no class families, so every "
+                         "table is over all classes and per class.")
+  return lines
+
+
+def _recalibrated_at(matrix: Mapping[str, Any] | None, row: str, size: int) -> float | None:
+  """The accuracy of `row` at test `size` in a size matrix, if it has that cell."""
+  if matrix is None or row not in matrix["rows"] or size not in matrix["sizes"]:
+    return None
+  return matrix["accuracy"]["all"][matrix["rows"].index(row)][matrix["sizes"].index(size)]
+
+
 def analyze(run: Run, options: Options | None = None) -> dict[str, Any]:
   """All analyses of `run`: `scale_matrix`, `shift`, `activation_stats`, `ensemble`,
-  `schedules`, each a JSON-able dict, and `run` (a one-line description)."""
+  `schedules`, `interpretation` (per class, confusion, top losses, show_batch),
+  `curves` (loss and accuracy), `overview` (the dataset, a warning near chance, what is
+  left out and how many test images each section used), each a JSON-able dict; `run`
+  (a one-line description); and `images`, the arrays the top-losses and show_batch
+  figures draw (not written as JSON).
+
+  Runs in `options.compare` must share `run`'s dataset (`RunError` otherwise)."""
   options = options or Options()
+  for other in options.compare.values():
+    check_comparable(run, other)
+  builtin = run.info.name in pipeline.BUILTINS
+  if options.shift_mode == "render" and not builtin:
+    raise RunError(f"shift_mode='render' redraws scenes, which only the built-in datasets "
+                   f"can do; {dataset_name(run.config.data)} is shifted by padding: use "
+                   "reflect, edge, constant or circular.")
   sizes = [int(s) for s in (options.sizes or default_sizes(run))]
   examples = run.test_examples(options.num_images)
   images, labels = examples["image"], examples["label"]
@@ -101,13 +153,14 @@ def analyze(run: Run, options: Options | None = None) -> dict[str, Any]:
           run, images, labels, canvas_sizes, calibration, mode=options.canvas_mode),
       "grid": controls.grid(run.config.model, sorted({*sizes, *canvas_sizes}), run.info.num_classes),
       "batch_norm": bool(run.has_batch_norm),
+      # Objects' sizes in their images: only the built-in datasets record them.
       "receptive_field": scale.rf_coverage(rf, examples.get("object_scale", []), sizes),
       # Scenes redrawn at chosen object scales (photos: zooms): only the built-in
       # datasets can do that.
       "object_scale": scale.object_scale_accuracy(
           run.predictor(canvas), run.info, canvas_size=canvas, bin_edges=options.scale_bins,
           per_bin=options.per_bin, seed=options.seed, features_rf=rf,
-      ) if run.info.name in pipeline.BUILTINS else None,
+      ) if builtin else None,
   }
 
   shift_size = int(options.shift_size or run.train_size)
@@ -144,13 +197,53 @@ def analyze(run: Run, options: Options | None = None) -> dict[str, Any]:
       "over_training": over_training,
   }
 
+  # fastai's ClassificationInterpretation, show_batch and the loss curves.
+  interpretation, top_images = interpret.interpret_run(
+      run, num_images=options.interpret_images, top_losses=options.top_losses)
+  batches = (interpret.show_batch(run, options.show_batch_images)
+             if options.show_batch_images else [])
+  interpretation["show_batch"] = [
+      {"stage": b["stage"], "size": b["size"], "seed": b["seed"],
+       "classes": [run.info.class_names[int(c)] for c in b["label"]]} for b in batches]
+
+  num_test = int(run.info.num_test)
+  warning = interpret.chance_warning(
+      interpretation["accuracy"], run.info.num_classes, run.train_size,
+      recalibrated=_recalibrated_at(scale_result["size_matrix_bn"], latest, run.train_size))
+  overview = {
+      "dataset": {"name": dataset_name(run.config.data), "source": run.info.name,
+                  "num_classes": int(run.info.num_classes),
+                  "class_names": list(run.info.class_names),
+                  "family_names": list(run.info.family_names or []) or None,
+                  "num_train": int(run.info.num_train), "num_test": num_test,
+                  "eval_split": str(run.config.data.eval_split),
+                  "train_split": str(run.config.data.train_split),
+                  "augment": str(run.config.data.augment)},
+      "warning": warning,
+      "left_out": left_out(run.info),
+      # How many of the num_test test images each section used.
+      "test_images": {
+          "interpretation": interpretation["num_images"],
+          "size_matrix": int(matrix["num_images"]),
+          "shift": int(shift_result["sweep"]["num_images"]),
+          "period": int(shift_result["period"]["num_images"]),
+          "ensemble": int(len(labels)),
+          "activation_stats": int(len(stats_images)),
+      },
+      "calibration_images": None if calibration is None else int(len(calibration)),
+  }
+
   return {
       "run": describe(run),
+      "overview": overview,
+      "interpretation": interpretation,
+      "curves": interpret.training_curves(run),
       "scale_matrix": scale_result,
       "shift": shift_result,
       "activation_stats": stats_result,
       "ensemble": ensemble_result,
       "schedules": run.schedule_curves(),
+      "images": {"top_losses": top_images, "show_batch": batches},
   }
 
 
@@ -159,11 +252,19 @@ def figures(run: Run, results: Mapping[str, Any]) -> dict[str, Any]:
   boundaries, stage_sizes = _boundaries(run)
   scale_result, stats = results["scale_matrix"], results["activation_stats"]
   order = stats["layers"] or None
+  # The receptive field against objects: only where objects' sizes are known.
+  rf = scale_result["receptive_field"]
+  rf = rf if rf["median_object_scale"] is not None else None
+  interpretation, images = results["interpretation"], results["images"]
   return {
-      "size_matrix": plots.size_matrix(
-          scale_result["size_matrix"], scale_result["receptive_field"]),
-      **({"size_matrix_bn": plots.size_matrix(
-          scale_result["size_matrix_bn"], scale_result["receptive_field"])}
+      "curves": plots.training_curves(results["curves"]),
+      **({"show_batch": plots.show_batch(images["show_batch"], run.info.class_names)}
+         if images["show_batch"] else {}),
+      "confusion_matrix": plots.confusion_matrix(interpretation),
+      **({"top_losses": plots.top_losses(interpretation, images["top_losses"])}
+         if interpretation["top_losses"] else {}),
+      "size_matrix": plots.size_matrix(scale_result["size_matrix"], rf),
+      **({"size_matrix_bn": plots.size_matrix(scale_result["size_matrix_bn"], rf)}
          if scale_result["size_matrix_bn"] is not None else {}),
       **({"object_scale": plots.object_scale(scale_result["object_scale"])}
          if scale_result["object_scale"] is not None else {}),
@@ -178,7 +279,13 @@ def figures(run: Run, results: Mapping[str, Any]) -> dict[str, Any]:
   }
 
 
-JSON_FILES = ("scale_matrix", "shift", "activation_stats", "ensemble", "schedules")
+# CSV files, from the results: the interpretation's tables with class names.
+TABLES = {
+    "confusion_matrix.csv": lambda results: interpret.confusion_csv(results["interpretation"]),
+    "per_class.csv": lambda results: interpret.per_class_csv(results["interpretation"]),
+}
+JSON_FILES = ("overview", "interpretation", "curves", "scale_matrix", "shift", "activation_stats",
+              "ensemble", "schedules")
 
 
 def _fmt(value, spec: str = ".3f") -> str:
@@ -235,6 +342,149 @@ def _period_lines(period: Mapping[str, Any]) -> list[str]:
   return lines
 
 
+def _names(names: Sequence[str], most: int = 12) -> str:
+  shown = ", ".join(names[:most])
+  return shown + (f", ... ({len(names) - most} more)" if len(names) > most else "")
+
+
+def _of(n: int, total: int, *, start: bool = False) -> str:
+  """`"12 of 120"`, or `"all 120"` (`"All"` to start a sentence)."""
+  return f"{n} of {total}" if n != total else f"{'All' if start else 'all'} {total}"
+
+
+def _overview_lines(results: Mapping[str, Any]) -> list[str]:
+  """The report's first lines: a warning near chance, the run, the dataset, how many
+  test images each section used, and the families' left-out line."""
+  ov = results["overview"]
+  data, used, total = ov["dataset"], ov["test_images"], ov["dataset"]["num_test"]
+  lines = ["# Analysis", ""]
+  if ov["warning"]:
+    lines += [f"**{ov['warning']}**", ""]
+  lines += [results["run"], ""]
+  families = (f" Class families: {', '.join(data['family_names'])}."
+              if data["family_names"] else "")
+  lines += [
+      f"Dataset: {data['name']}, {data['num_classes']} classes ({_names(data['class_names'])}); "
+      f"{data['num_train']} training images ({data['train_split']}), {total} test images "
+      f"({data['eval_split']}).{families}", "",
+      f"Test images each section used, of the {total} in {data['eval_split']}:", "",
+      "| section | test images |", "| --- | --- |",
+      "| per-class accuracy, confusion matrix, top losses | "
+      f"{_of(used['interpretation'], total)} |",
+      f"| size matrix, its controls, multi-size ensemble (`--num_images`) | "
+      f"{_of(used['size_matrix'], total)} |",
+      f"| shifts: sweep and consistency | {_of(used['shift'], total)} |",
+      f"| shifts over one subsampling period | {_of(used['period'], total)} |",
+      f"| activation statistics of the checkpoint (`--stats_images`) | "
+      f"{_of(used['activation_stats'], total)} |", "",
+      "Numbers: [overview.json](overview.json)", "",
+  ]
+  if "families" in ov["left_out"]:
+    lines += [ov["left_out"]["families"], ""]
+  return lines
+
+
+def _run_lines(results: Mapping[str, Any]) -> list[str]:
+  """show_batch and the loss and accuracy curves."""
+  interp, curves = results["interpretation"], results["curves"]
+  data = results["overview"]["dataset"]
+  lines = ["## Training inputs (show_batch)", ""]
+  if interp["show_batch"]:
+    count = len(interp["show_batch"][0]["classes"])
+    lines += [
+        f"The first {count} training inputs of each stage, as the pipeline made them "
+        f"(augment={data['augment']!r}, at the stage's size): the start of the first batch each "
+        "stage trained on.", "",
+        "| stage | size | classes |", "| --- | --- | --- |",
+        *(f"| {b['stage']} | {b['size']} px | {', '.join(b['classes'])} |"
+          for b in interp["show_batch"]),
+        "", "![show_batch](show_batch.png)", "",
+    ]
+  else:
+    lines += ["Not drawn (show_batch_images=0).", ""]
+  ev = curves["eval"]
+  lines += [
+      "## Loss and accuracy", "",
+      "Training loss and accuracy (each point the mean over the steps since the last) and the "
+      f"evaluation on {data['eval_split']} at each stage's size, against steps; stage boundaries "
+      "dashed.", "",
+  ]
+  if ev["step"]:
+    lines += ["| step | size | eval accuracy | eval loss |", "| --- | --- | --- | --- |",
+              *(f"| {st} | {sz} px | {_fmt(a)} | {_fmt(l)} |"
+                for st, sz, a, l in zip(ev["step"], ev["size"], ev["accuracy"], ev["loss"])), ""]
+  else:
+    lines += ["No evaluation at a stage's size was logged in metrics.jsonl.", ""]
+  lines += ["![loss and accuracy](curves.png)", "", "Numbers: [curves.json](curves.json)", ""]
+  return lines
+
+
+def _interpretation_lines(results: Mapping[str, Any], most_rows: int = 40) -> list[str]:
+  """fastai's ClassificationInterpretation: per class, confusion, top losses."""
+  interp = results["interpretation"]
+  total = results["overview"]["dataset"]["num_test"]
+  rows = interp["per_class"]
+  lines = [
+      "## Per-class accuracy", "",
+      f"{_of(interp['num_images'], total, start=True)} test images ({interp['split']}) at the "
+      "training size, "
+      f"{interp['size']} px, with the batch-norm statistics stored there (step {interp['step']}): "
+      f"accuracy {_fmt(interp['accuracy'])}.", "",
+  ]
+  shown = rows
+  if len(rows) > most_rows:
+    shown = sorted(rows, key=lambda r: (r["accuracy"] is None, r["accuracy"] or 0))[:most_rows]
+    lines += [f"The {most_rows} classes with the lowest accuracy (all {len(rows)} in "
+              "[per_class.csv](per_class.csv)):", ""]
+  lines += ["| class | images | correct | accuracy |", "| --- | --- | --- | --- |",
+            *(f"| {r['class']} | {r['count']} | {r['correct']} | {_fmt(r['accuracy'])} |"
+              for r in shown),
+            "", "Numbers: [per_class.csv](per_class.csv)", "",
+            "## Confusion matrix", "",
+            "True class down, predicted class across; counts of the same test images "
+            "([confusion_matrix.csv](confusion_matrix.csv)).", "",
+            "![confusion matrix](confusion_matrix.png)", "",
+            "Most confused pairs:", ""]
+  if interp["most_confused"]:
+    lines += ["| true | predicted | count |", "| --- | --- | --- |",
+              *(f"| {m['true']} | {m['predicted']} | {m['count']} |"
+                for m in interp["most_confused"]),
+              ""]
+  else:
+    lines += ["None: no test image was misclassified.", ""]
+  lines += ["## Top losses", ""]
+  if interp["top_losses"]:
+    lines += [
+        f"The {len(interp['top_losses'])} test images with the highest cross-entropy, each with "
+        "its true class, the predicted class, the loss and the predicted class's probability.", "",
+        "| image | true | predicted | loss | probability | p(true) |",
+        "| --- | --- | --- | --- | --- | --- |",
+        *(f"| {t['index']} | {t['true']} | {t['predicted']} | {t['loss']:.3f} | "
+          f"{t['probability']:.3f} | {t['p_true']:.3f} |" for t in interp["top_losses"]),
+        "", "![top losses](top_losses.png)", "",
+    ]
+  else:
+    lines += ["No test image was evaluated.", ""]
+  lines += ["Numbers: [interpretation.json](interpretation.json)", ""]
+  return lines
+
+
+def _scale_question(results: Mapping[str, Any]) -> str:
+  """The size matrix's question, in the words of the run's dataset."""
+  data = results["overview"]["dataset"]
+  matrix = results["scale_matrix"]["size_matrix"]
+  if data["source"] == pipeline.BUILTIN:
+    question = ("Which sizes does each checkpoint recognise, for shapes (outlines, scale "
+                "invariant) and textures (fixed pixel periods)?")
+  elif data["family_names"]:
+    question = (f"Which sizes does each checkpoint recognise, for each class family "
+                f"({', '.join(data['family_names'])})?")
+  else:
+    question = f"Which sizes does each checkpoint recognise the {data['num_classes']} classes at?"
+  return (f"{question} {_of(matrix['num_images'], data['num_test'])} test images, zoomed whole "
+          "to each size, with the batch-norm statistics stored at the training size.")
+
+
 def markdown(results: Mapping[str, Any]) -> str:
   """`report.md`: what each figure answers, its key numbers, links to figure and JSON."""
   sm = results["scale_matrix"]
@@ -243,19 +493,17 @@ def markdown(results: Mapping[str, Any]) -> str:
   ens, stats = results["ensemble"], results["activation_stats"]
   groups = list(matrix["accuracy"])
   grid = sm["grid"]
-  lines = [
-      "# Analysis", "", results["run"], "",
-      "## Scale: accuracy by test size", "",
-      "Which sizes does each checkpoint recognise, for shapes (outlines, scale invariant) and "
-      f"textures (fixed pixel periods)? {matrix['num_images']} test images, zoomed whole to each "
-      "size, with the batch-norm statistics stored at the training size.", "",
-  ]
+  left = results["overview"]["left_out"]
+  lines = [*_overview_lines(results), *_run_lines(results), *_interpretation_lines(results),
+           "## Scale: accuracy by test size", "", _scale_question(results), ""]
   lines += _matrix_tables(matrix, "trained \\ test px", grid["misaligned"])
   lines.append(_grid_note(grid))
   lines.append(f"Final receptive field (one position of the pooled map): {rf['features_rf']} px"
                + ("." if rf["median_object_scale"] is None else
                   f"; the median object ({_fmt(rf['median_object_scale'], '.2f')} of the canvas) "
                   f"is wider than it from {_fmt(rf['uncovered_from_size'], '.1f')} px on."))
+  if "receptive_field" in left:
+    lines += ["", left["receptive_field"]]
   lines += ["", "![size matrix](size_matrix.png)", ""]
   bn = sm["size_matrix_bn"]
   lines += ["### Control: batch-norm statistics recomputed at each test size", ""]
@@ -304,11 +552,15 @@ def markdown(results: Mapping[str, Any]) -> str:
     for group, values in obj["accuracy"].items():
       lines.append(f"| {group} | " + " | ".join(_fmt(v, ".2f") for v in values) + " |")
     lines += ["", "![object scale](object_scale.png)", ""]
+  if "object_scale" in left:
+    lines += [left["object_scale"], ""]
+  total = results["overview"]["dataset"]["num_test"]
   lines += [
       "Numbers: [scale_matrix.json](scale_matrix.json)", "",
       "## Shifts", "",
       f"How stable are predictions under 1-pixel translations ({sweep['mode']} shifts at "
-      f"{sweep['size']} px)?", "",
+      f"{sweep['size']} px, {_of(sweep['num_images'], total)} test images)?", "",
+      *([left["render"], ""] if "render" in left else []),
       f"- Jaggedness (Azulay & Weiss, top-{sweep['topk']}, shifts "
       f"{sweep['shifts'][0]}..{sweep['shifts'][-1]} px along {tuple(sweep['direction'])}): {_fmt(sweep['mean_changes'], '.2f')} changes per "
       f"image; {_fmt(sweep['frac_changed'], '.1%')} of images change at least once.",
@@ -323,7 +575,8 @@ def markdown(results: Mapping[str, Any]) -> str:
       "", "![jaggedness](jaggedness.png)", "", *_period_lines(results["shift"]["period"]),
       "Numbers: [shift.json](shift.json)", "",
       "## Multi-size ensemble", "",
-      "Does averaging the softmax over several input sizes beat every single size?", "",
+      "Does averaging the softmax over several input sizes beat every single size? "
+      f"({_of(matrix['num_images'], total)} test images, as in the size matrix)", "",
       "| | " + " | ".join(groups) + " |", "|" + " --- |" * (len(groups) + 1),
   ]
   for size in ens["sizes"]:
@@ -362,22 +615,33 @@ def markdown(results: Mapping[str, Any]) -> str:
 
 
 def write_report(run: Run, out_dir=None, options: Options | None = None) -> epath.Path:
-  """Runs `analyze` and writes `report.md`, the JSON files and PNG figures to `out_dir`
-  (default: `run.workdir / "analysis"`), each whole or not at all; a full disk is a
-  `WorkdirError` naming the file. Returns the path of `report.md`, written last."""
+  """Runs `analyze` and writes `report.md`, the JSON, CSV (`TABLES`) and PNG files to
+  `out_dir` (default: `run.workdir / "analysis"`), each whole or not at all (a temporary
+  file, then a rename); a full disk is a `WorkdirError` naming the file. Returns the path
+  of `report.md`, written last."""
   out_dir = epath.Path(out_dir or run.workdir / "analysis")
-  out_dir.mkdir(parents=True, exist_ok=True)
+  fix = ("run `progressive analyze` again, or pass --out=<a folder with room>; the run itself "
+         "is untouched.")
+  try:
+    out_dir.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+      raise
+    raise workdir_lib.WorkdirError(f"Cannot create {out_dir}: {e.strerror or e}. Its disk (or "
+                                   f"quota) is full: free some space there, then {fix}") from None
   results = analyze(run, options)
 
   def write(path, writer):
-    workdir_lib.write_output(path, writer, "run `progressive analyze` again, or pass "
-                             "--out=<a folder with room>; the run itself is untouched.")
+    workdir_lib.write_output(path, writer, fix)
 
   for name in JSON_FILES:
     text = json.dumps(results[name], indent=1) + "\n"
     write(out_dir / f"{name}.json", lambda tmp, text=text: tmp.write_text(text))
   for name, fig in figures(run, results).items():
     write(out_dir / f"{name}.png", lambda tmp, fig=fig: plots.write_png(fig, tmp))
+  for name, table in TABLES.items():
+    text = table(results)
+    write(out_dir / name, lambda tmp, text=text: tmp.write_text(text))
   path = out_dir / "report.md"
   write(path, lambda tmp: tmp.write_text(markdown(results)))
   return path

@@ -4,8 +4,11 @@
     progressive analyze --workdir=/tmp/run --num_images=2000 --per_bin=120 \
         --sizes=16,24,32,48,64,96 --shift_mode=edge --compare=/tmp/run32,/tmp/run64
 
-`report.md` links every figure and the JSON behind it (docs/ANALYSIS.md). The defaults
-keep a smoke run's analysis to seconds on a CPU; raise the counts for real runs.
+`report.md` links every figure and the JSON and CSV behind it (docs/ANALYSIS.md): for any
+dataset, per-class accuracy, the confusion matrix, the top losses, show_batch and the loss
+curves besides the scale, shift and activation analyses. The defaults keep a smoke run's
+analysis to seconds on a CPU; raise the counts for real runs. `--compare` takes runs of
+the same dataset only.
 """
 
 from absl import flags
@@ -50,6 +53,12 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_list("compare", [], "More workdirs: their latest checkpoints become size-matrix "
                     "rows.", **define)
   flags.DEFINE_integer("seed", 0, "Seed of rendered scenes and random shifts.", **define)
+  flags.DEFINE_integer("interpret_images", None, "Test images for per-class accuracy, the "
+                       "confusion matrix and the top losses (default: the whole eval split).",
+                       **define)
+  flags.DEFINE_integer("top_losses", 9, "Images in the top-losses grid.", **define)
+  flags.DEFINE_integer("show_batch_images", 8, "Training inputs shown per stage (0: none).",
+                       **define)
 
 
 def _main(fv: flags.FlagValues) -> None:
@@ -58,6 +67,7 @@ def _main(fv: flags.FlagValues) -> None:
   compare = {}
   for workdir in fv.compare:
     other = analysis.load_run(workdir, data_dir=fv.data_dir)
+    analysis.check_comparable(run, other)  # Before any analysis: one line if not.
     compare[f"{workdir} ({other.train_size} px)"] = other
   options = analysis.Options(
       num_images=fv.num_images,
@@ -76,6 +86,9 @@ def _main(fv: flags.FlagValues) -> None:
       stats_train=fv.stats_train,
       compare=compare,
       seed=fv.seed,
+      interpret_images=fv.interpret_images,
+      top_losses=fv.top_losses,
+      show_batch_images=fv.show_batch_images,
   )
   print(analysis.describe(run))
   path = analysis.write_report(run, fv.out, options)
