@@ -167,7 +167,7 @@ def test_report_of_a_folder_run_interprets_it_in_its_own_words(folder_run, capsy
   assert f"the image folder {folder_run.config.data.data_dir}" in text
   for words in BUILTIN_WORDING:
     assert words not in text, words
-  for line in report.LEFT_OUT.values():
+  for line in report.SECTIONS_LEFT_OUT.values():
     assert line in text
   assert "Families: left out" in text
   # The whole eval split, at the training size: the logged evaluation comes back.
@@ -236,7 +236,7 @@ def test_notebook_runs_on_a_folder_run(folder_workdir, tmp_path, monkeypatch):
   images = [o for o in outputs if "image/png" in o.get("data", {})]
   assert len(images) == 10  # Every figure but the object scale's.
   printed = "".join(o.get("text", "") for o in outputs if o.get("output_type") == "stream")
-  assert report.LEFT_OUT["object_scale"] in printed and "3 classes: astronaut" in printed
+  assert report.SECTIONS_LEFT_OUT["object_scale"] in printed and "3 classes: astronaut" in printed
   assert not [o for o in outputs if o.get("output_type") == "error"]
 
 

@@ -39,7 +39,7 @@ _EXPORTS = {
     "Options": "report",
     "analyze": "report",
     "figures": "report",
-    "left_out": "report",
+    "sections_left_out": "report",
     "write_report": "report",
     "Run": "run",
     "RunError": "run",

@@ -4,7 +4,7 @@
 them with their figures. `progressive analyze --workdir=DIR` calls both. Any dataset
 is analysed: sections that need a built-in dataset's metadata (object scale, the
 receptive field against objects, families, redrawn shifts) are left out with one line
-saying why (`left_out`).
+saying why (`sections_left_out`).
 """
 
 import dataclasses
@@ -76,7 +76,7 @@ def _boundaries(run: Run) -> tuple[list[int], list[int]]:
   return [s.start for s in plan[1:]], [s.size for s in plan]
 
 
-LEFT_OUT = {  # Why a section needs a built-in dataset (scale_shapes, photos).
+SECTIONS_LEFT_OUT = {  # Why a section needs a built-in dataset (scale_shapes, photos).
     "object_scale": "Object scale: left out — only the built-in datasets can redraw a scene "
                     "at another scale.",
     "receptive_field": "Receptive field against the objects: left out — only the built-in "
@@ -86,10 +86,10 @@ LEFT_OUT = {  # Why a section needs a built-in dataset (scale_shapes, photos).
 }
 
 
-def left_out(info: pipeline.DatasetInfo) -> dict[str, str]:
+def sections_left_out(info: pipeline.DatasetInfo) -> dict[str, str]:
   """`{section: one line saying why it is left out}` for a run's dataset: the sections
   that need a built-in dataset's metadata, and the families where it has none."""
-  lines = {} if info.name in pipeline.BUILTINS else dict(LEFT_OUT)
+  lines = {} if info.name in pipeline.BUILTINS else dict(SECTIONS_LEFT_OUT)
   if info.family_names is None:
     lines["families"] = ("Families: left out — this dataset has no class families, so every "
                          "table is over all classes and per class.")
@@ -220,7 +220,7 @@ def analyze(run: Run, options: Options | None = None) -> dict[str, Any]:
                   "train_split": str(run.config.data.train_split),
                   "augment": str(run.config.data.augment)},
       "warning": warning,
-      "left_out": left_out(run.info),
+      "sections_left_out": sections_left_out(run.info),
       # How many of the num_test test images each section used.
       "test_images": {
           "interpretation": interpretation["num_images"],
@@ -379,8 +379,8 @@ def _overview_lines(results: Mapping[str, Any]) -> list[str]:
       f"{_of(used['activation_stats'], total)} |", "",
       "Numbers: [overview.json](overview.json)", "",
   ]
-  if "families" in ov["left_out"]:
-    lines += [ov["left_out"]["families"], ""]
+  if "families" in ov["sections_left_out"]:
+    lines += [ov["sections_left_out"]["families"], ""]
   return lines
 
 
@@ -493,7 +493,7 @@ def markdown(results: Mapping[str, Any]) -> str:
   ens, stats = results["ensemble"], results["activation_stats"]
   groups = list(matrix["accuracy"])
   grid = sm["grid"]
-  left = results["overview"]["left_out"]
+  left = results["overview"]["sections_left_out"]
   lines = [*_overview_lines(results), *_run_lines(results), *_interpretation_lines(results),
            "## Scale: accuracy by test size", "", _scale_question(results), ""]
   lines += _matrix_tables(matrix, "trained \\ test px", grid["misaligned"])
