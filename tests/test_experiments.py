@@ -8,8 +8,11 @@ import pathlib
 import numpy as np
 import pytest
 
+from progressive import models
 from progressive.analysis import controls
 from progressive.analysis import run as run_lib
+from progressive.data import pipeline
+from progressive.models import flops
 from progressive.sweeps import measure, spec, tables, tuning
 from progressive.sweeps import run as runner
 from progressive.training.metrics import read_rows
@@ -29,10 +32,17 @@ def test_experiment_smoke_sweeps_train(name, data_dir, tmp_path, compilation_cac
   if name == "stability":
     stats = read_rows(tmp_path / "no_bn_constant" / "activation_stats.jsonl")
     assert {r["step"] for r in stats} == {2, 4, 6, 8}
-    convs = [r for r in stats if r["step"] == 8 and r["layer"].endswith("/conv")]
+    relus = [r for r in stats if r["layer"].endswith("/relu")]
+    convs = [r for r in stats if r["layer"].endswith("/conv")]
+    assert {r["step"] for r in relus} == {r["step"] for r in convs} == {2, 4, 6, 8}
     row = next(r for r in rows if r["name"] == "no_bn_constant")
-    assert row["act_near_zero"] == pytest.approx(sum(r["near_zero"] for r in convs) / len(convs))
-    assert row["act_std"] == pytest.approx(sum(r["std"] for r in convs) / len(convs))
+    # After every ReLU at every recorded step (the dead-unit measure); fastai's figure, the
+    # convolutions' outputs before batch norm and ReLU, the same way; std at the last step.
+    assert row["act_near_zero"] == pytest.approx(sum(r["near_zero"] for r in relus) / len(relus))
+    assert row["act_near_zero_preact"] == pytest.approx(
+        sum(r["near_zero"] for r in convs) / len(convs))
+    last = [r for r in convs if r["step"] == 8]
+    assert row["act_std"] == pytest.approx(sum(r["std"] for r in last) / len(last))
   if name == "fixres":
     for row in rows:
       accuracies = {int(k.split("@")[1]): v for k, v in row.items() if k.startswith("acc@")}
@@ -46,8 +56,9 @@ def test_progressive_vs_fixed_smoke_reports_budget_ensemble_and_seed_means(data_
   config_flag = f"{REPO}/configs/progressive_vs_fixed.py:smoke"
   common = {"data.data_dir": data_dir, "progress_bar": False,
             "compilation_cache_dir": compilation_cache}
-  rows = {r["name"]: r for r in runner.run_sweep(spec.load(config_flag, common), str(tmp_path),
-                                                 num_shift_images=8)}
+  sweep = spec.load(config_flag, common)
+  configs = {name: config for name, _, config in sweep.expand()}
+  rows = {r["name"]: r for r in runner.run_sweep(sweep, str(tmp_path), num_shift_images=8)}
   assert list(rows) == ["progressive_run_seed0", "progressive_run_seed1", "fixed32_seed0", "fixed32_seed1"]
   for name, row in rows.items():
     # The ensemble over 16, 24 and 32 px reads the whole test split, as evaluation does:
@@ -55,13 +66,24 @@ def test_progressive_vs_fixed_smoke_reports_budget_ensemble_and_seed_means(data_
     best = max(row[f"acc@{s}"] for s in (16, 24, 32))
     assert row["ens_gain"] == pytest.approx(row["acc_ens"] - best, abs=2e-3), name
     assert 0 <= row["acc_ens_shape"] <= 1 and 0 <= row["acc_ens_texture"] <= 1
-    flops = {r["size"]: r["flops"] for r in read_rows(tmp_path / name / "metrics.jsonl")
-             if r["event"] == "compile" and r["kind"] == "train"}
+    xla = {r["size"]: r["flops"] for r in read_rows(tmp_path / name / "metrics.jsonl")
+           if r["event"] == "compile" and r["kind"] == "train"}
     steps = {16: 8, 24: 8, 32: 8} if name.startswith("progressive") else {32: 14}
     assert row["images_seen"] == 64 * sum(steps.values())
-    assert row["train_gflops"] == pytest.approx(sum(steps[s] * flops[s] for s in steps) / 1e9)
-  # XLA counts more work for larger inputs, and two seeds of one point cost the same.
-  assert flops[32] > 0 and rows["progressive_run_seed0"]["train_gflops"] == rows["progressive_run_seed1"]["train_gflops"]
+    # train_gflops is counted from the architecture (each size's FLOPs per training image
+    # times the images trained on); train_gflops_xla is XLA's count of the compiled steps.
+    config = configs[name]
+    model = models.build(config.model, num_classes=pipeline.dataset_info(config.data).num_classes)
+    image_flops = {s: flops.train_flops(model, s) for s in steps}
+    assert row["train_gflops"] == pytest.approx(
+        sum(steps[s] * config.batch_size * image_flops[s] for s in steps) / 1e9)
+    assert row["train_gflops_xla"] == pytest.approx(sum(steps[s] * xla[s] for s in steps) / 1e9)
+    for count in (image_flops, xla):  # Both count more work for larger inputs.
+      sizes = sorted(steps)
+      assert 0 < count[sizes[0]] and all(count[a] < count[b] for a, b in zip(sizes, sizes[1:]))
+  # Two seeds of one point cost the same.
+  for column in ("train_gflops", "train_gflops_xla"):
+    assert rows["progressive_run_seed0"][column] == rows["progressive_run_seed1"][column]
   assert rows["progressive_run_seed0"]["acc@32"] != rows["progressive_run_seed1"]["acc@32"]
   with (tmp_path / "results_mean.csv").open() as f:
     means = {r["name"]: r for r in csv.DictReader(f)}
