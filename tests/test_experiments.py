@@ -3,6 +3,7 @@ reports); the sweep's printed commands are run in test_console.py. Apart from
 test_sweep.py so that the two heavy files run on different workers."""
 
 import csv
+import itertools
 import pathlib
 
 import numpy as np
@@ -80,7 +81,7 @@ def test_progressive_vs_fixed_smoke_reports_budget_ensemble_and_seed_means(data_
     assert row["train_gflops_xla"] == pytest.approx(sum(steps[s] * xla[s] for s in steps) / 1e9)
     for count in (image_flops, xla):  # Both count more work for larger inputs.
       sizes = sorted(steps)
-      assert 0 < count[sizes[0]] and all(count[a] < count[b] for a, b in zip(sizes, sizes[1:]))
+      assert 0 < count[sizes[0]] and all(count[a] < count[b] for a, b in itertools.pairwise(sizes))
   # Two seeds of one point cost the same.
   for column in ("train_gflops", "train_gflops_xla"):
     assert rows["progressive_run_seed0"][column] == rows["progressive_run_seed1"][column]
@@ -111,9 +112,11 @@ def test_train_test_size_smoke_reports_finetune_size_and_seed_ensembles(data_dir
   assert choice["metric"] == "acc@{size}" and len(choice["grid"]) == 4
   tuned = measure.read_summary(tmp_path / "tuning" / "flip16__lr_max=0.2")
   assert tuned["options"] == {"measures": "tuning"} and "jaggedness" not in tuned
+  here = measure.device_label(measure.current_device())
   for name, row in rows.items():
     summary = measure.read_summary(tmp_path / name)
     assert summary["ensemble_sizes"] == [16, 24] and summary["finetune_steps"] == 4  # 0.25 epoch.
+    assert summary["device"] == row["device"] == here  # The device it trained on, recorded.
     for size in (16, 24):
       assert row[f"ft_gain@{size}"] == pytest.approx(row[f"acc_ft@{size}"] - row[f"acc_bn@{size}"])
     assert "acc_ft@32" not in row  # Fine-tuned only at the sizes the config names.

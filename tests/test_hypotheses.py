@@ -137,17 +137,20 @@ def test_hypotheses_are_checked_when_the_sweep_loads(tmp_path):
       spec.load(_sweep_file(tmp_path, source))
 
 
-def _summaries(tmp_path, values):
-  """Each point summarised as if it had run: `values[group]` per seed as `acc@32`, `acc@40`."""
+def _summaries(tmp_path, values, devices=None):
+  """Each point summarised as if it had run: `values[group]` per seed as `acc@32`, `acc@40`;
+  `devices[group]` the device of each seed, as `measure.current_device` gives it."""
   for group, seeds in values.items():
     for seed, (acc32, acc40) in enumerate(seeds):
       name = f"{group}_seed{seed}"
       overrides = {"model.downsample": "blur", "seed": seed} if group == "a" else {"seed": seed}
-      (tmp_path / "sweep" / name).mkdir(parents=True)
+      (tmp_path / "sweep" / name).mkdir(parents=True, exist_ok=True)
       summary = {"name": name, "overrides": overrides, "step": 8, "eval_images": 256,
                  "options": {"num_shift_images": 64, "max_shift": 4, "ensemble_sizes": []},
                  "eval": {"32": {"accuracy": acc32}, "40": {"accuracy": acc40}},
                  "best_size": 32 if acc32 >= acc40 else 40, "images_seen": 512}
+      if devices and group in devices and devices[group][seed]:
+        summary.update(measure.device_summary([devices[group][seed]]))
       (tmp_path / "sweep" / name / measure.SUMMARY_FILE).write_text(json.dumps(summary))
 
 
@@ -212,3 +215,56 @@ def test_a_group_not_finished_waits(tmp_path, no_figure):
   (row,) = hypotheses.read(tmp_path / "sweep" / hypotheses.FILE)
   assert row["verdict"] == "not resolved" and row["method"] == "waiting for seed groups a"
   assert row["estimate"] is None and row["p_holm"] is None
+
+
+H200 = {"kind": "NVIDIA H200", "platform": "gpu", "count": 1}
+CPU = {"kind": "cpu", "platform": "cpu", "count": 1}
+
+
+def test_a_point_records_each_device_kind_it_trained_on(tmp_path):
+  point = tmp_path / "p"
+  assert measure.trained_devices(point) == [] and measure.device_summary([]) == {}
+  measure.record_device(point, H200)
+  measure.record_device(point, H200)  # Resumed on the same kind: listed once.
+  assert measure.trained_devices(point) == [H200]
+  assert measure.device_summary([H200]) == {"device_kind": "NVIDIA H200", "device_platform": "gpu",
+                                            "device_count": 1, "device": "NVIDIA H200 (gpu)"}
+  measure.record_device(point, CPU)  # Resumed on a CPU: both, joined.
+  assert measure.device_summary(measure.trained_devices(point))["device"] == "NVIDIA H200 (gpu) + cpu"
+  assert measure.device_label({**H200, "count": 4}) == "4 x NVIDIA H200 (gpu)"
+  here = measure.current_device()
+  assert here["kind"] and here["platform"] in ("cpu", "gpu", "tpu") and here["count"] >= 1
+
+
+def test_aggregation_refuses_a_seed_group_that_mixes_device_kinds(tmp_path, no_figure):
+  flag = _sweep_file(tmp_path, "[dict(claim=2, name='h', contrast=a['acc@32'] - b['acc@32'], predicted='>')]")
+  values = {"a": [(0.6, 0.6)] * 3, "b": [(0.5, 0.5), (0.52, 0.5), (0.49, 0.5)]}
+  _summaries(tmp_path, values, {"a": [H200] * 3, "b": [CPU, H200, CPU]})
+  workdir = tmp_path / "sweep"
+  with pytest.raises(tables.MixedDevicesError,
+                     match=r"^Seed group b mixes device kinds: cpu \(seeds 0, 2\); NVIDIA H200 "
+                           r"\(gpu\) \(seed 1\)\. One device kind per arm"):
+    aggregate.aggregate(spec.load(flag), str(workdir), comparisons=[("a", "b")])
+  assert not (workdir / "results.csv").exists()  # Refused before any table.
+  # Seed 1 retrained on a CPU and summarised before summaries recorded devices: its
+  # DEVICE_FILE, written when it trained, is read instead.
+  _summaries(tmp_path, {"b": values["b"]}, {"b": [CPU, None, CPU]})
+  measure.record_device(workdir / "b_seed1", CPU)
+  rows = aggregate.aggregate(spec.load(flag), str(workdir), comparisons=[("a", "b")])
+  assert [r["device"] for r in rows] == ["NVIDIA H200 (gpu)"] * 3 + ["cpu"] * 3
+  with (workdir / "results.csv").open() as f:
+    assert {r["device"] for r in csv.DictReader(f)} == {"NVIDIA H200 (gpu)", "cpu"}
+  with (workdir / "results_mean.csv").open() as f:
+    assert [r["device"] for r in csv.DictReader(f)] == ["NVIDIA H200 (gpu)", "cpu"]
+  with (workdir / "comparisons.csv").open() as f:
+    assert {r["device"] for r in csv.DictReader(f)} == {"NVIDIA H200 (gpu) / cpu"}
+  (row,) = hypotheses.read(workdir / hypotheses.FILE)
+  assert row["device"] == "NVIDIA H200 (gpu) / cpu"
+  # A point resumed on another kind mixes kinds by itself.
+  measure.record_device(workdir / "b_seed1", H200)
+  (workdir / "b_seed1" / measure.SUMMARY_FILE).write_text(json.dumps({
+      **json.loads((workdir / "b_seed1" / measure.SUMMARY_FILE).read_text()),
+      **measure.device_summary(measure.trained_devices(workdir / "b_seed1"))}))
+  with pytest.raises(tables.MixedDevicesError,
+                     match=r"^Point b_seed1 trained on several device kinds \(cpu \+ NVIDIA H200 \(gpu\)\)"):
+    aggregate.aggregate(spec.load(flag), str(workdir))

@@ -7,7 +7,9 @@ each seed group), `DIR/results_intervals.csv` (each mean's 95% interval) and, fo
 sweep's comparisons, `DIR/comparisons.csv` (exploratory: uncorrected); for its primary
 hypotheses (`get_hypotheses`), `DIR/hypotheses.csv` (`hypotheses`: Holm-corrected
 intervals and verdicts); with tuning, `DIR/tuning.csv`. Each is written
-whole (`folder.write_file`), with the sweep folder held (`folder.held`).
+whole (`folder.write_file`), with the sweep folder held (`folder.held`). Every table
+records the device kind each point or seed group trained on, and a seed group that
+mixes kinds is refused (`tables.check_devices`).
 """
 
 from collections.abc import Sequence
@@ -25,10 +27,13 @@ def aggregate(sweep: spec.Sweep, workdir: str, *,
   `results_mean.csv` and a table of means and standard deviations over the seeds,
   `results_intervals.csv` with each mean's 95% interval, and for the `(arm, baseline)`
   seed groups of `comparisons` (default: the sweep's) `comparisons.csv`, exploratory), for
-  the sweep's primary hypotheses `hypotheses.csv` (`hypotheses.table`), and `results.png`. `settings` are `measure.Settings.of`'s (`num_shift_images`, `max_shift`,
-  `bn_images`; `ensemble_sizes` and `finetune` default to the sweep's). Returns the rows,
-  one per finished point. Holds the sweep folder meanwhile: another sweep using it is a
-  `WorkdirError` naming it, and so is a full disk, naming the file."""
+  the sweep's primary hypotheses `hypotheses.csv` (`hypotheses.table`), and `results.png`.
+  `settings` are `measure.Settings.of`'s (`num_shift_images`, `max_shift`, `bn_images`;
+  `ensemble_sizes` and `finetune` default to the sweep's). Returns the rows, one per
+  finished point. Holds the sweep folder meanwhile: another sweep using it is a
+  `WorkdirError` naming it, and so is a full disk, naming the file. A seed group whose
+  points trained on different kinds of device is a `tables.MixedDevicesError` naming it,
+  before any table is written: one device kind per arm."""
   with folder.held(workdir):
     return _aggregate(sweep, epath.Path(workdir), comparisons,
                       measure.Settings.of(sweep, **settings))
@@ -52,10 +57,13 @@ def _aggregate(sweep: spec.Sweep, workdir: epath.Path, comparisons, settings: me
       wall = (summary or {}).get("wall_seconds") or measure.trained_seconds(point_dir)
       summary = measure.summarize_point(point_dir, name, overrides, config, settings,
                                         wall_seconds=wall)
+    if summary and "device" not in summary:  # Summarised before summaries recorded it.
+      summary.update(measure.device_summary(measure.trained_devices(point_dir)))
     (summaries if summary else missing).append(summary or name)
   if not summaries:
     print(f"No finished point in {workdir} yet.")
     return []
+  tables.check_devices(summaries)  # One device kind per arm, before any table is written.
   rows = [tables.point_row(s) for s in summaries]
   tables.add_seed_ensembles(workdir, summaries, rows)
   if choice:  # The tuned field as a column: each point's arm's chosen value.
@@ -86,7 +94,8 @@ def _aggregate(sweep: spec.Sweep, workdir: epath.Path, comparisons, settings: me
                    "seed gives the same value). Holm's correction runs across the "
                    f"{len(judged)} hypotheses, and each interval is at Holm's level for its "
                    "rank. Supported (contradicted): the corrected p is at most 0.05 and the "
-                   "estimate has (has not) the predicted sign; otherwise not resolved."), "",
+                   "estimate has (has not) the predicted sign; otherwise not resolved. "
+                   "device: the kind(s) of device its seed groups trained on."), "",
               *hypotheses.markdown_lines(judged)]
   if choice:
     grid = tables.write_tuning(workdir, choice)
@@ -121,14 +130,15 @@ def _seed_tables(sweep, workdir, summaries, rows, names, means, points, comparis
   # sweep has no point for is an error (comparison_rows).
   planned = {spec.group_name(n, o["seed"]) for n, o, _ in points if "seed" in o}
   waiting = [pair for pair in pairs if set(pair) <= planned and not set(pair) <= set(groups)]
-  compared = tables.comparison_rows(groups, [pair for pair in pairs if pair not in waiting])
+  compared = tables.comparison_rows(groups, [pair for pair in pairs if pair not in waiting],
+                                    tables.group_devices(summaries))
   if waiting:
     lines += ["", "Comparisons waiting for unfinished seed groups: "
               + ", ".join(f"{a} - {b}" for a, b in waiting) + "."]
   if compared:
     printed = [{**c, "p": None if c["p"] is None else f"{c['p']:.3g}"} for c in compared]
     table = tables.cells(["metric", "arm", "baseline", "difference", "low", "high", "p", "n_arm",
-                          "n_baseline", "verdict", "method", "kind"], printed)
+                          "n_baseline", "verdict", "method", "kind", "device"], printed)
     tables.write_csv(workdir / "comparisons.csv", table)
     lines += ["", ("Exploratory comparisons (uncorrected for the many tests; the primary "
                    "hypotheses are in hypotheses.csv): arm minus baseline, 95% Welch interval "

@@ -17,6 +17,8 @@ rows of several sweeps' `hypotheses.csv`, `read`, to correct across all of them)
 by p, the hypothesis of rank i of m gets its interval at level `1 - 0.05 / (m - i + 1)`;
 the verdict is "supported" where Holm's adjusted p is at most 0.05 and the estimate has
 the predicted sign, "contradicted" where it has the other sign, else "not resolved".
+Each row names the device kinds its seed groups trained on (`device`; aggregation has
+already refused a group that mixes kinds).
 """
 
 import csv
@@ -32,7 +34,7 @@ from progressive.sweeps import folder, spec, tables
 FILE = "hypotheses.csv"
 ALPHA = 0.05
 COLUMNS = ("claim", "name", "contrast", "predicted", "estimate", "low", "high", "p", "p_holm",
-           "n_seeds", "n_images", "verdict", "method", "confidence", "se", "df")
+           "n_seeds", "n_images", "verdict", "method", "confidence", "se", "df", "device")
 # Measurements over the whole eval split (the training loop's evaluation, the scale
 # controls, the ensembles and the fine-tune read all of it).
 WHOLE_SPLIT = ("acc", "ens_gain", "ft_gain", "best_size")
@@ -74,22 +76,24 @@ def images(summary: Mapping[str, Any], metric: str) -> int | None:
 def evaluate(hypothesis: spec.Hypothesis,
              points: Mapping[str, Mapping[int, tuple[dict, dict]]]) -> dict[str, Any]:
   """One hypothesis's estimate over the seed groups `points` (`seed_points`), before the
-  correction: `estimate`, `se`, `df`, `p`, `method`, `n_seeds` (per group, `/`-joined)
-  and `n_images` (the fewest test images any of its per-seed values averages over). A
-  seed missing a measurement is left out of its group; a group not finished yet leaves
-  the estimate empty."""
+  correction: `estimate`, `se`, `df`, `p`, `method`, `n_seeds` (per group, `/`-joined),
+  `n_images` (the fewest test images any of its per-seed values averages over) and
+  `device` (the device kinds its groups trained on, `tables.devices_text`). A seed
+  missing a measurement is left out of its group; a group not finished yet leaves the
+  estimate empty."""
   contrast = hypothesis.contrast
   out = {"claim": hypothesis.claim, "name": hypothesis.name, "contrast": str(contrast),
          "predicted": hypothesis.predicted, "estimate": None, "se": None, "df": None,
-         "p": None, "n_seeds": None, "n_images": None}
+         "p": None, "n_seeds": None, "n_images": None, "device": None}
   waiting = [g for g in contrast.groups() if not points.get(g)]
   if waiting:
     return {**out, "method": "waiting for seed groups " + ", ".join(waiting)}
-  values, counts = [], []
+  values, counts, devices = [], [], []
   for group in contrast.groups():
     seeds = [(summary, row, contrast.part_value(group, row))
              for _, (summary, row) in sorted(points[group].items())]
     used = [(summary, value) for summary, _, value in seeds if value is not None]
+    devices += [summary.get("device") for summary, _ in used]
     values.append([value for _, value in used])
     metrics = [m for g, m in contrast.metrics() if g == group]
     counts += [images(summary, m) for summary, _ in used for m in metrics]
@@ -97,7 +101,8 @@ def evaluate(hypothesis: spec.Hypothesis,
   method = result["method"] or "fewer than 2 seeds with every measurement in a group"
   return {**out, **{k: result[k] for k in ("estimate", "se", "df", "p")}, "method": method,
           "n_seeds": "/".join(str(len(v)) for v in values),
-          "n_images": None if not counts or None in counts else min(counts)}
+          "n_images": None if not counts or None in counts else min(counts),
+          "device": tables.devices_text(devices)}
 
 
 def table(hypotheses: Sequence[spec.Hypothesis], summaries, rows,
@@ -145,7 +150,7 @@ def markdown_lines(judged: Sequence[Mapping[str, Any]]) -> list[str]:
   """The table of results.md about the hypotheses."""
   cell = tables.cell
   head = ["claim", "name", "contrast", "predicted", "estimate", "interval", "p", "p_holm",
-          "n_seeds", "n_images", "verdict"]
+          "n_seeds", "n_images", "verdict", "device"]
   lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
   for h in judged:
     interval = ("-" if h["low"] is None else
@@ -154,5 +159,5 @@ def markdown_lines(judged: Sequence[Mapping[str, Any]]) -> list[str]:
     lines.append("| " + " | ".join([
         str(h["claim"]), h["name"], f"`{h['contrast']}`", h["predicted"], cell(h["estimate"]),
         interval, p, cell(h["p_holm"]), cell(h["n_seeds"]), cell(h["n_images"]),
-        h["verdict"]]) + " |")
+        h["verdict"], cell(h.get("device"))]) + " |")
   return lines

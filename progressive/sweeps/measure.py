@@ -1,5 +1,6 @@
 """One point of a sweep on disk: its status (finished, summarised, trained under another
-config, seconds trained) and its summary, `DIR/<name>/sweep_point.json`.
+config, seconds trained, the device kinds it trained on) and its summary,
+`DIR/<name>/sweep_point.json`.
 
 A summary holds the point's overrides, final eval rows and best test size, then the
 union of the measures its `Settings` ask for. Each measure is a small object with a
@@ -19,6 +20,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
 import numpy as np
 from etils import epath
 
@@ -36,6 +38,7 @@ from progressive.training.metrics import read_rows
 
 SUMMARY_FILE = "sweep_point.json"
 WALL_FILE = "sweep_wall.json"  # The seconds a point trained, over every attempt a signal stopped.
+DEVICE_FILE = "sweep_device.json"  # The device kinds a point trained on, over every attempt.
 # What a summary measures beyond its options; a summary of an older version is remade.
 # 2: period shifts, object scale, the scale controls; 3: act_near_zero after ReLUs;
 # 4: train_gflops counted from the architecture (XLA's count is train_gflops_xla).
@@ -114,6 +117,55 @@ def record_trained_seconds(point_dir: epath.Path, seconds: float) -> None:
   point_dir = epath.Path(point_dir)
   point_dir.mkdir(parents=True, exist_ok=True)
   folder.write_text(point_dir / WALL_FILE, json.dumps({"wall_seconds": seconds}) + "\n")
+
+
+def current_device() -> dict[str, Any]:
+  """The device this process trains on: `kind` (`jax.devices()[0].device_kind`, e.g.
+  "NVIDIA H200" or "cpu"), `platform` ("gpu", "cpu", "tpu") and `count` (devices)."""
+  devices = jax.devices()
+  return {"kind": str(devices[0].device_kind), "platform": str(devices[0].platform),
+          "count": len(devices)}
+
+
+def record_device(point_dir: epath.Path, device: Mapping[str, Any] | None = None) -> None:
+  """Adds `device` (default: `current_device()`) to the point's `DEVICE_FILE` unless it
+  is there: called before each attempt to train it, so a point resumed on another kind of
+  device lists both."""
+  point_dir = epath.Path(point_dir)
+  device = dict(device or current_device())
+  devices = trained_devices(point_dir)
+  if device not in devices:
+    point_dir.mkdir(parents=True, exist_ok=True)
+    folder.write_text(point_dir / DEVICE_FILE, json.dumps({"devices": [*devices, device]}) + "\n")
+
+
+def trained_devices(point_dir: epath.Path) -> list[dict[str, Any]]:
+  """The devices `record_device` listed for a point (none where the sweep did not train it)."""
+  path = epath.Path(point_dir) / DEVICE_FILE
+  return json.loads(path.read_text())["devices"] if path.exists() else []
+
+
+def device_label(device: Mapping[str, Any]) -> str:
+  """`"NVIDIA H200 (gpu)"`, `"cpu"`, `"4 x TPU v4 (tpu)"`: one device kind as tables print it."""
+  kind, platform = device["kind"], device["platform"]
+  label = kind if kind.lower() == platform.lower() else f"{kind} ({platform})"
+  return label if int(device.get("count", 1)) == 1 else f"{device['count']} x {label}"
+
+
+def device_summary(devices: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+  """What a summary records of the devices a point trained on (`trained_devices`):
+  `device_kind`, `device_platform`, `device_count` and `device` (`device_label`); several
+  kinds (a point resumed elsewhere) are joined by " + ", which aggregation refuses. Empty
+  where none was recorded (trained outside a sweep, or before sweeps recorded it)."""
+  if not devices:
+    return {}
+  def joined(values):
+    return " + ".join(str(v) for v in dict.fromkeys(values))
+  return {"device_kind": joined(d["kind"] for d in devices),
+          "device_platform": joined(d["platform"] for d in devices),
+          "device_count": devices[0]["count"] if len(devices) == 1 else joined(
+              d["count"] for d in devices),
+          "device": joined(device_label(d) for d in devices)}
 
 
 # The measures: what each entry of a summary says, as functions of their inputs.
@@ -480,8 +532,8 @@ class Settings:
 def summarize_point(point_dir: epath.Path, name: str, overrides, config, settings: Settings, *,
                     wall_seconds: float | None = None) -> dict:
   """Writes `point_dir/sweep_point.json`: the overrides, final eval rows, the best test
-  size, the test images they are over (`eval_images`), the wall time (when run by the
-  sweep) and every measure of `settings`
+  size, the test images they are over (`eval_images`), the wall time and the device kind
+  it trained on (`device_summary`; when run by the sweep) and every measure of `settings`
   (`Settings.measures`; the ensemble, the controls and the fine-tune read the whole eval
   split into memory). Returns the summary."""
   point_dir = epath.Path(point_dir)
@@ -499,6 +551,7 @@ def summarize_point(point_dir: epath.Path, name: str, overrides, config, setting
                for size, r in sorted(final.items())},
       "best_size": max(sorted(final), key=lambda size: final[size]["accuracy"]),
       "wall_seconds": wall_seconds,
+      **device_summary(trained_devices(point_dir)),
   }
   if all("examples" in r for r in final.values()):  # The test images each accuracy is over.
     summary["eval_images"] = min(int(r["examples"]) for r in final.values())

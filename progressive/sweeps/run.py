@@ -133,7 +133,7 @@ def train_point(name: str, overrides, config, point_dir: str,
                 settings: measure.Settings) -> str | None:
   """Trains one point (resuming it) and writes its summary with the training wall time,
   over every attempt that a signal stopped (`measure.WALL_FILE`; a killed attempt's
-  time is lost); the signal's name, and no summary, if a signal stopped it, training or
+  time is lost), and the device kind of every attempt (`measure.DEVICE_FILE`); the signal's name, and no summary, if a signal stopped it, training or
   measuring (`_measure`). In a worker of a sweep that is stopping or gone, nothing (the
   point is left as it is)."""
   if _STOPPING is not None and (_STOPPING.is_set() or not _sweep_alive(_SWEEP_PID)):
@@ -142,6 +142,7 @@ def train_point(name: str, overrides, config, point_dir: str,
   resuming = bool(run_lib.checkpoint_steps(point_dir))
   print(f"[{name}] {'resuming' if resuming else 'starting'}.", flush=True)
   earlier = (measure.trained_seconds(point_dir) if resuming else None) or 0.0
+  measure.record_device(point_dir)  # The kind it trains on: one kind per seed group.
   start = time.perf_counter()
   try:
     result = train.train_and_evaluate(config, str(point_dir))

@@ -12,7 +12,7 @@ import pandas as pd
 from etils import epath
 from matplotlib.figure import Figure
 
-from progressive import statistics
+from progressive import errors, statistics
 from progressive.analysis import controls, ensemble
 from progressive.data import pipeline
 from progressive.sweeps import folder, measure, spec
@@ -27,10 +27,16 @@ SUMMARY_COLUMNS = ("best_size", "best_size_bn", "ens_gain", "ens_gain_bn", "acc_
                    "ens_vs_seeds", "rf_scale", "jaggedness", "consistency", "shift_period",
                    "jag_period", "pred_change", "prob_change", "cons_period", "act_std",
                    "act_near_zero", "act_near_zero_preact", "skipped_steps", "images_seen",
-                   "train_gflops", "train_gflops_xla", "wall_seconds")
+                   "train_gflops", "train_gflops_xla", "wall_seconds", "device")
 # Measurements over overlapping windows of a seed group's networks: not independent
 # across seeds, so no Welch test between groups.
 WINDOWED = ("acc_seed_ens", "ens_vs_seeds")
+UNRECORDED = "unrecorded"  # The device of a point trained outside a sweep that records it.
+
+
+class MixedDevicesError(errors.Error):
+  """A seed group (an arm) whose points trained on more than one kind of device, or a
+  point that did: one device kind per arm."""
 
 
 def summary_group_name(summary: Mapping[str, Any]) -> str:
@@ -100,13 +106,58 @@ def point_row(summary: Mapping[str, Any]) -> dict[str, Any]:
   for key in ("best_size", "rf_scale", "jaggedness", "consistency", "shift_period", "jag_period",
               "pred_change", "prob_change", "cons_period", "act_std", "act_near_zero",
               "act_near_zero_preact", "images_seen", "train_gflops", "train_gflops_xla",
-              "wall_seconds"):
+              "wall_seconds", "device"):
     row[key] = summary.get(key)
   if "train_gflops_xla" not in summary:  # Summarised before the architecture's count:
     row["train_gflops"], row["train_gflops_xla"] = None, summary.get("train_gflops")  # XLA's.
   if "act_near_zero_preact" not in summary:  # Summarised before ReLU outputs were recorded:
     row["act_near_zero"] = None  # its act_near_zero was fastai's, at the last record only.
   return row
+
+
+def check_devices(summaries: Sequence[Mapping[str, Any]]) -> None:
+  """`MixedDevicesError`, one line, for the first point that trained on several device
+  kinds (its `device` joins them with " + ") or seed group whose points trained on
+  different kinds, naming it and the kinds with their seeds. A point without a recorded
+  device (`UNRECORDED`) is left out of the check."""
+  groups, names = {}, {}
+  for s in summaries:
+    device = s.get("device")
+    if device and " + " in device:
+      raise MixedDevicesError(
+          f"Point {s['name']} trained on several device kinds ({device}): one device kind per "
+          "arm; move its folder aside and rerun it on one kind.")
+    key = spec.seed_group(s["overrides"])
+    if key is not None and device:
+      names.setdefault(key, summary_group_name(s))
+      groups.setdefault(key, {}).setdefault(device, []).append(s["overrides"]["seed"])
+  for key, kinds in groups.items():
+    if len(kinds) > 1:
+      listed = "; ".join(f"{kind} (seed{'s' if len(seeds) > 1 else ''} "
+                         f"{', '.join(map(str, sorted(seeds)))})" for kind, seeds in kinds.items())
+      raise MixedDevicesError(
+          f"Seed group {names[key]} mixes device kinds: {listed}. One device kind per arm: move "
+          "the other kind's points aside and rerun them on one kind (or aggregate them in a "
+          "sweep folder of their own).")
+
+
+def group_devices(summaries: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+  """`{seed group name: the device its points trained on}` (`check_devices` keeps it to
+  one kind), `UNRECORDED` where no point of the group recorded one."""
+  out = {}
+  for s in summaries:
+    if spec.seed_group(s["overrides"]) is None:
+      continue
+    name = summary_group_name(s)
+    if s.get("device") or name not in out:
+      out[name] = s.get("device") or UNRECORDED
+  return out
+
+
+def devices_text(devices: Sequence[str | None]) -> str | None:
+  """The device kinds of several seed groups, once each, joined by " / " (None for none)."""
+  kinds = list(dict.fromkeys(d or UNRECORDED for d in devices))
+  return " / ".join(kinds) if kinds else None
 
 
 def add_seed_ensembles(workdir: epath.Path, summaries, rows) -> None:
@@ -218,12 +269,15 @@ def interval_rows(groups: Mapping[str, Mapping[str, Sequence[float]]]) -> list[d
           for name, measured in groups.items() for metric, values in measured.items()]
 
 
-def comparison_rows(groups, comparisons: Sequence[Sequence[str]]) -> list[dict[str, Any]]:
+def comparison_rows(groups, comparisons: Sequence[Sequence[str]],
+                    devices: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
   """Per `(arm, baseline)` pair of seed-group names and shared measurement (but the
   `WINDOWED` ones): the difference of means, its 95% Welch interval, Welch's p-value,
   each side's n, the verdict the interval gives, the `method` ("Welch", or "exact" where
-  neither side varies over seeds: the interval is the difference, p 0 unless it is 0) and
-  `kind` "exploratory": uncorrected, unlike the primary hypotheses (`hypotheses`)."""
+  neither side varies over seeds: the interval is the difference, p 0 unless it is 0),
+  `kind` "exploratory": uncorrected, unlike the primary hypotheses (`hypotheses`), and
+  the `device` kinds the two groups trained on (`group_devices`, `devices_text`)."""
+  devices = devices or {}
   out = []
   for arm, baseline in comparisons:
     missing = [g for g in (arm, baseline) if g not in groups]
@@ -239,7 +293,8 @@ def comparison_rows(groups, comparisons: Sequence[Sequence[str]]) -> list[dict[s
             k: result[k] for k in ("difference", "low", "high", "p", "n_arm", "n_baseline")},
             "verdict": statistics.verdict(result["low"], result["high"]),
             "method": "Welch" if "df" in result else "exact" if result["p"] is not None else None,
-            "kind": "exploratory"})
+            "kind": "exploratory",
+            "device": devices_text([devices.get(arm), devices.get(baseline)])})
   return out
 
 
@@ -361,6 +416,8 @@ def notes(summaries, names: Sequence[str], settings: measure.Settings) -> str:
          f"{settings.bn_images} training images; acc_canvas@S (acc_canvas_bn@S): the test images "
          "cropped or padded to an S canvas without resampling, stored (recomputed) statistics."
          if any(key in s for s in summaries for key, _ in CONTROL_COLUMNS) else "")
+      + (" device: the kind of device a point trained on (one kind per seed group)."
+         if "device" in names else "")
   )
 
 
