@@ -181,7 +181,7 @@ def test_corrupt_file_is_named_before_compiling_or_skipped_and_counted(broken_ro
   result = train.train_and_evaluate(config, str(tmp_path / "run"))
   assert result.step == 8
   rows = [r for r in read_rows(tmp_path / "run" / "metrics.jsonl") if r["event"] == "data"]
-  assert rows == [{"event": "data", "step": 0, "skipped_unreadable": 1}]
+  assert len(rows) == 1 and rows[0].items() >= {"step": 0, "skipped_unreadable": 1}.items()
 
 
 def test_bad_layouts_are_refused_with_the_fix(broken_root):

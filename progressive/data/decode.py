@@ -11,9 +11,14 @@ CMYK, 16-bit) becomes 8-bit RGB.
 Measured against a full decode and one resize of the same crop box (tests/test_folder.py
 and docs/BENCHMARKS.md): the reduced-scale IDCT is itself a low-pass, so the result is
 slightly softer; the mean absolute difference is about 1 grey level of 255.
+
+`check` decodes a whole file once, to find files that would fail later (a JPEG at 1/8
+scale: the scaled IDCT still reads every byte of the entropy-coded data, so a truncated
+or corrupt file fails there as it would at full size).
 """
 
 import io
+import struct
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -24,10 +29,34 @@ Box = tuple[float, float, float, float]  # (left, top, right, bottom) in source 
 # EXIF orientations that swap width and height (90 and 270 degree rotations).
 _TRANSPOSED = (5, 6, 7, 8)
 _ORIENTATION_TAG = 0x0112
+# What PIL raises for a file it cannot decode (struct.error and EOFError from some
+# plugins' parsers on corrupt headers).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error,
+                  Image.DecompressionBombError)
 
 
 class UnreadableImageError(ValueError):
-  """An encoded image PIL cannot decode."""
+  """An encoded image PIL cannot decode: `name` (its file path, or None) and `cause`
+  (PIL's reason, one line), both also in the message."""
+
+  def __init__(self, message: str, name: str | None = None, cause: str = ""):
+    super().__init__(message)
+    self.name, self.cause = name, cause
+
+  def __reduce__(self):  # Pickled whole: it crosses from grain's worker processes.
+    return type(self), (str(self), self.name, self.cause)
+
+
+def _cause(error: Exception) -> str:
+  """PIL's reason for `error`, without the repr of the in-memory file it names."""
+  if isinstance(error, Image.UnidentifiedImageError):
+    return "cannot identify image file"
+  return " ".join(str(error).split()) or type(error).__name__
+
+
+def _unreadable(name: str | None, error: Exception) -> UnreadableImageError:
+  cause = _cause(error)
+  return UnreadableImageError(f"Cannot decode {name or 'an encoded image'}: {cause}", name, cause)
 
 
 class Encoded(NamedTuple):
@@ -82,7 +111,6 @@ def decode_region(encoded: "bytes | Encoded", size: int, box_fn: Callable[[int, 
   axes. An `Encoded`'s name (a file path) goes into the error if it cannot be decoded.
   """
   data, name = _parts(encoded)
-  what = name or "an encoded image"
   try:
     with Image.open(io.BytesIO(data)) as image:
       height, width = oriented_size(image)
@@ -102,28 +130,58 @@ def decode_region(encoded: "bytes | Encoded", size: int, box_fn: Callable[[int, 
       if box == (0.0, 0.0, float(image.width), float(image.height)) and image.size == (size, size):
         return np.asarray(image)
       return np.asarray(image.resize((size, size), Image.Resampling.BILINEAR, box=box))
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise UnreadableImageError(f"Cannot decode {what}: {e}") from None
+  except _DECODE_ERRORS as e:
+    raise _unreadable(name, e) from None
 
 
 def decode(encoded: "bytes | Encoded") -> np.ndarray:
   """The whole image, uint8 `[H, W, 3]`, orientation applied."""
   data, name = _parts(encoded)
-  what = name or "an encoded image"
   try:
     with Image.open(io.BytesIO(data)) as opened:
       return np.asarray(to_rgb(ImageOps.exif_transpose(opened)))
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise UnreadableImageError(f"Cannot decode {what}: {e}") from None
+  except _DECODE_ERRORS as e:
+    raise _unreadable(name, e) from None
+
+
+def _not_readable(path, error: Exception) -> UnreadableImageError:
+  cause = _cause(error)
+  return UnreadableImageError(f"{path} is not a readable image: {cause}", str(path), cause)
 
 
 def image_size(path) -> tuple[int, int]:
   """`(height, width)` from the file's header, orientation applied; `UnreadableImageError`
-  naming the file if PIL cannot read it as an image."""
+  naming the file if PIL cannot read it as an image. Reads the header only: a truncated
+  JPEG passes (`check` decodes)."""
   try:
     with Image.open(path) as image:
       image.verify()  # Checksums where the format has them (PNG); JPEG: the header only.
     with Image.open(path) as image:
       return oriented_size(image)
-  except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
-    raise UnreadableImageError(f"{path} is not a readable image: {e}") from None
+  except _DECODE_ERRORS as e:
+    raise _not_readable(path, e) from None
+
+
+def _decode_small(image: Image.Image) -> tuple[int, int]:
+  size = oriented_size(image)
+  if image.format == "JPEG":
+    image.draft("RGB", (1, 1))  # The smallest DCT scale libjpeg has, 1/8.
+  image.load()
+  to_rgb(image)
+  return size
+
+
+def check(path) -> tuple[int, int]:
+  """Decodes the file at `path` whole, to catch what a header does not show (a truncated
+  or corrupt JPEG); returns `(height, width)`, orientation applied. A JPEG is decoded at
+  1/8 scale, which reads all of its data at a fraction of the cost; other formats decode
+  in full. `UnreadableImageError` naming the file if it cannot be decoded."""
+  try:
+    with Image.open(path) as image:
+      if image.format == "JPEG":  # No checksums to verify.
+        return _decode_small(image)
+      image.verify()  # Checksums where the format has them (PNG); spends `image`.
+    with Image.open(path) as image:
+      return _decode_small(image)
+  except _DECODE_ERRORS as e:
+    raise _not_readable(path, e) from None

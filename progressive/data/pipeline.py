@@ -81,6 +81,10 @@ class DatasetInfo:
   # rather than at image_size and zoomed on the device (datasets held in memory).
   stage_sized: bool = False
   num_skipped: int = 0  # Unreadable files left out (folder datasets, data.skip_unreadable).
+  # Folder datasets: every entry of the train and eval split folders left out of their
+  # index, "<split>/<class>/<name>: <reason>" (links that loop, dangle or leave ROOT,
+  # sub-folders, and the unreadable files above).
+  left_out: tuple[str, ...] = ()
   # scale_shapes: what `scale_shapes.render` needs besides an example's metadata to
   # redraw this builder config's scenes (`scale_shapes.RenderOptions`); photos: what
   # `photos.cut` needs to cut its examples again (`photos.CutOptions`); None elsewhere.
@@ -301,6 +305,7 @@ def _folder_info(config: Mapping[str, Any]):
       std=std,
       stage_sized=True,
       num_skipped=len(train.skipped) + len(test.skipped),
+      left_out=folder.left_out_entries(config, train, test),
   ), (train, test)
 
 
