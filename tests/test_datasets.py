@@ -97,7 +97,7 @@ def test_train_batches_have_the_fixed_shape(mock_tfds, name):
   iterator = split.train_iterator(16, seed=0)
   for _ in range(4):  # Past the end of the first epoch.
     batch = next(iterator)
-    assert set(batch) == {"image", "label"}
+    assert set(batch) == {"image", "label", "unreadable"} and not batch["unreadable"].any()
     assert batch["image"].shape == (16, 40, 40, 3) and batch["image"].dtype == np.uint8
     assert batch["label"].dtype == np.int32
     assert np.all((batch["label"] >= 0) & (batch["label"] < 10))
@@ -168,7 +168,7 @@ def test_eval_batches_are_centre_crops_padded_to_the_batch(mock_tfds):
   batches = list(split.eval_batches(20, num_batches=4))
   assert [int(b["mask"].sum()) for b in batches] == [20, 20, 8, 0]
   for batch in batches:
-    assert batch["image"].shape == (20, 24, 24, 3) and set(batch) == {"image", "label", "mask"}
+    assert batch["image"].shape == (20, 24, 24, 3) and set(batch) == {"image", "label", "mask", "unreadable"}
   source = tfds.data_source("imagenette/320px-v2", split="validation")
   for i in (0, 1, 27):
     expected = augment.center_crop(source[i]["image"], 24, 0.875)

@@ -22,12 +22,18 @@ the fixed `config.image_size` (resize and centre crop) and zoomed on the device,
 read for every test size. `DatasetInfo.train_image_size` says which. Normalising
 happens on the device, inside the compiled step (`progressive.data.resize`).
 
+An example that fails to decode where its batch is made (a file rewritten after its
+index was built, a damaged TFDS record) raises `UnreadableExampleError`, one line naming
+it; with `config.data.skip_unreadable` the next readable example of the shard stands in
+for it instead. Every batch flags such examples in `"unreadable"`.
+
 The training order is a grain `MapDataset` (shuffled afresh every epoch, batched) whose
 iterator state is a small dict that goes into every checkpoint; augmentation is drawn
 from (seed, epoch, example), so a resumed run sees exactly the batches it would have seen.
 """
 
 import dataclasses
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -36,8 +42,9 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import flags
 
+from progressive import errors
 from progressive.data import augment as augment_lib
-from progressive.data import folder, photos, scale_shapes, splits
+from progressive.data import decode, folder, photos, scale_shapes, splits
 
 BUILTIN = "scale_shapes"
 PHOTOS = "photos"  # Patches of real photographs (progressive.data.photos).
@@ -61,6 +68,37 @@ NORMALIZATION = {
 DEFAULT_NORMALIZATION = NORMALIZATION["imagenet2012"]
 _READ_OPTIONS = grain.ReadOptions(num_threads=2, prefetch_buffer_size=4)
 _WORKER_READ_OPTIONS = grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)
+_REPLACED: set[str] = set()  # Examples this process has said it replaced (each said once).
+
+
+class UnreadableExampleError(errors.Error):
+  """An example that failed to decode where its batch was made, without
+  `config.data.skip_unreadable`: one line naming it (`path`: its file, or its TFDS
+  record), the cause and the fix."""
+
+  def __init__(self, message: str, path: str | None = None):
+    super().__init__(message)
+    self.path = path
+
+  def __reduce__(self):  # Pickled whole: it crosses from grain's worker processes.
+    return type(self), (str(self), self.path)
+
+
+def _unreadable_example(error: decode.UnreadableImageError, fix: str) -> UnreadableExampleError:
+  """The one line for `error`; `fix` (the reader's) comes before the flag."""
+  name = error.name or "an encoded image"
+  return UnreadableExampleError(
+      f"Cannot decode {name} ({error.cause}); {f'{fix}, or set' if fix else 'set'} "
+      "config.data.skip_unreadable=True to use a readable neighbour in its place.", path=error.name)
+
+
+def _report_replaced(error: decode.UnreadableImageError) -> None:
+  """Says once per process, on stderr, that a neighbour stands in for an example."""
+  name = error.name or "an encoded image"
+  if name not in _REPLACED:
+    _REPLACED.add(name)
+    print(f"Warning: cannot decode {name} ({error.cause}); a readable neighbour stands in "
+          "for it (config.data.skip_unreadable).", file=sys.stderr, flush=True)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -321,17 +359,23 @@ class _MemoryReader:
 
 class _TfdsReader:
   """Examples read one by one from a TFDS data source (record keys), images still
-  encoded (`SkipDecoding`): the transform decodes them at the size it needs."""
+  encoded (`SkipDecoding`): the transform decodes them at the size it needs. `name`
+  ("cifar10 train") names a record that fails to decode."""
 
-  def __init__(self, source, image_key: str, label_key: str):
+  unreadable_fix = "the prepared dataset is damaged. Prepare it again"
+
+  def __init__(self, source, image_key: str, label_key: str, name: str = "the TFDS dataset"):
     self.source, self.image_key, self.label_key = source, image_key, label_key
+    self.name = name
 
   def __call__(self, keys: np.ndarray) -> dict[str, Any]:
     images, labels = [], []
     for key in keys:
       example = self.source[int(key)]
       image = example[self.image_key]
-      if not isinstance(image, bytes):  # A decoded array (e.g. under tfds.testing.mock_data).
+      if isinstance(image, bytes):
+        image = decode.Encoded(image, f"record {int(key)} of {self.name}")
+      else:  # A decoded array (e.g. under tfds.testing.mock_data).
         image = np.asarray(image)
         image = np.repeat(image, 3, axis=-1) if image.shape[-1] == 1 else image
       images.append(image)
@@ -342,11 +386,16 @@ class _TfdsReader:
 @dataclasses.dataclass(frozen=True)
 class _BatchFn:
   """Turns a batch of example indices (within the shard) into a batch of fixed-size
-  images, `(batch_index, indices) -> {"image", "label", ...}`. Picklable, for grain's
-  worker processes.
+  images, `(batch_index, indices) -> {"image", "label", ..., "unreadable"}`. Picklable,
+  for grain's worker processes.
 
   With a `seed`, the train transform of example `i` at position `p` of the endless
   training order draws from `(seed, epoch = p // num_examples, start + i)`.
+
+  An example that fails to decode raises `UnreadableExampleError` (the reader's
+  `unreadable_fix` says what to do), or with `skip_unreadable` the next example of the
+  shard that decodes (wrapping; its own draw) takes its place, flagged 1 in the int32
+  `"unreadable"` that every batch has.
   """
 
   read: Callable[[np.ndarray], dict[str, Any]]
@@ -356,27 +405,61 @@ class _BatchFn:
   num_examples: int
   batch_size: int
   seed: int | None = None  # None: the eval transform.
-  keys: tuple[str, ...] | None = None  # Keys kept besides "image" (None: all).
+  keys: tuple[str, ...] | None = None  # Keys kept besides "image" and "unreadable" (None: all).
+  skip_unreadable: bool = False
+
+  def _image(self, image, i: int, position: int) -> np.ndarray:
+    """Example `i`'s image (encoded or decoded) through the transform."""
+    if self.seed is not None and self.transform.augment != "none":
+      epoch = int(position) // self.num_examples
+      return self.transform.train(image, np.random.default_rng([self.seed, epoch, self.start + int(i)]))
+    return self.transform.eval(image)
+
+  def _neighbour(self, i: int, position: int, error: decode.UnreadableImageError):
+    """The image and other features of the first example after `i` that decodes."""
+    for step in range(1, self.num_examples):
+      k = (int(i) + step) % self.num_examples
+      arrays = self.read(np.asarray([k + self.offset]))
+      try:
+        image = self._image(arrays.pop("image")[0], k, position)
+      except decode.UnreadableImageError as e:
+        _report_replaced(e)
+        continue
+      return image, {key: np.asarray(value)[0] for key, value in arrays.items()}
+    raise UnreadableExampleError(
+        f"None of the {self.num_examples} examples of this shard can be decoded (the "
+        f"first: {error.name or 'an encoded image'}, {error.cause}).", path=error.name)
 
   def __call__(self, batch_index: int, indices: np.ndarray) -> dict[str, np.ndarray]:
     indices = np.asarray(indices)
     arrays = self.read(indices + self.offset)
     images = arrays.pop("image")
+    arrays = {key: np.array(value) for key, value in arrays.items()}
+    unreadable = np.zeros(len(indices), np.int32)
     size = self.transform.size
-    if self.seed is not None and self.transform.augment != "none":
+    augmented = self.seed is not None and self.transform.augment != "none"
+    if augmented or not (isinstance(images, np.ndarray) and images.shape[1:3] == (size, size)
+                         and self.transform.eval_crop == 1.0):  # Else already the eval output.
       positions = batch_index * self.batch_size + np.arange(len(indices))
-      images = [
-          self.transform.train(image, np.random.default_rng(
-              [self.seed, int(p) // self.num_examples, self.start + int(i)]))
-          for image, p, i in zip(images, positions, indices)
-      ]
-    elif not (isinstance(images, np.ndarray) and images.shape[1:3] == (size, size)
-              and self.transform.eval_crop == 1.0):  # Else already the eval transform's output.
-      images = [self.transform.eval(image) for image in images]
+      out = []
+      for j, (image, i, position) in enumerate(zip(images, indices, positions)):
+        try:
+          out.append(self._image(image, i, position))
+        except decode.UnreadableImageError as e:
+          if not self.skip_unreadable:
+            raise _unreadable_example(e, getattr(self.read, "unreadable_fix", "")) from None
+          _report_replaced(e)
+          image, features = self._neighbour(i, position, e)
+          out.append(image)
+          for key, value in features.items():
+            arrays[key][j] = value
+          unreadable[j] = 1
+      images = out
     batch = {"image": np.stack(images).astype(np.uint8)}
     for key, value in arrays.items():
       if self.keys is None or key in self.keys:
         batch[key] = np.asarray(value, np.int32)
+    batch["unreadable"] = unreadable
     return batch
 
 
@@ -384,12 +467,15 @@ class Split:
   """One process's shard of a dataset split, as fixed-size uint8 batches.
 
   `num_examples` is the shard's length. Images are `[S, S, 3]` with `S` the config's
-  image size; labels (and `scale_shapes`' `family`) are int32.
+  image size; labels (and `scale_shapes`' `family`) are int32, and so is `unreadable`
+  (1 where a readable neighbour stood in for an example, `skip_unreadable`; else an
+  example that cannot be decoded raises `UnreadableExampleError`).
   """
 
   def __init__(self, read, *, num_examples: int, offset: int, start: int,
                transform: augment_lib.Transform, train: bool, num_workers: int,
-               extra_keys: tuple[str, ...] = (), stage_sized: bool = False):
+               extra_keys: tuple[str, ...] = (), stage_sized: bool = False,
+               skip_unreadable: bool = False):
     self.num_examples = num_examples
     self._stage_sized = stage_sized
     self._read = read
@@ -398,16 +484,18 @@ class Split:
     self._train = train
     self._num_workers = num_workers
     self._extra_keys = extra_keys
+    self._skip_unreadable = skip_unreadable
 
   def _batch_fn(self, batch_size: int, seed: int | None, keys, size: int | None = None) -> _BatchFn:
     transform = self._transform
     if size is not None and self._stage_sized:
       transform = dataclasses.replace(transform, size=size)
     return _BatchFn(self._read, transform, self._offset, self._start,
-                    self.num_examples, batch_size, seed, keys)
+                    self.num_examples, batch_size, seed, keys, self._skip_unreadable)
 
   def train_dataset(self, batch_size: int, seed: int, size: int | None = None) -> grain.MapDataset:
-    """An endless sequence of `{"image", "label"}` batches, reshuffled every epoch.
+    """An endless sequence of `{"image", "label", "unreadable"}` batches, reshuffled
+    every epoch.
 
     Batches may span an epoch boundary; none is ever short. The examples of a split
     opened with `train=True` are augmented (config.augment); otherwise they get the
@@ -425,7 +513,8 @@ class Split:
   def train_iterator(self, batch_size: int, seed: int, size: int | None = None) -> grain.DatasetIterator:
     """An iterator over `train_dataset` (`get_state` / `set_state` for checkpoints),
     prepared in `config.num_workers` processes when that is above 0 (one thread each, so
-    that N workers use N cores)."""
+    that N workers use N cores). `UnreadableExampleError` comes out of `next` as itself
+    from a worker process too: grain pickles it there and raises it again here."""
     options = _READ_OPTIONS if not self._num_workers else _WORKER_READ_OPTIONS
     dataset = self.train_dataset(batch_size, seed, size).to_iter_dataset(options)
     if self._num_workers:
@@ -451,7 +540,7 @@ class Split:
     )
     empty = {
         "image": np.zeros((batch_size, self._transform.size, self._transform.size, 3), np.uint8),
-        **{k: np.zeros(batch_size, np.int32) for k in ("label", *self._extra_keys)},
+        **{k: np.zeros(batch_size, np.int32) for k in ("label", *self._extra_keys, "unreadable")},
     }
     # Decoding and resizing release the GIL: threads stand in for worker processes here.
     threads = max(_READ_OPTIONS.num_threads, self._num_workers)
@@ -550,6 +639,7 @@ def _open_builtin(config: Mapping[str, Any], split: str, *, shard: int, num_shar
   return Split(
       _MemoryReader(arrays), num_examples=len(arrays["label"]), offset=0, start=start,
       transform=transform, train=train, num_workers=config["num_workers"], extra_keys=("family",),
+      skip_unreadable=bool(config["skip_unreadable"]),
   )
 
 
@@ -565,6 +655,7 @@ def _open_folder(config: Mapping[str, Any], split: str, *, shard: int, num_shard
       num_examples=stop - start, offset=start, start=start,
       transform=_transform(config, info.image_size), train=train,
       num_workers=config["num_workers"], stage_sized=True,
+      skip_unreadable=bool(config["skip_unreadable"]),
   )
 
 
@@ -576,9 +667,10 @@ def _open_tfds(config: Mapping[str, Any], split: str, *, shard: int, num_shards:
   source = _encoded_source(builder, split)
   start, stop = splits.shard_bounds(len(source), shard, num_shards)
   return Split(
-      _TfdsReader(source, *_keys(builder.info)), num_examples=stop - start, offset=start,
-      start=start, transform=transform, train=train, num_workers=config["num_workers"],
-      stage_sized=info.stage_sized,
+      _TfdsReader(source, *_keys(builder.info), f"{info.name} {split}"), num_examples=stop - start,
+      offset=start, start=start, transform=transform, train=train,
+      num_workers=config["num_workers"], stage_sized=info.stage_sized,
+      skip_unreadable=bool(config["skip_unreadable"]),
   )
 
 
