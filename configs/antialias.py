@@ -20,7 +20,7 @@ its parts written out (`protocol=rerun,family=resnet18,photos` is `rerun_resnet1
 `:rerun` is the CPU-scale rerun with the standard of evidence (RESEARCH.md): the simple
 CNN on `scale_shapes/sweep32` (32 px, 4096 / 1024) at 32 px for a stated budget of 6
 epochs, each arm's `opt.lr_max` chosen on the validation slice from 0.025-0.4 by
-accuracy at 32 px, seeds 0-4 (seed by seed, as below), tested at 16-48 px with and
+accuracy at 32 px (the mean of tuning seeds 0 and 1 per grid value), seeds 0-4 (seed by seed, as below), tested at 16-48 px with and
 without batch-norm recalibration (`acc@S`, `acc_bn@S`) and over the whole subsampling
 period (16 px) on every test image (`jag_period`, `pred_change`, `prob_change`, `cons_period`);
 `get_comparisons` sets each subsampling against `stride`. `:rerun_photos` is the same
@@ -44,7 +44,8 @@ subsamples only by max pools, so it has `stride` (its max pool), `blur3` and `bl
 are the same standard at the config's own 64 px, sized for a GPU: one family on
 `scale_shapes/default` or `photos/default` (64 px, 10,000 / 2,000; photographs trained
 with flips), trained at 64 px for a stated budget of 8 epochs, `opt.lr_max` chosen per
-arm on the validation slice from 0.05-0.8 by accuracy at 64 px, seeds 0-4, tested at 32-96
+arm on the validation slice from 0.05-0.8 by accuracy at 64 px (two tuning seeds per
+value), seeds 0-4, tested at 32-96
 px with and without recalibration, shifts over the whole period (8 px for ResNet-18 with
 its small stem, 16 for the simple CNN, 32 for VGG) on every test image. Points run seed
 by seed (every arm's seed 0, then seed 1, ...), so a sweep stopped early still has every
@@ -54,21 +55,34 @@ found VGG-11 and ResNet-18 at 0.98-1.00 validation accuracy at every rate that f
 at this budget accuracy separates neither the grid nor the arms, so a harder budget is
 needed before these sweeps' accuracy comparisons mean anything.
 
+Matched budgets (the `rerun` and `tuned64` protocols): max pooling and blur keep every
+convolution before a subsampling at full resolution, so where the family has a `max`
+arm they cost more training FLOPs than `stride` at equal steps (4x for the simple CNN,
+1.30x for ResNet-18, counted from the architecture; VGG's arms cost the same). Its
+`<family>_stride_at_max_flops` arm is `stride` trained for the `max` arm's training
+FLOPs (`progressive.models.flops`: its epochs times the ratio of their FLOPs per image),
+with its own tuning, so each comparison at equal steps is paired with one at equal FLOPs.
+
 `get_hypotheses` (the `rerun` and `tuned64` protocols) names the primary hypotheses of
 the family the sweep trains; `get_comparisons`' pairs are exploratory:
 - claim 5, arm minus `stride` at the training size over the whole period: predictions
-  change less under 1-px shifts with blur (`pred_change < 0` for `blur3` and `blur5`),
-  and `blur3` is less jagged (`jag_period < 0`);
+  change less under 1-px shifts with blur (`pred_change < 0` for `blur3`; for a family
+  with a matched arm, also against `stride_at_max_flops`, else for `blur5`), and `blur3`
+  is less jagged (`jag_period < 0`);
 - claim 2, an interaction (downsampling x family x scale): at 1.5 times the training
   size, the retention (`acc_bn@S / acc_bn@<training size>`, recomputed statistics) of the
   self-similar classes (shapes; photos: objects) minus that of the fixed-frequency ones
   (textures; photos: periodic) is larger with `blur3` (and `max`, where the family has
-  it) than with `stride`.
+  it) than with `stride`, and with `max` than with `stride_at_max_flops`.
 """
+
+import functools
 
 import ml_collections
 
 from configs import default
+from progressive.data import pipeline
+from progressive.models import flops
 from progressive.sweeps import spec
 
 MODELS = {
@@ -149,6 +163,23 @@ def _name(family: str, mode: dict) -> str:
   return f"{family}_{mode['model.downsample']}{mode.get('model.blur_size', '')}"
 
 
+MATCHED = "stride_at_max_flops"  # `stride` trained for the `max` arm's training FLOPs.
+
+
+@functools.cache
+def _max_over_stride(arg: str | None, family: str) -> float:
+  """The `max` arm's training FLOPs per image over the `stride` arm's at the training
+  size, counted from the architecture (`flops.config_train_flops`)."""
+  config = get_config(arg)
+  models = RERUN_MODELS if _variant(arg).protocol == "rerun" else MODELS
+  num_classes = pipeline.dataset_info(config.data).num_classes
+  size = int(config.stages[-1]["size"])
+  stride, pooled = (flops.config_train_flops(
+      spec.apply_overrides(config, {**models[family], **mode}).model, size, num_classes)
+      for mode in MODES[:2])
+  return pooled / stride
+
+
 def get_sweep(arg: str | None = None) -> list[dict]:
   variant = _variant(arg)
   models = RERUN_MODELS if variant.protocol == "rerun" else MODELS
@@ -159,6 +190,11 @@ def get_sweep(arg: str | None = None) -> list[dict]:
       if family.startswith("vgg") and mode["model.downsample"] == "max":
         continue  # VGG subsamples only by max pools: "max" is its "stride", the same network.
       points.append({"name": _name(family, mode), **models[family], **mode})
+    if variant.protocol and not family.startswith("vgg"):  # The matched budget.
+      size, epochs = (64, TUNED64_EPOCHS) if variant.protocol == "tuned64" else (32, RERUN_EPOCHS)
+      epochs = round(epochs * _max_over_stride(arg, family), 4)
+      points.append({"name": f"{family}_{MATCHED}", **models[family], **MODES[0],
+                     "stages": (dict(size=size, epochs=epochs),)})
   if variant.protocol:  # Seed by seed: every arm's seed 0, then every arm's seed 1, ...
     return [p for seed in SEEDS for p in spec.with_seeds(points, (seed,))]
   return points
@@ -167,23 +203,32 @@ def get_sweep(arg: str | None = None) -> list[dict]:
 def get_tuning(arg: str | None = None) -> dict | None:
   variant = _variant(arg)
   if variant.protocol == "tuned64":
-    return {"field": "opt.lr_max", "grid": TUNED64_LR_GRID, "metric": "acc@64"}
+    return {"field": "opt.lr_max", "grid": TUNED64_LR_GRID, "metric": "acc@64",
+            "seeds": spec.TUNING_SEEDS}
   if variant.protocol != "rerun":
     return None  # Only the reruns tune.
   grid = LR_GRID if variant.family == "simple_cnn" else DEEP_LR_GRID
   if variant.family == "resnet18" and variant.photos:
     grid = RESNET18_PHOTOS_LR_GRID
-  return {"field": "opt.lr_max", "grid": grid, "metric": "acc@32"}
+  return {"field": "opt.lr_max", "grid": grid, "metric": "acc@32", "seeds": spec.TUNING_SEEDS}
 
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
-  """`(arm, baseline)`: each subsampling against the strided network (arm minus stride)."""
+  """`(arm, baseline)`: each subsampling against the strided network (arm minus stride),
+  at equal steps and, where the family has the matched arm, at equal FLOPs; and the
+  matched arm against `stride` (what the larger budget alone changes)."""
   variant = _variant(arg)
   if not variant.protocol:
     return []
   arms = {p["name"].rsplit("_seed", 1)[0] for p in get_sweep(arg)}
-  return [(_name(family, mode), f"{family}_stride") for family in _families(variant)
-          for mode in MODES[1:] if _name(family, mode) in arms]
+  pairs = []
+  for family in _families(variant):
+    baselines = [f"{family}_stride", f"{family}_{MATCHED}"]
+    pairs += [(_name(family, mode), baseline) for baseline in baselines if baseline in arms
+              for mode in MODES[1:] if _name(family, mode) in arms]
+    if f"{family}_{MATCHED}" in arms:
+      pairs.append((f"{family}_{MATCHED}", f"{family}_stride"))
+  return pairs
 
 
 # Claim 2's families: self-similar, then fixed-frequency.
@@ -212,16 +257,29 @@ def get_hypotheses(arg: str | None = None) -> list[dict]:
   train_size, off_scale = (64, 96) if variant.protocol == "tuned64" else (32, 48)
   families = FAMILIES["photos" if variant.photos else "scale_shapes"]
   arms = {p["name"].rsplit("_seed", 1)[0] for p in get_sweep(arg)}
-  stride = spec.group(f"{family}_stride")
-  out = [dict(claim=5, name=f"{family}_{mode}_changes_less", predicted="< 0",
-              contrast=spec.group(f"{family}_{mode}")["pred_change"] - stride["pred_change"])
-         for mode in ("blur3", "blur5")]
+  stride, blur3 = spec.group(f"{family}_stride"), spec.group(f"{family}_blur3")
+  matched = f"{family}_{MATCHED}" if f"{family}_{MATCHED}" in arms else None
+  out = [dict(claim=5, name=f"{family}_blur3_changes_less", predicted="< 0",
+              contrast=blur3["pred_change"] - stride["pred_change"])]
+  if matched:  # Blur costs the max arm's FLOPs: the same contrast at equal FLOPs.
+    out.append(dict(claim=5, name=f"{family}_blur3_changes_less_at_equal_flops", predicted="< 0",
+                    contrast=blur3["pred_change"] - spec.group(matched)["pred_change"]))
+  else:
+    out.append(dict(claim=5, name=f"{family}_blur5_changes_less", predicted="< 0",
+                    contrast=spec.group(f"{family}_blur5")["pred_change"] - stride["pred_change"]))
   out.append(dict(claim=5, name=f"{family}_blur3_less_jagged", predicted="< 0",
-                  contrast=spec.group(f"{family}_blur3")["jag_period"] - stride["jag_period"]))
+                  contrast=blur3["jag_period"] - stride["jag_period"]))
+
+  def advantage(arm):
+    return _shape_advantage(arm, off_scale, train_size, families)
+
   for mode in ("blur3", "max"):
     if f"{family}_{mode}" in arms:
       out.append(dict(
           claim=2, name=f"{family}_{mode}_helps_self_similar_off_scale", predicted="> 0",
-          contrast=(_shape_advantage(f"{family}_{mode}", off_scale, train_size, families)
-                    - _shape_advantage(f"{family}_stride", off_scale, train_size, families))))
+          contrast=advantage(f"{family}_{mode}") - advantage(f"{family}_stride")))
+  if matched and f"{family}_max" in arms:
+    out.append(dict(
+        claim=2, name=f"{family}_max_helps_self_similar_off_scale_at_equal_flops", predicted="> 0",
+        contrast=advantage(f"{family}_max") - advantage(matched)))
   return out

@@ -17,7 +17,8 @@ Arms, at one budget (7 epochs of the progressive schedule):
 - `fixed32_steps`: 32 px for the progressive run's optimizer steps (7 epochs, 1.8x its FLOPs);
 - `fixed24_flops`: 24 px, the middle size, for the progressive run's FLOPs (6.89 epochs).
 `opt.lr_max` is chosen per arm from the grid on a validation slice of the training split
-(`train[:90%]` / `train[90%:]`, by accuracy at 32 px), then every arm runs with seeds
+(`train[:90%]` / `train[90%:]`, by accuracy at 32 px, the mean of two tuning seeds per
+value), then every arm runs with seeds
 0-4 on the full training split and is tested once on the test split. Test sizes 16-48
 px; the network's total stride is 16, so 16 and 32 px are on its grid and 24, 40 and 48
 are not (the analysis report marks them). `get_comparisons` names the headline
@@ -110,7 +111,8 @@ def get_tuning(arg: str | None = None) -> dict:
   # WIDE_LR_GRID for the first budget on scale_shapes and the photographs' second budget.
   wide = variant.photos == variant.long
   grid = (0.2, 0.4) if variant.smoke else WIDE_LR_GRID if wide else LR_GRID
-  return {"field": "opt.lr_max", "grid": grid, "metric": f"acc@{largest}"}
+  return {"field": "opt.lr_max", "grid": grid, "metric": f"acc@{largest}",
+          "seeds": spec.TUNING_SEEDS}
 
 
 def get_ensemble_sizes(arg: str | None = None) -> dict[int, tuple[int, ...]]:

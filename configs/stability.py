@@ -15,12 +15,15 @@ Steps with a non-finite loss are skipped and counted rather than ending the poin
 
 `:rerun` (and `:rerun_photos`, on real photographs) is the CPU-scale rerun with the
 standard of evidence: on `scale_shapes/sweep32` at 32 px, 3 epochs at batch 128, the arms
-`no_bn_constant`, `no_bn_one_cycle`, `bn_constant`, `bn_one_cycle`, and
+`no_bn_constant`, `no_bn_one_cycle`, `bn_constant`, `bn_one_cycle`,
 `bn_one_cycle_batch512`: 4x the batch for 4x the epochs, so the same 96 optimizer steps
-(larger batches at equal steps). Every arm is trained once per learning rate of
-`LR_GRID` (0.0125 to 3.2, factors of 2) on the validation slice: that grid is the result
-for "does batch norm widen the usable range of learning rates?" (`tuning.csv`; one seed
-per cell), and the best value per arm, whatever it is for batch 512 (a linear scaling
+(larger batches at equal steps), and its matched budget `bn_one_cycle_at_batch512_images`:
+batch 128 for those 4x epochs (384 steps), the images and FLOPs of batch 512, so that
+"larger batches" is told from "4x the images". Every arm is trained with tuning seeds 0 and 1 per
+learning rate of `LR_GRID` (0.0125 to 3.2, factors of 2) on the validation slice: that
+grid is the result for "does batch norm widen the usable range of learning rates?"
+(`tuning.csv`: each cell's mean over the two seeds, its std and each seed's value), and
+the best mean per arm, whatever it is for batch 512 (a linear scaling
 rule would pick 4x batch 128's), runs with seeds 0-4 on the test split. Column
 `act_near_zero` is the dead-unit measure: the fraction of ReLU outputs <= 0.05, over
 every ReLU and every activation record of the run; `act_near_zero_preact` is fastai's
@@ -79,6 +82,9 @@ def get_sweep(arg: str | None = None) -> list[dict]:
         {"name": "bn_one_cycle", "model.batch_norm": True},
         {"name": "bn_one_cycle_batch512", "model.batch_norm": True, "batch_size": 512,
          "stages": (dict(size=32, epochs=4 * EPOCHS),)},
+        # Batch 128 for batch 512's images (and FLOPs): the matched budget.
+        {"name": "bn_one_cycle_at_batch512_images", "model.batch_norm": True,
+         "stages": (dict(size=32, epochs=4 * EPOCHS),)},
     ], SEEDS)
   return [
       {"name": "no_bn_constant", "model.batch_norm": False, **constant},
@@ -91,13 +97,15 @@ def get_sweep(arg: str | None = None) -> list[dict]:
 def get_tuning(arg: str | None = None) -> dict | None:
   if not _variant(arg).rerun:
     return None
-  return {"field": "opt.lr_max", "grid": LR_GRID, "metric": "acc@32"}
+  return {"field": "opt.lr_max", "grid": LR_GRID, "metric": "acc@32", "seeds": spec.TUNING_SEEDS}
 
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
-  """`(arm, baseline)`: batch norm against none, one-cycle against constant, the larger batch."""
+  """`(arm, baseline)`: batch norm against none, one-cycle against constant, the larger
+  batch at equal steps and at equal images (its matched budget)."""
   if not _variant(arg).rerun:
     return []
   return [("bn_one_cycle", "no_bn_one_cycle"), ("bn_constant", "no_bn_constant"),
           ("no_bn_one_cycle", "no_bn_constant"), ("bn_one_cycle", "bn_constant"),
-          ("bn_one_cycle_batch512", "bn_one_cycle")]
+          ("bn_one_cycle_batch512", "bn_one_cycle"),
+          ("bn_one_cycle_batch512", "bn_one_cycle_at_batch512_images")]

@@ -8,7 +8,7 @@ scale controls, size ensembles against seed ensembles, and FixRes's train/test f
 The simple CNN on `scale_shapes/sweep32` (32 px, 4096 train / 1024 test), one stage of 6
 epochs at the arm's size (the same steps at every size), seeds 0-4, each arm's
 `opt.lr_max` chosen from (0.2, 0.4, 0.8) on the validation slice by accuracy at its own
-training size. Arms:
+training size (the mean of two tuning seeds per value). Arms:
 - `flip16`, `flip24`, `flip32`: whole images with horizontal flips, trained at 16, 24 or
   32 px (claim 1: which features survive a change of size; claim 4's ensembles);
 - `rrc24`, `rrc32`: random-resized-crop (35-100% of the area) and flip at 24 or 32 px,
@@ -100,7 +100,7 @@ def get_sweep(arg: str | None = None) -> list[dict]:
 
 def get_tuning(arg: str | None = None) -> dict:
   return {"field": "opt.lr_max", "grid": (0.2, 0.4) if _variant(arg).smoke else LR_GRID,
-          "metric": "acc@{size}"}
+          "metric": "acc@{size}", "seeds": spec.TUNING_SEEDS}
 
 
 def get_ensemble_sizes(arg: str | None = None) -> dict[int, tuple[int, ...]]:

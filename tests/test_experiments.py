@@ -107,10 +107,17 @@ def test_train_test_size_smoke_reports_finetune_size_and_seed_ensembles(data_dir
   rows = {r["name"]: r for r in runner.run_sweep(spec.load(config_flag, common), str(tmp_path),
                                                  num_shift_images=8, bn_images=128)}
   assert list(rows) == ["flip16_seed0", "flip16_seed1", "rrc16_seed0", "rrc16_seed1"]
-  # Tuning is by each arm's own training size, and its runs are summarised only for it.
+  # Tuning is by each arm's own training size, each grid cell the mean of two tuning seeds,
+  # and its runs are summarised only for it.
   choice = tuning.read_choice(tmp_path)
-  assert choice["metric"] == "acc@{size}" and len(choice["grid"]) == 4
-  tuned = measure.read_summary(tmp_path / "tuning" / "flip16__lr_max=0.2")
+  assert choice["metric"] == "acc@{size}" and len(choice["grid"]) == 4 and choice["seeds"] == [0, 1]
+  for cell in choice["grid"]:
+    seeds = [measure.read_summary(tmp_path / "tuning" / f"{cell['arm']}__lr_max={cell['value']}_seed{seed}")
+             for seed in (0, 1)]
+    # Both smoke arms train at 16 px.
+    assert cell["per_seed"] == [s["eval"]["16"]["accuracy"] for s in seeds] and cell["n_seeds"] == 2
+    assert cell["acc@{size}"] == pytest.approx(sum(cell["per_seed"]) / 2)
+  tuned = measure.read_summary(tmp_path / "tuning" / "flip16__lr_max=0.2_seed1")
   assert tuned["options"] == {"measures": "tuning"} and "jaggedness" not in tuned
   here = measure.device_label(measure.current_device())
   for name, row in rows.items():

@@ -64,3 +64,16 @@ def test_scans_count_their_body_per_iteration():
   counted = flops.traced_macs(fn, jax.ShapeDtypeStruct((2, 4), "float32"),
                               jax.ShapeDtypeStruct((4, 4), "float32"))
   assert sum(counted.values()) == 5 * 2 * 4 * 4  # Five [2, 4] @ [4, 4] products.
+
+
+def test_a_config_counts_the_model_it_builds():
+  """`config_train_flops` (what a sweep file matches budgets with) is `train_flops` of the
+  model the config's `model` group builds: the hand count, 4x the convolutions with max
+  pooling."""
+  from configs import default  # pylint: disable=import-outside-toplevel
+
+  config = default.get_config().model
+  config.channels = (32, 64, 128, 256)
+  assert flops.config_train_flops(config, 32, 10) == 3 * 2 * _hand_count(32)
+  config.downsample = "max"
+  assert flops.config_train_flops(config, 32, 10) == 3 * 2 * _hand_count(32, stride=1)

@@ -95,7 +95,8 @@ def test_a_sweep_file_is_loaded_once_into_a_sweep(tmp_path):
   assert first[0].config is not again[0].config  # Made afresh: a caller may change its own.
   choice = {"field": "opt.lr_max", "values": {spec.arm_key({"name": "b", "model.downsample": "blur"}): 0.2}}
   assert [p.config.opt.lr_max for p in sweep.expand(choice)][2:] == [0.2, 0.2]
-  assert len(tuning.tuning_points(sweep)) == 4 and len(runner.train_commands(sweep, str(tmp_path))) == 4
+  # Two arms, two grid values, two tuning seeds each.
+  assert len(tuning.tuning_points(sweep)) == 8 and len(runner.train_commands(sweep, str(tmp_path))) == 8
   assert sweep.with_grid([0.05]).tuning.grid == (0.05,) and sweep.tuning.grid == (0.1, 0.2)
   assert calls.read_text() == once  # Nothing after loading calls the file again.
 
@@ -196,6 +197,51 @@ def test_every_rerun_point_and_tuning_run_validates(flag):
   groups = {spec.group_name(n, o["seed"]) for n, o, _ in points}
   for arm, baseline in sweep.comparisons:
     assert {arm, baseline} <= groups
+
+
+def _budget(config) -> dict:
+  """What a point of `config` will spend, as its summary counts it (`measure.budget_summary`)."""
+  from progressive.data import pipeline  # pylint: disable=import-outside-toplevel
+
+  info = pipeline.dataset_info(config.data)
+  plan = schedules.stage_plan(config.stages, config.batch_size, info.num_train)
+  image_flops = {s.size: flops.config_train_flops(config.model, s.size, info.num_classes)
+                 for s in plan}
+  return {**measure.budget_summary([], plan, image_flops), "steps": plan[-1].end}
+
+
+@pytest.mark.parametrize("flag,family", [("antialias.py:rerun", "simple_cnn"),
+                                         ("antialias.py:rerun_resnet18", "resnet18")])
+def test_the_stride_arm_at_max_flops_costs_what_max_pooling_does(flag, family):
+  """Max pooling (and blur) keep the convolutions before each subsampling at full
+  resolution: the matched stride arm trains for the max arm's FLOPs, counted from the
+  architecture, with more steps; the claim-2 and claim-5 hypotheses compare against it."""
+  sweep = spec.load(f"{REPO}/configs/{flag}")
+  configs = {name: config for name, overrides, config in sweep.expand() if overrides["seed"] == 0}
+  stride, pooled, blur, matched = (_budget(configs[f"{family}_{arm}_seed0"]) for arm in (
+      "stride", "max", "blur3", "stride_at_max_flops"))
+  assert pooled["train_gflops"] > 1.25 * stride["train_gflops"]  # 4x (simple CNN), 1.3x (ResNet-18).
+  assert blur["train_gflops"] == pooled["train_gflops"]  # The blur filters are not counted.
+  per_step = stride["train_gflops"] / stride["steps"]
+  assert abs(matched["train_gflops"] - pooled["train_gflops"]) <= per_step  # Within one step.
+  assert matched["steps"] > pooled["steps"] == stride["steps"]
+  assert (f"{family}_max", f"{family}_stride_at_max_flops") in sweep.comparisons
+  contrasts = {h.name: str(h.contrast) for h in sweep.hypotheses}
+  assert "stride_at_max_flops" in contrasts[f"{family}_max_helps_self_similar_off_scale_at_equal_flops"]
+  assert "stride_at_max_flops" in contrasts[f"{family}_blur3_changes_less_at_equal_flops"]
+  assert sum(h.claim == 2 for h in sweep.hypotheses) == 3
+
+
+def test_batch_128_at_batch_512s_images_matches_its_budget():
+  sweep = spec.load(f"{REPO}/configs/stability.py:rerun")
+  configs = {name: config for name, overrides, config in sweep.expand() if overrides["seed"] == 0}
+  small, big, matched = (_budget(configs[f"bn_one_cycle{arm}_seed0"]) for arm in (
+      "", "_batch512", "_at_batch512_images"))
+  assert big["steps"] == small["steps"] and big["images_seen"] == 4 * small["images_seen"]
+  assert matched["images_seen"] == big["images_seen"] and matched["steps"] == 4 * big["steps"]
+  assert matched["train_gflops"] == pytest.approx(big["train_gflops"])
+  assert configs["bn_one_cycle_at_batch512_images_seed0"].batch_size == 128
+  assert ("bn_one_cycle_batch512", "bn_one_cycle_at_batch512_images") in sweep.comparisons
 
 
 def test_antialias_covers_three_families_and_their_modes():
@@ -504,11 +550,12 @@ def _tuned_sweep_file(tmp_path, arms: str) -> None:
 
 @pytest.mark.slow
 def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, monkeypatch):
-  """A constructed case where validation and test disagree: validation prefers 0.1, the
-  test split would prefer 0.4. Nothing is trained: training and summaries are faked."""
+  """A constructed case where validation and test disagree: validation prefers 0.4 on the
+  mean of the two tuning seeds (seed 0 alone would prefer 0.1), the test split would
+  prefer 0.1. Nothing is trained: training and summaries are faked."""
   _tuned_sweep_file(tmp_path, "{'name': 'stride', 'model.downsample': 'stride'}, "
                               "{'name': 'blur', 'model.downsample': 'blur'}")
-  accuracy = {"train[90%:]": {0.1: 0.9, 0.4: 0.5}, "test": {0.1: 0.6, 0.4: 0.8}}
+  validation = {(0.1, 0): 0.9, (0.1, 1): 0.3, (0.4, 0): 0.7, (0.4, 1): 0.75}
   runs, done = [], set()
 
   def fake_train(config, workdir):
@@ -521,34 +568,46 @@ def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, mon
     summary = {
         "name": name, "options": measure.Settings(num_shift_images=64, max_shift=4).options(config),
         "overrides": {k: v for k, v in overrides.items() if k != "name"}, "step": 24,
-        "eval": {"32": {"accuracy": accuracy[config.data.eval_split][config.opt.lr_max]}},
+        "eval": {"32": {"accuracy": validation[config.opt.lr_max, config.seed]
+                        if config.data.eval_split == "train[90%:]" else
+                        {0.1: 0.8, 0.4: 0.6}[config.opt.lr_max]}},
         "best_size": 32, "images_seen": 1, "wall_seconds": 1.0}
     (pathlib.Path(workdir) / measure.SUMMARY_FILE).write_text(json.dumps(summary))
 
   monkeypatch.setattr(train, "train_and_evaluate", fake_train)
   monkeypatch.setattr(measure, "summarize_point", fake_summary)
   monkeypatch.setattr(measure, "finished", lambda point_dir, config: str(point_dir) in done)
-  for name in ("blur__lr_max=0.1", "blur__lr_max=0.4", "stride__lr_max=0.1", "stride__lr_max=0.4",
-               "stride_seed1", "stride_seed2", "blur_seed1", "blur_seed2"):
+  cells = [f"{arm}__lr_max={lr}_seed{seed}" for arm in ("blur", "stride") for lr in (0.1, 0.4)
+           for seed in (0, 1)]
+  for name in cells + ["stride_seed1", "stride_seed2", "blur_seed1", "blur_seed2"]:
     (tmp_path / "sweep" / ("tuning" if "__" in name else "") / name).mkdir(parents=True)
   workdir = tmp_path / "sweep"
   runner.run_sweep(spec.load(str(tmp_path / "cfg" / "tuned.py")), str(workdir), num_shift_images=64,
                    max_shift=4)
 
   tuned = [r for r in runs if "__" in r[0]]
-  assert sorted(r[0] for r in tuned) == ["blur__lr_max=0.1", "blur__lr_max=0.4", "stride__lr_max=0.1", "stride__lr_max=0.4"]
+  assert sorted(r[0] for r in tuned) == sorted(cells)
   assert {(r[2], r[3]) for r in tuned} == {("train[:90%]", "train[90%:]")}
+  assert sorted(r[4] for r in tuned) == [0] * 4 + [1] * 4  # Each cell on both tuning seeds.
   final = [r for r in runs if "__" not in r[0]]
   assert sorted(r[0] for r in final) == ["blur_seed1", "blur_seed2", "stride_seed1", "stride_seed2"]
-  assert {(r[1], r[2], r[3]) for r in final} == {(0.1, "train", "test")}  # Chosen on validation.
+  assert {(r[1], r[2], r[3]) for r in final} == {(0.4, "train", "test")}  # Chosen on validation.
   choice = tuning.read_choice(workdir)
-  assert set(choice["values"].values()) == {0.1} and len(choice["grid"]) == 4
+  assert set(choice["values"].values()) == {0.4} and len(choice["grid"]) == 4
+  assert choice["seeds"] == [0, 1] and not choice["pilot"]
+  cell = next(r for r in choice["grid"] if r["arm"] == "stride" and r["value"] == 0.1)
+  assert cell["acc@32"] == pytest.approx(0.6) and cell["per_seed"] == [0.9, 0.3]
+  assert cell["n_seeds"] == 2 and cell["std"] == pytest.approx(0.6 / 2 ** 0.5)
   with (workdir / "results.csv").open() as f:
     table = list(csv.DictReader(f))
-  assert {r["opt.lr_max"] for r in table} == {"0.100"} and {r["acc@32"] for r in table} == {"0.600"}
+  assert {r["opt.lr_max"] for r in table} == {"0.400"} and {r["acc@32"] for r in table} == {"0.600"}
   markdown = (workdir / "results.md").read_text()
-  assert "Tuning: opt.lr_max chosen per arm by acc@32 on the validation slice" in markdown
-  assert (workdir / "tuning.csv").exists()
+  assert ("Tuning: opt.lr_max chosen per arm by acc@32 on the validation slice (train[90%:], "
+          "trained on train[:90%]), the mean over seeds 0, 1 of each grid cell") in markdown
+  with (workdir / "tuning.csv").open() as f:
+    grid = list(csv.DictReader(f))
+  assert [(r["arm"], r["value"], r["acc@32"], r["n_seeds"], r["per_seed"]) for r in grid][:2] == [
+      ("stride", "0.100", "0.600", "2", "0.900 0.300"), ("stride", "0.400", "0.725", "2", "0.700 0.750")]
 
 
 @pytest.mark.slow
@@ -573,9 +632,11 @@ def test_tune_only_trains_the_grid_and_no_point(tmp_path, monkeypatch):
   tuned = spec.load(str(tmp_path / "cfg" / "tuned.py"))
   workdir = tmp_path / "sweep"
   assert runner.run_sweep(tuned, str(workdir), tune_only=True) == []
-  assert sorted(runs) == ["stride__lr_max=0.1", "stride__lr_max=0.4"]  # No seed point.
+  assert sorted(runs) == ["stride__lr_max=0.1_seed0", "stride__lr_max=0.1_seed1",
+                          "stride__lr_max=0.4_seed0", "stride__lr_max=0.4_seed1"]  # No seed point.
   with (workdir / "tuning.csv").open() as f:
-    assert [(r["value"], r["acc@32"]) for r in csv.DictReader(f)] == [("0.100", "0.500"), ("0.400", "0.700")]
+    assert [(r["value"], r["acc@32"], r["std"], r["n_seeds"]) for r in csv.DictReader(f)] == [
+        ("0.100", "0.500", "0.000", "2"), ("0.400", "0.700", "0.000", "2")]
   assert set(tuning.read_choice(workdir)["values"].values()) == {0.4}
   with pytest.raises(ValueError, match="defines no tuning .*--tune_only has nothing to run"):
     runner.run_sweep(spec.load(f"{REPO}/configs/antialias.py:smoke"), str(tmp_path / "none"),
@@ -584,7 +645,8 @@ def test_tune_only_trains_the_grid_and_no_point(tmp_path, monkeypatch):
   runs.clear()
   below = tmp_path / "below"
   runner.run_sweep(tuned, str(below), tune_only=True, tuning_grid=[0.05, 0.1])
-  assert sorted(runs) == ["stride__lr_max=0.05", "stride__lr_max=0.1"]
+  assert sorted(runs) == ["stride__lr_max=0.05_seed0", "stride__lr_max=0.05_seed1",
+                          "stride__lr_max=0.1_seed0", "stride__lr_max=0.1_seed1"]
   with (below / "tuning.csv").open() as f:
     assert [r["value"] for r in csv.DictReader(f)] == ["0.05", "0.100"]
   assert set(tuning.read_choice(below)["values"].values()) == {0.05}
@@ -610,6 +672,29 @@ def test_tuning_refuses_to_choose_on_the_test_split(tmp_path):
       " 'eval_split': 'test'}\n")
   with pytest.raises(ValueError, match="must be a slice of the training split"):
     spec.load(str(tmp_path / "cfg" / "bad.py"))
+
+
+def test_a_tuning_cell_takes_two_seeds_unless_a_pilot():
+  spec_ = {"field": "opt.lr_max", "grid": [0.1, 0.2], "metric": "acc@32"}
+  assert spec.Tuning.from_dict(spec_).seeds == spec.TUNING_SEEDS == (0, 1)
+  assert spec.Tuning.from_dict({**spec_, "seeds": [3, 4, 5]}).seeds == (3, 4, 5)
+  for seeds in ((0,), 7):
+    with pytest.raises(ValueError, match=re.escape(
+        "get_tuning chooses opt.lr_max on 1 seed per grid cell (seeds [")
+        + r".*at least 2 seeds.*give 'seeds': \(0, 1\), or mark a first look 'pilot': True\."):
+      spec.Tuning.from_dict({**spec_, "seeds": seeds})
+  pilot = spec.Tuning.from_dict({**spec_, "seeds": (0,), "pilot": True})
+  assert pilot.seeds == (0,) and pilot.pilot
+  for bad in ((), (0, 0), (0, 1.5)):
+    with pytest.raises(ValueError, match="seeds must be distinct integers"):
+      spec.Tuning.from_dict({**spec_, "seeds": bad})
+  # A stored choice made on other tuning seeds (one seed, before they were several) is not
+  # the sweep's: its commands are the tuning runs again.
+  sweep = types.SimpleNamespace(tuning=spec.Tuning.from_dict(spec_))
+  assert tuning.made_otherwise({"values": {}}, sweep) and not tuning.made_otherwise(
+      {"seeds": [0, 1]}, sweep) and not tuning.made_otherwise(None, sweep)
+  assert tuning.seeds_text({"seeds": [0, 1]}) == "the mean over seeds 0, 1 of each grid cell"
+  assert tuning.seeds_text({"seeds": [0], "pilot": True}).startswith("one seed per grid cell (a pilot")
 
 
 def test_findings_placeholders_render_intervals_comparisons_and_the_grid(tmp_path, monkeypatch):

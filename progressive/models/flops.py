@@ -18,6 +18,8 @@ and not a compiled program, it does not depend on the backend, the device or XLA
 fusion choices, unlike XLA's own `cost_analysis` (which the sweeps keep beside it).
 """
 
+import functools
+import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +27,9 @@ from typing import Any
 import jax
 import jax.extend as jex
 import jax.numpy as jnp
+import ml_collections
+
+from progressive import models
 
 COUNTED = ("conv_general_dilated", "dot_general")
 BACKWARD_FACTOR = 2  # Backward FLOPs per forward FLOP, by the standard convention.
@@ -104,3 +109,17 @@ def train_flops(model: Any, size: int, channels: int = 3) -> int:
   """Training FLOPs of one image at `size`: forward and backward, `(1 + 2) * 2 * forward_macs`
   (a multiply-add is 2 FLOPs; backward is twice the forward, by the standard convention)."""
   return (1 + BACKWARD_FACTOR) * 2 * forward_macs(model, size, channels)
+
+
+def config_train_flops(model_config, size: int, num_classes: int, channels: int = 3) -> int:
+  """`train_flops` of the model a config's `model` group builds (`models.build`): what a
+  sweep file needs to give one arm another arm's training FLOPs. Remembered per model
+  config, size and classes (a sweep file's hooks ask again for the same arms)."""
+  key = json.dumps(model_config.to_dict(), sort_keys=True, default=str)
+  return _config_train_flops(key, int(size), int(num_classes), int(channels))
+
+
+@functools.cache
+def _config_train_flops(model_json: str, size: int, num_classes: int, channels: int) -> int:
+  model_config = ml_collections.ConfigDict(json.loads(model_json))
+  return train_flops(models.build(model_config, num_classes=num_classes), size, channels)

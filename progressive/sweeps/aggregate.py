@@ -41,11 +41,12 @@ def aggregate(sweep: spec.Sweep, workdir: str, *,
 
 def _aggregate(sweep: spec.Sweep, workdir: epath.Path, comparisons, settings: measure.Settings):
   choice = tuning.read_choice(workdir)
-  if choice is None and sweep.tuning is not None:
-    try:  # Tuning runs finished elsewhere (--print_commands): choose now.
+  if sweep.tuning is not None and (choice is None or tuning.made_otherwise(choice, sweep)):
+    try:  # Tuning runs finished elsewhere (--print_commands), or on other seeds: choose now.
       choice = tuning.choose(sweep, workdir)
     except ValueError as e:
-      print(f"Not choosing yet: {e}")
+      print(f"Not choosing yet: {e}" + (" The points are reported under the choice made on "
+                                         "other tuning seeds." if choice else ""))
   points = sweep.expand(choice)
   summaries, missing = [], []
   for name, overrides, config in points:
@@ -102,8 +103,9 @@ def _aggregate(sweep: spec.Sweep, workdir: epath.Path, comparisons, settings: me
     metric = choice["metric"] + (" (the accuracy at each arm's own training size)"
                                  if "{size}" in choice["metric"] else "")
     lines += ["", f"Tuning: {choice['field']} chosen per arm by {metric} on the validation "
-              f"slice ({choice['splits'][1]}, trained on {choice['splits'][0]}); the test split "
-              "was not used to choose. Chosen: " + ", ".join(
+              f"slice ({choice['splits'][1]}, trained on {choice['splits'][0]}), "
+              f"{tuning.seeds_text(choice)}; the test split was not used to choose. "
+              "Chosen: " + ", ".join(
                   f"{r['arm']} {choice['values'][r['key']]}" for r in
                   {r["key"]: r for r in choice["grid"]}.values()) + ".", "",
               *tables.markdown(grid)]

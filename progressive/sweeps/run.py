@@ -77,7 +77,7 @@ def run_sweep(sweep: spec.Sweep, workdir: str, *, workers: int = 1, tune_only: b
                    workdir / tuning.TUNING_DIR, measure.Settings(tuning=True), workers)
       choice = tuning.choose(tuned, workdir)
       arms = {r["key"]: r for r in choice["grid"]}.values()
-      print(f"Chosen by validation {choice['metric']}: "
+      print(f"Chosen by validation {choice['metric']} ({tuning.seeds_text(choice)}): "
             + ", ".join(f"{r['arm']}: {choice['values'][r['key']]}" for r in arms))
       if tune_only:
         tables.write_tuning(workdir, choice)
@@ -358,6 +358,8 @@ def train_commands(sweep: spec.Sweep, workdir: str) -> list[str]:
   values."""
   workdir = epath.Path(workdir)
   choice = tuning.read_choice(workdir)
+  if tuning.made_otherwise(choice, sweep):
+    choice = None  # Made on other tuning seeds: the sweep's own tuning runs come first.
   if sweep.tuning is not None and choice is None:
     runs = [(workdir / tuning.TUNING_DIR / t.name, t.overrides)
             for t in tuning.tuning_points(sweep)]

@@ -224,23 +224,32 @@ class Point(NamedTuple):
   config: ml_collections.ConfigDict
 
 
+TUNING_SEEDS = (0, 1)  # Seeds per tuning cell: a cell's metric is their mean.
+
+
 @dataclasses.dataclass(frozen=True)
 class Tuning:
   """`get_tuning(arg)`: each arm (the points that differ only in `seed`) is trained once
-  per value of `grid` for `field` on `train_split`, and the value with the best `metric`
-  on `eval_split` (a slice of the training split: the test split never chooses) is then
-  the arm's setting for all its seeds. `metric` is a column of results.csv;
-  `"acc@{size}"` names the accuracy at the arm's own last stage size."""
+  per value of `grid` for `field` and seed of `seeds` on `train_split`, and the value with
+  the best mean `metric` over those seeds on `eval_split` (a slice of the training split:
+  the test split never chooses) is then the arm's setting for all its seeds. `metric` is
+  a column of results.csv; `"acc@{size}"` names the accuracy at the arm's own last stage
+  size. A grid cell (arm and value) takes at least two seeds (on a validation slice of a
+  few hundred images one seed's accuracy moves by several points); `pilot=True` allows
+  one, for a first look whose choice says so."""
 
   field: str
   grid: tuple
   metric: str
   train_split: str = "train[:90%]"
   eval_split: str = "train[90%:]"
+  seeds: tuple[int, ...] = TUNING_SEEDS
+  pilot: bool = False
 
   @classmethod
   def from_dict(cls, given: Mapping[str, Any]) -> "Tuning":
-    """The spec of `get_tuning`, checked: `ValueError` for one that cannot work."""
+    """The spec of `get_tuning`, checked: `ValueError` for one that cannot work, or that
+    chooses on one seed per grid cell without `pilot`."""
     missing = {"field", "grid", "metric"} - set(given)
     if missing or not given.get("grid"):
       raise ValueError("get_tuning must give 'field', a non-empty 'grid' and 'metric'; "
@@ -248,7 +257,18 @@ class Tuning:
     unknown = set(given) - {f.name for f in dataclasses.fields(cls)}
     if unknown:
       raise ValueError(f"get_tuning gives unknown keys {sorted(unknown)}.")
-    tuning = cls(**{**given, "grid": tuple(given["grid"])})
+    seeds = given.get("seeds", TUNING_SEEDS)
+    seeds = (seeds,) if isinstance(seeds, int) else tuple(seeds)
+    if not seeds or len(set(seeds)) != len(seeds) or not all(
+        isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+      raise ValueError(f"get_tuning's seeds must be distinct integers, got {given['seeds']!r}.")
+    tuning = cls(**{**given, "grid": tuple(given["grid"]), "seeds": seeds,
+                    "pilot": bool(given.get("pilot", False))})
+    if len(seeds) < 2 and not tuning.pilot:
+      raise ValueError(
+          f"get_tuning chooses {tuning.field} on 1 seed per grid cell (seeds {list(seeds)}); a "
+          "cell's choice is the mean over at least 2 seeds (one seed's validation accuracy "
+          "moves by several points): give 'seeds': (0, 1), or mark a first look 'pilot': True.")
     if tuning.eval_split.split("[")[0] != tuning.train_split.split("[")[0]:
       raise ValueError(
           f"get_tuning's eval_split {tuning.eval_split!r} must be a slice of the training split "

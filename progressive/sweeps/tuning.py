@@ -1,15 +1,17 @@
 """Tuning: one value of a field chosen per arm on the validation slice (`spec.Tuning`).
 
 Every arm (the points that differ only in `seed`) is first trained once per grid value
-on a validation slice of the training split, into `DIR/tuning/<arm>__<field>=<value>/`;
-the value with the best validation metric is then the arm's setting for all its seeds on
-the configured splits (the test split is never used to choose). `DIR/tuning/choice.json`
-keeps the choice: `field`, `metric`, `splits`, `values` `{arm key: value}` and the `grid`
-rows (arm, value, metric).
+and tuning seed on a validation slice of the training split, into
+`DIR/tuning/<arm>__<field>=<value>_seed<seed>/`; the value with the best validation
+metric, averaged over the tuning seeds (at least two unless the spec is a pilot), is
+then the arm's setting for all its seeds on the configured splits (the test split is
+never used to choose). `DIR/tuning/choice.json` keeps the choice: `field`, `metric`,
+`splits`, `seeds`, `pilot`, `values` `{arm key: value}` and the `grid` rows, one per
+cell (arm, value, the mean metric, its `std` over seeds, `n_seeds`, `per_seed`).
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import ml_collections
@@ -31,8 +33,8 @@ class TuningPoint(NamedTuple):
 
 
 def tuning_points(sweep: spec.Sweep) -> list[TuningPoint]:
-  """Every tuning run: each arm of the sweep once per grid value, on the validation
-  slice, at the base config's seed (none without tuning)."""
+  """Every tuning run: each arm of the sweep once per grid value and tuning seed, on the
+  validation slice (none without tuning)."""
   if sweep.tuning is None:
     return []
   tuning = sweep.tuning
@@ -43,12 +45,13 @@ def tuning_points(sweep: spec.Sweep) -> list[TuningPoint]:
   for key, (name, overrides) in arms.items():
     arm = spec.group_name(name, overrides["seed"]) if "seed" in overrides else name
     for value in tuning.grid:
-      tuned = {k: v for k, v in overrides.items() if k not in ("seed", "name")}
-      tuned.update({tuning.field: value, "data.train_split": tuning.train_split,
-                    "data.eval_split": tuning.eval_split})
-      tuned["name"] = f"{arm}__{spec.point_name({tuning.field: value})}"
-      out.append(TuningPoint(key, value, tuned["name"], tuned,
-                             spec.apply_overrides(sweep.base, tuned)))
+      for seed in tuning.seeds:
+        tuned = {k: v for k, v in overrides.items() if k not in ("seed", "name")}
+        tuned.update({tuning.field: value, "data.train_split": tuning.train_split,
+                      "data.eval_split": tuning.eval_split, "seed": seed})
+        tuned["name"] = f"{arm}__{spec.point_name({tuning.field: value})}_seed{seed}"
+        out.append(TuningPoint(key, value, tuned["name"], tuned,
+                               spec.apply_overrides(sweep.base, tuned)))
   return out
 
 
@@ -64,13 +67,30 @@ def read_choice(workdir) -> dict[str, Any] | None:
   return json.loads(path.read_text()) if path.exists() else None
 
 
+def made_otherwise(choice: Mapping[str, Any] | None, sweep: spec.Sweep) -> bool:
+  """Whether a stored `choice` was made on other tuning seeds than the sweep's (one made
+  before tuning took several seeds per cell has none): its tuning runs are not the sweep's."""
+  return (choice is not None and sweep.tuning is not None
+          and choice.get("seeds") != list(sweep.tuning.seeds))
+
+
+def seeds_text(choice: Mapping[str, Any]) -> str:
+  """How many seeds each grid cell of `choice` was averaged over, as results.md says it."""
+  seeds = choice.get("seeds") or []
+  if len(seeds) > 1:
+    return f"the mean over seeds {', '.join(map(str, seeds))} of each grid cell"
+  what = "a pilot" if choice.get("pilot") else "made before tuning took two seeds per cell"
+  return f"one seed per grid cell ({what}: a difference of a few points is within its noise)"
+
+
 def choose(sweep: spec.Sweep, workdir) -> dict[str, Any]:
-  """Picks each arm's value by the validation metric of its finished tuning runs and
-  writes `DIR/tuning/choice.json`. A finished run without a summary (run elsewhere) is
-  summarised here; `ValueError` for a run that has not finished."""
+  """Picks each arm's value by the validation metric of its finished tuning runs,
+  averaged over the tuning seeds of each grid cell, and writes `DIR/tuning/choice.json`.
+  A finished run without a summary (run elsewhere) is summarised here; `ValueError` for
+  a run that has not finished."""
   tuning = sweep.tuning
   tuning_dir = epath.Path(workdir) / TUNING_DIR
-  rows, best = [], {}
+  cells = {}
   for key, value, name, overrides, config in tuning_points(sweep):
     summary = measure.read_summary(tuning_dir / name)
     if summary is None and measure.finished(tuning_dir / name, config):  # Run elsewhere.
@@ -82,12 +102,20 @@ def choose(sweep: spec.Sweep, workdir) -> dict[str, Any]:
     metric = tables.point_row(summary).get(column)
     if metric is None:
       raise ValueError(f"Tuning run {name} has no {column!r}; name a column of results.csv.")
-    rows.append({"arm": name.rsplit("__", 1)[0], "key": key, "value": value, tuning.metric: metric})
-    if key not in best or metric > best[key][1]:  # Ties: the first value of the grid.
-      best[key] = (value, metric)
+    arm = name.rsplit("__", 1)[0]
+    cells.setdefault((key, json.dumps(value)), (arm, key, value, []))[3].append(metric)
+  rows, best = [], {}
+  for arm, key, value, metrics in cells.values():  # In grid order, arm by arm.
+    mean = sum(metrics) / len(metrics)
+    std = (sum((m - mean) ** 2 for m in metrics) / (len(metrics) - 1)) ** 0.5 if len(
+        metrics) > 1 else None
+    rows.append({"arm": arm, "key": key, "value": value, tuning.metric: mean, "std": std,
+                 "n_seeds": len(metrics), "per_seed": metrics})
+    if key not in best or mean > best[key][1]:  # Ties: the first value of the grid.
+      best[key] = (value, mean)
   choice = {"field": tuning.field, "metric": tuning.metric,
-            "splits": [tuning.train_split, tuning.eval_split],
-            "values": {k: v for k, (v, _) in best.items()}, "grid": rows}
+            "splits": [tuning.train_split, tuning.eval_split], "seeds": list(tuning.seeds),
+            "pilot": tuning.pilot, "values": {k: v for k, (v, _) in best.items()}, "grid": rows}
   tuning_dir.mkdir(parents=True, exist_ok=True)
   folder.write_text(tuning_dir / CHOICE_FILE, json.dumps(choice, indent=1, default=str) + "\n")
   return choice
