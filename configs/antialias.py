@@ -18,7 +18,7 @@ The argument is parsed once (`_variant`): a family, `smoke`, a variant named bel
 its parts written out (`protocol=rerun,family=resnet18,photos` is `rerun_resnet18_photos`).
 
 `:rerun` is the CPU-scale rerun with the standard of evidence (RESEARCH.md): the simple
-CNN on `scale_shapes/sweep32` (32 px, 4096 / 1024) at 32 px for a stated budget of 6
+CNN on `scale_shapes/sweep32_fresh` (32 px, 4096 / 1024) at 32 px for a stated budget of 6
 epochs, each arm's `opt.lr_max` chosen on the validation slice from 0.025-0.4 by
 accuracy at 32 px (the mean of tuning seeds 0 and 1 per grid value), seeds 0-4 (seed by seed, as below), tested at 16-48 px with and
 without batch-norm recalibration (`acc@S`, `acc_bn@S`) and over the whole subsampling
@@ -42,7 +42,7 @@ subsamples only by max pools, so it has `stride` (its max pool), `blur3` and `bl
 
 `:tuned64_<family>` (`simple_cnn`, `vgg11` or `resnet18`) and `:tuned64_<family>_photos`
 are the same standard at the config's own 64 px, sized for a GPU: one family on
-`scale_shapes/default` or `photos/default` (64 px, 10,000 / 2,000; photographs trained
+`scale_shapes/default_fresh` or `photos/default` (64 px, 10,000 / 2,000; photographs trained
 with flips), trained at 64 px for a stated budget of 8 epochs, `opt.lr_max` chosen per
 arm on the validation slice from 0.05-0.8 by accuracy at 64 px (two tuning seeds per
 value), seeds 0-4, tested at 32-96
@@ -115,6 +115,9 @@ DEEP_LR_GRID = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
 # ResNet-18 on photographs chose DEEP_LR_GRID's lower edge for every arm: one step below.
 RESNET18_PHOTOS_LR_GRID = (0.0125, *DEEP_LR_GRID)
 TUNED64_EPOCHS = 8
+# The protocols' scale_shapes builder configs: `sweep32_fresh`, `default_fresh`, the
+# training images of `sweep32` and `default` with a test split drawn afresh.
+FRESH = "_fresh"
 TUNED64_LR_GRID = (0.05, 0.1, 0.2, 0.4, 0.8)
 # The variants' names: `rerun[_<family>][_photos]` (the simple CNN without a family) and
 # `tuned64_<family>[_photos]`.
@@ -144,6 +147,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant.photos:
     config.data.name = "photos"
     config.data.augment = "flip"
+  elif variant.protocol:  # A test split never used before (photographs have none).
+    config.data.builder_config += FRESH
   if variant.protocol:
     tuned64 = variant.protocol == "tuned64"
     size, epochs = (64, TUNED64_EPOCHS) if tuned64 else (32, RERUN_EPOCHS)

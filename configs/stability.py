@@ -14,7 +14,7 @@ statistics every few steps (`activation_stats.jsonl`; plot them with
 Steps with a non-finite loss are skipped and counted rather than ending the point.
 
 `:rerun` (and `:rerun_photos`, on real photographs) is the CPU-scale rerun with the
-standard of evidence: on `scale_shapes/sweep32` at 32 px, 3 epochs at batch 128, the arms
+standard of evidence: on `scale_shapes/sweep32_fresh` at 32 px, 3 epochs at batch 128, the arms
 `no_bn_constant`, `no_bn_one_cycle`, `bn_constant`, `bn_one_cycle`,
 `bn_one_cycle_batch512`: 4x the batch for 4x the epochs, so the same 96 optimizer steps
 (larger batches at equal steps), and its matched budget `bn_one_cycle_at_batch512_images`:
@@ -59,8 +59,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.log_every_steps = 2 if variant.smoke else 10
   config.skip_nonfinite = True
   config.opt.lr_max = 0.4
-  if variant.rerun:
-    config.data.builder_config = "sweep32"
+  if variant.rerun:  # sweep32's training images, a test split never used before.
+    config.data.builder_config = "sweep32" if variant.photos else "sweep32_fresh"
     config.activation_stats_every = 16
     config.log_every_steps = 16
     config.progress_bar = False

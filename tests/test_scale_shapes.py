@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import itertools
 
 import numpy as np
 import pytest
@@ -309,7 +310,8 @@ def test_default_and_small_are_unchanged():
 
 def test_control_configs_and_their_class_names():
   configs = ss.ScaleShapes.builder_configs
-  assert set(NEW_CONFIGS) | {"default", "small", "sweep32"} == set(configs)
+  originals = set(NEW_CONFIGS) | {"default", "small", "sweep32"}
+  assert originals | {f"{name}_fresh" for name in originals - {"small"}} == set(configs)
   assert (configs["sweep32"].storage_size, configs["sweep32"].num_train) == (32, 4096)
   assert configs["sweep32"].class_names() == ss.CLASS_NAMES
   for name in NEW_CONFIGS:
@@ -322,6 +324,40 @@ def test_control_configs_and_their_class_names():
       "stripes_c2", "stripes_c3", "stripes_c4", "checks_c2", "checks_c3", "checks_c4")
   assert configs["one_scale"].class_names() == ss.CLASS_NAMES
   assert ss.class_family((3, 5, 7, 11)) == (0,) * 6 + (1,) * 8
+
+
+@pytest.mark.parametrize("name", ["sweep32", "default", "small_offladder"])
+def test_a_fresh_config_draws_new_test_images_and_the_same_training_images(name, tmp_path):
+  """`<name>_fresh`: the same distribution (labels cycling, scales in range, metadata that
+  redraw each image), its training split identical to `<name>`'s, its test split images
+  that neither of `<name>`'s splits holds."""
+  old = ss.ScaleShapes(config=name, data_dir=str(tmp_path))
+  fresh = ss.ScaleShapes(config=f"{name}_fresh", data_dir=str(tmp_path))
+  config = fresh.builder_config
+  assert config.test_seed == ss.FRESH_TEST_SEED != config.seed == old.builder_config.seed
+  assert (config.num_train, config.num_test, config.storage_size, config.class_names()) == (
+      old.builder_config.num_train, old.builder_config.num_test,
+      old.builder_config.storage_size, old.builder_config.class_names())
+  indices = range(24)
+  for i in indices:
+    a, b = old.sample(i, "train"), fresh.sample(i, "train")
+    np.testing.assert_array_equal(a["image"], b["image"])
+    assert a["seed"] == b["seed"]
+  seen = {old.sample(i, split)["image"].tobytes() for i in indices for split in ("train", "test")}
+  lo, hi = config.scale_range
+  for i in indices:
+    x = fresh.sample(i, "test")
+    assert x["image"].tobytes() not in seen and x["label"] == i % 12
+    assert lo <= x["object_scale"] <= hi
+    expected = ss.render(int(x["label"]), float(x["object_scale"]),
+                         tuple(float(c) for c in x["center"]), config.storage_size,
+                         seed=int(x["seed"]), **config.render_options()._asdict())
+    np.testing.assert_array_equal(x["image"], expected)
+  # The stored split is the one the builder generates (what the sweeps' points read).
+  (index, example), = itertools.islice(fresh._generate_examples("test", 1), 1)  # pylint: disable=protected-access
+  assert index == 0 and example["label"] == fresh.sample(0, "test")["label"]
+  image = np.asarray(Image.open(io.BytesIO(example["image"])))
+  np.testing.assert_array_equal(image, fresh.sample(0, "test")["image"])
 
 
 def test_offladder_periods_stay_apart_under_the_zooms_used():

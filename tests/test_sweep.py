@@ -182,7 +182,9 @@ def test_every_experiment_point_validates(name, arg):
 
 
 @pytest.mark.parametrize("flag", ["antialias.py:rerun", "antialias.py:rerun_photos", "stability.py:rerun",
-                                  "stability.py:rerun_photos", "train_test_size.py:photos",
+                                  "stability.py:rerun_photos", "train_test_size.py",
+                                  "train_test_size.py:photos", "progressive_resizing.py",
+                                  "antialias.py:tuned64_simple_cnn",
                                   "progressive_resizing.py:long", "progressive_resizing.py:photos_long",
                                   "antialias.py:tuned64_vgg11", "antialias.py:tuned64_resnet18_photos",
                                   "antialias.py:rerun_resnet18_photos", "antialias.py:rerun_vgg11"])
@@ -194,6 +196,9 @@ def test_every_rerun_point_and_tuning_run_validates(flag):
   assert seeds == {0, 1, 2, 3, 4}  # Five seeds for every headline comparison.
   for _, _, config in points + [t[2:] for t in runs]:
     validate(config, num_devices=1)
+    # The final runs test on a scale_shapes split never used before (photographs have
+    # none); the tuning runs read only the training split, the same images as before.
+    assert config.data.name == "photos" or config.data.builder_config.endswith("_fresh")
   groups = {spec.group_name(n, o["seed"]) for n, o, _ in points}
   for arm, baseline in sweep.comparisons:
     assert {arm, baseline} <= groups

@@ -355,6 +355,7 @@ class ScaleShapesConfig(tfds.core.BuilderConfig):
   num_test: int = 2_000
   scale_range: tuple[float, float] = (0.3, 0.9)  # object_scale ~ U(scale_range).
   seed: int = 0  # Splits are drawn from (seed, split, index).
+  test_seed: int | None = None  # The test split's seed instead (a fresh split); None: seed.
   texture_periods: tuple[int, ...] = DEFAULT_PERIODS  # Per texture class of each pattern.
   period_mode: str = "canvas"  # Periods in stored pixels ("canvas") or across the object.
 
@@ -372,6 +373,11 @@ OFFLADDER_PERIODS = (5, 9, 16)
 OBJECT_PERIODS = (2, 3, 4)  # Periods across the bounding circle.
 ONE_SCALE = (0.6, 0.6)
 _SWEEP_32 = {"storage_size": 32, "num_train": 4096, "num_test": 1024}  # Quick CPU sweeps.
+# The `<name>_fresh` configs' test seed: the same distribution and training images, a test
+# split of images never drawn before, for final runs (the test split of `<name>` was
+# reused across reruns).
+FRESH_TEST_SEED = 1
+FRESH = "_fresh"
 _CONTROLS = (
     ("offladder", f"periods {', '.join(map(str, OFFLADDER_PERIODS))} stored px (off the 2x ladder)",
      {"texture_periods": OFFLADDER_PERIODS}),
@@ -415,31 +421,43 @@ def prepare_builder(builder_cls, config_name: str, data_dir: str | None) -> tfds
   return builder
 
 
+_CONFIGS = [
+    ScaleShapesConfig(
+        name="default", description="64 px, 10000 train / 2000 test.",
+        storage_size=64, num_train=10_000, num_test=2_000),
+    ScaleShapesConfig(
+        name="small", description="32 px, 1024 train / 256 test (tests, smoke runs).",
+        storage_size=32, num_train=1024, num_test=256),
+    ScaleShapesConfig(
+        name="sweep32", description="32 px, 4096 train / 1024 test (quick CPU sweeps).",
+        **_SWEEP_32),
+] + [
+    ScaleShapesConfig(name=name, description=f"64 px, 10000 train / 2000 test; {what}.",
+                      storage_size=64, num_train=10_000, num_test=2_000, **fields)
+    for name, what, fields in _CONTROLS
+] + [
+    ScaleShapesConfig(name=f"small_{name}",
+                      description=f"32 px, 4096 train / 1024 test; {what}.",
+                      **_SWEEP_32, **fields)
+    for name, what, fields in _CONTROLS
+]
+
+
+def _fresh(config: ScaleShapesConfig) -> ScaleShapesConfig:
+  """`config` as `<name>_fresh`: the same training images, a test split drawn from
+  `FRESH_TEST_SEED` (the same distribution, other images)."""
+  return dataclasses.replace(
+      config, name=config.name + FRESH, test_seed=FRESH_TEST_SEED,
+      description=f"{config.description.rstrip('.')}; a fresh test split (test seed "
+                  f"{FRESH_TEST_SEED}).")
+
+
 class ScaleShapes(GeneratedSplits, tfds.core.GeneratorBasedBuilder):
   """TFDS builder `scale_shapes`: generated on the CPU, nothing downloaded."""
 
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Initial release."}
-  BUILDER_CONFIGS = [
-      ScaleShapesConfig(
-          name="default", description="64 px, 10000 train / 2000 test.",
-          storage_size=64, num_train=10_000, num_test=2_000),
-      ScaleShapesConfig(
-          name="small", description="32 px, 1024 train / 256 test (tests, smoke runs).",
-          storage_size=32, num_train=1024, num_test=256),
-      ScaleShapesConfig(
-          name="sweep32", description="32 px, 4096 train / 1024 test (quick CPU sweeps).",
-          **_SWEEP_32),
-  ] + [
-      ScaleShapesConfig(name=name, description=f"64 px, 10000 train / 2000 test; {what}.",
-                        storage_size=64, num_train=10_000, num_test=2_000, **fields)
-      for name, what, fields in _CONTROLS
-  ] + [
-      ScaleShapesConfig(name=f"small_{name}",
-                        description=f"32 px, 4096 train / 1024 test; {what}.",
-                        **_SWEEP_32, **fields)
-      for name, what, fields in _CONTROLS
-  ]
+  BUILDER_CONFIGS = _CONFIGS + [_fresh(c) for c in _CONFIGS if c.name != "small"]
 
   def _info(self) -> tfds.core.DatasetInfo:
     config = self.builder_config
@@ -471,7 +489,8 @@ class ScaleShapes(GeneratedSplits, tfds.core.GeneratorBasedBuilder):
 
   def sample(self, index: int, split: str) -> dict[str, Any]:
     config = self.builder_config
-    return sample_example(index, seed=config.seed, split=split,
+    seed = config.test_seed if split == "test" and config.test_seed is not None else config.seed
+    return sample_example(index, seed=seed, split=split,
                           storage_size=config.storage_size,
                           scale_range=tuple(config.scale_range),
                           texture_periods=tuple(config.texture_periods),
