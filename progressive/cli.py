@@ -231,10 +231,24 @@ def _prog(command: Command) -> str:
   return f"progressive {command.name}"
 
 
+_TFDS_NOISE = (
+    "OpenCV is not installed",  # Logged on decoding: this package decodes with PIL on purpose.
+    "has no dataset_info.json",  # Logged while a built-in dataset is generated the first time.
+)
+
+
+def _quiet_tfds(record) -> bool:
+  """Drops TFDS's log lines that say nothing to a user of these commands (`_TFDS_NOISE`);
+  TFDS's own commands keep them."""
+  message = record.getMessage()
+  return not any(noise in message for noise in _TFDS_NOISE)
+
+
 def execute(command: Command, fv: flags.FlagValues) -> int | None:
   """Runs `command` on flags `parse` returned; the exit status (2 for a known error)."""
   if not fv["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # Orbax logs every checkpoint step at INFO.
+  logging.get_absl_logger().addFilter(_quiet_tfds)
   try:
     if command.config is not None and command.distributed:
       # Here, not at the top: JAX takes 1.4 s to import, and `progressive --help` needs none.

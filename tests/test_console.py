@@ -50,6 +50,10 @@ def test_train_zoo_and_photos_smoke_from_another_directory(data_dir, tmp_path):
                           "--config.progress_bar=False", *extra], cwd=tmp_path)
     assert result.returncode == 0, (config, result.stderr[-3000:])
     assert any(r["event"] == "eval" for r in read_rows(workdir / "metrics.jsonl")), config
+    # TFDS's noise (photos is generated here, and its images decoded by TFDS's features).
+    for noise in ("Downloading", "Unknown size", "OpenCV", "dataset_info.json"):
+      assert noise not in result.stdout + result.stderr, (config, noise)
+  assert "Generating photos/" in result.stdout
 
 
 def test_arch_on_the_folder_config_from_another_directory(tmp_path):

@@ -393,6 +393,14 @@ class GeneratedSplits:
   `num_test` examples, example `i` of a split being `self.sample(i, split)` with its
   image PNG-encoded by PIL (TFDS would need TensorFlow). Nothing is downloaded."""
 
+  def _log_download_bytes(self) -> None:
+    # TFDS's own line reads "Downloading and preparing dataset Unknown size ...".
+    print(f"Generating {self.name}/{self.builder_config.name} in {self.data_dir} (once; "
+          "nothing is downloaded).", flush=True)
+
+  def _log_download_done(self) -> None:
+    print(f"Generated {self.name}/{self.builder_config.name}.", flush=True)
+
   def _split_generators(self, dl_manager):
     del dl_manager  # Nothing to download.
     config = self.builder_config
