@@ -49,7 +49,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   data.std = config_dict.placeholder(tuple)
   # Grain worker processes decoding examples (0: threads in this process).
   data.num_workers = 0
-  # name="folder": leave out (and count) unreadable files instead of stopping at the first.
+  # Folders and TFDS: leave out (and count) files the index cannot decode, and use a readable
+  # neighbour for one that fails later, instead of stopping (may change on resume with --force).
   data.skip_unreadable = False
 
   config.model = model = ml_collections.ConfigDict()

@@ -62,7 +62,7 @@ FIELDS = (
     Field("data.mean", None, placeholder=tuple),
     Field("data.std", None, placeholder=tuple),
     Field("data.num_workers", 0),
-    Field("data.skip_unreadable", False),
+    Field("data.skip_unreadable", False, "resumable"),
     # config.model
     Field("model.name", "simple_cnn"),
     Field("model.channels", (32, 64, 128, 256)),

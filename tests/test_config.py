@@ -35,7 +35,7 @@ def test_default_and_smoke_configs_are_valid():
     [
         (lambda c: setattr(c.model, "name", "resnet9000"), r"config\.model\.name must be one of \['resnet18', .*, 'vgg16'\], got 'resnet9000'"),
         (lambda c: setattr(c.data, "name", "mnist_typo"), r"config\.data\.name='mnist_typo' is neither 'scale_shapes' nor a TFDS dataset"),
-        (lambda c: setattr(c.data, "builder_config", "huge"), r"builder_config must be one of \['default', 'object_period', .*, 'sweep32'\]"),
+        (lambda c: setattr(c.data, "builder_config", "huge"), r"builder_config must be one of \['default', 'default_fresh', .*, 'sweep32', 'sweep32_fresh'\]"),
         (lambda c: setattr(c.opt, "name", "lion"), r"config\.opt\.name must be one of \['adamw', 'sgd'\]"),
         (lambda c: setattr(c.opt, "cycle", "epoch"), r"config\.opt\.cycle must be one of"),
         (lambda c: setattr(c.model, "head", "attention"), r"config\.model\.head must be one of"),
@@ -251,7 +251,7 @@ def test_resume_field_lists_come_from_the_table():
   control = set(config_lib.RUN_CONTROL_FIELDS)
   assert {"progress_bar", "log_every_steps", "data.data_dir", "distributed.process_id"} <= control
   assert set(config_lib.RESUMABLE_FIELDS) == control | {
-      "stages", "eval_sizes", "eval_batch_size", "init_from", "skip_nonfinite"}
+      "stages", "eval_sizes", "eval_batch_size", "init_from", "skip_nonfinite", "data.skip_unreadable"}
   assert all(name in by_name for name in config_lib.RESUMABLE_FIELDS)
   assert by_name["model.channels"].on_resume == by_name["data.num_workers"].on_resume == "fixed"
 

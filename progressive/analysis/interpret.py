@@ -48,7 +48,8 @@ def _test_batches(run, num: int | None, batch_size: int) -> Iterator[tuple[np.nd
   for batch in reader.eval_batches(batch_size):
     if left <= 0:
       return
-    mask = batch["mask"] & (np.cumsum(batch["mask"]) <= left)
+    keep = batch["mask"] & (batch["unreadable"] == 0)  # Undecodable files (skip_unreadable) out.
+    mask = keep & (np.cumsum(keep) <= left)
     left -= int(mask.sum())
     yield batch["image"], batch["label"], mask
 

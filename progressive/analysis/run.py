@@ -220,8 +220,9 @@ def load_examples(data_config: Mapping[str, Any], split: str, num: int | None = 
   count = reader.num_examples if num is None else min(num, reader.num_examples)
   images, labels = [], []
   for batch in reader.eval_batches(min(count, 256) or 1):
-    images.append(batch["image"][batch["mask"]])
-    labels.append(batch["label"][batch["mask"]])
+    keep = batch["mask"] & (batch["unreadable"] == 0)  # Undecodable files (skip_unreadable) out.
+    images.append(batch["image"][keep])
+    labels.append(batch["label"][keep])
     if sum(map(len, labels)) >= count:
       break
   return {"image": np.concatenate(images)[:count], "label": np.concatenate(labels)[:count]}

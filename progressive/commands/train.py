@@ -4,13 +4,16 @@
 Kept short on purpose: the logic lives in `progressive.training.train`, importable in a notebook.
 """
 
+import os
+import shlex
 import signal
 import sys
 
 from absl import flags
 
 from progressive import cli
-from progressive.training import checkpoints, train
+from progressive.data import pipeline
+from progressive.training import checkpoints, parallel, train
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -28,11 +31,12 @@ def _main(fv: flags.FlagValues) -> int | None:
     summary = train.train_and_evaluate(fv.config, fv.workdir, force=fv.force)
   except train.NonFiniteLossError as e:
     sys.exit(f"Training stopped: {e}")
-  except checkpoints.CheckpointWriteError as e:  # A full disk: not a usage error (2).
-    cli.fail(e)
+  except (checkpoints.CheckpointWriteError, pipeline.UnreadableExampleError) as e:
+    cli.fail(e)  # A full disk or a file broken mid-run: not a usage error (2).
     return 1
   if summary.interrupted:
     return 128 + signal.Signals[summary.interrupted].value
+  parallel.log(f"Analyse it: progressive analyze --workdir={shlex.quote(os.path.abspath(fv.workdir))}")
   return None
 
 

@@ -56,7 +56,10 @@ def evaluate(
     for key, value in host.items():
       host_values[key].append(np.asarray(value))
   host = {k: np.concatenate(v) for k, v in host_values.items()}
-  mask = host["mask"]
+  # Test images that could not be decoded (data.skip_unreadable) are left out of every
+  # figure: the neighbour that stood in for one would count twice.
+  unreadable = host.pop("unreadable", np.zeros_like(host["mask"], np.int32)) != 0
+  mask = host["mask"] & ~unreadable
   labels = host["label"][mask]
   rows = []
   for size, fetched in jax.device_get(outputs).items():
@@ -68,6 +71,8 @@ def evaluate(
         "loss": float(results["loss"][mask].mean()),
         "examples": int(mask.sum()),
     }
+    if unreadable.any():
+      row["unreadable"] = int(unreadable.sum())
     for name, accuracy in breakdown(correct, labels, info)["family"].items():
       row[f"accuracy_{name}"] = accuracy
     rows.append(row)
@@ -90,9 +95,17 @@ class Recalibrated:
     split = pipeline.open_split(config.data, config.data.train_split, shard=jax.process_index(),
                                 num_shards=processes)
     batch = config.eval_batch_size
-    count = min(-(-config.eval_bn_images // batch), max(1, info.num_train // batch))
-    self.batches = [shard_batch({"image": b["image"]}, sharding)["image"]
-                    for b in split.eval_batches(batch // processes, count) if b["mask"].all()]
+    count = min(-(-config.eval_bn_images // batch), max(1, -(-info.num_train // batch)))
+    devices = sharding.mesh.size // processes  # Each process's share divides over its devices.
+    self.batches = []
+    for b in split.eval_batches(batch // processes, count):
+      # A last batch short of images (a training split smaller than the eval batch) is
+      # cut to whole rows of devices; in a multi-process run only full batches are used,
+      # since every process must hold the same shapes.
+      keep = len(b["mask"]) if b["mask"].all() else (
+          0 if processes > 1 else int(b["mask"].sum()) // devices * devices)
+      if keep:
+        self.batches.append(shard_batch({"image": b["image"][:keep]}, sharding)["image"])
     self.num_images = sum(len(b) for b in self.batches)
 
   def rows(self, state, eval_fn: Callable, split: pipeline.Split, sizes: Sequence[int], **kwargs):

@@ -80,6 +80,11 @@ class MetricsWriter:
         self._tb.add_scalar(f"{prefix}/{key}", value, step)
     return row
 
+  def write_images(self, tag: str, images, step: int) -> None:
+    """uint8 `[N, H, W, 3]` images to TensorBoard (as a grid under `tag`)."""
+    if self.active and images is not None and len(images):
+      self._tb.add_images(tag, np.asarray(images), step, dataformats="NHWC")
+
   def write_activation_stats(self, rows: list[Mapping[str, Any]]) -> None:
     """Rows of `progressive.training.activations.stats_rows`, one per layer."""
     if not self.active:

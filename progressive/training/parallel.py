@@ -86,34 +86,56 @@ class DevicePrefetch:
   """Keeps `depth` batches already on the device ahead of the training step.
 
   `state` is the data iterator's state just before the next batch `next()` returns,
-  so a checkpoint taken between steps resumes at exactly that batch.
+  so a checkpoint taken between steps resumes at exactly that batch. A batch's
+  `"unreadable"` flags (examples a readable neighbour stood in for) stay on the host and
+  are counted in `unreadable`; `first_images` keeps a few images of the first batch (for
+  TensorBoard's view of what the pipeline made).
   """
 
-  def __init__(self, iterator: grain.DatasetIterator, sharding: NamedSharding, depth: int = 2):
+  def __init__(self, iterator: grain.DatasetIterator, sharding: NamedSharding, depth: int = 2,
+               num_shown: int = 16):
     self._iterator = iterator
     self._sharding = sharding
     self._depth = depth
     self._queue = collections.deque()
+    self._next_state = None  # The iterator's state before the batch being read.
+    self._num_shown = num_shown
+    self.first_images: np.ndarray | None = None
+    self.unreadable = 0
 
   def fill(self):
     """Tops the queue up to `depth` batches on the device."""
     while len(self._queue) < self._depth:
-      state = copy.deepcopy(self._iterator.get_state())
-      self._queue.append((state, shard_batch(next(self._iterator), self._sharding)))
+      self._next_state = copy.deepcopy(self._iterator.get_state())
+      batch = dict(next(self._iterator))
+      self.unreadable += int(np.sum(batch.pop("unreadable", 0)))
+      if self.first_images is None:
+        self.first_images = np.asarray(batch["image"][:self._num_shown])
+      self._queue.append((self._next_state, shard_batch(batch, self._sharding)))
 
   def __iter__(self):
     return self
 
   def __next__(self):
     self.fill()
-    _, batch = self._queue.popleft()
-    self.fill()
-    return batch
+    item = self._queue.popleft()
+    try:
+      self.fill()
+    except BaseException:
+      self._queue.appendleft(item)  # Not trained on: `resume_state` is still before it.
+      raise
+    return item[1]
 
   @property
   def state(self) -> dict:
     self.fill()
     return self._queue[0][0]
+
+  @property
+  def resume_state(self) -> dict | None:
+    """The state before the next batch, without reading more (for a checkpoint when
+    reading failed)."""
+    return self._queue[0][0] if self._queue else self._next_state
 
   def close(self) -> None:
     """Stops the data iterator's threads or worker processes (and frees their memory)."""

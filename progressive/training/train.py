@@ -3,7 +3,7 @@
 For each stage (size, batch size, steps) the loop takes the stage's compiled step (the
 data-parallel wrapper of `progressive.training.steps.train_step`, compiled ahead of time in the
 background, once per distinct stage shape), runs it over the stage's batches, and at
-the stage's end evaluates at the configured sizes and checkpoints. Everything it uses
+the stage's end checkpoints and then evaluates at the configured sizes. Everything it uses
 has its own module: `parallel` (mesh, wrappers, batches), `compilation`, `evaluate`,
 `checkpoints`, `workdir`, `metrics`, `signals`.
 """
@@ -74,7 +74,7 @@ def build_state(config, info: pipeline.DatasetInfo, plan, mesh, *, schedule=None
 
 def every(n: int, step: int, stage: schedules.Stage | None = None) -> bool:
   """Whether `step` is one of every `n` (0: never); with `stage`, not its last step,
-  which the stage's end already evaluates and checkpoints."""
+  which the stage's end already checkpoints and evaluates."""
   return bool(n) and step % n == 0 and (stage is None or step < stage.end)
 
 
@@ -114,6 +114,10 @@ class _Session:
     if config.eval_bn_images and config.model.batch_norm:
       self.recalibrated = Recalibrated(models.build(config.model, num_classes=self.info.num_classes),
                                        config, self.info, self.sharding)
+      if not self.recalibrated.num_images:
+        self.recalibrated = None
+        log(f"No accuracy_bn: {self.info.num_train} training images fill no batch of "
+            f"config.eval_batch_size={config.eval_batch_size} on every process; lower it.")
 
   def evaluate(self, state, step: int, stage: schedules.Stage) -> list[dict[str, Any]]:
     """Evaluates at the stage's size and every eval size; writes and returns the rows."""
@@ -205,19 +209,23 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path, 
   elif config.init_from:
     state = checkpoints.init_from(config.init_from, state)
     log(f"Initialised parameters from {config.init_from}.")
-  if step >= plan[-1].end:
+  rows = read_rows(workdir / "metrics.jsonl") if step else []
+  last_eval = [r for r in rows if r["event"] == "eval" and r["step"] == step]
+  # A stage's checkpoint is written before its evaluation: one that failed runs again.
+  unevaluated = next((s for s in plan if s.end == step), None) if step and not last_eval else None
+  if step >= plan[-1].end and unevaluated is None:
     log(f"{workdir} holds a finished run ({step}/{plan[-1].end} steps); nothing to train.")
     mngr.close()
-    rows = read_rows(workdir / "metrics.jsonl")
-    return Result(step, state, [r for r in rows if r["event"] == "eval" and r["step"] == step], [])
+    return Result(step, state, last_eval, [])
   if step:
-    log(f"Resuming {workdir} from step {step} (stage {data_stage}).")
+    log(f"Resuming {workdir} from step {step} (stage {data_stage})"
+        + (f", first evaluating stage {unevaluated.index}'s end." if unevaluated else "."))
 
-  session = _open_session(config, workdir, info, plan, mesh, state, mngr, step)
+  session = _open_session(config, workdir, info, plan, mesh, state, mngr, step, unevaluated)
   result = Result(step, state, [], session.programs.rows)
   with checkpoints.QuietWriteErrors(workdir):
     try:
-      _train_stages(session, result, plan, data_state, data_stage)
+      _train_stages(session, result, plan, data_state, data_stage, unevaluated)
     except BaseException as e:
       close_errors = session.close(wait=not isinstance(e, checkpoints.CheckpointWriteError))
       error = checkpoints.stop_error(e, close_errors, workdir, result.step)
@@ -230,12 +238,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir: epath.Path, 
   return result
 
 
-def _train_stages(session: _Session, result: Result, plan, data_state, data_stage) -> None:
-  """Trains the stages still to train, evaluating and checkpointing at each one's end,
-  until the last or a stop signal. A signal during a stage's end (its last step, the
-  evaluation, the checkpoint) stops after its checkpoint, before the next stage compiles."""
+def _train_stages(session: _Session, result: Result, plan, data_state, data_stage,
+                  unevaluated: schedules.Stage | None = None) -> None:
+  """Trains the stages still to train, checkpointing and then evaluating at each one's
+  end (so a failing evaluation loses no training), until the last or a stop signal; first
+  evaluates `unevaluated`, a stage whose checkpoint was written but whose evaluation
+  failed. A signal during a stage's end (its last step, the checkpoint, the evaluation)
+  stops after its checkpoint, before the next stage compiles."""
   previous_stage_end = None
   with StopSignals() as stop:
+    if unevaluated is not None:
+      session.programs.stage_step(unevaluated, result.step)  # Its programs, checked.
+      session.open_data()
+      _evaluate_stage_end(session, result, unevaluated)
     for stage in plan:
       if result.step >= stage.end:
         continue
@@ -244,15 +259,40 @@ def _train_stages(session: _Session, result: Result, plan, data_state, data_stag
       if result.interrupted:
         return
       previous_stage_end = time.perf_counter()
-      result.eval = session.evaluate(result.state, result.step, stage)
       session.save(result.state, result.step, stage, end_data_state)
-      accuracies = ", ".join(f"{r['size']}px {r['accuracy']:.3f}" for r in result.eval)
-      log(f"Stage {stage.index} ({stage.size}px) done at step {result.step}: accuracy on "
-          f"{session.config.data.eval_split} {accuracies}")
+      _evaluate_stage_end(session, result, stage)
       signum = stop.requested(can_sync=True)
       if signum and stage.index < plan[-1].index:
         _stopped(session, result, signum, f"at the end of stage {stage.index} (step {result.step})")
         return
+
+
+def _evaluate_stage_end(session: _Session, result: Result, stage: schedules.Stage) -> None:
+  """The evaluation at the end of `stage`, its checkpoint already saved."""
+  try:
+    result.eval = session.evaluate(result.state, result.step, stage)
+  except pipeline.UnreadableExampleError as e:
+    checkpoints.wait(session.mngr)
+    raise pipeline.UnreadableExampleError(
+        f"{e} The evaluation at the end of stage {stage.index} stopped; its checkpoint "
+        f"(step {result.step}) is saved, and the next run evaluates it first.", path=e.path
+    ) from None
+  accuracies = ", ".join(f"{r['size']}px {r['accuracy']:.3f}" for r in result.eval)
+  log(f"Stage {stage.index} ({stage.size}px) done at step {result.step}: accuracy on "
+      f"{session.config.data.eval_split} {accuracies}")
+
+
+def _stop_unreadable(session: _Session, result: Result, stage: schedules.Stage, data_state,
+                     error: "pipeline.UnreadableExampleError") -> None:
+  """Checkpoints the steps trained (unless the last checkpoint has them) and raises
+  `error` again, saying where the run can resume."""
+  latest = session.mngr.latest_step()
+  if result.step and result.step != latest:
+    session.save(result.state, result.step, stage, data_state)
+  checkpoints.wait(session.mngr)
+  where = (f"Checkpointed step {result.step}; the same command resumes there." if result.step
+           else "Nothing was trained yet.")
+  raise pipeline.UnreadableExampleError(f"{error} {where}", path=error.path) from None
 
 
 def _stopped(session: _Session, result: Result, signum: int, where: str) -> None:
@@ -263,15 +303,18 @@ def _stopped(session: _Session, result: Result, signum: int, where: str) -> None
       f"{session.workdir / 'checkpoints'}. Run the same command again to resume.")
 
 
-def _open_session(config, workdir, info, plan, mesh, state, mngr, step: int) -> _Session:
-  """Opens the metrics files and queues the compiles of every stage still to train (the
-  data is opened by `_Session.open_data`)."""
+def _open_session(config, workdir, info, plan, mesh, state, mngr, step: int,
+                  unevaluated: schedules.Stage | None = None) -> _Session:
+  """Opens the metrics files and queues the compiles of every stage still to train, and
+  of `unevaluated` (the data is opened by `_Session.open_data`)."""
   process = jax.process_index()
   writer = MetricsWriter(workdir, resume_step=step, active=process == 0)
-  if info.num_skipped and not step:
-    writer.write("data", step=0, skipped_unreadable=info.num_skipped)
-    log(f"Left out {info.num_skipped} unreadable files of {config.data.data_dir} "
-        "(config.data.skip_unreadable).")
+  if info.left_out and not step:
+    writer.write("data", step=0, skipped_unreadable=info.num_skipped,
+                 left_out=len(info.left_out), left_out_files=list(info.left_out))
+    shown = "; ".join(info.left_out[:3]) + ("; ..." if len(info.left_out) > 3 else "")
+    log(f"Left out {len(info.left_out)} files of {config.data.data_dir} ({shown}); "
+        f"every one is named in the data row of {workdir / 'metrics.jsonl'}.")
   train_fn = parallel.make_train_step(mesh, info.mean, info.std, skip_nonfinite=config.skip_nonfinite)
   eval_fn = parallel.make_eval_step(info.mean, info.std)
   stats_fn, layer_order = None, None
@@ -284,7 +327,7 @@ def _open_session(config, workdir, info, plan, mesh, state, mngr, step: int) -> 
     )
   compiler = compilation.StageCompiler(background=config.compile_ahead)
   stage_keys = compilation.submit_compiles(
-      compiler, train_fn, eval_fn, state, [s for s in plan if step < s.end],
+      compiler, train_fn, eval_fn, state, [s for s in plan if step < s.end or s is unevaluated],
       info=info, eval_sizes=config.eval_sizes,
       eval_batch_size=config.eval_batch_size, sharding=parallel.batch_sharding(mesh),
       stats_fn=stats_fn,
@@ -315,7 +358,12 @@ def _train_stage(session: _Session, result: Result, stage: schedules.Stage, data
   metrics = TrainMetrics(session.writer, stage, progress, skipped=session.skipped,
                          last_checkpoint=session.last_checkpoint)
   try:
-    batches.fill()
+    try:
+      batches.fill()
+    except pipeline.UnreadableExampleError as e:
+      _stop_unreadable(session, result, stage, data_state, e)
+    session.writer.write_images(f"show_batch/stage_{stage.index}_{stage.size}px",
+                                batches.first_images, result.step)
     session.writer.write(
         "stage", step=result.step, stage=stage.index, size=stage.size, batch_size=stage.batch_size,
         # From the last step of the previous stage (evaluation and checkpoint included)
@@ -325,7 +373,10 @@ def _train_stage(session: _Session, result: Result, stage: schedules.Stage, data
     )
     state, step = result.state, result.step
     while step < stage.end:
-      batch = next(batches)
+      try:
+        batch = next(batches)
+      except pipeline.UnreadableExampleError as e:
+        _stop_unreadable(session, result, stage, batches.resume_state, e)
       state, step_metrics = step_fn(state, batch)
       step += 1
       result.state, result.step = state, step
@@ -343,10 +394,18 @@ def _train_stage(session: _Session, result: Result, stage: schedules.Stage, data
         return None
       if every(config.eval_every_steps, step, stage):
         with metrics.paused(step):
-          session.evaluate(state, step, stage)
+          try:
+            session.evaluate(state, step, stage)
+          except pipeline.UnreadableExampleError as e:
+            _stop_unreadable(session, result, stage, batches.resume_state, e)
       if every(config.checkpoint_every_steps, step, stage):
         with metrics.paused(step):
           session.save(state, step, stage, batches.state)
+    if batches.unreadable:
+      session.writer.write("data", step=step, stage=stage.index,
+                           replaced_unreadable=batches.unreadable)
+      log(f"Stage {stage.index}: a readable neighbour stood in for {batches.unreadable} "
+          "training images that could not be decoded (config.data.skip_unreadable).")
     return batches.state
   finally:
     metrics.close()
