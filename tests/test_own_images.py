@@ -6,9 +6,12 @@ another directory, and through `train_and_evaluate`."""
 import os
 import pathlib
 import shutil
+import struct
 
 import numpy as np
 import pytest
+
+from tensorboardX.proto import event_pb2
 
 from progressive import config_files
 from progressive.data import folder, pipeline
@@ -142,6 +145,22 @@ def test_a_changed_size_rebuilds_the_index_and_names_the_file(tmp_path):
   assert "Compiled" not in result.stdout
 
 
+def _tensorboard_images(workdir) -> dict[str, tuple[int, int]]:
+  """`{tag: (height, width)}` of the images in a run's TensorBoard event files (TFRecord
+  framing: length, its CRC, the serialized `Event`, its CRC)."""
+  images = {}
+  for path in pathlib.Path(workdir, "tensorboard").glob("events.out.tfevents.*"):
+    data, offset = path.read_bytes(), 0
+    while offset < len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 16 + length
+      for value in event.summary.value:
+        if value.HasField("image"):
+          images[value.tag] = (value.image.height, value.image.width)
+  return images
+
+
 def _smoke_config(root, **overrides):
   config = config_files.load_module(REPO / "configs" / "folder.py").get_config("smoke")
   config.data.data_dir = str(root)
@@ -204,6 +223,10 @@ def test_skip_unreadable_uses_a_neighbour_and_counts_it(tmp_path, monkeypatch):
   rows = read_rows(tmp_path / "run" / "metrics.jsonl")
   replaced = [r["replaced_unreadable"] for r in rows if r["event"] == "data" and "replaced_unreadable" in r]
   assert replaced and sum(replaced) > 0
+  # Each stage's first training inputs, as the pipeline made them, in TensorBoard.
+  shown = _tensorboard_images(tmp_path / "run")
+  assert sorted(shown) == ["show_batch/stage_0_16px", "show_batch/stage_1_32px"], shown
+  assert shown["show_batch/stage_0_16px"][0] >= 16 and shown["show_batch/stage_1_32px"][0] >= 32
   evals = [r for r in rows if r["event"] == "eval"]
   # The broken test image is left out of the accuracy (a neighbour would count twice).
   assert evals and all(r["unreadable"] == 1 and r["examples"] == 5 for r in evals)
