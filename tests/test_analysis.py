@@ -400,7 +400,9 @@ def test_receptive_field_marks(run, info):
 def test_activation_stats_of_a_checkpoint_and_over_training(run):
   rows = activation_analysis.read_stats(run.workdir)
   layers = activation_analysis.layers_in_order(rows)
-  assert layers[0] == "conv0/conv" and layers[-1] == "head/dense" and len(layers) == 7
+  # Three conv-BN-ReLU blocks (a row per ReLU output too) and the dense head.
+  assert layers[0] == "conv0/conv" and layers[-1] == "head/dense" and len(layers) == 10
+  assert [l for l in layers if l.endswith("/relu")] == ["conv0/relu", "conv1/relu", "conv2/relu"]
   series = activation_analysis.over_training(rows, "conv1/bn")
   assert series["hist"].shape == (len(series["step"]), 40) and len(series["step"]) >= 3
   latest = analysis.checkpoint_stats([run], run.test_examples(16)["image"], train=True)
@@ -474,7 +476,7 @@ def test_analyze_cli_writes_the_report(smoke_workdir):
   assert period["period"] == 8 and len(period["shifts"]) == 9 and set(period["directions"]) == {"1,0", "0,1", "1,1"}
   assert period["inside"]["total"] == 32 and "### Over one subsampling period" in report
   stats_json = json.loads((folder / "activation_stats.json").read_text())
-  assert stats_json["source"] == "recorded" and len(stats_json["checkpoint"]["rows"]) == 7
+  assert stats_json["source"] == "recorded" and len(stats_json["checkpoint"]["rows"]) == 10  # 7 layers, 3 ReLUs
   ensemble_json = json.loads((folder / "ensemble.json").read_text())
   assert ensemble_json["sizes"] == [16, 24, 32] and "ensemble" in ensemble_json
 

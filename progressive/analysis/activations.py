@@ -51,12 +51,14 @@ def checkpoint_stats(
   """`stats_rows` of each restored checkpoint (`analysis.Run`s of one model) on one batch.
 
   `images` uint8 `[B, S, S, 3]` are resized to `size` (default: each checkpoint's stage
-  size) and normalised as in training. Rows come in the model's call order.
+  size) and normalised as in training. Rows come in the model's call order, each ReLU's
+  output (`<module>/relu`, the dead-unit measure) after its module's layers, as training
+  records them.
   """
   if not runs:
     return []
   first = runs[0]
-  fn = jax.jit(lambda v, x: activation_stats(first.apply_fn, v, x, train=train))
+  fn = jax.jit(lambda v, x: activation_stats(first.apply_fn, v, x, train=train, relu=True))
   order = layer_names(first.apply_fn, first.variables, first.inputs(images[:1], size))
   rows = []
   for run in runs:
