@@ -236,6 +236,17 @@ def test_a_point_records_each_device_kind_it_trained_on(tmp_path):
   assert here["kind"] and here["platform"] in ("cpu", "gpu", "tpu") and here["count"] >= 1
 
 
+def test_a_point_trained_outside_the_sweep_names_its_devices_in_its_metrics(tmp_path):
+  """A printed `progressive train` command writes no device file; its `device` rows (one
+  per call of training) stand in."""
+  point = tmp_path / "p"
+  point.mkdir()
+  rows = [{"event": "device", "step": 0, **H200}, {"event": "train", "step": 4},
+          {"event": "device", "step": 4, **H200}, {"event": "device", "step": 8, **CPU}]
+  (point / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  assert measure.trained_devices(point) == [H200, CPU]
+
+
 def test_aggregation_refuses_a_seed_group_that_mixes_device_kinds(tmp_path, no_figure):
   flag = _sweep_file(tmp_path, "[dict(claim=2, name='h', contrast=a['acc@32'] - b['acc@32'], predicted='>')]")
   values = {"a": [(0.6, 0.6)] * 3, "b": [(0.5, 0.5), (0.52, 0.5), (0.49, 0.5)]}

@@ -398,6 +398,10 @@ def test_every_model_trains_in_the_smoke_config(smoke_config, tmp_path, name, mo
   smoke_config.model.update(_zoo_config(name, downsample=mode, small_stem=True))
   smoke_config.stages = [dict(size=32, steps=2)]
   smoke_config.eval_sizes = (32,)
+  # The blocks through the trainer; activation statistics and the batch-norm control have
+  # tests of their own (their programs would double the compile time of the deep models).
+  smoke_config.activation_stats_every = 0
+  smoke_config.eval_bn_images = 0
   result = train.train_and_evaluate(smoke_config, str(tmp_path / name))
   assert result.step == 2
   assert [row["size"] for row in result.eval] == [32]

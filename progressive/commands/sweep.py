@@ -25,10 +25,10 @@ multi-size test-time ensemble over those sizes (overridden by `--ensemble_sizes`
 
 A config file may define `get_tuning(arg)`, e.g. `{"field": "opt.lr_max", "grid": [0.1,
 0.2, 0.4], "metric": "acc@64"}`: every arm (the points that differ only in `seed`) is
-first trained once per grid value on a validation slice of the training split
-(`train_split`/`eval_split`, default `train[:90%]`/`train[90%:]`, into
-`DIR/tuning/<arm>__<field>=<value>/`); the value with the best validation `metric` is
-then the arm's setting for all its seeds on the configured splits (the test split is
+first trained once per grid value and tuning seed (`seeds`, at least 2) on a validation
+slice of the training split (`train_split`/`eval_split`, default
+`train[:90%]`/`train[90%:]`, into `DIR/tuning/<arm>__<field>=<value>_seed<seed>/`); the
+value with the best mean validation `metric` is then the arm's setting for all its seeds on the configured splits (the test split is
 never used to choose). `DIR/tuning/choice.json` keeps the choice; aggregation reports
 the grid.
 """

@@ -140,9 +140,18 @@ def record_device(point_dir: epath.Path, device: Mapping[str, Any] | None = None
 
 
 def trained_devices(point_dir: epath.Path) -> list[dict[str, Any]]:
-  """The devices `record_device` listed for a point (none where the sweep did not train it)."""
+  """The devices `record_device` listed for a point; where the sweep did not train it
+  (a printed `progressive train` command), those its `metrics.jsonl` names (each call of
+  training writes a `device` row); else none."""
   path = epath.Path(point_dir) / DEVICE_FILE
-  return json.loads(path.read_text())["devices"] if path.exists() else []
+  if path.exists():
+    return json.loads(path.read_text())["devices"]
+  devices = []
+  for row in read_rows(epath.Path(point_dir) / "metrics.jsonl"):
+    device = {k: row.get(k) for k in ("kind", "platform", "count")}
+    if row["event"] == "device" and device not in devices:
+      devices.append(device)
+  return devices
 
 
 def device_label(device: Mapping[str, Any]) -> str:

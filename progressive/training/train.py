@@ -309,6 +309,9 @@ def _open_session(config, workdir, info, plan, mesh, state, mngr, step: int,
   of `unevaluated` (the data is opened by `_Session.open_data`)."""
   process = jax.process_index()
   writer = MetricsWriter(workdir, resume_step=step, active=process == 0)
+  devices = jax.devices()  # What this call trains on (a sweep keeps one kind per arm).
+  writer.write("device", step=step, kind=str(devices[0].device_kind),
+               platform=str(devices[0].platform), count=len(devices))
   if info.left_out and not step:
     writer.write("data", step=0, skipped_unreadable=info.num_skipped,
                  left_out=len(info.left_out), left_out_files=list(info.left_out))
