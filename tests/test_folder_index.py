@@ -279,6 +279,8 @@ TAMPERINGS = {
     "a link leaving ROOT": (_tamper_escape, "path 'brick/escape.jpg' is a symbolic link leaving ROOT"),
     "class names": (lambda cached, outside: cached.__setitem__("class_names", ["a", "b", "c"]),
                     "its class names ['a', 'b', 'c'] are not the class folders"),
+    "a file dropped": (lambda cached, outside: (cached["paths"].pop(), cached["labels"].pop()),
+                       "it leaves out "),
 }
 
 

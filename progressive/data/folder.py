@@ -170,6 +170,11 @@ def _problem(cached: Mapping[str, Any], split_dir: epath.Path,
     expected = class_names.index(parts[0])
     if type(label) is not int or label != expected:  # pylint: disable=unidiomatic-typecheck
       return f"path {path!r} has the label {label!r}, not {expected} (its class folder's index)"
+  skipped = {entry.split(": ", 1)[0] for entry in cached["skipped"]}
+  missing = sorted(f"{c}/{n}" for c, files in entries.items() for n, e in files.items()
+                   if e.left_out is None and f"{c}/{n}" not in seen | skipped)
+  if missing:
+    return f"it leaves out {missing[0]}" + (f" and {len(missing) - 1} more files" if len(missing) > 1 else "")
   return None
 
 
