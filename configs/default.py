@@ -37,10 +37,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   data.eval_split = "test"
   # Side of the square images the host gives the device (zoomed there); None: the stored size.
   data.image_size = config_dict.placeholder(int)
-  # Training only, on the host: "none", "flip" or "rrc_flip" (random-resized-crop, then flip).
+  # Training only, on the host: "none", "flip", "rrc_flip" (random-resized-crop, then flip) or
+  # "shift_flip" (a random shift of up to data.max_shift px per axis, edges repeated, then flip).
   data.augment = "none"
   # rrc_flip: smallest crop area fraction (fastai's min_scale).
   data.rrc_min_scale = 0.35
+  # shift_flip only: the largest shift, px of the host's images (e.g. the model's total stride).
+  data.max_shift = config_dict.placeholder(int)
   # Evaluation: the centred square of this fraction of the shorter side (ImageNet style: 0.875).
   data.eval_crop = 1.0
   # Per-channel, in [0, 1] units. None: the dataset's own (pipeline.NORMALIZATION, or ImageNet's).

@@ -58,6 +58,7 @@ FIELDS = (
     Field("data.image_size", None, placeholder=int),
     Field("data.augment", "none"),
     Field("data.rrc_min_scale", 0.35),
+    Field("data.max_shift", None, placeholder=int),
     Field("data.eval_crop", 1.0),
     Field("data.mean", None, placeholder=tuple),
     Field("data.std", None, placeholder=tuple),
@@ -359,6 +360,17 @@ def _check_data(data) -> pipeline.DatasetInfo:
         f"'cifar10' or 'imagenette/320px-v2', got {get('name')!r}."
     )
   _check_choice(get("augment"), "config.data.augment", augment.AUGMENTS)
+  if get("augment") == "shift_flip":
+    if get("max_shift") is None:
+      raise ConfigError(
+          "config.data.augment='shift_flip' needs config.data.max_shift, the largest shift "
+          "in pixels of the host's images, e.g. the model's total stride (progressive arch "
+          "prints it).")
+    _positive_int(get("max_shift"), "config.data.max_shift")
+  elif get("max_shift") is not None:
+    raise ConfigError(
+        f"config.data.max_shift={get('max_shift')!r} only applies to augment='shift_flip', not "
+        f"{get('augment')!r}; leave it None.")
   _check_fraction(get("rrc_min_scale"), "config.data.rrc_min_scale")
   _check_fraction(get("eval_crop"), "config.data.eval_crop")
   if get("image_size") is not None:

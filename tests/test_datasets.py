@@ -6,6 +6,7 @@ reads the dataset's metadata (splits, class names) from files: each test writes 
 from the TFDS builder's code, with split sizes equal to the mock's example count.
 """
 
+import io
 import json
 import math
 
@@ -14,11 +15,12 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from jax._src import monitoring
+from PIL import Image
 
 from configs import cifar10, imagenette
 from progressive import analysis
 from progressive.config import ConfigError, validate
-from progressive.data import augment, pipeline, splits
+from progressive.data import augment, decode, pipeline, splits
 from progressive.sweeps import measure
 from progressive.training import train
 from progressive.training.metrics import read_rows
@@ -202,6 +204,86 @@ def test_random_resized_crop_boxes_stay_in_range():
   assert augment.rrc_box(500, 120, rng) == (0, 170, 120, 330)
 
 
+def test_translate_moves_the_content_and_repeats_the_edges():
+  image = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+  moved = augment.translate(image, 2, -1)  # 2 px right, 1 px up.
+  assert moved.shape == image.shape
+  np.testing.assert_array_equal(moved[:3, 2:], image[1:, :3])
+  np.testing.assert_array_equal(moved[:3, :2], image[1:, :1].repeat(2, axis=1))  # Left edge.
+  np.testing.assert_array_equal(moved[3], moved[2])  # Bottom edge.
+  assert augment.translate(image, 0, 0) is image
+
+
+def _shift_of(out, source, bound):
+  """`(dx, dy, flipped)` with `out` equal to `augment.translate(source, dx, dy)` (then
+  mirrored if `flipped`), searched within `[-bound, bound]`; None if there is none."""
+  c, r = source.shape[0] // 2, 4
+  for flipped in (False, True):
+    target = out[:, ::-1] if flipped else out
+    for dy in range(-bound, bound + 1):
+      for dx in range(-bound, bound + 1):
+        patch = source[c - r - dy:c + r - dy, c - r - dx:c + r - dx]
+        if np.array_equal(target[c - r:c + r, c - r:c + r], patch) and np.array_equal(
+            target, augment.translate(source, dx, dy)):
+          return dx, dy, flipped
+  return None
+
+
+class _Reader:
+  """Examples `images[i]` by index, decoded or PNG-encoded (`decode.Encoded`)."""
+
+  def __init__(self, images, encoded: bool):
+    self.images, self.encoded = images, encoded
+
+  def _image(self, image):
+    if not self.encoded:
+      return image
+    data = io.BytesIO()
+    Image.fromarray(image).save(data, format="PNG")
+    return decode.Encoded(data.getvalue(), "example.png")
+
+  def __call__(self, indices):
+    return {"image": [self._image(self.images[i]) for i in indices],
+            "label": np.zeros(len(indices), np.int32)}
+
+
+def test_shift_flip_shifts_within_max_shift_drawn_per_seed_epoch_and_example(mock_tfds):
+  """Each example is moved by (dx, dy) in [-3, 3]^2 (every offset of the range drawn),
+  then maybe mirrored, from its own (seed, epoch, example) draw: the same for a split
+  reopened, for encoded and decoded images, and for another batch size; redrawn every
+  epoch and with another seed."""
+  config = tfds_config("cifar10", augment="shift_flip", max_shift=3)
+  validate(config, jax.device_count())
+  split = pipeline.open_split(config.data, "train", train=True)
+  shifted = first_batches(split, NUM_EXAMPLES, seed=3, count=2)
+  plain = first_batches(pipeline.open_split(config.data, "train"), NUM_EXAMPLES, 3, 2)
+  draws = [[_shift_of(out, source, 6) for out, source in zip(a["image"], p["image"])]
+           for a, p in zip(shifted, plain)]
+  found = [d for epoch in draws for d in epoch]
+  assert None not in found
+  assert {dx for dx, _, _ in found} == {dy for _, dy, _ in found} == set(range(-3, 4))
+  assert 0.2 < np.mean([f for _, _, f in found]) < 0.8
+  # Epoch 2 draws again for the same example (the plain split gives the order).
+  keys = [[row.tobytes() for row in batch["image"]] for batch in plain]
+  second = dict(zip(keys[1], draws[1]))
+  assert np.mean([second[k] != d for k, d in zip(keys[0], draws[0])]) > 0.8
+  again = first_batches(pipeline.open_split(config.data, "train", train=True), NUM_EXAMPLES, 3, 2)
+  for a, b in zip(shifted, again):
+    np.testing.assert_array_equal(a["image"], b["image"])
+  other_seed = first_batches(split, NUM_EXAMPLES, seed=4, count=1)[0]
+  assert not np.array_equal(other_seed["image"], shifted[0]["image"])
+  # Encoded images (decoded by the transform) and smaller batches: the same draws.
+  source = tfds.data_source("cifar10", split="train")
+  images = [source[i]["image"] for i in range(NUM_EXAMPLES)]
+  transform = augment.Transform(size=32, augment="shift_flip", max_shift=3)
+  for encoded in (False, True):
+    split = pipeline.Split(_Reader(images, encoded), num_examples=NUM_EXAMPLES, offset=0,
+                           start=0, transform=transform, train=True, num_workers=0)
+    batches = first_batches(split, NUM_EXAMPLES // 4, seed=3, count=8)
+    np.testing.assert_array_equal(np.concatenate([b["image"] for b in batches]),
+                                  np.concatenate([b["image"] for b in shifted]))
+
+
 def test_smoke_training_on_mock_cifar10(mock_tfds, tmp_path):
   config = tfds_config("cifar10")
   summary = train.train_and_evaluate(config, str(tmp_path))
@@ -284,7 +366,11 @@ def test_missing_dataset_says_how_to_prepare_it(tmp_path, backend_compiles):
 
 @pytest.mark.parametrize("edit, pattern", [
     (dict(name="cifar11"), r"config\.data\.name='cifar11' is neither .*list_builders"),
-    (dict(augment="crop"), r"config\.data\.augment must be one of \['flip', 'none', 'rrc_flip'\]"),
+    (dict(augment="crop"),
+     r"config\.data\.augment must be one of \['flip', 'none', 'rrc_flip', 'shift_flip'\]"),
+    (dict(augment="shift_flip"), r"augment='shift_flip' needs config\.data\.max_shift"),
+    (dict(augment="shift_flip", max_shift=0), r"config\.data\.max_shift must be a positive"),
+    (dict(augment="flip", max_shift=4), r"max_shift=4 only applies to augment='shift_flip'"),
     (dict(eval_crop=1.5), r"config\.data\.eval_crop must be a number in \(0, 1\], got 1\.5"),
     (dict(rrc_min_scale=0.0), r"config\.data\.rrc_min_scale must be a number in \(0, 1\]"),
     (dict(mean=(0.5, 0.5)), r"config\.data\.mean must be None .* three numbers"),

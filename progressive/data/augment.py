@@ -1,10 +1,11 @@
 """Host-side image transforms: any uint8 `[H, W, 3]` image to a fixed `[S, S, 3]`.
 
 Train: random-resized-crop (torchvision's algorithm, fastai's `RandomResizedCrop` with
-`min_scale`) and horizontal flip. Eval: resize-then-centre-crop. Resampling is PIL's
-bilinear, which filters over the whole source area when shrinking (antialiased, like
-the on-device zoom in `progressive.data.resize`). The device later zooms the fixed-size
-image to the stage size.
+`min_scale`), random integer translation (for Azulay & Weiss's stride^2 argument: shifts
+covering the subsampling period) and horizontal flip. Eval: resize-then-centre-crop.
+Resampling is PIL's bilinear, which filters over the whole source area when shrinking
+(antialiased, like the on-device zoom in `progressive.data.resize`). The device later
+zooms the fixed-size image to the stage size.
 """
 
 import dataclasses
@@ -15,7 +16,7 @@ from PIL import Image
 
 from progressive.data import decode
 
-AUGMENTS = ("none", "flip", "rrc_flip")
+AUGMENTS = ("none", "flip", "rrc_flip", "shift_flip")
 RRC_RATIO = (3 / 4, 4 / 3)
 
 
@@ -80,14 +81,30 @@ def rrc_box(height: int, width: int, rng: np.random.Generator, *,
   return left, top, left + w, top + h
 
 
+def translate(image: np.ndarray, dx: int, dy: int) -> np.ndarray:
+  """`image` `[H, W, C]` with its content moved `dx` px right and `dy` px down (as
+  `progressive.analysis.shift.translate` moves it); the pixels uncovered repeat the
+  nearest edge pixel (`np.pad`'s "edge": a `scale_shapes` scene's flat background, so its
+  object moves over the background as when redrawn). Returns `image` itself for (0, 0)."""
+  if dx == dy == 0:
+    return image
+  h, w = image.shape[:2]
+  py, px = abs(dy), abs(dx)
+  padded = np.pad(image, ((py, py), (px, px), (0, 0)), mode="edge")
+  return padded[py - dy:py - dy + h, px - dx:px - dx + w]
+
+
 @dataclasses.dataclass(frozen=True)
 class Transform:
   """What every example goes through on the host before batching.
 
   `eval`: `center_crop(image, size, eval_crop)`. `train`: with `augment="rrc_flip"` a
   random-resized-crop (area fraction in `[min_scale, 1]`, ratio in 3/4..4/3) to `size`,
-  otherwise the eval transform; then with `"flip"` or `"rrc_flip"` a horizontal flip
-  with probability 1/2.
+  otherwise the eval transform; with `"shift_flip"` the result is then translated by
+  `(dx, dy)`, each uniform over the integers in `[-max_shift, max_shift]` (`translate`:
+  pixels of the `size` output, edges repeated); then with any augment but `"none"` a
+  horizontal flip with probability 1/2. The draws come from `rng` in that order (box,
+  shift, flip), so one `rng` state gives one output.
 
   An image may be a decoded uint8 array or encoded bytes (`decode.Encoded`); encoded
   ones are decoded straight to the crop at `size` (`decode.decode_region`: a JPEG at
@@ -99,6 +116,7 @@ class Transform:
   augment: str = "none"
   min_scale: float = 0.35
   eval_crop: float = 1.0
+  max_shift: int = 0  # shift_flip: the largest shift, px of the output, along each axis.
 
   def eval(self, image) -> np.ndarray:
     if decode.is_encoded(image):
@@ -115,6 +133,9 @@ class Transform:
         image = resize_box(image, self.size, rrc_box(*image.shape[:2], rng, scale=scale))
     else:
       image = self.eval(image)
+    if self.augment == "shift_flip":
+      dx, dy = rng.integers(-self.max_shift, self.max_shift + 1, size=2)
+      image = translate(image, int(dx), int(dy))
     if self.augment != "none" and rng.random() < 0.5:
       image = image[:, ::-1]
     return image

@@ -578,6 +578,7 @@ def _transform(config: Mapping[str, Any], image_size: int) -> augment_lib.Transf
       augment=config["augment"],
       min_scale=config["rrc_min_scale"],
       eval_crop=config["eval_crop"],
+      max_shift=config["max_shift"] or 0,
   )
 
 
