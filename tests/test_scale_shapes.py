@@ -259,7 +259,8 @@ def config_fields(name):
   """The keyword arguments of `sample_example` that builder config `name` sets."""
   config = ss.builder_config(name)
   return {"storage_size": config.storage_size, "scale_range": tuple(config.scale_range),
-          "texture_periods": tuple(config.texture_periods), "period_mode": config.period_mode}
+          "texture_periods": tuple(config.texture_periods), "period_mode": config.period_mode,
+          "classes": config.classes}
 
 
 def dominant_period(profile):
@@ -310,7 +311,7 @@ def test_default_and_small_are_unchanged():
 
 def test_control_configs_and_their_class_names():
   configs = ss.ScaleShapes.builder_configs
-  originals = set(NEW_CONFIGS) | {"default", "small", "sweep32"}
+  originals = set(NEW_CONFIGS) | set(PARTS) | {"default", "small", "sweep32"}
   assert originals | {f"{name}_fresh" for name in originals - {"small"}} == set(configs)
   assert (configs["sweep32"].storage_size, configs["sweep32"].num_train) == (32, 4096)
   assert configs["sweep32"].class_names() == ss.CLASS_NAMES
@@ -326,7 +327,7 @@ def test_control_configs_and_their_class_names():
   assert ss.class_family((3, 5, 7, 11)) == (0,) * 6 + (1,) * 8
 
 
-@pytest.mark.parametrize("name", ["sweep32", "default", "small_offladder"])
+@pytest.mark.parametrize("name", ["sweep32", "default", "small_offladder", "small_parts"])
 def test_a_fresh_config_draws_new_test_images_and_the_same_training_images(name, tmp_path):
   """`<name>_fresh`: the same distribution (labels cycling, scales in range, metadata that
   redraw each image), its training split identical to `<name>`'s, its test split images
@@ -347,7 +348,7 @@ def test_a_fresh_config_draws_new_test_images_and_the_same_training_images(name,
   lo, hi = config.scale_range
   for i in indices:
     x = fresh.sample(i, "test")
-    assert x["image"].tobytes() not in seen and x["label"] == i % 12
+    assert x["image"].tobytes() not in seen and x["label"] == i % len(config.class_names())
     assert lo <= x["object_scale"] <= hi
     expected = ss.render(int(x["label"]), float(x["object_scale"]),
                          tuple(float(c) for c in x["center"]), config.storage_size,
@@ -506,3 +507,140 @@ def test_period_table_marks_what_each_size_keeps():
   assert len(table) == 2 + 3
   assert "| 4 (as p4) |" in ss.period_table("default")
   assert "| 1.5 (alias 3) |" in ss.period_table("default")
+
+
+# The parts classes: ears (self-similar) and an eye (fixed period) on one silhouette.
+PARTS = ("parts", "small_parts")
+
+
+def bounding_radii(size, center, object_scale):
+  """Distance of each pixel centre from `center`, in units of the bounding radius."""
+  coords = (np.arange(size) + 0.5) / size
+  return np.hypot(coords[None, :] - center[0], coords[:, None] - center[1]) / (object_scale / 2)
+
+
+def test_parts_configs_name_their_classes_and_families():
+  from progressive import config as config_lib  # pylint: disable=import-outside-toplevel
+  from progressive.data import pipeline  # pylint: disable=import-outside-toplevel
+
+  assert ss.PARTS_PERIODS == tuple(2 * p for p in ss.SMALL_PARTS_PERIODS)
+  for name, periods, sizes in (("parts", ss.PARTS_PERIODS, (64, 10_000, 2_000)),
+                               ("small_parts", ss.SMALL_PARTS_PERIODS, (32, 4096, 1024))):
+    config = ss.builder_config(name)
+    assert (config.storage_size, config.num_train, config.num_test) == sizes
+    assert config.class_names() == ("ears_pointed", "ears_round", "ears_square") + tuple(
+        f"eye_p{p}" for p in periods)
+    assert config.class_family() == (0, 0, 0, 1, 1, 1)
+    assert config.family_names() == ss.PART_FAMILY_NAMES == ("self_similar_part",
+                                                              "fixed_period_part")
+    assert config.scale_range == ss.builder_config("default").scale_range
+  data = config_lib.default_config().data
+  for name, families in (("small_parts_fresh", ss.PART_FAMILY_NAMES), ("small", ss.FAMILY_NAMES)):
+    data.builder_config = name
+    info = pipeline.dataset_info(data)
+    assert info.family_names == families and len(info.class_family) == info.num_classes
+    assert info.render_options == ss.render_options(name)
+  assert ss.render_options("small_parts").classes == "parts"
+  with pytest.raises(ValueError, match="classes"):
+    ss.render(0, 0.5, (0.5, 0.5), 32, classes="kittens")
+  with pytest.raises(ValueError, match=r"label must be in \[0, 6\)"):
+    ss.render(6, 0.5, (0.5, 0.5), 32, classes="parts")
+
+
+def test_parts_pairs_differ_only_in_their_part():
+  """Same seed and metadata: two ear classes differ only beyond the head (the ears), two
+  eye classes only inside the eye; an eye class has the ears its seed names, and an ear
+  class a plain eye."""
+  options = ss.render_options("parts")._asdict()
+  size, scale, center = 64, 0.8, (0.47, 0.52)
+  radii = bounding_radii(size, center, scale)
+  margin = np.sqrt(0.5) / size / (scale / 2)  # Half a pixel's diagonal.
+  for seed in range(4):
+    image = [ss.render(label, scale, center, size, seed=seed, **options) for label in range(6)]
+    for pair, inside in (((0, 1), (radii >= ss.HEAD_RADIUS - margin) & (radii <= 1 + margin)),
+                         ((0, 2), (radii >= ss.HEAD_RADIUS - margin) & (radii <= 1 + margin)),
+                         ((1, 2), (radii >= ss.HEAD_RADIUS - margin) & (radii <= 1 + margin)),
+                         ((3, 4), radii <= ss.EYE_RADIUS + margin),
+                         ((3, 5), radii <= ss.EYE_RADIUS + margin),
+                         ((4, 5), radii <= ss.EYE_RADIUS + margin)):
+      differ = np.any(image[pair[0]] != image[pair[1]], axis=-1)
+      assert differ.any() and not (differ & ~inside).any(), (seed, pair)
+    ears = ss.nuisances(seed, texture_periods=options["texture_periods"]).ears
+    eye = radii <= ss.EYE_RADIUS - margin
+    for label in (3, 4, 5):
+      differ = np.any(image[label] != image[ears], axis=-1)
+      assert differ.any() and not (differ & (radii > ss.EYE_RADIUS + margin)).any()
+    assert len(colour_set(image[ears][eye])) == 1  # A plain eye.
+
+
+def test_the_eye_keeps_its_pixel_period_when_the_ears_double():
+  """Drawn at twice the object scale (same seed, same centre), the eye's stripes are the
+  same pixels with the same period, while the ears' outline doubles in size."""
+  options = ss.render_options("parts")._asdict()
+  size, center = 64, (0.5, 0.5)
+  eye_p6 = ss.builder_config("parts").class_names().index("eye_p6")
+  coords = (np.arange(size) + 0.5) / size
+  for seed in range(4):
+    small, large = (ss.render(eye_p6, s, center, size, seed=seed, **options) for s in (0.45, 0.9))
+    inner = interior(size, center, 0.45 / 2 * ss.EYE_RADIUS - np.sqrt(0.5) / size)
+    np.testing.assert_array_equal(small[inner], large[inner])
+    assert len(colour_set(small[inner])) == 2  # Stripes, not a plain eye.
+    across = np.abs(coords - 0.5) <= 0.9 / 2 * ss.EYE_RADIUS - 1 / size  # Inside the large eye.
+    horizontal = ss.nuisances(seed, texture_periods=options["texture_periods"]).horizontal
+    line = large[across, size // 2] if horizontal else large[size // 2, across]
+    assert run_period(line) == 6
+    # Pixels' worth of outline by which pointed and round ears differ, and how far out.
+    ears = [np.abs(ss.object_coverage(0, s, center, size, seed=seed, **options)
+                   - ss.object_coverage(1, s, center, size, seed=seed, **options))
+            for s in (0.45, 0.9)]
+    reach = [bounding_radii(size, center, 1.0)[e > 0].max() for e in ears]
+    assert ears[1].sum() / ears[0].sum() == pytest.approx(4, rel=0.05)
+    assert reach[1] / reach[0] == pytest.approx(2, rel=0.1)
+
+
+def test_parts_periods_stay_apart_under_the_zooms_used():
+  for name in PARTS:
+    rows = ss.period_check(name)
+    assert [r["names"] for r in rows] == [(n,) for n in ss.builder_config(name).class_names()[3:]]
+    assert all(r["reads_as"][n] is None for r in rows for n in r["px"]), name
+  small = {r["period"]: r for r in ss.period_check("small_parts")}
+  assert [n for n, ok in small[3]["ok"].items() if ok] == [32, 40, 48]
+  assert all(small[5]["ok"].values()) and all(small[9]["ok"].values())
+
+
+def test_parts_examples_are_redrawn_from_their_metadata(tmp_path):
+  from progressive.analysis import shift  # pylint: disable=import-outside-toplevel
+
+  builder = ss.ScaleShapes(config="small_parts", data_dir=str(tmp_path))
+  assert builder.info.features["family"].names == list(ss.PART_FAMILY_NAMES)
+  examples = []
+  for index, example in builder._generate_examples("test", 12):  # pylint: disable=protected-access
+    expected = ss.sample_example(index, seed=0, split="test", **config_fields("small_parts"))
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(example["image"]))),
+                                  expected["image"])
+    assert example["label"] == index % 6 and example["family"] == (index % 6 >= 3)
+    examples.append(expected)
+  stacked = {k: np.stack([e[k] for e in examples]) for k in examples[0]}
+  options = ss.render_options("small_parts")
+  views = shift.render_translated(stacked, np.zeros((12, 1, 2), np.int64), 32,
+                                  render_options=options)
+  np.testing.assert_array_equal(views[:, 0], stacked["image"])
+
+
+def test_the_parts_sweep_hypothesises_claim_1_within_one_family():
+  import pathlib  # pylint: disable=import-outside-toplevel
+
+  from progressive.sweeps import spec  # pylint: disable=import-outside-toplevel
+
+  sweep = spec.load(str(pathlib.Path(__file__).parents[1] / "configs/parts.py"))
+  assert {p.config.data.builder_config for p in sweep.expand()} == {"small_parts_fresh"}
+  assert [h.name for h in sweep.hypotheses] == ["fixed_period_part_retains_less_at_48",
+                                                "fixed_period_part_retains_less_at_24"]
+  for h, size in zip(sweep.hypotheses, (48, 24)):
+    assert (h.claim, h.predicted, h.contrast.groups()) == (1, "< 0", ["flip32"])
+    assert {m for _, m in h.contrast.metrics()} == {
+        f"acc_bn_{family}@{s}" for family in ss.PART_FAMILY_NAMES for s in (size, 32)}
+    # The fixed-period part keeping 0.5 of its accuracy, the self-similar part 0.9: < 0.
+    values = {f"acc_bn_fixed_period_part@{size}": 0.4, "acc_bn_fixed_period_part@32": 0.8,
+              f"acc_bn_self_similar_part@{size}": 0.72, "acc_bn_self_similar_part@32": 0.8}
+    assert h.contrast.part_value("flip32", values) == pytest.approx(0.5 - 0.9)

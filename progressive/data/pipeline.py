@@ -288,8 +288,8 @@ def _scale_shapes_info(config: Mapping[str, Any]) -> DatasetInfo:
       num_test=sizes["eval_split"],
       mean=mean,
       std=std,
-      family_names=tuple(scale_shapes.FAMILY_NAMES),
-      class_family=scale_shapes.class_family(bc.texture_periods),
+      family_names=bc.family_names(),
+      class_family=bc.class_family(),
       render_options=bc.render_options(),
   )
 

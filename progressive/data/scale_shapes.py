@@ -6,7 +6,10 @@ their outline, a property that survives a change of scale. Textures (`stripes_p2
 fixed in pixels of the stored image, a property that does not survive shrinking the
 image (a period under 2 pixels averages out). Builder configs vary the texture periods,
 tie them to the object's size instead (`period_mode="object"`: no absolute-scale cue)
-or draw every object at one scale. See docs/SCALE_SHAPES.md.
+or draw every object at one scale. The `parts` configs (`classes="parts"`) put both
+kinds of feature on one silhouette, a head with two ears and an eye patch, as on the
+kitten of RESEARCH.md's claim 1: classes that differ only by the ears' outline against
+classes that differ only by the eye's stripe period. See docs/SCALE_SHAPES.md.
 
 The scene is continuous: coordinates are canvas fractions in [0, 1], x to the right
 (columns), y down (rows). `render` draws it at any size by box-averaging supersamples,
@@ -36,6 +39,11 @@ OBJECT_PHASE_STEPS = 8  # Object mode: the phase is a multiple of 1/8 of a perio
 FAMILY_NAMES = ("shape", "texture")
 TEXTURE_SILHOUETTES = ("disc", "square")
 SPLITS = ("train", "test")
+# Which classes a config draws: "shapes" (six outlines, then stripes and checks at each
+# period) or "parts" (one silhouette: the ear outlines, then the eye's periods).
+CLASS_SETS = ("shapes", "parts")
+EAR_NAMES = ("pointed", "round", "square")
+PART_FAMILY_NAMES = ("self_similar_part", "fixed_period_part")
 
 
 def _check_textures(texture_periods: Sequence[int], period_mode: str) -> None:
@@ -49,22 +57,43 @@ def _check_textures(texture_periods: Sequence[int], period_mode: str) -> None:
                      f"mode, e.g. {OFFLADDER_PERIODS}, got {texture_periods}.")
 
 
+def _check_classes(classes: str) -> None:
+  if classes not in CLASS_SETS:
+    raise ValueError(f"classes must be one of {CLASS_SETS}, got {classes!r}.")
+
+
 def class_names(texture_periods: Sequence[int] = DEFAULT_PERIODS,
-                period_mode: str = "canvas") -> tuple[str, ...]:
-  """Class names: the six shapes, then stripes and checks at each period.
+                period_mode: str = "canvas", classes: str = "shapes") -> tuple[str, ...]:
+  """Class names: the six shapes, then stripes and checks at each period; with
+  `classes="parts"`, the ear outlines (`ears_pointed`, ...), then the eye's periods.
 
   A texture's name gives its period: `stripes_p5` (canvas mode, 5 stored pixels) or
-  `stripes_c3` (object mode, 3 periods across the bounding circle).
+  `stripes_c3` (object mode, 3 periods across the bounding circle); `eye_p5` likewise.
   """
   _check_textures(texture_periods, period_mode)
+  _check_classes(classes)
   tag = "p" if period_mode == "canvas" else "c"
+  if classes == "parts":
+    return (tuple(f"ears_{name}" for name in EAR_NAMES)
+            + tuple(f"eye_{tag}{p}" for p in texture_periods))
   return SHAPE_NAMES + tuple(f"{pattern}_{tag}{p}" for pattern in PATTERNS
                              for p in texture_periods)
 
 
-def class_family(texture_periods: Sequence[int] = DEFAULT_PERIODS) -> tuple[int, ...]:
-  """Family index (into FAMILY_NAMES) of each class of `class_names(texture_periods)`."""
+def class_family(texture_periods: Sequence[int] = DEFAULT_PERIODS,
+                 classes: str = "shapes") -> tuple[int, ...]:
+  """Family index (into `family_names(classes)`) of each class of
+  `class_names(texture_periods, ..., classes)`."""
+  _check_classes(classes)
+  if classes == "parts":
+    return (0,) * len(EAR_NAMES) + (1,) * len(texture_periods)
   return (0,) * len(SHAPE_NAMES) + (1,) * (len(PATTERNS) * len(texture_periods))
+
+
+def family_names(classes: str = "shapes") -> tuple[str, ...]:
+  """The class families: the self-similar one first, then the fixed-period one."""
+  _check_classes(classes)
+  return PART_FAMILY_NAMES if classes == "parts" else FAMILY_NAMES
 
 
 # The default classes (builder configs "default", "small", "one_scale", ...).
@@ -85,6 +114,19 @@ _CROSS_HALF_WIDTH = 0.36
 _RING_INNER = 0.52
 _STAR_POINTS = 5
 _STAR_INNER = 0.48
+# The parts silhouette ("parts" classes), in bounding-radius units before the rotation: a
+# head (disc) with two ears whose axes point EAR_ANGLE either side of the head's top and
+# whose tips reach the bounding circle, and an eye patch (a disc) at the head's centre.
+# An ear is drawn from _EAR_BASE along its axis, inside the head, so only its outline
+# beyond the head shows. The eye holds a second-colour disc (ear classes) or stripes of
+# a fixed period in stored pixels (eye classes).
+HEAD_RADIUS = 0.62
+EYE_RADIUS = 0.42
+EAR_ANGLE = math.radians(40.0)
+_EAR_BASE = 0.5
+_POINTED_HALF_WIDTH = 0.30  # At _EAR_BASE; the tip at 1.
+_ROUND_RADIUS = 0.25  # A lobe whose top is at 1.
+_SQUARE_HALF_WIDTH, _SQUARE_TOP = 0.24, 0.96  # Corners at radius 0.99.
 
 
 class Nuisances(NamedTuple):
@@ -98,6 +140,7 @@ class Nuisances(NamedTuple):
   # Pattern offset (x, y): storage pixels (canvas mode) or 1/OBJECT_PHASE_STEPS of a
   # period (object mode).
   phase: tuple[int, int]
+  ears: int  # Index into EAR_NAMES: the ears of the eye classes ("parts" only).
 
 
 def nuisances(seed: int, *, texture_periods: Sequence[int] = DEFAULT_PERIODS,
@@ -121,8 +164,9 @@ def nuisances(seed: int, *, texture_periods: Sequence[int] = DEFAULT_PERIODS,
   horizontal = bool(rng.integers(2))
   steps = math.lcm(*texture_periods) if period_mode == "canvas" else OBJECT_PHASE_STEPS
   phase = tuple(int(p) for p in rng.integers(0, steps, size=2))
+  ears = int(rng.integers(len(EAR_NAMES)))  # Drawn last: the draws above stay as they were.
   return Nuisances(background, foreground, foreground2, rotation, silhouette,
-                   horizontal, phase)
+                   horizontal, phase, ears)
 
 
 def _supersampling(size: int, storage_size: int) -> int:
@@ -184,9 +228,36 @@ def _inside_star(u: np.ndarray, v: np.ndarray, points: int, inner: float) -> np.
   return in_core | in_spike
 
 
-def _check_args(label, object_scale, center, size, storage_size, texture_periods, period_mode):
+def _inside_ear(name: str, along: np.ndarray, across: np.ndarray) -> np.ndarray:
+  """Whether points are inside one ear, in its frame: `along` its axis from the head's
+  centre, `across` (absolute) from the axis, both in bounding-radius units."""
+  if name == "pointed":  # A triangle, its tip at 1.
+    return (along >= _EAR_BASE) & (
+        (1.0 - _EAR_BASE) * across <= _POINTED_HALF_WIDTH * (1.0 - along))
+  if name == "round":
+    centre = 1.0 - _ROUND_RADIUS
+    return (along - centre) * (along - centre) + across * across <= _ROUND_RADIUS**2
+  if name == "square":
+    return (along >= _EAR_BASE) & (along <= _SQUARE_TOP) & (across <= _SQUARE_HALF_WIDTH)
+  raise ValueError(f"Unknown ears {name!r}.")
+
+
+def _inside_head(ears: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+  """Whether points (u, v) are inside the parts silhouette: the head and both ears (the
+  head's top is -v)."""
+  inside = u * u + v * v <= HEAD_RADIUS**2
+  cos, sin = math.cos(EAR_ANGLE), math.sin(EAR_ANGLE)
+  for side in (-1.0, 1.0):  # Axis (side * sin, -cos).
+    along = side * sin * u - cos * v
+    across = np.abs(cos * u + side * sin * v)
+    inside |= _inside_ear(ears, along, across)
+  return inside
+
+
+def _check_args(label, object_scale, center, size, storage_size, texture_periods, period_mode,
+                classes="shapes"):
   _check_textures(texture_periods, period_mode)
-  num_classes = len(class_family(texture_periods))
+  num_classes = len(class_family(texture_periods, classes))
   if not 0 <= label < num_classes:
     raise ValueError(f"label must be in [0, {num_classes}), got {label}.")
   if not 0.0 < object_scale <= 1.0:
@@ -205,14 +276,15 @@ def _box_mean(mask: np.ndarray, k: int) -> np.ndarray:
 
 
 def _coverage(label, object_scale, center, size, seed, storage_size, pattern_shift=(0.0, 0.0),
-              texture_periods=DEFAULT_PERIODS, period_mode="canvas"):
+              texture_periods=DEFAULT_PERIODS, period_mode="canvas", classes="shapes"):
   """Per-pixel fractions of the scene covered by the two foreground colours.
 
   Returns `(first, second, nuisances)` with `first`, `second` float64 `[size, size]`;
   the background covers the rest. Only pixels overlapping the bounding circle are
   sampled.
   """
-  _check_args(label, object_scale, center, size, storage_size, texture_periods, period_mode)
+  _check_args(label, object_scale, center, size, storage_size, texture_periods, period_mode,
+              classes)
   nz = nuisances(seed, texture_periods=texture_periods, period_mode=period_mode)
   first = np.zeros((size, size))
   second = np.zeros((size, size))
@@ -232,12 +304,34 @@ def _coverage(label, object_scale, center, size, seed, storage_size, pattern_shi
   cos, sin = np.float32(math.cos(nz.rotation)), np.float32(math.sin(nz.rotation))
   u = cos * dx + sin * dy
   v = cos * dy - sin * dx
+  if classes == "parts":
+    ears = len(EAR_NAMES)
+    silhouette = _inside_head(EAR_NAMES[label if label < ears else nz.ears], u, v)
+    eye = u * u + v * v <= EYE_RADIUS**2
+    if label >= ears:  # The eye: stripes at the class's period.
+      eye &= _odd_bands("stripes", texture_periods[label - ears], xs, ys, nz, object_scale,
+                        (cx, cy), storage_size, pattern_shift, period_mode)
+    second[y0:y1, x0:x1] = _box_mean(eye, k)
+    first[y0:y1, x0:x1] = _box_mean(silhouette, k) - second[y0:y1, x0:x1]
+    return first, second, nz
   if label < len(SHAPE_NAMES):
     first[y0:y1, x0:x1] = _box_mean(_inside_outline(SHAPE_NAMES[label], u, v), k)
     return first, second, nz
   inside = _inside_outline(TEXTURE_SILHOUETTES[nz.silhouette], u, v)
   pattern, which = divmod(label - len(SHAPE_NAMES), len(texture_periods))
-  period = texture_periods[which]
+  odd = _odd_bands(PATTERNS[pattern], texture_periods[which], xs, ys, nz, object_scale,
+                   (cx, cy), storage_size, pattern_shift, period_mode)
+  second[y0:y1, x0:x1] = _box_mean(inside & odd, k)
+  first[y0:y1, x0:x1] = _box_mean(inside, k) - second[y0:y1, x0:x1]
+  return first, second, nz
+
+
+def _odd_bands(pattern, period, xs, ys, nz, object_scale, center, storage_size, pattern_shift,
+               period_mode) -> np.ndarray:
+  """Whether each sample (broadcastable to `[len(ys), len(xs)]`) lies on the second
+  colour of `pattern` ("stripes" or "checks") at `period`, anchored to the canvas or to
+  the object."""
+  cx, cy = center
   if period_mode == "canvas":  # Band parity in storage pixels, fixed to the canvas.
     half = period / 2
     px, py = (xs - pattern_shift[0]) * storage_size, (ys - pattern_shift[1]) * storage_size
@@ -250,20 +344,16 @@ def _coverage(label, object_scale, center, size, seed, storage_size, pattern_shi
     band_y = np.floor((ys - cy) / half + nz.phase[1] / steps)
   odd_x = (band_x.astype(np.int64) & 1)[None, :]
   odd_y = (band_y.astype(np.int64) & 1)[:, None]
-  if PATTERNS[pattern] == "checks":
-    odd = (odd_x ^ odd_y).astype(bool)
-  else:
-    odd = (odd_y if nz.horizontal else odd_x).astype(bool)
-  second[y0:y1, x0:x1] = _box_mean(inside & odd, k)
-  first[y0:y1, x0:x1] = _box_mean(inside, k) - second[y0:y1, x0:x1]
-  return first, second, nz
+  if pattern == "checks":
+    return (odd_x ^ odd_y).astype(bool)
+  return (odd_y if nz.horizontal else odd_x).astype(bool)
 
 
 def render(label: int, object_scale: float, center: tuple[float, float], size: int, *,
            seed: int = 0, storage_size: int = 64,
            pattern_shift: tuple[float, float] = (0.0, 0.0),
            texture_periods: Sequence[int] = DEFAULT_PERIODS,
-           period_mode: str = "canvas") -> np.ndarray:
+           period_mode: str = "canvas", classes: str = "shapes") -> np.ndarray:
   """Renders one image of class `label`, uint8 `[size, size, 3]`.
 
   Args:
@@ -282,9 +372,12 @@ def render(label: int, object_scale: float, center: tuple[float, float], size: i
       `object_scale / p` (`p` periods across the bounding circle).
     period_mode: "canvas" (bands fixed to the canvas) or "object" (fixed to the object,
       zooming with it: no absolute-scale cue).
+    classes: "shapes" (the six outlines, then the textures) or "parts" (the head with
+      ears and an eye patch: the ear outlines, then the eye's stripe periods, one per
+      entry of `texture_periods`).
   """
   first, second, nz = _coverage(label, object_scale, center, size, seed, storage_size,
-                                pattern_shift, tuple(texture_periods), period_mode)
+                                pattern_shift, tuple(texture_periods), period_mode, classes)
   image = (nz.background + first[..., None] * (nz.foreground - nz.background)
            + second[..., None] * (nz.foreground2 - nz.background))
   return np.clip(np.rint(image), 0, 255).astype(np.uint8)
@@ -293,32 +386,34 @@ def render(label: int, object_scale: float, center: tuple[float, float], size: i
 def object_coverage(label: int, object_scale: float, center: tuple[float, float],
                     size: int, *, seed: int = 0, storage_size: int = 64,
                     texture_periods: Sequence[int] = DEFAULT_PERIODS,
-                    period_mode: str = "canvas") -> np.ndarray:
+                    period_mode: str = "canvas", classes: str = "shapes") -> np.ndarray:
   """Fraction of each pixel covered by the object, float64 `[size, size]` in [0, 1]."""
   first, second, _ = _coverage(label, object_scale, center, size, seed, storage_size,
-                               texture_periods=tuple(texture_periods), period_mode=period_mode)
+                               texture_periods=tuple(texture_periods), period_mode=period_mode,
+                               classes=classes)
   return first + second
 
 
 def sample_example(index: int, *, seed: int, split: str = "train", storage_size: int = 64,
                    scale_range: tuple[float, float] = (0.3, 0.9),
                    texture_periods: Sequence[int] = DEFAULT_PERIODS,
-                   period_mode: str = "canvas") -> dict[str, Any]:
+                   period_mode: str = "canvas", classes: str = "shapes") -> dict[str, Any]:
   """Draws example `index` of `split`: its metadata and its `[S, S, 3]` uint8 image.
 
-  Labels cycle through the classes (`index % num_classes`, 12 with three periods), so
+  Labels cycle through the classes (`index % num_classes`, 12 with three periods; 3 + 3
+  with `classes="parts"`), so
   any run of that many is balanced; the scale is uniform in `scale_range` (`lo == hi`:
   one scale); the centre is uniform over the positions that keep the bounding circle
   inside the canvas. Scale and centre are float32, as stored, and
   `render(label, object_scale, center, S, seed=seed, storage_size=S, texture_periods=...,
-  period_mode=...)` gives `image`.
+  period_mode=..., classes=...)` gives `image`.
   """
   if split not in SPLITS:
     raise ValueError(f"split must be one of {SPLITS}, got {split!r}.")
   lo, hi = scale_range
   if not 0.0 < lo <= hi <= 1.0:
     raise ValueError(f"scale_range must satisfy 0 < lo <= hi <= 1, got {scale_range}.")
-  family = class_family(texture_periods)
+  family = class_family(texture_periods, classes)
   rng = np.random.default_rng([seed, SPLITS.index(split), index])
   label = index % len(family)
   object_scale = np.float32(rng.uniform(lo, hi))
@@ -327,7 +422,7 @@ def sample_example(index: int, *, seed: int, split: str = "train", storage_size:
   render_seed = int(rng.integers(2**62))
   image = render(label, float(object_scale), (float(center[0]), float(center[1])),
                  storage_size, seed=render_seed, storage_size=storage_size,
-                 texture_periods=texture_periods, period_mode=period_mode)
+                 texture_periods=texture_periods, period_mode=period_mode, classes=classes)
   return dict(image=image, label=label, family=family[label],
               object_scale=object_scale, center=center, seed=render_seed)
 
@@ -338,6 +433,7 @@ class RenderOptions(NamedTuple):
   storage_size: int = 64
   texture_periods: tuple[int, ...] = DEFAULT_PERIODS
   period_mode: str = "canvas"
+  classes: str = "shapes"
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -358,12 +454,20 @@ class ScaleShapesConfig(tfds.core.BuilderConfig):
   test_seed: int | None = None  # The test split's seed instead (a fresh split); None: seed.
   texture_periods: tuple[int, ...] = DEFAULT_PERIODS  # Per texture class of each pattern.
   period_mode: str = "canvas"  # Periods in stored pixels ("canvas") or across the object.
+  classes: str = "shapes"  # "shapes" (outlines and textures) or "parts" (ears and an eye).
 
   def render_options(self) -> RenderOptions:
-    return RenderOptions(self.storage_size, tuple(self.texture_periods), self.period_mode)
+    return RenderOptions(self.storage_size, tuple(self.texture_periods), self.period_mode,
+                         self.classes)
 
   def class_names(self) -> tuple[str, ...]:
-    return class_names(self.texture_periods, self.period_mode)
+    return class_names(self.texture_periods, self.period_mode, self.classes)
+
+  def class_family(self) -> tuple[int, ...]:
+    return class_family(self.texture_periods, self.classes)
+
+  def family_names(self) -> tuple[str, ...]:
+    return family_names(self.classes)
 
 
 # Controls for claim 1 (docs/SCALE_SHAPES.md, `period_table`): periods off the 2x ladder,
@@ -378,6 +482,11 @@ _SWEEP_32 = {"storage_size": 32, "num_train": 4096, "num_test": 1024}  # Quick C
 # reused across reruns).
 FRESH_TEST_SEED = 1
 FRESH = "_fresh"
+# The parts configs' eye periods, stored px: the same bands relative to the object at 64
+# and at 32 px. Under the zooms 1/2, 3/4, 5/4 and 3/2 none lands within ALIAS_TOLERANCE of
+# another; at 3/4 of the stored size all but the smallest span MIN_PERIOD_PX (it: 2.25 px).
+PARTS_PERIODS = (6, 10, 18)
+SMALL_PARTS_PERIODS = (3, 5, 9)
 _CONTROLS = (
     ("offladder", f"periods {', '.join(map(str, OFFLADDER_PERIODS))} stored px (off the 2x ladder)",
      {"texture_periods": OFFLADDER_PERIODS}),
@@ -448,6 +557,16 @@ _CONFIGS = [
                       description=f"32 px, 4096 train / 1024 test; {what}.",
                       **_SWEEP_32, **fields)
     for name, what, fields in _CONTROLS
+] + [
+    ScaleShapesConfig(
+        name="parts", description="64 px, 10000 train / 2000 test; ears and eye on one "
+        f"silhouette, eye periods {', '.join(map(str, PARTS_PERIODS))} stored px.",
+        storage_size=64, num_train=10_000, num_test=2_000, classes="parts",
+        texture_periods=PARTS_PERIODS),
+    ScaleShapesConfig(
+        name="small_parts", description="32 px, 4096 train / 1024 test; ears and eye on one "
+        f"silhouette, eye periods {', '.join(map(str, SMALL_PARTS_PERIODS))} stored px.",
+        **_SWEEP_32, classes="parts", texture_periods=SMALL_PARTS_PERIODS),
 ]
 
 
@@ -477,16 +596,21 @@ class ScaleShapes(GeneratedSplits, tfds.core.GeneratorBasedBuilder):
       textures = f"{listed} stripe or check periods across the object (scale invariant)"
     lo, hi = config.scale_range
     where = "random object scales, positions" if lo < hi else f"object scale {lo}, random positions"
+    if config.classes == "parts":
+      what = (f"one silhouette, a head with two ears and an eye patch: {len(EAR_NAMES)} "
+              "classes told apart by the ears' outline (scale invariant) and "
+              f"{len(periods)} by the eye's stripes, {textures.replace('a stripe or check', 'a')}")
+    else:
+      what = (f"6 shapes told apart by outline (scale invariant) and "
+              f"{len(PATTERNS) * len(periods)} textures told apart by {textures}")
     return self.dataset_info_from_configs(
         description=(
-            "Synthetic scale study: 6 shapes told apart by outline (scale invariant) and "
-            f"{len(PATTERNS) * len(periods)} textures told apart by {textures}, at {where}, "
-            "colours and rotations. Metadata reproduce each image with "
-            "progressive.data.scale_shapes.render."),
+            f"Synthetic scale study: {what}, at {where}, colours and rotations. Metadata "
+            "reproduce each image with progressive.data.scale_shapes.render."),
         features=tfds.features.FeaturesDict({
             "image": tfds.features.Image(shape=(size, size, 3), encoding_format="png"),
             "label": tfds.features.ClassLabel(names=config.class_names()),
-            "family": tfds.features.ClassLabel(names=FAMILY_NAMES),
+            "family": tfds.features.ClassLabel(names=config.family_names()),
             "object_scale": tfds.features.Scalar(dtype=np.float32),
             "center": tfds.features.Tensor(shape=(2,), dtype=np.float32),
             "seed": tfds.features.Scalar(dtype=np.int64),
@@ -502,7 +626,7 @@ class ScaleShapes(GeneratedSplits, tfds.core.GeneratorBasedBuilder):
                           storage_size=config.storage_size,
                           scale_range=tuple(config.scale_range),
                           texture_periods=tuple(config.texture_periods),
-                          period_mode=config.period_mode)
+                          period_mode=config.period_mode, classes=config.classes)
 
 
 def builder_config(config_name: str) -> ScaleShapesConfig:
@@ -544,7 +668,7 @@ def period_check(config_name: str, sizes: Sequence[int] | None = None) -> list[d
   config = builder_config(config_name)
   storage, periods = config.storage_size, tuple(config.texture_periods)
   sizes = TABLE_SIZES.get(storage, (storage,)) if sizes is None else tuple(sizes)
-  names = config.class_names()[len(SHAPE_NAMES):]
+  names = tuple(n for n, f in zip(config.class_names(), config.class_family()) if f == 1)
   lo, hi = config.scale_range
   rows = []
   for i, p in enumerate(periods):
