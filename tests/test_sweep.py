@@ -21,7 +21,7 @@ from progressive.training import train
 
 REPO = pathlib.Path(__file__).parents[1]
 EXPERIMENTS = ("size_sweep", "antialias", "head", "stability", "progressive_vs_fixed", "fixres",
-               "train_test_size", "progressive_resizing")
+               "train_test_size", "progressive_resizing", "parts")
 
 
 def test_product_and_zip():
@@ -183,7 +183,7 @@ def test_every_experiment_point_validates(name, arg):
 
 @pytest.mark.parametrize("flag", ["antialias.py:rerun", "antialias.py:rerun_photos", "stability.py:rerun",
                                   "stability.py:rerun_photos", "train_test_size.py",
-                                  "train_test_size.py:photos", "progressive_resizing.py",
+                                  "train_test_size.py:photos", "progressive_resizing.py", "parts.py",
                                   "antialias.py:tuned64_simple_cnn",
                                   "progressive_resizing.py:long", "progressive_resizing.py:photos_long",
                                   "antialias.py:tuned64_vgg11", "antialias.py:tuned64_resnet18_photos",
