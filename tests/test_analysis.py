@@ -155,30 +155,43 @@ def test_period_sweep_spans_the_period_and_separates_stable_from_jagged(info):
     low, high = measures["pred_change_rate_ci"]
     assert low <= measures["pred_change_rate"] <= high
   assert jagged["consistency"] < 0.9
-  # Objects too large to stay inside at every shift leave nothing to measure, and say so.
-  scenes = {"image": images[:2], "label": np.array([0, 1]), "object_scale": np.array([0.9, 0.9]),
+  # Objects too large for a 16 px canvas at every shift are measured on a grown one,
+  # where the whole object moves over a flat background: a mean-colour model is stable.
+  scenes = {"image": images[:2], "label": np.array([0, 1]), "object_scale": np.array([0.9, 1.0]),
             "center": np.full((2, 2), 0.5), "seed": np.array([1, 2])}
-  none = shift.period_sweep(_mean_colour_model, scenes, info, size=16, period=8)
-  assert none["num_images"] == 0 and none["inside"]["left_out"] == 2
-  assert none["consistency"] is None and none["directions"]["1,0"]["pred_change_rate"] is None
+  large = shift.period_sweep(_mean_colour_model, scenes, info, size=16, period=8)
+  assert large["n_images"] == 2 and large["canvas"] == 24
+  assert large["inside"] == {"total": 2, "would_leave": 2, "moved": 0, "left_out": 0}
+  assert large["consistency"] == 1.0
+  for measures in large["directions"].values():
+    assert measures["pred_change_rate"] == 0.0 and measures["prob_change"] < 1e-5
 
 
-def test_redrawn_objects_never_touch_the_border_over_the_period(info, data_dir):
+def test_every_test_scene_keeps_its_object_whole_over_the_period(info, data_dir):
   data = config_lib.default_config().data
   data.builder_config, data.data_dir = "small", data_dir
   examples = pipeline.scale_shapes_examples(data, "test", num=64)[0]
   size, period = 32, 8
-  kept, counts = shift.keep_inside(examples, period // 2, size)
-  assert counts["would_leave"] > 0  # Some objects would have left the canvas...
-  assert counts["total"] == 64 and len(kept["label"]) == 64 - counts["left_out"]
-  for i in range(len(kept["label"])):  # ...none does now, at any shift of the sweep.
-    for step in shift.period_shifts(period):
-      for dx, dy in shift.PERIOD_DIRECTIONS:
-        center = (kept["center"][i][0] + step * dx / size, kept["center"][i][1] + step * dy / size)
-        cover = scale_shapes.object_coverage(
-            int(kept["label"][i]), float(kept["object_scale"][i]), center, size,
-            seed=int(kept["seed"][i]), storage_size=32)
-        assert not (cover[0].any() or cover[-1].any() or cover[:, 0].any() or cover[:, -1].any())
+  extent = shift.period_extent(period)
+  kept, counts = shift.keep_inside(examples, extent, size)
+  assert counts["would_leave"] > 0  # Some objects would have left a 32 px canvas...
+  assert counts["total"] == len(kept["label"]) == 64 and counts["left_out"] == 0
+  backgrounds = np.stack([np.rint(scale_shapes.nuisances(
+      int(seed), texture_periods=info.render_options.texture_periods).background)
+                          for seed in kept["seed"]]).astype(np.uint8)
+  scenes = kept["image"]  # The stored test images: the scenes rendered at 32 px.
+  object_px = np.any(scenes != backgrounds[:, None, None], axis=-1).sum(axis=(1, 2))
+  steps = np.asarray(shift.period_shifts(period))
+  for direction in shift.PERIOD_DIRECTIONS:  # ...every one stays whole on the grown canvas.
+    offsets = np.broadcast_to(steps[:, None] * np.asarray(direction), (64, len(steps), 2))
+    views = shift.render_translated(kept, offsets, size, render_options=info.render_options,
+                                    margin=extent)
+    assert views.shape[2:4] == (size + period, size + period)
+    for t, step in enumerate(steps):
+      top, left = extent + step * direction[1], extent + step * direction[0]
+      np.testing.assert_array_equal(views[:, t, top:top + size, left:left + size], scenes)
+      shown = np.any(views[:, t] != backgrounds[:, None, None], axis=-1).sum(axis=(1, 2))
+      np.testing.assert_array_equal(shown, object_px)
 
 
 # --- Activation statistics against numpy ------------------------------------------------

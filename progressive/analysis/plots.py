@@ -160,6 +160,36 @@ def jaggedness(sweep: Mapping[str, Any], *, max_rows: int = 48, curves: int = 6)
   return fig
 
 
+
+def canvas_protocol(result: Mapping[str, Any], *, max_rows: int = 60) -> Figure:
+  """Azulay & Weiss's figure of the canvas protocol (`shift.canvas_protocol`): one row per
+  image (the first `max_rows`, in the order given), one column per position of the image
+  in the canvas, white where the true class is in the top-k; below, the top-k accuracy
+  at each position."""
+  correct = np.asarray(result["correct"], bool)[:max_rows]
+  positions = np.asarray(result["positions"])
+  rows = max(len(correct), 1)
+  fig = Figure(figsize=(8, 1.6 + 0.08 * max(rows, 20)), layout="constrained")
+  grid, curve = fig.subplots(2, 1, height_ratios=[max(rows, 20) / 10, 1.2], sharex=True)
+  grid.imshow(correct.reshape(rows, len(positions)) if correct.size else
+              np.zeros((1, len(positions))), cmap="gray", vmin=0, vmax=1, aspect="auto",
+              interpolation="nearest",
+              extent=(positions[0] - 0.5, positions[-1] + 0.5, rows - 0.5, -0.5))
+  grid.set_ylabel("image")
+  grid.set_title(f"top-{result['topk']} correct (white), {len(correct)} of "
+                 f"{result['n_images']} images shown", fontsize=9)
+  curve.plot(positions, result["accuracy_by_position"], color="black", marker=".", markersize=3)
+  curve.set_ylim(-0.02, 1.02)
+  curve.set_xlabel(f"offset of the image in the canvas along {tuple(result['direction'])} (px)")
+  curve.set_ylabel(f"top-{result['topk']} acc.")
+  mean = result["mean_changes"]
+  fig.suptitle(
+      f"{result['size']} px images moved across a {result['canvas']} px canvas: "
+      + ("no images" if mean is None else
+         f"{mean:.2f} changes per image, {result['frac_changed']:.0%} of images change"),
+      fontsize=10)
+  return fig
+
 def layer_stats(
     rows: Sequence[Mapping[str, Any]],
     *,

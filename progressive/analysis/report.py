@@ -166,15 +166,16 @@ def analyze(run: Run, options: Options | None = None) -> dict[str, Any]:
   shift_size = int(options.shift_size or run.train_size)
   mode = options.shift_mode or shift_mode(run.config.data)
   shift_args = dict(size=shift_size, mode=mode, max_shift=options.max_shift)
+  predict_view = shift.at_view_size(run.predict)  # A grown canvas at its own side.
   shift_result = {
       "sweep": shift.shift_sweep(
-          run.predictor(shift_size), examples, run.info, direction=options.direction,
+          predict_view, examples, run.info, direction=options.direction,
           topk=options.topk, **shift_args),
       "consistency": shift.shift_consistency(
-          run.predictor(shift_size), examples, run.info, seed=options.seed, **shift_args),
-      # Over one whole subsampling period along x, y and the diagonal, objects kept inside.
+          predict_view, examples, run.info, seed=options.seed, **shift_args),
+      # Over one whole subsampling period along x, y and the diagonal, every object whole.
       "period": shift.period_sweep(
-          run.predictor(shift_size), examples, run.info, size=shift_size, mode=mode,
+          predict_view, examples, run.info, size=shift_size, mode=mode,
           period=scale_result["grid"]["total_stride"], seed=options.seed),
   }
 
@@ -323,12 +324,15 @@ def _period_lines(period: Mapping[str, Any]) -> list[str]:
       "### Over one subsampling period", "",
       f"Shifts {period['shifts'][0]}..{period['shifts'][-1]} px: one whole period of the "
       f"network's {period['period']} px subsampling grid, along x, y and the diagonal, at "
-      f"{period['size']} px ({period['mode']}), {period['num_images']} images; bootstrap 95% "
+      f"{period['size']} px ({period['mode']}, {period['canvas']} px canvas), {period['n_images']} "
+      "images; bootstrap 95% "
       "intervals over images in brackets."
       + ("" if inside is None else
-         f" Objects are kept inside the canvas at every shift: {inside['would_leave']} of "
-         f"{inside['total']} would have left it; {inside['moved']} were moved inwards and "
-         f"{inside['left_out']}, too large to fit, were left out."), "",
+         f" The canvas grows by {(period['canvas'] - period['size']) // 2} px on each side, so "
+         f"every object stays whole: {inside['would_leave']} of {inside['total']} would have "
+         f"left a {period['size']} px canvas at some shift." if period["canvas"] > period["size"]
+         else f" {inside['left_out']} of {inside['total']} images were left out (their camera "
+         "moves would leave their split's region)."), "",
       "| direction | top-1 correctness changes | predicted class changes (fraction of neighbours) "
       "| mean abs. change of p(true class) |", "| --- | --- | --- | --- |",
   ]
@@ -559,7 +563,8 @@ def markdown(results: Mapping[str, Any]) -> str:
       "Numbers: [scale_matrix.json](scale_matrix.json)", "",
       "## Shifts", "",
       f"How stable are predictions under 1-pixel translations ({sweep['mode']} shifts at "
-      f"{sweep['size']} px, {_of(sweep['num_images'], total)} test images)?", "",
+      f"{sweep['size']} px on a {sweep['canvas']} px canvas, {_of(sweep['n_images'], total)} "
+      "test images)?", "",
       *([left["render"], ""] if "render" in left else []),
       f"- Jaggedness (Azulay & Weiss, top-{sweep['topk']}, shifts "
       f"{sweep['shifts'][0]}..{sweep['shifts'][-1]} px along {tuple(sweep['direction'])}): {_fmt(sweep['mean_changes'], '.2f')} changes per "

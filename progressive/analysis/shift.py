@@ -7,13 +7,22 @@
 - Consistency (Zhang 2019): the fraction of images whose top-1 prediction is the same
   under two random shifts, each offset drawn uniformly from `[-max_shift, max_shift]`^2.
 
+- The canvas protocol (Azulay & Weiss 2019, `canvas_protocol`): each image at a size `S`
+  embedded in a larger black canvas and moved one pixel at a time across its free range;
+  a grid of images by positions, correct or not, and top-k jaggedness. It takes any
+  `predict_fn` and any images (no dataset of this package needed).
+
 Shifted views are never made by wrapping pixels round unless `mode="circular"` is
-asked. `"render"` redraws a `scale_shapes` scene with its object (outline and fill)
-moved by whole output pixels over the flat background, or cuts a `photos` patch again
-from its photograph with the camera moved (a true camera shift); `"reflect"`, `"edge"` and
-`"constant"` crop a window out of the image padded that way (a pure translation of the
-content); `"circular"` rolls the pixels.
+asked. `"render"` draws a `scale_shapes` scene at the input size and moves all of it
+(outline and fill) by whole pixels on a canvas grown by the largest shift on each side,
+in the scene's flat background colour, so every object keeps every pixel at every shift
+(the model then sees the grown canvas); or cuts a `photos` patch again from its
+photograph with the camera moved (a true camera shift, at the input size). `"reflect"`,
+`"edge"` and `"constant"` crop a window out of the image padded that way (a pure
+translation of the content); `"circular"` rolls the pixels.
 An offset `(dx, dy)` moves the content `dx` pixels right and `dy` pixels down.
+Every measure reports `n_images`, the images it measured (`num_images`, its older name,
+holds the same count), and `canvas`, the side of the views the model saw.
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -101,29 +110,61 @@ def translate(images: np.ndarray, offsets: np.ndarray, mode: str = "reflect") ->
   return out
 
 
-def render_translated(
-    examples: Mapping[str, np.ndarray], offsets: np.ndarray, size: int, *, render_options
-) -> np.ndarray:
-  """`scale_shapes` scenes redrawn at `size` px with centres moved by `offsets` `[N, T, 2]`
-  output pixels (`dx / size` canvas fractions): uint8 `[N, T, size, size, 3]`.
+def _paste(canvas: np.ndarray, image: np.ndarray, top: int, left: int) -> None:
+  """Writes `image` `[h, w, C]` into `canvas` `[H, W, C]` with its corner at (top, left),
+  the part outside the canvas cut off."""
+  h, w = image.shape[:2]
+  y0, x0 = max(top, 0), max(left, 0)
+  y1, x1 = min(top + h, canvas.shape[0]), min(left + w, canvas.shape[1])
+  if y0 < y1 and x0 < x1:
+    canvas[y0:y1, x0:x1] = image[y0 - top:y1 - top, x0 - left:x1 - left]
 
+
+def render_translated(
+    examples: Mapping[str, np.ndarray], offsets: np.ndarray, size: int, *, render_options,
+    margin: int | None = None,
+) -> np.ndarray:
+  """`scale_shapes` scenes drawn at `size` px and moved by `offsets` `[N, T, 2]` whole
+  pixels on a canvas grown by `margin` px on each side: uint8
+  `[N, T, size + 2 * margin, size + 2 * margin, 3]`.
+
+  `margin` defaults to the largest offset, so every object keeps all its pixels at every
+  shift (a scene's object lies inside its `size` canvas). The scene's own pixels are
+  those of `render(..., size)`, at offset 0 at `[margin:margin + size]` on both axes; the
+  canvas around it is the scene's flat background colour. The whole scene moves, texture
+  bands included (as `render(..., pattern_shift=...)` with the centre moved would draw
+  it); `margin=0` keeps the `size` canvas, and a shifted object may then leave it.
   `examples` holds `label`, `object_scale`, `center` `[N, 2]` and `seed`, as
   `Run.test_examples` returns them; `render_options` is the dataset's builder config
   (`DatasetInfo.render_options`, `scale_shapes.render_options(name)`).
   """
   offsets = np.asarray(offsets, np.int64)
   n, views = offsets.shape[:2]
-  out = np.empty((n, views, size, size, 3), np.uint8)
+  if margin is None:
+    margin = int(np.max(np.abs(offsets))) if offsets.size else 0
+  side = size + 2 * int(margin)
+  options = render_options._asdict()
+  out = np.empty((n, views, side, side, 3), np.uint8)
   for i in range(n):
-    cx, cy = (float(c) for c in examples["center"][i])
+    seed = int(examples["seed"][i])
+    scene = scale_shapes.render(
+        int(examples["label"][i]), float(examples["object_scale"][i]),
+        tuple(float(c) for c in examples["center"][i]), size, seed=seed, **options)
+    background = scale_shapes.nuisances(
+        seed, texture_periods=options["texture_periods"],
+        period_mode=options["period_mode"]).background
+    out[i] = np.clip(np.rint(background), 0, 255).astype(np.uint8)
     for t, (dx, dy) in enumerate(offsets[i]):
-      out[i, t] = scale_shapes.render(
-          int(examples["label"][i]), float(examples["object_scale"][i]),
-          (cx + dx / size, cy + dy / size), size,
-          seed=int(examples["seed"][i]), **render_options._asdict(),
-          pattern_shift=(dx / size, dy / size),  # The fill moves with the object.
-      )
+      _paste(out[i, t], scene, margin + int(dy), margin + int(dx))
   return out
+
+
+def canvas_side(examples: Mapping[str, np.ndarray], extent: int, size: int, mode: str) -> int:
+  """The side of the views `shifted_views` makes of `examples` for shifts of up to
+  `extent` px at input `size`: `size + 2 * extent` for `scale_shapes` scenes in
+  `"render"` mode (the canvas grows), else `size`."""
+  grows = mode == "render" and "zoom" not in examples
+  return int(size) + 2 * int(extent) if grows else int(size)
 
 
 def shifted_views(
@@ -133,12 +174,15 @@ def shifted_views(
     size: int,
     mode: str = "render",
     render_options=None,
+    margin: int | None = None,
 ) -> np.ndarray:
-  """Views `[N, T, size, size, 3]` of every example at every offset `[N, T, 2]`.
+  """Views of every example at every offset `[N, T, 2]`: `[N, T, side, side, 3]`.
 
-  `"render"` redraws scenes (needs the dataset's `render_options`); the other modes
+  `"render"` draws `scale_shapes` scenes on a canvas grown by `margin` px on each side
+  (`render_translated`; default: the largest offset) or cuts `photos` patches again at
+  `size` with the camera moved (needs the dataset's `render_options`); the other modes
   first zoom `examples["image"]` to `size` (as training does) and then shift by whole
-  pixels of that size, returning float32 in 0..255.
+  pixels of that size, returning float32 in 0..255 at `size`.
   """
   if mode == "render":
     if render_options is None:
@@ -146,11 +190,18 @@ def shifted_views(
                        "render_options (DatasetInfo.render_options), or use another mode.")
     if "zoom" in examples:  # photos: cut again from the photograph, the camera moved.
       return photos.shifted_cuts(examples, offsets, size, options=render_options)
-    return render_translated(examples, offsets, size, render_options=render_options)
+    return render_translated(examples, offsets, size, render_options=render_options, margin=margin)
   if mode not in MODES:
     raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
   images = np.asarray(jax.device_get(resize_images(examples["image"], size)))
   return translate(images, offsets, mode)
+
+
+def at_view_size(predict_at: Callable[[np.ndarray, int], np.ndarray]) -> Callable:
+  """`images -> logits` at the images' own side from `predict_at(images, size)` (e.g.
+  `Run.predict`): what the shift measures need where the canvas grows beyond the input
+  size (a predictor fixed at `size`, `Run.predictor(size)`, would zoom the canvas back)."""
+  return lambda images: predict_at(images, int(np.shape(images)[1]))
 
 
 def _predict_views(predict: Callable, views: np.ndarray) -> np.ndarray:
@@ -158,6 +209,47 @@ def _predict_views(predict: Callable, views: np.ndarray) -> np.ndarray:
   n, t = views.shape[:2]
   logits = np.asarray(predict(views.reshape(n * t, *views.shape[2:])))
   return logits.reshape(n, t, -1)
+
+
+def keep_inside(examples: Mapping[str, np.ndarray], extent: int, size: int, *,
+                render_options=None) -> tuple[dict, dict]:
+  """The examples every shift of up to `extent` px on each axis at input `size` moves
+  without changing their content, and the counts (`total`, `would_leave`, `moved`,
+  `left_out`).
+
+  `scale_shapes` scenes: all of them, unchanged; their views grow the canvas by `extent`
+  on each side (`render_translated`), so no object leaves it. `would_leave` counts the
+  objects some shift would have pushed across the border of a `size` canvas (those the
+  grown canvas keeps whole); nothing is moved or left out.
+
+  `photos` patches (examples with a `zoom`; `render_options` their `CutOptions`) have no
+  object to leave the canvas: a shift moves the camera over the photograph. Patches whose
+  shifted cuts would read beyond their split's region (past the guard) are left out."""
+  if "zoom" in examples:
+    if render_options is None:
+      raise ValueError("keep_inside on photos examples needs their render_options "
+                       "(DatasetInfo.render_options, a photos.CutOptions).")
+    fits = photos.fits_shifts(examples, extent, size, storage_size=render_options.storage_size)
+    kept = {k: np.asarray(v)[fits] for k, v in examples.items()}
+    return kept, {"total": len(fits), "would_leave": 0, "moved": 0,
+                  "left_out": int((~fits).sum())}
+  scale = np.asarray(examples["object_scale"], np.float64)
+  center = np.asarray(examples["center"], np.float64).reshape(-1, 2)
+  # Bounding-circle radius, the largest shift, and one pixel for the antialiased edge.
+  room = scale / 2 + (extent + 1) / size
+  would_leave = np.any((center - room[:, None] < 0) | (center + room[:, None] > 1), axis=1)
+  return dict(examples), {"total": len(scale), "would_leave": int(would_leave.sum()),
+                          "moved": 0, "left_out": 0}
+
+
+def _shiftable(examples, extent: int, size: int, mode: str, render_options):
+  """`(examples, counts, side)`: the examples a sweep of up to `extent` px shifts
+  (`keep_inside` in `"render"` mode; every one otherwise), their counts (None outside
+  `"render"` mode) and the side of their views (`canvas_side`)."""
+  counts = None
+  if mode == "render" and render_options is not None:
+    examples, counts = keep_inside(examples, extent, size, render_options=render_options)
+  return examples, counts, canvas_side(examples, extent, size, mode)
 
 
 def shift_sweep(
@@ -173,28 +265,35 @@ def shift_sweep(
 ) -> dict[str, Any]:
   """Jaggedness of `predict` along a 1-pixel translation sweep at input `size`.
 
-  `predict(images [B, size, size, 3]) -> logits`, e.g. `run.predictor(size)`.
-  Returns the measures overall and per family, the top-k accuracy at each shift, and
-  per image the `correct` flags `[N][T]` and the softmax probability of the true
-  class `prob_correct` `[N][T]`, with `labels` (the data behind the plot).
+  `predict(images [B, side, side, 3]) -> logits` at the views' own side: the `canvas`
+  (`size + 2 * max_shift` for `scale_shapes` in `"render"` mode, else `size`), e.g.
+  `at_view_size(run.predict)`. Returns the measures overall and per family, the top-k
+  accuracy at each shift, `n_images` (with `inside`: the counts of `keep_inside`; photos
+  whose camera moves leave their region are left out), and per image the `correct` flags
+  `[N][T]` and the softmax probability of the true class `prob_correct` `[N][T]`, with
+  `labels` (the data behind the plot).
   """
+  examples, counts, side = _shiftable(examples, max_shift, size, mode, info.render_options)
   labels = np.asarray(examples["label"])
   sweep = sweep_offsets(max_shift, direction)
+  result = {"mode": mode, "size": int(size), "canvas": side, "topk": int(topk),
+            "direction": [int(d) for d in direction],
+            "shifts": list(range(-max_shift, max_shift + 1)),
+            "n_images": len(labels), "num_images": len(labels), "inside": counts}
+  if not len(labels):
+    return {**result, **jaggedness(np.zeros((0, len(sweep)), bool)), "family": {},
+            "accuracy_by_shift": [], "changes": [], "labels": [], "correct": [],
+            "prob_correct": []}
   offsets = np.broadcast_to(sweep, (len(labels), *sweep.shape))
   views = shifted_views(examples, offsets, size=size, mode=mode,
-                        render_options=info.render_options)
+                        render_options=info.render_options, margin=max_shift)
   logits = _predict_views(predict, views)
   correct = topk_correct(logits, labels[:, None], topk)
   probs = np.asarray(jax.nn.softmax(logits, axis=-1))
   prob_correct = np.take_along_axis(probs, labels[:, None, None], axis=-1)[..., 0]
   changes = count_changes(correct)
   return {
-      "mode": mode,
-      "size": int(size),
-      "topk": int(topk),
-      "direction": [int(d) for d in direction],
-      "shifts": list(range(-max_shift, max_shift + 1)),
-      "num_images": len(labels),
+      **result,
       **jaggedness(correct),
       "family": _by_family(lambda m: jaggedness(correct[m]), labels, info),
       "accuracy_by_shift": correct.mean(axis=0).tolist(),
@@ -217,19 +316,22 @@ def shift_consistency(
 ) -> dict[str, Any]:
   """Zhang's consistency of `predict` between two random shifts of every example.
 
-  Returns `consistency` overall and per family, and the accuracy of each of the two
-  views (`accuracy_a`, `accuracy_b`, with their per-family `breakdown`s).
+  `predict` and the `canvas` are as in `shift_sweep`. Returns `consistency` overall and
+  per family, `n_images` (with `inside`), and the accuracy of each of the two views
+  (`accuracy_a`, `accuracy_b`, with their per-family `breakdown`s).
   """
+  examples, counts, side = _shiftable(examples, max_shift, size, mode, info.render_options)
   labels = np.asarray(examples["label"])
+  result = {"mode": mode, "size": int(size), "canvas": side, "max_shift": int(max_shift),
+            "n_images": len(labels), "num_images": len(labels), "inside": counts}
+  if not len(labels):
+    return {**result, "consistency": None, "family": {}, "accuracy_a": None, "accuracy_b": None}
   offsets = random_offsets(np.random.default_rng(seed), len(labels), 2, max_shift)
   views = shifted_views(examples, offsets, size=size, mode=mode,
-                        render_options=info.render_options)
+                        render_options=info.render_options, margin=max_shift)
   pred = np.argmax(_predict_views(predict, views), -1)
   return {
-      "mode": mode,
-      "size": int(size),
-      "max_shift": int(max_shift),
-      "num_images": len(labels),
+      **result,
       "consistency": consistency(pred[:, 0], pred[:, 1]),
       "family": _by_family(lambda m: consistency(pred[m, 0], pred[m, 1]), labels, info),
       "accuracy_a": breakdown(pred[:, 0] == labels, labels, info),
@@ -237,7 +339,7 @@ def shift_consistency(
   }
 
 
-# --- Shifts that mean translation: one whole subsampling period, objects kept inside ---
+# --- Shifts that mean translation: one whole subsampling period, every object whole ---
 
 PERIOD_DIRECTIONS = ((1, 0), (0, 1), (1, 1))  # Horizontal, vertical, diagonal.
 
@@ -250,37 +352,11 @@ def period_shifts(period: int) -> list[int]:
   return list(range(start, start + period + 1))
 
 
-def keep_inside(examples: Mapping[str, np.ndarray], extent: int, size: int, *,
-                render_options=None) -> tuple[dict, dict]:
-  """`scale_shapes` scenes whose object stays inside the `size` px canvas at every shift
-  of up to `extent` px on each axis: centres moved inwards where needed, scenes whose
-  object cannot fit at all left out. Returns the kept examples and the counts
-  (`total`, `would_leave`: objects that some shift would have pushed across the border,
-  `moved`, `left_out`).
-
-  `photos` patches (examples with a `zoom`; `render_options` their `CutOptions`) have no
-  object to leave the canvas: a shift moves the camera over the photograph. Patches whose
-  shifted cuts would read beyond their split's region (past the guard) are left out."""
-  if "zoom" in examples:
-    if render_options is None:
-      raise ValueError("keep_inside on photos examples needs their render_options "
-                       "(DatasetInfo.render_options, a photos.CutOptions).")
-    fits = photos.fits_shifts(examples, extent, size, storage_size=render_options.storage_size)
-    kept = {k: np.asarray(v)[fits] for k, v in examples.items()}
-    return kept, {"total": len(fits), "would_leave": 0, "moved": 0,
-                  "left_out": int((~fits).sum())}
-  scale = np.asarray(examples["object_scale"], np.float64)
-  center = np.asarray(examples["center"], np.float64)
-  # Bounding-circle radius, the largest shift, and one pixel for the antialiased edge.
-  room = scale / 2 + (extent + 1) / size
-  would_leave = np.any((center - room[:, None] < 0) | (center + room[:, None] > 1), axis=1)
-  fits = room <= 0.5
-  moved = np.clip(center, room[:, None], 1 - room[:, None])
-  kept = {k: np.asarray(v)[fits] for k, v in examples.items()}
-  kept["center"] = moved[fits]
-  counts = {"total": len(scale), "would_leave": int(would_leave.sum()),
-            "moved": int((would_leave & fits).sum()), "left_out": int((~fits).sum())}
-  return kept, counts
+def period_extent(period: int) -> int:
+  """The largest shift of `period_shifts(period)` in pixels: the margin by which the
+  period sweep grows a `scale_shapes` canvas on each side."""
+  shifts = period_shifts(period)
+  return max(abs(shifts[0]), abs(shifts[-1]))
 
 
 def _bootstrap(values: np.ndarray, rng: np.random.Generator, num: int = 1000) -> list[float] | None:
@@ -307,36 +383,42 @@ def period_sweep(
   """Shift stability over one whole subsampling `period` (the traced total stride) along
   each of `directions`, at input `size`.
 
-  With `mode="render"` scenes are redrawn with their objects kept inside the canvas at
-  every shift (`keep_inside`; the counts are reported). Per direction: jaggedness
-  (`mean_changes`, top-1 correctness changes between neighbouring shifts), two measures
-  that do not depend on accuracy (`pred_change_rate`: the fraction of neighbouring
-  shifts whose predicted class changes; `prob_change`: the mean absolute change of the
-  true class's probability between neighbours), each with a bootstrap 95% interval over
-  images; and consistency over `pairs` random pairs of shifts within the period per
-  image (Zhang), with its interval.
+  With `mode="render"` every `scale_shapes` scene is shifted over the whole period on a
+  canvas grown by `period_extent(period)` px on each side (`canvas`: `size + period` for
+  an even period, so a `size` on the grid stays on it), every object whole at every
+  shift; `photos` patches are cut with the camera moved, those whose cuts would leave
+  their split's region left out (`inside`: the counts of `keep_inside`). `predict` takes
+  the views at their own side, as in `shift_sweep`; `n_images` says how many images were
+  measured. Per direction: jaggedness (`mean_changes`, top-1 correctness changes between
+  neighbouring shifts), two measures that do not depend on accuracy (`pred_change_rate`:
+  the fraction of neighbouring shifts whose predicted class changes; `prob_change`: the
+  mean absolute change of the true class's probability between neighbours), each with a
+  bootstrap 95% interval over images; and consistency over `pairs` random pairs of shifts
+  within the period per image (Zhang), with its interval.
   """
   rng = np.random.default_rng(seed)
   shifts = period_shifts(period)
-  extent = max(abs(shifts[0]), abs(shifts[-1]))
-  counts = None
-  if mode == "render":
-    examples, counts = keep_inside(examples, extent, size, render_options=info.render_options)
+  extent = period_extent(period)
+  examples, counts, side = _shiftable(examples, extent, size, mode, info.render_options)
   labels = np.asarray(examples["label"])
-  result = {"mode": mode, "size": int(size), "period": int(period), "shifts": shifts,
-            "num_images": len(labels), "inside": counts, "directions": {}, "pairs": int(pairs)}
-  if not len(labels):  # Every object too large to stay inside at this size.
+  result = {"mode": mode, "size": int(size), "canvas": side, "period": int(period),
+            "shifts": shifts, "n_images": len(labels), "num_images": len(labels),
+            "inside": counts, "directions": {}, "pairs": int(pairs)}
+  if not len(labels):  # Every photos patch's camera moves would leave its region.
     empty = {k: None for name in ("mean_changes", "pred_change_rate", "prob_change")
              for k in (name, f"{name}_ci")}
     result["directions"] = {f"{d[0]},{d[1]}": {**empty, "accuracy_by_shift": []} for d in directions}
     result.update(consistency=None, consistency_ci=None, consistency_family={})
     return result
+
+  def views_at(offsets):
+    return shifted_views(examples, offsets, size=size, mode=mode,
+                         render_options=info.render_options, margin=extent)
+
   for direction in directions:
     steps = np.asarray(shifts)[:, None] * np.asarray(direction, np.int64)[None, :]
     offsets = np.broadcast_to(steps, (len(labels), *steps.shape))
-    views = shifted_views(examples, offsets, size=size, mode=mode,
-                          render_options=info.render_options)
-    logits = _predict_views(predict, views)
+    logits = _predict_views(predict, views_at(offsets))
     pred = np.argmax(logits, -1)
     probs = np.asarray(jax.nn.softmax(logits, axis=-1))
     prob_true = np.take_along_axis(probs, labels[:, None, None], axis=-1)[..., 0]
@@ -355,12 +437,111 @@ def period_sweep(
     result["directions"][f"{direction[0]},{direction[1]}"] = entry
   # Consistency: `pairs` pairs of random 2-D offsets within the period, per image.
   offsets = rng.integers(shifts[0], shifts[-1] + 1, size=(len(labels), 2 * pairs, 2))
-  views = shifted_views(examples, offsets, size=size, mode=mode,
-                        render_options=info.render_options)
-  pred = np.argmax(_predict_views(predict, views), -1).reshape(len(labels), pairs, 2)
+  pred = np.argmax(_predict_views(predict, views_at(offsets)), -1).reshape(len(labels), pairs, 2)
   agree = np.mean(pred[..., 0] == pred[..., 1], axis=1)
   result["consistency"] = float(agree.mean()) if len(agree) else None
   result["consistency_ci"] = _bootstrap(agree, rng)
   result["consistency_family"] = _by_family(
       lambda m: float(agree[m].mean()) if m.any() else None, labels, info)
   return result
+
+
+# --- Azulay & Weiss's canvas protocol: any images, any predictor ---
+
+
+def canvas_positions(size: int, canvas: int, direction: Sequence[int] = (0, 1)) -> np.ndarray:
+  """Top-left corners `(x, y)` `[T, 2]` of a `size` px image moved one pixel at a time
+  across the free range `0 .. canvas - size` of a `canvas` px canvas along `direction`
+  (`(0, 1)` down, as Azulay & Weiss's figures; `(1, 0)` right; `(1, 1)` diagonal), the
+  other axis centred (`(canvas - size) // 2`)."""
+  free = int(canvas) - int(size)
+  if free < 1:
+    raise ValueError(f"The canvas ({canvas} px) must be larger than the image ({size} px).")
+  dx, dy = (int(d) for d in direction)
+  if (dx, dy) not in ((1, 0), (0, 1), (1, 1)):
+    raise ValueError(f"direction must be (1, 0), (0, 1) or (1, 1), got {tuple(direction)}.")
+  steps = np.arange(free + 1)
+  centre = np.full_like(steps, free // 2)
+  return np.stack([steps if dx else centre, steps if dy else centre], axis=1)
+
+
+def embed(images: np.ndarray, corners: np.ndarray, canvas: int, fill=0.0) -> np.ndarray:
+  """Images `[N, S, S, C]` placed on a `canvas` px canvas filled with `fill` (a scalar or
+  one value per channel) with their top-left corner at each of `corners` `[T, 2]` (x, y):
+  float32 `[N, T, canvas, canvas, C]`."""
+  images = np.asarray(images, np.float32)
+  n, size, _, channels = images.shape
+  out = np.empty((n, len(corners), canvas, canvas, channels), np.float32)
+  out[:] = np.broadcast_to(np.asarray(fill, np.float32), (channels,))
+  for t, (x, y) in enumerate(np.asarray(corners, np.int64)):
+    out[:, t, y:y + size, x:x + size] = images
+  return out
+
+
+def canvas_protocol(
+    predict_fn: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    size: int,
+    canvas: int,
+    topk: int = 1,
+    direction: Sequence[int] = (0, 1),
+    fill=0.0,
+    batch_size: int = 256,
+    seed: int = 0,
+) -> dict[str, Any]:
+  """Azulay & Weiss's protocol ("Why do deep convolutional networks generalize so poorly
+  to small image transformations?", 2019) on any predictor and any images.
+
+  Each image `[N, H, W, C]` (eval-transformed, in the units `predict_fn` takes) is resized
+  to `size` px where it is not already (`resize_images`: bilinear, antialiased when
+  shrinking), embedded in a `canvas` px canvas filled with `fill` (black: 0 for 0..255
+  images; for normalised inputs, black in their units, `-mean / std` per channel), and
+  moved one pixel at a time across the canvas's free range along `direction`
+  (`canvas_positions`; they used 100 px images in 150 px canvases, moved vertically).
+  `predict_fn(views [B, canvas, canvas, C]) -> logits [B, classes]` is called on at most
+  `batch_size` views at a time.
+
+  Returns `size`, `canvas`, `topk`, `direction`, `positions` (the moving axis's offset of
+  the image in the canvas, pixels), `n_images`; the grid `correct` `[N][T]` (1 where the
+  true class is among the top-k logits at that position, `topk_correct`), per image the
+  `changes` between neighbouring positions, `labels`; the top-k `accuracy` over every
+  view, `accuracy_by_position`; and jaggedness (`mean_changes`, `frac_changed`, each
+  with a bootstrap 95% interval over images).
+  """
+  images = np.asarray(images)
+  labels = np.asarray(labels, np.int64)
+  if images.ndim != 4 or len(images) != len(labels):
+    raise ValueError(f"images must be [N, H, W, C] with one label each, got {images.shape} "
+                     f"and {labels.shape} labels.")
+  corners = canvas_positions(size, canvas, direction)
+  moving = 1 if tuple(int(d) for d in direction) == (0, 1) else 0
+  if images.shape[1:3] != (size, size):
+    images = np.asarray(jax.device_get(resize_images(images, size)))
+  per_batch = max(1, int(batch_size) // len(corners))  # Images whose views fill a batch.
+  logits = []
+  for start in range(0, len(images), per_batch):
+    views = embed(images[start:start + per_batch], corners, canvas, fill)
+    logits.append(_predict_views(predict_fn, views))
+  logits = np.concatenate(logits) if logits else np.zeros((0, len(corners), 1), np.float32)
+  correct = topk_correct(logits, labels[:, None], topk) if len(labels) else np.zeros(
+      (0, len(corners)), bool)
+  changes = count_changes(correct)
+  rng = np.random.default_rng(seed)
+  return {
+      "size": int(size),
+      "canvas": int(canvas),
+      "topk": int(topk),
+      "direction": [int(d) for d in direction],
+      "positions": corners[:, moving].tolist(),
+      "n_images": len(labels),
+      **jaggedness(correct),
+      "mean_changes_ci": _bootstrap(changes, rng),
+      "frac_changed_ci": _bootstrap(changes > 0, rng),
+      "accuracy": float(correct.mean()) if correct.size else None,
+      "accuracy_by_position": correct.mean(axis=0).tolist() if len(labels) else [],
+      "changes": changes.tolist(),
+      "labels": labels.tolist(),
+      "correct": correct.astype(int).tolist(),
+  }

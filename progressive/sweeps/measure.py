@@ -6,9 +6,9 @@ A summary holds the point's overrides, final eval rows and best test size, then 
 union of the measures its `Settings` ask for. Each measure is a small object with a
 `name` and a `run(inputs)` returning its summary entries (the shape of big_vision's
 evaluators): `Budget` always, and beyond a tuning run's summary `Stability`, `Shift`,
-`Ensemble`, `Controls`, `Finetune` and `ObjectScale`. They read one `Inputs`: the
-restored `Run`, its metrics rows, and the eval split, training images and recalibrated
-logits loaded once for all of them.
+`CanvasProtocol` (when asked), `Ensemble`, `Controls`, `Finetune` and `ObjectScale`.
+They read one `Inputs`: the restored `Run`, its metrics rows, and the eval split,
+training images and recalibrated logits loaded once for all of them.
 
 A sweep's ensemble sizes and fine-tune sizes are either one tuple for every point or a
 mapping from a point's last stage size to its own (sizes near each training size).
@@ -41,8 +41,10 @@ WALL_FILE = "sweep_wall.json"  # The seconds a point trained, over every attempt
 DEVICE_FILE = "sweep_device.json"  # The device kinds a point trained on, over every attempt.
 # What a summary measures beyond its options; a summary of an older version is remade.
 # 2: period shifts, object scale, the scale controls; 3: act_near_zero after ReLUs;
-# 4: train_gflops counted from the architecture (XLA's count is train_gflops_xla).
-MEASURES = 4
+# 4: train_gflops counted from the architecture (XLA's count is train_gflops_xla);
+# 5: shifts of every scale_shapes test image on a canvas grown by the largest shift
+# (nothing left out), with the images each shift measure used (shift_images).
+MEASURES = 5
 OBJECT_PER_BIN = 24  # Rendered scenes per object-scale bin.
 LOGITS_FILE = "eval_logits.npz"  # Test logits at the training size, for the seed ensemble.
 
@@ -234,11 +236,15 @@ def shift_summary(run, examples, *, num_images: int, max_shift: int) -> dict:
   """Jaggedness and consistency of a finished run at its last stage's size, on the first
   `num_images` of `examples` (0: all of them): within `max_shift` px (Azulay & Weiss,
   Zhang), and over one whole subsampling period of the traced total stride along x, y and
-  the diagonal, objects kept inside the canvas (`shift.period_sweep`; averaged over the
-  directions)."""
+  the diagonal (`shift.period_sweep`; averaged over the directions). `scale_shapes`
+  scenes are shifted on a canvas grown by the largest shift on each side, so every one
+  is measured (`shift_canvas`, `shift_period_canvas`: the sides the network saw);
+  `photos` patches whose camera moves would leave their region are left out
+  (`shift_inside`). `shift_images` and `shift_period_images` say how many images each
+  measure used."""
   size = int(run.config.stages[-1]["size"])
   examples = {k: v[:num_images or None] for k, v in examples.items()}
-  predict = run.predictor(size)
+  predict = shift.at_view_size(run.predict)  # The grown canvas at its own size, not zoomed.
   mode = run_lib.shift_mode(run.config.data)
   args = dict(size=size, max_shift=max_shift, mode=mode)
   along = shift.shift_sweep(predict, examples, run.info, **args)
@@ -252,19 +258,39 @@ def shift_summary(run, examples, *, num_images: int, max_shift: int) -> dict:
 
   return {
       "shift_size": size,
+      "shift_canvas": along["canvas"],
+      "shift_images": along["n_images"],
       "jaggedness": along["mean_changes"],
       "frac_changed": along["frac_changed"],
       "consistency": cons["consistency"],
       "jaggedness_family": {k: v["mean_changes"] for k, v in along["family"].items()},
       "consistency_family": cons["family"],
       "shift_period": period,
+      "shift_period_canvas": over["canvas"],
       "jag_period": across("mean_changes"),
       "pred_change": across("pred_change_rate"),
       "prob_change": across("prob_change"),
       "cons_period": over["consistency"],
       "shift_inside": over["inside"],
-      "shift_period_images": over.get("num_images"),
+      "shift_period_images": over["n_images"],
   }
+
+
+def canvas_summary(predict_at, examples, *, size: int, period: int, topk: int) -> dict:
+  """Azulay & Weiss's canvas protocol (`shift.canvas_protocol`): each of `examples`'
+  images at `size` px in a black canvas of `size + 2 * period` px (two whole periods of
+  free range; 48 px for 32 px and a stride of 8, their 1.5 ratio), moved down one pixel
+  at a time; `predict_at(images, side)` is `Run.predict`. Summary keys: `aw_jag_top<k>`
+  (changes of top-k correctness per image, with `_ci`), `aw_changed_top<k>` (the
+  fraction of images with one or more), `aw_acc_top<k>` (top-k accuracy over every
+  position), `aw_canvas` and `aw_images`."""
+  canvas = int(size) + 2 * int(period)
+  result = shift.canvas_protocol(lambda views: predict_at(views, canvas), examples["image"],
+                                 examples["label"], size=size, canvas=canvas, topk=topk)
+  k = int(topk)
+  return {f"aw_jag_top{k}": result["mean_changes"], f"aw_jag_top{k}_ci": result["mean_changes_ci"],
+          f"aw_changed_top{k}": result["frac_changed"], f"aw_acc_top{k}": result["accuracy"],
+          "aw_canvas": canvas, "aw_images": result["n_images"]}
 
 
 def object_scale_summary(run, *, per_bin: int) -> dict:
@@ -424,6 +450,22 @@ class Shift:
 
 
 @dataclasses.dataclass(frozen=True)
+class CanvasProtocol:
+  """Azulay & Weiss's canvas protocol at the last stage's size with top-`topk`
+  jaggedness, on the first `num_images` test images (0: all; `canvas_summary`)."""
+  topk: int
+  num_images: int
+  name = "canvas_protocol"
+
+  def run(self, inputs: Inputs) -> dict:
+    run = inputs.run
+    size = int(run.config.stages[-1]["size"])
+    period = controls.grid(run.config.model, [size], run.info.num_classes)["total_stride"]
+    examples = {k: v[:self.num_images or None] for k, v in inputs.examples.items()}
+    return canvas_summary(run.predict, examples, size=size, period=period, topk=self.topk)
+
+
+@dataclasses.dataclass(frozen=True)
 class Ensemble:
   """The multi-size test-time ensemble over `sizes` (`ensemble_summary`)."""
   sizes: tuple[int, ...]
@@ -470,14 +512,17 @@ class Settings:
   """What a sweep measures of each point: shifts on the first `num_shift_images` test
   images (0: all) up to `max_shift` px, the multi-size ensemble over `ensemble_sizes`,
   the scale controls with batch norm recalibrated on `bn_images` training images (0: no
-  controls), FixRes's fine-tune (`finetune`: `sizes`, `epochs`, `lr`). `tuning`: a
-  tuning run's summary, its eval rows and budget alone (it is read for its metric)."""
+  controls), FixRes's fine-tune (`finetune`: `sizes`, `epochs`, `lr`), Azulay & Weiss's
+  canvas protocol with top-`canvas_topk` jaggedness on the shift measures' images (0:
+  off; a forward pass per pixel of two periods per image). `tuning`: a tuning run's
+  summary, its eval rows and budget alone (it is read for its metric)."""
 
   num_shift_images: int = 0
   max_shift: int = 4
   ensemble_sizes: tuple[int, ...] | Mapping[int, tuple[int, ...]] = ()
   bn_images: int = 0
   finetune: Mapping[str, Any] | None = None
+  canvas_topk: int = 0
   tuning: bool = False
 
   @classmethod
@@ -496,6 +541,8 @@ class Settings:
                "measures": MEASURES}
     if self.bn_images:  # Absent when off, so summaries made before the controls existed stay valid.
       options["bn_images"] = int(self.bn_images)
+    if self.canvas_topk:  # Absent when off, as bn_images.
+      options["canvas_topk"] = int(self.canvas_topk)
     tune = finetune_for_point(self.finetune, config)
     if tune:
       options["finetune"] = dict(tune)
@@ -509,6 +556,7 @@ class Settings:
     tune = finetune_for_point(self.finetune, config)
     return [
         Budget(), Stability(), Shift(self.num_shift_images, self.max_shift),
+        *([CanvasProtocol(self.canvas_topk, self.num_shift_images)] if self.canvas_topk else []),
         *([Ensemble(sizes)] if sizes else []),
         *([Controls()] if self.bn_images else []),
         *([Finetune(tune)] if tune else []),
