@@ -16,14 +16,30 @@ Arms, at one budget (7 epochs of the progressive schedule):
 - `fixed32_flops`: 32 px for the progressive run's training FLOPs (pixels per image times
   images: 3.875 epochs);
 - `fixed32_steps`: 32 px for the progressive run's optimizer steps (7 epochs, 1.8x its FLOPs);
-- `fixed24_flops`: 24 px, the middle size, for the progressive run's FLOPs (6.89 epochs).
+- `fixed24_flops`: 24 px, the middle size, for the progressive run's FLOPs (6.89 epochs);
+- `fixed32_zoom_flops`: zoom augmentation, `fixed32_flops` trained with random-resized-crop
+  (35-100% of the area) and flip: scales mixed inside every batch rather than one scale per
+  stage (the claim's contrast; the earlier `progressive_vs_fixed` zoom arm was untuned, 3
+  seeds).
 `opt.lr_max` is chosen per arm from the grid on a validation slice of the training split
 (`train[:90%]` / `train[90%:]`, by accuracy at 32 px, the mean of two tuning seeds per
 value), then every arm runs with seeds
 0-4 on the full training split and is tested once on the test split. Test sizes 16-48
 px; the network's total stride is 16, so 16 and 32 px are on its grid and 24, 40 and 48
 are not (the analysis report marks them). `get_comparisons` names the headline
-differences; the sweep writes them with 95% intervals and Welch p-values.
+differences; the sweep writes them with 95% intervals and Welch p-values (exploratory).
+
+`get_hypotheses` names claim 3's primary hypotheses, each with its predicted sign (every
+variant; the smoke run has no zoom arm, so only the first and third), with batch-norm
+statistics recomputed at the test size where the size changes (`acc_bn@S`):
+- progressive resizing beats one fixed size at equal FLOPs: `progressive` minus
+  `fixed32_flops` in accuracy at 32 px (`acc@32 > 0`);
+- it beats zoom augmentation at equal FLOPs: `progressive` minus `fixed32_zoom_flops`
+  (`acc@32 > 0`);
+- its mechanism, "an ensemble across sizes learnt in one run": the progressive network
+  keeps more of its accuracy at the sizes it trained at first than the fixed network
+  does, the mean retention `acc_bn@S / acc_bn@32` over S = 16 and 24 px, `progressive`
+  minus `fixed32_flops` (> 0: an interaction of arm and test size).
 
 `:photos` runs the same sweep on real photographs, `photos/sweep32` (16 grey classes, 32
 px, 4096 / 1024, docs/PHOTOS.md), training with horizontal flips as configs/photos.py does.
@@ -95,6 +111,8 @@ def _arms(stages) -> list[dict]:
       {"name": f"fixed{largest}_flops", "stages": (equal_budget(stages, largest),)},
       {"name": f"fixed{largest}_steps", "stages": (steps_equal,)},
       {"name": f"fixed{middle}_flops", "stages": (equal_budget(stages, middle),)},
+      {"name": f"fixed{largest}_zoom_flops", "stages": (equal_budget(stages, largest),),
+       "data.augment": "rrc_flip"},
   ]
 
 
@@ -127,3 +145,30 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   """`(arm, baseline)`: progressive against each other arm (difference: progressive minus it)."""
   names = [point["name"].rsplit("_seed", 1)[0] for point in get_sweep(arg)]
   return [("progressive", name) for name in dict.fromkeys(names) if name != "progressive"]
+
+
+def _retention(arm: str, sizes, largest: int) -> spec.Contrast:
+  """Within one network: the mean over `sizes` of `acc_bn@S / acc_bn@<largest>`."""
+  g = spec.group(arm)
+  first, *rest = (g[f"acc_bn@{size}"] / g[f"acc_bn@{largest}"] for size in sizes)
+  return sum(rest, first) / len(sizes)
+
+
+def get_hypotheses(arg: str | None = None) -> list[dict]:
+  """Claim 3's primary hypotheses, each with its predicted sign (written before the run;
+  the comparisons are exploratory)."""
+  stages = _stages(_variant(arg))
+  largest = stages[-1]["size"]
+  earlier = [s["size"] for s in stages[:-1]]
+  arms = {point["name"].rsplit("_seed", 1)[0] for point in get_sweep(arg)}
+  progressive, fixed = spec.group("progressive"), spec.group(f"fixed{largest}_flops")
+  zoom = f"fixed{largest}_zoom_flops"
+  out = [dict(claim=3, name=f"progressive_beats_fixed{largest}_at_equal_flops", predicted="> 0",
+              contrast=progressive[f"acc@{largest}"] - fixed[f"acc@{largest}"])]
+  if zoom in arms:
+    out.append(dict(claim=3, name="progressive_beats_zoom_at_equal_flops", predicted="> 0",
+                    contrast=progressive[f"acc@{largest}"] - spec.group(zoom)[f"acc@{largest}"]))
+  out.append(dict(claim=3, name="progressive_keeps_its_earlier_sizes", predicted="> 0",
+                  contrast=_retention("progressive", earlier, largest)
+                  - _retention(f"fixed{largest}_flops", earlier, largest)))
+  return out

@@ -30,6 +30,18 @@ every ReLU and every activation record of the run; `act_near_zero_preact` is fas
 figure, the same fraction of the convolutions' outputs before batch norm and ReLU (a
 bias-free convolution's are about half negative by sign alone), and `act_std` their std
 at the last record; `skipped_steps` counts the steps skipped for a non-finite loss.
+
+`get_hypotheses` (the reruns) names claim 6's primary hypotheses: each of its three
+remedies makes training healthier as the activation statistics show it (fastbook ch. 13:
+fewer activations near zero), i.e. lowers `act_near_zero`, the fraction of ReLU outputs
+<= 0.05 over the run, each with the predicted sign "< 0":
+- batch norm: `bn_one_cycle` minus `no_bn_one_cycle`;
+- one-cycle with inverse momentum, without batch norm (where fastbook showed it):
+  `no_bn_one_cycle` minus `no_bn_constant`;
+- larger batches at equal images (and FLOPs): `bn_one_cycle_batch512` minus
+  `bn_one_cycle_at_batch512_images` (at equal steps batch 512 also sees 4x the images;
+  that comparison stays exploratory).
+Accuracy and the other comparisons are exploratory (`get_comparisons`).
 """
 
 import ml_collections
@@ -109,3 +121,24 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
           ("no_bn_one_cycle", "no_bn_constant"), ("bn_one_cycle", "bn_constant"),
           ("bn_one_cycle_batch512", "bn_one_cycle"),
           ("bn_one_cycle_batch512", "bn_one_cycle_at_batch512_images")]
+
+
+def get_hypotheses(arg: str | None = None) -> list[dict]:
+  """Claim 6's primary hypotheses for the reruns (the other variants have no seeds), each
+  with its predicted sign: batch norm, one-cycle and larger batches each lower the
+  fraction of near-zero ReLU outputs over the run."""
+  if not _variant(arg).rerun:
+    return []
+
+  def near_zero(arm):
+    return spec.group(arm)["act_near_zero"]
+
+  return [
+      dict(claim=6, name="bn_fewer_near_zero", predicted="< 0",
+           contrast=near_zero("bn_one_cycle") - near_zero("no_bn_one_cycle")),
+      dict(claim=6, name="one_cycle_fewer_near_zero_without_bn", predicted="< 0",
+           contrast=near_zero("no_bn_one_cycle") - near_zero("no_bn_constant")),
+      dict(claim=6, name="batch512_fewer_near_zero_at_equal_images", predicted="< 0",
+           contrast=near_zero("bn_one_cycle_batch512")
+           - near_zero("bn_one_cycle_at_batch512_images")),
+  ]

@@ -39,7 +39,7 @@ def test_every_config_loads_from_another_directory(tmp_path):
   result = subprocess.run([sys.executable, "-c", code, *paths], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
-  assert len(result.stdout.splitlines()) == len(CONFIGS) == 14
+  assert len(result.stdout.splitlines()) == len(CONFIGS) >= 16
 
 
 def test_train_photos_smoke_from_another_directory(tmp_path):

@@ -13,15 +13,16 @@ import pytest
 
 from progressive import cli, config_files, errors, models, schedules
 from progressive.commands import sweep as sweep_command
-from progressive.config import validate
-from progressive.models import flops
+from progressive.config import field_names, validate
+from progressive.data import pipeline
+from progressive.models import flops, geometry
 from progressive.sweeps import aggregate, measure, spec, tables, tuning
 from progressive.sweeps import run as runner
 from progressive.training import train
 
 REPO = pathlib.Path(__file__).parents[1]
 EXPERIMENTS = ("size_sweep", "antialias", "head", "stability", "progressive_vs_fixed", "fixres",
-               "train_test_size", "progressive_resizing", "parts")
+               "train_test_size", "progressive_resizing", "translation", "depth", "parts")
 
 
 def test_product_and_zip():
@@ -187,7 +188,10 @@ def test_every_experiment_point_validates(name, arg):
                                   "antialias.py:tuned64_simple_cnn",
                                   "progressive_resizing.py:long", "progressive_resizing.py:photos_long",
                                   "antialias.py:tuned64_vgg11", "antialias.py:tuned64_resnet18_photos",
-                                  "antialias.py:rerun_resnet18_photos", "antialias.py:rerun_vgg11"])
+                                  "antialias.py:rerun_resnet18_photos", "antialias.py:rerun_vgg11",
+                                  "translation.py", "translation.py:photos", "translation.py:tuned64",
+                                  "depth.py", "depth.py:resnet", "depth.py:tuned64",
+                                  "depth.py:resnet,photos"])
 def test_every_rerun_point_and_tuning_run_validates(flag):
   sweep = spec.load(f"{REPO}/configs/{flag}")
   points, runs = sweep.expand(), tuning.tuning_points(sweep)
@@ -247,6 +251,88 @@ def test_batch_128_at_batch_512s_images_matches_its_budget():
   assert matched["train_gflops"] == pytest.approx(big["train_gflops"])
   assert configs["bn_one_cycle_at_batch512_images_seed0"].batch_size == 128
   assert ("bn_one_cycle_batch512", "bn_one_cycle_at_batch512_images") in sweep.comparisons
+
+
+def _total_stride(config) -> int:
+  table = geometry.layer_table(config.model, int(config.stages[-1]["size"]), 12)
+  return int(geometry.totals(table)["total_stride"])
+
+
+@pytest.mark.parametrize("flag", ["translation.py", "translation.py:tuned64"])
+def test_the_shift_arms_cover_the_subsampling_period_at_the_same_budget(flag):
+  """Only data.augment and max_shift differ between the arms; max_shift is the traced
+  total stride (half of it for half_shift_flip), in pixels of the training size."""
+  sweep = spec.load(f"{REPO}/configs/{flag}")
+  configs = {name: config for name, overrides, config in sweep.expand() if overrides["seed"] == 0}
+  flip, shifted, half = (configs[f"{arm}_seed0"] for arm in ("flip", "shift_flip", "half_shift_flip"))
+  stride = _total_stride(flip)
+  assert stride == 16 and (flip.data.augment, flip.data.max_shift) == ("flip", None)
+  assert (shifted.data.augment, shifted.data.max_shift) == ("shift_flip", stride)
+  assert (half.data.augment, half.data.max_shift) == ("shift_flip", stride // 2)
+  size = flip.stages[-1]["size"]
+  assert pipeline.dataset_info(flip.data).image_size == size  # Host pixels are stage pixels.
+  for config in (shifted, half):
+    changed = {k for k in field_names(config)
+               if _field(config, k) != _field(flip, k)}
+    assert changed == {"data.augment", "data.max_shift"}
+  claims = {(h.claim, h.name, h.predicted) for h in sweep.hypotheses}
+  assert claims == {(5, "shift_flip_changes_less", "< 0"), (5, "shift_flip_less_jagged", "< 0"),
+                    (5, "shift_flip_costs_accuracy", "< 0")}
+  assert f"acc@{size}" in str(sweep.hypotheses[2].contrast)
+
+
+def _field(config, name):
+  node = config
+  for part in name.split("."):
+    node = node[part]
+  return node
+
+
+@pytest.mark.parametrize("flag,arms", [
+    ("depth.py", ("vgg11", "vgg13", "vgg16")), ("depth.py:tuned64", ("vgg11", "vgg13", "vgg16")),
+    ("depth.py:resnet", ("resnet18", "resnet34"))])
+def test_depth_arms_share_the_total_stride_and_the_deepest_budget_is_matched(flag, arms):
+  sweep = spec.load(f"{REPO}/configs/{flag}")
+  configs = {name: config for name, overrides, config in sweep.expand() if overrides["seed"] == 0}
+  shallow, deep = arms[0], arms[-1]
+  matched = f"{shallow}_at_{deep}_flops"
+  assert set(configs) == {f"{a}_seed0" for a in (*arms, matched)}
+  tables = [geometry.layer_table(configs[f"{a}_seed0"].model, 32, 12) for a in arms]
+  convs = [sum(row["kind"] == "conv" for row in table) for table in tables]
+  assert convs == sorted(convs) and len(set(convs)) == len(arms)  # Only depth grows.
+  assert len({_total_stride(configs[f"{a}_seed0"]) for a in (*arms, matched)}) == 1
+  assert len({configs[f"{a}_seed0"].stages[-1]["size"] for a in arms}) == 1
+  budgets = {a: _budget(configs[f"{a}_seed0"]) for a in (shallow, deep, matched)}
+  assert budgets[deep]["train_gflops"] > 1.5 * budgets[shallow]["train_gflops"]
+  per_step = budgets[shallow]["train_gflops"] / budgets[shallow]["steps"]
+  assert abs(budgets[matched]["train_gflops"] - budgets[deep]["train_gflops"]) <= per_step
+  assert [(h.claim, h.predicted) for h in sweep.hypotheses] == [(5, "> 0")] * 3
+  assert matched in str(sweep.hypotheses[2].contrast)
+  assert all(deep in str(h.contrast) for h in sweep.hypotheses)
+
+
+@pytest.mark.parametrize("arg", [None, "photos", "long", "photos_long"])
+def test_claim_3_has_a_tuned_zoom_arm_and_its_own_hypotheses(arg):
+  sweep = spec.load(f"{REPO}/configs/progressive_resizing.py" + (f":{arg}" if arg else ""))
+  configs = {name: config for name, overrides, config in sweep.expand() if overrides["seed"] == 0}
+  zoom, fixed = configs["fixed32_zoom_flops_seed0"], configs["fixed32_flops_seed0"]
+  assert zoom.data.augment == "rrc_flip" and zoom.stages == fixed.stages
+  assert sweep.tuning.seeds == spec.TUNING_SEEDS
+  assert {o["seed"] for o in sweep.overrides if o["name"].startswith("fixed32_zoom")} == set(
+      range(5))
+  names = {h.name: h for h in sweep.hypotheses}
+  assert set(names) == {"progressive_beats_fixed32_at_equal_flops",
+                        "progressive_beats_zoom_at_equal_flops", "progressive_keeps_its_earlier_sizes"}
+  assert all(h.claim == 3 and h.predicted == "> 0" for h in names.values())
+  assert "fixed32_zoom_flops[acc@32]" in str(names["progressive_beats_zoom_at_equal_flops"].contrast)
+
+
+@pytest.mark.parametrize("arg", ["rerun", "rerun_photos"])
+def test_claim_6_has_its_own_hypotheses(arg):
+  sweep = spec.load(f"{REPO}/configs/stability.py:{arg}")
+  assert [(h.claim, h.predicted) for h in sweep.hypotheses] == [(6, "< 0")] * 3
+  assert all("[act_near_zero]" in str(h.contrast) for h in sweep.hypotheses)
+  assert not spec.load(f"{REPO}/configs/stability.py").hypotheses  # No seeds, no hypotheses.
 
 
 def test_antialias_covers_three_families_and_their_modes():
