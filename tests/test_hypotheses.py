@@ -279,3 +279,15 @@ def test_aggregation_refuses_a_seed_group_that_mixes_device_kinds(tmp_path, no_f
   with pytest.raises(tables.MixedDevicesError,
                      match=r"^Point b_seed1 trained on several device kinds \(cpu \+ NVIDIA H200 \(gpu\)\)"):
     aggregate.aggregate(spec.load(flag), str(workdir))
+
+
+def test_image_counts_come_from_where_each_measure_was_taken():
+  """A shift measure counts the images it shifted (a photograph's patch that would leave
+  its region is left out), not the images it was asked for."""
+  summary = {"eval_images": 120, "options": {"num_shift_images": 64}, "shift_images": 58,
+             "shift_period_images": 51}
+  assert hypotheses.images(summary, "acc@32") == 120
+  assert hypotheses.images(summary, "jaggedness") == 58
+  assert hypotheses.images(summary, "jag_period") == 51
+  del summary["shift_images"]  # A summary made before MEASURES 5.
+  assert hypotheses.images(summary, "jaggedness") == 64

@@ -66,6 +66,8 @@ def images(summary: Mapping[str, Any], metric: str) -> int | None:
   if metric.startswith(WHOLE_SPLIT):
     return whole
   if metric in SHIFTED:
+    if summary.get("shift_images") is not None:  # Counted where measured (MEASURES >= 5).
+      return summary["shift_images"]
     used = (summary.get("options") or {}).get("num_shift_images") or 0
     return whole if not used or whole is None else min(used, whole)
   if metric in PERIOD:
