@@ -525,7 +525,7 @@ def test_parts_configs_name_their_classes_and_families():
 
   assert ss.PARTS_PERIODS == tuple(2 * p for p in ss.SMALL_PARTS_PERIODS)
   for name, periods, sizes in (("parts", ss.PARTS_PERIODS, (64, 10_000, 2_000)),
-                               ("small_parts", ss.SMALL_PARTS_PERIODS, (32, 4096, 1024))):
+                               ("small_parts", ss.SMALL_PARTS_PERIODS, (32, 20_480, 2_048))):
     config = ss.builder_config(name)
     assert (config.storage_size, config.num_train, config.num_test) == sizes
     assert config.class_names() == ("ears_pointed", "ears_round", "ears_square") + tuple(
