@@ -227,3 +227,15 @@ def test_a_sweep_summary_counts_the_images_of_every_shift_measure(info):
   assert summary["shift_period_canvas"] == size + 2 * shift.period_extent(period)
   assert summary["shift_inside"]["left_out"] == 0
   assert all(shown == side for shown, side in sides)  # Each canvas seen at its own side.
+
+
+def test_a_network_fixed_at_its_size_sees_the_central_frame_of_a_grown_canvas():
+  """A flatten head runs only at its training size: it gets each view's central `size`
+  window (the scene shifted inside a `size` frame), never a zoomed canvas."""
+  seen = []
+  views = np.arange(2 * 40 * 40 * 3, dtype=np.float32).reshape(2, 40, 40, 3)
+  predict = shift.in_frame(lambda images, size: seen.append((images, size)) or np.zeros((2, 3)), 32)
+  predict(views)
+  (images, size), = seen
+  assert size == 32 and images.shape == (2, 32, 32, 3)
+  np.testing.assert_array_equal(images, views[:, 4:36, 4:36])

@@ -166,7 +166,7 @@ def analyze(run: Run, options: Options | None = None) -> dict[str, Any]:
   shift_size = int(options.shift_size or run.train_size)
   mode = options.shift_mode or shift_mode(run.config.data)
   shift_args = dict(size=shift_size, mode=mode, max_shift=options.max_shift)
-  predict_view = shift.at_view_size(run.predict)  # A grown canvas at its own side.
+  predict_view = shift.view_predictor(run)  # A grown canvas at its own side (flatten: its frame).
   shift_result = {
       "sweep": shift.shift_sweep(
           predict_view, examples, run.info, direction=options.direction,

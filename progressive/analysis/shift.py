@@ -204,6 +204,26 @@ def at_view_size(predict_at: Callable[[np.ndarray, int], np.ndarray]) -> Callabl
   return lambda images: predict_at(images, int(np.shape(images)[1]))
 
 
+def in_frame(predict_at: Callable[[np.ndarray, int], np.ndarray], size: int) -> Callable:
+  """`images -> logits` of each image's central `size` window, for a network that runs
+  only at `size` (a `"flatten"` head): on a canvas grown around the frame, that window is
+  the scene shifted inside a `size` frame, so an object near its edge may leave it (the
+  grown canvas's whole-object guarantee does not hold)."""
+  def predict(images):
+    margin = (int(np.shape(images)[1]) - size) // 2
+    return predict_at(np.asarray(images)[:, margin:margin + size, margin:margin + size], size)
+  return predict
+
+
+def view_predictor(run) -> Callable:
+  """The predictor the shift measures use for `run` (an `analysis.Run`): the grown canvas
+  at its own side (`at_view_size`), or, for a network fixed at its training size (a
+  `"flatten"` head), the central frame of it (`in_frame`)."""
+  if run.config.model.get("head") == "flatten":
+    return in_frame(run.predict, run.train_size)
+  return at_view_size(run.predict)
+
+
 def _predict_views(predict: Callable, views: np.ndarray) -> np.ndarray:
   """Logits `[N, T, C]` of views `[N, T, H, W, 3]`."""
   n, t = views.shape[:2]

@@ -244,7 +244,8 @@ def shift_summary(run, examples, *, num_images: int, max_shift: int) -> dict:
   measure used."""
   size = int(run.config.stages[-1]["size"])
   examples = {k: v[:num_images or None] for k, v in examples.items()}
-  predict = shift.at_view_size(run.predict)  # The grown canvas at its own size, not zoomed.
+  # The grown canvas at its own size, not zoomed; a flatten head sees its central frame.
+  predict = shift.view_predictor(run)
   mode = run_lib.shift_mode(run.config.data)
   args = dict(size=size, max_shift=max_shift, mode=mode)
   along = shift.shift_sweep(predict, examples, run.info, **args)
@@ -258,7 +259,7 @@ def shift_summary(run, examples, *, num_images: int, max_shift: int) -> dict:
 
   return {
       "shift_size": size,
-      "shift_canvas": along["canvas"],
+      "shift_canvas": size if run.config.model.get("head") == "flatten" else along["canvas"],
       "shift_images": along["n_images"],
       "jaggedness": along["mean_changes"],
       "frac_changed": along["frac_changed"],
@@ -266,7 +267,7 @@ def shift_summary(run, examples, *, num_images: int, max_shift: int) -> dict:
       "jaggedness_family": {k: v["mean_changes"] for k, v in along["family"].items()},
       "consistency_family": cons["family"],
       "shift_period": period,
-      "shift_period_canvas": over["canvas"],
+      "shift_period_canvas": size if run.config.model.get("head") == "flatten" else over["canvas"],
       "jag_period": across("mean_changes"),
       "pred_change": across("pred_change_rate"),
       "prob_change": across("prob_change"),
