@@ -284,6 +284,7 @@ def test_shift_flip_shifts_within_max_shift_drawn_per_seed_epoch_and_example(moc
                                   np.concatenate([b["image"] for b in shifted]))
 
 
+@pytest.mark.slow  # End to end: trains and analyses a TFDS run (20 s).
 def test_smoke_training_on_mock_cifar10(mock_tfds, tmp_path):
   config = tfds_config("cifar10")
   summary = train.train_and_evaluate(config, str(tmp_path))

@@ -133,6 +133,7 @@ def test_workdir_with_another_config_is_refused(smoke_run):
     train.train_and_evaluate(config, str(workdir))
 
 
+@pytest.mark.slow  # End to end: a second run interrupted and resumed (14 s).
 def test_interrupted_run_resumes_to_identical_result(smoke_run, smoke_config, tmp_path, monkeypatch):
   _, _, reference, _ = smoke_run
   reference_rows = read_rows(smoke_run[1] / "metrics.jsonl")
