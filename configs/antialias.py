@@ -201,7 +201,7 @@ def get_sweep(arg: str | None = None) -> list[dict]:
       points.append({"name": f"{family}_{MATCHED}", **models[family], **MODES[0],
                      "stages": (dict(size=size, epochs=epochs),)})
   if variant.protocol:  # Seed by seed: every arm's seed 0, then every arm's seed 1, ...
-    return [p for seed in SEEDS for p in spec.with_seeds(points, (seed,))]
+    return spec.seed_by_seed(points, SEEDS)
   return points
 
 

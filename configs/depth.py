@@ -136,7 +136,7 @@ def get_sweep(arg: str | None = None) -> list[dict]:
   stage[key] = round(budget) if key == "steps" else round(budget, 4)
   arms.append({"name": matched, **models[shallow], "stages": (stage,)})
   seeds = (0, 1) if variant.smoke else SEEDS
-  return [p for seed in seeds for p in spec.with_seeds(arms, (seed,))]
+  return spec.seed_by_seed(arms, seeds)
 
 
 def get_tuning(arg: str | None = None) -> dict:

@@ -107,7 +107,7 @@ def get_sweep(arg: str | None = None) -> list[dict]:
   """Seed by seed: every arm's seed 0, then every arm's seed 1, ..."""
   arms = _arms(arg)
   seeds = (0, 1) if _variant(arg).smoke else SEEDS
-  return [p for seed in seeds for p in spec.with_seeds(arms, (seed,))]
+  return spec.seed_by_seed(arms, seeds)
 
 
 def get_tuning(arg: str | None = None) -> dict:

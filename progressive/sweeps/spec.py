@@ -59,6 +59,12 @@ def with_seeds(points: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> lis
   return out
 
 
+def seed_by_seed(points: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> list[dict[str, Any]]:
+  """`with_seeds` ordered seed by seed (every point's first seed, then every point's
+  second, ...), so that a sweep stopped early holds whole seeds of every arm."""
+  return [p for seed in seeds for p in with_seeds(points, (seed,))]
+
+
 def _to_bool(text: str) -> bool:
   lowered = text.lower()
   if lowered not in ("true", "1", "yes", "false", "0", "no"):
