@@ -167,21 +167,14 @@ def canvas_protocol(result: Mapping[str, Any], *, max_rows: int = 60) -> Figure:
   in the canvas, white where the true class is in the top-k; below, the top-k accuracy
   at each position."""
   correct = np.asarray(result["correct"], bool)[:max_rows]
-  positions = np.asarray(result["positions"])
   rows = max(len(correct), 1)
   fig = Figure(figsize=(8, 1.6 + 0.08 * max(rows, 20)), layout="constrained")
   grid, curve = fig.subplots(2, 1, height_ratios=[max(rows, 20) / 10, 1.2], sharex=True)
-  grid.imshow(correct.reshape(rows, len(positions)) if correct.size else
-              np.zeros((1, len(positions))), cmap="gray", vmin=0, vmax=1, aspect="auto",
-              interpolation="nearest",
-              extent=(positions[0] - 0.5, positions[-1] + 0.5, rows - 0.5, -0.5))
-  grid.set_ylabel("image")
+  _correct_grid(grid, curve, result["correct"], result["positions"],
+                result["accuracy_by_position"], result["topk"], max_rows)
   grid.set_title(f"top-{result['topk']} correct (white), {len(correct)} of "
                  f"{result['n_images']} images shown", fontsize=9)
-  curve.plot(positions, result["accuracy_by_position"], color="black", marker=".", markersize=3)
-  curve.set_ylim(-0.02, 1.02)
   curve.set_xlabel(f"offset of the image in the canvas along {tuple(result['direction'])} (px)")
-  curve.set_ylabel(f"top-{result['topk']} acc.")
   mean = result["mean_changes"]
   fig.suptitle(
       f"{result['size']} px images moved across a {result['canvas']} px canvas: "
@@ -189,6 +182,87 @@ def canvas_protocol(result: Mapping[str, Any], *, max_rows: int = 60) -> Figure:
          f"{mean:.2f} changes per image, {result['frac_changed']:.0%} of images change"),
       fontsize=10)
   return fig
+
+def _correct_grid(grid, curve, correct, positions, accuracy_by_position, topk: int,
+                  max_rows: int) -> None:
+  """Azulay & Weiss's grid on `grid`: one row per image (the first `max_rows`), one column
+  per position, white where the true class is in the top-k, black where not, blue where
+  the position was left out (None); the top-k accuracy at each position on `curve`."""
+  positions = np.asarray(positions)
+  values = np.array([[np.nan if c is None else c for c in row] for row in correct[:max_rows]],
+                    np.float64).reshape(-1, len(positions))
+  rows = max(len(values), 1)
+  grid.imshow(values if values.size else np.zeros((1, len(positions))),
+              cmap=colormaps["gray"].with_extremes(bad="tab:blue"), vmin=0, vmax=1,
+              aspect="auto", interpolation="nearest",
+              extent=(positions[0] - 0.5, positions[-1] + 0.5, rows - 0.5, -0.5))
+  grid.set_ylabel("image")
+  accuracy = [np.nan if a is None else a for a in accuracy_by_position]
+  curve.plot(positions, accuracy, color="black", marker=".", markersize=3)
+  curve.set_ylim(-0.02, 1.02)
+  curve.set_ylabel(f"top-{topk} acc.")
+
+
+def shift_grids(result: Mapping[str, Any], *, topk: int = 5, max_rows: int = 60) -> Figure:
+  """Azulay & Weiss's figure of `invariance.canvas_shifts` or `invariance.crop_shifts`:
+  one panel per direction, images by positions, white where the true class is in the
+  top-`topk` (blue: a position left out, as a crop that would cut the object's box);
+  below each, the top-`topk` accuracy at each position."""
+  directions = result["directions"]
+  rows = min(max(result.get("n_images", result.get("images", 1)), 20), max_rows)
+  fig = Figure(figsize=(4.5 * len(directions), 1.6 + 0.08 * rows), layout="constrained")
+  axes = fig.subplots(2, len(directions), height_ratios=[rows / 10, 1.2], squeeze=False)
+  canvas = "canvas_px" in result
+  for column, (name, entry) in enumerate(directions.items()):
+    measures = entry[f"top{topk}"]
+    positions = measures.get("positions", result.get("positions"))
+    grid, curve = axes[0, column], axes[1, column]
+    _correct_grid(grid, curve, measures["correct"], positions, measures["accuracy_by_position"],
+                  topk, max_rows)
+    mean = measures["mean_changes"]
+    grid.set_title(f"{name}: " + ("no images" if mean is None else
+                                  f"{mean:.2f} changes per image, "
+                                  f"{measures['frac_changed']:.0%} change"), fontsize=9)
+    curve.set_xlabel("position of the image in the canvas (px)" if canvas else
+                     "offset of the window from the centre crop (px)")
+  if canvas:
+    title = (f"{result['object_px']} px images moved across a {result['canvas_px']} px canvas, "
+             f"top-{topk} correct (white)")
+  else:
+    title = (f"{result['crop_px']} px windows of the photographs (shorter side "
+             f"{result['resize_px']} px), top-{topk} correct (white)")
+  fig.suptitle(title, fontsize=10)
+  return fig
+
+
+def resolution_sweep(result: Mapping[str, Any]) -> Figure:
+  """Accuracy against test size (`invariance.resolution_sweep`): top-1 (solid) and top-5
+  (dashed) with the stored batch-norm statistics and with them recomputed at each size,
+  the peak of each top-1 marked, the network's own size as a grey line."""
+  fig = Figure(figsize=(6, 3.8), layout="constrained")
+  ax = fig.subplots()
+  for i, column in enumerate(dict.fromkeys(r["bn"] for r in result["rows"])):
+    rows = [r for r in result["rows"] if r["bn"] == column]
+    sizes = [r["size"] for r in rows]
+    ax.plot(sizes, [r["top1"] for r in rows], color=f"C{i}", marker="o", markersize=4,
+            label=f"top-1, bn {column}")
+    ax.plot(sizes, [r["top5"] for r in rows], color=f"C{i}", linestyle="--", alpha=0.6,
+            label=f"top-5, bn {column}")
+    peak = result["peak"].get(column)
+    if peak is not None:
+      best = next(r["top1"] for r in rows if r["size"] == peak)
+      ax.annotate(f"{peak} px", (peak, best), textcoords="offset points", xytext=(0, 6),
+                  ha="center", fontsize=8, color=f"C{i}")
+  ax.axvline(result["crop_px"], color="grey", linewidth=0.8)
+  ax.set_xlabel("test size (px)")
+  ax.set_ylabel("accuracy")
+  ax.set_ylim(-0.02, 1.02)
+  ax.legend(fontsize=8)
+  ax.set_title(f"{result['n_images']} images: shorter side resized to "
+               f"{result['resize_px'] / result['crop_px']:.3f} x the test size, the centre "
+               "cropped", fontsize=9)
+  return fig
+
 
 def layer_stats(
     rows: Sequence[Mapping[str, Any]],

@@ -530,13 +530,31 @@ def canvas_protocol(
   view, `accuracy_by_position`; and jaggedness (`mean_changes`, `frac_changed`, each
   with a bootstrap 95% interval over images).
   """
+  corners, logits = canvas_logits(predict_fn, images, labels, size=size, canvas=canvas,
+                                  direction=direction, fill=fill, batch_size=batch_size)
+  return canvas_measures(logits, labels, corners, size=size, canvas=canvas, topk=topk,
+                         direction=direction, seed=seed)
+
+
+def canvas_logits(
+    predict_fn: Callable[[np.ndarray], np.ndarray],
+    images: np.ndarray,
+    labels: np.ndarray,
+    *,
+    size: int,
+    canvas: int,
+    direction: Sequence[int] = (0, 1),
+    fill=0.0,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+  """The views of `canvas_protocol` and their logits: `(corners [T, 2], logits [N, T, C])`,
+  so that several top-k measures (`canvas_measures`) come from one pass."""
   images = np.asarray(images)
   labels = np.asarray(labels, np.int64)
   if images.ndim != 4 or len(images) != len(labels):
     raise ValueError(f"images must be [N, H, W, C] with one label each, got {images.shape} "
                      f"and {labels.shape} labels.")
   corners = canvas_positions(size, canvas, direction)
-  moving = 1 if tuple(int(d) for d in direction) == (0, 1) else 0
   if images.shape[1:3] != (size, size):
     images = np.asarray(jax.device_get(resize_images(images, size)))
   per_batch = max(1, int(batch_size) // len(corners))  # Images whose views fill a batch.
@@ -545,6 +563,24 @@ def canvas_protocol(
     views = embed(images[start:start + per_batch], corners, canvas, fill)
     logits.append(_predict_views(predict_fn, views))
   logits = np.concatenate(logits) if logits else np.zeros((0, len(corners), 1), np.float32)
+  return corners, logits
+
+
+def canvas_measures(
+    logits: np.ndarray,
+    labels: np.ndarray,
+    corners: np.ndarray,
+    *,
+    size: int,
+    canvas: int,
+    topk: int = 1,
+    direction: Sequence[int] = (0, 1),
+    seed: int = 0,
+) -> dict[str, Any]:
+  """`canvas_protocol`'s result from the logits `[N, T, C]` of its views at `corners`
+  (`canvas_logits`) for one `topk`."""
+  labels = np.asarray(labels, np.int64)
+  moving = 1 if tuple(int(d) for d in direction) == (0, 1) else 0
   correct = topk_correct(logits, labels[:, None], topk) if len(labels) else np.zeros(
       (0, len(corners)), bool)
   changes = count_changes(correct)
@@ -554,7 +590,7 @@ def canvas_protocol(
       "canvas": int(canvas),
       "topk": int(topk),
       "direction": [int(d) for d in direction],
-      "positions": corners[:, moving].tolist(),
+      "positions": np.asarray(corners)[:, moving].tolist(),
       "n_images": len(labels),
       **jaggedness(correct),
       "mean_changes_ci": _bootstrap(changes, rng),
