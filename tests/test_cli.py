@@ -120,6 +120,7 @@ BAD_ARGS = {
     "arch": [SMOKE, "--config.model.name=nosuch", "--num_classes=10"],
     "analyze": [],
     "sweep": [f"--config={REPO / 'configs' / 'antialias.py'}:smoke", "--set=opt.nosuch=1"],
+    "invariance": [f"--images={REPO}"],
 }
 MESSAGES = {
     "train": "config.opt.lr_max must be positive, got -1.0.",
@@ -127,6 +128,7 @@ MESSAGES = {
     "bench": "config.opt.lr_max must be positive, got -1.0.",
     "arch": "config.model.name must be one of",
     "analyze": "holds no run",
+    "invariance": "holds no run",
     "sweep": "Sweep override 'opt.nosuch' names no config field.",
 }
 
