@@ -71,10 +71,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   model.vgg_layers = ()
   # A norm after every conv (which then has no bias).
   model.batch_norm = True
-  # "gap" runs at every size; "flatten" ties the weights to one.
+  # "gap" and "adaptive" (torchvision's VGG: a head_grid^2 average pool) run at every size;
+  # "flatten" ties the weights to one.
   model.head = "gap"
   # Hidden dense widths in the head; VGG's own: (4096, 4096).
   model.head_hidden = ()
+  # head="adaptive": the side of the average-pooled map it flattens (VGG's 7).
+  model.head_grid = 7
   # Compute dtype; "bfloat16" on GPU/TPU. Params stay float32.
   model.dtype = "float32"
   # Every subsampling site: "stride" (as published), "max", "avg" or "blur" (Zhang 2019).
@@ -83,6 +86,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   model.blur_size = 3
   # BlurPool padding: "reflect" or "zero".
   model.blur_padding = "reflect"
+  # downsample="blur" at a published max pool: stride 1 with its window, "same", or "zhang" 2x2.
+  model.max_blur_pool = "same"
   # resnet: one 3x3 stride-1 conv, no pool (32 px inputs).
   model.small_stem = False
   # resnet: the last norm of each block starts at 0.

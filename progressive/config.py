@@ -74,10 +74,12 @@ FIELDS = (
     Field("model.batch_norm", True),
     Field("model.head", "gap"),
     Field("model.head_hidden", ()),
+    Field("model.head_grid", 7),
     Field("model.dtype", "float32"),
     Field("model.downsample", "stride"),
     Field("model.blur_size", 3),
     Field("model.blur_padding", "reflect"),
+    Field("model.max_blur_pool", "same"),
     Field("model.small_stem", False),
     Field("model.zero_init_residual", False),
     Field("model.dilation", 1),
@@ -306,6 +308,7 @@ def _check_model(model) -> None:
   _check_choice(get("dtype"), "config.model.dtype", models.DTYPES)
   _check_choice(get("downsample"), "config.model.downsample", models.DOWNSAMPLE_MODES)
   _check_choice(get("blur_padding"), "config.model.blur_padding", models.BLUR_PADDINGS)
+  _check_choice(get("max_blur_pool"), "config.model.max_blur_pool", models.MAX_BLUR_POOLS)
   blur_size = get("blur_size")
   if isinstance(blur_size, bool) or blur_size not in models.BLUR_SIZES:
     raise ConfigError(f"config.model.blur_size must be an integer in 1..7, got {blur_size!r}.")
@@ -320,6 +323,7 @@ def _check_model(model) -> None:
   width = get("width")
   if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
     raise ConfigError(f"config.model.width must be a positive number, got {width!r}.")
+  _positive_int(get("head_grid"), "config.model.head_grid")
   for i, hidden in enumerate(get("head_hidden")):
     _positive_int(hidden, f"config.model.head_hidden[{i}]")
   channels = get("channels")

@@ -24,7 +24,9 @@ def _model_config(**overrides):
   return config
 
 
-def _geometry(table, kinds=("conv", "max_pool", "avg_pool", "blur", "gap", "flatten")):
+def _geometry(
+    table, kinds=("conv", "max_pool", "avg_pool", "blur", "gap", "flatten", "adaptive_pool")
+):
   return [(r["kind"], r["n"], r["j"], r["rf"]) for r in table if r["kind"] in kinds]
 
 
@@ -81,6 +83,52 @@ def test_asymmetric_blur_padding_by_hand():
 def _row(table, name):
   (row,) = [r for r in table if r["name"] == name]
   return row
+
+
+def test_adaptive_head_by_hand():
+  # conv 3, pool 4 (j 2), conv 8, pool 10 (j 4) on an 8x8 map; the adaptive pool's 7 cells
+  # of 8 rows are 2 wide ([0, 2), [1, 3), ...) and its dense layers read all of them: the
+  # whole map, 10 + 7 * 4 = 38, as a gap head would see.
+  config = _model_config(name="vgg", vgg_layers=(8, "M", 16, "M"), head="adaptive",
+                         head_hidden=(32,))
+  table = geometry.layer_table(config, 32, num_classes=12)
+  assert _geometry(table) == [
+      ("conv", 32, 1, 3), ("max_pool", 16, 2, 4), ("conv", 16, 2, 8), ("max_pool", 8, 4, 10),
+      ("adaptive_pool", 7, None, 38),
+  ]
+  pool = _row(table, "head/adaptive")
+  assert (pool["kernel"], pool["stride"], pool["channels"], pool["params"]) == (2, None, 16, 0)
+  assert [(r["name"], r["rf"], r["params"]) for r in table[-2:]] == [
+      ("head/hidden0", 38, 7 * 7 * 16 * 32 + 32), ("head/dense", 38, 32 * 12 + 12),
+  ]
+  assert geometry.totals(table) == {
+      "params": 3 * 3 * 3 * 8 + 16 + 3 * 3 * 8 * 16 + 32 + 7 * 7 * 16 * 32 + 32 + 32 * 12 + 12,
+      "rf": 38, "features_rf": 10, "total_stride": 4,
+  }
+  # 3x3 maps at 12 px: cells of 3 rows into 7 repeat rows, at most 2 wide.
+  small = geometry.layer_table(config, 12, num_classes=12)
+  assert _row(small, "head/adaptive")["kernel"] == 2 and _row(small, "head/adaptive")["n"] == 7
+
+
+@pytest.mark.parametrize(
+    "max_blur_pool,expected",
+    [
+        # Stem conv 7x7 at stride 1 (rf 7), BlurPool 3 (n 32, j 2, rf 9); then the stem pool.
+        # "same": the published 3x3 window, padding 1, stride 1: n 32, rf 9 + 2 * 2 = 13.
+        ("same", [("max_pool", 32, 2, 13), ("blur", 16, 4, 17)]),
+        # "zhang": 2x2, no padding: n 31, rf 9 + 2; its BlurPool (31 + 2 - 3) // 2 + 1 = 16.
+        ("zhang", [("max_pool", 31, 2, 11), ("blur", 16, 4, 15)]),
+    ],
+)
+def test_max_blur_pool_in_the_resnet_stem_by_hand(max_blur_pool, expected):
+  config = _model_config(name="resnet18", width=0.125, downsample="blur",
+                         max_blur_pool=max_blur_pool)
+  table = geometry.layer_table(config, 64)
+  assert _geometry(table)[:2] == [("conv", 64, 1, 7), ("blur", 32, 2, 9)]
+  assert [r["name"] for r in table[2:4]] == ["stem_pool/max", "stem_pool/blur"]
+  assert _geometry(table)[2:4] == expected
+  window = {"same": (3, 1), "zhang": (2, 0)}[max_blur_pool]
+  assert (table[2]["kernel"], table[2]["stride"], table[2]["padding"]) == (window[0], 1, window[1])
 
 
 @pytest.mark.parametrize(
@@ -190,6 +238,21 @@ def _run_cli(*args):
       capture_output=True, text=True, timeout=120, cwd=ROOT, check=True,
   )
   return result.stdout
+
+
+@pytest.mark.slow
+def test_cli_shows_zhangs_stem_pool_and_the_adaptive_head():
+  text = _run_cli(
+      "--config.model.name=resnet18", "--config.model.downsample=blur",
+      "--config.model.max_blur_pool=zhang", "--config.model.head=adaptive", "--size=64",
+      "--num_classes=10",
+  )
+  rows = {line.split()[0]: line.split()[1:] for line in text.splitlines()[2:-1]}
+  # kind, k, s, p, d, n, j, rf: the 2x2 unpadded max pool at stride 1; the 2x2 stage-4 map
+  # pooled to 7x7 cells (at most 2 wide), no single stride or jump.
+  assert rows["stem_pool/max"][:8] == ["max_pool", "2", "1", "0", "1", "31", "2", "11"]
+  assert rows["head/adaptive"][:7] == ["adaptive_pool", "2", "-", "0", "1", "7", "-"]
+  assert rows["head/dense"][-3:] == ["10", "250,890", "0"]  # 7 * 7 * 512 * 10 + 10.
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import pytest
 from configs import default
 from progressive import config as config_lib
 from progressive.config import ConfigError, validate
+from progressive.models import geometry
 
 
 def _set_stage(config, index, stage):
@@ -51,6 +52,8 @@ def test_default_and_smoke_configs_are_valid():
         (lambda c: setattr(c, "eval_sizes", (16, 2)), r"config\.eval_sizes\[1\]=2 is below 8"),
         (lambda c: setattr(c.opt, "lr_max", 0.0), r"config\.opt\.lr_max must be positive"),
         (lambda c: setattr(c.model, "dtype", "float16"), r"config\.model\.dtype must be one of"),
+        (lambda c: setattr(c.model, "head_grid", 0), r"config\.model\.head_grid must be a positive integer, got 0"),
+        (lambda c: setattr(c.model, "max_blur_pool", "torch"), r"config\.model\.max_blur_pool must be one of \['same', 'zhang'\], got 'torch'"),
     ],
 )
 def test_invalid_configs_name_the_field(edit, pattern):
@@ -75,6 +78,12 @@ def test_flatten_head_needs_one_size():
   config.stages = [dict(size=32, steps=2)]
   config.eval_sizes = (32,)
   validate(config, num_devices=4)
+
+
+def test_adaptive_head_runs_at_every_size():
+  config = smoke()
+  config.model.head = "adaptive"
+  validate(config, num_devices=4)  # Stages at 16, 24 and 32 px.
 
 
 @pytest.mark.slow
@@ -270,3 +279,15 @@ def test_with_defaults_fills_missing_fields_only():
   # As JSON reads back: tuples are lists, so an old config compares equal to a new one.
   assert config_lib.with_defaults({})["stages"] == json.loads(default.get_config().to_json())["stages"]
   assert config_lib.with_defaults({})["model"]["vgg_layers"] == []
+
+
+def test_a_config_stored_before_the_import_options_builds_the_model_it_did():
+  # A ResNet-18 with BlurPool stored before model.head_grid and model.max_blur_pool: its
+  # stem pool keeps the published 3x3 window and padding 1 at stride 1, as it did then.
+  stored = json.loads(smoke().to_json())
+  stored["model"].update(name="resnet18", width=0.125, downsample="blur")
+  del stored["model"]["head_grid"], stored["model"]["max_blur_pool"]
+  model = config_lib.with_defaults(stored)["model"]
+  assert (model["head_grid"], model["max_blur_pool"]) == (7, "same")
+  (pool,) = [r for r in geometry.layer_table(model, 32) if r["name"] == "stem_pool/max"]
+  assert (pool["kernel"], pool["stride"], pool["padding"]) == (3, 1, 1)

@@ -2,6 +2,7 @@
 
 import functools
 import math
+import pathlib
 
 import flax.linen as nn
 import jax
@@ -12,6 +13,8 @@ import pytest
 from configs import default
 from progressive import models
 from progressive.models import layers, resnet
+
+FIXTURES = pathlib.Path(__file__).parent / "fixtures"  # Made by tests/make_zoo_fixtures.py.
 
 
 def _model_config(**overrides):
@@ -210,6 +213,140 @@ def test_vgg_with_its_classifier_matches_torchvision_at_224(name, published):
   assert _param_count(variables["params"]) == published
 
 
+@pytest.mark.parametrize("name,published", [("vgg11", 132_863_336), ("vgg16", 138_357_544)])
+def test_vgg_with_its_adaptive_classifier_matches_torchvision_at_224(name, published):
+  config = _model_config(name=name, batch_norm=False, head="adaptive", head_hidden=(4096, 4096))
+  _, _, variables = _head_input_and_init(models.build(config, num_classes=1000), 224, 1)
+  assert variables["params"]["head"]["hidden0"]["kernel"].shape == (7 * 7 * 512, 4096)
+  assert _param_count(variables["params"]) == published
+
+
+def _nhwc(x):
+  return np.asarray(x).transpose(0, 2, 3, 1)
+
+
+def test_adaptive_pool_matches_torch():
+  # torch's adaptive_avg_pool2d(x, 7) on maps smaller, equal to and larger than 7, square
+  # or not: cells overlap (9, 15), repeat pixels (3, 5), or tile (14).
+  fixture = np.load(FIXTURES / "adaptive_pool.npz")
+  shapes = [key[2:] for key in fixture.files if key.startswith("x_")]
+  assert len(shapes) == 12
+  pool = jax.jit(layers.AdaptiveAvgPool(7).apply)  # One program per shape, not per op.
+  for shape in shapes:
+    out = pool({}, _nhwc(fixture[f"x_{shape}"]))
+    np.testing.assert_allclose(out, _nhwc(fixture[f"y_{shape}"]), atol=1e-6, err_msg=shape)
+
+
+def test_adaptive_cells_by_hand():
+  # Rows floor(7i/3)..ceil(7(i+1)/3) of 7; rows floor(3i/7)..ceil(3(i+1)/7) of 3.
+  assert layers.adaptive_cells(7, 3) == [(0, 3), (2, 5), (4, 7)]
+  assert layers.adaptive_cells(3, 7) == [(0, 1), (0, 1), (0, 2), (1, 2), (1, 3), (2, 3), (2, 3)]
+  assert layers.adaptive_cells(14, 7) == [(2 * i, 2 * i + 2) for i in range(7)]
+
+
+def test_adaptive_head_runs_at_every_size_with_the_same_weights():
+  # Three 2x2 pools: a 4x4 map at 32 px (cells repeat rows), 12x12 at 97 px (they overlap).
+  config = _zoo_config("vgg", vgg_layers=(4, "M", 4, "M", 8, "M"), head="adaptive",
+                       head_hidden=(16, 16))
+  model = models.build(config, num_classes=12)
+  variables = _he_variables(model, jnp.zeros((1, 32, 32, 3)))
+  assert variables["params"]["head"]["hidden0"]["kernel"].shape == (7 * 7 * 8, 16)
+  apply = jax.jit(model.apply)  # A program per size compiles faster than op by op.
+  for size in (32, 97):
+    logits = apply(variables, jax.random.normal(jax.random.key(size), (2, size, size, 3)))
+    assert logits.shape == (2, 12) and np.all(np.isfinite(logits))
+
+
+def test_adaptive_head_on_a_grid_sized_map_is_the_flatten_head():
+  # Two 2x2 pools take 28 px to 7x7: the pool changes nothing, and the flattening order
+  # (h, w, c) is the flatten head's, so the same weights give the same logits.
+  x = jax.random.normal(jax.random.key(0), (2, 28, 28, 3))
+  flatten, adaptive = (
+      models.build(_zoo_config("vgg", vgg_layers=(8, "M", 16, "M"), head=head, head_hidden=(16,)),
+                   num_classes=12)
+      for head in ("flatten", "adaptive")
+  )
+  variables = _he_variables(flatten, x)
+  np.testing.assert_allclose(
+      jax.jit(adaptive.apply)(variables, x), jax.jit(flatten.apply)(variables, x), atol=1e-6
+  )
+
+
+def test_head_grid_sets_the_first_dense_layer():
+  config = _zoo_config("vgg", vgg_layers=(8, "M", 16, "M"), head="adaptive", head_grid=3)
+  _, logits, variables = _head_input_and_init(models.build(config, num_classes=12), 28)
+  assert variables["params"]["head"]["dense"]["kernel"].shape == (3 * 3 * 16, 12)
+  assert logits == (2, 12)
+
+
+@pytest.mark.parametrize("size", [3, 4, 5])
+def test_zhang_max_blur_pool_matches_antialiased_cnns(size):
+  # antialiased-cnns' ResNet stem pool: MaxPool2d(2, stride=1), then BlurPool(stride 2).
+  fixture = np.load(FIXTURES / "zhang_stem_pool.npz")
+  x, expected = _nhwc(fixture["x"]), _nhwc(fixture[f"y_{size}"])
+  site = functools.partial(layers.PoolSite, "max", 3, 2, 1, downsample="blur", blur_size=size)
+  np.testing.assert_allclose(site(max_blur_pool="zhang").apply({}, x), expected, atol=1e-6)
+  # The default keeps the published 3x3 window and padding 1: 11 columns pool to 6, not 5.
+  assert site().apply({}, x).shape == (2, 5, 6, 4) and expected.shape == (2, 5, 5, 4)
+
+
+def test_zhang_max_blur_pool_is_vggs_own():
+  # VGG's pools are 2x2, unpadded: Zhang's stride-1 max pool already.
+  x = jax.random.normal(jax.random.key(1), (2, 9, 9, 3))
+  site = functools.partial(layers.PoolSite, "max", 2, 2, downsample="blur")
+  np.testing.assert_array_equal(site(max_blur_pool="zhang").apply({}, x), site().apply({}, x))
+
+
+# Zoo module -> (torch conv weight, torch batch norm) in antialiased-cnns' blocks at stride 2.
+ZHANG_BLOCKS = {
+    "basic": (resnet.BasicBlock, 16, {"conv1": ("conv1.weight", "bn1"),
+                                      "conv2": ("conv2.1.weight", "bn2"),
+                                      "shortcut": ("downsample.1.weight", "downsample.2")}),
+    "bottleneck": (resnet.Bottleneck, 4, {"conv1": ("conv1.weight", "bn1"),
+                                          "conv2": ("conv2.weight", "bn2"),
+                                          "conv3": ("conv3.1.weight", "bn3"),
+                                          "shortcut": ("downsample.1.weight", "downsample.2")}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ZHANG_BLOCKS))
+def test_blur_blocks_are_antialiased_cnns_blocks(name):
+  # Zhang's stride-2 blocks: the strided conv at stride 1, norm, ReLU, then BlurPool
+  # (BasicBlock: conv2 = BlurPool, 3x3; Bottleneck: conv3 = BlurPool, 1x1); the shortcut
+  # BlurPool, 1x1 conv, norm; filter 4 (reflect pads 1, 2). Same weights, same outputs.
+  block, features, sources = ZHANG_BLOCKS[name]
+  fixture = np.load(FIXTURES / "zhang_blocks.npz")
+  params, stats = {}, {}
+  for module, (conv, norm) in sources.items():
+    kernel = fixture[f"{name}.{conv}"].transpose(2, 3, 1, 0)  # OIHW -> HWIO.
+    bn = {key: fixture[f"{name}.{norm}.{key}"]
+          for key in ("weight", "bias", "running_mean", "running_var")}
+    params[module] = {"conv": {"kernel": kernel},
+                      "bn": {"scale": bn["weight"], "bias": bn["bias"]}}
+    stats[module] = {"bn": {"mean": bn["running_mean"], "var": bn["running_var"]}}
+  conv = functools.partial(layers.ConvNormAct, downsample="blur", blur_size=4)
+  module = block(features, conv, stride=2, downsample="blur", blur_size=4)
+  x = _nhwc(fixture[f"{name}:x"])
+  variables = {"params": params, "batch_stats": stats}
+  abstract = jax.eval_shape(module.init, jax.random.key(0), x)
+  assert jax.tree.structure(abstract) == jax.tree.structure(variables)
+  out = jax.jit(module.apply)(variables, x)
+  np.testing.assert_allclose(out, _nhwc(fixture[f"{name}:y"]), atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [40, 57, 64])
+def test_zhang_max_blur_pool_in_the_resnet_stem(size):
+  # Stem conv then BlurPool: ceil(n / 2); Zhang's 2x2 max pool at stride 1: one less; its
+  # BlurPool: ceil(n / 2) again; three stages halve (ceil). Same parameters as "same".
+  config = _zoo_config("resnet18", downsample="blur", max_blur_pool="zhang")
+  head_input, logits, variables = _head_input_and_init(models.build(config, num_classes=12), size)
+  n = -(-(-(-size // 2) - 1) // 2)
+  for _ in range(3):
+    n = -(-n // 2)
+  assert head_input[:3] == (2, n, n) and logits == (2, 12)
+  assert _param_count(variables["params"]) == _expected_params(config, 12)
+
+
 def _he_variables(model, x, seed=0):
   """Variables shaped like `model.init`'s, drawn with numpy (He-normal kernels, zero
   biases, unit norm scales and variances): much faster than `init` for big models on CPU."""
@@ -377,6 +514,15 @@ def test_zoo_runs_at_its_min_input_size(name, mode):
   size = models.min_input_size(config)
   head_input, logits, _ = _head_input_and_init(models.build(config, num_classes=12), size)
   assert head_input[1] >= 1 and logits == (2, 12)
+
+
+@pytest.mark.parametrize("name", ["vgg11", "resnet18"])
+def test_zoo_options_for_imported_networks_run_at_the_min_input_size(name):
+  config = _zoo_config(name, downsample="blur", blur_size=7, max_blur_pool="zhang",
+                       head="adaptive")
+  size = models.min_input_size(config)
+  head_input, logits, _ = _head_input_and_init(models.build(config, num_classes=12), size)
+  assert head_input[1] == 1 and logits == (2, 12)
 
 
 # Every block type and every downsampling mode through the trainer. VGG-16 and ResNet-34

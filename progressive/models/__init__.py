@@ -1,8 +1,9 @@
 """Model zoo: `build(config.model, num_classes=...)` returns a Flax Linen module.
 
 Every model takes the same switches (`downsample`, `blur_size`, `blur_padding`,
-`batch_norm`, `head`, `dtype`, `dilation`); `layers` documents what `downsample` does at
-each subsampling site.
+`batch_norm`, `head`, `head_hidden`, `head_grid`, `dtype`, `dilation`), and the models
+with pooling sites (VGG, ResNet) `max_blur_pool`; `layers` documents what `downsample`
+does at each subsampling site.
 """
 
 from collections.abc import Mapping
@@ -11,7 +12,13 @@ from typing import Any
 import jax.numpy as jnp
 
 from progressive.models import resnet, simple_cnn, vgg
-from progressive.models.layers import BLUR_PADDINGS, BLUR_SIZES, DOWNSAMPLE_MODES, HEADS
+from progressive.models.layers import (
+  BLUR_PADDINGS,
+  BLUR_SIZES,
+  DOWNSAMPLE_MODES,
+  HEADS,
+  MAX_BLUR_POOLS,
+)
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -28,6 +35,7 @@ def _common(config: Mapping[str, Any], bn_axis_name: str | None) -> dict[str, An
       batch_norm=config["batch_norm"],
       head=config["head"],
       head_hidden=tuple(config["head_hidden"]),
+      head_grid=config["head_grid"],
       dtype=DTYPES[config["dtype"]],
       bn_axis_name=bn_axis_name,
       downsample=config["downsample"],
@@ -59,6 +67,7 @@ def _vgg(config, num_classes, bn_axis_name):
       num_classes=num_classes,
       spec=vgg_layers(config),
       width=config["width"],
+      max_blur_pool=config["max_blur_pool"],
       **_common(config, bn_axis_name),
   )
 
@@ -72,6 +81,7 @@ def _resnet(config, num_classes, bn_axis_name):
       width=config["width"],
       small_stem=config["small_stem"],
       zero_init_residual=config["zero_init_residual"],
+      max_blur_pool=config["max_blur_pool"],
       **_common(config, bn_axis_name),
   )
 
@@ -116,6 +126,7 @@ __all__ = [
     "DOWNSAMPLE_MODES",
     "DTYPES",
     "HEADS",
+    "MAX_BLUR_POOLS",
     "MODELS",
     "build",
     "min_input_size",

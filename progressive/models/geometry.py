@@ -11,9 +11,13 @@ layer, with the input at `n = size, j = 1, rf = 1`:
     rf_out = rf_in + (k_eff - 1) * j_in
 
 and `n_out` is checked against the traced shape. A global pool (or the flatten head) is
-a window over the whole map: `rf_out = rf_in + (n_in - 1) * j_in`. Receptive fields
-follow the graph through residual blocks: the shortcut starts from the block input and
-the sum takes the larger receptive field of its two branches.
+a window over the whole map: `rf_out = rf_in + (n_in - 1) * j_in`. So is the adaptive
+pool of the `"adaptive"` head, whose dense layers read all of its `grid x grid` cells:
+its row has `n = grid` and the whole map's rf; its cells are not one window slid by one
+stride (they overlap or repeat pixels unless `grid` divides `n_in`), so `kernel` is the
+largest cell, in positions of its input, and `stride` and `j` are None. Receptive
+fields follow the graph through residual blocks: the shortcut starts from the block
+input and the sum takes the larger receptive field of its two branches.
 """
 
 import dataclasses
@@ -28,15 +32,17 @@ import numpy as np
 from progressive import models
 from progressive.models import layers
 
-KINDS = ("conv", "max_pool", "avg_pool", "blur", "gap", "flatten", "dense")
+KINDS = ("conv", "max_pool", "avg_pool", "blur", "gap", "flatten", "adaptive_pool", "dense")
+HEAD_KINDS = ("gap", "flatten", "adaptive_pool", "dense")  # Read the whole feature map.
 
 
 @dataclasses.dataclass(frozen=True)
 class _Geometry:
-  """Output size `n`, jump `j` and receptive field `rf` of a feature map, in input pixels."""
+  """Output size `n`, jump `j` and receptive field `rf` of a feature map, in input pixels
+  (`j` is None after an adaptive pool)."""
 
   n: int
-  j: int
+  j: int | None
   rf: int
 
 
@@ -110,7 +116,8 @@ def _geometry(module: nn.Module, n: int) -> tuple[str, int, int, tuple[int, int]
 
 
 SPATIAL = (
-    nn.Conv, layers.MaxPool, layers.AvgPool, layers.BlurPool, layers.GlobalAvgPool, layers.Flatten
+    nn.Conv, layers.MaxPool, layers.AvgPool, layers.BlurPool, layers.GlobalAvgPool, layers.Flatten,
+    layers.AdaptiveAvgPool,
 )
 
 
@@ -143,10 +150,15 @@ def trace_table(model: nn.Module, size: int, channels: int = 3) -> list[dict[str
     name = "/".join(module.path)
     if x.ndim != 4 or x.shape[1] != geo.n or x.shape[2] != geo.n:
       raise AssertionError(f"{name}: input shape {x.shape} but the table has n={geo.n}.")
-    kind, kernel, stride, (lo, hi), dilation = _geometry(module, geo.n)
-    k_eff = kernel + (kernel - 1) * (dilation - 1)
-    n = (geo.n + lo + hi - k_eff) // stride + 1
-    new = _Geometry(n, geo.j * stride, geo.rf + (k_eff - 1) * geo.j)
+    if isinstance(module, layers.AdaptiveAvgPool):
+      kind, stride, (lo, hi), dilation, n = "adaptive_pool", None, (0, 0), 1, module.grid
+      kernel = max(end - start for start, end in layers.adaptive_cells(geo.n, n))
+      new = _Geometry(n, None, geo.rf + (geo.n - 1) * geo.j)
+    else:
+      kind, kernel, stride, (lo, hi), dilation = _geometry(module, geo.n)
+      k_eff = kernel + (kernel - 1) * (dilation - 1)
+      n = (geo.n + lo + hi - k_eff) // stride + 1
+      new = _Geometry(n, geo.j * stride, geo.rf + (k_eff - 1) * geo.j)
     spatial_out = out.shape[1:3] if out.ndim == 4 else (1, 1)
     if spatial_out != (n, n):
       raise AssertionError(f"{name}: formula gives n={n} but the layer outputs {out.shape}.")
@@ -217,12 +229,13 @@ def totals(table: Sequence[Mapping[str, Any]]) -> dict[str, int]:
   the total stride.
 
   `features_rf` is the receptive field of one position of the map the head receives
-  (before the global pool or flatten); `rf` is the last layer's, which spans the input.
+  (before the global, adaptive or flatten pool); `rf` is the last layer's, which spans
+  the input.
   `total_stride` is the jump of that map: input pixels between neighbouring positions,
   the period of the network's subsampling grid (test sizes that are not multiples of it
   shift the grid against the image).
   """
-  spatial = [r for r in table if r["kind"] not in ("gap", "flatten", "dense")]
+  spatial = [r for r in table if r["kind"] not in HEAD_KINDS]
   return {
       "params": sum(r["params"] + r["norm_params"] for r in table),
       "rf": table[-1]["rf"] if table else 1,

@@ -14,13 +14,16 @@ is applied at two kinds of site:
   `"max"` / `"avg"`: a max / average pool with the same window, stride and padding;
   `"blur"`: max pool with the same window and padding but stride 1, then
   `BlurPool(stride)` (Zhang's MaxBlurPool); a published average pool becomes `BlurPool`.
+  `max_blur_pool="zhang"` (in `MAX_BLUR_POOLS`) takes antialiased-cnns' stride-1 max
+  pool instead: 2x2, unpadded (`nn.MaxPool2d(kernel_size=2, stride=1)` before the
+  ResNet stem's `BlurPool`); for VGG's 2x2 pools the two are the same.
 
 So `downsample="stride"` is always the architecture as published. Projection shortcuts
 of residual blocks follow the same rule: `"stride"` is the strided 1x1 convolution;
 otherwise the block input is subsampled first (pool or `BlurPool`, as in Zhang's
 anti-aliased ResNets) and the 1x1 convolution has stride 1.
 
-Pools, `BlurPool` and the global heads are Modules with their geometry as attributes, so
+Pools, `BlurPool` and the heads' pools are Modules with their geometry as attributes, so
 `progressive.models.geometry` can read every layer of a running model.
 """
 
@@ -33,8 +36,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-HEADS = ("gap", "flatten")
+HEADS = ("gap", "flatten", "adaptive")
 DOWNSAMPLE_MODES = ("stride", "max", "avg", "blur")
+MAX_BLUR_POOLS = ("same", "zhang")  # The stride-1 max pool of a blurred pooling site.
 BLUR_PADDINGS = ("reflect", "zero")
 BLUR_SIZES = tuple(range(1, 8))
 BN_MOMENTUM = 0.9  # Running averages: new = BN_MOMENTUM * old + (1 - BN_MOMENTUM) * batch.
@@ -135,7 +139,11 @@ def subsample(x, mode: str, stride: int, *, blur_size: int, blur_padding: str, n
 
 
 class PoolSite(nn.Module):
-  """A pooling layer of a published architecture, replaced according to `downsample`."""
+  """A pooling layer of a published architecture, replaced according to `downsample`.
+
+  Under `"blur"`, a published max pool keeps its window and padding at stride 1
+  (`max_blur_pool="same"`) or becomes antialiased-cnns' 2x2 unpadded one (`"zhang"`).
+  """
 
   kind: str = "max"  # The published pool: "max" or "avg".
   window: int = 2
@@ -144,6 +152,7 @@ class PoolSite(nn.Module):
   downsample: str = "stride"
   blur_size: int = 3
   blur_padding: str = "reflect"
+  max_blur_pool: str = "same"
 
   @nn.compact
   def __call__(self, x):
@@ -154,8 +163,14 @@ class PoolSite(nn.Module):
       return AvgPool(self.window, self.stride, self.padding, name="avg")(x)
     if mode != "blur":
       raise ValueError(f"downsample must be one of {list(DOWNSAMPLE_MODES)}, got {mode!r}.")
+    if self.max_blur_pool not in MAX_BLUR_POOLS:
+      raise ValueError(
+          f"max_blur_pool must be one of {list(MAX_BLUR_POOLS)}, got {self.max_blur_pool!r}."
+      )
     if self.kind == "max":
-      x = MaxPool(self.window, 1, self.padding, name="max")(x)
+      same = self.max_blur_pool == "same"
+      window, padding = (self.window, self.padding) if same else (2, 0)
+      x = MaxPool(window, 1, padding, name="max")(x)
     return BlurPool(self.blur_size, self.stride, self.blur_padding, name="blur")(x)
 
 
@@ -237,22 +252,61 @@ class Flatten(nn.Module):
     return x.reshape((x.shape[0], -1))
 
 
+def adaptive_cells(n: int, grid: int) -> list[tuple[int, int]]:
+  """torch's adaptive pool cells along an axis of `n` pixels, `(start, end)` for each of
+  `grid`: `[floor(i n / grid), ceil((i + 1) n / grid))`.
+
+  Neighbouring cells overlap where `grid` does not divide `n`, and repeat pixels where
+  `n < grid`.
+  """
+  return [(i * n // grid, -(-(i + 1) * n // grid)) for i in range(grid)]
+
+
+class AdaptiveAvgPool(nn.Module):
+  """`[B, H, W, C]` to `[B, grid, grid, C]`: torch's `adaptive_avg_pool2d(x, grid)`.
+
+  Output cell `(i, j)` is the mean over the rows and columns of `adaptive_cells`, at
+  every `H, W` (larger or smaller than `grid`). Computed as means of slices, one axis
+  after the other, so no matrix product can lose precision on an accelerator. The
+  `"adaptive"` head flattens its output in the zoo's NHWC order, `(h, w, c)`; torch's
+  VGG flattens `(c, h, w)`, so importing one permutes the rows of its first dense kernel.
+  """
+
+  grid: int = 7
+
+  @nn.compact
+  def __call__(self, x):
+    for axis in (1, 2):
+      cells = [
+          jnp.mean(jax.lax.slice_in_dim(x, lo, hi, axis=axis), axis=axis, keepdims=True)
+          for lo, hi in adaptive_cells(x.shape[axis], self.grid)
+      ]
+      x = jnp.concatenate(cells, axis=axis)
+    return x
+
+
 class Head(nn.Module):
-  """Classifier head: `"gap"` averages over space first, `"flatten"` does not.
+  """Classifier head: `"gap"` averages over space first, `"flatten"` does not,
+  `"adaptive"` averages to a `grid x grid` map first (torchvision's VGG classifier input).
 
   `[B, H, W, C]` features to `[B, num_classes]` float32 logits, through optional hidden
-  dense layers with ReLU (`hidden=(4096, 4096)` with `"flatten"` is VGG's classifier).
+  dense layers with ReLU (`hidden=(4096, 4096)` with `"adaptive"` is VGG's classifier at
+  every size, with `"flatten"` at 224 px only).
   """
 
   num_classes: int
   kind: str = "gap"
   dtype: Any = jnp.float32
   hidden: Sequence[int] = ()
+  grid: int = 7
 
   @nn.compact
   def __call__(self, x):
     if self.kind == "gap":
       x = GlobalAvgPool(name="gap")(x)
+    elif self.kind == "adaptive":
+      x = AdaptiveAvgPool(self.grid, name="adaptive")(x)
+      x = x.reshape((x.shape[0], -1))  # Not `Flatten`: geometry's pool row spans the map.
     elif self.kind == "flatten":
       spatial = x.shape[1:3]
       x = Flatten(name="flatten")(x)

@@ -6,6 +6,13 @@ The standard stem is a 7x7 stride-2 conv, norm, ReLU and a 3x3 stride-2 max pool
 first conv with stride 2 of stages 2-4, and their projection shortcuts, so
 `downsample="stride"` is the standard ResNet. `zero_init_residual` starts the last norm
 of every block at scale 0, so each block starts out as `relu(shortcut(x))`.
+
+With `downsample="blur"` the blocks are Zhang's anti-aliased ones (antialiased-cnns):
+the strided 3x3 conv runs at stride 1, then norm, ReLU and `BlurPool`; a projection
+shortcut is `BlurPool`, 1x1 conv and norm. `max_blur_pool="zhang"` makes the stem pool
+Zhang's too: a 2x2 unpadded max pool at stride 1, then `BlurPool`. The stem conv
+differs: `"blur"` runs it at stride 1 then `BlurPool`, where Zhang's published networks
+(`pool_only=True`) keep it at stride 2.
 """
 
 import functools
@@ -97,11 +104,13 @@ class ResNet(nn.Module):
   batch_norm: bool = True
   head: str = "gap"
   head_hidden: Sequence[int] = ()
+  head_grid: int = 7
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None
   downsample: str = "stride"
   blur_size: int = 3
   blur_padding: str = "reflect"
+  max_blur_pool: str = "same"
   dilation: int = 1
 
   @nn.compact
@@ -119,7 +128,9 @@ class ResNet(nn.Module):
       x = conv(stem, 3, name="stem")(x, train)
     else:
       x = conv(stem, 7, stride=2, name="stem")(x, train)
-      x = layers.PoolSite("max", 3, 2, 1, **sampling, name="stem_pool")(x)
+      x = layers.PoolSite(
+          "max", 3, 2, 1, **sampling, max_blur_pool=self.max_blur_pool, name="stem_pool"
+      )(x)
     block_conv = functools.partial(conv, dilation=self.dilation)
     for i, num_blocks in enumerate(self.stage_sizes):
       for b in range(num_blocks):
@@ -132,7 +143,8 @@ class ResNet(nn.Module):
             name=f"stage{i + 1}_block{b}",
         )(x, train)
     head = layers.Head(
-        self.num_classes, self.head, dtype=self.dtype, hidden=tuple(self.head_hidden), name="head"
+        self.num_classes, self.head, dtype=self.dtype, hidden=tuple(self.head_hidden),
+        grid=self.head_grid, name="head",
     )
     return head(x)
 

@@ -35,6 +35,7 @@ class SimpleCNN(nn.Module):
   blur_padding: str = "reflect"
   dilation: int = 1
   head_hidden: Sequence[int] = ()
+  head_grid: int = 7
 
   @nn.compact
   def __call__(self, x, train: bool = False):
@@ -54,7 +55,8 @@ class SimpleCNN(nn.Module):
           name=f"conv{i}",
       )(x, train)
     head = layers.Head(
-        self.num_classes, self.head, dtype=self.dtype, hidden=tuple(self.head_hidden), name="head"
+        self.num_classes, self.head, dtype=self.dtype, hidden=tuple(self.head_hidden),
+        grid=self.head_grid, name="head",
     )
     return head(x)
 

@@ -3,9 +3,10 @@
 A layer list like torchvision's (`64, "M", 128, "M", ...`: an int is a 3x3 conv with that
 many channels, times `width`; `"M"` is a 2x2 max pool with stride 2). Every `"M"` is a
 pooling site for `downsample` (see `layers`): `"stride"` and `"max"` both keep the max
-pool, since VGG subsamples only there. torchvision's classifier is the `"flatten"` head
-at 224 px (7x7x512 features) with `head_hidden=(4096, 4096)`; the `"gap"` head runs at
-every size. There is no dropout.
+pool, since VGG subsamples only there. torchvision's classifier is the `"adaptive"` head
+(`AdaptiveAvgPool2d((7, 7))`, then flatten) with `head_hidden=(4096, 4096)`, at every
+size; at 224 px (7x7x512 features) the pool changes nothing and it equals the
+`"flatten"` head. The `"gap"` head runs at every size too. There is no dropout.
 """
 
 import functools
@@ -41,11 +42,13 @@ class VGG(nn.Module):
   batch_norm: bool = False
   head: str = "gap"
   head_hidden: Sequence[int] = ()
+  head_grid: int = 7
   dtype: Any = jnp.float32
   bn_axis_name: str | None = None
   downsample: str = "stride"
   blur_size: int = 3
   blur_padding: str = "reflect"
+  max_blur_pool: str = "same"
   dilation: int = 1
 
   @nn.compact
@@ -56,7 +59,7 @@ class VGG(nn.Module):
       if item == "M":
         x = layers.PoolSite(
             "max", 2, 2, downsample=self.downsample, blur_size=self.blur_size,
-            blur_padding=self.blur_padding, name=f"pool{pools}",
+            blur_padding=self.blur_padding, max_blur_pool=self.max_blur_pool, name=f"pool{pools}",
         )(x)
         pools += 1
       else:
@@ -71,7 +74,8 @@ class VGG(nn.Module):
         )(x, train)
         convs += 1
     head = layers.Head(
-        self.num_classes, self.head, dtype=self.dtype, hidden=tuple(self.head_hidden), name="head"
+        self.num_classes, self.head, dtype=self.dtype, hidden=tuple(self.head_hidden),
+        grid=self.head_grid, name="head",
     )
     return head(x)
 
