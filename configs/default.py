@@ -55,6 +55,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Folders and TFDS: leave out (and count) files the index cannot decode, and use a readable
   # neighbour for one that fails later, instead of stopping (may change on resume with --force).
   data.skip_unreadable = False
+  # name="none" (a network imported without data): its classes, e.g. ImageNet's synset ids.
+  data.class_names = config_dict.placeholder(tuple)
 
   config.model = model = ml_collections.ConfigDict()
   # progressive.models.MODELS: simple_cnn, vgg11, vgg16, vgg (vgg_layers), resnet18, 34, 50.
@@ -88,6 +90,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   model.blur_padding = "reflect"
   # downsample="blur" at a published max pool: stride 1 with its window, "same", or "zhang" 2x2.
   model.max_blur_pool = "same"
+  # resnet: downsample applies to the stem conv too; False keeps it strided (antialiased-cnns).
+  model.subsample_stem = True
   # resnet: one 3x3 stride-1 conv, no pool (32 px inputs).
   model.small_stem = False
   # resnet: the last norm of each block starts at 0.
@@ -151,6 +155,23 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.compilation_cache_dir = config_dict.placeholder(str)
   # Start from the parameters of another run (its workdir or a checkpoint folder).
   config.init_from = config_dict.placeholder(str)
+
+  # Set by `progressive import` (progressive.models.pretrained); None in a trained run.
+  config.pretrained = pretrained = ml_collections.ConfigDict()
+  # The architecture imported, e.g. "resnet50" (progressive.models.pretrained.ARCHS).
+  pretrained.arch = config_dict.placeholder(str)
+  # Where the weights came from: "torchvision", "timm" or "antialiased-cnns".
+  pretrained.library = config_dict.placeholder(str)
+  # The weights file imported, as given.
+  pretrained.weights = config_dict.placeholder(str)
+  # Its SHA-256.
+  pretrained.sha256 = config_dict.placeholder(str)
+  # The source's standard view: shorter side resized to resize_px, the centre crop_px cropped.
+  pretrained.resize_px = config_dict.placeholder(int)
+  # The side of that view, and the size the network is evaluated at.
+  pretrained.crop_px = config_dict.placeholder(int)
+  # Resampling of that resize: "bilinear" or "bicubic".
+  pretrained.interpolation = config_dict.placeholder(str)
 
   # Multi-process runs (several hosts, or processes on one); each process reads its own shard.
   config.distributed = distributed = ml_collections.ConfigDict()

@@ -39,6 +39,8 @@ COMMANDS = {
     "arch": ("progressive.commands.arch", "Layer by layer: output size, stride, receptive field, params."),
     "bench": ("progressive.commands.bench", "Throughput, compile time and stage-switch cost."),
     "invariance": ("progressive.commands.invariance", "Shift and resolution invariance of runs on the same images."),
+    "import": ("progressive.commands.import_", "A network trained elsewhere (torchvision, timm, antialiased-cnns) as a run."),
+    "imagenet-val": ("progressive.commands.imagenet_val", "ImageNet's validation images laid out by class."),
 }
 EXIT_ERROR = 2  # A bad command line or config, or a known error.
 _ABSL_HELP_FLAGS = ("help", "helpshort", "helpfull", "helpxml")

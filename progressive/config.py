@@ -64,6 +64,7 @@ FIELDS = (
     Field("data.std", None, placeholder=tuple),
     Field("data.num_workers", 0),
     Field("data.skip_unreadable", False, "resumable"),
+    Field("data.class_names", None, placeholder=tuple),
     # config.model
     Field("model.name", "simple_cnn"),
     Field("model.channels", (32, 64, 128, 256)),
@@ -80,6 +81,7 @@ FIELDS = (
     Field("model.blur_size", 3),
     Field("model.blur_padding", "reflect"),
     Field("model.max_blur_pool", "same"),
+    Field("model.subsample_stem", True),
     Field("model.small_stem", False),
     Field("model.zero_init_residual", False),
     Field("model.dilation", 1),
@@ -113,6 +115,14 @@ FIELDS = (
     Field("compile_ahead", True, "control"),
     Field("compilation_cache_dir", None, "control", str),
     Field("init_from", None, "resumable", str),
+    # config.pretrained
+    Field("pretrained.arch", None, placeholder=str),
+    Field("pretrained.library", None, placeholder=str),
+    Field("pretrained.weights", None, placeholder=str),
+    Field("pretrained.sha256", None, placeholder=str),
+    Field("pretrained.resize_px", None, placeholder=int),
+    Field("pretrained.crop_px", None, placeholder=int),
+    Field("pretrained.interpolation", None, placeholder=str),
     # config.distributed
     Field("distributed.initialize", False, "control"),
     Field("distributed.coordinator_address", None, "control", str),
@@ -312,7 +322,7 @@ def _check_model(model) -> None:
   blur_size = get("blur_size")
   if isinstance(blur_size, bool) or blur_size not in models.BLUR_SIZES:
     raise ConfigError(f"config.model.blur_size must be an integer in 1..7, got {blur_size!r}.")
-  for field in ("batch_norm", "small_stem", "zero_init_residual"):
+  for field in ("batch_norm", "small_stem", "zero_init_residual", "subsample_stem"):
     _check_bool(get(field), f"config.model.{field}")
   if get("zero_init_residual") and not get("batch_norm"):
     raise ConfigError(
@@ -363,6 +373,11 @@ def _check_data(data) -> pipeline.DatasetInfo:
         f"config.data.name must be {pipeline.BUILTIN!r} or a TFDS dataset name such as "
         f"'cifar10' or 'imagenette/320px-v2', got {get('name')!r}."
     )
+  if get("name") == pipeline.NONE:
+    raise ConfigError(
+        "config.data.name='none' is a network imported without data (progressive import): it "
+        "cannot be trained or evaluated as it is. To train from it, name a dataset and set "
+        "config.init_from to its workdir.")
   _check_choice(get("augment"), "config.data.augment", augment.AUGMENTS)
   if get("augment") == "shift_flip":
     if get("max_shift") is None:

@@ -64,8 +64,8 @@ _EXPORTS = {
     "topk_correct": "shift",
     "translate": "shift",
 }
-SUBMODULES = ("activations", "controls", "ensemble", "interpret", "plots", "report", "run",
-              "scale", "shift")
+SUBMODULES = ("activations", "controls", "ensemble", "interpret", "invariance", "plots", "report",
+              "run", "scale", "shift")
 
 __all__ = sorted(_EXPORTS)
 

@@ -132,8 +132,11 @@ class Run:
 
   def schedule_curves(self) -> dict[str, list]:
     """LR and momentum at every step, with the stage boundaries and sizes, as lists."""
-    lr_fn, momentum_fn = self.schedule_fns()
     plan = self.stages()
+    if plan[-1].end == 0:  # Imported without training: no schedule.
+      return {"step": [], "lr": [], "momentum": [], "boundaries": [],
+              "stage_sizes": [s.size for s in plan]}
+    lr_fn, momentum_fn = self.schedule_fns()
     steps = np.arange(plan[-1].end)
     return {
         "step": steps.tolist(),
@@ -236,17 +239,44 @@ def shift_mode(data_config: Mapping[str, Any]) -> str:
   return "render" if data_config["name"] in pipeline.BUILTINS else "reflect"
 
 
+def images_data(config, images: str) -> ml_collections.ConfigDict:
+  """`config.data` for a folder of images labelled by the run's classes: an image-folder
+  dataset (`IMAGES` is both splits) with `data.class_names` the run's, its normalisation
+  and image size, unreadable files left out, and for an imported network its source's
+  centre-crop fraction (`config.pretrained`)."""
+  root = os.path.abspath(os.path.expanduser(str(images))).rstrip(os.sep)
+  if not os.path.isdir(root):
+    raise RunError(f"--images={images} is not a folder; give one laid out as "
+                   "IMAGES/<class>/<image>, with the run's class names as folder names.")
+  info = pipeline.dataset_info(config.data)
+  data = ml_collections.ConfigDict(config.data.to_dict())
+  data.name, data.builder_config = pipeline.FOLDER, "default"
+  data.data_dir, data.train_split = os.path.dirname(root), os.path.basename(root)
+  data.eval_split = data.train_split
+  data.class_names, data.image_size = tuple(info.class_names), int(info.image_size)
+  data.mean, data.std = tuple(info.mean), tuple(info.std)
+  data.augment, data.skip_unreadable = "none", True
+  source = config.get("pretrained")
+  if source is not None and source.get("arch"):
+    data.eval_crop = source.crop_px / source.resize_px
+  return data
+
+
 def load_run(
     workdir,
     step: int | None = None,
     *,
     data_dir: str | None = None,
     device: jax.Device | None = None,
+    images: str | None = None,
 ) -> Run:
   """Restores a run's checkpoint at `step` (default: the latest) for analysis.
 
   `data_dir` overrides the TFDS directory stored in the config (a run trained on another
   machine); `device` is where the variables go (default: the first local device).
+  `images`, a folder `IMAGES/<class>/<image>` whose class folders are named by the run's
+  classes (any of them), becomes the run's data, both splits (`images_data`): test
+  images for a network imported without data, or other images for a trained one.
   """
   workdir = epath.Path(workdir)
   config_path = workdir / "config.json"
@@ -256,6 +286,8 @@ def load_run(
   config = ml_collections.ConfigDict(config_lib.with_defaults(stored))  # Fields added since.
   if data_dir is not None:
     config.data.data_dir = data_dir
+  if images is not None:
+    config.data = images_data(config, images)
   steps = checkpoint_steps(workdir)
   if not steps:
     raise RunError(f"{workdir} holds no checkpoint yet (looked in {workdir / 'checkpoints'}).")

@@ -26,6 +26,9 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_string("out", None, "Output folder (default: WORKDIR/analysis).", **define)
   flags.DEFINE_string("data_dir", None, "TFDS data_dir, if not the one in the run's config.",
                       **define)
+  flags.DEFINE_string("images", None, "A folder IMAGES/<class>/<image>, class folders named by "
+                      "the run's classes, to analyse on instead of the run's data (a network "
+                      "imported without data needs one).", **define)
   flags.DEFINE_integer("num_images", 64, "Test images for size matrix, ensemble and shifts.",
                        **define)
   flags.DEFINE_list("sizes", None, "Test sizes (default: every stage and eval size).", **define)
@@ -63,10 +66,10 @@ def define_flags(fv: flags.FlagValues) -> None:
 
 def _main(fv: flags.FlagValues) -> None:
   """Loads the run (and `--compare`), writes the report."""
-  run = analysis.load_run(fv.workdir, fv.step, data_dir=fv.data_dir)
+  run = analysis.load_run(fv.workdir, fv.step, data_dir=fv.data_dir, images=fv.images)
   compare = {}
   for workdir in fv.compare:
-    other = analysis.load_run(workdir, data_dir=fv.data_dir)
+    other = analysis.load_run(workdir, data_dir=fv.data_dir, images=fv.images)
     analysis.check_comparable(run, other)  # Before any analysis: one line if not.
     compare[f"{workdir} ({other.train_size} px)"] = other
   options = analysis.Options(

@@ -2,7 +2,9 @@
 and fastai's `ImageDataLoaders.from_folder` read them. No preparation, no TensorFlow.
 
 Class names are the sorted names of the class folders, and must be the same in every
-split. Any file PIL reads is an image (JPEG, PNG, WebP, BMP, TIFF, GIF, ...); hidden
+split; or, with `config.data.class_names` (a model's classes, e.g. an imported ImageNet
+network's synset ids), that list, of which each split may hold any: a class folder
+named otherwise is refused. Any file PIL reads is an image (JPEG, PNG, WebP, BMP, TIFF, GIF, ...); hidden
 files are ignored. Symbolic links that loop, dangle or leave ROOT, and sub-folders of a
 class folder, are left out and named (`Index.left_out`).
 
@@ -287,11 +289,27 @@ def split_index(config: Mapping[str, Any], spec: str, field: str = "train_split"
   if index is None:
     index = build_index(split_dir, class_names, skip_unreadable=skip, entries=entries)
     _write_cache(caches, index, _signature(entries), skip)
+  if config.get("class_names"):
+    index = _relabel(index, tuple(config["class_names"]), split_dir)
   if part is None:
     return index
   start, stop = splits.slice_bounds(f"{split}{part}", {split: len(index.paths)},
                                     f"config.data.{field}")
   return dataclasses.replace(index, paths=index.paths[start:stop], labels=index.labels[start:stop])
+
+
+def _relabel(index: Index, class_names: tuple[str, ...], split_dir) -> Index:
+  """`index` labelled by position in `class_names` (`config.data.class_names`: a model's
+  classes, of which the folder may hold any), not by class folder."""
+  position = {name: i for i, name in enumerate(class_names)}
+  unknown = [name for name in index.class_names if name not in position]
+  if unknown:
+    raise ValueError(
+        f"The class folder {split_dir / unknown[0]} is not one of the "
+        f"{len(class_names)} classes in config.data.class_names ({', '.join(class_names[:3])}, "
+        "...): name each class folder by one of them, or remove it.")
+  labels = tuple(position[index.class_names[label]] for label in index.labels)
+  return dataclasses.replace(index, class_names=class_names, labels=labels)
 
 
 def indexes(config: Mapping[str, Any]) -> tuple[Index, Index]:

@@ -50,6 +50,7 @@ BUILTIN = "scale_shapes"
 PHOTOS = "photos"  # Patches of real photographs (progressive.data.photos).
 BUILTINS = (BUILTIN, PHOTOS)  # Generated on first use, held in memory, redrawn by analyses.
 FOLDER = "folder"  # ROOT/<split>/<class>/<image>, ROOT = config.data.data_dir.
+NONE = "none"  # No examples, only `data.class_names`: a network imported without data.
 # Per-channel mean and std in [0, 1] units, by dataset name (before any "/config").
 NORMALIZATION = {
     # Measured on the default train split (colours are uniform with a luma-contrast rule).
@@ -345,6 +346,30 @@ def _folder_info(config: Mapping[str, Any]):
       num_skipped=len(train.skipped) + len(test.skipped),
       left_out=folder.left_out_entries(config, train, test),
   ), (train, test)
+
+
+class NoDataError(errors.Error, ValueError):
+  """A split of `data.name="none"`: a run imported without data has no examples."""
+
+
+def _none_info(config: Mapping[str, Any]) -> DatasetInfo:
+  """The classes, input size and normalisation of a run imported without data."""
+  names = config["class_names"]
+  if not names:
+    raise ValueError('config.data.class_names must list the classes of data.name="none" '
+                     "(a network imported without data).")
+  mean, std = _normalization(config)
+  return DatasetInfo(name=NONE, num_classes=len(names), class_names=tuple(names),
+                     image_size=config["image_size"], num_train=0, num_test=0, mean=mean, std=std)
+
+
+def _open_none(config: Mapping[str, Any], split: str, **kwargs) -> "Split":
+  del config, kwargs
+  raise NoDataError(
+      f"This run has no {split!r} split: it was imported without data (data.name='none'). "
+      "Give its analyses images: progressive invariance --workdir=WORKDIR --images=FOLDER "
+      "(FOLDER/<class>/<image>), or fine-tune it on a dataset with config.init_from=WORKDIR."
+  )
 
 
 class _MemoryReader:
@@ -688,6 +713,7 @@ SOURCES = {
     BUILTIN: Source(_scale_shapes_info, _open_builtin),
     PHOTOS: Source(_photos_info, _open_builtin),
     FOLDER: Source(lambda config: _folder_info(config)[0], _open_folder),
+    NONE: Source(_none_info, _open_none),
 }
 TFDS = Source(lambda config: _tfds_info(config)[0], _open_tfds)  # Every other name.
 

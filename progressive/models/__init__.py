@@ -82,6 +82,7 @@ def _resnet(config, num_classes, bn_axis_name):
       small_stem=config["small_stem"],
       zero_init_residual=config["zero_init_residual"],
       max_blur_pool=config["max_blur_pool"],
+      subsample_stem=config["subsample_stem"],
       **_common(config, bn_axis_name),
   )
 

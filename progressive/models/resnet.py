@@ -10,9 +10,10 @@ of every block at scale 0, so each block starts out as `relu(shortcut(x))`.
 With `downsample="blur"` the blocks are Zhang's anti-aliased ones (antialiased-cnns):
 the strided 3x3 conv runs at stride 1, then norm, ReLU and `BlurPool`; a projection
 shortcut is `BlurPool`, 1x1 conv and norm. `max_blur_pool="zhang"` makes the stem pool
-Zhang's too: a 2x2 unpadded max pool at stride 1, then `BlurPool`. The stem conv
-differs: `"blur"` runs it at stride 1 then `BlurPool`, where Zhang's published networks
-(`pool_only=True`) keep it at stride 2.
+Zhang's too: a 2x2 unpadded max pool at stride 1, then `BlurPool`. `"blur"` also runs
+the stem conv at stride 1 then `BlurPool`; `subsample_stem=False` keeps it at stride 2,
+as Zhang's published networks (`pool_only=True`) do, so `downsample="blur"`,
+`max_blur_pool="zhang"`, `subsample_stem=False` is antialiased-cnns' ResNet.
 """
 
 import functools
@@ -111,6 +112,7 @@ class ResNet(nn.Module):
   blur_size: int = 3
   blur_padding: str = "reflect"
   max_blur_pool: str = "same"
+  subsample_stem: bool = True  # False: the stem conv keeps its stride whatever `downsample`.
   dilation: int = 1
 
   @nn.compact
@@ -127,7 +129,8 @@ class ResNet(nn.Module):
     if self.small_stem:
       x = conv(stem, 3, name="stem")(x, train)
     else:
-      x = conv(stem, 7, stride=2, name="stem")(x, train)
+      stem_sampling = {} if self.subsample_stem else {"downsample": "stride"}
+      x = conv(stem, 7, stride=2, **stem_sampling, name="stem")(x, train)
       x = layers.PoolSite(
           "max", 3, 2, 1, **sampling, max_blur_pool=self.max_blur_pool, name="stem_pool"
       )(x)
