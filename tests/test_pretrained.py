@@ -184,6 +184,20 @@ def test_import_then_analyze_a_folder_from_the_console(tmp_path):
   assert done.returncode == 0, done.stderr
   report = (tmp_path / "rn50" / "analysis" / "report.md").read_text()
   assert "4 test images" in report or "all 4" in report
+  # The three experiments, and one table over two imported networks (the depth question).
+  done = _console("import", "--arch=aa_resnet50", f"--weights={_path('aa_resnet50')}",
+                  "--workdir=aa50", "--class_names=classes.txt", cwd=tmp_path)
+  assert done.returncode == 0, done.stderr
+  done = _console("invariance", "--workdir=rn50,aa50", "--images=val", "--num_images=4",
+                  "--bn_images=val", "--sizes=160,224", "--out=table", cwd=tmp_path)
+  assert done.returncode == 0, done.stderr
+  table = (tmp_path / "table" / "invariance.md").read_text()
+  assert "resnet50" in table and "aa_resnet50" in table
+  for run in ("rn50", "aa50"):
+    folder = tmp_path / run / "analysis" / "invariance"
+    for name in ("canvas.json", "consistency.json", "resolution.json", "canvas.png",
+                 "resolution.png"):
+      assert (folder / name).exists(), (run, name)
   again = _console("import", "--arch=resnet18", f"--weights={_path('resnet18')}",
                    "--workdir=rn50", cwd=tmp_path)
   assert again.returncode == 2 and again.stderr.strip().startswith("Error: ")
@@ -205,7 +219,7 @@ def test_full_size_networks_where_torch_is_installed(tmp_path):
   out = tmp_path / "full"
   subprocess.run([SYSTEM_PYTHON, script, str(out), "--full"], check=True, capture_output=True,
                  timeout=600)
-  refs = dict(np.load(out / "references_full.npz"))
+  refs = dict(np.load(out / "references.npz"))
   for arch in ("resnet18", "resnet50", "vgg16"):
     run = import_.import_run(arch, out / f"{arch}.pth", tmp_path / arch)
     assert run.info.num_classes == 1000 and run.info.class_names == imagenet.synsets()

@@ -278,7 +278,7 @@ def load_run(
   classes (any of them), becomes the run's data, both splits (`images_data`): test
   images for a network imported without data, or other images for a trained one.
   """
-  workdir = epath.Path(workdir)
+  workdir = epath.Path(os.path.abspath(os.path.expanduser(str(workdir))))  # Orbax wants it absolute.
   config_path = workdir / "config.json"
   if not config_path.exists():
     raise RunError(f"{workdir} holds no run: there is no config.json.")
