@@ -22,6 +22,9 @@ rebuilt from those copies. In the template:
   needs to reach `target` (default: the highest mean that every arm swept at every
   budget reaches), and a link to the
   figure of it, which `main` draws into `results/NAME/` (`progressive.sweeps.budgets`);
+- `{{hypotheses:NAME+NAME2+...}}`: the primary hypotheses of those sweeps
+  (`hypotheses.csv`), Holm-corrected again across all of them (`statistics.judge`), one
+  row each with the sweep it came from, ordered by claim;
 
 so no number in FINDINGS.md is typed by hand.
 """
@@ -32,15 +35,18 @@ import re
 import shutil
 import sys
 
+from progressive import statistics
 from progressive.analysis import plots
-from progressive.sweeps import budgets
+from progressive.sweeps import budgets, hypotheses
 
 HERE = pathlib.Path(__file__).parent
 RESULTS = HERE / "results"
 FILES = ("results.md", "results.csv", "results.png")
 # Written by sweeps with seeds, comparisons or tuning; copied when present.
-OPTIONAL_FILES = ("results_mean.csv", "results_intervals.csv", "comparisons.csv", "tuning.csv")
-_PLACEHOLDER = r"\{\{(table|figure|intervals|comparisons|tuning|means|budgets):([\w+]+)(?::([\w@.,]+))?\}\}"
+OPTIONAL_FILES = ("results_mean.csv", "results_intervals.csv", "comparisons.csv", "tuning.csv",
+                  "hypotheses.csv")
+_PLACEHOLDER = (r"\{\{(table|figure|intervals|comparisons|tuning|means|budgets|hypotheses):"
+                r"([\w+]+)(?::([\w@.,]+))?\}\}")
 
 
 def _rows(name: str, file: str) -> list[dict[str, str]]:
@@ -154,6 +160,23 @@ def budgets_table(names: str, spec: str) -> str:
           f"{reach}.\n\n![{metric} against training GFLOPs]({link})")
 
 
+def hypotheses_table(names: str) -> str:
+  """The hypotheses of the sweeps `names` (`A+B+...`), judged together: Holm's correction
+  across every one of them, so a verdict accounts for all the tests FINDINGS reports."""
+  rows = []
+  for name in names.split("+"):
+    path = RESULTS / name / hypotheses.FILE
+    if not path.exists():
+      raise FileNotFoundError(f"{path} is missing: the sweep {name} wrote no {hypotheses.FILE}.")
+    rows += [{**row, "name": f"{name}: {row['name']}"} for row in hypotheses.read(path)]
+  judged = sorted(statistics.judge(rows, hypotheses.ALPHA), key=lambda h: h["claim"])
+  counts = {v: sum(h["verdict"] == v for h in judged)
+            for v in ("supported", "contradicted", "not resolved")}
+  summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
+  return (f"{len(judged)} primary hypotheses, Holm-corrected across all of them: {summary}.\n\n"
+          + "\n".join(hypotheses.markdown_lines(judged)))
+
+
 def draw_budget_figures(template: str) -> None:
   """Draws the figure of every `{{budgets:...}}` placeholder in `template`."""
   for kind, names, spec in re.findall(_PLACEHOLDER, template):
@@ -186,6 +209,8 @@ def _replace(match: re.Match) -> str:
   kind, name, metrics = match.groups()
   if kind == "budgets":
     return budgets_table(name, metrics)
+  if kind == "hypotheses":
+    return hypotheses_table(name)
   if kind in ("intervals", "comparisons", "means"):
     if not metrics:
       raise ValueError(f"{match.group(0)} needs its metrics: {{{{{kind}:{name}:acc@32,...}}}}.")

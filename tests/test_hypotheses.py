@@ -3,13 +3,16 @@ synthetic per-seed results whose answer is known."""
 
 import csv
 import json
+import pathlib
 
 import numpy as np
 import pytest
 from scipy import stats
 
-from progressive import statistics
+from progressive import config_files, statistics
 from progressive.sweeps import aggregate, hypotheses, measure, spec, tables
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
 
 EFFECT = [0.10, 0.12, 0.09, 0.11, 0.13]  # A true positive effect, seed by seed.
 NULL = [0.02, -0.03, 0.01, -0.01, 0.0]  # Noise around zero.
@@ -291,3 +294,33 @@ def test_image_counts_come_from_where_each_measure_was_taken():
   assert hypotheses.images(summary, "jag_period") == 51
   del summary["shift_images"]  # A summary made before MEASURES 5.
   assert hypotheses.images(summary, "jaggedness") == 64
+
+
+def test_findings_judges_the_hypotheses_of_several_sweeps_together(tmp_path, monkeypatch):
+  """`{{hypotheses:a+b}}` re-corrects across both sweeps: a's p = 0.03, alone supported,
+  is not resolved among three tests (Holm: 0.001 x 3, then 0.03 x 2 = 0.06 > 0.05)."""
+  make_findings = config_files.load_module(str(REPO / "experiments/make_findings.py"))
+  monkeypatch.setattr(make_findings, "RESULTS", tmp_path)
+
+  def row(claim, name, p, estimate):
+    se = 0.1
+    return {"claim": claim, "name": name, "contrast": "x - y", "predicted": "> 0",
+            "estimate": estimate, "p": p, "se": se, "df": 4.0, "n_seeds": "5+5",
+            "n_images": 1024, "method": "welch", "device": "cpu"}
+
+  (tmp_path / "a").mkdir()
+  (tmp_path / "b").mkdir()
+  alone = statistics.judge([row(3, "h_a", 0.03, 0.4)])
+  assert alone[0]["verdict"] == "supported"
+  hypotheses.write(tmp_path / "a" / hypotheses.FILE, alone)
+  hypotheses.write(tmp_path / "b" / hypotheses.FILE, statistics.judge(
+      [row(1, "h_b1", 0.001, 0.9), row(2, "h_b2", 0.04, -0.3)]))
+  lines = make_findings.render("{{hypotheses:a+b}}").splitlines()
+  assert lines[0] == ("3 primary hypotheses, Holm-corrected across all of them: 1 supported, "
+                      "0 contradicted, 2 not resolved.")
+  body = [line.split(" | ") for line in lines[4:]]
+  assert [cells[1] for cells in body] == ["b: h_b1", "b: h_b2", "a: h_a"]  # By claim.
+  assert [cells[-2] for cells in body] == ["supported", "not resolved", "not resolved"]
+  assert [cells[7] for cells in body] == ["0.003", "0.06", "0.06"]
+  with pytest.raises(FileNotFoundError, match="wrote no hypotheses.csv"):
+    make_findings.render("{{hypotheses:a+missing}}")
