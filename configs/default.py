@@ -133,6 +133,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.eval_sizes = (32, 48, 64)
   # Global evaluation batch.
   config.eval_batch_size = 500
+  # Evaluation's test-time augmentation: "none", or "flip" (mean softmax of image and mirror).
+  config.eval_tta = "none"
   # 0: evaluate only at the end of each stage.
   config.eval_every_steps = 0
   # accuracy_bn at other sizes: batch-norm statistics recomputed from this many images (0: off).

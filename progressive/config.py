@@ -22,6 +22,7 @@ from progressive.optim import OPTIMIZERS
 
 STAGE_KEYS = ("size", "epochs", "steps", "batch_size")
 CYCLES = ("run", "stage")
+EVAL_TTA = ("none", "flip")  # Test-time augmentation of every evaluation (steps.eval_step).
 
 ON_RESUME = ("control", "resumable", "fixed")
 MAX_INT = 2**63 - 1  # The largest integer a field may hold (int64).
@@ -104,6 +105,7 @@ FIELDS = (
     Field("batch_size", 128),
     Field("eval_sizes", (32, 48, 64), "resumable"),
     Field("eval_batch_size", 500, "resumable"),
+    Field("eval_tta", "none", "resumable"),
     Field("eval_every_steps", 0, "control"),
     Field("eval_bn_images", 1024, "control"),
     Field("log_every_steps", 20, "control"),
@@ -464,6 +466,7 @@ def validate(config, num_devices: int) -> None:
 
   _check_batch(config.batch_size, "config.batch_size", num_devices)
   _check_batch(config.eval_batch_size, "config.eval_batch_size", num_devices)
+  _check_choice(config.eval_tta, "config.eval_tta", EVAL_TTA)
   _check_stages(config, models.min_input_size(model), num_devices)
   if model.head == "flatten":
     sizes = {s["size"] for s in config.stages} | set(config.eval_sizes)

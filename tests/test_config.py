@@ -260,7 +260,8 @@ def test_resume_field_lists_come_from_the_table():
   control = set(config_lib.RUN_CONTROL_FIELDS)
   assert {"progress_bar", "log_every_steps", "data.data_dir", "distributed.process_id"} <= control
   assert set(config_lib.RESUMABLE_FIELDS) == control | {
-      "stages", "eval_sizes", "eval_batch_size", "init_from", "skip_nonfinite", "data.skip_unreadable"}
+      "stages", "eval_sizes", "eval_batch_size", "eval_tta", "init_from", "skip_nonfinite",
+      "data.skip_unreadable"}
   assert all(name in by_name for name in config_lib.RESUMABLE_FIELDS)
   assert by_name["model.channels"].on_resume == by_name["data.num_workers"].on_resume == "fixed"
 

@@ -6,9 +6,14 @@ one set of weights seeing the image at several scales (RESEARCH.md, claim 4), co
 with each single size; also the mean log-probability (a geometric mean of the softmaxes,
 `ensemble_logp`), and `seed_ensemble`: the softmax averaged over networks trained with
 different seeds at one size, the usual ensemble a size ensemble competes with.
+
+Beside it, flip test-time augmentation at one size (`flip_tta`, `config.eval_tta="flip"`
+in training's evaluation): the softmax averaged over the image and its horizontal mirror,
+
+    p_flip(c | x) = (softmax(f(x))_c + softmax(f(mirror(x)))_c) / 2
 """
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -50,6 +55,30 @@ def ensemble_from_logits(
 def size_ensemble(run, images: np.ndarray, labels: np.ndarray, sizes: Sequence[int]) -> dict:
   """`ensemble_from_logits` of `run.predict` on uint8 `images` `[N, S, S, 3]` at `sizes`."""
   return ensemble_from_logits(predict_sizes(run.predict, images, sizes), labels, run.info)
+
+
+def _softmax(logits) -> np.ndarray:
+  return np.asarray(jax.nn.softmax(np.asarray(logits, np.float32), axis=-1))
+
+
+def flip_tta(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray) -> np.ndarray:
+  """Probabilities `[N, classes]`: the mean softmax of `predict` (images -> logits, e.g.
+  `run.predictor(size)`) over `images` `[N, H, W, C]` and their horizontal mirrors."""
+  images = np.asarray(images)
+  return (_softmax(predict(images)) + _softmax(predict(images[:, :, ::-1]))) / 2
+
+
+def flip_tta_summary(predict: Callable[[np.ndarray], np.ndarray], images: np.ndarray,
+                     labels: np.ndarray, info: pipeline.DatasetInfo) -> dict[str, Any]:
+  """Accuracy of `predict` on `images` alone (`single`) and with flip TTA (`tta`), each a
+  `breakdown`, and `gain` (tta minus single)."""
+  images, labels = np.asarray(images), np.asarray(labels)
+  plain = _softmax(predict(images))
+  mean = (plain + _softmax(predict(images[:, :, ::-1]))) / 2
+  single = breakdown(np.argmax(plain, -1) == labels, labels, info)
+  tta = breakdown(np.argmax(mean, -1) == labels, labels, info)
+  return {"num_images": len(labels), "single": single, "tta": tta,
+          "gain": tta["all"] - single["all"]}
 
 
 def seed_ensemble(logits: Sequence[np.ndarray], labels: np.ndarray) -> float:

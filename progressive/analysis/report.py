@@ -180,6 +180,8 @@ def analyze(run: Run, options: Options | None = None) -> dict[str, Any]:
   }
 
   ensemble_result = ensemble.ensemble_from_logits(logits[latest], labels, run.info)
+  ensemble_result["flip_tta"] = {"size": int(run.train_size), **ensemble.flip_tta_summary(
+      run.predictor(run.train_size), images, labels, run.info)}
 
   stats_images = run.test_examples(options.stats_images)["image"]
   checkpoint_rows = activations.checkpoint_stats([run], stats_images, train=options.stats_train)
@@ -375,7 +377,7 @@ def _overview_lines(results: Mapping[str, Any]) -> list[str]:
       "| section | test images |", "| --- | --- |",
       "| per-class accuracy, confusion matrix, top losses | "
       f"{_of(used['interpretation'], total)} |",
-      f"| size matrix, its controls, multi-size ensemble (`--num_images`) | "
+      f"| size matrix, its controls, multi-size ensemble, flip TTA (`--num_images`) | "
       f"{_of(used['size_matrix'], total)} |",
       f"| shifts: sweep and consistency | {_of(used['shift'], total)} |",
       f"| shifts over one subsampling period | {_of(used['period'], total)} |",
@@ -489,6 +491,22 @@ def _scale_question(results: Mapping[str, Any]) -> str:
           "to each size, with the batch-norm statistics stored at the training size.")
 
 
+def _flip_tta_lines(tta: Mapping[str, Any], groups: Sequence[str]) -> list[str]:
+  """The ensemble section's flip test-time augmentation at the training size."""
+  size = tta["size"]
+  pick = lambda entry, g: _fmt(entry["all"] if g == "all" else entry["family"][g])
+  return [
+      "### Flip test-time augmentation", "",
+      f"Does averaging the softmax over each image and its horizontal mirror beat the image "
+      f"alone at the training size ({size} px; `--config.eval_tta=flip` does this in "
+      "training's evaluation)?", "",
+      "| | " + " | ".join(groups) + " |", "|" + " --- |" * (len(groups) + 1),
+      f"| {size} px | " + " | ".join(pick(tta["single"], g) for g in groups) + " |",
+      f"| {size} px, flip TTA | " + " | ".join(pick(tta["tta"], g) for g in groups) + " |",
+      "", f"Gain of flip TTA: {_fmt(tta['gain'], '+.3f')}.", "",
+  ]
+
+
 def markdown(results: Mapping[str, Any]) -> str:
   """`report.md`: what each figure answers, its key numbers, links to figure and JSON."""
   sm = results["scale_matrix"]
@@ -594,7 +612,9 @@ def markdown(results: Mapping[str, Any]) -> str:
           for g in groups) + " |",
       "", f"Gain over the best single size ({ens['best_single_size']} px): "
       f"{_fmt(ens['gain_over_best'], '+.3f')}.", "",
-      "![ensemble](ensemble.png)", "", "Numbers: [ensemble.json](ensemble.json)", "",
+      "![ensemble](ensemble.png)", "",
+      *_flip_tta_lines(ens["flip_tta"], groups),
+      "Numbers: [ensemble.json](ensemble.json)", "",
       "## Activation statistics", "",
       "How healthy were the activations (fastai's ActivationStats: mean, std, fraction <= 0.05, "
       "histograms over [0, 10] of every layer with parameters)? "

@@ -29,7 +29,8 @@ def evaluate(
 ) -> list[dict[str, Any]]:
   """Accuracy and loss on a split at each size, with per-family accuracy if known.
 
-  `eval_fn(state, batch, size)` returns per-example `prediction` and `loss`. `split` is
+  `eval_fn(state, batch, size)` returns per-example `prediction` and `loss` (of the
+  test-time-augmented softmax if it was built with one: `steps.eval_step`). `split` is
   this process's shard of the split and `batch_size` the global eval batch; in a
   multi-process run `num_examples` (the whole split) fixes how many batches every
   process runs, and the per-example results are gathered from all processes. Each batch

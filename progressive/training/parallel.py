@@ -55,11 +55,12 @@ def make_train_step(mesh: jax.sharding.Mesh, mean, std, *, skip_nonfinite: bool 
   return jax.jit(parallel_train_step, static_argnums=2, donate_argnums=0)
 
 
-def make_eval_step(mean, std) -> Callable:
-  """`(state, batch, size) -> per-example outputs`, jitted; sharded like its inputs."""
+def make_eval_step(mean, std, *, tta: str = "none") -> Callable:
+  """`(state, batch, size) -> per-example outputs`, jitted; sharded like its inputs;
+  `tta` as `steps.eval_step` takes it."""
 
   def parallel_eval_step(state, batch, size):
-    return steps.eval_step(state, batch, size=size, mean=mean, std=std)
+    return steps.eval_step(state, batch, size=size, mean=mean, std=std, tta=tta)
 
   return jax.jit(parallel_eval_step, static_argnums=2)
 

@@ -104,10 +104,17 @@ def train_step(
   return new_state, metrics
 
 
-def eval_step(state: TrainState, batch, *, size: int, mean, std):
-  """Per-example predictions and losses at `size` (no statistics updated)."""
+def eval_step(state: TrainState, batch, *, size: int, mean, std, tta: str = "none"):
+  """Per-example predictions and losses at `size` (no statistics updated). `tta="flip"`:
+  of the mean softmax over each image and its horizontal mirror (the loss is minus the
+  log of that mean at the label)."""
   images = preprocess(batch["image"], size, mean, std)
-  logits = state.apply_fn({"params": state.params, "batch_stats": state.batch_stats}, images)
+  variables = {"params": state.params, "batch_stats": state.batch_stats}
+  logits = state.apply_fn(variables, images)
+  if tta == "flip":  # The log of the mean softmax: its softmax is that mean.
+    mirrored = state.apply_fn(variables, images[:, :, ::-1])
+    pair = jnp.stack([jax.nn.log_softmax(logits), jax.nn.log_softmax(mirrored)])
+    logits = jax.nn.logsumexp(pair, axis=0) - jnp.log(2.0)
   loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
   return {"prediction": jnp.argmax(logits, -1), "loss": loss}
 

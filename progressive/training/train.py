@@ -120,7 +120,8 @@ class _Session:
             f"config.eval_batch_size={config.eval_batch_size} on every process; lower it.")
 
   def evaluate(self, state, step: int, stage: schedules.Stage) -> list[dict[str, Any]]:
-    """Evaluates at the stage's size and every eval size; writes and returns the rows."""
+    """Evaluates at the stage's size and every eval size, with `config.eval_tta` (the
+    rows' `tta`; the batch-norm control's too); writes and returns the rows."""
     sizes = sorted({stage.size, *self.config.eval_sizes})
     eval_fn = lambda s, batch, size: self.programs.get(("eval", size), stage, step)(s, batch)
     args = dict(batch_size=self.config.eval_batch_size, sharding=self.sharding, info=self.info,
@@ -130,7 +131,8 @@ class _Session:
       extra = self.recalibrated.rows(state, eval_fn, self.eval_split, [s for s in sizes if s != stage.size], **args)
       rows = [{**row, **extra.get(row["size"], {})} for row in rows]
     for row in rows:
-      self.writer.write("eval", step=step, stage=stage.index, split=self.config.data.eval_split, **row)
+      self.writer.write("eval", step=step, stage=stage.index, split=self.config.data.eval_split,
+                        tta=self.config.eval_tta, **row)
     return rows
 
   def last_checkpoint(self) -> str | None:
@@ -319,7 +321,7 @@ def _open_session(config, workdir, info, plan, mesh, state, mngr, step: int,
     log(f"Left out {len(info.left_out)} files of {config.data.data_dir} ({shown}); "
         f"every one is named in the data row of {workdir / 'metrics.jsonl'}.")
   train_fn = parallel.make_train_step(mesh, info.mean, info.std, skip_nonfinite=config.skip_nonfinite)
-  eval_fn = parallel.make_eval_step(info.mean, info.std)
+  eval_fn = parallel.make_eval_step(info.mean, info.std, tta=config.eval_tta)
   stats_fn, layer_order = None, None
   if config.activation_stats_every:
     stats_model = models.build(config.model, num_classes=info.num_classes)
