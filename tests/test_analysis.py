@@ -468,8 +468,11 @@ def test_analyze_cli_writes_the_report(smoke_workdir):
   overview = json.loads((folder / "overview.json").read_text())
   assert overview["test_images"]["size_matrix"] == 32 and overview["dataset"]["family_names"] == [
       "shape", "texture"]
-  assert f"| size matrix, its controls, multi-size ensemble (`--num_images`) | 32 of " \
+  assert f"| size matrix, its controls, multi-size ensemble, flip TTA (`--num_images`) | 32 of " \
          f"{interpretation['num_test']} |" in report
+  flip = json.loads((folder / "ensemble.json").read_text())["flip_tta"]
+  assert flip["size"] == 32 and flip["num_images"] == 32
+  assert f"| 32 px, flip TTA | {flip['tta']['all']:.3f} |" in report
   scale_json = json.loads((folder / "scale_matrix.json").read_text())
   assert scale_json["size_matrix"]["sizes"] == [16, 24, 32]
   # The controls: recalibrated statistics (a figure too), the canvas, the grid.
