@@ -122,8 +122,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   opt.pct_start = 0.25
   # Momentum (Adam's beta1) at the start, middle and end.
   opt.moms = (0.95, 0.85, 0.95)
+  # The body's peak LR is lr_max / lr_body_div, the head's lr_max (fastai's fine_tune: 100).
+  opt.lr_body_div = 1.0
+  # A frozen stage still trains the body's batch-norm scale and offset (fastai's train_bn).
+  opt.train_bn = True
 
-  # Each trains at `size` (zoomed) for `epochs` or `steps`, optionally with its own `batch_size`.
+  # Each trains at `size` (zoomed) for `epochs` or `steps`, optionally with its own `batch_size`
+  # (and frozen, reset_opt, lr_factor, div, pct_start, lr_body_div: progressive.schedules).
   config.stages = (dict(size=32, epochs=3), dict(size=48, epochs=2), dict(size=64, epochs=2))
   # Stage sizes must grow (progressive resizing).
   config.require_increasing_sizes = True

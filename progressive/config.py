@@ -20,7 +20,8 @@ from progressive import errors, models, schedules
 from progressive.data import augment, pipeline
 from progressive.optim import OPTIMIZERS
 
-STAGE_KEYS = ("size", "epochs", "steps", "batch_size")
+STAGE_KEYS = ("size", "epochs", "steps", "batch_size", "frozen", "reset_opt", "lr_factor", "div",
+              "pct_start", "lr_body_div")
 CYCLES = ("run", "stage")
 EVAL_TTA = ("none", "flip")  # Test-time augmentation of every evaluation (steps.eval_step).
 
@@ -98,6 +99,8 @@ FIELDS = (
     Field("opt.div_final", 1e5),
     Field("opt.pct_start", 0.25),
     Field("opt.moms", (0.95, 0.85, 0.95)),
+    Field("opt.lr_body_div", 1.0),
+    Field("opt.train_bn", True),
     # The run
     Field("stages", (dict(size=32, epochs=3), dict(size=48, epochs=2), dict(size=64, epochs=2)),
           "resumable"),
@@ -277,12 +280,41 @@ def _check_stages(config, min_size: int, num_devices: int) -> None:
     batch_size = stage.get("batch_size")
     if batch_size is not None:
       _check_batch(batch_size, f"{field}.batch_size", num_devices)
-    if config.require_increasing_sizes and previous is not None and size <= previous:
+    _check_stage_optimiser(stage, field, config.opt.cycle)
+    # A new fit (reset_opt, e.g. fine_tune_stages) may keep the previous stage's size.
+    kept = previous is not None and size == previous and stage.get("reset_opt")
+    if config.require_increasing_sizes and previous is not None and size <= previous and not kept:
       raise ConfigError(
           f"{field}.size={size} does not grow from the previous stage ({previous}); "
-          "stage sizes must increase, or set config.require_increasing_sizes=False."
+          "stage sizes must increase (a stage with reset_opt=True may keep the size), or set "
+          "config.require_increasing_sizes=False."
       )
     previous = size
+
+
+def _positive_number(value, field: str) -> None:
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+    raise ConfigError(f"{field} must be a positive number, got {value!r}.")
+
+
+def _check_stage_optimiser(stage, field: str, cycle: str) -> None:
+  """A stage's optimiser keys (progressive.schedules): frozen, reset_opt, lr_factor, div,
+  pct_start, lr_body_div."""
+  for key in ("frozen", "reset_opt"):
+    if key in stage:
+      _check_bool(stage[key], f"{field}.{key}")
+  for key in ("lr_factor", "div", "lr_body_div"):
+    if stage.get(key) is not None:
+      _positive_number(stage[key], f"{field}.{key}")
+  pct_start = stage.get("pct_start")
+  if pct_start is not None and (isinstance(pct_start, bool) or not isinstance(pct_start, (int, float))
+                                or not 0 < pct_start < 1):
+    raise ConfigError(f"{field}.pct_start must be in (0, 1), got {pct_start!r}.")
+  for key in ("div", "pct_start"):
+    if stage.get(key) is not None and cycle != "stage":
+      raise ConfigError(
+          f"{field}.{key} shapes the stage's own one-cycle: it needs "
+          f"config.opt.cycle='stage', not {cycle!r}.")
 
 
 def _check_batch(value, field: str, num_devices: int) -> None:
@@ -463,6 +495,8 @@ def validate(config, num_devices: int) -> None:
   for field in ("div", "div_final"):
     if not opt[field] > 0:
       raise ConfigError(f"config.opt.{field} must be positive, got {opt[field]!r}.")
+  _positive_number(opt.lr_body_div, "config.opt.lr_body_div")
+  _check_bool(opt.train_bn, "config.opt.train_bn")
 
   _check_batch(config.batch_size, "config.batch_size", num_devices)
   _check_batch(config.eval_batch_size, "config.eval_batch_size", num_devices)

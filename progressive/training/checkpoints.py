@@ -38,6 +38,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from progressive.config import RESUMABLE_FIELDS, ConfigError
+from progressive.optim import HEAD
 from progressive.training.workdir import WorkdirError, config_differences, flatten
 
 CORRUPT_DIR = "checkpoints_corrupt"
@@ -675,11 +676,14 @@ def _check_finite(params) -> None:
 
 
 def init_from(path: str, state):
-  """`state` with its params and batch_stats taken from another run's checkpoint.
+  """`state` with its params and batch_stats taken from another run's checkpoint (or an
+  imported network's: `progressive import`).
 
   `path` is a run's workdir (its latest checkpoint is used), its `checkpoints/` folder,
-  or one step folder. Only the parameters and batch statistics are read; every shape
-  must match, else `ConfigError` names the first parameter that differs.
+  or one step folder. Only the parameters and batch statistics are read. A head (the
+  module `head`) of another shape, another class count, keeps `state`'s own fresh
+  initialisation, with one line saying so; every other shape must match, else
+  `ConfigError` names the first parameter that differs.
   """
   path = epath.Path(path)
   if (path / "checkpoints").exists():
@@ -693,23 +697,33 @@ def init_from(path: str, state):
       )
     path = path / str(steps[-1])
   saved = ocp.StandardCheckpointer().restore(path / "state")
-  updates = {}
+  head = f"{HEAD}."
+  differing = {}
   for key in ("params", "batch_stats"):
     have = flatten(_shapes(saved.get(key) or {}))
     want = flatten(_shapes(getattr(state, key)))
     for name in sorted(set(have) | set(want)):
       if have.get(name) != want.get(name):
-        raise ConfigError(
-            f"config.init_from={str(path)!r} does not fit this model: {key}.{name} has "
-            f"shape {have.get(name)} there and {want.get(name)} here. Parameters can "
-            "only be taken from a run of the same architecture and width."
-        )
-    current = getattr(state, key)
+        differing[f"{key}.{name}"] = (have.get(name), want.get(name))
+  for name, (there, here) in differing.items():
+    if not name.split(".", 1)[1].startswith(head):
+      raise ConfigError(
+          f"config.init_from={str(path)!r} does not fit this model: {name} has shape "
+          f"{there} there and {here} here. Parameters can only be taken from a run of the "
+          "same architecture and width (the head alone may differ: another class count)."
+      )
+  updates = {}
+  for key in ("params", "batch_stats"):
+    current, taken = getattr(state, key), dict(saved.get(key) or {})
+    if any(name.startswith(f"{key}.{head}") for name in differing):
+      taken[HEAD] = current[HEAD]  # Another class count: this model's fresh head.
     updates[key] = jax.tree.map(
-        lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding),
-        saved.get(key) or {},
-        current,
-    )
+        lambda new, old: jax.device_put(np.asarray(new, old.dtype), old.sharding), taken, current)
+  if differing and jax.process_index() == 0:
+    name, (there, here) = next(iter(differing.items()))
+    print(f"config.init_from: the head starts afresh ({name} has shape {there} in {path} and "
+          f"{here} here: another class count); every other parameter is taken from it.",
+          flush=True)
   return state.replace(**updates)
 
 

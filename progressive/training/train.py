@@ -67,7 +67,9 @@ def build_state(config, info: pipeline.DatasetInfo, plan, mesh, *, schedule=None
       moms=tuple(config.opt.moms),
   )
   lr_scale = 1.0 if schedule else config.opt.lr_max
-  tx = optim.make_optimizer(config.opt, lr_fn, momentum_fn, lr_scale=lr_scale)
+  fine_tuning = optim.FineTuning.from_plan(plan, config.opt.lr_body_div, config.opt.train_bn)
+  tx = optim.make_optimizer(config.opt, lr_fn, momentum_fn, lr_scale=lr_scale,
+                            fine_tuning=fine_tuning)
   state = steps.create_train_state(model, tx, jax.random.key(config.seed), plan[0].size)
   return jax.device_put(state, parallel.replicated(mesh))
 
