@@ -18,6 +18,7 @@ from PIL import Image
 
 from progressive import config as config_lib
 from progressive.analysis import load_run
+from progressive.analysis.run import RunError
 from progressive.commands import import_
 from progressive.data import imagenet, views
 from progressive.models import pretrained, weights
@@ -228,3 +229,20 @@ def test_full_size_networks_where_torch_is_installed(tmp_path):
       assert _relative_error(logits, refs[f"{arch}_logits_{size}"]) < 1e-4, (arch, size)
     shutil.rmtree(tmp_path / arch)
     os.remove(out / f"{arch}.pth")
+
+
+def test_images_label_a_folder_by_the_runs_class_names(tmp_path):
+  """`load_run(images=)`: class folders are matched to the run's classes by name (any
+  subset, in any order); a folder the run lacks is one line naming it."""
+  import_.import_run("resnet18", _path("resnet18"), tmp_path / "run")
+  for name in ("7", "2"):
+    (tmp_path / "val" / name).mkdir(parents=True)
+    Image.open(os.path.join(FIXTURES, "images", "coffee.png")).convert("RGB").save(
+        tmp_path / "val" / name / "0.jpg")
+  run = load_run(tmp_path / "run", images=str(tmp_path / "val"))
+  assert run.info.num_classes == 10 and sorted(run.test_examples()["label"]) == [2, 7]
+  (tmp_path / "val" / "zebra").mkdir()
+  shutil.copy(tmp_path / "val" / "7" / "0.jpg", tmp_path / "val" / "zebra" / "0.jpg")
+  with pytest.raises(RunError) as info:
+    load_run(tmp_path / "run", images=str(tmp_path / "val"))
+  assert "\n" not in str(info.value) and "val/zebra is not one of the 10 classes" in str(info.value)
