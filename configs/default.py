@@ -59,7 +59,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   data.class_names = config_dict.placeholder(tuple)
 
   config.model = model = ml_collections.ConfigDict()
-  # progressive.models.MODELS: simple_cnn, vgg11, vgg16, vgg (vgg_layers), resnet18, 34, 50.
+  # progressive.models.MODELS: simple_cnn, vgg11, vgg16, vgg (vgg_layers), resnet18, 34, 50,
+  # xresnet18, 34, 50 (fastai's).
   model.name = "simple_cnn"
   # simple_cnn: one stride-2 conv per entry.
   model.channels = (32, 64, 128, 256)
@@ -67,7 +68,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   model.first_kernel = 5
   # simple_cnn: kernel of the other convs.
   model.kernel = 3
-  # vgg, resnet: channel multiplier (0.125 for quick CPU runs).
+  # vgg, resnet: channel multiplier (0.125 for quick CPU runs); xresnet: fastai's widen.
   model.width = 1.0
   # vgg: e.g. (64, "M", 128, "M"); ints are 3x3 convs, "M" pools.
   model.vgg_layers = ()
@@ -94,7 +95,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   model.subsample_stem = True
   # resnet: one 3x3 stride-1 conv, no pool (32 px inputs).
   model.small_stem = False
-  # resnet: the last norm of each block starts at 0.
+  # resnet: the last norm of each block starts at 0 (xresnet: always).
   model.zero_init_residual = False
   # Dilation of every conv but the first (resnet: the block convs).
   model.dilation = 1

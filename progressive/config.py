@@ -363,6 +363,11 @@ def _check_model(model) -> None:
         "config.model.zero_init_residual=True zeroes the last batch norm of each block; "
         "it needs config.model.batch_norm=True."
     )
+  if model.name in models.XRESNET_PRESETS and get("small_stem"):
+    raise ConfigError(
+        f"config.model.small_stem only applies to resnet18/34/50; {model.name} has fastai's "
+        "three-conv stem: leave small_stem False."
+    )
   _positive_int(get("dilation"), "config.model.dilation")
   width = get("width")
   if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:

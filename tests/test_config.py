@@ -34,7 +34,7 @@ def test_default_and_smoke_configs_are_valid():
 @pytest.mark.parametrize(
     "edit,pattern",
     [
-        (lambda c: setattr(c.model, "name", "resnet9000"), r"config\.model\.name must be one of \['resnet18', .*, 'vgg16'\], got 'resnet9000'"),
+        (lambda c: setattr(c.model, "name", "resnet9000"), r"config\.model\.name must be one of \['resnet18', .*, 'xresnet50'\], got 'resnet9000'"),
         (lambda c: setattr(c.data, "name", "mnist_typo"), r"config\.data\.name='mnist_typo' is neither 'scale_shapes' nor a TFDS dataset"),
         (lambda c: setattr(c.data, "builder_config", "huge"), r"builder_config must be one of \['default', 'default_fresh', .*, 'sweep32', 'sweep32_fresh'\]"),
         (lambda c: setattr(c.opt, "name", "lion"), r"config\.opt\.name must be one of \['adamw', 'sgd'\]"),

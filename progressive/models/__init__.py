@@ -2,8 +2,8 @@
 
 Every model takes the same switches (`downsample`, `blur_size`, `blur_padding`,
 `batch_norm`, `head`, `head_hidden`, `head_grid`, `dtype`, `dilation`), and the models
-with pooling sites (VGG, ResNet) `max_blur_pool`; `layers` documents what `downsample`
-does at each subsampling site.
+with pooling sites (VGG, ResNet, XResNet) `max_blur_pool`; `layers` documents what
+`downsample` does at each subsampling site.
 """
 
 from collections.abc import Mapping
@@ -11,7 +11,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
-from progressive.models import resnet, simple_cnn, vgg
+from progressive.models import resnet, simple_cnn, vgg, xresnet
 from progressive.models.layers import (
   BLUR_PADDINGS,
   BLUR_SIZES,
@@ -27,6 +27,12 @@ RESNET_PRESETS = {
     "resnet18": ((2, 2, 2, 2), resnet.BasicBlock),
     "resnet34": ((3, 4, 6, 3), resnet.BasicBlock),
     "resnet50": ((3, 4, 6, 3), resnet.Bottleneck),
+}
+# fastai's XResNets: blocks per stage and block expansion.
+XRESNET_PRESETS = {
+    "xresnet18": ((2, 2, 2, 2), 1),
+    "xresnet34": ((3, 4, 6, 3), 1),
+    "xresnet50": ((3, 4, 6, 3), 4),
 }
 
 
@@ -87,6 +93,19 @@ def _resnet(config, num_classes, bn_axis_name):
   )
 
 
+def _xresnet(config, num_classes, bn_axis_name):
+  stage_sizes, expansion = XRESNET_PRESETS[config["name"]]
+  return xresnet.XResNet(
+      num_classes=num_classes,
+      stage_sizes=stage_sizes,
+      expansion=expansion,
+      width=config["width"],
+      max_blur_pool=config["max_blur_pool"],
+      subsample_stem=config["subsample_stem"],
+      **_common(config, bn_axis_name),
+  )
+
+
 def _vgg_min_size(config):
   return vgg.min_input_size(vgg_layers(config))
 
@@ -100,6 +119,7 @@ MODELS = {
     "simple_cnn": (_simple_cnn, lambda c: simple_cnn.min_input_size(c["channels"])),
     **{name: (_vgg, _vgg_min_size) for name in ("vgg", *VGG_PRESETS)},
     **{name: (_resnet, _resnet_min_size) for name in RESNET_PRESETS},
+    **{name: (_xresnet, lambda c: xresnet.min_input_size()) for name in XRESNET_PRESETS},
 }
 
 
@@ -129,6 +149,7 @@ __all__ = [
     "HEADS",
     "MAX_BLUR_POOLS",
     "MODELS",
+    "XRESNET_PRESETS",
     "build",
     "min_input_size",
     "vgg_layers",

@@ -10,14 +10,16 @@ layer, with the input at `n = size, j = 1, rf = 1`:
     j_out = j_in * s
     rf_out = rf_in + (k_eff - 1) * j_in
 
-and `n_out` is checked against the traced shape. A global pool (or the flatten head) is
-a window over the whole map: `rf_out = rf_in + (n_in - 1) * j_in`. So is the adaptive
-pool of the `"adaptive"` head, whose dense layers read all of its `grid x grid` cells:
-its row has `n = grid` and the whole map's rf; its cells are not one window slid by one
-stride (they overlap or repeat pixels unless `grid` divides `n_in`), so `kernel` is the
-largest cell, in positions of its input, and `stride` and `j` are None. Receptive
-fields follow the graph through residual blocks: the shortcut starts from the block
-input and the sum takes the larger receptive field of its two branches.
+and `n_out` is checked against the traced shape. A ceil-mode pool (XResNet's shortcut)
+is the same formula with the padding after that its last, clipped window needs. A
+global pool (or the flatten head) is a window over the whole map: `rf_out = rf_in +
+(n_in - 1) * j_in`. So is the adaptive pool of the `"adaptive"` head, whose dense layers
+read all of its `grid x grid` cells: its row has `n = grid` and the whole map's rf; its
+cells are not one window slid by one stride (they overlap or repeat pixels unless `grid`
+divides `n_in`), so `kernel` is the largest cell, in positions of its input, and
+`stride` and `j` are None. Receptive fields follow the graph through residual blocks:
+the shortcut starts from the block input and the sum takes the larger receptive field of
+its two branches.
 """
 
 import dataclasses
@@ -30,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from progressive import models
-from progressive.models import layers
+from progressive.models import layers, xresnet
 
 KINDS = ("conv", "max_pool", "avg_pool", "blur", "gap", "flatten", "adaptive_pool", "dense")
 HEAD_KINDS = ("gap", "flatten", "adaptive_pool", "dense")  # Read the whole feature map.
@@ -104,6 +106,8 @@ def _geometry(module: nn.Module, n: int) -> tuple[str, int, int, tuple[int, int]
     return "conv", kernel, _pair(module.strides), _conv_pads(module), _pair(module.kernel_dilation)
   if isinstance(module, layers.MaxPool):
     return "max_pool", module.window, module.stride, (module.padding,) * 2, 1
+  if isinstance(module, xresnet.CeilAvgPool):
+    return "avg_pool", module.window, module.stride, module.pads(n), 1
   if isinstance(module, layers.AvgPool):
     return "avg_pool", module.window, module.stride, (module.padding,) * 2, 1
   if isinstance(module, layers.BlurPool):
@@ -117,7 +121,7 @@ def _geometry(module: nn.Module, n: int) -> tuple[str, int, int, tuple[int, int]
 
 SPATIAL = (
     nn.Conv, layers.MaxPool, layers.AvgPool, layers.BlurPool, layers.GlobalAvgPool, layers.Flatten,
-    layers.AdaptiveAvgPool,
+    layers.AdaptiveAvgPool, xresnet.CeilAvgPool,
 )
 
 
