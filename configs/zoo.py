@@ -12,7 +12,8 @@ settings of `config.model` (`downsample=blur`, `blur_size=5`, `width=0.5`,
 
 Everything else is `configs/default.py` (stages 32 -> 48 -> 64 px on `scale_shapes`).
 ResNets use the small stem here (these images are 32-64 px; the standard stem leaves
-1x1 maps at 32 px); `small_stem=False` restores it. VGG and ResNet run at `width=0.25`
+1x1 maps at 32 px); `small_stem=False` restores it. XResNets keep fastai's stem. VGG,
+ResNet and XResNet run at `width=0.25`
 by default so a CPU run stays short; `width=1` is the published width.
 """
 
@@ -30,6 +31,8 @@ MODEL_DEFAULTS = {
     "resnet18": {"width": 0.25, "small_stem": True},
     "resnet34": {"width": 0.25, "small_stem": True},
     "resnet50": {"width": 0.25, "small_stem": True},
+    # fastai's stem (three convs, then a pool: /4) has no small variant; 32 px is its least.
+    **{f"xresnet{d}": {"width": 0.25} for d in (18, 34, 50)},
 }
 
 
