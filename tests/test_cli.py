@@ -121,6 +121,8 @@ BAD_ARGS = {
     "analyze": [],
     "sweep": [f"--config={REPO / 'configs' / 'antialias.py'}:smoke", "--set=opt.nosuch=1"],
     "invariance": [f"--images={REPO}"],
+    "import": ["--arch=resnet18", f"--weights={REPO / 'nosuch.pth'}"],
+    "imagenet-val": [f"--src={REPO}", f"--out={REPO / 'nosuch'}"],
 }
 MESSAGES = {
     "train": "config.opt.lr_max must be positive, got -1.0.",
@@ -129,6 +131,8 @@ MESSAGES = {
     "arch": "config.model.name must be one of",
     "analyze": "holds no run",
     "invariance": "holds no run",
+    "import": "nosuch.pth",
+    "imagenet-val": "holds no ILSVRC2012_val_*.JPEG files",
     "sweep": "Sweep override 'opt.nosuch' names no config field.",
 }
 
@@ -137,7 +141,8 @@ MESSAGES = {
 @pytest.mark.parametrize("name", list(cli.COMMANDS))
 def test_command_reports_a_bad_config_in_one_line(name, tmp_path):
   workdir = tmp_path / "run"
-  args = BAD_ARGS[name] + ([] if name in ("arch", "bench") else [f"--workdir={workdir}"])
+  args = BAD_ARGS[name] + ([] if name in ("arch", "bench", "imagenet-val")
+                           else [f"--workdir={workdir}"])
   result = _run("-m", "progressive", name, *args)
   _assert_one_line_error(result, MESSAGES[name])
   assert not workdir.exists()
