@@ -44,6 +44,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   data.rrc_min_scale = 0.35
   # shift_flip only: the largest shift, px of the host's images (e.g. the model's total stride).
   data.max_shift = config_dict.placeholder(int)
+  # Mixup on the device: lam ~ Beta(alpha, alpha) per image, as fastai's MixUp (0: off; fastai 0.4).
+  data.mixup_alpha = 0.0
+  # CutMix on the device, as fastai's CutMix (0: off; fastai 1.0); both on: one per shard, p=1/2.
+  data.cutmix_alpha = 0.0
   # Evaluation: the centred square of this fraction of the shorter side (ImageNet style: 0.875).
   data.eval_crop = 1.0
   # Per-channel, in [0, 1] units. None: the dataset's own (pipeline.NORMALIZATION, or ImageNet's).
@@ -107,6 +111,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   opt.lr_max = 0.4
   # On kernels only.
   opt.weight_decay = 5e-4
+  # Label smoothing eps: fastai's LabelSmoothingCrossEntropy (0: off; fastai 0.1).
+  opt.label_smoothing = 0.0
   # sgd only.
   opt.nesterov = True
   # adamw only.

@@ -61,6 +61,8 @@ FIELDS = (
     Field("data.augment", "none"),
     Field("data.rrc_min_scale", 0.35),
     Field("data.max_shift", None, placeholder=int),
+    Field("data.mixup_alpha", 0.0),
+    Field("data.cutmix_alpha", 0.0),
     Field("data.eval_crop", 1.0),
     Field("data.mean", None, placeholder=tuple),
     Field("data.std", None, placeholder=tuple),
@@ -91,6 +93,7 @@ FIELDS = (
     Field("opt.name", "sgd"),
     Field("opt.lr_max", 0.4),
     Field("opt.weight_decay", 5e-4),
+    Field("opt.label_smoothing", 0.0),
     Field("opt.nesterov", True),
     Field("opt.b2", 0.99),
     Field("opt.eps", 1e-5),
@@ -430,6 +433,9 @@ def _check_data(data) -> pipeline.DatasetInfo:
         f"config.data.max_shift={get('max_shift')!r} only applies to augment='shift_flip', not "
         f"{get('augment')!r}; leave it None.")
   _check_fraction(get("rrc_min_scale"), "config.data.rrc_min_scale")
+  for field in ("mixup_alpha", "cutmix_alpha"):
+    if isinstance(get(field), bool) or not isinstance(get(field), (int, float)) or get(field) < 0:
+      raise ConfigError(f"config.data.{field} must be a number >= 0 (0: off), got {get(field)!r}.")
   _check_fraction(get("eval_crop"), "config.data.eval_crop")
   if get("image_size") is not None:
     _positive_int(get("image_size"), "config.data.image_size")
@@ -493,6 +499,11 @@ def validate(config, num_devices: int) -> None:
     raise ConfigError(f"config.opt.lr_max must be positive, got {opt.lr_max!r}.")
   if opt.weight_decay < 0:
     raise ConfigError(f"config.opt.weight_decay must be >= 0, got {opt.weight_decay!r}.")
+  smoothing = opt.label_smoothing
+  if isinstance(smoothing, bool) or not isinstance(smoothing, (int, float)) or not (
+      0 <= smoothing < 1):
+    raise ConfigError(
+        f"config.opt.label_smoothing must be a number in [0, 1) (0: off), got {smoothing!r}.")
   if not 0 < opt.pct_start < 1:
     raise ConfigError(f"config.opt.pct_start must be in (0, 1), got {opt.pct_start!r}.")
   if len(opt.moms) != 3 or not all(0 <= m < 1 for m in opt.moms):

@@ -50,7 +50,7 @@ from etils import epath
 from progressive import schedules
 from progressive.data import folder, pipeline
 from progressive.data.splits import folder_and_slice
-from progressive.training import compilation, parallel, train
+from progressive.training import compilation, mixing, parallel, train
 from progressive.training.metrics import read_rows
 
 
@@ -60,7 +60,8 @@ def bare_step(config, info, size: int, batch_size: int, steps: int) -> dict:
   plan = schedules.stage_plan(stages, batch_size, info.num_train)
   mesh = parallel.make_mesh()
   state = train.build_state(config, info, plan, mesh)
-  step_fn = parallel.make_train_step(mesh, info.mean, info.std)
+  step_fn = parallel.make_train_step(mesh, info.mean, info.std,
+                                     objective=mixing.Objective.from_config(config))
   sharding = parallel.batch_sharding(mesh)
   host_size = info.train_image_size(size)
   batch_shape = compilation.abstract_batch(batch_size, host_size, sharding)

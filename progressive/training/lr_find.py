@@ -25,7 +25,7 @@ from progressive import config as config_lib
 from progressive import models, schedules
 from progressive.config import ConfigError, validate
 from progressive.data import pipeline
-from progressive.training import compilation, parallel, train
+from progressive.training import compilation, mixing, parallel, train
 from progressive.training import workdir as workdir_lib
 from progressive.training.parallel import log
 
@@ -248,7 +248,8 @@ def lr_find(
   # Compiled and checked against memory before any data is read.
   sharding = parallel.batch_sharding(mesh)
   compile_start = time.perf_counter()
-  parallel_step = parallel.make_train_step(mesh, info.mean, info.std)
+  parallel_step = parallel.make_train_step(mesh, info.mean, info.std,
+                                           objective=mixing.Objective.from_config(config))
   batch_shape = compilation.abstract_batch(batch_size, info.train_image_size(size), sharding)
   step_fn = parallel_step.lower(state, batch_shape, size).compile()
   compile_seconds = time.perf_counter() - compile_start

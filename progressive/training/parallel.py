@@ -18,7 +18,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from progressive.training import steps
+from progressive.training import mixing, steps
 from progressive.training.steps import AXIS
 
 
@@ -37,16 +37,19 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def make_train_step(mesh: jax.sharding.Mesh, mean, std, *, skip_nonfinite: bool = False) -> Callable:
+def make_train_step(mesh: jax.sharding.Mesh, mean, std, *, skip_nonfinite: bool = False,
+                    objective: mixing.Objective = mixing.PLAIN) -> Callable:
   """The data-parallel step, jitted once: `(state, batch, size) -> (state, metrics)`.
 
   `size` is static: each distinct stage size (and batch shape) is its own compile. The
-  input state is donated.
+  input state is donated. `objective`: label smoothing, mixup and CutMix (each device
+  mixes its own shard).
   """
 
   def parallel_train_step(state, batch, size):
     per_device = functools.partial(
-        steps.train_step, size=size, mean=mean, std=std, skip_nonfinite=skip_nonfinite
+        steps.train_step, size=size, mean=mean, std=std, skip_nonfinite=skip_nonfinite,
+        objective=objective,
     )
     return jax.shard_map(
         per_device, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=(P(), P())

@@ -14,7 +14,7 @@ import optax
 from flax.training import train_state
 
 from progressive.data.resize import preprocess
-from progressive.training import activations
+from progressive.training import activations, mixing
 
 AXIS = "batch"  # The data-parallel mesh axis that gradients and BN statistics average over.
 
@@ -55,6 +55,7 @@ def train_step(
     mean,
     std,
     skip_nonfinite: bool = False,
+    objective: mixing.Objective = mixing.PLAIN,
     axis_name: str = AXIS,
 ):
   """One SGD step on this device's shard of the global batch.
@@ -68,10 +69,18 @@ def train_step(
   statistics or optimiser state are not finite (a finite gradient times a huge learning
   rate overflows) leaves the parameters, batch statistics and optimiser state as they
   were (only `step` advances) and counts itself in the `skipped` metric.
+  `objective` smooths the labels and mixes the shard's images (mixup or CutMix, drawn
+  from the seed, `state.step` and the device's index: `progressive.training.mixing`);
+  accuracy then counts the label with the larger weight of each mixed target.
   Returns the new state and the step's metrics (scalars, left on the device).
   """
   images = preprocess(batch["image"], size, mean, std)
-  labels = batch["label"]
+  labels = counted = batch["label"]
+  mix = None
+  if objective.mixes:
+    key = mixing.device_key(objective.seed, state.step, jax.lax.axis_index(axis_name))
+    mix = mixing.draw(key, *images.shape[:3], objective.mixup_alpha, objective.cutmix_alpha)
+    images, counted = mixing.mix_images(mix, images), mixing.larger_label(mix, labels)
 
   def loss_fn(params):
     logits, updates = state.apply_fn(
@@ -80,7 +89,7 @@ def train_step(
         train=True,
         mutable=["batch_stats"],
     )
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    loss = mixing.loss(objective, logits, labels, mix).mean()
     return jax.lax.pmean(loss, axis_name), (logits, updates)
 
   (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
@@ -88,7 +97,7 @@ def train_step(
   hyperparams = new_state.opt_state.hyperparams
   metrics = {
       "loss": loss,
-      "accuracy": jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), axis_name),
+      "accuracy": jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == counted), axis_name),
       "lr": hyperparams["learning_rate"] * hyperparams["lr_scale"],
       "momentum": hyperparams["momentum"],
   }

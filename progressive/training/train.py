@@ -22,7 +22,7 @@ from etils import epath
 from progressive import models, optim, schedules
 from progressive.config import validate
 from progressive.data import pipeline
-from progressive.training import activations, checkpoints, compilation, parallel, steps
+from progressive.training import activations, checkpoints, compilation, mixing, parallel, steps
 from progressive.training import workdir as workdir_lib
 from progressive.training.evaluate import Recalibrated, evaluate
 from progressive.training.metrics import (
@@ -322,7 +322,9 @@ def _open_session(config, workdir, info, plan, mesh, state, mngr, step: int,
     shown = "; ".join(info.left_out[:3]) + ("; ..." if len(info.left_out) > 3 else "")
     log(f"Left out {len(info.left_out)} files of {config.data.data_dir} ({shown}); "
         f"every one is named in the data row of {workdir / 'metrics.jsonl'}.")
-  train_fn = parallel.make_train_step(mesh, info.mean, info.std, skip_nonfinite=config.skip_nonfinite)
+  train_fn = parallel.make_train_step(mesh, info.mean, info.std,
+                                      skip_nonfinite=config.skip_nonfinite,
+                                      objective=mixing.Objective.from_config(config))
   eval_fn = parallel.make_eval_step(info.mean, info.std, tta=config.eval_tta)
   stats_fn, layer_order = None, None
   if config.activation_stats_every:
