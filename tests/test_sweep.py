@@ -830,6 +830,22 @@ def test_columns_are_unique_when_the_loop_and_the_controls_both_recalibrate():
   assert row["acc_bn@16"] == 0.375 and row["acc_canvas_bn@16"] == 0.625
 
 
+def test_canvas_protocol_and_shift_image_counts_are_columns_beside_the_shift_measures():
+  """`--canvas_topk`'s measures (`aw_*`, intervals left to the summary) and how many images
+  the shift measures used become columns, averaged over seeds like the other measures."""
+  summary = {"name": "p", "overrides": {"seed": 0}, "eval": {"32": {"accuracy": 0.5}},
+             "jaggedness": 0.25, "consistency": 0.75, "shift_images": 7, "shift_period": 8,
+             "aw_jag_top5": 0.5, "aw_jag_top5_ci": [0.25, 0.75], "aw_changed_top5": 0.375,
+             "aw_acc_top5": 0.875, "aw_canvas": 48, "aw_images": 7}
+  row = tables.point_row(summary)
+  columns = tables.columns([summary], [row])
+  assert columns[columns.index("consistency"):columns.index("shift_period")] == [
+      "consistency", "shift_images", "aw_jag_top5", "aw_changed_top5", "aw_acc_top5",
+      "aw_images"]
+  assert "aw_jag_top5_ci" not in columns and row["aw_acc_top5"] == 0.875
+  assert tables._averaged("aw_jag_top5") and not tables._averaged("aw_images")
+
+
 @pytest.mark.slow
 def test_a_point_finished_under_another_config_stops_the_sweep(antialias_smoke, tmp_path):
   # As when a tuning grid is extended and the choice moves: the finished point's

@@ -68,6 +68,9 @@ def define_flags(fv: flags.FlagValues) -> None:
                        "host's cores; small models leave an accelerator mostly idle).", **define)
   flags.DEFINE_integer("bn_images", 1024, "Training images for the scale controls' columns "
                        "(acc_bn@S, acc_canvas@S, acc_canvas_bn@S; 0: none).", **define)
+  flags.DEFINE_integer("canvas_topk", 0, "Azulay & Weiss's canvas protocol on the shift images "
+                       "with top-k jaggedness (aw_jag_top<k>, aw_changed_top<k>, aw_acc_top<k>; "
+                       "0: off; a forward pass per pixel of two periods per image).", **define)
 
 
 def _main(fv: flags.FlagValues) -> int | None:
@@ -80,7 +83,7 @@ def _main(fv: flags.FlagValues) -> int | None:
     grid = [spec.parse_overrides([f"value={v}"])["value"] for v in fv.tuning_grid or ()]
     tuning.check_grid(fv.workdir, grid, fv.tune_only)
     settings = dict(num_shift_images=fv.shift_images, max_shift=fv.max_shift,
-                    bn_images=fv.bn_images)
+                    bn_images=fv.bn_images, canvas_topk=fv.canvas_topk)
     if fv.ensemble_sizes is not None:
       settings["ensemble_sizes"] = tuple(int(s) for s in fv.ensemble_sizes)
     if fv.workers < 1:

@@ -24,13 +24,17 @@ CONTROL_COLUMNS = (("eval_bn", "acc_bn"), ("eval_canvas", "acc_canvas"),
 ENSEMBLE_COLUMNS = (("ensemble", "acc_ens"), ("ensemble_bn", "acc_ens_bn"),
                     ("ensemble_logp_bn", "acc_ens_logp_bn"))
 SUMMARY_COLUMNS = ("best_size", "best_size_bn", "ens_gain", "ens_gain_bn", "acc_seed_ens",
-                   "ens_vs_seeds", "rf_scale", "jaggedness", "consistency", "shift_period",
+                   "ens_vs_seeds", "rf_scale", "jaggedness", "consistency", "shift_images",
+                   "shift_period",
                    "jag_period", "pred_change", "prob_change", "cons_period", "act_std",
                    "act_near_zero", "act_near_zero_preact", "skipped_steps", "images_seen",
                    "train_gflops", "train_gflops_xla", "wall_seconds", "device")
 # Measurements over overlapping windows of a seed group's networks: not independent
 # across seeds, so no Welch test between groups.
 WINDOWED = ("acc_seed_ens", "ens_vs_seeds")
+# Azulay & Weiss's canvas protocol (`measure.CanvasProtocol`, sweep --canvas_topk): top-k
+# jaggedness, fraction changed and accuracy over every position, then the images measured.
+AW_PREFIXES = ("aw_jag_top", "aw_changed_top", "aw_acc_top", "aw_images")
 UNRECORDED = "unrecorded"  # The device of a point trained outside a sweep that records it.
 
 
@@ -61,6 +65,9 @@ def columns(summaries: Sequence[Mapping[str, Any]], rows) -> list[str]:
   controlled += [f"{g.replace('accuracy', 'acc_obj')}@{b}" for b in scales for g in plain]
   controlled += [f"ft_gain@{size}" for size in sizes if any(f"ft_gain@{size}" in r for r in rows)]
   present = [c for c in SUMMARY_COLUMNS if any(r.get(c) is not None for r in rows)]
+  canvas = [c for c in dict.fromkeys(k for r in rows for k in r) if c.startswith(AW_PREFIXES)]
+  at = present.index("shift_period") if "shift_period" in present else len(present)
+  present[at:at] = canvas  # Azulay & Weiss's canvas beside the other shift measures.
   in_rows = list(dict.fromkeys(k for r in rows for k in r))
   ensembles = [c for _, prefix in ENSEMBLE_COLUMNS for c in in_rows
                if _ensemble_prefix(c) == prefix]
@@ -103,7 +110,11 @@ def point_row(summary: Mapping[str, Any]) -> dict[str, Any]:
   if summary.get("eval_bn"):
     row["best_size_bn"] = int(max(sorted(summary["eval_bn"], key=int),
                                   key=lambda s: summary["eval_bn"][s]["accuracy"]))
-  for key in ("best_size", "rf_scale", "jaggedness", "consistency", "shift_period", "jag_period",
+  for key, value in summary.items():
+    if key.startswith(AW_PREFIXES) and not key.endswith("_ci"):
+      row[key] = value
+  for key in ("best_size", "rf_scale", "jaggedness", "consistency", "shift_images",
+              "shift_period", "jag_period",
               "pred_change", "prob_change", "cons_period", "act_std", "act_near_zero",
               "act_near_zero_preact", "images_seen", "train_gflops", "train_gflops_xla",
               "wall_seconds", "device"):
@@ -191,7 +202,7 @@ def add_seed_ensembles(workdir: epath.Path, summaries, rows) -> None:
 
 def _averaged(column: str) -> bool:
   """Whether a column is a measurement averaged over seeds (not a setting or a label)."""
-  return column.startswith(("acc", "ft_gain")) or column in (
+  return column.startswith(("acc", "ft_gain", *AW_PREFIXES[:3])) or column in (
       "ens_gain", "ens_gain_bn", "ens_vs_seeds", "best_size_bn", "jaggedness", "consistency",
       "jag_period", "pred_change", "prob_change", "cons_period", "act_std", "act_near_zero",
       "act_near_zero_preact", "skipped_steps", "wall_seconds")
