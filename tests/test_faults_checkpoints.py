@@ -170,6 +170,7 @@ def test_every_checkpoint_damaged_stops_before_anything_trains(reference, tmp_pa
 # `checkpoints/` removed under the run.
 
 
+@pytest.mark.slow  # 7 s.
 def test_checkpoints_removed_between_saves_are_one_line_and_the_run_goes_on(
     reference, tmp_path, capfd, monkeypatch):
   config, ref_dir = reference

@@ -219,6 +219,7 @@ def test_tfds_images_stay_encoded_and_decode_at_the_stage_size(tmp_path):
     np.testing.assert_array_equal(batch(encoded, size), batch(decoded, size))
 
 
+@pytest.mark.slow  # A benchmark: 6 s.
 def test_pipeline_bench_measures_every_size_and_the_cores_a_rate_needs(photo_root):
   from progressive.training import benchmark  # pylint: disable=import-outside-toplevel
 

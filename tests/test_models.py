@@ -309,6 +309,12 @@ ZHANG_BLOCKS = {
 }
 
 
+def _quick_but(names, *slow):
+  """`names` as parameters, those in `slow` marked slow (the quick tier keeps the cheaper
+  models, which take the same code path)."""
+  return [pytest.param(n, marks=pytest.mark.slow) if n in slow else n for n in names]
+
+
 @pytest.mark.parametrize("name", sorted(ZHANG_BLOCKS))
 def test_blur_blocks_are_antialiased_cnns_blocks(name):
   # Zhang's stride-2 blocks: the strided conv at stride 1, norm, ReLU, then BlurPool
@@ -364,7 +370,7 @@ def _he_variables(model, x, seed=0):
   return jax.tree_util.tree_map_with_path(draw, abstract)
 
 
-@pytest.mark.parametrize("name", sorted(ZOO))
+@pytest.mark.parametrize("name", _quick_but(sorted(ZOO), "resnet18", "resnet50"))  # 4-6 s each.
 def test_blur_shares_the_parameters_but_changes_the_output(name):
   x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
   stride = models.build(_zoo_config(name, small_stem=True), num_classes=12)
@@ -398,7 +404,7 @@ def _pooled_features(model, variables, x):
   return features
 
 
-@pytest.mark.parametrize("name", ["simple_cnn", "resnet18"])
+@pytest.mark.parametrize("name", _quick_but(["simple_cnn", "resnet18"], "resnet18"))
 def test_blur_makes_pooled_features_more_shift_invariant(name):
   # Same weights, only the subsampling differs: relative change of the pooled features
   # under a 1-pixel circular shift, averaged over random images.
@@ -489,7 +495,7 @@ def test_resnet_passes_zero_init_residual_to_every_block(name):
   assert sum(zeroed) == sum(models.RESNET_PRESETS[name][0])  # One norm per block.
 
 
-@pytest.mark.parametrize("name", ["vgg11", "resnet18"])
+@pytest.mark.parametrize("name", _quick_but(["vgg11", "resnet18"], "resnet18"))  # 7 s.
 def test_zoo_bfloat16_compute_keeps_float32_params(name):
   model = models.build(_zoo_config(name, dtype="bfloat16", downsample="blur"), num_classes=12)
   x = jnp.ones((1, 32, 32, 3))
@@ -531,7 +537,7 @@ def test_zoo_options_for_imported_networks_run_at_the_min_input_size(name):
 TRAIN_CASES = [
     ("simple_cnn", "blur"),
     ("vgg", "stride"),
-    ("vgg11", "avg"),
+    pytest.param("vgg11", "avg", marks=pytest.mark.slow),  # 9 s here; "vgg" is VGG quick.
     pytest.param("resnet18", "max", marks=pytest.mark.slow),  # 15 s here.
     pytest.param("resnet50", "blur", marks=pytest.mark.slow),  # The bottleneck: 30 s here.
 ]

@@ -111,6 +111,7 @@ def test_corrupt_latest_checkpoint_falls_back_and_is_kept(reference, tmp_path, c
   assert train_rows(workdir) == train_rows(ref_dir)
 
 
+@pytest.mark.slow  # 14 s with its reference run.
 def test_unreadable_meta_falls_back(reference, tmp_path, capsys):
   config, ref_dir = reference
   workdir = tmp_path / "run"

@@ -314,6 +314,7 @@ def test_unwritable_workdir_names_the_cause(tmp_path, monkeypatch):
 # What a crashed write leaves.
 
 
+@pytest.mark.slow  # 19 s with its reference run.
 def test_leftover_partial_checkpoint_at_the_next_step_is_set_aside(reference, tmp_path, capsys):
   config, ref_dir = reference
   workdir = tmp_path / "run"

@@ -101,7 +101,7 @@ def _from_fastai(fixture, name, model, size):
   return variables
 
 
-@pytest.mark.parametrize("name", ["xresnet18", "xresnet50"])
+@pytest.mark.parametrize("name", ["xresnet18", pytest.param("xresnet50", marks=pytest.mark.slow)])
 def test_logits_equal_fastais(name):
   fixture = dict(np.load(FIXTURES / "xresnet_fastai.npz"))
   config = _config(name, width=INFO["widen"])
@@ -199,6 +199,7 @@ def test_every_downsample_mode_builds_with_the_same_parameters(name):
   assert len(counts) == 1  # Pools and BlurPool have no parameters.
 
 
+@pytest.mark.slow  # 3 s; every mode's trace and parameter count stay quick above.
 def test_every_downsample_mode_runs():
   images = np.random.default_rng(1).standard_normal((2, 35, 35, 3)).astype(np.float32)
   outputs = {}
