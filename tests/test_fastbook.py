@@ -102,8 +102,7 @@ def test_smoke_variants_train_from_another_directory(metadata_dir, tmp_path):
   hook = tmp_path / "hook"
   hook.mkdir()
   (hook / "sitecustomize.py").write_text(textwrap.dedent(SITECUSTOMIZE))
-  for variant, stages in (("fixed224,smoke", 1), ("progressive,mixup,ls,smoke", 3),
-                          ("progressive,tta,smoke", 3)):
+  for variant, stages in (("fixed224,smoke", 1), ("progressive,mixup,ls,tta,smoke", 3)):
     workdir = tmp_path / variant.replace(",", "_")
     result = mocked_progressive(
         ["train", f"--config={REPO / 'configs' / 'imagenette_fastbook.py'}:{variant}",
