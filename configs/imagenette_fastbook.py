@@ -14,7 +14,7 @@ recipe, then switches, comma-separated:
 - `tta`: every evaluation with flip test-time augmentation (`eval_tta="flip"`).
 - `smoke`: the same stages (a step an epoch), switches and optimiser on a tiny simple CNN
   at 16-32 px: the variant the tests train on TFDS mock data
-  (`fixed224,smoke`, `progressive,smoke`, `progressive,mixup,ls,smoke`).
+  (`fixed224,smoke`, `progressive,mixup,ls,tta,smoke`).
 
 The published figures to compare with (fastbook, chapter 7, fastai 2, the validation
 set's 3,925 images; one run each):
