@@ -188,10 +188,11 @@ def analyze(run: Run, options: Options | None = None) -> dict[str, Any]:
   recorded = activations.read_stats(run.workdir)
   if recorded:
     source, over_training = "recorded", recorded
-  else:
+  else:  # This checkpoint's rows are the last of them: not computed (and compiled) twice.
     source = "checkpoints"
     over_training = activations.checkpoint_stats(
-        [at(s) for s in run.steps if s <= run.step], stats_images, train=options.stats_train)
+        [at(s) for s in run.steps if s < run.step], stats_images, train=options.stats_train
+    ) + checkpoint_rows
   stats_result = {
       "source": source,
       "layers": activations.layers_in_order(checkpoint_rows),
