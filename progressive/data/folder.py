@@ -37,7 +37,7 @@ import skimage.data
 from etils import epath
 from PIL import Image
 
-from progressive.data import decode, splits
+from progressive.data import decode, splits, views
 
 INDEX_VERSION = 2  # 2: the signature holds every file's size and mtime; left_out.
 INDEX_DIR = ".progressive_index"
@@ -301,13 +301,8 @@ def split_index(config: Mapping[str, Any], spec: str, field: str = "train_split"
 def _relabel(index: Index, class_names: tuple[str, ...], split_dir) -> Index:
   """`index` labelled by position in `class_names` (`config.data.class_names`: a model's
   classes, of which the folder may hold any), not by class folder."""
-  position = {name: i for i, name in enumerate(class_names)}
-  unknown = [name for name in index.class_names if name not in position]
-  if unknown:
-    raise ValueError(
-        f"The class folder {split_dir / unknown[0]} is not one of the "
-        f"{len(class_names)} classes in config.data.class_names ({', '.join(class_names[:3])}, "
-        "...): name each class folder by one of them, or remove it.")
+  position = views.class_labels(index.class_names, class_names, split_dir,
+                                "config.data.class_names")
   labels = tuple(position[index.class_names[label]] for label in index.labels)
   return dataclasses.replace(index, class_names=class_names, labels=labels)
 
