@@ -290,23 +290,20 @@ def _dims(state, arch: Arch) -> dict[str, Any]:
   return dims
 
 
-def suggest(state: Mapping[str, np.ndarray]) -> str | None:
-  """The `ARCHS` name of what `state` looks like (`identify`), if the importer has it."""
-  looks = identify(state)
-  if looks.startswith("an anti-aliased "):
-    name = "aa_" + looks.split()[2]
-  else:
-    name = looks
+def _arch_named(looks: str) -> str | None:
+  """The `ARCHS` name of an `identify` description, if the importer has that architecture."""
+  name = "aa_" + looks.split()[2] if looks.startswith("an anti-aliased ") else looks
   return name if name in ARCHS else None
 
 
 def _mismatch(arch: Arch, state, name: str, what: str) -> MismatchError:
-  other = suggest(state)
+  looks = identify(state)
+  other = _arch_named(looks)
   fix = (f"pass --arch={other}" if other and other != arch.name else
          f"pass the --arch the file was saved from (one of {', '.join(ARCHS)})")
   return MismatchError(
       f"The weights do not fit {arch.name} ({arch.library}): {name} {what}; the file looks "
-      f"like {identify(state)}: {fix}."
+      f"like {looks}: {fix}."
   )
 
 
