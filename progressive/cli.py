@@ -75,7 +75,7 @@ def one_line(error: BaseException | str) -> str:
     head = text.split("Error whilst parsing config file:")[0]
     last = text.strip().splitlines()[-1]
     text = head + re.sub(r"^[\w.]*(Error|Exception)\w*: ", "", last)
-  return " ".join(line.strip() for line in text.splitlines() if line.strip())
+  return errors.one_line(text)
 
 
 def fail(error: BaseException | str) -> int:

@@ -8,3 +8,8 @@ command line catches them without importing JAX.
 
 class Error(Exception):
   """Bad input or a known fault, reported as one line naming the problem and the fix."""
+
+
+def one_line(text) -> str:
+  """`text` (or an error's message) on one line: its non-blank lines, stripped and joined."""
+  return " ".join(line.strip() for line in str(text).splitlines() if line.strip())

@@ -239,11 +239,6 @@ def shift_mode(data_config: Mapping[str, Any]) -> str:
   return "render" if data_config["name"] in pipeline.BUILTINS else "reflect"
 
 
-def errors_line(error: BaseException) -> str:
-  """An error's message on one line."""
-  return " ".join(str(error).split())
-
-
 def images_data(config, images: str) -> ml_collections.ConfigDict:
   """`config.data` for a folder of images labelled by the run's classes: an image-folder
   dataset (`IMAGES` is both splits) with `data.class_names` the run's, its normalisation
@@ -303,7 +298,7 @@ def load_run(
   except ValueError as e:
     if images is None:
       raise
-    raise RunError(f"--images={images}: {errors_line(e)}") from None
+    raise RunError(f"--images={images}: {errors.one_line(e)}") from None
   plan = schedules.stage_plan(config.stages, config.batch_size, info.num_train)
   variables, stage, meta = _restore(workdir, step, steps, plan, device)
   model = models.build(config.model, num_classes=info.num_classes, bn_axis_name=None)
