@@ -1,6 +1,5 @@
 """Ahead-of-time stage compiles, the persistent cache, and no host sync per step."""
 
-import json
 import pathlib
 import subprocess
 import sys
@@ -124,24 +123,3 @@ def test_persistent_cache_follows_each_run_s_directory(tmp_path):
   assert any(first.iterdir()) and any(second.iterdir())
 
 
-@pytest.mark.slow
-def test_bench_smoke_writes_its_table_and_json(smoke_config, tmp_path):
-  out = tmp_path / "bench.json"
-  result = subprocess.run(
-      [
-          sys.executable, "-m", "progressive", "bench", "--config=configs/default.py:smoke",
-          f"--config.data.data_dir={smoke_config.data.data_dir}", "--smoke", "--sizes=16,32",
-          f"--json={out}",
-      ],
-      cwd=REPO, capture_output=True, text=True, timeout=300,
-  )
-  assert result.returncode == 0, result.stderr[-2000:]
-  assert "bare_img_s" in result.stdout and "Loop compile time" in result.stdout
-  report = json.loads(out.read_text())
-  assert [(r["size"], r["batch"]) for r in report["rows"]] == [(16, 64), (32, 64)]
-  for row in report["rows"]:
-    assert row["compile_s"] > 0 and row["bare_img_s"] > 0 and row["e2e_img_s"] > 0
-    assert row["warm_cache_hit"]  # The rerun read every program from the cache.
-    assert row["bare_tflop_s"] > 0
-  # The 32 px step does more work than the 16 px one (XLA's count).
-  assert report["rows"][1]["step_gflop"] > report["rows"][0]["step_gflop"] > 0

@@ -33,6 +33,9 @@ def define_flags(fv: flags.FlagValues) -> None:
                     flag_values=fv)
   flags.DEFINE_bool("e2e", True, "Also time the real training loop (two runs, cold and warm "
                     "cache).", flag_values=fv)
+  flags.DEFINE_string("trace", None, "A jax.profiler trace of 5 bare steps of each size in "
+                      "this folder (view it in TensorBoard's profile plugin or Perfetto).",
+                      flag_values=fv)
   flags.DEFINE_string("json", None, "Where to write the results (default: print only).",
                       flag_values=fv)
   # The host pipeline.
@@ -82,7 +85,8 @@ def _main(fv: flags.FlagValues) -> None:
   sizes = fv.sizes or [s["size"] for s in config.stages]
   batch_sizes = fv.batch_sizes or [config.batch_size]
   steps = 3 if fv.smoke else fv.steps
-  report = benchmark.measure_steps(config, sizes, batch_sizes, steps, e2e=fv.e2e)
+  report = benchmark.measure_steps(config, sizes, batch_sizes, steps, e2e=fv.e2e,
+                                   trace_dir=fv.trace)
   print(f"{report['device']}, {report['model']} ({report['dtype']}), {steps} timed steps per size")
   print(benchmark.step_table(report["rows"]))
   if report["totals"]:

@@ -5,6 +5,9 @@ The step (`measure_steps`), for each (size, batch size):
 - `bare_img_s`: steady throughput of that step on random data already on the device.
 - `step_gflop`, `bare_tflop_s`: XLA's count of the floating-point operations of one step
   (forward and backward, all devices) and the rate the bare step achieves with it.
+- `model_gflop`, `model_tflop_s`: the same from the traced architecture
+  (`progressive.models.flops.train_flops` of each image, times the batch: the convention
+  model-FLOP utilisation uses, the same on every backend) and the rate it gives.
 - `e2e_img_s`: throughput of the real training loop (`progressive train`, one
   stage per size, the built-in dataset, input pipeline, resizing, metrics and schedule
   included), from its train rows after each stage's first logging interval.
@@ -50,12 +53,15 @@ from etils import epath
 from progressive import schedules
 from progressive.data import folder, pipeline
 from progressive.data.splits import folder_and_slice
+from progressive.models import flops as flops_lib
 from progressive.training import compilation, mixing, parallel, train
 from progressive.training.metrics import read_rows
 
 
-def bare_step(config, info, size: int, batch_size: int, steps: int) -> dict:
-  """Compile time and steady throughput of the training step on device-resident data."""
+def bare_step(config, info, size: int, batch_size: int, steps: int,
+              trace_dir: str | None = None) -> dict:
+  """Compile time and steady throughput of the training step on device-resident data;
+  with `trace_dir`, then a `jax.profiler` trace of 5 more steps there."""
   stages = [dict(size=size, steps=steps + 3, batch_size=batch_size)]
   plan = schedules.stage_plan(stages, batch_size, info.num_train)
   mesh = parallel.make_mesh()
@@ -85,13 +91,21 @@ def bare_step(config, info, size: int, batch_size: int, steps: int) -> dict:
     state, metrics = compiled(state, batch)
   jax.block_until_ready((state, metrics))
   seconds = time.perf_counter() - start
+  if trace_dir:
+    with jax.profiler.trace(trace_dir):
+      for _ in range(5):
+        state, metrics = compiled(state, batch)
+      jax.block_until_ready((state, metrics))
   flops = compilation.program_flops(compiled)
   flops = None if flops is None else flops * mesh.size  # One step over all devices.
+  model = flops_lib.config_train_flops(config.model, size, info.num_classes) * batch_size
   return {
       "compile_s": compile_s,
       "bare_img_s": steps * batch_size / seconds,
       "step_gflop": None if flops is None else flops / 1e9,
       "bare_tflop_s": None if flops is None else flops * steps / seconds / 1e12,
+      "model_gflop": model / 1e9,
+      "model_tflop_s": model * steps / seconds / 1e12,
   }
 
 
@@ -158,7 +172,7 @@ def loop_runs(config, points, steps: int, root: epath.Path) -> dict:
 
 COLUMNS = (
     ("size", "{:d}"), ("batch", "{:d}"), ("compile_s", "{:.2f}"), ("bare_img_s", "{:.0f}"),
-    ("step_gflop", "{:.1f}"), ("bare_tflop_s", "{:.2f}"),
+    ("step_gflop", "{:.1f}"), ("bare_tflop_s", "{:.2f}"), ("model_tflop_s", "{:.2f}"),
     ("e2e_img_s", "{:.0f}"), ("e2e_vs_bare", "{:.0%}"), ("switch_s", "{:.2f}"),
     ("switch_total_s", "{:.2f}"), ("cold_compile_s", "{:.2f}"), ("warm_compile_s", "{:.2f}"),
 )
@@ -176,13 +190,17 @@ def step_table(results: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def measure_steps(config, sizes, batch_sizes, steps: int, *, e2e: bool = True) -> dict:
-  """Measures every (size, batch size) pair; returns the device, the rows and totals."""
+def measure_steps(config, sizes, batch_sizes, steps: int, *, e2e: bool = True,
+                  trace_dir: str | None = None) -> dict:
+  """Measures every (size, batch size) pair; returns the device, the rows and totals.
+  `trace_dir`: a profiler trace of each pair's bare step in `<trace_dir>/<size>px_<batch>`."""
   info = pipeline.dataset_info(config.data)
   points = [(int(s), int(b)) for s in sizes for b in batch_sizes]
   results = []
   for size, batch_size in points:
-    results.append({"size": size, "batch": batch_size, **bare_step(config, info, size, batch_size, steps)})
+    trace = f"{trace_dir}/{size}px_{batch_size}" if trace_dir else None
+    results.append({"size": size, "batch": batch_size,
+                    **bare_step(config, info, size, batch_size, steps, trace)})
   if e2e:
     with tempfile.TemporaryDirectory() as tmp:
       figures = loop_runs(config, points, steps, epath.Path(tmp))

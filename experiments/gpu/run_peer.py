@@ -1,0 +1,50 @@
+r"""Runs one of the peer scripts (copies of `../shared/gpu/`, kept byte for byte) as it is,
+or with `--smoke` at a tiny size on the CPU, so the benchmark's CPU smoke test runs the
+same file:
+
+  python experiments/gpu/run_peer.py experiments/gpu/peer_flax_resnet50.py
+  python experiments/gpu/run_peer.py experiments/gpu/peer_flax_resnet50.py --smoke
+
+`--smoke` replaces the script's list of (size, batch) points with one tiny point, its
+count of timed steps with 2 and its blocks per stage with 1; it refuses a script whose text no longer has the list it
+replaces (a changed peer must be looked at, not timed at sizes nobody chose).
+"""
+
+import argparse
+import pathlib
+import runpy
+import sys
+import tempfile
+
+# What --smoke changes in each peer's text: the (size, batch) points, the timed steps ...
+SMOKE = {
+    # ... and its depth to one block per stage (a ResNet-50 compiles for half a minute on a CPU).
+    "peer_flax_resnet50.py": [("[(224, 256), (128, 256)]", "[(24, 8)]"), ("n = 20", "n = 2"),
+                              ("[3, 4, 6, 3]", "[1, 1, 1, 1]")],
+}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("script", type=pathlib.Path)
+  parser.add_argument("--smoke", action="store_true", help="One tiny point, on any device.")
+  args = parser.parse_args()
+  text = args.script.read_text()
+  if args.smoke:
+    edits = SMOKE.get(args.script.name)
+    if edits is None:
+      sys.exit(f"{args.script.name} has no smoke variant (only {', '.join(SMOKE)}).")
+    for old, new in edits:
+      if text.count(old) != 1:
+        sys.exit(f"{args.script}: expected {old!r} once, to make its smoke variant; the peer "
+                 f"changed, update experiments/gpu/run_peer.py.")
+      text = text.replace(old, new)
+  with tempfile.TemporaryDirectory() as tmp:
+    path = pathlib.Path(tmp) / args.script.name
+    path.write_text(text)
+    sys.argv = [str(path)]
+    runpy.run_path(str(path), run_name="__main__")
+
+
+if __name__ == "__main__":
+  main()
