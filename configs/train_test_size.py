@@ -3,6 +3,7 @@ scale controls, size ensembles against seed ensembles, and FixRes's train/test f
 
   progressive sweep --config=configs/train_test_size.py --workdir=/tmp/tts
   progressive sweep --config=configs/train_test_size.py:photos --workdir=/tmp/tts_photos
+  progressive sweep --config=configs/train_test_size.py:long --workdir=/tmp/tts_long
   progressive sweep --config=configs/train_test_size.py:smoke --workdir=/tmp/tts_smoke
 
 The simple CNN on `scale_shapes/sweep32_fresh` (32 px, 4096 train / 1024 test, the test
@@ -41,6 +42,11 @@ batch-norm statistics recomputed at the test size (`acc_bn@S`):
   training size than at it, and for `rrc32` that gain exceeds `flip32`'s (an interaction
   between arms: random-resized crops make training objects look larger).
 
+`:long` is the convergence check: twice the budget (12 epochs) for the four arms the
+primary hypotheses name (`flip24`, `flip32`, `rrc24`, `rrc32`), tuned afresh on the same
+grid, the same seeds and test split; `experiments/results/` sets its hypotheses beside
+the first budget's (`:photos_long` likewise on photographs).
+
 `:photos` runs the five flip/rrc arms on real photographs (`photos/sweep32`, 16 grey
 classes: periodic, stochastic textures and objects). Reduced for two CPU cores: 32 px
 images and the simple CNN, 6 epochs (FixRes and claim 1 are asked at 32 and 48 px; 48 px
@@ -54,6 +60,7 @@ from progressive.sweeps import spec
 
 SIZES = (16, 24, 32)
 EPOCHS = 6
+LONG_ARMS = ("flip24", "flip32", "rrc24", "rrc32")  # The arms the primary hypotheses name.
 SEEDS = (0, 1, 2, 3, 4)
 LR_GRID = (0.2, 0.4, 0.8)
 CONTROLS = {"offladder32": "small_offladder_fresh", "object_period32": "small_object_period_fresh",
@@ -61,8 +68,13 @@ CONTROLS = {"offladder32": "small_offladder_fresh", "object_period32": "small_ob
 
 
 def _variant(arg: str | None) -> ml_collections.ConfigDict:
-  """`photos`, `smoke`."""
-  return spec.parse_arg(arg, photos=False, smoke=False)
+  """`photos`, `long` (twice the budget, the hypotheses' arms), `smoke`; `photos_long`."""
+  return spec.parse_arg(arg, presets={"photos_long": "photos,long"}, photos=False, long=False,
+                        smoke=False)
+
+
+def _epochs(variant) -> int:
+  return 2 * EPOCHS if variant.long else EPOCHS
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -74,7 +86,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant.photos:
     config.data.name = "photos"
   config.data.augment = "flip"
-  config.stages = (dict(size=24, steps=8),) if variant.smoke else (dict(size=32, epochs=EPOCHS),)
+  config.stages = (dict(size=24, steps=8),) if variant.smoke else (
+      dict(size=32, epochs=_epochs(variant)),)
   config.eval_sizes = (16, 24, 32) if variant.smoke else (16, 24, 32, 40, 48)
   config.progress_bar = False
   return config
@@ -86,10 +99,12 @@ def _arms(variant) -> list[dict]:
     arms = [{"name": "flip16", "stages": (dict(size=16, **length),)},
             {"name": "rrc16", "stages": (dict(size=16, **length),), "data.augment": "rrc_flip"}]
     return arms
-  length = {"epochs": EPOCHS}
+  length = {"epochs": _epochs(variant)}
   arms = [{"name": f"flip{s}", "stages": (dict(size=s, **length),)} for s in SIZES]
   arms += [{"name": f"rrc{s}", "stages": (dict(size=s, **length),), "data.augment": "rrc_flip"}
            for s in SIZES[1:]]
+  if variant.long:
+    return [arm for arm in arms if arm["name"] in LONG_ARMS]
   if not variant.photos:
     arms += [{"name": name, "stages": (dict(size=32, **length),), "data.builder_config": builder}
              for name, builder in CONTROLS.items()]
@@ -128,7 +143,7 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   if variant.smoke:
     return [("rrc16", "flip16")]
   pairs = [(f"rrc{s}", f"flip{s}") for s in SIZES[1:]]
-  if not variant.photos:
+  if not variant.photos and not variant.long:
     pairs += [(name, "flip32") for name in CONTROLS]
   return pairs
 
