@@ -429,6 +429,12 @@ def test_activation_stats_of_a_checkpoint_and_over_training(run):
       float(np.sqrt(np.mean(gamma**2) + np.var(beta))), rel=0.01)
   for fig in (plots.layer_stats(rows), plots.colorful_dimension(rows)):
     assert fig.axes
+  # A deep network's figure shows a few layers spread over its depth, the first and last.
+  few = plots.colorful_dimension(rows, max_layers=3)
+  shown = [ax.get_title() for ax in few.axes if ax.get_title()]
+  assert len(shown) == 3 and (shown[0], shown[-1]) == (layers[0], layers[-1])
+  assert shown[1] in layers[1:-1]
+  assert f"3 of {len(layers)} layers" in few.get_suptitle()
 
 
 # --- The CLI and the notebook -------------------------------------------------------------

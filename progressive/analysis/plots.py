@@ -305,10 +305,17 @@ def colorful_dimension(
     layers: Sequence[str] | None = None,
     boundaries: Sequence[int] | None = None,
     columns: int = 4,
+    max_layers: int = 16,
 ) -> Figure:
   """fastai's "colorful dimension": per layer, the 40-bin histograms over [0, 10] of its
-  output stacked over recorded steps, `log1p`, time on x and activation value on y."""
+  output stacked over recorded steps, `log1p`, time on x and activation value on y. A
+  network with more than `max_layers` layers shows that many, evenly spaced in depth from
+  the first to the last (a ResNet-50 has about 120; all of them make a figure no one can
+  read, and take seconds to draw)."""
   layers = list(layers or activations.layers_in_order(rows))
+  total = len(layers)
+  if total > max_layers:
+    layers = [layers[i] for i in sorted(set(np.linspace(0, total - 1, max_layers).round().astype(int)))]
   columns = min(columns, len(layers)) or 1
   nrows = -(-len(layers) // columns)
   fig = Figure(figsize=(3.2 * columns, 2.4 * nrows), layout="constrained")
@@ -330,6 +337,8 @@ def colorful_dimension(
       ax.axvline(b, color="white", linestyle="--", linewidth=0.8)
   for ax in axes[len(layers):]:
     ax.set_axis_off()
+  if len(layers) < total:
+    fig.suptitle(f"{len(layers)} of {total} layers, evenly spaced in depth", fontsize=9)
   return fig
 
 
