@@ -188,7 +188,8 @@ def test_import_then_analyze_a_folder_from_the_console(tmp_path):
   assert "4 test images" in report or "all 4" in report
   # The three experiments and their table (tests/test_invariance.py puts two runs in one).
   done = _console("invariance", "--workdir=rn50", "--images=val", "--num_images=4",
-                  "--bn_images=val", "--sizes=96,112", "--draws=2", "--out=table", cwd=tmp_path)
+                  "--bn_images=val", "--sizes=112", "--draws=1", "--object_px=100",
+                  "--canvas_px=112", "--max_shift=2", "--out=table", cwd=tmp_path)
   assert done.returncode == 0, done.stderr
   assert "| resnet50 | 112 |" in (tmp_path / "table" / "invariance.md").read_text()
   folder = tmp_path / "rn50" / "analysis" / "invariance"

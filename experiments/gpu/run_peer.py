@@ -6,7 +6,8 @@ same file:
   python experiments/gpu/run_peer.py experiments/gpu/peer_flax_resnet50.py --smoke
 
 `--smoke` replaces the script's list of (size, batch) points with one tiny point, its
-count of timed steps with 2 and its blocks per stage with 1; it refuses a script whose text no longer has the list it
+count of timed steps with 2 and its blocks per stage with 1, and jits its initialisation
+(none of which the timed step sees); it refuses a script whose text no longer has the list it
 replaces (a changed peer must be looked at, not timed at sizes nobody chose).
 """
 
@@ -18,9 +19,11 @@ import tempfile
 
 # What --smoke changes in each peer's text: the (size, batch) points, the timed steps ...
 SMOKE = {
-    # ... and its depth to one block per stage (a ResNet-50 compiles for half a minute on a CPU).
+    # ... its depth to one block per stage (a ResNet-50 compiles for half a minute on a CPU),
+    # and its initialisation jitted (op by op it takes seconds there).
     "peer_flax_resnet50.py": [("[(224, 256), (128, 256)]", "[(24, 8)]"), ("n = 20", "n = 2"),
-                              ("[3, 4, 6, 3]", "[1, 1, 1, 1]")],
+                              ("[3, 4, 6, 3]", "[1, 1, 1, 1]"),
+                              ("v = m.init(", "v = jax.jit(m.init)(")],
 }
 
 
