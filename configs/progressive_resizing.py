@@ -70,7 +70,7 @@ LR_GRID = (0.2, 0.4, 0.8)
 # so does the first `scale_shapes` budget, where a check found 0.1 better than LR_GRID's
 # choice for three arms (by 1-2.5 points; experiments/results/progressive_resizing_edges).
 # The other variants' checks found no value beyond LR_GRID better than its choice by
-# more than 2.5 points (FINDINGS.md).
+# more than 2.5 points (HISTORY.md).
 WIDE_LR_GRID = (0.1, 0.2, 0.4, 0.8, 1.6)
 
 

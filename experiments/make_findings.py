@@ -25,6 +25,10 @@ rebuilt from those copies. In the template:
 - `{{hypotheses:NAME+NAME2+...}}`: the primary hypotheses of those sweeps
   (`hypotheses.csv`), Holm-corrected again across all of them (`statistics.judge`), one
   row each with the sweep it came from, ordered by claim;
+- `{{curves:NAME:ARM/METRIC+ARM/METRIC+...@S1,S2,...}}`: a figure of each series'
+  `METRIC@S` against the test size S, the mean over seeds with its 95% interval
+  (`results_intervals.csv`), e.g. `{{curves:tts:flip32/acc_bn_shape+flip32/acc_bn_texture@16,32,48}}`;
+  `main` draws it into `results/NAME/` and the placeholder becomes its link;
 
 so no number in FINDINGS.md is typed by hand.
 """
@@ -34,6 +38,8 @@ import pathlib
 import re
 import shutil
 import sys
+
+from matplotlib.figure import Figure
 
 from progressive import statistics
 from progressive.analysis import plots
@@ -45,8 +51,8 @@ FILES = ("results.md", "results.csv", "results.png")
 # Written by sweeps with seeds, comparisons or tuning; copied when present.
 OPTIONAL_FILES = ("results_mean.csv", "results_intervals.csv", "comparisons.csv", "tuning.csv",
                   "hypotheses.csv")
-_PLACEHOLDER = (r"\{\{(table|figure|intervals|comparisons|tuning|means|budgets|hypotheses):"
-                r"([\w+]+)(?::([\w@.,]+))?\}\}")
+_PLACEHOLDER = (r"\{\{(table|figure|intervals|comparisons|tuning|means|budgets|hypotheses|"
+                r"curves):([\w+]+)(?::([\w@.,/+]+))?\}\}")
 
 
 def _rows(name: str, file: str) -> list[dict[str, str]]:
@@ -177,12 +183,73 @@ def hypotheses_table(names: str) -> str:
           + "\n".join(hypotheses.markdown_lines(judged)))
 
 
+def _curves_spec(name: str, spec: str) -> tuple[list[tuple[str, str]], list[int]]:
+  """`ARM/METRIC+...@S1,S2` -> ([(arm, metric), ...], [S1, S2, ...]); ValueError if malformed."""
+  series, _, sizes = (spec or "").partition("@")
+  pairs = [tuple(part.split("/")) for part in series.split("+") if part]
+  if not pairs or not sizes or any(len(p) != 2 for p in pairs):
+    raise ValueError(f"{{{{curves:{name}:{spec}}}}} needs series and sizes: "
+                     f"{{{{curves:{name}:flip32/acc_bn+rrc32/acc_bn@16,24,32}}}}.")
+  return pairs, [int(size) for size in sizes.split(",")]
+
+
+def curves_figure_path(name: str, spec: str) -> pathlib.Path:
+  series = spec.partition("@")[0]
+  return RESULTS / name / f"curves_{re.sub(r'[^0-9A-Za-z_]+', '_', series)}.png"
+
+
+def curves_data(name: str, spec: str) -> dict[tuple[str, str], list[dict]]:
+  """Each series' rows at each size: {"size", "mean", "low", "high", "n"}; a KeyError
+  names a series and size the sweep did not measure."""
+  pairs, sizes = _curves_spec(name, spec)
+  found = {(r["name"], r["metric"]): r for r in _rows(name, "results_intervals.csv")}
+  data = {}
+  for arm, metric in pairs:
+    points = []
+    for size in sizes:
+      row = found.get((arm, f"{metric}@{size}"))
+      if row is None:
+        raise KeyError(f"results/{name}/results_intervals.csv has no {arm} {metric}@{size}.")
+      points.append({"size": size, "mean": float(row["mean"]), "n": int(row["n"]),
+                     "low": float(row["low"]) if row["low"] else None,
+                     "high": float(row["high"]) if row["high"] else None})
+    data[(arm, metric)] = points
+  return data
+
+
+def curves_figure(data: dict[tuple[str, str], list[dict]]):
+  """One line per series, its 95% interval as a band; small enough to read scaled down."""
+  fig = Figure(figsize=(5.2, 3.4), layout="constrained")
+  ax = fig.subplots()
+  for (arm, metric), points in data.items():
+    x = [p["size"] for p in points]
+    line, = ax.plot(x, [p["mean"] for p in points], marker="o", label=f"{arm} {metric}")
+    if all(p["low"] is not None for p in points):
+      ax.fill_between(x, [p["low"] for p in points], [p["high"] for p in points],
+                      color=line.get_color(), alpha=0.2, linewidth=0)
+  ax.set_xlabel("test size (px)")
+  ax.set_xticks(x)
+  ax.set_ylabel("mean over seeds (95% interval)")
+  ax.legend(fontsize=8)
+  return fig
+
+
+def curves(name: str, spec: str) -> str:
+  n = {p["n"] for points in curves_data(name, spec).values() for p in points}
+  link = curves_figure_path(name, spec).relative_to(HERE)
+  return (f"![{spec}]({link})\n\n*Mean over {'/'.join(map(str, sorted(n)))} seeds with its 95% "
+          f"interval, from `results/{name}/results_intervals.csv`.*")
+
+
 def draw_budget_figures(template: str) -> None:
-  """Draws the figure of every `{{budgets:...}}` placeholder in `template`."""
+  """Draws the figure of every `{{budgets:...}}` and `{{curves:...}}` placeholder in
+  `template`."""
   for kind, names, spec in re.findall(_PLACEHOLDER, template):
     if kind == "budgets":
       metric, rows, target, _ = _budgets(names, spec)
       plots.save(budgets.figure(rows, metric, target), budgets_figure_path(names, metric))
+    elif kind == "curves":
+      plots.save(curves_figure(curves_data(names, spec)), curves_figure_path(names, spec))
 
 
 def collect(root: pathlib.Path, names) -> None:
@@ -211,6 +278,8 @@ def _replace(match: re.Match) -> str:
     return budgets_table(name, metrics)
   if kind == "hypotheses":
     return hypotheses_table(name)
+  if kind == "curves":
+    return curves(name, metrics)
   if kind in ("intervals", "comparisons", "means"):
     if not metrics:
       raise ValueError(f"{match.group(0)} needs its metrics: {{{{{kind}:{name}:acc@32,...}}}}.")

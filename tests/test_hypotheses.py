@@ -324,3 +324,33 @@ def test_findings_judges_the_hypotheses_of_several_sweeps_together(tmp_path, mon
   assert [cells[7] for cells in body] == ["0.003", "0.06", "0.06"]
   with pytest.raises(FileNotFoundError, match="wrote no hypotheses.csv"):
     make_findings.render("{{hypotheses:a+missing}}")
+
+
+def test_findings_curves_draw_each_series_against_the_test_size(tmp_path, monkeypatch):
+  """`{{curves:s:flip32/acc_bn+rrc32/acc_bn@16,32}}`: each series' mean and interval at
+  each size from results_intervals.csv, drawn into the sweep's folder and linked."""
+  make_findings = config_files.load_module(str(REPO / "experiments/make_findings.py"))
+  monkeypatch.setattr(make_findings, "RESULTS", tmp_path / "results")
+  monkeypatch.setattr(make_findings, "HERE", tmp_path)
+  (tmp_path / "results" / "s").mkdir(parents=True)
+  rows = [("flip32", "acc_bn@16", 0.4, 0.35, 0.45), ("flip32", "acc_bn@32", 0.8, 0.78, 0.82),
+          ("rrc32", "acc_bn@16", 0.5, 0.44, 0.56), ("rrc32", "acc_bn@32", 0.7, 0.66, 0.74),
+          ("rrc32", "acc@32", 0.6, 0.5, 0.7)]
+  with (tmp_path / "results" / "s" / "results_intervals.csv").open("w", newline="") as f:
+    writer = csv.writer(f)
+    writer.writerow(["name", "metric", "mean", "std", "n", "low", "high"])
+    writer.writerows([(arm, metric, mean, 0.01, 5, low, high) for arm, metric, mean, low, high in rows])
+  spec = "flip32/acc_bn+rrc32/acc_bn@16,32"
+  data = make_findings.curves_data("s", spec)
+  assert [p["mean"] for p in data[("rrc32", "acc_bn")]] == [0.5, 0.7]
+  assert data[("flip32", "acc_bn")][0] == {"size": 16, "mean": 0.4, "n": 5, "low": 0.35, "high": 0.45}
+  template = f"{{{{curves:s:{spec}}}}}"
+  make_findings.draw_budget_figures(template)
+  figure = tmp_path / "results" / "s" / "curves_flip32_acc_bn_rrc32_acc_bn.png"
+  assert figure.stat().st_size > 1000
+  assert make_findings.render(template).startswith(
+      f"![{spec}](results/s/curves_flip32_acc_bn_rrc32_acc_bn.png)\n\n*Mean over 5 seeds")
+  with pytest.raises(KeyError, match="no flip32 acc_bn@48"):
+    make_findings.render("{{curves:s:flip32/acc_bn@16,48}}")
+  with pytest.raises(ValueError, match="needs series and sizes"):
+    make_findings.render("{{curves:s:flip32/acc_bn}}")

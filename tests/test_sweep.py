@@ -624,6 +624,9 @@ def test_findings_are_built_from_the_committed_results():
     files = ("tuning.csv",) if used == {"tuning"} else make_findings.FILES  # --tune_only sweeps.
     for file in files:
       assert (REPO / "experiments/results" / name / file).exists(), (name, file)
+  # Every figure it links is committed.
+  for name, spec in re.findall(r"\{\{curves:(\w+):([^}]+)\}\}", template):
+    assert make_findings.curves_figure_path(name, spec).exists(), (name, spec)
   # FINDINGS.md is exactly what the script makes of the results: no number typed by hand.
   assert make_findings.render(template) == (REPO / "experiments/FINDINGS.md").read_text()
 
