@@ -123,8 +123,10 @@ def _sweep_file(tmp_path, hypotheses_source: str) -> str:
 
 def test_hypotheses_are_checked_when_the_sweep_loads(tmp_path):
   ok = "[dict(claim=7, name='h', contrast=a['acc@40'] - a['acc@32'], predicted='>')]"
-  (h,) = spec.load(_sweep_file(tmp_path, ok)).hypotheses
+  sweep = spec.load(_sweep_file(tmp_path, ok))
+  (h,) = sweep.hypotheses
   assert (h.claim, h.name, h.predicted, str(h.contrast)) == (7, "h", "> 0", "a[acc@40] - a[acc@32]")
+  assert sweep.headline == ("acc@40", "acc@32")  # Without get_headline: what they read.
   for source, message in [
       ("[dict(claim=1, name=f'h{i}', contrast=a['x'], predicted='> 0') for i in range(4)]",
        "more than three"),
@@ -160,7 +162,7 @@ def _summaries(tmp_path, values, devices=None):
 @pytest.fixture
 def no_figure(monkeypatch):
   """Aggregation without drawing results.png (not what these tests read)."""
-  monkeypatch.setattr(tables, "write_figure", lambda summaries, path: None)
+  monkeypatch.setattr(tables, "write_figure", lambda *args, **kwargs: None)
 
 
 def test_aggregation_writes_hypotheses_with_holm_and_verdicts(tmp_path, no_figure):
@@ -209,6 +211,39 @@ def test_aggregation_writes_hypotheses_with_holm_and_verdicts(tmp_path, no_figur
   both = statistics.judge(hypotheses.read(workdir / hypotheses.FILE) * 2)
   assert [h["p_holm"] for h in both] == pytest.approx(statistics.holm(p_values * 2))
   assert both[0]["verdict"] == "supported" and both[0]["confidence"] > float(gain["confidence"])
+
+
+def test_a_headline_shortens_results_md_and_plots_those_measures_by_arm(tmp_path):
+  """`get_headline`: results.md shows the name, the seed and those measures (every table
+  of it), results.csv and the other CSV files keep every column, and results.png plots the
+  headline measures by arm, each arm's mean over seeds with its interval."""
+  flag = _sweep_file(tmp_path, "[dict(claim=7, name='h', contrast=a['acc@40'] - a['acc@32'], predicted='>')]")
+  with open(flag, "a") as f:
+    f.write("\ndef get_headline(arg):\n  return ['acc@40', 'images_seen', 'not_measured']\n")
+  sweep = spec.load(flag)
+  assert sweep.headline == ("acc@40", "images_seen", "not_measured")
+  base = [0.5, 0.55, 0.45, 0.52, 0.48]
+  _summaries(tmp_path, {"a": [(x, x + d) for x, d in zip(base, EFFECT)], "b": [(x, x) for x in base]})
+  workdir = tmp_path / "sweep"
+  aggregate.aggregate(sweep, str(workdir), comparisons=[("a", "b")])
+  markdown = (workdir / "results.md").read_text()
+  heads = [line for line in markdown.splitlines() if line.startswith("| ") and "---" not in line]
+  assert "| name | seed | acc@40 | images_seen |" in heads  # The points' table.
+  assert "| name | seeds | acc@40 | images_seen |" in heads  # Means over seeds.
+  assert "acc@32" not in markdown.split("Primary hypotheses")[0].replace("a[acc@32]", "")
+  assert "| a | acc@40 |" in markdown and "| acc@40 | a | b |" in markdown
+  with (workdir / "results.csv").open() as f:
+    assert {"acc@32", "acc@40", "best_size"} <= set(csv.DictReader(f).fieldnames)
+  with (workdir / "results_intervals.csv").open() as f:
+    assert "acc@32" in {r["metric"] for r in csv.DictReader(f)}
+  values = tables.headline_values(
+      [json.loads((workdir / f"a_seed{i}" / measure.SUMMARY_FILE).read_text()) for i in range(5)],
+      [{"acc@40": x + d, "images_seen": 512} for x, d in zip(base, EFFECT)], sweep.headline)
+  assert values == {"a": {"acc@40": pytest.approx([x + d for x, d in zip(base, EFFECT)]),
+                          "images_seen": [512.0] * 5}}
+  fig = tables.headline_figure(values, sweep.headline)
+  assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["acc@40", "images_seen"]
+  assert (workdir / "results.png").stat().st_size > 1000
 
 
 def test_a_group_not_finished_waits(tmp_path, no_figure):

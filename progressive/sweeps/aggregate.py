@@ -77,11 +77,16 @@ def _aggregate(sweep: spec.Sweep, workdir: epath.Path, comparisons, settings: me
   notes = tables.notes(summaries, names, settings)
   notes += " " + tables.grid_note([config for name, _, config in points if name not in missing],
                                   sorted({int(size) for s in summaries for size in s["eval"]}))
+  shown = tables.shown_columns(names, sweep.headline)
   lines = [
       f"# Sweep `{sweep.flag}`", "",
       f"{len(summaries)} of {len(points)} points finished"
       + (f"; missing: {', '.join(missing)}." if missing else "."),
-      "", notes, "", *tables.markdown(table),
+      "", notes, "",
+      *([f"The sweep's headline measures (`get_headline`); all {len(names)} columns, and "
+         "every measure's mean, interval and comparison, are in the CSV files.", ""]
+        if shown != names else []),
+      *tables.markdown(table[shown]),
   ]
   means = tables.mean_rows(summaries, rows, names)
   if any(len(m["seeds"].split()) > 1 for m in means):
@@ -110,7 +115,7 @@ def _aggregate(sweep: spec.Sweep, workdir: epath.Path, comparisons, settings: me
                   {r["key"]: r for r in choice["grid"]}.values()) + ".", "",
               *tables.markdown(grid)]
   folder.write_text(workdir / "results.md", "\n".join(lines) + "\n")
-  tables.write_figure(summaries, workdir / "results.png")
+  tables.write_figure(summaries, workdir / "results.png", rows, sweep.headline)
   print("\n".join(lines))
   return rows
 
@@ -120,13 +125,14 @@ def _seed_tables(sweep, workdir, summaries, rows, names, means, points, comparis
   lines of results.md."""
   means = tables.cells(["name", "seeds", *(c for c in names if c not in ("name", "seed"))], means)
   tables.write_csv(workdir / "results_mean.csv", means)
-  lines = ["", "Mean ± standard deviation over seeds:", "", *tables.markdown(means)]
+  lines = ["", "Mean ± standard deviation over seeds:", "",
+           *tables.markdown(means[tables.shown_columns(list(means.columns), sweep.headline)])]
   groups = tables.seed_values(summaries, rows, names)
   intervals = tables.cells(["name", "metric", "mean", "std", "n", "low", "high"],
                            tables.interval_rows(groups))
   tables.write_csv(workdir / "results_intervals.csv", intervals)
   lines += ["", "Mean over seeds with its 95% interval (Student t; low, high):", "",
-            *tables.markdown(intervals)]
+            *tables.markdown(_headline_rows(intervals, sweep.headline))]
   pairs = comparisons if comparisons is not None else sweep.comparisons
   # A pair whose seed group the sweep plans but has not finished waits; a name the
   # sweep has no point for is an error (comparison_rows).
@@ -145,5 +151,12 @@ def _seed_tables(sweep, workdir, summaries, rows, names, means, points, comparis
     lines += ["", ("Exploratory comparisons (uncorrected for the many tests; the primary "
                    "hypotheses are in hypotheses.csv): arm minus baseline, 95% Welch interval "
                    "(low, high), Welch's two-sided p (exact where neither side varies over "
-                   "seeds); the verdict follows the interval:"), "", *tables.markdown(table)]
+                   "seeds); the verdict follows the interval:"), "",
+              *tables.markdown(_headline_rows(table, sweep.headline))]
   return lines
+
+
+def _headline_rows(table, headline):
+  """The rows of a per-metric table (`metric` column) about the headline measures; all of
+  them without a headline."""
+  return table[table["metric"].isin(headline)] if headline else table

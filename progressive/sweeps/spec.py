@@ -523,7 +523,10 @@ class Sweep:
   `get_tuning(arg)` or None; `ensemble_sizes` (`get_ensemble_sizes`) and the FixRes
   fine-tune's `sizes` are a tuple for every point or a mapping from a point's last stage
   size to its own; `comparisons` are `get_comparisons(arg)`'s `(arm, baseline)` seed groups
-  (exploratory); `hypotheses` are `get_hypotheses(arg)`'s primary hypotheses.
+  (exploratory); `hypotheses` are `get_hypotheses(arg)`'s primary hypotheses; `headline`
+  is `get_headline(arg)`'s measures (columns of results.csv; by default those the
+  hypotheses read), the ones results.md shows and results.png plots by arm (every column
+  and the accuracy curves where there are none).
   """
 
   flag: str
@@ -537,6 +540,7 @@ class Sweep:
   finetune: dict[str, Any] | None = None
   comparisons: tuple[tuple[str, str], ...] = ()
   hypotheses: tuple[Hypothesis, ...] = ()
+  headline: tuple[str, ...] = ()
 
   @property
   def absolute_flag(self) -> str:
@@ -591,4 +595,16 @@ def load(flag: str, common: Mapping[str, Any] | None = None) -> Sweep:
       finetune=_finetune(hook("get_finetune")),
       ensemble_sizes=_ensemble_sizes(hook("get_ensemble_sizes", ())),
       comparisons=tuple(tuple(pair) for pair in hook("get_comparisons", ())),
-      hypotheses=_hypotheses(hook("get_hypotheses", ()), sweep.overrides))
+      hypotheses=(hypotheses := _hypotheses(hook("get_hypotheses", ()), sweep.overrides)),
+      headline=_headline(hook("get_headline"), hypotheses))
+
+
+def _headline(names, hypotheses: Sequence[Hypothesis]) -> tuple[str, ...]:
+  """`get_headline`'s measures, checked to be column names; without it, the measures the
+  primary hypotheses read, in the order written."""
+  if names is None:
+    return tuple(dict.fromkeys(m for h in hypotheses for _, m in h.contrast.metrics()))
+  names = tuple(names)
+  if not all(isinstance(n, str) and n for n in names):
+    raise ValueError(f"get_headline must return column names (strings), got {names!r}.")
+  return names

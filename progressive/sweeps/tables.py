@@ -466,7 +466,65 @@ def figure(summaries) -> Figure:
   return fig
 
 
-def write_figure(summaries, path: epath.Path) -> None:
-  """`figure` as a PNG at `path`."""
-  fig = figure(summaries)
+def shown_columns(names: Sequence[str], headline: Sequence[str]) -> list[str]:
+  """The columns results.md shows: every one without a headline; else the point's name,
+  its seed and the headline measures the sweep measured, in the headline's order."""
+  if not headline:
+    return list(names)
+  return [c for c in ("name", "seeds", "seed") if c in names] + [c for c in headline if c in names]
+
+
+def headline_values(summaries, rows, headline: Sequence[str]) -> dict[str, dict[str, list[float]]]:
+  """`{arm: {measure: [value per seed]}}`: seed groups by their name, a point without a
+  seed by its own."""
+  values, names = {}, {}
+  for s, r in zip(summaries, rows):
+    key = spec.seed_group(s["overrides"])
+    arm = s["name"] if key is None else names.setdefault(key, summary_group_name(s))
+    measured = values.setdefault(arm, {})
+    for column in headline:
+      if isinstance(r.get(column), (int, float)) and not isinstance(r.get(column), bool):
+        measured.setdefault(column, []).append(float(r[column]))
+  return values
+
+
+def headline_figure(values: Mapping[str, Mapping[str, Sequence[float]]],
+                    headline: Sequence[str]) -> Figure:
+  """One panel per headline measure, one row per arm: the mean over its seeds (a dot) with
+  the 95% Student t interval (a whisker; none for one seed). Three panels a row, so the
+  figure stays readable scaled down."""
+  metrics = [m for m in headline if any(m in v for v in values.values())]
+  arms = list(values)
+  columns_ = max(1, min(3, len(metrics)))
+  nrows = max(1, -(-len(metrics) // columns_))
+  fig = Figure(figsize=(3.9 * columns_, (0.9 + 0.28 * len(arms)) * nrows), layout="constrained")
+  axes = fig.subplots(nrows, columns_, squeeze=False).ravel()
+  for ax, metric in zip(axes, metrics):
+    for i, arm in enumerate(arms):
+      measured = values[arm].get(metric)
+      if not measured:
+        continue
+      r = statistics.mean_interval(measured)
+      if r["low"] is not None:
+        ax.hlines(i, r["low"], r["high"], color="C0", linewidth=2, alpha=0.6)
+      ax.plot(r["mean"], i, "o", color="C0", markersize=4)
+    ax.set_yticks(range(len(arms)), arms, fontsize=7)
+    ax.set_ylim(len(arms) - 0.5, -0.5)
+    ax.set_title(metric, fontsize=9)
+    ax.tick_params(axis="x", labelsize=7)
+    ax.grid(axis="x", alpha=0.3)
+  for ax in axes[len(metrics):]:
+    ax.set_axis_off()
+  fig.suptitle("mean over seeds, 95% interval", fontsize=8)
+  return fig
+
+
+def write_figure(summaries, path: epath.Path, rows=None, headline: Sequence[str] = ()) -> None:
+  """`results.png`: the headline measures by arm (`headline_figure`) where the sweep names
+  them and measured any, else the accuracy curves (`figure`)."""
+  values = headline_values(summaries, rows, headline) if headline and rows is not None else {}
+  if any(m in v for v in values.values() for m in headline):
+    fig = headline_figure(values, headline)
+  else:
+    fig = figure(summaries)
   folder.write_file(path, lambda tmp: fig.savefig(str(tmp), format="png", dpi=110))
