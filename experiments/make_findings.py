@@ -1,4 +1,5 @@
-"""Builds experiments/FINDINGS.md from FINDINGS.template.md and the sweeps' results.
+"""Builds experiments/FINDINGS.md from FINDINGS.template.md, and each per-claim page
+`experiments/findings/NAME.md` from its `NAME.template.md`, from the sweeps' results.
 
     python experiments/make_findings.py [SWEEP_ROOT]
 
@@ -34,6 +35,7 @@ so no number in FINDINGS.md is typed by hand.
 """
 
 import csv
+import os
 import pathlib
 import re
 import shutil
@@ -122,8 +124,13 @@ def table(name: str) -> str:
   return "\n".join(notes + [""] + lines[start:])
 
 
-def figure(name: str) -> str:
-  return f"![{name}](results/{name}/results.png)"
+def _link(path: pathlib.Path, page: pathlib.Path | None) -> str:
+  """`path` as a link from a page in the folder `page` (default: FINDINGS.md's)."""
+  return os.path.relpath(path, HERE if page is None else page)
+
+
+def figure(name: str, page: pathlib.Path | None = None) -> str:
+  return f"![{name}]({_link(RESULTS / name / 'results.png', page)})"
 
 
 def _budget_sweeps(names: str) -> dict[str, pathlib.Path]:
@@ -145,7 +152,7 @@ def _budgets(names: str, spec: str):
   return metric, rows, float(target[0]) if target else budgets.common_target(rows), bool(target)
 
 
-def budgets_table(names: str, spec: str) -> str:
+def budgets_table(names: str, spec: str, page: pathlib.Path | None = None) -> str:
   """Each arm's metric against its training budget, over the sweeps `A+B+...`, and the
   GFLOPs to reach the target (`_budgets`)."""
   metric, rows, target, named = _budgets(names, spec)
@@ -160,7 +167,7 @@ def budgets_table(names: str, spec: str) -> str:
   bounds = {"=": "", "<=": "at most ", ">": "more than "}
   reach = ", ".join(f"{arm} {bounds[v['bound']]}{v['gflops']:.0f}"
                     for arm, v in budgets.to_reach(rows, target).items())
-  link = budgets_figure_path(names, metric).relative_to(HERE)
+  link = _link(budgets_figure_path(names, metric), page)
   return (f"{table}\n\nTraining GFLOPs to reach {metric} = {target:.3f} ({which}), read from the "
           f"means, interpolated in log FLOPs between budgets: "
           f"{reach}.\n\n![{metric} against training GFLOPs]({link})")
@@ -234,9 +241,9 @@ def curves_figure(data: dict[tuple[str, str], list[dict]]):
   return fig
 
 
-def curves(name: str, spec: str) -> str:
+def curves(name: str, spec: str, page: pathlib.Path | None = None) -> str:
   n = {p["n"] for points in curves_data(name, spec).values() for p in points}
-  link = curves_figure_path(name, spec).relative_to(HERE)
+  link = _link(curves_figure_path(name, spec), page)
   return (f"![{spec}]({link})\n\n*Mean over {'/'.join(map(str, sorted(n)))} seeds with its 95% "
           f"interval, from `results/{name}/results_intervals.csv`.*")
 
@@ -272,33 +279,46 @@ def sweep_names(template: str) -> list[str]:
   return list(dict.fromkeys(n for m in re.findall(_PLACEHOLDER, template) for n in m[1].split("+")))
 
 
-def _replace(match: re.Match) -> str:
+def _replace(match: re.Match, page: pathlib.Path) -> str:
   kind, name, metrics = match.groups()
   if kind == "budgets":
-    return budgets_table(name, metrics)
+    return budgets_table(name, metrics, page)
   if kind == "hypotheses":
     return hypotheses_table(name)
   if kind == "curves":
-    return curves(name, metrics)
+    return curves(name, metrics, page)
   if kind in ("intervals", "comparisons", "means"):
     if not metrics:
       raise ValueError(f"{match.group(0)} needs its metrics: {{{{{kind}:{name}:acc@32,...}}}}.")
     return {"intervals": intervals, "comparisons": comparisons, "means": means}[kind](
         name, metrics.split(","))
-  return {"table": table, "figure": figure, "tuning": tuning}[kind](name)
+  if kind == "figure":
+    return figure(name, page)
+  return {"table": table, "tuning": tuning}[kind](name)
 
 
-def render(template: str) -> str:
-  """The template with every placeholder replaced from `experiments/results/`."""
-  return re.sub(_PLACEHOLDER, _replace, template)
+def render(template: str, page: pathlib.Path | None = None) -> str:
+  """The template with every placeholder replaced from `experiments/results/`; links are
+  relative to `page`, the folder the rendered page goes in (default: FINDINGS.md's)."""
+  return re.sub(_PLACEHOLDER, lambda match: _replace(match, page), template)
+
+
+def pages() -> list[tuple[pathlib.Path, pathlib.Path]]:
+  """`(template, page)`: FINDINGS, then each claim's page under `findings/`."""
+  found = [(HERE / "FINDINGS.template.md", HERE / "FINDINGS.md")]
+  for template in sorted((HERE / "findings").glob("*.template.md")):
+    found.append((template, template.with_name(template.name.replace(".template.md", ".md"))))
+  return found
 
 
 def main(argv) -> None:
-  template = (HERE / "FINDINGS.template.md").read_text()
+  templates = [(template.read_text(), page) for template, page in pages()]
   if len(argv) > 1:
-    collect(pathlib.Path(argv[1]), sweep_names(template))
-  draw_budget_figures(template)
-  (HERE / "FINDINGS.md").write_text(render(template))
+    collect(pathlib.Path(argv[1]),
+            list(dict.fromkeys(n for text, _ in templates for n in sweep_names(text))))
+  for text, page in templates:
+    draw_budget_figures(text)
+    page.write_text(render(text, page.parent))
 
 
 if __name__ == "__main__":

@@ -617,18 +617,25 @@ def test_specs_a_variant_turns_off_or_gets_wrong(tmp_path):
 
 
 def test_findings_are_built_from_the_committed_results():
+  """FINDINGS.md and every page under experiments/findings/."""
   make_findings = config_files.load_module(str(REPO / "experiments/make_findings.py"))
-  template = (REPO / "experiments/FINDINGS.template.md").read_text()
-  for name in make_findings.sweep_names(template):
-    used = set(re.findall(r"\{\{(\w+):" + name + r"[:}]", template))
-    files = ("tuning.csv",) if used == {"tuning"} else make_findings.FILES  # --tune_only sweeps.
-    for file in files:
-      assert (REPO / "experiments/results" / name / file).exists(), (name, file)
-  # Every figure it links is committed.
-  for name, spec in re.findall(r"\{\{curves:(\w+):([^}]+)\}\}", template):
-    assert make_findings.curves_figure_path(name, spec).exists(), (name, spec)
-  # FINDINGS.md is exactly what the script makes of the results: no number typed by hand.
-  assert make_findings.render(template) == (REPO / "experiments/FINDINGS.md").read_text()
+  pages = make_findings.pages()
+  assert [p.name for _, p in pages][:1] == ["FINDINGS.md"] and len(pages) > 1
+  for template_path, page in pages:
+    template = template_path.read_text()
+    for name in make_findings.sweep_names(template):
+      used = set(re.findall(r"\{\{(\w+):" + name + r"[:}]", template))
+      files = ("tuning.csv",) if used == {"tuning"} else make_findings.FILES  # --tune_only sweeps.
+      for file in files:
+        assert (REPO / "experiments/results" / name / file).exists(), (name, file)
+    # Every figure it links is committed, and each link resolves from the page's folder.
+    for name, spec in re.findall(r"\{\{curves:(\w+):([^}]+)\}\}", template):
+      assert make_findings.curves_figure_path(name, spec).exists(), (name, spec)
+    rendered = page.read_text()
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", rendered):
+      assert (page.parent / link).exists(), (page.name, link)
+    # The page is exactly what the script makes of the results: no number typed by hand.
+    assert make_findings.render(template, page.parent) == rendered, page.name
 
 
 def _tuned_sweep_file(tmp_path, arms: str) -> None:
