@@ -629,8 +629,8 @@ def test_findings_are_built_from_the_committed_results():
       for file in files:
         assert (REPO / "experiments/results" / name / file).exists(), (name, file)
     # Every figure it links is committed, and each link resolves from the page's folder.
-    for name, spec in re.findall(r"\{\{curves:(\w+):([^}]+)\}\}", template):
-      assert make_findings.curves_figure_path(name, spec).exists(), (name, spec)
+    for name, series in re.findall(r"\{\{curves:(\w+):([^}]+)\}\}", template):
+      assert make_findings.curves_figure_path(name, series).exists(), (name, series)
     rendered = page.read_text()
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", rendered):
       assert (page.parent / link).exists(), (page.name, link)
