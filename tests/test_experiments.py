@@ -22,7 +22,8 @@ REPO = pathlib.Path(__file__).parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["size_sweep", "stability", "head", "fixres"])
+@pytest.mark.parametrize("name", ["size_sweep", "stability", "head", "fixres",
+                                  pytest.param("convergence", marks=pytest.mark.slow)])
 def test_experiment_smoke_sweeps_train(name, data_dir, tmp_path, compilation_cache):
   common = {"data.data_dir": data_dir, "progress_bar": False,
             "compilation_cache_dir": compilation_cache}
@@ -44,6 +45,13 @@ def test_experiment_smoke_sweeps_train(name, data_dir, tmp_path, compilation_cac
         sum(r["near_zero"] for r in convs) / len(convs))
     last = [r for r in convs if r["step"] == 8]
     assert row["act_std"] == pytest.approx(sum(r["std"] for r in last) / len(last))
+  if name == "convergence":  # A budget ladder, chosen on the validation slice.
+    by = {r["name"]: r for r in rows}
+    assert by["e2_seed0"]["images_seen"] == 2 * by["e1_seed0"]["images_seen"]
+    summary = measure.read_summary(tmp_path / "e1_seed0")
+    assert summary["eval_images"] == 102  # train[90%:] of the 1,024 training images.
+    with (tmp_path / "comparisons.csv").open() as f:
+      assert {(r["arm"], r["baseline"]) for r in csv.DictReader(f)} == {("e2", "e1")}
   if name == "fixres":
     for row in rows:
       accuracies = {int(k.split("@")[1]): v for k, v in row.items() if k.startswith("acc@")}
