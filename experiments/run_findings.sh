@@ -16,20 +16,26 @@ DATA_DIR=${2:-}
 cd "$(dirname "$0")/.."
 common=(--set=progress_bar=False)
 [[ -n "$DATA_DIR" ]] && common+=("--set=data.data_dir=$DATA_DIR")
-sweep() { progressive sweep "--config=$2" "--workdir=$ROOT/$1" "${common[@]}"; }
+sweep() { progressive sweep "--config=$2" "--workdir=$ROOT/$1" "${common[@]}" "${@:3}"; }
+
+# The budget the 64 px sweeps need: the simple CNN at 4-32 epochs, on a validation slice.
+sweep convergence configs/convergence.py --shift_images=64
+sweep convergence_photos configs/convergence.py:photos --shift_images=64
 
 # Claims 1, 4 and 7, then the same arms at twice the budget (the convergence check).
 sweep train_test_size_fresh configs/train_test_size.py
 sweep train_test_size_long configs/train_test_size.py:long
 # Claim 3: progressive resizing against fixed sizes and zoom augmentation, equal FLOPs and steps.
 sweep progressive_resizing_fresh configs/progressive_resizing.py
-# Claims 2 and 5: stride, max-pooling and blurs, with an equal-FLOPs stride baseline.
-sweep antialias_rerun_fresh configs/antialias.py:rerun
+# Claims 2 and 5: stride, max-pooling and blurs, with an equal-FLOPs stride baseline, and
+# Azulay & Weiss's canvas measure (top-5 jaggedness on a larger canvas).
+sweep antialias_rerun_fresh configs/antialias.py:rerun --canvas_topk=5
 # Claim 6: batch norm, one-cycle and batch size, dead units after each ReLU.
 sweep stability_rerun_fresh configs/stability.py:rerun
-# Claim 5: the stride^2 argument (shift augmentation), and depth at a fixed total stride.
-sweep translation configs/translation.py
-sweep depth configs/depth.py:tuned64
+# Claim 5: the stride^2 argument (shift augmentation), and depth at a fixed total stride
+# (with Azulay & Weiss's canvas measure, top-5, as on the antialias sweep).
+sweep translation configs/translation.py --canvas_topk=5
+sweep depth configs/depth.py:tuned64 --canvas_topk=5
 # Claim 1 inside one object: a self-similar part against a fixed-period part.
 sweep parts configs/parts.py
 python experiments/make_findings.py "$ROOT"
