@@ -10,7 +10,8 @@ import os
 import sys
 
 out_dir, local_devices = sys.argv[1], int(sys.argv[2])
-os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={local_devices}"
+os.environ["XLA_FLAGS"] = (f"--xla_force_host_platform_device_count={local_devices} "
+                           "--xla_backend_optimization_level=0")  # As every test (conftest.py).
 os.environ["JAX_PLATFORMS"] = "cpu"
 
 import jax  # noqa: E402

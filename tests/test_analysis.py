@@ -442,7 +442,8 @@ def test_activation_stats_of_a_checkpoint_and_over_training(run):
 
 def _env(**extra):
   env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", **extra)
-  env["XLA_FLAGS"] = ""  # One CPU device, like a laptop.
+  # One CPU device, like a laptop; machine code unoptimised, as in every test (conftest.py).
+  env["XLA_FLAGS"] = "--xla_backend_optimization_level=0"
   return env
 
 

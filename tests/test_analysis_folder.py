@@ -224,7 +224,8 @@ def test_notebook_runs_on_a_folder_run(folder_workdir, tmp_path, monkeypatch):
   import nbclient  # pylint: disable=import-outside-toplevel
   import nbformat  # pylint: disable=import-outside-toplevel
 
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu", XLA_FLAGS="",
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu",
+             XLA_FLAGS="--xla_backend_optimization_level=0",
              PROGRESSIVE_WORKDIR=str(folder_workdir), PROGRESSIVE_NUM_IMAGES="32")
   for key, value in env.items():
     monkeypatch.setenv(key, value)

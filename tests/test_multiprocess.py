@@ -63,7 +63,8 @@ def test_two_process_smoke_run(tmp_path, data_dir):
       ]
       for i in range(2)
   ]
-  env_commands = [["env", "XLA_FLAGS=--xla_force_host_platform_device_count=2", *c] for c in commands]
+  flags = "XLA_FLAGS=--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0"
+  env_commands = [["env", flags, *c] for c in commands]
   outputs = _run_all(env_commands)
   assert "Stage 1 (32px) done at step 16" in outputs[0]  # Two stages: a switch of size.
   assert "Stage 1" not in outputs[1]  # Only the first process reports.
