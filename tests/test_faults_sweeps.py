@@ -111,9 +111,12 @@ def test_kill_9_of_a_sweep_leaves_no_worker_behind(tmp_path, data_dir, compilati
       if _running(child):
         child.kill()
   after = stderr[before:]
-  # One line from each worker, and the resource tracker's two about the dead sweep's
-  # semaphores (it removes them).
-  assert len(after) <= 4, "".join(stderr)[-3000:]
+  # One line from each worker, and nothing else but the resource tracker's warnings about
+  # the dead sweep's semaphores (it removes them; one or two warnings, each a line and
+  # its source line, as the timing of the kill falls).
+  tracker = [line for line in after
+             if "resource_tracker" in line or line.startswith("  warnings.warn(")]
+  assert len(after) - len(tracker) == 2 and len(tracker) <= 4, "".join(stderr)[-3000:]
   assert sum("its sweep (process" in line for line in after) == 2, "".join(after)
   for name in ("p0", "p1"):  # Checkpointed on the way out: no step lost.
     assert [p.name for p in (workdir / name / "checkpoints").iterdir()], name
