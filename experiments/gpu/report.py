@@ -208,7 +208,8 @@ def markdown(data: dict, command: str, smoke: bool = False) -> str:
         f"{r50['steps']} timed steps; peers from the same run. Model TFLOP/s count the "
         f"architecture's convolutions and dense layers, forward and backward (3x the "
         f"forward's multiply-adds, 2 FLOPs each); the chip's dense bfloat16 peak is "
-        f"{_fmt(peak)} TFLOP/s."),
+        f"{_fmt(peak)} TFLOP/s; the peers' are that count per image times their images/s "
+        f"(their 1,000-class head adds under 0.1%)."),
         "",
         ("| size | batch | bare img/s | plain-jit peer | PyTorch eager | over peer | over eager "
          "| model TFLOP/s (of peak) | peer / eager TFLOP/s | XLA TFLOP/s | loop img/s "
