@@ -6,9 +6,10 @@ same file:
   python experiments/gpu/run_peer.py experiments/gpu/peer_flax_resnet50.py --smoke
 
 `--smoke` replaces the script's list of (size, batch) points with one tiny point, its
-count of timed steps with 2 and its blocks per stage with 1, and jits its initialisation
-(none of which the timed step sees); it refuses a script whose text no longer has the list it
-replaces (a changed peer must be looked at, not timed at sizes nobody chose).
+count of timed steps with 2 and its blocks per stage with 1, and jits its initialisation:
+it checks that the file runs and prints the line the report reads, and times nothing worth
+reading. It refuses a script whose text no longer has what it replaces (a changed peer
+must be looked at, not timed at sizes nobody chose).
 """
 
 import argparse
