@@ -52,6 +52,9 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_float("seconds", 5.0, "--pipeline: seconds timed per measurement.", flag_values=fv)
   flags.DEFINE_list("device_rate", None, "--pipeline: images/s a device step consumes, "
                     "SIZE:RATE pairs (default: measured, on an accelerator).", flag_values=fv)
+  flags.DEFINE_integer("device_steps", 20, "--pipeline: bare steps that measure the rate of a "
+                       "size --device_rate lacks, on an accelerator (0: none, no compile; its "
+                       "need column stays empty).", flag_values=fv)
 
 
 def _pipeline_main(config, fv: flags.FlagValues) -> None:
@@ -66,7 +69,7 @@ def _pipeline_main(config, fv: flags.FlagValues) -> None:
     raise cli.Error(str(e)) from None
   report = benchmark.measure_pipeline(config, sizes=sizes, workers=workers, data_dir=fv.data_dir, images=fv.images,
                batch_size=fv.pipeline_batch, seconds=0.5 if fv.smoke else fv.seconds,
-               device_rate=rates)
+               device_rate=rates, device_steps=fv.device_steps)
   print(f"Host pipeline, {report['host']}, batch {report['batch_size']}, "
         f"augment={report['augment']}, JPEGs {report['jpeg_size'] or fv.data_dir}")
   print(benchmark.pipeline_table(report, workers))

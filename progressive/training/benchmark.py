@@ -271,9 +271,10 @@ def workers_rate(split: pipeline.Split, size: int, batch_size: int, seconds: flo
 
 def device_rates(config, sizes: Sequence[int], given: Mapping[int, float], steps: int) -> dict:
   """Images/s a training step consumes at each size: `given`, else measured on an
-  accelerator with `bare_step` (none on a CPU: the CPU would be its own host)."""
+  accelerator with `steps` of `bare_step` (none on a CPU, where the CPU would be its own
+  host, or with `steps` 0)."""
   rates = {size: given[size] for size in sizes if size in given}
-  if jax.default_backend() == "cpu":
+  if jax.default_backend() == "cpu" or steps <= 0:
     return rates
   info = dataclasses.replace(pipeline.dataset_info(config.data), stage_sized=True)
   for size in sizes:
