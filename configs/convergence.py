@@ -20,6 +20,8 @@ the converged budget is the first E whose next budget gains less than a point. T
 no primary hypotheses: this sweep tests no claim.
 """
 
+import itertools
+
 import ml_collections
 
 from configs import default
@@ -67,7 +69,7 @@ def get_sweep(arg: str | None = None) -> list[dict]:
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   """Each budget against the one before it (half of it)."""
   budgets = _budgets(_variant(arg))
-  return [(f"e{longer}", f"e{shorter}") for shorter, longer in zip(budgets, budgets[1:])]
+  return [(f"e{longer}", f"e{shorter}") for shorter, longer in itertools.pairwise(budgets)]
 
 
 def get_headline(arg: str | None = None) -> list[str]:

@@ -83,9 +83,9 @@ def _aggregate(sweep: spec.Sweep, workdir: epath.Path, comparisons, settings: me
       f"{len(summaries)} of {len(points)} points finished"
       + (f"; missing: {', '.join(missing)}." if missing else "."),
       "", notes, "",
-      *([f"Shown: the sweep's headline measures (its `get_headline`, else what its primary "
-         f"hypotheses read); all {len(names)} columns, and every measure's mean, interval "
-         "and comparison, are in the CSV files.", ""]
+      *([(f"Shown: the sweep's headline measures (its `get_headline`, else what its primary "
+          f"hypotheses read); all {len(names)} columns, and every measure's mean, interval "
+          "and comparison, are in the CSV files."), ""]
         if shown != names else []),
       *tables.markdown(table[shown]),
   ]
