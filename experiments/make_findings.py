@@ -248,7 +248,7 @@ def curves(name: str, spec: str, page: pathlib.Path | None = None) -> str:
           f"interval, from `results/{name}/results_intervals.csv`.*")
 
 
-def draw_budget_figures(template: str) -> None:
+def draw_figures(template: str) -> None:
   """Draws the figure of every `{{budgets:...}}` and `{{curves:...}}` placeholder in
   `template`."""
   for kind, names, spec in re.findall(_PLACEHOLDER, template):
@@ -317,7 +317,7 @@ def main(argv) -> None:
     collect(pathlib.Path(argv[1]),
             list(dict.fromkeys(n for text, _ in templates for n in sweep_names(text))))
   for text, page in templates:
-    draw_budget_figures(text)
+    draw_figures(text)
     page.write_text(render(text, page.parent))
 
 

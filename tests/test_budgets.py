@@ -86,7 +86,7 @@ def test_findings_budgets_placeholder_renders_the_table_and_the_figure(two_budge
   assert lines[-3].endswith("fast 252, slow 800, control more than 100.")
   assert "acc@32 = 0.800" in lines[-3]
   assert lines[-1] == f"![acc@32 against training GFLOPs]({root.name}/short/budgets_acc_32.png)"
-  make_findings.draw_budget_figures(template)
+  make_findings.draw_figures(template)
   assert (root / "short" / "budgets_acc_32.png").stat().st_size > 1000
   with pytest.raises(ValueError, match="needs one metric and optionally a target"):
     make_findings.render("{{budgets:short+long:acc@32,acc@16}}")

@@ -380,7 +380,7 @@ def test_findings_curves_draw_each_series_against_the_test_size(tmp_path, monkey
   assert [p["mean"] for p in data[("rrc32", "acc_bn")]] == [0.5, 0.7]
   assert data[("flip32", "acc_bn")][0] == {"size": 16, "mean": 0.4, "n": 5, "low": 0.35, "high": 0.45}
   template = f"{{{{curves:s:{spec}}}}}"
-  make_findings.draw_budget_figures(template)
+  make_findings.draw_figures(template)
   figure = tmp_path / "results" / "s" / "curves_flip32_acc_bn_rrc32_acc_bn.png"
   assert figure.stat().st_size > 1000
   assert make_findings.render(template).startswith(

@@ -4,7 +4,7 @@ seed ensemble, and the cells as csv, markdown and a plot of accuracy against tes
 """
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -258,20 +258,30 @@ def mean_rows(summaries, rows, names: Sequence[str]) -> list[dict[str, Any]]:
   return out
 
 
-def seed_values(summaries, rows, names: Sequence[str]) -> dict[str, dict[str, list[float]]]:
-  """`{group name: {measurement: [value per seed]}}` for every seed group, over the
-  columns `names`."""
+def _values_by_arm(summaries, rows, names: Sequence[str], keep: Callable[[str, Any], bool],
+                   lone_points: bool) -> dict[str, dict[str, list[float]]]:
+  """`{arm: {column: [value per seed]}}` over the columns `names`, each value `keep`
+  accepts: seed groups by their name, and with `lone_points` a point without a seed by
+  its own."""
   groups, group_names = {}, {}
   for s, r in zip(summaries, rows):
     key = spec.seed_group(s["overrides"])
-    if key is None:
+    if key is None and not lone_points:
       continue
-    name = group_names.setdefault(key, summary_group_name(s))
+    name = s["name"] if key is None else group_names.setdefault(key, summary_group_name(s))
     values = groups.setdefault(name, {})
     for column in names:
-      if _averaged(column) and isinstance(r.get(column), (int, float)):
+      if keep(column, r.get(column)):
         values.setdefault(column, []).append(float(r[column]))
   return groups
+
+
+def seed_values(summaries, rows, names: Sequence[str]) -> dict[str, dict[str, list[float]]]:
+  """`{group name: {measurement: [value per seed]}}` for every seed group, over the
+  columns `names`."""
+  return _values_by_arm(
+      summaries, rows, names, lone_points=False,
+      keep=lambda column, value: _averaged(column) and isinstance(value, (int, float)))
 
 
 def interval_rows(groups: Mapping[str, Mapping[str, Sequence[float]]]) -> list[dict[str, Any]]:
@@ -475,17 +485,11 @@ def shown_columns(names: Sequence[str], headline: Sequence[str]) -> list[str]:
 
 
 def headline_values(summaries, rows, headline: Sequence[str]) -> dict[str, dict[str, list[float]]]:
-  """`{arm: {measure: [value per seed]}}`: seed groups by their name, a point without a
-  seed by its own."""
-  values, names = {}, {}
-  for s, r in zip(summaries, rows):
-    key = spec.seed_group(s["overrides"])
-    arm = s["name"] if key is None else names.setdefault(key, summary_group_name(s))
-    measured = values.setdefault(arm, {})
-    for column in headline:
-      if isinstance(r.get(column), (int, float)) and not isinstance(r.get(column), bool):
-        measured.setdefault(column, []).append(float(r[column]))
-  return values
+  """`{arm: {measure: [value per seed]}}` of every numeric headline measure: seed groups
+  by their name, a point without a seed by its own."""
+  return _values_by_arm(
+      summaries, rows, headline, lone_points=True,
+      keep=lambda _, value: isinstance(value, (int, float)) and not isinstance(value, bool))
 
 
 def headline_figure(values: Mapping[str, Mapping[str, Sequence[float]]],
