@@ -46,12 +46,14 @@ px, 4096 / 1024, docs/PHOTOS.md), training with horizontal flips as configs/phot
 
 `:long` and `:photos_long` are the second budget: every stage twice as long (6, 4 and 4
 epochs: 14), the same arms but `reverse` (the order control, answered at the first
-budget), so that accuracy against training FLOPs has two points per arm. The default
-variant and `:photos_long` tune over `WIDE_LR_GRID` (0.1-1.6), the others over
-`LR_GRID` (0.2-0.8); see the grids' comment. They also
-report claim 4's size ensemble (`get_ensemble_sizes`: the last training size and its
-neighbours 8 px away, mean softmax with stored and recomputed statistics, against the
-seed ensemble), for networks that trained at several sizes.
+budget), so that accuracy against training FLOPs has two points per arm; on
+`scale_shapes` it is the first budget's check of convergence (RESEARCH.md: within a
+point of twice the budget). The default variant and `:photos_long` tune over
+`WIDE_LR_GRID` (0.1-1.6), `:long` over `LONG_LR_GRID` (0.1-0.4), `:photos` over
+`LR_GRID` (0.2-0.8); see the grids' comments. The long variants also report claim 4's
+size ensemble (`get_ensemble_sizes`: the last training size and its neighbours 8 px
+away, mean softmax with stored and recomputed statistics, against the seed ensemble),
+for networks that trained at several sizes.
 """
 
 import ml_collections
@@ -72,6 +74,10 @@ LR_GRID = (0.2, 0.4, 0.8)
 # The other variants' checks found no value beyond LR_GRID better than its choice by
 # more than 2.5 points (HISTORY.md).
 WIDE_LR_GRID = (0.1, 0.2, 0.4, 0.8, 1.6)
+# The second `scale_shapes` budget: the first (sweep32_fresh) chose 0.1 or 0.2 for every
+# arm, 0.4 was worse for each and 0.8-1.6 far worse (experiments/results/
+# progressive_resizing_fresh/tuning.csv), so the twice-as-long runs tune around those.
+LONG_LR_GRID = (0.1, 0.2, 0.4)
 
 
 def _variant(arg: str | None) -> ml_collections.ConfigDict:
@@ -129,9 +135,12 @@ def get_sweep(arg: str | None = None) -> list[dict]:
 def get_tuning(arg: str | None = None) -> dict:
   variant = _variant(arg)
   largest = _stages(variant)[-1]["size"]
-  # WIDE_LR_GRID for the first budget on scale_shapes and the photographs' second budget.
-  wide = variant.photos == variant.long
-  grid = (0.2, 0.4) if variant.smoke else WIDE_LR_GRID if wide else LR_GRID
+  if variant.smoke:
+    grid = (0.2, 0.4)
+  elif variant.long and not variant.photos:
+    grid = LONG_LR_GRID
+  else:  # WIDE_LR_GRID for the first budget on scale_shapes and the photographs' second.
+    grid = WIDE_LR_GRID if variant.photos == variant.long else LR_GRID
   return {"field": "opt.lr_max", "grid": grid, "metric": f"acc@{largest}",
           "seeds": spec.TUNING_SEEDS}
 
