@@ -175,7 +175,7 @@ step small_cnn 80 "${bench[@]}" --config=configs/default.py "${on_data[@]}" "${s
 rates=$("$PYTHON" -c "
 import json, sys
 rows = json.load(open(sys.argv[1]))['rows']
-print(','.join(f\"{r['size']}:{r['bare_img_s']:.0f}\" for r in rows))" "$R/resnet50.json" 2>/dev/null)
+print(','.join(f\"{r['size']}:{r['bare_img_s']:.6g}\" for r in rows))" "$R/resnet50.json" 2>/dev/null)
 step pipeline 80 "$PYTHON" -m progressive bench --pipeline --config=configs/imagenette.py \
     "${pipeline[@]}" ${rates:+"--device_rate=$rates"} --device_steps=0 "--json=$R/pipeline.json"
 echo "${default_job[0]#--config=}" > "$R/default_config.txt"
