@@ -4,39 +4,81 @@ The tests compile far more than they run (a few steps per model, stage and size)
 XLA's CPU backend skips LLVM's optimisation passes (`--xla_backend_optimization_level=0`,
 about half the time of a model's smoke test on two cores) unless `XLA_FLAGS` sets a
 level: what is compiled is the same HLO, only its machine code is less tuned.
+
+Most tests compile the same few smoke programs, in this process or in the `progressive`
+processes they start, so every process of one test run shares one persistent compilation
+cache (JAX's environment variables, inherited by xdist's workers and every subprocess),
+made afresh for the run and removed after it. A test that counts XLA's compiles or
+expects a cold cache asks for `fresh_compiles`; one that tests the cache gives its run
+`compilation_cache_dir` of its own.
 """
 
 import os
+import shutil
 import sys
+import tempfile
 
 _flags = os.environ.get("XLA_FLAGS", "")
 if "--xla_backend_optimization_level" not in _flags:
   _flags += " --xla_backend_optimization_level=0"
 os.environ["XLA_FLAGS"] = (_flags + " --xla_force_host_platform_device_count=4").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# The controller makes the run's cache; xdist's workers inherit the variable.
+_OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+if _OWN_CACHE:
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="progressive-tests-cache-")
+SHARED_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
+# The programs that take a tenth of a second or more to compile: the models', not the
+# thousands of small eager operations (a file each, slow to write and to remove).
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.1"
+os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 
 import pytest  # noqa: E402  (after XLA_FLAGS on purpose)
 
 
-@pytest.fixture(autouse=True)
-def _persistent_cache_off_after_each_test():
-  """JAX's persistent compilation cache stays on in a process once a run turns it on:
-  turned off after each test, so no test reads what another compiled unless it says so."""
-  yield
+def pytest_unconfigure(config):
+  if _OWN_CACHE and not hasattr(config, "workerinput"):
+    shutil.rmtree(SHARED_CACHE, ignore_errors=True)
+
+
+def _use_cache(cache_dir: str | None) -> None:
   jax = sys.modules.get("jax")
-  if jax is not None and jax.config.jax_compilation_cache_dir is not None:
+  if jax is None:
+    return
+  if jax.config.jax_compilation_cache_dir != cache_dir:
     from jax.experimental.compilation_cache import compilation_cache
 
-    jax.config.update("jax_compilation_cache_dir", None)
+    jax.config.update("jax_compilation_cache_dir", cache_dir)
     compilation_cache.reset_cache()
+  jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                    float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+@pytest.fixture(autouse=True)
+def _shared_cache_after_each_test():
+  """A run given a cache (`compilation_cache_dir`) keeps it in this process, and caches
+  every program from then on: the shared cache and its threshold are back after each
+  test."""
+  yield
+  _use_cache(SHARED_CACHE)
+
+
+@pytest.fixture
+def fresh_compiles(monkeypatch):
+  """No persistent cache, in this process and the processes the test starts: every
+  program is compiled by XLA."""
+  import jax  # noqa: F401  (so that `_use_cache` finds it)
+
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+  _use_cache(None)
 
 
 @pytest.fixture(scope="session")
-def compilation_cache(tmp_path_factory):
-  """A persistent compilation cache the sweep tests share (`compilation_cache_dir`): a
-  sweep compiles the same programs for every seed and learning rate, and reads them from
-  here after the first, as a researcher's sweep with a cache does."""
-  return str(tmp_path_factory.mktemp("compilation_cache"))
+def compilation_cache():
+  """The persistent compilation cache every test shares, for a config's
+  `compilation_cache_dir`: a sweep compiles the same programs for every seed and
+  learning rate, and reads them from here after the first."""
+  return SHARED_CACHE
 
 
 @pytest.fixture(scope="session")

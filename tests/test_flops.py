@@ -36,7 +36,7 @@ def test_the_simple_cnn_matches_a_hand_count():
   assert flops.forward_macs(pooled, 32) == _hand_count(32, stride=1) == 4 * (4_155_904 - 2_560) + 2_560
 
 
-def test_counting_reads_shapes_and_compiles_nothing():
+def test_counting_reads_shapes_and_compiles_nothing(fresh_compiles):
   """The count comes from the traced program's shapes, before any backend lowers it: no
   XLA compile happens, so every backend gives the same number."""
   compiles = []

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax._src import monitoring
+from jax.experimental.compilation_cache import compilation_cache
 
 from progressive import models, schedules
 from progressive.models import layers as model_layers
@@ -42,6 +43,9 @@ def smoke_run(tmp_path_factory, data_dir, backend_compiles):
   config.data.data_dir = data_dir
   config.progress_bar = False
   workdir = tmp_path_factory.mktemp("smoke")
+  # Its compiles are counted: none is read from the tests' shared cache (back after the test).
+  jax.config.update("jax_compilation_cache_dir", None)
+  compilation_cache.reset_cache()
   before = len(backend_compiles)
   summary = train.train_and_evaluate(config, str(workdir))
   train_compiles = [n for n in backend_compiles[before:] if "parallel_train_step" in n]
