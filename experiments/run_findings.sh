@@ -7,7 +7,13 @@
 # experiments/results/; DATA_DIR (default: TFDS's usual directory) is where the built-in
 # datasets are generated on first use. Finished points are skipped, so an interrupted run
 # resumes where it stopped (the sessions that wrote FINDINGS.md ran this list in the
-# background at nice 19, across sessions). On two CPU cores each sweep takes hours:
+# background at nice 19, across sessions). In the background, lower its scheduling group
+# as well as its nice: Linux weighs each session's group (`setsid`, a new terminal)
+# equally whatever its processes' nice, so a nice 19 sweep under `setsid` still takes
+# half of the machine from the terminal's work. For example:
+#   setsid nohup bash -c 'echo 19 > /proc/self/autogroup; exec nice -n 19 \
+#     bash experiments/run_findings.sh /tmp/exp' > /tmp/exp.log 2>&1 &
+# On two CPU cores each sweep takes hours:
 # train_test_size took 2 h 20 min of one core. The sweeps behind HISTORY.md are in this
 # file's history (commit 9725734).
 set -euo pipefail
@@ -25,8 +31,10 @@ sweep convergence_photos configs/convergence.py:photos --shift_images=64
 # Claims 1, 4 and 7, then the same arms at twice the budget (the convergence check).
 sweep train_test_size_fresh configs/train_test_size.py
 sweep train_test_size_long configs/train_test_size.py:long
-# Claim 3: progressive resizing against fixed sizes and zoom augmentation, equal FLOPs and steps.
+# Claim 3: progressive resizing against fixed sizes and zoom augmentation, equal FLOPs and
+# steps, then at twice the budget (the convergence check).
 sweep progressive_resizing_fresh configs/progressive_resizing.py
+sweep progressive_resizing_long_fresh configs/progressive_resizing.py:long
 # Claims 2 and 5: stride, max-pooling and blurs, with an equal-FLOPs stride baseline, and
 # Azulay & Weiss's canvas measure (top-5 jaggedness on a larger canvas).
 sweep antialias_rerun_fresh configs/antialias.py:rerun --canvas_topk=5
