@@ -4,6 +4,7 @@ scale controls, size ensembles against seed ensembles, and FixRes's train/test f
   progressive sweep --config=configs/train_test_size.py --workdir=/tmp/tts
   progressive sweep --config=configs/train_test_size.py:photos --workdir=/tmp/tts_photos
   progressive sweep --config=configs/train_test_size.py:long --workdir=/tmp/tts_long
+  progressive sweep --config=configs/train_test_size.py:px64 --workdir=/tmp/tts_px64
   progressive sweep --config=configs/train_test_size.py:smoke --workdir=/tmp/tts_smoke
 
 The simple CNN on `scale_shapes/sweep32_fresh` (32 px, 4096 train / 1024 test, the test
@@ -47,6 +48,14 @@ primary hypotheses name (`flip24`, `flip32`, `rrc24`, `rrc32`), tuned afresh on 
 grid, the same seeds and test split; `experiments/results/` sets its hypotheses beside
 the first budget's (`:photos_long` likewise on photographs).
 
+`:px64` runs the primary hypotheses at 64 px, every size doubled: the simple CNN on
+`scale_shapes/default_fresh` (64 px, 10,000 train / 2,000 test, a test split drawn
+afresh), the arms `flip48`, `flip64`, `rrc48` and `rrc64` for 16 epochs (EPOCHS_64: the
+budget `configs/convergence.py` measured for the simple CNN at 64 px, 0.897 -> 0.985 on
+its validation slice from 8 to 16 epochs), tested at 32-96 px, the hypotheses 16 px
+above and below where the 32 px sweep looks 8 px away; no dataset controls and no
+fine-tune. `:px64_long` is its convergence check, 32 epochs.
+
 `:photos` runs the five flip/rrc arms on real photographs (`photos/sweep32`, 16 grey
 classes: periodic, stochastic textures and objects). Reduced for two CPU cores: 32 px
 images and the simple CNN, 6 epochs (FixRes and claim 1 are asked at 32 and 48 px; 48 px
@@ -60,6 +69,8 @@ from progressive.sweeps import spec
 
 SIZES = (16, 24, 32)
 EPOCHS = 6
+SIZES_64 = (48, 64)  # `:px64`: the hypotheses' arms, each size doubled.
+EPOCHS_64 = 16
 LONG_ARMS = ("flip24", "flip32", "rrc24", "rrc32")  # The arms the primary hypotheses name.
 SEEDS = (0, 1, 2, 3, 4)
 LR_GRID = (0.2, 0.4, 0.8)
@@ -68,13 +79,20 @@ CONTROLS = {"offladder32": "small_offladder_fresh", "object_period32": "small_ob
 
 
 def _variant(arg: str | None) -> ml_collections.ConfigDict:
-  """`photos`, `long` (twice the budget, the hypotheses' arms), `smoke`; `photos_long`."""
-  return spec.parse_arg(arg, presets={"photos_long": "photos,long"}, photos=False, long=False,
-                        smoke=False)
+  """`photos`, `long` (twice the budget, the hypotheses' arms), `px64`, `smoke`;
+  `photos_long`, `px64_long`."""
+  return spec.parse_arg(arg, presets={"photos_long": "photos,long", "px64_long": "px64,long"},
+                        photos=False, long=False, px64=False, smoke=False)
 
 
 def _epochs(variant) -> int:
-  return 2 * EPOCHS if variant.long else EPOCHS
+  epochs = EPOCHS_64 if variant.px64 else EPOCHS
+  return 2 * epochs if variant.long else epochs
+
+
+def _scale(variant) -> int:
+  """How many times the 32 px sweep's sizes (1, or 2 at 64 px)."""
+  return 2 if variant.px64 else 1
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -82,13 +100,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = default.get_config("smoke" if variant.smoke else None)
   # The full variant: sweep32's training images, a test split never used before.
   config.data.builder_config = "small" if variant.smoke else "sweep32" if variant.photos else (
-      "sweep32_fresh")
+      "default_fresh" if variant.px64 else "sweep32_fresh")
   if variant.photos:
     config.data.name = "photos"
   config.data.augment = "flip"
+  k = _scale(variant)
   config.stages = (dict(size=24, steps=8),) if variant.smoke else (
-      dict(size=32, epochs=_epochs(variant)),)
-  config.eval_sizes = (16, 24, 32) if variant.smoke else (16, 24, 32, 40, 48)
+      dict(size=32 * k, epochs=_epochs(variant)),)
+  config.eval_sizes = (16, 24, 32) if variant.smoke else tuple(k * s for s in (16, 24, 32, 40, 48))
   config.progress_bar = False
   return config
 
@@ -100,6 +119,10 @@ def _arms(variant) -> list[dict]:
             {"name": "rrc16", "stages": (dict(size=16, **length),), "data.augment": "rrc_flip"}]
     return arms
   length = {"epochs": _epochs(variant)}
+  if variant.px64:
+    return [{"name": f"{kind}{s}", "stages": (dict(size=s, **length),),
+             **({"data.augment": "rrc_flip"} if kind == "rrc" else {})}
+            for kind in ("flip", "rrc") for s in SIZES_64]
   arms = [{"name": f"flip{s}", "stages": (dict(size=s, **length),)} for s in SIZES]
   arms += [{"name": f"rrc{s}", "stages": (dict(size=s, **length),), "data.augment": "rrc_flip"}
            for s in SIZES[1:]]
@@ -124,17 +147,22 @@ def get_tuning(arg: str | None = None) -> dict:
 def get_ensemble_sizes(arg: str | None = None) -> dict[int, tuple[int, ...]]:
   """The size ensemble of each training size: it and its neighbours 8 px away on the
   test grid."""
-  if _variant(arg).smoke:
+  variant = _variant(arg)
+  if variant.smoke:
     return {16: (16, 24)}
+  if variant.px64:
+    return {48: (32, 48, 64), 64: (48, 64, 80)}
   return {16: (16, 24), 24: (16, 24, 32), 32: (24, 32, 40)}
 
 
 def get_finetune(arg: str | None = None) -> dict:
   """FixRes's fine-tune at the training size (a control: what more steps add anyway)
   and 8 px above it, one epoch at lr 0.01."""
-  smoke = _variant(arg).smoke
-  sizes = {16: (16, 24)} if smoke else {16: (16, 24), 24: (24, 32), 32: (32, 40)}
-  return {"sizes": sizes, "epochs": 0.25 if smoke else 1.0, "lr": 0.01}
+  variant = _variant(arg)
+  if variant.px64:
+    return None
+  sizes = {16: (16, 24)} if variant.smoke else {16: (16, 24), 24: (24, 32), 32: (32, 40)}
+  return {"sizes": sizes, "epochs": 0.25 if variant.smoke else 1.0, "lr": 0.01}
 
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
@@ -142,8 +170,8 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   variant = _variant(arg)
   if variant.smoke:
     return [("rrc16", "flip16")]
-  pairs = [(f"rrc{s}", f"flip{s}") for s in SIZES[1:]]
-  if not variant.photos and not variant.long:
+  pairs = [(f"rrc{s}", f"flip{s}") for s in (SIZES_64 if variant.px64 else SIZES[1:])]
+  if not (variant.photos or variant.long or variant.px64):
     pairs += [(name, "flip32") for name in CONTROLS]
   return pairs
 
@@ -178,14 +206,18 @@ def get_hypotheses(arg: str | None = None) -> list[dict]:
         dict(claim=7, name="rrc16_gains_above_its_size", predicted="> 0",
              contrast=_gain_above("rrc16", 16)),
     ]
+  # At 64 px every size is doubled: arms at 48 and 64 px, tests 16 px away.
+  k = _scale(variant)
+  small, large, step = 24 * k, 32 * k, 8 * k
   return [
       *(dict(claim=1, name=f"fixed_frequency_retains_less_at_{size}", predicted="< 0",
-             contrast=_retention("flip32", fixed, size, 32) - _retention("flip32", similar, size, 32))
-        for size in (48, 16)),
+             contrast=_retention(f"flip{large}", fixed, size, large)
+             - _retention(f"flip{large}", similar, size, large))
+        for size in (large + 2 * step, large - 2 * step)),
       *(dict(claim=4, name=f"size_ensemble_gain_{arm}", predicted="> 0",
-             contrast=spec.group(arm)["ens_gain_bn"]) for arm in ("flip24", "flip32")),
+             contrast=spec.group(arm)["ens_gain_bn"]) for arm in (f"flip{small}", f"flip{large}")),
       *(dict(claim=7, name=f"rrc{size}_gains_above_its_size", predicted="> 0",
-             contrast=_gain_above(f"rrc{size}", size)) for size in (24, 32)),
-      dict(claim=7, name="rrc32_gains_more_than_flip32", predicted="> 0",
-           contrast=_gain_above("rrc32", 32) - _gain_above("flip32", 32)),
+             contrast=_gain_above(f"rrc{size}", size, step)) for size in (small, large)),
+      dict(claim=7, name=f"rrc{large}_gains_more_than_flip{large}", predicted="> 0",
+           contrast=_gain_above(f"rrc{large}", large, step) - _gain_above(f"flip{large}", large, step)),
   ]

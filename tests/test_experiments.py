@@ -12,7 +12,7 @@ import pytest
 from progressive import models
 from progressive.analysis import controls
 from progressive.analysis import run as run_lib
-from progressive.data import pipeline
+from progressive.data import photos, pipeline, scale_shapes
 from progressive.models import flops
 from progressive.sweeps import measure, spec, tables, tuning
 from progressive.sweeps import run as runner
@@ -159,3 +159,32 @@ def test_train_test_size_smoke_reports_finetune_size_and_seed_ensembles(data_dir
   markdown = (tmp_path / "results.md").read_text()
   assert "16, 24 (trained at 16)" in markdown and "FixRes's fine-tune" in markdown
   assert "acc@{size} (the accuracy at each arm's own training size)" in markdown
+
+
+@pytest.mark.parametrize("arg", [None, "long", "photos", "px64", "px64_long"])
+def test_train_test_size_hypotheses_read_sizes_each_point_is_tested_at(arg):
+  """Every size a primary hypothesis or a size ensemble reads is one the points are
+  evaluated at, on a dataset the sweep can build; `:px64` asks the 32 px sweep's
+  questions with every size doubled."""
+  import re
+
+  flag = f"{REPO}/configs/train_test_size.py" + (f":{arg}" if arg else "")
+  sweep = spec.load(flag)  # Also checks that each hypothesis reads groups of the sweep.
+  (point, *_) = sweep.expand()
+  eval_sizes = set(point.config.eval_sizes)
+  builder = {"scale_shapes": scale_shapes.ScaleShapes, "photos": photos.Photos}[point.config.data.name]
+  assert point.config.data.builder_config in {c.name for c in builder.BUILDER_CONFIGS}
+  read = {int(s) for h in sweep.hypotheses for s in re.findall(r"@(\d+)\]", str(h.contrast))}
+  assert read and read <= eval_sizes
+  ensembles = sweep.ensemble_sizes
+  assert {s for sizes in ensembles.values() for s in sizes} <= eval_sizes
+  if arg and arg.startswith("px64"):
+    base = spec.load(f"{REPO}/configs/train_test_size.py" + (":long" if "long" in arg else ""))
+    doubled = re.compile(r"\d+")
+    assert [h.name for h in sweep.hypotheses] == [
+        doubled.sub(lambda m: str(2 * int(m.group())), h.name) for h in base.hypotheses]
+    assert [str(h.contrast) for h in sweep.hypotheses] == [
+        doubled.sub(lambda m: str(2 * int(m.group())), str(h.contrast)) for h in base.hypotheses]
+    assert point.config.data.builder_config == "default_fresh"
+    assert ensembles == {2 * k: tuple(2 * s for s in v) for k, v in base.ensemble_sizes.items()
+                         if 2 * k in ensembles}
