@@ -28,7 +28,11 @@ sweep() { progressive sweep "--config=$2" "--workdir=$ROOT/$1" "${common[@]}" "$
 sweep convergence configs/convergence.py --shift_images=64
 sweep convergence_photos configs/convergence.py:photos --shift_images=64
 
-# Claims 1, 4 and 7, then the same arms at twice the budget (the convergence check).
+# Claims 1, 4 and 7 at 64 px (the hypotheses' arms, every size doubled) at the ladder's
+# budget, then at twice it (the convergence check).
+sweep train_test_size_px64 configs/train_test_size.py:px64
+sweep train_test_size_px64_long configs/train_test_size.py:px64_long
+# Claims 1, 4 and 7 at 32 px, then the same arms at twice the budget (the convergence check).
 sweep train_test_size_fresh configs/train_test_size.py
 sweep train_test_size_long configs/train_test_size.py:long
 # Claim 3: progressive resizing against fixed sizes and zoom augmentation, equal FLOPs and
