@@ -8,8 +8,10 @@ level: what is compiled is the same HLO, only its machine code is less tuned.
 Most tests compile the same few smoke programs, in this process or in the `progressive`
 processes they start, so every process of one test run shares one persistent compilation
 cache (JAX's environment variables, inherited by xdist's workers and every subprocess),
-made afresh for the run and removed after it. A test that counts XLA's compiles or
-expects a cold cache asks for `fresh_compiles`; one that tests the cache gives its run
+made afresh for the run and removed after it (where `JAX_COMPILATION_CACHE_DIR` is set
+already, that one is used and kept; set empty, no cache). A test that counts XLA's
+compiles or expects a cold cache turns it off (`fresh_compiles`; test_train's
+module-wide smoke run does the same itself); one that tests the cache gives its run
 `compilation_cache_dir` of its own.
 """
 
@@ -69,7 +71,7 @@ def fresh_compiles(monkeypatch):
   program is compiled by XLA."""
   import jax  # noqa: F401  (so that `_use_cache` finds it)
 
-  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")
+  monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR", raising=False)
   _use_cache(None)
 
 
