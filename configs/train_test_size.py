@@ -51,10 +51,11 @@ the first budget's (`:photos_long` likewise on photographs).
 `:px64` runs the primary hypotheses at 64 px, every size doubled: the simple CNN on
 `scale_shapes/default_fresh` (64 px, 10,000 train / 2,000 test, a test split drawn
 afresh), the arms `flip48`, `flip64`, `rrc48` and `rrc64` for 16 epochs (EPOCHS_64: the
-budget `configs/convergence.py` measured for the simple CNN at 64 px, 0.897 -> 0.985 on
-its validation slice from 8 to 16 epochs), `opt.lr_max` tuned over 0.1-0.4
-(`LR_GRID_64`), tested at 32-96 px, the hypotheses 16 px above and below where the 32 px
-sweep looks 8 px away; no dataset controls and no fine-tune. `:px64_long` is its convergence check, 32 epochs.
+budget `configs/convergence.py` measured for the simple CNN at 64 px, within a point of
+32 epochs on its validation slice; experiments/results/convergence), `opt.lr_max` tuned
+over 0.1-0.4 (`LR_GRID_64`), tested at 32-96 px, the hypotheses and size ensembles 16 px
+away where the 32 px sweep looks 8 px away; no dataset controls and no fine-tune.
+`:px64_long` is its convergence check, 32 epochs.
 
 `:photos` runs the five flip/rrc arms on real photographs (`photos/sweep32`, 16 grey
 classes: periodic, stochastic textures and objects). Reduced for two CPU cores: 32 px
@@ -151,7 +152,7 @@ def get_tuning(arg: str | None = None) -> dict:
 
 def get_ensemble_sizes(arg: str | None = None) -> dict[int, tuple[int, ...]]:
   """The size ensemble of each training size: it and its neighbours 8 px away on the
-  test grid."""
+  test grid (16 px at 64 px)."""
   variant = _variant(arg)
   if variant.smoke:
     return {16: (16, 24)}
@@ -160,9 +161,9 @@ def get_ensemble_sizes(arg: str | None = None) -> dict[int, tuple[int, ...]]:
   return {16: (16, 24), 24: (16, 24, 32), 32: (24, 32, 40)}
 
 
-def get_finetune(arg: str | None = None) -> dict:
+def get_finetune(arg: str | None = None) -> dict | None:
   """FixRes's fine-tune at the training size (a control: what more steps add anyway)
-  and 8 px above it, one epoch at lr 0.01."""
+  and 8 px above it, one epoch at lr 0.01; none at 64 px."""
   variant = _variant(arg)
   if variant.px64:
     return None
