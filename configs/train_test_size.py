@@ -225,5 +225,6 @@ def get_hypotheses(arg: str | None = None) -> list[dict]:
       *(dict(claim=7, name=f"rrc{size}_gains_above_its_size", predicted="> 0",
              contrast=_gain_above(f"rrc{size}", size, step)) for size in (small, large)),
       dict(claim=7, name=f"rrc{large}_gains_more_than_flip{large}", predicted="> 0",
-           contrast=_gain_above(f"rrc{large}", large, step) - _gain_above(f"flip{large}", large, step)),
+           contrast=_gain_above(f"rrc{large}", large, step)
+           - _gain_above(f"flip{large}", large, step)),
   ]
