@@ -42,6 +42,10 @@ def _variant(arg: str | None) -> ml_collections.ConfigDict:
   return spec.parse_arg(arg, photos=False, smoke=False)
 
 
+def _size(variant) -> int:
+  return 32 if variant.smoke else SIZE
+
+
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = _variant(arg)
   config = default.get_config("smoke" if variant.smoke else None)
@@ -53,9 +57,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The budget is chosen here: a validation slice of the training split, not the test split.
   config.data.train_split = "train[:90%]"
   config.data.eval_split = "train[90%:]"
-  size = 32 if variant.smoke else SIZE
-  config.stages = (dict(size=size, epochs=EPOCHS[0]),)
-  config.eval_sizes = (size,)
+  config.stages = (dict(size=_size(variant), epochs=EPOCHS[0]),)
+  config.eval_sizes = (_size(variant),)
   config.progress_bar = False
   return config
 
@@ -66,8 +69,7 @@ def _budgets(variant) -> tuple[int, ...]:
 
 def get_sweep(arg: str | None = None) -> list[dict]:
   variant = _variant(arg)
-  size = 32 if variant.smoke else SIZE
-  arms = [{"name": f"e{epochs}", "stages": (dict(size=size, epochs=epochs),)}
+  arms = [{"name": f"e{epochs}", "stages": (dict(size=_size(variant), epochs=epochs),)}
           for epochs in _budgets(variant)]
   return spec.with_seeds(arms, SEEDS)
 
@@ -79,5 +81,4 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
 
 
 def get_headline(arg: str | None = None) -> list[str]:
-  size = 32 if _variant(arg).smoke else SIZE
-  return [f"acc@{size}", "images_seen", "train_gflops"]
+  return [f"acc@{_size(_variant(arg))}", "images_seen", "train_gflops"]

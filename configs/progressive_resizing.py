@@ -139,8 +139,10 @@ def get_tuning(arg: str | None = None) -> dict:
     grid = (0.2, 0.4)
   elif variant.long and not variant.photos:
     grid = LONG_LR_GRID
-  else:  # WIDE_LR_GRID for the first budget on scale_shapes and the photographs' second.
-    grid = WIDE_LR_GRID if variant.photos == variant.long else LR_GRID
+  elif variant.photos and not variant.long:
+    grid = LR_GRID
+  else:  # The first budget on scale_shapes and the photographs' second.
+    grid = WIDE_LR_GRID
   return {"field": "opt.lr_max", "grid": grid, "metric": f"acc@{largest}",
           "seeds": spec.TUNING_SEEDS}
 

@@ -116,6 +116,11 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   return config
 
 
+def _rrc_sizes(variant) -> tuple[int, ...]:
+  """The training sizes with an rrc arm (and a flip arm of the same size)."""
+  return SIZES_64 if variant.px64 else SIZES[1:]
+
+
 def _arms(variant) -> list[dict]:
   if variant.smoke:
     length = {"steps": 8}
@@ -123,13 +128,12 @@ def _arms(variant) -> list[dict]:
             {"name": "rrc16", "stages": (dict(size=16, **length),), "data.augment": "rrc_flip"}]
     return arms
   length = {"epochs": _epochs(variant)}
-  if variant.px64:
-    return [{"name": f"{kind}{s}", "stages": (dict(size=s, **length),),
-             **({"data.augment": "rrc_flip"} if kind == "rrc" else {})}
-            for kind in ("flip", "rrc") for s in SIZES_64]
-  arms = [{"name": f"flip{s}", "stages": (dict(size=s, **length),)} for s in SIZES]
+  arms = [{"name": f"flip{s}", "stages": (dict(size=s, **length),)}
+          for s in (SIZES_64 if variant.px64 else SIZES)]
   arms += [{"name": f"rrc{s}", "stages": (dict(size=s, **length),), "data.augment": "rrc_flip"}
-           for s in SIZES[1:]]
+           for s in _rrc_sizes(variant)]
+  if variant.px64:
+    return arms
   if variant.long:
     return [arm for arm in arms if arm["name"] in LONG_ARMS]
   if not variant.photos:
@@ -176,7 +180,7 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   variant = _variant(arg)
   if variant.smoke:
     return [("rrc16", "flip16")]
-  pairs = [(f"rrc{s}", f"flip{s}") for s in (SIZES_64 if variant.px64 else SIZES[1:])]
+  pairs = [(f"rrc{s}", f"flip{s}") for s in _rrc_sizes(variant)]
   if not (variant.photos or variant.long or variant.px64):
     pairs += [(name, "flip32") for name in CONTROLS]
   return pairs
