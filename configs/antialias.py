@@ -6,6 +6,7 @@ r"""Claims 2 and 5: strided vs max-pooled vs blurred subsampling, for three mode
   progressive sweep --config=configs/antialias.py:rerun_photos --workdir=/tmp/aa_photos
   progressive sweep --config=configs/antialias.py:rerun_resnet18 --workdir=/tmp/aa_resnet18 --workers=3
   progressive sweep --config=configs/antialias.py:tuned64_resnet18 --workdir=/tmp/aa64_resnet18
+  progressive sweep --config=configs/antialias.py:px64 --workdir=/tmp/aa_px64
   progressive sweep --config=configs/antialias.py:smoke --workdir=/tmp/antialias_smoke
 
 Every point trains one model at 64 px on `scale_shapes` (one stage; the argument picks
@@ -54,6 +55,16 @@ sweep has its own workdir and tuning choice). A first try on an H200 (docs/BENCH
 found VGG-11 and ResNet-18 at 0.98-1.00 validation accuracy at every rate that finished:
 at this budget accuracy separates neither the grid nor the arms, so a harder budget is
 needed before these sweeps' accuracy comparisons mean anything.
+
+`:px64` is the simple CNN's `tuned64` sized for the CPU with converged networks
+(RESEARCH.md): on `scale_shapes/default_fresh` trained with flips (as the budget's
+ladder was) for 16 epochs (`PX64_EPOCHS`: experiments/results/convergence found 16
+within a point of 32 at 64 px, where `tuned64`'s 8 were 10 points short), the arms of
+the primary hypotheses (`stride`, `max`, `blur3` and the matched `stride_at_max_flops`,
+64 epochs; `blur5` is left out: three of the four cost 4x a strided point), tuned over
+`PX64_LR_GRID` (0.05-0.2, where the 32 px rerun's arms chose and the ladder trained
+stably), tested at 32-96 px and over the whole period (16 px) on every test image.
+`:px64_long` is its check of convergence, every arm twice as long.
 
 Matched budgets (the `rerun` and `tuned64` protocols): max pooling and blur keep every
 convolution before a subsampling at full resolution, so where the family has a `max`
@@ -119,6 +130,9 @@ TUNED64_EPOCHS = 8
 # training images of `sweep32` and `default` with a test split drawn afresh.
 FRESH = "_fresh"
 TUNED64_LR_GRID = (0.05, 0.1, 0.2, 0.4, 0.8)
+PX64_EPOCHS = 16
+PX64_LR_GRID = (0.05, 0.1, 0.2)
+PX64_MODES = MODES[:3]  # stride, max, blur3.
 # The variants' names: `rerun[_<family>][_photos]` (the simple CNN without a family) and
 # `tuned64_<family>[_photos]`.
 PRESETS = {
@@ -127,14 +141,33 @@ PRESETS = {
        for f in RERUN_MODELS for photos in ("", "_photos")},
     **{f"tuned64_{f}{photos}": f"protocol=tuned64,family={f}{photos and ',photos'}"
        for f in MODELS for photos in ("", "_photos")},
+    "px64": "protocol=px64,family=simple_cnn",
+    "px64_long": "protocol=px64,family=simple_cnn,long",
 }
 
 
 def _variant(arg: str | None) -> ml_collections.ConfigDict:
   """`family` (default: all three), `protocol` (`rerun`: 32 px with the standard of
-  evidence; `tuned64`: the same at 64 px), `photos`, `smoke`."""
-  return spec.parse_arg(arg, presets=PRESETS, family=("", tuple(MODELS)),
-                        protocol=("", ("rerun", "tuned64")), photos=False, smoke=False)
+  evidence; `tuned64`: the same at 64 px; `px64`: the simple CNN's, converged, for the
+  CPU), `long` (`px64`'s twice the budget), `photos`, `smoke`."""
+  variant = spec.parse_arg(arg, presets=PRESETS, family=("", tuple(MODELS)),
+                           protocol=("", ("rerun", "tuned64", "px64")), long=False,
+                           photos=False, smoke=False)
+  if variant.protocol == "px64" and (variant.family != "simple_cnn" or variant.photos):
+    raise ValueError(f"antialias.py:{arg}: px64 is the simple CNN's on scale_shapes; "
+                     "use tuned64_<family> for the others.")
+  if variant.long and variant.protocol != "px64":
+    raise ValueError(f"antialias.py:{arg}: `long` is px64's check of convergence; use px64_long.")
+  return variant
+
+
+def _budget(variant) -> tuple[int, float]:
+  """A protocol's training size and epochs."""
+  if variant.protocol == "rerun":
+    return 32, RERUN_EPOCHS
+  if variant.protocol == "tuned64":
+    return 64, TUNED64_EPOCHS
+  return 64, PX64_EPOCHS * (2 if variant.long else 1)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -149,11 +182,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.augment = "flip"
   elif variant.protocol:  # A test split never used before (photographs have none).
     config.data.builder_config += FRESH
+  if variant.protocol == "px64":
+    config.data.augment = "flip"
   if variant.protocol:
-    tuned64 = variant.protocol == "tuned64"
-    size, epochs = (64, TUNED64_EPOCHS) if tuned64 else (32, RERUN_EPOCHS)
+    size, epochs = _budget(variant)
     config.stages = (dict(size=size, epochs=epochs),)
-    config.eval_sizes = (32, 48, 64, 80, 96) if tuned64 else (16, 24, 32, 40, 48)
+    config.eval_sizes = tuple(size * k // 4 for k in (2, 3, 4, 5, 6))  # Half to 1.5x, by quarters.
     config.progress_bar = False
   return config
 
@@ -188,7 +222,8 @@ def _max_over_stride(arg: str | None, family: str) -> float:
 def get_sweep(arg: str | None = None) -> list[dict]:
   variant = _variant(arg)
   models = RERUN_MODELS if variant.protocol == "rerun" else MODELS
-  modes = (MODES[0], MODES[2]) if variant.smoke else MODES
+  modes = (MODES[0], MODES[2]) if variant.smoke else (
+      PX64_MODES if variant.protocol == "px64" else MODES)
   points = []
   for family in _families(variant):
     for mode in modes:
@@ -196,7 +231,7 @@ def get_sweep(arg: str | None = None) -> list[dict]:
         continue  # VGG subsamples only by max pools: "max" is its "stride", the same network.
       points.append({"name": _name(family, mode), **models[family], **mode})
     if variant.protocol and not family.startswith("vgg"):  # The matched budget.
-      size, epochs = (64, TUNED64_EPOCHS) if variant.protocol == "tuned64" else (32, RERUN_EPOCHS)
+      size, epochs = _budget(variant)
       epochs = round(epochs * _max_over_stride(arg, family), 4)
       points.append({"name": f"{family}_{MATCHED}", **models[family], **MODES[0],
                      "stages": (dict(size=size, epochs=epochs),)})
@@ -207,9 +242,9 @@ def get_sweep(arg: str | None = None) -> list[dict]:
 
 def get_tuning(arg: str | None = None) -> dict | None:
   variant = _variant(arg)
-  if variant.protocol == "tuned64":
-    return {"field": "opt.lr_max", "grid": TUNED64_LR_GRID, "metric": "acc@64",
-            "seeds": spec.TUNING_SEEDS}
+  if variant.protocol in ("tuned64", "px64"):
+    grid = TUNED64_LR_GRID if variant.protocol == "tuned64" else PX64_LR_GRID
+    return {"field": "opt.lr_max", "grid": grid, "metric": "acc@64", "seeds": spec.TUNING_SEEDS}
   if variant.protocol != "rerun":
     return None  # Only the reruns tune.
   grid = LR_GRID if variant.family == "simple_cnn" else DEEP_LR_GRID
@@ -259,7 +294,8 @@ def get_hypotheses(arg: str | None = None) -> list[dict]:
     raise ValueError(f"antialias.py:{arg}: a {variant.protocol} sweep's hypotheses are its "
                      "family's; name one (family=simple_cnn, vgg11 or resnet18).")
   family = variant.family
-  train_size, off_scale = (64, 96) if variant.protocol == "tuned64" else (32, 48)
+  train_size = _budget(variant)[0]
+  off_scale = train_size * 3 // 2
   families = FAMILIES["photos" if variant.photos else "scale_shapes"]
   arms = {p["name"].rsplit("_seed", 1)[0] for p in get_sweep(arg)}
   stride, blur3 = spec.group(f"{family}_stride"), spec.group(f"{family}_blur3")

@@ -4,6 +4,7 @@ at equal steps, against the reverse order, each arm's learning rate tuned, five 
   progressive sweep --config=configs/progressive_resizing.py --workdir=/tmp/pr
   progressive sweep --config=configs/progressive_resizing.py:photos --workdir=/tmp/pr_photos
   progressive sweep --config=configs/progressive_resizing.py:long --workdir=/tmp/pr_long
+  progressive sweep --config=configs/progressive_resizing.py:px64 --workdir=/tmp/pr_px64
   progressive sweep --config=configs/progressive_resizing.py:smoke --workdir=/tmp/pr_smoke
 
 The simple CNN on `scale_shapes/sweep32_fresh` (32 px, 4096 train / 1024 test, the test
@@ -54,6 +55,17 @@ point of twice the budget). The default variant and `:photos_long` tune over
 size ensemble (`get_ensemble_sizes`: the last training size and its neighbours 8 px
 away, mean softmax with stored and recomputed statistics, against the seed ensemble),
 for networks that trained at several sizes.
+
+`:px64` asks the primary hypotheses at 64 px with converged networks (RESEARCH.md): the
+simple CNN on `scale_shapes/default_fresh` (64 px, 10,000 / 2,000, a test split drawn
+afresh, trained with flips as the ladder was: the zoom arm then differs from the others by its
+crops alone), `progressive` 32 -> 48 -> 64 px for 12, 8 and 8 epochs (`PX64_STAGES`), so
+that `fixed64_flops` trains 15.5 epochs at 64 px, about the 16 that
+experiments/results/convergence found within a point of 32; the arms of the hypotheses
+only (`progressive`, `fixed64_flops`, `fixed64_zoom_flops`: each point costs about one
+converged 64 px run, and the CPU runs them one at a time), tuned over `LR_GRID_64`
+(0.1-0.4, where the ladder's 0.2 trained stably and 0.4 did not for one seed of two),
+tested at 32-96 px. `:px64_long` is its check of convergence: every stage twice as long.
 """
 
 import ml_collections
@@ -63,7 +75,10 @@ from configs.progressive_vs_fixed import equal_budget
 from progressive.sweeps import spec
 
 STAGES = (dict(size=16, epochs=3), dict(size=24, epochs=2), dict(size=32, epochs=2))
-LONG_STAGES = tuple(dict(s, epochs=2 * s["epochs"]) for s in STAGES)
+# `:px64`: each size doubled, each stage 4x as long (the docstring).
+PX64_STAGES = (dict(size=32, epochs=12), dict(size=48, epochs=8), dict(size=64, epochs=8))
+PX64_ARMS = ("progressive", "fixed64_flops", "fixed64_zoom_flops")
+LR_GRID_64 = (0.1, 0.2, 0.4)
 SMOKE_STAGES = (dict(size=16, steps=6), dict(size=24, steps=4), dict(size=32, steps=4))
 SEEDS = (0, 1, 2, 3, 4)
 LR_GRID = (0.2, 0.4, 0.8)
@@ -81,9 +96,10 @@ LONG_LR_GRID = (0.1, 0.2, 0.4)
 
 
 def _variant(arg: str | None) -> ml_collections.ConfigDict:
-  """`photos`, `long` (the second budget), `smoke`; `photos_long` is both."""
-  return spec.parse_arg(arg, presets={"photos_long": "photos,long"}, photos=False, long=False,
-                        smoke=False)
+  """`photos`, `long` (the second budget), `px64`, `smoke`; `photos_long` and `px64_long`
+  are two."""
+  return spec.parse_arg(arg, presets={"photos_long": "photos,long", "px64_long": "px64,long"},
+                        photos=False, long=False, px64=False, smoke=False)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -91,12 +107,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = default.get_config("smoke" if variant.smoke else None)
   # The full variants: sweep32's training images, a test split never used before.
   config.data.builder_config = "small" if variant.smoke else "sweep32" if variant.photos else (
-      "sweep32_fresh")
+      "default_fresh" if variant.px64 else "sweep32_fresh")
+  if variant.photos or variant.px64:  # px64: flips, as the budget's ladder trained.
+    config.data.augment = "flip"
   if variant.photos:
     config.data.name = "photos"
-    config.data.augment = "flip"
   config.stages = _stages(variant)
-  config.eval_sizes = (16, 24, 32) if variant.smoke else (16, 24, 32, 40, 48)
+  config.eval_sizes = (16, 24, 32) if variant.smoke else tuple(
+      (2 if variant.px64 else 1) * s for s in (16, 24, 32, 40, 48))
   config.progress_bar = False
   return config
 
@@ -104,7 +122,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def _stages(variant):
   if variant.smoke:
     return SMOKE_STAGES
-  return LONG_STAGES if variant.long else STAGES
+  stages = PX64_STAGES if variant.px64 else STAGES
+  return tuple(dict(s, epochs=2 * s["epochs"]) for s in stages) if variant.long else stages
 
 
 def _arms(stages) -> list[dict]:
@@ -127,7 +146,9 @@ def get_sweep(arg: str | None = None) -> list[dict]:
   if variant.smoke:
     return spec.with_seeds(_arms(SMOKE_STAGES)[:3], (0, 1))
   arms = _arms(_stages(variant))
-  if variant.long:
+  if variant.px64:
+    arms = [a for a in arms if a["name"] in PX64_ARMS]
+  elif variant.long:
     arms = [a for a in arms if a["name"] != "reverse"]
   return spec.with_seeds(arms, SEEDS)
 
@@ -137,6 +158,8 @@ def get_tuning(arg: str | None = None) -> dict:
   largest = _stages(variant)[-1]["size"]
   if variant.smoke:
     grid = (0.2, 0.4)
+  elif variant.px64:
+    grid = LR_GRID_64
   elif variant.long and not variant.photos:
     grid = LONG_LR_GRID
   elif variant.photos and not variant.long:
@@ -148,8 +171,9 @@ def get_tuning(arg: str | None = None) -> dict:
 
 
 def get_ensemble_sizes(arg: str | None = None) -> dict[int, tuple[int, ...]]:
-  """The long budget's size ensembles, by a point's last training size."""
-  return {32: (24, 32, 40), 24: (16, 24, 32)} if _variant(arg).long else {}
+  """The 32 px long budget's size ensembles, by a point's last training size."""
+  variant = _variant(arg)
+  return {32: (24, 32, 40), 24: (16, 24, 32)} if variant.long and not variant.px64 else {}
 
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:

@@ -2,6 +2,7 @@ r"""Claim 6: what keeps CNN training stable: one-cycle, batch norm, larger batch
 
   progressive sweep --config=configs/stability.py --workdir=/tmp/stability
   progressive sweep --config=configs/stability.py:rerun --workdir=/tmp/stability_rerun
+  progressive sweep --config=configs/stability.py:px64 --workdir=/tmp/stability_px64
   progressive sweep --config=configs/stability.py:smoke --workdir=/tmp/stability_smoke
 
 The simple CNN on `scale_shapes` at 32 px (one stage), recording fastai's activation
@@ -42,6 +43,16 @@ fewer activations near zero), i.e. lowers `act_near_zero`, the fraction of ReLU 
   `bn_one_cycle_at_batch512_images` (at equal steps batch 512 also sees 4x the images;
   that comparison stays exploratory).
 Accuracy and the other comparisons are exploratory (`get_comparisons`).
+
+`:px64` asks the first two at 64 px with converged networks (RESEARCH.md): the simple
+CNN on `scale_shapes/default_fresh` (64 px, 10,000 / 2,000, a test split drawn afresh)
+with flips for 16 epochs (`PX64_EPOCHS`: experiments/results/convergence found 16 epochs within a
+point of 32 at 64 px), the arms `no_bn_constant`, `no_bn_one_cycle` and `bn_one_cycle`,
+`opt.lr_max` tuned per arm over `PX64_LR_GRID` (0.025-0.2, where the 32 px rerun's arms
+chose 0.025-0.2; two seeds per value, by accuracy at 64 px), seeds 0-4, activation
+statistics every 16 steps. The batch arms are left out on the CPU: at equal steps
+batch 512 trains 64 epochs, four times a point of the other arms, and so does its matched
+budget. `:px64_long` is its check of convergence, 32 epochs.
 """
 
 import ml_collections
@@ -54,12 +65,23 @@ EPOCHS = 3
 # for both constant-LR arms.
 LR_GRID = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 SEEDS = (0, 1, 2, 3, 4)
+PX64_EPOCHS = 16
+PX64_LR_GRID = (0.025, 0.05, 0.1, 0.2)
 
 
 def _variant(arg: str | None) -> ml_collections.ConfigDict:
-  """`rerun` (the standard of evidence), `photos`, `smoke`; `rerun_photos` is both."""
-  return spec.parse_arg(arg, presets={"rerun_photos": "rerun,photos"}, rerun=False,
-                        photos=False, smoke=False)
+  """`rerun` (the standard of evidence), `px64` (the same at 64 px, converged), `long`
+  (`px64`'s twice the budget), `photos`, `smoke`; `rerun_photos` and `px64_long` are both."""
+  variant = spec.parse_arg(
+      arg, presets={"rerun_photos": "rerun,photos", "px64_long": "px64,long"}, rerun=False,
+      px64=False, long=False, photos=False, smoke=False)
+  if variant.long and not variant.px64:
+    raise ValueError(f"stability.py:{arg}: `long` is px64's check of convergence; use px64_long.")
+  return variant
+
+
+def _px64_epochs(variant) -> int:
+  return 2 * PX64_EPOCHS if variant.long else PX64_EPOCHS
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -76,6 +98,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.activation_stats_every = 16
     config.log_every_steps = 16
     config.progress_bar = False
+  if variant.px64:  # default's training images at 64 px, a test split never used before.
+    config.data.builder_config = "default_fresh"
+    config.stages = (dict(size=64, epochs=_px64_epochs(variant)),)
+    config.eval_sizes = (64,)
+    config.data.augment = "flip"  # As the budget's ladder trained.
+    config.activation_stats_every = 16
+    config.log_every_steps = 16
+    config.progress_bar = False
   if variant.photos:
     config.data.name = "photos"
     config.data.augment = "flip"
@@ -85,60 +115,70 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 def get_sweep(arg: str | None = None) -> list[dict]:
   variant = _variant(arg)
   constant = {"opt.div": 1.0, "opt.div_final": 1.0, "opt.moms": (0.9, 0.9, 0.9)}
-  big = 256 if variant.smoke else 512
-  if variant.rerun:
-    return spec.with_seeds([
-        {"name": "no_bn_constant", "model.batch_norm": False, **constant},
-        {"name": "no_bn_one_cycle", "model.batch_norm": False},
-        {"name": "bn_constant", "model.batch_norm": True, **constant},
-        {"name": "bn_one_cycle", "model.batch_norm": True},
-        {"name": "bn_one_cycle_batch512", "model.batch_norm": True, "batch_size": 512,
-         "stages": (dict(size=32, epochs=4 * EPOCHS),)},
-        # Batch 128 for batch 512's images (and FLOPs): the matched budget.
-        {"name": "bn_one_cycle_at_batch512_images", "model.batch_norm": True,
-         "stages": (dict(size=32, epochs=4 * EPOCHS),)},
-    ], SEEDS)
-  return [
+  arms = [
       {"name": "no_bn_constant", "model.batch_norm": False, **constant},
       {"name": "no_bn_one_cycle", "model.batch_norm": False},
       {"name": "bn_one_cycle", "model.batch_norm": True},
-      {"name": f"bn_one_cycle_batch{big}", "model.batch_norm": True, "batch_size": big},
   ]
+  if variant.px64:  # Batch norm and one-cycle; the batch arms cost 4x (the docstring).
+    return spec.with_seeds(arms, SEEDS)
+  if variant.rerun:
+    longer = {"stages": (dict(size=32, epochs=4 * EPOCHS),)}
+    return spec.with_seeds([
+        *arms[:2],
+        {"name": "bn_constant", "model.batch_norm": True, **constant},
+        arms[2],
+        {"name": "bn_one_cycle_batch512", "model.batch_norm": True, "batch_size": 512, **longer},
+        # Batch 128 for batch 512's images (and FLOPs): the matched budget.
+        {"name": "bn_one_cycle_at_batch512_images", "model.batch_norm": True, **longer},
+    ], SEEDS)
+  big = 256 if variant.smoke else 512
+  return [*arms, {"name": f"bn_one_cycle_batch{big}", "model.batch_norm": True, "batch_size": big}]
 
 
 def get_tuning(arg: str | None = None) -> dict | None:
-  if not _variant(arg).rerun:
+  variant = _variant(arg)
+  if variant.px64:
+    return {"field": "opt.lr_max", "grid": PX64_LR_GRID, "metric": "acc@64",
+            "seeds": spec.TUNING_SEEDS}
+  if not variant.rerun:
     return None
   return {"field": "opt.lr_max", "grid": LR_GRID, "metric": "acc@32", "seeds": spec.TUNING_SEEDS}
 
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   """`(arm, baseline)`: batch norm against none, one-cycle against constant, the larger
-  batch at equal steps and at equal images (its matched budget)."""
-  if not _variant(arg).rerun:
+  batch at equal steps and at equal images (its matched budget), those the sweep trains."""
+  variant = _variant(arg)
+  if not (variant.rerun or variant.px64):
     return []
-  return [("bn_one_cycle", "no_bn_one_cycle"), ("bn_constant", "no_bn_constant"),
-          ("no_bn_one_cycle", "no_bn_constant"), ("bn_one_cycle", "bn_constant"),
-          ("bn_one_cycle_batch512", "bn_one_cycle"),
-          ("bn_one_cycle_batch512", "bn_one_cycle_at_batch512_images")]
+  arms = {point["name"].rsplit("_seed", 1)[0] for point in get_sweep(arg)}
+  pairs = [("bn_one_cycle", "no_bn_one_cycle"), ("bn_constant", "no_bn_constant"),
+           ("no_bn_one_cycle", "no_bn_constant"), ("bn_one_cycle", "bn_constant"),
+           ("bn_one_cycle_batch512", "bn_one_cycle"),
+           ("bn_one_cycle_batch512", "bn_one_cycle_at_batch512_images")]
+  return [pair for pair in pairs if set(pair) <= arms]
 
 
 def get_hypotheses(arg: str | None = None) -> list[dict]:
-  """Claim 6's primary hypotheses for the reruns (the other variants have no seeds), each
-  with its predicted sign: batch norm, one-cycle and larger batches each lower the
-  fraction of near-zero ReLU outputs over the run."""
-  if not _variant(arg).rerun:
+  """Claim 6's primary hypotheses for the reruns and `px64` (the other variants have no
+  seeds), each with its predicted sign: batch norm, one-cycle and larger batches each
+  lower the fraction of near-zero ReLU outputs over the run (`px64`: the first two)."""
+  variant = _variant(arg)
+  if not (variant.rerun or variant.px64):
     return []
 
   def near_zero(arm):
     return spec.group(arm)["act_near_zero"]
 
-  return [
+  out = [
       dict(claim=6, name="bn_fewer_near_zero", predicted="< 0",
            contrast=near_zero("bn_one_cycle") - near_zero("no_bn_one_cycle")),
       dict(claim=6, name="one_cycle_fewer_near_zero_without_bn", predicted="< 0",
            contrast=near_zero("no_bn_one_cycle") - near_zero("no_bn_constant")),
-      dict(claim=6, name="batch512_fewer_near_zero_at_equal_images", predicted="< 0",
-           contrast=near_zero("bn_one_cycle_batch512")
-           - near_zero("bn_one_cycle_at_batch512_images")),
   ]
+  if variant.px64:
+    return out
+  return [*out, dict(claim=6, name="batch512_fewer_near_zero_at_equal_images", predicted="< 0",
+                     contrast=near_zero("bn_one_cycle_batch512")
+                     - near_zero("bn_one_cycle_at_batch512_images"))]

@@ -2,6 +2,7 @@
 FINDINGS' placeholders (the experiment configs' smoke sweeps are in test_experiments.py)."""
 
 import csv
+import functools
 import json
 import pathlib
 import re
@@ -191,7 +192,8 @@ def test_every_experiment_point_validates(name, arg):
                                   "antialias.py:rerun_resnet18_photos", "antialias.py:rerun_vgg11",
                                   "translation.py", "translation.py:photos", "translation.py:tuned64",
                                   "depth.py", "depth.py:resnet", "depth.py:tuned64",
-                                  "depth.py:resnet,photos"])
+                                  "depth.py:resnet,photos", "antialias.py:px64",
+                                  "stability.py:px64", "progressive_resizing.py:px64"])
 def test_every_rerun_point_and_tuning_run_validates(flag):
   sweep = spec.load(f"{REPO}/configs/{flag}")
   points, runs = sweep.expand(), tuning.tuning_points(sweep)
@@ -220,7 +222,8 @@ def _budget(config) -> dict:
 
 
 @pytest.mark.parametrize("flag,family", [("antialias.py:rerun", "simple_cnn"),
-                                         ("antialias.py:rerun_resnet18", "resnet18")])
+                                         ("antialias.py:rerun_resnet18", "resnet18"),
+                                         ("antialias.py:px64", "simple_cnn")])
 def test_the_stride_arm_at_max_flops_costs_what_max_pooling_does(flag, family):
   """Max pooling (and blur) keep the convolutions before each subsampling at full
   resolution: the matched stride arm trains for the max arm's FLOPs, counted from the
@@ -309,6 +312,38 @@ def test_depth_arms_share_the_total_stride_and_the_deepest_budget_is_matched(fla
   assert [(h.claim, h.predicted) for h in sweep.hypotheses] == [(5, "> 0")] * 3
   assert matched in str(sweep.hypotheses[2].contrast)
   assert all(deep in str(h.contrast) for h in sweep.hypotheses)
+
+
+# The 32 px hypotheses' sizes and the 32 px arms they name (`fixed32_flops`), doubled.
+_SIZES_IN_HYPOTHESES = re.compile(r"(?<=@)\d+|(?<=fixed)\d+")
+
+
+@pytest.mark.parametrize("flag,base,epochs", [
+    ("antialias.py:px64", "antialias.py:rerun", 16),
+    ("antialias.py:px64_long", "antialias.py:rerun", 32),
+    ("stability.py:px64", "stability.py:rerun", 16),
+    ("stability.py:px64_long", "stability.py:rerun", 32),
+    ("progressive_resizing.py:px64", "progressive_resizing.py", 15.5),
+    ("progressive_resizing.py:px64_long", "progressive_resizing.py:long", 31)])
+def test_px64_asks_the_32px_hypotheses_of_converged_networks_at_64px(flag, base, epochs):
+  """Claims 2, 3, 5 and 6 at 64 px (train_test_size's are its own test): the 32 px
+  sweep's hypotheses with every size doubled, read at sizes the points are tested at, on
+  a fresh 64 px test split, each fixed-size arm at 64 px for the ladder's 16 epochs
+  (experiments/results/convergence; 15.5 at the progressive run's FLOPs), `_long` twice."""
+  sweep, small = spec.load(f"{REPO}/configs/{flag}"), spec.load(f"{REPO}/configs/{base}")
+  double = functools.partial(_SIZES_IN_HYPOTHESES.sub, lambda m: str(2 * int(m.group())))
+  asked = {double(h.name): double(str(h.contrast)) for h in small.hypotheses}
+  own = {h.name: str(h.contrast) for h in sweep.hypotheses}
+  assert own and own.items() <= asked.items()
+  configs = {name: config for name, overrides, config in sweep.expand() if overrides["seed"] == 0}
+  read = {int(s) for h in sweep.hypotheses for s in re.findall(r"@(\d+)\]", str(h.contrast))}
+  for name, config in configs.items():
+    assert read <= set(config.eval_sizes) and config.stages[-1]["size"] == 64
+    assert config.data.builder_config == "default_fresh" and config.data.augment.endswith("flip")
+    if len(config.stages) == 1 and "at_max_flops" not in name:
+      assert config.stages[0]["epochs"] == epochs
+  assert {arm for h in sweep.hypotheses for arm in re.findall(r"(\w+)\[", str(h.contrast))} == {
+      name.rsplit("_seed", 1)[0] for name in configs}  # Only the hypotheses' arms train.
 
 
 @pytest.mark.parametrize("arg", [None, "photos", "long", "photos_long"])
