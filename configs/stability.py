@@ -182,3 +182,11 @@ def get_hypotheses(arg: str | None = None) -> list[dict]:
   return [*out, dict(claim=6, name="batch512_fewer_near_zero_at_equal_images", predicted="< 0",
                      contrast=near_zero("bn_one_cycle_batch512")
                      - near_zero("bn_one_cycle_at_batch512_images"))]
+
+
+def get_headline(arg: str | None = None) -> list[str]:
+  """The dead-unit measure, fastai's figure beside it, and accuracy; aggregation also
+  draws the measure over training (`activations.png`)."""
+  size = 24 if _variant(arg).smoke else 64 if _variant(arg).px64 else 32
+  return ["act_near_zero", "act_near_zero_preact", f"acc@{size}", "skipped_steps"]
+

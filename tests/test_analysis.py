@@ -437,6 +437,32 @@ def test_activation_stats_of_a_checkpoint_and_over_training(run):
   assert f"3 of {len(layers)} layers" in few.get_suptitle()
 
 
+
+def test_the_dead_unit_figure_draws_each_arms_relus_over_training():
+  """Claim 6's figure (`plots.near_zero_by_arm`): per arm, the mean over its ReLUs of the
+  near-zero fraction at each step, one line per seed and their mean over the steps they
+  share, the learning rate beside it, and a colorful dimension per ReLU of the first seed."""
+  def rows(seed, steps):
+    return [{"step": t, "layer": layer, "mean": 0.0, "std": 1.0, "hist": [float(t)] * 40,
+             "near_zero": (0.1 * i + 0.01 * seed + 0.001 * t) if "relu" in layer else 0.9}
+            for t in steps for i, layer in enumerate(("conv0/conv", "conv0/relu", "conv1/relu"))]
+
+  lr = (np.arange(4), np.array([0.1, 0.4, 0.2, 0.0]))
+  arms = {"bn": [{"seed": 0, "stats": rows(0, (10, 20, 30)), "lr": lr},
+                 {"seed": 1, "stats": rows(1, (10, 20)), "lr": lr}],
+          "no_bn": [{"seed": 3, "stats": rows(3, (10, 20)), "lr": lr}]}
+  fig = plots.near_zero_by_arm(arms)
+  grid = np.asarray(fig.axes[:6]).reshape(2, 3)  # Two arms; near-zero and two ReLUs each.
+  seed0, seed1, mean = (line.get_ydata() for line in grid[0, 0].get_lines())
+  # conv0/relu and conv1/relu: (0.1 + 0.2) / 2 + 0.01 * seed + 0.001 * t; conv0/conv not counted.
+  np.testing.assert_allclose(seed0, [0.16, 0.17, 0.18])
+  np.testing.assert_allclose(seed1, [0.17, 0.18])
+  np.testing.assert_allclose(mean, [0.165, 0.175])
+  assert [ax.get_title() for ax in grid[1, 1:]] == ["conv0/relu (seed 3)", "conv1/relu (seed 3)"]
+  assert grid[0, 0].get_title(loc="left") == "bn"
+  twins = [ax for ax in fig.axes[6:] if ax.get_lines()]
+  np.testing.assert_allclose(twins[0].get_lines()[0].get_ydata(), lr[1])
+
 # --- The CLI and the notebook -------------------------------------------------------------
 
 

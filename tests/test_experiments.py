@@ -45,6 +45,9 @@ def test_experiment_smoke_sweeps_train(name, data_dir, tmp_path, compilation_cac
         sum(r["near_zero"] for r in convs) / len(convs))
     last = [r for r in convs if r["step"] == 8]
     assert row["act_std"] == pytest.approx(sum(r["std"] for r in last) / len(last))
+    # Claim 6's figure, drawn by the aggregation and shown in results.md.
+    assert (tmp_path / tables.ACTIVATIONS_FIGURE).stat().st_size > 0
+    assert f"({tables.ACTIVATIONS_FIGURE})" in (tmp_path / "results.md").read_text()
   if name == "convergence":  # A budget ladder, chosen on the validation slice.
     by = {r["name"]: r for r in rows}
     assert by["e2_seed0"]["images_seen"] == 2 * by["e1_seed0"]["images_seen"]

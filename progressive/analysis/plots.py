@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 
 from progressive.analysis import activations
 from progressive.training import workdir as workdir_lib
-from progressive.training.activations import HIST_RANGE
+from progressive.training.activations import HIST_RANGE, is_relu
 
 GROUP_COLORS = {"all": "black", "shape": "tab:blue", "texture": "tab:orange",
                 # photos' families.
@@ -299,6 +299,23 @@ def _cmap(n: int) -> Callable:
   return lambda i: base(i / max(n - 1, 1))
 
 
+def _evenly_spaced(layers: Sequence[str], most: int) -> list[str]:
+  """`layers`, or `most` of them evenly spaced in depth from the first to the last."""
+  if len(layers) <= most:
+    return list(layers)
+  return [layers[i] for i in sorted(set(np.linspace(0, len(layers) - 1, most).round().astype(int)))]
+
+
+def _histograms(ax, series: Mapping[str, np.ndarray]) -> None:
+  """One layer's activation histograms over training (`activations.over_training`) as an
+  image: time on x, activation value on y, `log1p` of the counts."""
+  steps = series["step"]
+  half = np.median(np.diff(steps)) / 2 if len(steps) > 1 else 0.5
+  lo, hi = HIST_RANGE
+  ax.imshow(np.log1p(series["hist"]).T, origin="lower", aspect="auto", cmap="viridis",
+            extent=(steps[0] - half, steps[-1] + half, lo, hi), interpolation="nearest")
+
+
 def colorful_dimension(
     rows: Sequence[Mapping[str, Any]],
     *,
@@ -314,22 +331,16 @@ def colorful_dimension(
   read, and take seconds to draw)."""
   layers = list(layers or activations.layers_in_order(rows))
   total = len(layers)
-  if total > max_layers:
-    layers = [layers[i] for i in sorted(set(np.linspace(0, total - 1, max_layers).round().astype(int)))]
+  layers = _evenly_spaced(layers, max_layers)
   columns = min(columns, len(layers)) or 1
   nrows = -(-len(layers) // columns)
   fig = Figure(figsize=(3.2 * columns, 2.4 * nrows), layout="constrained")
   axes = np.atleast_1d(fig.subplots(nrows, columns, squeeze=False)).ravel()
-  lo, hi = HIST_RANGE
   for ax, layer in zip(axes, layers):
     series = activations.over_training(rows, layer)
-    steps = series["step"]
-    if len(steps) == 0:
+    if len(series["step"]) == 0:
       continue
-    half = np.median(np.diff(steps)) / 2 if len(steps) > 1 else 0.5
-    x0, x1 = steps[0] - half, steps[-1] + half
-    ax.imshow(np.log1p(series["hist"]).T, origin="lower", aspect="auto", cmap="viridis",
-              extent=(x0, x1, lo, hi), interpolation="nearest")
+    _histograms(ax, series)
     ax.set_title(layer, fontsize=8)
     ax.set_xlabel("step", fontsize=8)
     ax.set_ylabel("activation", fontsize=8)
@@ -339,6 +350,58 @@ def colorful_dimension(
     ax.set_axis_off()
   if len(layers) < total:
     fig.suptitle(f"{len(layers)} of {total} layers, evenly spaced in depth", fontsize=9)
+  return fig
+
+
+def near_zero_by_arm(arms: Mapping[str, Sequence[Mapping[str, Any]]], *, max_layers: int = 6) -> Figure:
+  """Claim 6's figure, one row per arm: the dead-unit measure over training (the fraction
+  of ReLU outputs <= 0.05, the mean over the network's ReLUs at each recorded step), one
+  thin line per seed and their mean bold, with the learning rate the arm trained at
+  (dashed, right axis); then fastai's colorful dimension (`colorful_dimension`) of each
+  ReLU of its first seed, up to `max_layers` evenly spaced in depth. `arms` maps an arm
+  to its seeds, each `{"seed", "stats": activation_stats rows, "lr": (steps, values)}`."""
+  relus = {arm: [layer for layer in activations.layers_in_order(seeds[0]["stats"])
+                 if is_relu(layer)] for arm, seeds in arms.items()}
+  relus = {arm: _evenly_spaced(layers, max_layers) for arm, layers in relus.items()}
+  columns = 1 + max((len(layers) for layers in relus.values()), default=0)
+  fig = Figure(figsize=(4.2 + 2.2 * (columns - 1), 2.3 * len(arms)), layout="constrained")
+  axes = fig.subplots(len(arms), columns, squeeze=False)
+  for row, (arm, seeds) in zip(axes, arms.items()):
+    ax = row[0]
+    curves = []
+    for seed in seeds:
+      layers = [layer for layer in activations.layers_in_order(seed["stats"])
+                if is_relu(layer)]
+      series = [activations.over_training(seed["stats"], layer) for layer in layers]
+      steps = series[0]["step"]
+      curves.append((steps, np.mean([s["near_zero"] for s in series], axis=0)))
+      ax.plot(steps, curves[-1][1], color="tab:blue", linewidth=0.6, alpha=0.5)
+    common = sorted(set.intersection(*(set(steps.tolist()) for steps, _ in curves)))
+    mean = [np.mean([values[list(steps).index(t)] for steps, values in curves]) for t in common]
+    label = f"mean of {len(curves)} seeds" if len(curves) > 1 else f"seed {seeds[0]['seed']}"
+    ax.plot(common, mean, color="tab:blue", linewidth=2, label=label)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_ylabel("ReLU outputs <= 0.05", fontsize=8)
+    ax.set_title(arm, fontsize=9, loc="left")
+    ax.set_xlabel("step", fontsize=8)
+    lr_steps, lr = seeds[0]["lr"]
+    if len(lr_steps):
+      twin = ax.twinx()
+      twin.plot(lr_steps, lr, color="tab:orange", linestyle="--", linewidth=1)
+      twin.set_ylim(0, 1.1 * max(float(np.max(lr)), 1e-12))
+      twin.ticklabel_format(axis="y", useOffset=False)
+      twin.set_ylabel("learning rate", fontsize=8, color="tab:orange")
+      twin.tick_params(labelsize=7)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc="upper right")
+    for ax, layer in zip(row[1:], relus[arm]):
+      _histograms(ax, activations.over_training(seeds[0]["stats"], layer))
+      if ax is row[1]:
+        ax.set_ylabel("ReLU output", fontsize=8)
+      ax.set_title(f"{layer} (seed {seeds[0]['seed']})", fontsize=8)
+      ax.tick_params(labelsize=7)
+    for ax in row[1 + len(relus[arm]):]:
+      ax.set_axis_off()
   return fig
 
 

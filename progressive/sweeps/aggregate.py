@@ -6,10 +6,11 @@ several seeds it also writes `DIR/results_mean.csv` (mean and standard deviation
 each seed group), `DIR/results_intervals.csv` (each mean's 95% interval) and, for the
 sweep's comparisons, `DIR/comparisons.csv` (exploratory: uncorrected); for its primary
 hypotheses (`get_hypotheses`), `DIR/hypotheses.csv` (`hypotheses`: Holm-corrected
-intervals and verdicts); with tuning, `DIR/tuning.csv`. Each is written
-whole (`folder.write_file`), with the sweep folder held (`folder.held`). Every table
-records the device kind each point or seed group trained on, and a seed group that
-mixes kinds is refused (`tables.check_devices`).
+intervals and verdicts); with tuning, `DIR/tuning.csv`; where the headline is the
+dead-unit measure (claim 6), `DIR/activations.png` (`tables.write_activations_figure`).
+Each is written whole (`folder.write_file`), with the sweep folder held (`folder.held`).
+Every table records the device kind each point or seed group trained on, and a seed
+group that mixes kinds is refused (`tables.check_devices`).
 """
 
 from collections.abc import Sequence
@@ -115,6 +116,8 @@ def _aggregate(sweep: spec.Sweep, workdir: epath.Path, comparisons, settings: me
                   f"{r['arm']} {choice['values'][r['key']]}" for r in
                   {r["key"]: r for r in choice["grid"]}.values()) + ".", "",
               *tables.markdown(grid)]
+  if tables.write_activations_figure(summaries, workdir, sweep.headline):
+    lines += ["", f"![the dead-unit measure over training]({tables.ACTIVATIONS_FIGURE})"]
   folder.write_text(workdir / "results.md", "\n".join(lines) + "\n")
   tables.write_figure(summaries, workdir / "results.png", rows, sweep.headline)
   print("\n".join(lines))

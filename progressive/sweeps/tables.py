@@ -1,6 +1,8 @@
 """A sweep's tables from its points' summaries: one row per point, seed groups (points
 whose overrides differ only in `seed`) with their means, intervals and comparisons, the
-seed ensemble, and the cells as csv, markdown and a plot of accuracy against test size.
+seed ensemble, and the cells as csv, markdown and a plot of accuracy against test size
+(or of the sweep's headline measures; claim 6's sweeps also the dead-unit measure over
+training, `write_activations_figure`).
 """
 
 import json
@@ -13,9 +15,11 @@ from etils import epath
 from matplotlib.figure import Figure
 
 from progressive import errors, statistics
-from progressive.analysis import controls, ensemble
+from progressive.analysis import activations, controls, ensemble, plots
 from progressive.data import pipeline
 from progressive.sweeps import folder, measure, spec
+from progressive.training.activations import is_relu
+from progressive.training.metrics import read_rows
 
 # Summary keys of the scale controls and their column prefixes: acc_bn@S, acc_bn_shape@S, ...
 CONTROL_COLUMNS = (("eval_bn", "acc_bn"), ("eval_canvas", "acc_canvas"),
@@ -532,3 +536,37 @@ def write_figure(summaries, path: epath.Path, rows=None, headline: Sequence[str]
   else:
     fig = figure(summaries)
   folder.write_file(path, lambda tmp: fig.savefig(str(tmp), format="png", dpi=110))
+
+
+ACTIVATIONS_FIGURE = "activations.png"
+
+
+def write_activations_figure(summaries, workdir: epath.Path, headline: Sequence[str]) -> bool:
+  """Claim 6's figure, `activations.png` (`plots.near_zero_by_arm`), for a sweep whose
+  headline is the dead-unit measure (`act_near_zero`): every finished point that recorded
+  ReLU outputs, by seed group, with the learning rate its `metrics.jsonl` logged. Returns
+  whether it was written."""
+  if "act_near_zero" not in headline:
+    return False
+  arms: dict[str, list[dict[str, Any]]] = {}
+  for summary in summaries:
+    point_dir = epath.Path(workdir) / summary["name"]
+    stats = activations.read_stats(point_dir)
+    if not any(is_relu(r["layer"]) for r in stats):
+      continue  # Recorded before ReLU outputs were, or not at all.
+    logged = [r for r in read_rows(point_dir / "metrics.jsonl")
+              if r["event"] == "train" and "lr" in r]
+    seed = summary["overrides"].get("seed", 0)
+    arms.setdefault(spec.group_name(summary["name"], seed), []).append({
+        "seed": seed, "stats": stats,
+        # A train row at step s holds the rate the schedule gave step s - 1.
+        "lr": (np.asarray([r["step"] - 1 for r in logged]), np.asarray([r["lr"] for r in logged]))})
+  if not arms:
+    return False
+  for seeds in arms.values():
+    seeds.sort(key=lambda s: s["seed"])
+  fig = plots.near_zero_by_arm(arms)
+  folder.write_file(epath.Path(workdir) / ACTIVATIONS_FIGURE,
+                    lambda tmp: fig.savefig(str(tmp), format="png", dpi=100))
+  return True
+
