@@ -50,10 +50,10 @@ from progressive.sweeps import budgets, hypotheses
 HERE = pathlib.Path(__file__).parent
 RESULTS = HERE / "results"
 FILES = ("results.md", "results.csv", "results.png")
-# Written by sweeps with seeds, comparisons, tuning or (claim 6) activation statistics;
-# copied when present.
+# Written by sweeps with seeds, comparisons, tuning, (claim 6) activation statistics or
+# (claim 5) the canvas protocol; copied when present.
 OPTIONAL_FILES = ("results_mean.csv", "results_intervals.csv", "comparisons.csv", "tuning.csv",
-                  "hypotheses.csv", "activations.png")
+                  "hypotheses.csv", "activations.png", "canvas.png")
 _PLACEHOLDER = (r"\{\{(table|figure|intervals|comparisons|tuning|means|budgets|hypotheses|"
                 r"curves):([\w+]+)(?::([\w@.,/+]+))?\}\}")
 

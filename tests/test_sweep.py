@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from progressive import cli, config_files, errors, models, schedules
+from progressive.analysis import plots
 from progressive.commands import sweep as sweep_command
 from progressive.config import field_names, validate
 from progressive.data import pipeline
@@ -889,6 +890,29 @@ def test_canvas_protocol_and_shift_image_counts_are_columns_beside_the_shift_mea
       "aw_images"]
   assert "aw_jag_top5_ci" not in columns and row["aw_acc_top5"] == 0.875
   assert tables._averaged("aw_jag_top5") and not tables._averaged("aw_images")
+
+
+@pytest.mark.slow
+def test_the_canvas_figure_shows_each_arm_as_its_measure_counts_it(antialias_smoke, tmp_path,
+                                                                   monkeypatch):
+  """With `--canvas_topk` the aggregation draws Azulay & Weiss's figure, one column per seed
+  group's first seed, each the protocol its `aw_*` columns summarise (the same images)."""
+  workdir, common, _ = antialias_smoke
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  drawn = {}
+  draw = plots.canvas_by_arm
+  monkeypatch.setattr(plots, "canvas_by_arm", lambda results, **kw: drawn.update(results) or draw(
+      results, **kw))
+  rows = aggregate.aggregate(spec.load(f"{REPO}/configs/antialias.py:smoke", common), str(copy),
+                             num_shift_images=16, canvas_topk=1)
+  assert list(drawn) == ["simple_cnn_stride (seed 0)", "simple_cnn_blur3 (seed 0)"]
+  assert (copy / tables.CANVAS_FIGURE).stat().st_size > 0
+  assert f"({tables.CANVAS_FIGURE})" in (copy / "results.md").read_text()
+  for row, result in zip(rows, drawn.values()):
+    assert len(result["correct"]) == row["aw_images"] == 16  # The split's first 16 images.
+    assert result["mean_changes"] == pytest.approx(row["aw_jag_top1"])
+    assert result["accuracy"] == pytest.approx(row["aw_acc_top1"])
 
 
 @pytest.mark.slow

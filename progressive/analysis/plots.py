@@ -183,6 +183,33 @@ def canvas_protocol(result: Mapping[str, Any], *, max_rows: int = 60) -> Figure:
       fontsize=10)
   return fig
 
+def canvas_by_arm(results: Mapping[str, Mapping[str, Any]], *, max_rows: int = 60) -> Figure:
+  """Azulay & Weiss's canvas figure (`canvas_protocol`) for several networks side by
+  side, one column each, the same images in the same rows: white where the true class
+  is in the top-k at that offset of the image in the canvas; below, the top-k accuracy
+  at each offset, and in each title the mean changes per image over every image given."""
+  first = next(iter(results.values()))
+  rows = min(len(first["correct"]), max_rows)
+  fig = Figure(figsize=(2.6 * len(results) + 0.8, 1.8 + 0.08 * max(rows, 20)),
+               layout="constrained")
+  axes = fig.subplots(2, len(results), height_ratios=[max(rows, 20) / 10, 1.2], squeeze=False,
+                      sharex="col")
+  for (arm, result), grid, curve in zip(results.items(), axes[0], axes[1]):
+    _correct_grid(grid, curve, result["correct"], result["positions"],
+                  result["accuracy_by_position"], result["topk"], max_rows)
+    mean = result["mean_changes"]
+    grid.set_title(f"{arm}\n" + ("no images" if mean is None else
+                                 f"{mean:.2f} changes per image"), fontsize=8)
+    curve.set_xlabel("offset (px)", fontsize=8)
+    if grid is not axes[0, 0]:
+      grid.set_ylabel("")
+      curve.set_ylabel("")
+  fig.suptitle(f"top-{first['topk']} correct (white), {rows} of {first['n_images']} test images:\n"
+               f"{first['size']} px, moved 1 px at a time down a {first['canvas']} px canvas",
+               fontsize=9)
+  return fig
+
+
 def _correct_grid(grid, curve, correct, positions, accuracy_by_position, topk: int,
                   max_rows: int) -> None:
   """Azulay & Weiss's grid on `grid`: one row per image (the first `max_rows`), one column

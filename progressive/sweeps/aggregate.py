@@ -7,7 +7,9 @@ each seed group), `DIR/results_intervals.csv` (each mean's 95% interval) and, fo
 sweep's comparisons, `DIR/comparisons.csv` (exploratory: uncorrected); for its primary
 hypotheses (`get_hypotheses`), `DIR/hypotheses.csv` (`hypotheses`: Holm-corrected
 intervals and verdicts); with tuning, `DIR/tuning.csv`; where the headline is the
-dead-unit measure (claim 6), `DIR/activations.png` (`tables.write_activations_figure`).
+dead-unit measure (claim 6), `DIR/activations.png` (`tables.write_activations_figure`);
+measured with Azulay & Weiss's canvas protocol, `DIR/canvas.png`
+(`tables.write_canvas_figure`).
 Each is written whole (`folder.write_file`), with the sweep folder held (`folder.held`).
 Every table records the device kind each point or seed group trained on, and a seed
 group that mixes kinds is refused (`tables.check_devices`).
@@ -118,6 +120,10 @@ def _aggregate(sweep: spec.Sweep, workdir: epath.Path, comparisons, settings: me
               *tables.markdown(grid)]
   if tables.write_activations_figure(summaries, workdir, sweep.headline):
     lines += ["", f"![the dead-unit measure over training]({tables.ACTIVATIONS_FIGURE})"]
+  shown = min(settings.num_shift_images or tables.CANVAS_IMAGES, tables.CANVAS_IMAGES)
+  if settings.canvas_topk and tables.write_canvas_figure(summaries, workdir, num_images=shown,
+                                                        topk=settings.canvas_topk):
+    lines += ["", f"![Azulay & Weiss's canvas protocol, by arm]({tables.CANVAS_FIGURE})"]
   folder.write_text(workdir / "results.md", "\n".join(lines) + "\n")
   tables.write_figure(summaries, workdir / "results.png", rows, sweep.headline)
   print("\n".join(lines))

@@ -285,13 +285,30 @@ def canvas_summary(predict_at, examples, *, size: int, period: int, topk: int) -
   (changes of top-k correctness per image, with `_ci`), `aw_changed_top<k>` (the
   fraction of images with one or more), `aw_acc_top<k>` (top-k accuracy over every
   position), `aw_canvas` and `aw_images`."""
-  canvas = int(size) + 2 * int(period)
-  result = shift.canvas_protocol(lambda views: predict_at(views, canvas), examples["image"],
-                                 examples["label"], size=size, canvas=canvas, topk=topk)
+  result = _canvas_protocol(predict_at, examples, size=size, period=period, topk=topk)
+  canvas = result["canvas"]
   k = int(topk)
   return {f"aw_jag_top{k}": result["mean_changes"], f"aw_jag_top{k}_ci": result["mean_changes_ci"],
           f"aw_changed_top{k}": result["frac_changed"], f"aw_acc_top{k}": result["accuracy"],
           "aw_canvas": canvas, "aw_images": result["n_images"]}
+
+
+def _canvas_protocol(predict_at, examples, *, size: int, period: int, topk: int) -> dict:
+  """`shift.canvas_protocol` in a canvas two periods wider than `size` (`canvas_summary`)."""
+  canvas = int(size) + 2 * int(period)
+  return shift.canvas_protocol(lambda views: predict_at(views, canvas), examples["image"],
+                               examples["label"], size=size, canvas=canvas, topk=topk)
+
+
+def canvas_grid(point_dir, *, topk: int, num_images: int) -> dict:
+  """A finished point's canvas protocol as `CanvasProtocol` measures it (its last
+  stage's size, two periods of its traced total stride), on its first `num_images` test
+  images: `shift.canvas_protocol`'s result, with its grid `correct` for the figure."""
+  run = run_lib.load_run(point_dir)
+  size = int(run.config.stages[-1]["size"])
+  period = controls.grid(run.config.model, [size], run.info.num_classes)["total_stride"]
+  return _canvas_protocol(run.predict, run.test_examples(num_images), size=size, period=period,
+                          topk=topk)
 
 
 def object_scale_summary(run, *, per_bin: int) -> dict:

@@ -570,3 +570,31 @@ def write_activations_figure(summaries, workdir: epath.Path, headline: Sequence[
                     lambda tmp: fig.savefig(str(tmp), format="png", dpi=100))
   return True
 
+
+CANVAS_FIGURE = "canvas.png"
+CANVAS_IMAGES = 60  # The rows of the canvas figure: a few images, each one readable.
+
+
+def write_canvas_figure(summaries, workdir: epath.Path, *, topk: int,
+                        num_images: int = CANVAS_IMAGES) -> bool:
+  """Azulay & Weiss's canvas figure of a sweep measured with their protocol
+  (`--canvas_topk`), `canvas.png` (`plots.canvas_by_arm`): the first seed of each seed
+  group on the first `num_images` test images (`measure.canvas_grid`), its numbers over
+  those images (the `aw_*` columns are over every shift image). Returns whether it was
+  written."""
+  first = {}
+  for summary in summaries:
+    seed = summary["overrides"].get("seed", 0)
+    group = spec.group_name(summary["name"], seed)
+    if group not in first or seed < first[group][0]:
+      first[group] = (seed, summary["name"])
+  if not first:
+    return False
+  results = {f"{group} (seed {seed})": measure.canvas_grid(
+      epath.Path(workdir) / name, topk=topk, num_images=num_images)
+      for group, (seed, name) in first.items()}
+  fig = plots.canvas_by_arm(results, max_rows=num_images)
+  folder.write_file(epath.Path(workdir) / CANVAS_FIGURE,
+                    lambda tmp: fig.savefig(str(tmp), format="png", dpi=100))
+  return True
+
