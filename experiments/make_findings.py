@@ -23,6 +23,11 @@ rebuilt from those copies. In the template:
   needs to reach `target` (default: the highest mean that every arm swept at every
   budget reaches), and a link to the
   figure of it, which `main` draws into `results/NAME/` (`progressive.sweeps.budgets`);
+- `{{convergence:NAME+NAME2[:metric]}}`: RESEARCH.md's check that sweep NAME trained to
+  convergence: each arm of NAME2 (the same arms at twice the budget) with its metric
+  (default: accuracy at its own training size, `acc@{size}`) in both sweeps, the gain
+  with its 95% Welch interval, and whether the means agree within a point
+  (`budgets.convergence`);
 - `{{hypotheses:NAME+NAME2+...}}`: the primary hypotheses of those sweeps
   (`hypotheses.csv`), Holm-corrected again across all of them (`statistics.judge`), one
   row each with the sweep it came from, ordered by claim;
@@ -55,7 +60,7 @@ FILES = ("results.md", "results.csv", "results.png")
 OPTIONAL_FILES = ("results_mean.csv", "results_intervals.csv", "comparisons.csv", "tuning.csv",
                   "hypotheses.csv", "activations.png", "canvas.png")
 _PLACEHOLDER = (r"\{\{(table|figure|intervals|comparisons|tuning|means|budgets|hypotheses|"
-                r"curves):([\w+]+)(?::([\w@.,/+]+))?\}\}")
+                r"curves|convergence):([\w+]+)(?::([\w@.,/+]+))?\}\}")
 
 
 def _rows(name: str, file: str) -> list[dict[str, str]]:
@@ -174,6 +179,31 @@ def budgets_table(names: str, spec: str, page: pathlib.Path | None = None) -> st
           f"{reach}.\n\n![{metric} against training GFLOPs]({link})")
 
 
+def convergence_table(names: str, metric: str | None) -> str:
+  """`{{convergence:FIRST+SECOND[:metric]}}`: each arm's metric at the two budgets."""
+  first, *second = names.split("+")
+  if len(second) != 1:
+    raise ValueError(f"{{{{convergence:{names}}}}} names two sweeps: the first budget, then "
+                     "twice it.")
+  rows = budgets.convergence(RESULTS / first, RESULTS / second[0], metric or budgets.OWN_SIZE)
+
+  def interval(m):
+    return (f"{m['mean']:.3f} [{m['low']:.3f}, {m['high']:.3f}] (n={m['n']})"
+            if m["low"] is not None else f"{m['mean']:.3f} (n={m['n']})")
+
+  def gain(g):
+    return (f"{g['difference']:+.3f} [{g['low']:+.3f}, {g['high']:+.3f}]"
+            if g["low"] is not None else f"{g['difference']:+.3f}")
+
+  table = _markdown(["arm", "metric", first, f"{second[0]} (twice the budget)",
+                     "gain [95% Welch interval]", "within a point"],
+                    [[r["arm"], f"`{r['metric']}`", interval(r["first"]), interval(r["second"]),
+                      gain(r["gain"]), "yes" if r["converged"] else "**no**"] for r in rows])
+  done = sum(r["converged"] for r in rows)
+  return (f"{table}\n\n{done} of {len(rows)} arms within a point of twice their budget "
+          f"(by the means over seeds).")
+
+
 def hypotheses_table(names: str) -> str:
   """The hypotheses of the sweeps `names` (`A+B+...`), judged together: Holm's correction
   across every one of them, so a verdict accounts for all the tests FINDINGS reports."""
@@ -286,6 +316,8 @@ def _replace(match: re.Match, page: pathlib.Path) -> str:
     return budgets_table(name, metrics, page)
   if kind == "hypotheses":
     return hypotheses_table(name)
+  if kind == "convergence":
+    return convergence_table(name, metrics)
   if kind == "curves":
     return curves(name, metrics, page)
   if kind in ("intervals", "comparisons", "means"):

@@ -93,3 +93,34 @@ def test_findings_budgets_placeholder_renders_the_table_and_the_figure(two_budge
   named = make_findings.render("{{budgets:short+long:acc@32,0.55}}").splitlines()[-3]
   assert "acc@32 = 0.550 (the target the template names)" in named
   assert named.endswith("fast at most 100, slow 400, control more than 100.")
+
+
+def test_convergence_reads_each_arm_at_its_own_training_size(tmp_path, monkeypatch):
+  """RESEARCH.md's check: an arm's accuracy at its own training size (its last stage's)
+  within a point of the same arm at twice the budget, by the means over seeds."""
+  head = "name,stages,seed,acc@24,acc@32\n"
+  short, long = tmp_path / "short", tmp_path / "long"
+  for path, rows in ((short, ["a24_seed0,24/6,0,0.80,0.1", "a24_seed1,24/6,1,0.82,0.1",
+                              "b_seed0,16/3 24/2 32/2,0,0.1,0.70", "b_seed1,16/3 24/2 32/2,1,0.1,0.74",
+                              "control_seed0,32/6,0,0.1,0.5"]),
+                     (long, ["a24_seed0,24/12,0,0.805,0.9", "a24_seed1,24/12,1,0.825,0.9",
+                             "b_seed0,16/6 24/4 32/4,0,0.1,0.80", "b_seed1,16/6 24/4 32/4,1,0.1,0.82"])):
+    path.mkdir()
+    (path / "results.csv").write_text(head + "\n".join(rows) + "\n")
+  a, b = budgets.convergence(short, long)
+  assert (a["arm"], a["metric"], b["arm"], b["metric"]) == ("a24", "acc@24", "b", "acc@32")
+  assert a["gain"]["difference"] == pytest.approx(0.005) and a["converged"]
+  assert b["gain"]["difference"] == pytest.approx(0.09) and not b["converged"]
+  assert b["first"]["mean"] == pytest.approx(0.72) and b["second"]["n"] == 2
+  half = stats.t.ppf(0.975, 2) * math.sqrt(0.0002 / 2 + 0.0002 / 2)  # Welch: equal variances, df 2.
+  assert (a["gain"]["low"], a["gain"]["high"]) == pytest.approx((0.005 - half, 0.005 + half))
+  # A metric named outright reads that column for every arm.
+  assert [r["metric"] for r in budgets.convergence(short, long, "acc@32")] == ["acc@32"] * 2
+  with pytest.raises(ValueError, match="control is in .* but not in"):
+    budgets.convergence(long, short)
+  make_findings = config_files.load_module(str(REPO / "experiments/make_findings.py"))
+  monkeypatch.setattr(make_findings, "RESULTS", tmp_path)
+  lines = make_findings.render("{{convergence:short+long}}").splitlines()
+  assert lines[2] == ("| a24 | `acc@24` | 0.810 [0.683, 0.937] (n=2) | 0.815 [0.688, 0.942] (n=2) "
+                      f"| +0.005 [{0.005 - half:+.3f}, {0.005 + half:+.3f}] | yes |")
+  assert lines[3].endswith("| **no** |") and lines[-1].startswith("1 of 2 arms within a point")

@@ -13,6 +13,8 @@ mean metric (with the 95% Student t interval over seeds) at each budget, against
 mean training GFLOPs it spent there. `to_reach` reads off, from those means, the
 training FLOPs at which each arm first reaches an accuracy (claim 3's "FLOPs to reach a
 fixed accuracy"), interpolating in log FLOPs between the budgets that bracket it.
+`convergence` is RESEARCH.md's check that a sweep trained its networks to convergence:
+each arm's accuracy at its own training size against the same arm at twice the budget.
 """
 
 import csv
@@ -112,6 +114,57 @@ def to_reach(rows: Sequence[Mapping[str, Any]], target: float | None = None) -> 
   return out
 
 
+OWN_SIZE = "acc@{size}"  # A metric at each point's own training size (its last stage's).
+TOLERANCE = 0.01  # RESEARCH.md: within a point of a run with twice the budget.
+
+
+def _own(metric: str, row: Mapping[str, str]) -> str:
+  """`metric` with `{size}` the row's last training size (its `stages` cell, `16/6` or
+  `16/3 24/2 32/2`: size/epochs per stage)."""
+  if "{size}" not in metric:
+    return metric
+  if row.get("stages") in (None, "", "-"):
+    raise ValueError(f"{row['name']} has no stages column to read its training size from; "
+                     "name the metric's size (acc@64).")
+  return metric.format(size=int(row["stages"].split()[-1].split("/")[0]))
+
+
+def convergence(first, second, metric: str = OWN_SIZE,
+                tolerance: float = TOLERANCE) -> list[dict[str, Any]]:
+  """Whether the arms of sweep `first` were trained to convergence: each arm of `second`
+  (the same arms at twice the budget; a results folder or results.csv each) with its
+  `metric` (default: accuracy at its own training size) in both, the mean over seeds
+  with its 95% interval (`first`, `second`: mean, low, high, n), the `gain` of the longer
+  budget with its Welch interval (`statistics.welch`: difference, low, high) and
+  `converged`: whether the gain's mean is within `tolerance` (RESEARCH.md's point; the
+  means decide, as the intervals of a few seeds are wide). An arm of `second` that
+  `first` lacks is a `ValueError`."""
+  def values(table):
+    by_arm = {}
+    for row in table:
+      column = _own(metric, row)
+      if row.get(column) not in (None, ""):
+        by_arm.setdefault(arm_name(row), {"metric": column, "values": []})["values"].append(
+            float(row[column]))
+    return by_arm
+
+  short, long = values(_results(first)), values(_results(second))
+  if not long:
+    raise ValueError(f"{second}'s results.csv has no {metric!r} for any point.")
+  rows = []
+  for arm, measured in long.items():
+    if arm not in short:
+      raise ValueError(f"{arm} is in {second} but not in {first}: nothing to check it against.")
+    a, b = short[arm]["values"], measured["values"]
+    gain = statistics.welch(b, a)
+    rows.append({
+        "arm": arm, "metric": measured["metric"],
+        "first": statistics.mean_interval(a), "second": statistics.mean_interval(b),
+        "gain": {k: gain[k] for k in ("difference", "low", "high")},
+        "converged": abs(gain["difference"]) <= tolerance})
+  return rows
+
+
 def figure(rows: Sequence[Mapping[str, Any]], metric: str, target: float | None = None) -> Figure:
   """The metric against training GFLOPs (log axis), a line per arm through its budgets,
   each point's 95% interval as an error bar, and `target` as a dotted line."""
@@ -126,7 +179,7 @@ def figure(rows: Sequence[Mapping[str, Any]], metric: str, target: float | None 
     ax.errorbar(x, y, yerr=[y - low, high - y], marker="o", capsize=3, color=f"C{i}", label=arm)
   if target is not None:
     ax.axhline(target, color="grey", linestyle=":", linewidth=1)
-  ax.set(xscale="log", xlabel="training GFLOPs (XLA's count)", ylabel=metric)
+  ax.set(xscale="log", xlabel="training GFLOPs", ylabel=metric)
   ax.grid(alpha=0.3, which="both")
   ax.legend(fontsize=7)
   fig.tight_layout()
