@@ -64,7 +64,9 @@ the primary hypotheses (`stride`, `max`, `blur3` and the matched `stride_at_max_
 64 epochs; `blur5` is left out: three of the four cost 4x a strided point), tuned over
 `PX64_LR_GRID` (0.05-0.2, where the 32 px rerun's arms chose and the ladder trained
 stably), tested at 32-96 px and over the whole period (16 px) on every test image.
-`:px64_long` is its check of convergence, every arm twice as long.
+`:px64_long` is its check of convergence (RESEARCH.md: within a point of twice the
+budget): every arm twice as long, seeds 0 and 1 (`spec.CHECK_SEEDS`), run with
+`--tuning_from=<px64's workdir>` at the rates `:px64` chose.
 
 Matched budgets (the `rerun` and `tuned64` protocols): max pooling and blur keep every
 convolution before a subsampling at full resolution, so where the family has a `max`
@@ -236,7 +238,7 @@ def get_sweep(arg: str | None = None) -> list[dict]:
       points.append({"name": f"{family}_{MATCHED}", **models[family], **MODES[0],
                      "stages": (dict(size=size, epochs=epochs),)})
   if variant.protocol:  # Seed by seed: every arm's seed 0, then every arm's seed 1, ...
-    return spec.seed_by_seed(points, SEEDS)
+    return spec.seed_by_seed(points, spec.CHECK_SEEDS if variant.long else SEEDS)
   return points
 
 

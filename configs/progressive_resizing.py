@@ -58,14 +58,16 @@ for networks that trained at several sizes.
 
 `:px64` asks the primary hypotheses at 64 px with converged networks (RESEARCH.md): the
 simple CNN on `scale_shapes/default_fresh` (64 px, 10,000 / 2,000, a test split drawn
-afresh, trained with flips as the ladder was: the zoom arm then differs from the others by its
-crops alone), `progressive` 32 -> 48 -> 64 px for 12, 8 and 8 epochs (`PX64_STAGES`), so
-that `fixed64_flops` trains 15.5 epochs at 64 px, about the 16 that
+afresh, trained with flips as the ladder was: the zoom arm then differs from the others
+by its crops alone), `progressive` 32 -> 48 -> 64 px for 12, 8 and 8 epochs
+(`PX64_STAGES`), so that `fixed64_flops` trains 15.5 epochs at 64 px, about the 16 that
 experiments/results/convergence found within a point of 32; the arms of the hypotheses
 only (`progressive`, `fixed64_flops`, `fixed64_zoom_flops`: each point costs about one
 converged 64 px run, and the CPU runs them one at a time), tuned over `LR_GRID_64`
 (0.1-0.4, where the ladder's 0.2 trained stably and 0.4 did not for one seed of two),
-tested at 32-96 px. `:px64_long` is its check of convergence: every stage twice as long.
+tested at 32-96 px. `:px64_long` is its check of convergence (RESEARCH.md: within a
+point of twice the budget): every arm twice as long, seeds 0 and 1 (`spec.CHECK_SEEDS`),
+run with `--tuning_from=<px64's workdir>` at the rates `:px64` chose.
 """
 
 import ml_collections
@@ -150,7 +152,7 @@ def get_sweep(arg: str | None = None) -> list[dict]:
     arms = [a for a in arms if a["name"] in PX64_ARMS]
   elif variant.long:
     arms = [a for a in arms if a["name"] != "reverse"]
-  return spec.with_seeds(arms, SEEDS)
+  return spec.with_seeds(arms, spec.CHECK_SEEDS if variant.px64 and variant.long else SEEDS)
 
 
 def get_tuning(arg: str | None = None) -> dict:

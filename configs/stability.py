@@ -52,7 +52,9 @@ point of 32 at 64 px), the arms `no_bn_constant`, `no_bn_one_cycle` and `bn_one_
 chose 0.025-0.2; two seeds per value, by accuracy at 64 px), seeds 0-4, activation
 statistics every 16 steps. The batch arms are left out on the CPU: at equal steps
 batch 512 trains 64 epochs, four times a point of the other arms, and so does its matched
-budget. `:px64_long` is its check of convergence, 32 epochs.
+budget. `:px64_long` is its check of convergence (RESEARCH.md: within a point of twice the
+budget): every arm twice as long, seeds 0 and 1 (`spec.CHECK_SEEDS`), run with
+`--tuning_from=<px64's workdir>` at the rates `:px64` chose.
 """
 
 import ml_collections
@@ -121,7 +123,7 @@ def get_sweep(arg: str | None = None) -> list[dict]:
       {"name": "bn_one_cycle", "model.batch_norm": True},
   ]
   if variant.px64:  # Batch norm and one-cycle; the batch arms cost 4x (the docstring).
-    return spec.with_seeds(arms, SEEDS)
+    return spec.with_seeds(arms, spec.CHECK_SEEDS if variant.long else SEEDS)
   if variant.rerun:
     longer = {"stages": (dict(size=32, epochs=4 * EPOCHS),)}
     return spec.with_seeds([

@@ -55,7 +55,9 @@ budget `configs/convergence.py` measured for the simple CNN at 64 px, within a p
 32 epochs on its validation slice; experiments/results/convergence), `opt.lr_max` tuned
 over 0.1-0.4 (`LR_GRID_64`), tested at 32-96 px, the hypotheses and size ensembles 16 px
 away where the 32 px sweep looks 8 px away; no dataset controls and no fine-tune.
-`:px64_long` is its convergence check, 32 epochs.
+`:px64_long` is its check of convergence (RESEARCH.md: within a point of twice the
+budget): every arm twice as long, seeds 0 and 1 (`spec.CHECK_SEEDS`), run with
+`--tuning_from=<px64's workdir>` at the rates `:px64` chose.
 
 `:photos` runs the five flip/rrc arms on real photographs (`photos/sweep32`, 16 grey
 classes: periodic, stochastic textures and objects). Reduced for two CPU cores: 32 px
@@ -144,7 +146,9 @@ def _arms(variant) -> list[dict]:
 
 def get_sweep(arg: str | None = None) -> list[dict]:
   variant = _variant(arg)
-  return spec.with_seeds(_arms(variant), (0, 1) if variant.smoke else SEEDS)
+  check = variant.px64 and variant.long
+  seeds = (0, 1) if variant.smoke else spec.CHECK_SEEDS if check else SEEDS
+  return spec.with_seeds(_arms(variant), seeds)
 
 
 def get_tuning(arg: str | None = None) -> dict:

@@ -28,18 +28,18 @@ sweep() { progressive sweep "--config=$2" "--workdir=$ROOT/$1" "${common[@]}" "$
 sweep convergence configs/convergence.py --shift_images=64
 sweep convergence_photos configs/convergence.py:photos --shift_images=64
 
-# Claims 1, 4 and 7 at 64 px (the hypotheses' arms, every size doubled) at the ladder's
-# budget, then at twice it (the convergence check).
+# Every claim at 64 px: the arms of each sweep's primary hypotheses (train_test_size's
+# with every size doubled) at the ladder's budget; then each sweep's check of convergence,
+# the same arms at twice the budget, two seeds, at the rates the first budget chose.
 sweep train_test_size_px64 configs/train_test_size.py:px64
-sweep train_test_size_px64_long configs/train_test_size.py:px64_long
-# Claims 6, 3, 2 and 5 at 64 px, the same way: the arms of each sweep's primary hypotheses
-# at the ladder's budget, then at twice it.
 sweep stability_px64 configs/stability.py:px64
 sweep progressive_resizing_px64 configs/progressive_resizing.py:px64
 sweep antialias_px64 configs/antialias.py:px64 --canvas_topk=5
-sweep stability_px64_long configs/stability.py:px64_long
-sweep progressive_resizing_px64_long configs/progressive_resizing.py:px64_long
-sweep antialias_px64_long configs/antialias.py:px64_long --canvas_topk=5
+for name in train_test_size stability progressive_resizing antialias; do
+  extra=(); [[ $name == antialias ]] && extra=(--canvas_topk=5)
+  sweep "${name}_px64_long" "configs/$name.py:px64_long" "--tuning_from=$ROOT/${name}_px64" \
+    "${extra[@]}"
+done
 # Claims 1, 4 and 7 at 32 px, then the same arms at twice the budget (the convergence check).
 sweep train_test_size_fresh configs/train_test_size.py
 sweep train_test_size_long configs/train_test_size.py:long

@@ -747,6 +747,78 @@ def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, mon
       ("stride", "0.100", "0.600", "2", "0.900 0.300"), ("stride", "0.400", "0.725", "2", "0.700 0.750")]
 
 
+def _choice_of(sweep, values: dict[str, float]) -> dict:
+  """A tuning choice as `tuning.choose` writes it for `sweep`, `values` by arm name."""
+  keys = {t.name.rsplit("__", 1)[0]: t.key for t in tuning.tuning_points(sweep)}
+  return {"field": "opt.lr_max", "metric": "acc@{size}", "splits": ["train[:90%]", "train[90%:]"],
+          "seeds": [0, 1], "pilot": False, "values": {keys[a]: v for a, v in values.items()},
+          "grid": [{"arm": a, "key": keys[a], "value": v, "acc@{size}": 0.9, "std": 0.01,
+                    "n_seeds": 2, "per_seed": [0.89, 0.91]} for a, v in values.items()]}
+
+
+def test_a_check_at_twice_the_budget_borrows_the_first_budgets_rates(tmp_path, capsys):
+  """`--tuning_from`: px64_long's arms (twice the epochs, so other tuning keys) take the
+  rates px64 chose for the arms of the same names, and no tuning runs; the command
+  prints each point at its borrowed rate, and refuses what it cannot borrow in one line."""
+  first, check = (spec.load(f"{REPO}/configs/train_test_size.py:{v}") for v in ("px64", "px64_long"))
+  chosen = {"flip48": 0.4, "flip64": 0.2, "rrc48": 0.1, "rrc64": 0.2}
+  source = tmp_path / "first" / tuning.TUNING_DIR
+  source.mkdir(parents=True)
+  (source / tuning.CHOICE_FILE).write_text(json.dumps(_choice_of(first, chosen)))
+  workdir = tmp_path / "check"
+  choice = tuning.borrow(check, workdir, tmp_path / "first")
+  assert choice["from"] == str(tmp_path / "first") and tuning.read_choice(workdir) == choice
+  points = check.expand(choice)
+  assert {o["seed"] for _, o, _ in points} == set(spec.CHECK_SEEDS)
+  assert {n: (c.opt.lr_max, c.stages[0]["epochs"]) for n, _, c in points if n.endswith("seed0")} == {
+      f"{arm}_seed0": (lr, 32) for arm, lr in chosen.items()}
+  assert not tuning.made_otherwise(choice, check)  # Aggregation keeps it, and says whose it is.
+  text = "\n".join(aggregate._tuning_lines(workdir, choice))
+  assert f"chosen per arm by the sweep in {tmp_path / 'first'} (this sweep ran no tuning" in text
+  assert "Chosen: flip48 0.4, flip64 0.2, rrc48 0.1, rrc64 0.2." in text
+  tuning.borrow(check, workdir, tmp_path / "first")  # Again (a resume): the same choice.
+  fv = cli.parse(sweep_command.COMMAND, ["prog", f"--config={REPO}/configs/train_test_size.py:px64_long",
+                                         f"--workdir={workdir}", f"--tuning_from={tmp_path / 'first'}",
+                                         "--print_commands"])
+  sweep_command._main(fv)
+  lines = capsys.readouterr().out.splitlines()
+  assert len(lines) == len(points) and not any("/tuning/" in line for line in lines)
+  assert "--config.opt.lr_max=0.4" in next(line for line in lines if "flip48_seed1" in line)
+  # What cannot be borrowed: no choice there; a check whose points may have trained under
+  # another choice (the first budget chose again, differently); an arm the source lacks.
+  def command(target, source_dir):
+    return cli.parse(sweep_command.COMMAND, [
+        "prog", f"--config={REPO}/configs/train_test_size.py:px64_long", f"--workdir={target}",
+        f"--tuning_from={source_dir}"])
+
+  with pytest.raises(cli.Error, match="holds no tuning choice"):
+    sweep_command._main(command(tmp_path / "fresh", tmp_path / "none"))  # Before anything trains.
+  (source / tuning.CHOICE_FILE).write_text(json.dumps(_choice_of(first, {**chosen, "rrc64": 0.4})))
+  with pytest.raises(cli.Error, match="already holds another tuning choice"):
+    sweep_command._main(command(workdir, tmp_path / "first"))
+  (source / tuning.CHOICE_FILE).write_text(json.dumps(_choice_of(first, {"flip48": 0.4})))
+  with pytest.raises(ValueError, match="has no arm flip64, rrc48, rrc64 of"):
+    tuning.borrow(check, tmp_path / "other", tmp_path / "first")
+  with pytest.raises(ValueError, match="goes with neither --tune_only nor --tuning_grid"):
+    runner.run_sweep(check, str(tmp_path / "other"), tune_only=True, tuning_from=str(tmp_path / "first"))
+
+
+def test_a_borrowed_choice_trains_the_points_and_no_tuning_run(tmp_path, monkeypatch):
+  first, check = (spec.load(f"{REPO}/configs/train_test_size.py:{v}") for v in ("px64", "px64_long"))
+  (tmp_path / "first" / tuning.TUNING_DIR).mkdir(parents=True)
+  (tmp_path / "first" / tuning.TUNING_DIR / tuning.CHOICE_FILE).write_text(json.dumps(
+      _choice_of(first, {"flip48": 0.4, "flip64": 0.2, "rrc48": 0.1, "rrc64": 0.2})))
+  runs = []
+  monkeypatch.setattr(train, "train_and_evaluate", lambda config, workdir: runs.append(
+      (pathlib.Path(workdir).relative_to(tmp_path), config.opt.lr_max)) or types.SimpleNamespace(
+          interrupted=None))
+  monkeypatch.setattr(runner, "_measure", lambda *args: None)
+  monkeypatch.setattr(aggregate, "aggregate", lambda *args, **kwargs: [])
+  runner.run_sweep(check, str(tmp_path / "check"), tuning_from=str(tmp_path / "first"))
+  assert sorted(runs) == sorted((pathlib.Path("check") / f"{arm}_seed{seed}", lr) for arm, lr in (
+      ("flip48", 0.4), ("flip64", 0.2), ("rrc48", 0.1), ("rrc64", 0.2)) for seed in (0, 1))
+
+
 @pytest.mark.slow
 def test_tune_only_trains_the_grid_and_no_point(tmp_path, monkeypatch):
   _tuned_sweep_file(tmp_path, "{'name': 'stride', 'model.downsample': 'stride'}")

@@ -30,7 +30,8 @@ slice of the training split (`train_split`/`eval_split`, default
 `train[:90%]`/`train[90%:]`, into `DIR/tuning/<arm>__<field>=<value>_seed<seed>/`); the
 value with the best mean validation `metric` is then the arm's setting for all its seeds on the configured splits (the test split is
 never used to choose). `DIR/tuning/choice.json` keeps the choice; aggregation reports
-the grid.
+the grid. `--tuning_from=DIR1` takes DIR1's choice instead, arm by arm name (a check of
+convergence at twice the budget, at the first budget's rates).
 """
 
 import signal
@@ -64,6 +65,9 @@ def define_flags(fv: flags.FlagValues) -> None:
                     "choice, train no point (e.g. to check a grid before the seeds).", **define)
   flags.DEFINE_list("tuning_grid", None, "With --tune_only: these values instead of the config's "
                     "tuning grid, e.g. 0.05,0.1 (to check below or above it).", **define)
+  flags.DEFINE_string("tuning_from", None, "Another sweep's workdir: each arm takes the value "
+                      "that sweep chose for its arm of the same name, and no tuning runs (a "
+                      "check at twice the budget, at the first budget's rates).", **define)
   flags.DEFINE_integer("workers", 1, "Points trained at a time, each in its own process (a GPU "
                        "host's cores; small models leave an accelerator mostly idle).", **define)
   flags.DEFINE_integer("bn_images", 1024, "Training images for the scale controls' columns "
@@ -82,6 +86,10 @@ def _main(fv: flags.FlagValues) -> int | None:
       raise run.nothing_to_tune(sweep)
     grid = [spec.parse_overrides([f"value={v}"])["value"] for v in fv.tuning_grid or ()]
     tuning.check_grid(fv.workdir, grid, fv.tune_only)
+    if fv.tuning_from:  # Checked and written before anything trains.
+      if fv.tune_only or grid:
+        raise ValueError(run.BORROW_OR_TUNE)
+      tuning.borrow(sweep, fv.workdir, fv.tuning_from)
     settings = dict(num_shift_images=fv.shift_images, max_shift=fv.max_shift,
                     bn_images=fv.bn_images, canvas_topk=fv.canvas_topk)
     if fv.ensemble_sizes is not None:
@@ -97,7 +105,7 @@ def _main(fv: flags.FlagValues) -> int | None:
   else:
     try:
       run.run_sweep(sweep, fv.workdir, workers=fv.workers, tune_only=fv.tune_only,
-                    tuning_grid=grid, **settings)
+                    tuning_grid=grid, tuning_from=fv.tuning_from, **settings)
     except run.Stopped as e:
       print(e)
       return 128 + signal.Signals[e.signal_name].value

@@ -108,26 +108,33 @@ def _aggregate(sweep: spec.Sweep, workdir: epath.Path, comparisons, settings: me
                    "device: the kind(s) of device its seed groups trained on."), "",
               *hypotheses.markdown_lines(judged)]
   if choice:
-    grid = tables.write_tuning(workdir, choice)
-    metric = choice["metric"] + (" (the accuracy at each arm's own training size)"
-                                 if "{size}" in choice["metric"] else "")
-    lines += ["", f"Tuning: {choice['field']} chosen per arm by {metric} on the validation "
-              f"slice ({choice['splits'][1]}, trained on {choice['splits'][0]}), "
-              f"{tuning.seeds_text(choice)}; the test split was not used to choose. "
-              "Chosen: " + ", ".join(
-                  f"{r['arm']} {choice['values'][r['key']]}" for r in
-                  {r["key"]: r for r in choice["grid"]}.values()) + ".", "",
-              *tables.markdown(grid)]
+    lines += _tuning_lines(workdir, choice)
   if tables.write_activations_figure(summaries, workdir, sweep.headline):
     lines += ["", f"![the dead-unit measure over training]({tables.ACTIVATIONS_FIGURE})"]
-  shown = min(settings.num_shift_images or tables.CANVAS_IMAGES, tables.CANVAS_IMAGES)
-  if settings.canvas_topk and tables.write_canvas_figure(summaries, workdir, num_images=shown,
+  drawn = min(settings.num_shift_images or tables.CANVAS_IMAGES, tables.CANVAS_IMAGES)
+  if settings.canvas_topk and tables.write_canvas_figure(summaries, workdir, num_images=drawn,
                                                         topk=settings.canvas_topk):
     lines += ["", f"![Azulay & Weiss's canvas protocol, by arm]({tables.CANVAS_FIGURE})"]
   folder.write_text(workdir / "results.md", "\n".join(lines) + "\n")
   tables.write_figure(summaries, workdir / "results.png", rows, sweep.headline)
   print("\n".join(lines))
   return rows
+
+
+def _tuning_lines(workdir: epath.Path, choice) -> list[str]:
+  """Writes `tuning.csv`; results.md's lines on the choice (one borrowed from another
+  sweep, `tuning.borrow`, names it)."""
+  grid = tables.write_tuning(workdir, choice)
+  metric = choice["metric"] + (" (the accuracy at each arm's own training size)"
+                               if "{size}" in choice["metric"] else "")
+  source = (f"by the sweep in {choice['from']} (this sweep ran no tuning of its own; the "
+            "grid below is that sweep's) " if choice.get("from") else "")
+  chosen = {r["key"]: r for r in choice["grid"]}.values()
+  return ["", f"Tuning: {choice['field']} chosen per arm {source}by {metric} on the validation "
+          f"slice ({choice['splits'][1]}, trained on {choice['splits'][0]}), "
+          f"{tuning.seeds_text(choice)}; the test split was not used to choose. Chosen: "
+          + ", ".join(f"{r['arm']} {choice['values'][r['key']]}" for r in chosen) + ".", "",
+          *tables.markdown(grid)]
 
 
 def _seed_tables(sweep, workdir, summaries, rows, names, means, points, comparisons) -> list[str]:

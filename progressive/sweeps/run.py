@@ -50,13 +50,19 @@ def nothing_to_tune(sweep: spec.Sweep) -> ValueError:
   return ValueError(f"{sweep.flag} defines no tuning (get_tuning); --tune_only has nothing to run.")
 
 
+BORROW_OR_TUNE = ("--tuning_from takes another sweep's choice instead of tuning: it goes with "
+                  "neither --tune_only nor --tuning_grid.")
+
+
 def run_sweep(sweep: spec.Sweep, workdir: str, *, workers: int = 1, tune_only: bool = False,
-              tuning_grid: Sequence[Any] | None = None, **settings):
+              tuning_grid: Sequence[Any] | None = None, tuning_from: str | None = None,
+              **settings):
   """Trains every unfinished point, `workers` at a time in their own processes (1: one
   after another in this one), then aggregates. Returns the aggregated rows. With
   `tune_only`, only the tuning grid (`tuning_grid`, if given, instead of the sweep's: to
   check other values in another workdir): it writes the choice and `DIR/tuning.csv` and
-  returns no rows.
+  returns no rows. With `tuning_from` (another sweep's workdir) no tuning runs: each arm
+  takes the value that sweep chose for its arm of the same name (`tuning.borrow`).
 
   `settings` are `measure.Settings.of`'s: `num_shift_images`, `max_shift`,
   `ensemble_sizes` and `finetune` (default: the sweep's), `bn_images` (the scale
@@ -68,9 +74,13 @@ def run_sweep(sweep: spec.Sweep, workdir: str, *, workers: int = 1, tune_only: b
   tuning.check_grid(workdir, tuning_grid, tune_only)
   if tune_only and sweep.tuning is None:
     raise nothing_to_tune(sweep)
+  if tuning_from and (tune_only or tuning_grid):
+    raise ValueError(BORROW_OR_TUNE)
   with folder.held(workdir):
     tuned = sweep.with_grid(tuning_grid)
-    runs = tuning.tuning_points(tuned)
+    if tuning_from:
+      tuning.borrow(sweep, workdir, tuning_from)
+    runs = [] if tuning_from else tuning.tuning_points(tuned)
     if runs:
       print(f"Tuning {tuned.tuning.field} on the validation slice: {len(runs)} runs.")
       train_points([spec.Point(t.name, t.overrides, t.config) for t in runs],
@@ -82,8 +92,8 @@ def run_sweep(sweep: spec.Sweep, workdir: str, *, workers: int = 1, tune_only: b
       if tune_only:
         tables.write_tuning(workdir, choice)
         return []
-    train_points(sweep.expand(tuning.read_choice(workdir) if runs else None), workdir, measures,
-                 workers)
+    train_points(sweep.expand(tuning.read_choice(workdir) if runs or tuning_from else None),
+                 workdir, measures, workers)
     return aggregate.aggregate(sweep, str(workdir), **settings)
 
 

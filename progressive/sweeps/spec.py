@@ -231,6 +231,9 @@ class Point(NamedTuple):
 
 
 TUNING_SEEDS = (0, 1)  # Seeds per tuning cell: a cell's metric is their mean.
+# A check of convergence (the same arms at twice the budget, at the first budget's rates:
+# `progressive sweep --tuning_from`) runs two seeds, as the budget's ladder did.
+CHECK_SEEDS = (0, 1)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -7,7 +7,9 @@ metric, averaged over the tuning seeds (at least two unless the spec is a pilot)
 then the arm's setting for all its seeds on the configured splits (the test split is
 never used to choose). `DIR/tuning/choice.json` keeps the choice: `field`, `metric`,
 `splits`, `seeds`, `pilot`, `values` `{arm key: value}` and the `grid` rows, one per
-cell (arm, value, the mean metric, its `std` over seeds, `n_seeds`, `per_seed`).
+cell (arm, value, the mean metric, its `std` over seeds, `n_seeds`, `per_seed`). A sweep
+may instead borrow another sweep's choice (`borrow`: a check at twice the budget runs at
+the first budget's rates); its choice then names that sweep (`from`).
 """
 
 import json
@@ -116,6 +118,39 @@ def choose(sweep: spec.Sweep, workdir) -> dict[str, Any]:
   choice = {"field": tuning.field, "metric": tuning.metric,
             "splits": [tuning.train_split, tuning.eval_split], "seeds": list(tuning.seeds),
             "pilot": tuning.pilot, "values": {k: v for k, (v, _) in best.items()}, "grid": rows}
+  tuning_dir.mkdir(parents=True, exist_ok=True)
+  folder.write_text(tuning_dir / CHOICE_FILE, json.dumps(choice, indent=1, default=str) + "\n")
+  return choice
+
+
+def borrow(sweep: spec.Sweep, workdir, source) -> dict[str, Any]:
+  """The choice of the sweep in `source` given to this sweep's arms, matched by arm name
+  (the check of convergence, the same arms at twice the budget, runs at the rates the
+  first budget chose): written as `DIR/tuning/choice.json` with `from` naming `source`,
+  its grid rows those of the arms this sweep has. `ValueError` where `source` holds no
+  choice, tuned another field, lacks one of this sweep's arms, or `DIR` already holds
+  another choice (its points may have trained under it)."""
+  theirs = read_choice(source)
+  if theirs is None:
+    raise ValueError(f"{source} holds no tuning choice ({TUNING_DIR}/{CHOICE_FILE}): run that "
+                     "sweep's tuning first, or drop --tuning_from to tune here.")
+  if sweep.tuning is None or theirs["field"] != sweep.tuning.field:
+    raise ValueError(f"{source} tuned {theirs['field']}; {sweep.flag} tunes "
+                     f"{sweep.tuning.field if sweep.tuning else 'nothing'}.")
+  rows = {r["arm"]: r for r in theirs["grid"]}
+  ours = {t.name.rsplit("__", 1)[0]: t.key for t in tuning_points(sweep)}
+  missing = [arm for arm in ours if arm not in rows]
+  if missing:
+    raise ValueError(f"{source}'s tuning choice has no arm {', '.join(missing)} of {sweep.flag}.")
+  choice = {**theirs, "from": str(source),
+            "values": {key: theirs["values"][rows[arm]["key"]] for arm, key in ours.items()},
+            "grid": [{**r, "key": ours[r["arm"]]} for r in theirs["grid"] if r["arm"] in ours]}
+  stored = read_choice(workdir)
+  if stored is not None and stored != json.loads(json.dumps(choice, default=str)):
+    raise ValueError(f"{workdir} already holds another tuning choice"
+                     + (f" (from {stored['from']})" if stored.get("from") else "")
+                     + "; borrow into a fresh --workdir, so its points stay under their own.")
+  tuning_dir = epath.Path(workdir) / TUNING_DIR
   tuning_dir.mkdir(parents=True, exist_ok=True)
   folder.write_text(tuning_dir / CHOICE_FILE, json.dumps(choice, indent=1, default=str) + "\n")
   return choice
