@@ -48,8 +48,10 @@ Accuracy and the other comparisons are exploratory (`get_comparisons`).
 CNN on `scale_shapes/default_fresh` (64 px, 10,000 / 2,000, a test split drawn afresh)
 with flips for 16 epochs (`PX64_EPOCHS`: experiments/results/convergence found 16 epochs within a
 point of 32 at 64 px), the arms `no_bn_constant`, `no_bn_one_cycle` and `bn_one_cycle`,
-`opt.lr_max` tuned per arm over `PX64_LR_GRID` (0.025-0.2, where the 32 px rerun's arms
-chose 0.025-0.2; two seeds per value, by accuracy at 64 px), seeds 0-4, activation
+`opt.lr_max` tuned per arm over `PX64_LR_GRID` (0.00625-0.2: the 32 px rerun's arms
+chose 0.025-0.2, and at 64 px 0.025 diverged without batch norm at a constant rate; two
+seeds per value, by accuracy at 64 px; a rate at which a tuning seed diverges is never
+chosen), seeds 0-4, activation
 statistics every 16 steps. The batch arms are left out on the CPU: at equal steps
 batch 512 trains 64 epochs, four times a point of the other arms, and so does its matched
 budget. `:px64_long` is its check of convergence (RESEARCH.md: within a point of twice the
@@ -68,7 +70,9 @@ EPOCHS = 3
 LR_GRID = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 SEEDS = (0, 1, 2, 3, 4)
 PX64_EPOCHS = 16
-PX64_LR_GRID = (0.025, 0.05, 0.1, 0.2)
+# The first px64 grid started at 0.025, which diverged for no_bn_constant (a tuning seed of
+# two; the other barely left chance): two steps below it.
+PX64_LR_GRID = (0.00625, 0.0125, 0.025, 0.05, 0.1, 0.2)
 
 
 def _variant(arg: str | None) -> ml_collections.ConfigDict:

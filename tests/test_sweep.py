@@ -819,6 +819,61 @@ def test_a_borrowed_choice_trains_the_points_and_no_tuning_run(tmp_path, monkeyp
       ("flip48", 0.4), ("flip64", 0.2), ("rrc48", 0.1), ("rrc64", 0.2)) for seed in (0, 1))
 
 
+def test_a_rate_that_diverges_is_never_chosen_nor_trained_again(tmp_path, monkeypatch, capsys):
+  """A tuning run stopped by a non-finite loss marks its cell diverged (recorded, so a
+  rerun skips it): the arm takes its best cell that did not; an arm whose every cell
+  diverged is refused, naming it; a final point that diverges is named in results.md."""
+  _tuned_sweep_file(tmp_path, "{'name': 'stride', 'model.downsample': 'stride'}")
+  runs = []
+
+  def fake_train(config, workdir):
+    runs.append(pathlib.Path(workdir).name)
+    if config.opt.lr_max >= diverge_at and not (config.seed == 0 and "tuning" in workdir):
+      raise train.NonFiniteLossError(f"Non-finite loss nan at step 3 (lr {config.opt.lr_max}).")
+    return types.SimpleNamespace(interrupted=None)
+
+  def fake_summary(workdir, name, overrides, config, settings, **kwargs):
+    summary = {"name": name, "options": settings.options(config), "overrides": overrides,
+               "step": 24, "eval": {"32": {"accuracy": config.opt.lr_max}}, "best_size": 32}
+    (pathlib.Path(workdir) / measure.SUMMARY_FILE).write_text(json.dumps(summary))
+    return summary
+
+  monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+  monkeypatch.setattr(measure, "summarize_point", fake_summary)
+  monkeypatch.setattr(measure, "finished", lambda point_dir, config: False)
+  monkeypatch.setattr(aggregate, "aggregate", lambda *args, **kwargs: [])
+  tuned = spec.load(str(tmp_path / "cfg" / "tuned.py"))
+  diverge_at = 0.4  # Seed 1 of the 0.4 cell diverges; accuracy is the rate, so 0.4 would win.
+  runner.run_sweep(tuned, str(tmp_path / "sweep"), tune_only=True)
+  choice = tuning.read_choice(tmp_path / "sweep")
+  assert set(choice["values"].values()) == {0.1}
+  cell = next(r for r in choice["grid"] if r["value"] == 0.4)
+  assert cell["diverged"] == 1 and cell["acc@32"] is None and cell["per_seed"] == [0.4, None]
+  with (tmp_path / "sweep" / "tuning.csv").open() as f:
+    assert [(r["value"], r["acc@32"], r["diverged"]) for r in csv.DictReader(f)] == [
+        ("0.100", "0.100", "0"), ("0.400", "-", "1")]
+  runs.clear()
+  runner.run_sweep(tuned, str(tmp_path / "sweep"), tune_only=True)  # Nothing trains again.
+  assert runs == [] and "[stride__lr_max=0.4_seed1] diverged (non-finite loss) already" in (
+      capsys.readouterr().out)
+  diverge_at = 0.1  # Every cell loses a seed: nothing to choose.
+  with pytest.raises(ValueError, match=r"Every opt.lr_max of the grid diverged for stride .*"
+                                       "extend the grid below its lowest value"):
+    runner.run_sweep(tuned, str(tmp_path / "all"), tune_only=True)
+  # A final point that diverges is left out, and results.md says which and why.
+  monkeypatch.undo()
+  measure.record_diverged(tmp_path / "final" / "stride_seed1", "Non-finite loss nan at step 3.")
+  finished = {"name": "stride_seed2", "step": 24, "eval": {"32": {"accuracy": 0.5}},
+              "overrides": {"model.downsample": "stride", "seed": 2}}
+  monkeypatch.setattr(measure, "read_summary", lambda point_dir: dict(finished) if pathlib.Path(
+      point_dir).name == "stride_seed2" else None)
+  rows = aggregate.aggregate(tuned, str(tmp_path / "final"))
+  assert [r["name"] for r in rows] == ["stride_seed2"]
+  assert ("1 of 2 points finished; missing: stride_seed1.\n\nDiverged (stopped on a non-finite "
+          "loss, left out): stride_seed1: Non-finite loss nan at step 3.") in (
+              tmp_path / "final" / "results.md").read_text()
+
+
 @pytest.mark.slow
 def test_tune_only_trains_the_grid_and_no_point(tmp_path, monkeypatch):
   _tuned_sweep_file(tmp_path, "{'name': 'stride', 'model.downsample': 'stride'}")

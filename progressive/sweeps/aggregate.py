@@ -81,10 +81,13 @@ def _aggregate(sweep: spec.Sweep, workdir: epath.Path, comparisons, settings: me
   notes += " " + tables.grid_note([config for name, _, config in points if name not in missing],
                                   sorted({int(size) for s in summaries for size in s["eval"]}))
   shown = tables.shown_columns(names, sweep.headline)
+  diverged = {name: why for name in missing if (why := measure.diverged(workdir / name))}
   lines = [
       f"# Sweep `{sweep.flag}`", "",
       f"{len(summaries)} of {len(points)} points finished"
       + (f"; missing: {', '.join(missing)}." if missing else "."),
+      *(["", "Diverged (stopped on a non-finite loss, left out): "
+         + "; ".join(f"{name}: {why}" for name, why in diverged.items())] if diverged else []),
       "", notes, "",
       *([(f"Shown: the sweep's headline measures (its `get_headline`, else what its primary "
           f"hypotheses read); all {len(names)} columns, and every measure's mean, interval "

@@ -39,6 +39,9 @@ from progressive.training.metrics import read_rows
 SUMMARY_FILE = "sweep_point.json"
 WALL_FILE = "sweep_wall.json"  # The seconds a point trained, over every attempt a signal stopped.
 DEVICE_FILE = "sweep_device.json"  # The device kinds a point trained on, over every attempt.
+# A point that stopped on a non-finite loss: why, so that the sweep neither retrains it nor
+# reports it, and tuning counts its rate as one that diverged.
+DIVERGED_FILE = "sweep_diverged.json"
 # What a summary measures beyond its options; a summary of an older version is remade.
 # 2: period shifts, object scale, the scale controls; 3: act_near_zero after ReLUs;
 # 4: train_gflops counted from the architecture (XLA's count is train_gflops_xla);
@@ -80,6 +83,19 @@ def finished(point_dir: epath.Path, config) -> bool:
   """Whether `point_dir` holds a checkpoint at the point's last step."""
   steps = run_lib.checkpoint_steps(point_dir)
   return bool(steps) and max(steps) >= total_steps(config)
+
+
+def record_diverged(point_dir: epath.Path, message: str) -> None:
+  """Marks a point stopped by a non-finite loss (`DIVERGED_FILE`: the error's message)."""
+  epath.Path(point_dir).mkdir(parents=True, exist_ok=True)
+  folder.write_text(epath.Path(point_dir) / DIVERGED_FILE,
+                    json.dumps({"diverged": message}, indent=1) + "\n")
+
+
+def diverged(point_dir: epath.Path) -> str | None:
+  """Why a point stopped on a non-finite loss (`record_diverged`), or None."""
+  path = epath.Path(point_dir) / DIVERGED_FILE
+  return json.loads(path.read_text())["diverged"] if path.exists() else None
 
 
 def read_summary(point_dir: epath.Path) -> dict | None:

@@ -107,7 +107,8 @@ def train_points(points: Sequence[spec.Point], workdir: epath.Path, settings: me
   as the new config's. SIGTERM or SIGINT checkpoints the training points and raises
   `Stopped`: no other point starts."""
   done = {name for name, _, config in points if measure.finished(workdir / name, config)
-          or measure.summarized(workdir / name, config, settings)}
+          or measure.summarized(workdir / name, config, settings)
+          or measure.diverged(workdir / name)}
   stale = {}
   for name, _, config in points:
     differences = measure.trained_otherwise(workdir / name, config) if name in done else {}
@@ -120,7 +121,8 @@ def train_points(points: Sequence[spec.Point], workdir: epath.Path, settings: me
         f"sweep now gives them: {listed}; the sweep file or the tuning choice changed since. "
         "Move those folders aside to rerun them, or restore the sweep file.")
   for name in done:
-    print(f"[{name}] finished already; skipped.")
+    why = "diverged (non-finite loss)" if measure.diverged(workdir / name) else "finished"
+    print(f"[{name}] {why} already; skipped.")
   todo = [point for point in points if point.name not in done]
   if workers > 1 and len(todo) > 1:
     _train_in_workers(todo, workdir, settings, workers)
@@ -143,8 +145,10 @@ def train_point(name: str, overrides, config, point_dir: str,
                 settings: measure.Settings) -> str | None:
   """Trains one point (resuming it) and writes its summary with the training wall time,
   over every attempt that a signal stopped (`measure.WALL_FILE`; a killed attempt's
-  time is lost), and the device kind of every attempt (`measure.DEVICE_FILE`); the signal's name, and no summary, if a signal stopped it, training or
-  measuring (`_measure`). In a worker of a sweep that is stopping or gone, nothing (the
+  time is lost), and the device kind of every attempt (`measure.DEVICE_FILE`); the
+  signal's name, and no summary, if a signal stopped it, training or measuring
+  (`_measure`). A non-finite loss that stops it is recorded (`measure.record_diverged`):
+  no summary, and the sweep does not train it again. In a worker of a sweep that is stopping or gone, nothing (the
   point is left as it is)."""
   if _STOPPING is not None and (_STOPPING.is_set() or not _sweep_alive(_SWEEP_PID)):
     return None
@@ -157,8 +161,9 @@ def train_point(name: str, overrides, config, point_dir: str,
   try:
     result = train.train_and_evaluate(config, str(point_dir))
   except train.NonFiniteLossError as e:
-    print(f"[{name}] stopped: {e} It is left out of the results; set skip_nonfinite=True to "
-          "keep it.")
+    measure.record_diverged(point_dir, str(e))  # Not retrained; tuning counts it diverged.
+    keep = "" if config.skip_nonfinite else "; set skip_nonfinite=True to skip such steps"
+    print(f"[{name}] stopped: {e} It is left out of the results{keep}.")
     return None
   wall = earlier + time.perf_counter() - start
   measure.record_trained_seconds(point_dir, wall)

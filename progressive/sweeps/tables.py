@@ -358,10 +358,14 @@ def write_csv(path: epath.Path, table: pd.DataFrame) -> None:
 def write_tuning(workdir: epath.Path, choice: Mapping[str, Any]) -> pd.DataFrame:
   """Writes the tuning grid of `choice` (`tuning.choose`) to `workdir/tuning.csv`: per
   arm and value the metric's mean over the tuning seeds, its std, `n_seeds` and each
-  seed's value (`per_seed`; a choice made before several seeds has the mean alone)."""
+  seed's value (`per_seed`; a choice made before several seeds has the mean alone), and
+  where a tuning run diverged, how many seeds of each cell did (`diverged`; such a cell's
+  mean is `-`: never chosen)."""
   names = ["arm", "value", choice["metric"]]
   if any("n_seeds" in r for r in choice["grid"]):
     names += ["std", "n_seeds", "per_seed"]
+  if any(r.get("diverged") for r in choice["grid"]):
+    names.append("diverged")
   grid = cells(names, choice["grid"])
   write_csv(epath.Path(workdir) / "tuning.csv", grid)
   return grid

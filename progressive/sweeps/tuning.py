@@ -88,12 +88,18 @@ def seeds_text(choice: Mapping[str, Any]) -> str:
 def choose(sweep: spec.Sweep, workdir) -> dict[str, Any]:
   """Picks each arm's value by the validation metric of its finished tuning runs,
   averaged over the tuning seeds of each grid cell, and writes `DIR/tuning/choice.json`.
-  A finished run without a summary (run elsewhere) is summarised here; `ValueError` for
-  a run that has not finished."""
+  A finished run without a summary (run elsewhere) is summarised here. A run stopped by
+  a non-finite loss (`measure.diverged`) makes its cell one that diverged: its metric is
+  None, `diverged` counts its seeds that did, and it is never chosen. `ValueError` for a
+  run that has not finished, and for an arm whose every cell diverged."""
   tuning = sweep.tuning
   tuning_dir = epath.Path(workdir) / TUNING_DIR
   cells = {}
   for key, value, name, overrides, config in tuning_points(sweep):
+    arm = name.rsplit("__", 1)[0]
+    if measure.diverged(tuning_dir / name):
+      cells.setdefault((key, json.dumps(value)), (arm, key, value, []))[3].append(None)
+      continue
     summary = measure.read_summary(tuning_dir / name)
     if summary is None and measure.finished(tuning_dir / name, config):  # Run elsewhere.
       summary = measure.summarize_point(tuning_dir / name, name, overrides, config,
@@ -104,17 +110,22 @@ def choose(sweep: spec.Sweep, workdir) -> dict[str, Any]:
     metric = tables.point_row(summary).get(column)
     if metric is None:
       raise ValueError(f"Tuning run {name} has no {column!r}; name a column of results.csv.")
-    arm = name.rsplit("__", 1)[0]
     cells.setdefault((key, json.dumps(value)), (arm, key, value, []))[3].append(metric)
   rows, best = [], {}
   for arm, key, value, metrics in cells.values():  # In grid order, arm by arm.
-    mean = sum(metrics) / len(metrics)
-    std = (sum((m - mean) ** 2 for m in metrics) / (len(metrics) - 1)) ** 0.5 if len(
-        metrics) > 1 else None
+    failed = sum(m is None for m in metrics)
+    mean = None if failed else sum(metrics) / len(metrics)
+    std = (sum((m - mean) ** 2 for m in metrics) / (len(metrics) - 1)) ** 0.5 if (
+        mean is not None and len(metrics) > 1) else None
     rows.append({"arm": arm, "key": key, "value": value, tuning.metric: mean, "std": std,
-                 "n_seeds": len(metrics), "per_seed": metrics})
-    if key not in best or mean > best[key][1]:  # Ties: the first value of the grid.
+                 "n_seeds": len(metrics), "per_seed": metrics, "diverged": failed})
+    if mean is not None and (key not in best or mean > best[key][1]):  # Ties: the first value.
       best[key] = (value, mean)
+  lost = ", ".join(dict.fromkeys(r["arm"] for r in rows if r["key"] not in best))
+  if lost:
+    raise ValueError(f"Every {tuning.field} of the grid diverged for {lost} (a non-finite loss "
+                     f"in a tuning seed of each cell, {tuning_dir}): extend the grid below its "
+                     "lowest value.")
   choice = {"field": tuning.field, "metric": tuning.metric,
             "splits": [tuning.train_split, tuning.eval_split], "seeds": list(tuning.seeds),
             "pilot": tuning.pilot, "values": {k: v for k, (v, _) in best.items()}, "grid": rows}
