@@ -183,6 +183,7 @@ def canvas_protocol(result: Mapping[str, Any], *, max_rows: int = 60) -> Figure:
       fontsize=10)
   return fig
 
+
 def canvas_by_arm(results: Mapping[str, Mapping[str, Any]], *, max_rows: int = 60) -> Figure:
   """Azulay & Weiss's canvas figure (`canvas_protocol`) for several networks side by
   side, one column each, the same images in the same rows: white where the true class
@@ -403,8 +404,9 @@ def near_zero_by_arm(arms: Mapping[str, Sequence[Mapping[str, Any]]], *, max_lay
       steps = series[0]["step"]
       curves.append((steps, np.mean([s["near_zero"] for s in series], axis=0)))
       ax.plot(steps, curves[-1][1], color="tab:blue", linewidth=0.6, alpha=0.5)
-    common = sorted(set.intersection(*(set(steps.tolist()) for steps, _ in curves)))
-    mean = [np.mean([values[list(steps).index(t)] for steps, values in curves]) for t in common]
+    by_step = [dict(zip(steps.tolist(), values)) for steps, values in curves]
+    common = sorted(set.intersection(*(set(d) for d in by_step)))
+    mean = [np.mean([d[t] for d in by_step]) for t in common]
     label = f"mean of {len(curves)} seeds" if len(curves) > 1 else f"seed {seeds[0]['seed']}"
     ax.plot(common, mean, color="tab:blue", linewidth=2, label=label)
     ax.set_ylim(-0.02, 1.02)

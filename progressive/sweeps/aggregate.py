@@ -9,10 +9,10 @@ hypotheses (`get_hypotheses`), `DIR/hypotheses.csv` (`hypotheses`: Holm-correcte
 intervals and verdicts); with tuning, `DIR/tuning.csv`; where the headline is the
 dead-unit measure (claim 6), `DIR/activations.png` (`tables.write_activations_figure`);
 measured with Azulay & Weiss's canvas protocol, `DIR/canvas.png`
-(`tables.write_canvas_figure`).
-Each is written whole (`folder.write_file`), with the sweep folder held (`folder.held`).
-Every table records the device kind each point or seed group trained on, and a seed
-group that mixes kinds is refused (`tables.check_devices`).
+(`tables.write_canvas_figure`). Each is written whole (`folder.write_file`), with the
+sweep folder held (`folder.held`). Every table records the device kind each point or
+seed group trained on, and a seed group that mixes kinds is refused
+(`tables.check_devices`).
 """
 
 from collections.abc import Sequence
