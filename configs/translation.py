@@ -4,6 +4,7 @@ strided network shift invariant, and at what cost?
   progressive sweep --config=configs/translation.py --workdir=/tmp/translation
   progressive sweep --config=configs/translation.py:photos --workdir=/tmp/translation_photos
   progressive sweep --config=configs/translation.py:tuned64 --workdir=/tmp/translation64
+  progressive sweep --config=configs/translation.py:px64 --workdir=/tmp/translation_px64
   progressive sweep --config=configs/translation.py:smoke --workdir=/tmp/translation_smoke
 
 A network that subsamples by a total stride S computes the same function only for
@@ -28,7 +29,12 @@ seeds 0 and 1 per value), seeds 0-4 (seed by seed), tested at 24-40 px and over 
 subsampling period on the test images (`jag_period`, `pred_change`, `prob_change`,
 `cons_period`). `:photos` is the same on `photos/sweep32` (real photographs; no fresh
 split). `:tuned64` is the same at 64 px on `scale_shapes/default_fresh` for 8 epochs,
-grid 0.05-0.8, sized for a GPU.
+grid 0.05-0.8, sized for a GPU. `:px64` is the same sized for the CPU with converged
+networks (RESEARCH.md): 16 epochs at 64 px (`PX64_EPOCHS`, experiments/results/convergence:
+within a point of 32, where 8 were 10 points short), tuned over 0.05-0.2 (`PX64_LR_GRID`),
+the arms of the hypotheses only (`flip`, `shift_flip`; `half_shift_flip` is left out on
+the CPU); `:px64_long` is its check of convergence (twice the budget, seeds 0 and 1,
+`spec.CHECK_SEEDS`, run with `--tuning_from=<px64's workdir>`).
 
 `get_hypotheses` names claim 5's primary hypotheses for this sweep, arm minus `flip` at
 the training size: predictions change less under 1-px shifts over the whole period with
@@ -52,16 +58,30 @@ EPOCHS = 6
 LR_GRID = (0.025, 0.05, 0.1, 0.2, 0.4)
 TUNED64_EPOCHS = 8
 TUNED64_LR_GRID = (0.05, 0.1, 0.2, 0.4, 0.8)
+PX64_EPOCHS = 16
+PX64_LR_GRID = (0.05, 0.1, 0.2)
 
 
 def _variant(arg: str | None) -> ml_collections.ConfigDict:
-  """`protocol` (`rerun`: 32 px; `tuned64`: 64 px), `photos`, `smoke`."""
-  return spec.parse_arg(arg, protocol=("rerun", ("rerun", "tuned64")), photos=False,
-                        smoke=False)
+  """`protocol` (`rerun`: 32 px; `tuned64`: 64 px; `px64`: 64 px, converged, for the CPU),
+  `long` (`px64`'s twice the budget), `photos`, `smoke`; `px64_long` is both."""
+  variant = spec.parse_arg(arg, presets={"px64_long": "px64,long"},
+                           protocol=("rerun", ("rerun", "tuned64", "px64")), long=False,
+                           photos=False, smoke=False)
+  if variant.long and variant.protocol != "px64":
+    raise ValueError(f"translation.py:{arg}: `long` is px64's check of convergence; use "
+                     "px64_long.")
+  return variant
 
 
 def _size(variant) -> int:
-  return 64 if variant.protocol == "tuned64" and not variant.smoke else 32
+  return 64 if variant.protocol in ("tuned64", "px64") and not variant.smoke else 32
+
+
+def _epochs(variant) -> int:
+  if variant.protocol == "px64":
+    return PX64_EPOCHS * (2 if variant.long else 1)
+  return TUNED64_EPOCHS if _size(variant) == 64 else EPOCHS
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -76,8 +96,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.data.name = "photos" if variant.photos else "scale_shapes"
   builder = "default" if size == 64 else "sweep32"
   config.data.builder_config = builder if variant.photos else builder + "_fresh"
-  epochs = TUNED64_EPOCHS if size == 64 else EPOCHS
-  config.stages = (dict(size=size, epochs=epochs),)
+  config.stages = (dict(size=size, epochs=_epochs(variant)),)
   config.eval_sizes = (48, 64, 80) if size == 64 else (24, 32, 40)
   config.progress_bar = False
   return config
@@ -105,20 +124,27 @@ def _arms(arg: str | None) -> list[dict]:
 
 def get_sweep(arg: str | None = None) -> list[dict]:
   """Seed by seed: every arm's seed 0, then every arm's seed 1, ..."""
+  variant = _variant(arg)
   arms = _arms(arg)
-  seeds = (0, 1) if _variant(arg).smoke else SEEDS
+  if variant.protocol == "px64":  # The hypotheses' arms only (the docstring).
+    arms = [arm for arm in arms if arm["name"] != "half_shift_flip"]
+  seeds = (0, 1) if variant.smoke else spec.CHECK_SEEDS if variant.long else SEEDS
   return spec.seed_by_seed(arms, seeds)
 
 
 def get_tuning(arg: str | None = None) -> dict:
   variant = _variant(arg)
-  grid = (0.1, 0.2) if variant.smoke else TUNED64_LR_GRID if _size(variant) == 64 else LR_GRID
+  grid = (0.1, 0.2) if variant.smoke else PX64_LR_GRID if variant.protocol == "px64" else (
+      TUNED64_LR_GRID if _size(variant) == 64 else LR_GRID)
   return {"field": "opt.lr_max", "grid": grid, "metric": "acc@{size}", "seeds": spec.TUNING_SEEDS}
 
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
-  """`(arm, baseline)`: each shift range against flip, and the full range against half."""
-  return [("shift_flip", "flip"), ("half_shift_flip", "flip"), ("shift_flip", "half_shift_flip")]
+  """`(arm, baseline)`: each shift range against flip, and the full range against half
+  (those the sweep trains)."""
+  arms = {point["name"].rsplit("_seed", 1)[0] for point in get_sweep(arg)}
+  pairs = [("shift_flip", "flip"), ("half_shift_flip", "flip"), ("shift_flip", "half_shift_flip")]
+  return [pair for pair in pairs if set(pair) <= arms]
 
 
 def get_hypotheses(arg: str | None = None) -> list[dict]:

@@ -194,7 +194,8 @@ def test_every_experiment_point_validates(name, arg):
                                   "translation.py", "translation.py:photos", "translation.py:tuned64",
                                   "depth.py", "depth.py:resnet", "depth.py:tuned64",
                                   "depth.py:resnet,photos", "antialias.py:px64",
-                                  "stability.py:px64", "progressive_resizing.py:px64"])
+                                  "stability.py:px64", "progressive_resizing.py:px64",
+                                  "translation.py:px64"])
 def test_every_rerun_point_and_tuning_run_validates(flag):
   sweep = spec.load(f"{REPO}/configs/{flag}")
   points, runs = sweep.expand(), tuning.tuning_points(sweep)
@@ -325,12 +326,15 @@ _SIZES_IN_HYPOTHESES = re.compile(r"(?<=@)\d+|(?<=fixed)\d+")
     ("stability.py:px64", "stability.py:rerun", 16),
     ("stability.py:px64_long", "stability.py:rerun", 32),
     ("progressive_resizing.py:px64", "progressive_resizing.py", 15.5),
-    ("progressive_resizing.py:px64_long", "progressive_resizing.py:long", 31)])
+    ("progressive_resizing.py:px64_long", "progressive_resizing.py:long", 31),
+    ("translation.py:px64", "translation.py", 16),
+    ("translation.py:px64_long", "translation.py", 32)])
 def test_px64_asks_the_32px_hypotheses_of_converged_networks_at_64px(flag, base, epochs):
-  """Claims 2, 3, 5 and 6 at 64 px (train_test_size's are its own test): the 32 px
-  sweep's hypotheses with every size doubled, read at sizes the points are tested at, on
-  a fresh 64 px test split, each fixed-size arm at 64 px for the ladder's 16 epochs
-  (experiments/results/convergence; 15.5 at the progressive run's FLOPs), `_long` twice."""
+  """Claims 2, 3, 5 (blur, shifts) and 6 at 64 px (train_test_size's are its own test):
+  the 32 px sweep's hypotheses with every size doubled, read at sizes the points are
+  tested at, on a fresh 64 px test split, each fixed-size arm at 64 px for the ladder's
+  16 epochs (experiments/results/convergence; 15.5 at the progressive run's FLOPs),
+  `_long` twice."""
   sweep, small = spec.load(f"{REPO}/configs/{flag}"), spec.load(f"{REPO}/configs/{base}")
   double = functools.partial(_SIZES_IN_HYPOTHESES.sub, lambda m: str(2 * int(m.group())))
   asked = {double(h.name): double(str(h.contrast)) for h in small.hypotheses}
