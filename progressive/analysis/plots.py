@@ -381,7 +381,8 @@ def colorful_dimension(
   return fig
 
 
-def near_zero_by_arm(arms: Mapping[str, Sequence[Mapping[str, Any]]], *, max_layers: int = 6) -> Figure:
+def near_zero_by_arm(arms: Mapping[str, Sequence[Mapping[str, Any]]], *,
+                     max_layers: int = 6) -> Figure:
   """Claim 6's figure, one row per arm: the dead-unit measure over training (the fraction
   of ReLU outputs <= 0.05, the mean over the network's ReLUs at each recorded step), one
   thin line per seed and their mean bold, with the learning rate the arm trained at

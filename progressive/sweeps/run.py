@@ -148,8 +148,8 @@ def train_point(name: str, overrides, config, point_dir: str,
   time is lost), and the device kind of every attempt (`measure.DEVICE_FILE`); the
   signal's name, and no summary, if a signal stopped it, training or measuring
   (`_measure`). A non-finite loss that stops it is recorded (`measure.record_diverged`):
-  no summary, and the sweep does not train it again. In a worker of a sweep that is stopping or gone, nothing (the
-  point is left as it is)."""
+  no summary, and the sweep does not train it again. In a worker of a sweep that is
+  stopping or gone, nothing (the point is left as it is)."""
   if _STOPPING is not None and (_STOPPING.is_set() or not _sweep_alive(_SWEEP_PID)):
     return None
   point_dir = epath.Path(point_dir)

@@ -561,10 +561,10 @@ def write_activations_figure(summaries, workdir: epath.Path, headline: Sequence[
     logged = [r for r in read_rows(point_dir / "metrics.jsonl")
               if r["event"] == "train" and "lr" in r]
     seed = summary["overrides"].get("seed", 0)
-    arms.setdefault(spec.group_name(summary["name"], seed), []).append({
-        "seed": seed, "stats": stats,
-        # A train row at step s holds the rate the schedule gave step s - 1.
-        "lr": (np.asarray([r["step"] - 1 for r in logged]), np.asarray([r["lr"] for r in logged]))})
+    # A train row at step s holds the rate the schedule gave step s - 1.
+    lr = (np.asarray([r["step"] - 1 for r in logged]), np.asarray([r["lr"] for r in logged]))
+    arms.setdefault(spec.group_name(summary["name"], seed), []).append(
+        {"seed": seed, "stats": stats, "lr": lr})
   if not arms:
     return False
   for seeds in arms.values():
@@ -601,4 +601,3 @@ def write_canvas_figure(summaries, workdir: epath.Path, *, topk: int,
   folder.write_file(epath.Path(workdir) / CANVAS_FIGURE,
                     lambda tmp: fig.savefig(str(tmp), format="png", dpi=100))
   return True
-

@@ -157,7 +157,8 @@ def borrow(sweep: spec.Sweep, workdir, source) -> dict[str, Any]:
             "values": {key: theirs["values"][rows[arm]["key"]] for arm, key in ours.items()},
             "grid": [{**r, "key": ours[r["arm"]]} for r in theirs["grid"] if r["arm"] in ours]}
   stored = read_choice(workdir)
-  if stored is not None and stored != json.loads(json.dumps(choice, default=str)):
+  if stored is not None and (stored["field"], stored["values"]) != (
+      choice["field"], json.loads(json.dumps(choice["values"], default=str))):
     raise ValueError(f"{workdir} already holds another tuning choice"
                      + (f" (from {stored['from']})" if stored.get("from") else "")
                      + "; borrow into a fresh --workdir, so its points stay under their own.")
