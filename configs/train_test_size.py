@@ -57,7 +57,10 @@ over 0.1-0.4 (`LR_GRID_64`), tested at 32-96 px, the hypotheses and size ensembl
 away where the 32 px sweep looks 8 px away; no dataset controls and no fine-tune.
 `:px64_long` is its check of convergence (RESEARCH.md: within a point of twice the
 budget): every arm twice as long, seeds 0 and 1 (`spec.CHECK_SEEDS`), run with
-`--tuning_from=<px64's workdir>` at the rates `:px64` chose.
+`--tuning_from=<px64's workdir>` at the rates `:px64` chose. `:px64_photos` (and
+`:px64_photos_long`) is the same on real photographs, `photos/default` (64 px, 10,000 /
+2,000; the photographs have no fresh split, and their ladder, `convergence.py:photos`,
+checks the 16 epochs on them), RESEARCH.md's replication of a synthetic result.
 
 `:photos` runs the five flip/rrc arms on real photographs (`photos/sweep32`, 16 grey
 classes: periodic, stochastic textures and objects). Reduced for two CPU cores: 32 px
@@ -86,9 +89,11 @@ CONTROLS = {"offladder32": "small_offladder_fresh", "object_period32": "small_ob
 
 def _variant(arg: str | None) -> ml_collections.ConfigDict:
   """`photos`, `long` (twice the budget, the hypotheses' arms), `px64`, `smoke`;
-  `photos_long`, `px64_long`."""
-  return spec.parse_arg(arg, presets={"photos_long": "photos,long", "px64_long": "px64,long"},
-                        photos=False, long=False, px64=False, smoke=False)
+  `photos_long`, `px64_long`, `px64_photos`, `px64_photos_long`."""
+  presets = {"photos_long": "photos,long", "px64_long": "px64,long",
+             "px64_photos": "px64,photos", "px64_photos_long": "px64,photos,long"}
+  return spec.parse_arg(arg, presets=presets, photos=False, long=False, px64=False,
+                        smoke=False)
 
 
 def _epochs(variant) -> int:
@@ -104,9 +109,11 @@ def _scale(variant) -> int:
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = _variant(arg)
   config = default.get_config("smoke" if variant.smoke else None)
-  # The full variant: sweep32's training images, a test split never used before.
-  config.data.builder_config = "small" if variant.smoke else "sweep32" if variant.photos else (
-      "default_fresh" if variant.px64 else "sweep32_fresh")
+  # The full variant: sweep32's training images, a test split never used before (the
+  # photographs have none); default's at 64 px.
+  builder = "default" if variant.px64 else "sweep32"
+  config.data.builder_config = "small" if variant.smoke else (
+      builder if variant.photos else f"{builder}_fresh")
   if variant.photos:
     config.data.name = "photos"
   config.data.augment = "flip"

@@ -36,6 +36,10 @@ sweep stability_px64 configs/stability.py:px64
 sweep progressive_resizing_px64 configs/progressive_resizing.py:px64
 sweep antialias_px64 configs/antialias.py:px64 --canvas_topk=5
 sweep translation_px64 configs/translation.py:px64 --canvas_topk=5
+# Claims 1, 4 and 7 replicated on real photographs at 64 px (the photographs' ladder first).
+sweep train_test_size_px64_photos configs/train_test_size.py:px64_photos
+sweep train_test_size_px64_photos_long configs/train_test_size.py:px64_photos_long \
+  "--tuning_from=$ROOT/train_test_size_px64_photos"
 for name in train_test_size stability progressive_resizing antialias translation; do
   extra=(); [[ $name == antialias || $name == translation ]] && extra=(--canvas_topk=5)
   sweep "${name}_px64_long" "configs/$name.py:px64_long" "--tuning_from=$ROOT/${name}_px64" \

@@ -195,7 +195,7 @@ def test_every_experiment_point_validates(name, arg):
                                   "depth.py", "depth.py:resnet", "depth.py:tuned64",
                                   "depth.py:resnet,photos", "antialias.py:px64",
                                   "stability.py:px64", "progressive_resizing.py:px64",
-                                  "translation.py:px64"])
+                                  "translation.py:px64", "train_test_size.py:px64_photos"])
 def test_every_rerun_point_and_tuning_run_validates(flag):
   sweep = spec.load(f"{REPO}/configs/{flag}")
   points, runs = sweep.expand(), tuning.tuning_points(sweep)
