@@ -1044,6 +1044,12 @@ def test_the_canvas_figure_shows_each_arm_as_its_measure_counts_it(antialias_smo
     assert len(result["correct"]) == row["aw_images"] == 16  # The split's first 16 images.
     assert result["mean_changes"] == pytest.approx(row["aw_jag_top1"])
     assert result["accuracy"] == pytest.approx(row["aw_acc_top1"])
+  # A point copied without its checkpoints (summarised elsewhere) has no network to draw.
+  shutil.rmtree(copy / "simple_cnn_blur3" / "checkpoints")
+  drawn.clear()
+  assert tables.write_canvas_figure([measure.read_summary(copy / r["name"]) for r in rows], copy,
+                                    topk=1, num_images=4)
+  assert list(drawn) == ["simple_cnn_stride (seed 0)"]
 
 
 @pytest.mark.slow

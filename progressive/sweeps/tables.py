@@ -16,6 +16,7 @@ from matplotlib.figure import Figure
 
 from progressive import errors, statistics
 from progressive.analysis import activations, controls, ensemble, plots
+from progressive.analysis import run as run_lib
 from progressive.data import pipeline
 from progressive.sweeps import folder, measure, spec
 from progressive.training.activations import is_relu
@@ -583,14 +584,16 @@ def write_canvas_figure(summaries, workdir: epath.Path, *, topk: int,
                         num_images: int = CANVAS_IMAGES) -> bool:
   """Azulay & Weiss's canvas figure of a sweep measured with their protocol
   (`--canvas_topk`), `canvas.png` (`plots.canvas_by_arm`): the first seed of each seed
-  group on the first `num_images` test images (`measure.canvas_grid`), its numbers over
-  those images (the `aw_*` columns are over every shift image). Returns whether it was
-  written."""
+  group that still has its checkpoints (a point summarised elsewhere and copied without
+  them has no network to shift), on the first `num_images` test images
+  (`measure.canvas_grid`), its numbers over those images (the `aw_*` columns are over
+  every shift image). Returns whether it was written."""
   first = {}
   for summary in summaries:
     seed = summary["overrides"].get("seed", 0)
     group = spec.group_name(summary["name"], seed)
-    if group not in first or seed < first[group][0]:
+    has_network = run_lib.checkpoint_steps(epath.Path(workdir) / summary["name"])
+    if has_network and (group not in first or seed < first[group][0]):
       first[group] = (seed, summary["name"])
   if not first:
     return False
