@@ -46,7 +46,9 @@ batch-norm statistics recomputed at the test size (`acc_bn@S`):
 `:long` is the convergence check: twice the budget (12 epochs) for the four arms the
 primary hypotheses name (`flip24`, `flip32`, `rrc24`, `rrc32`), tuned afresh on the same
 grid, the same seeds and test split; `experiments/results/` sets its hypotheses beside
-the first budget's (`:photos_long` likewise on photographs).
+the first budget's (`:photos_long` likewise on photographs). `:long_check` is the check
+of `:long` in turn: its arms for twice its budget (24 epochs), seeds 0 and 1
+(`spec.CHECK_SEEDS`), run with `--tuning_from=<:long's workdir>` at the rates it chose.
 
 `:px64` runs the primary hypotheses at 64 px, every size doubled: the simple CNN on
 `scale_shapes/default_fresh` (64 px, 10,000 train / 2,000 test, a test split drawn
@@ -91,14 +93,15 @@ def _variant(arg: str | None) -> ml_collections.ConfigDict:
   """`photos`, `long` (twice the budget, the hypotheses' arms), `px64`, `smoke`;
   `photos_long`, `px64_long`, `px64_photos`, `px64_photos_long`."""
   presets = {"photos_long": "photos,long", "px64_long": "px64,long",
-             "px64_photos": "px64,photos", "px64_photos_long": "px64,photos,long"}
-  return spec.parse_arg(arg, presets=presets, photos=False, long=False, px64=False,
-                        smoke=False)
+             "px64_photos": "px64,photos", "px64_photos_long": "px64,photos,long",
+             "long_check": "long,check"}
+  return spec.parse_arg(arg, presets=presets, photos=False, long=False, check=False,
+                        px64=False, smoke=False)
 
 
 def _epochs(variant) -> int:
   epochs = EPOCHS_64 if variant.px64 else EPOCHS
-  return 2 * epochs if variant.long else epochs
+  return epochs * (2 if variant.long else 1) * (2 if variant.check else 1)
 
 
 def _scale(variant) -> int:
@@ -143,7 +146,7 @@ def _arms(variant) -> list[dict]:
            for s in _rrc_sizes(variant)]
   if variant.px64:
     return arms
-  if variant.long:
+  if variant.long or variant.check:
     return [arm for arm in arms if arm["name"] in LONG_ARMS]
   if not variant.photos:
     arms += [{"name": name, "stages": (dict(size=32, **length),), "data.builder_config": builder}
@@ -153,7 +156,7 @@ def _arms(variant) -> list[dict]:
 
 def get_sweep(arg: str | None = None) -> list[dict]:
   variant = _variant(arg)
-  check = variant.px64 and variant.long
+  check = variant.check or (variant.px64 and variant.long)
   seeds = (0, 1) if variant.smoke else spec.CHECK_SEEDS if check else SEEDS
   return spec.with_seeds(_arms(variant), seeds)
 
@@ -192,7 +195,7 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   if variant.smoke:
     return [("rrc16", "flip16")]
   pairs = [(f"rrc{s}", f"flip{s}") for s in _rrc_sizes(variant)]
-  if not (variant.photos or variant.long or variant.px64):
+  if not (variant.photos or variant.long or variant.check or variant.px64):
     pairs += [(name, "flip32") for name in CONTROLS]
   return pairs
 

@@ -48,6 +48,8 @@ done
 # Claims 1, 4 and 7 at 32 px, then the same arms at twice the budget (the convergence check).
 sweep train_test_size_fresh configs/train_test_size.py
 sweep train_test_size_long configs/train_test_size.py:long
+sweep train_test_size_long_check configs/train_test_size.py:long_check \
+  "--tuning_from=$ROOT/train_test_size_long"
 # Claim 3: progressive resizing against fixed sizes and zoom augmentation, equal FLOPs and
 # steps, then at twice the budget (the convergence check).
 sweep progressive_resizing_fresh configs/progressive_resizing.py

@@ -164,8 +164,8 @@ def test_train_test_size_smoke_reports_finetune_size_and_seed_ensembles(data_dir
   assert "acc@{size} (the accuracy at each arm's own training size)" in markdown
 
 
-@pytest.mark.parametrize("arg", [None, "long", "photos", "px64", "px64_long", "px64_photos",
-                                 "px64_photos_long"])
+@pytest.mark.parametrize("arg", [None, "long", "long_check", "photos", "px64", "px64_long",
+                                 "px64_photos", "px64_photos_long"])
 def test_train_test_size_hypotheses_read_sizes_each_point_is_tested_at(arg):
   """Every size a primary hypothesis or a size ensemble reads is one the points are
   evaluated at, on a dataset the sweep can build; `:px64` asks the 32 px sweep's

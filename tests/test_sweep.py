@@ -776,6 +776,14 @@ def test_a_check_at_twice_the_budget_borrows_the_first_budgets_rates(tmp_path, c
   assert {o["seed"] for _, o, _ in points} == set(spec.CHECK_SEEDS)
   assert {n: (c.opt.lr_max, c.stages[0]["epochs"]) for n, _, c in points if n.endswith("seed0")} == {
       f"{arm}_seed0": (lr, 32) for arm, lr in chosen.items()}
+  # The 32 px sweep at twice the budget is checked the same way, at 24 epochs.
+  long, long_check = (spec.load(f"{REPO}/configs/train_test_size.py:{v}") for v in ("long", "long_check"))
+  (tmp_path / "long" / tuning.TUNING_DIR).mkdir(parents=True)
+  (tmp_path / "long" / tuning.TUNING_DIR / tuning.CHOICE_FILE).write_text(json.dumps(_choice_of(
+      long, {"flip24": 0.4, "flip32": 0.8, "rrc24": 0.4, "rrc32": 0.4})))
+  borrowed = long_check.expand(tuning.borrow(long_check, tmp_path / "long_check", tmp_path / "long"))
+  assert {(n, c.opt.lr_max, c.stages[0]["epochs"]) for n, _, c in borrowed if "flip32" in n} == {
+      ("flip32_seed0", 0.8, 24), ("flip32_seed1", 0.8, 24)}
   assert not tuning.made_otherwise(choice, check)  # Aggregation keeps it, and says whose it is.
   text = "\n".join(aggregate._tuning_lines(workdir, choice))
   assert f"chosen per arm by the sweep in {tmp_path / 'first'} (this sweep ran no tuning" in text
