@@ -7,6 +7,7 @@ r"""Claims 2 and 5: strided vs max-pooled vs blurred subsampling, for three mode
   progressive sweep --config=configs/antialias.py:rerun_resnet18 --workdir=/tmp/aa_resnet18 --workers=3
   progressive sweep --config=configs/antialias.py:tuned64_resnet18 --workdir=/tmp/aa64_resnet18
   progressive sweep --config=configs/antialias.py:px64 --workdir=/tmp/aa_px64
+  progressive sweep --config=configs/antialias.py:px64_vgg11 --workdir=/tmp/aa_px64_vgg11 --workers=8
   progressive sweep --config=configs/antialias.py:smoke --workdir=/tmp/antialias_smoke
 
 Every point trains one model at 64 px on `scale_shapes` (one stage; the argument picks
@@ -64,9 +65,14 @@ the primary hypotheses (`stride`, `max`, `blur3` and the matched `stride_at_max_
 64 epochs; `blur5` is left out: three of the four cost 4x a strided point), tuned over
 `PX64_LR_GRID` (0.05-0.2, where the 32 px rerun's arms chose and the ladder trained
 stably), tested at 32-96 px and over the whole period (16 px) on every test image.
-`:px64_long` is its check of convergence (RESEARCH.md: within a point of twice the
-budget): every arm twice as long, seeds 0 and 1 (`spec.CHECK_SEEDS`), run with
-`--tuning_from=<px64's workdir>` at the rates `:px64` chose.
+`:px64_vgg11` and `:px64_resnet18` are the same protocol for the deeper families, sized
+for a GPU host (`--workers`): their arms (VGG-11, which has no `max` arm: `stride`,
+`blur3`, `blur5`; ResNet-18: as the simple CNN's), tuned over `TUNED64_LR_GRID`
+(0.05-0.8: nothing is known of their best rates at 16 epochs), one device kind per arm.
+`:px64_long` (and `:px64_<family>_long`) is its check of convergence (RESEARCH.md:
+within a point of twice the budget): every arm twice as long, seeds 0 and 1
+(`spec.CHECK_SEEDS`), run with `--tuning_from=<px64's workdir>` at the rates `:px64`
+chose.
 
 Matched budgets (the `rerun` and `tuned64` protocols): max pooling and blur keep every
 convolution before a subsampling at full resolution, so where the family has a `max`
@@ -134,7 +140,10 @@ FRESH = "_fresh"
 TUNED64_LR_GRID = (0.05, 0.1, 0.2, 0.4, 0.8)
 PX64_EPOCHS = 16
 PX64_LR_GRID = (0.05, 0.1, 0.2)
-PX64_MODES = MODES[:3]  # stride, max, blur3.
+# `px64`'s arms: the hypotheses' (stride, max, blur3; VGG's stride is its max pool, and
+# its second blur takes max's place, as in `rerun`).
+PX64_MODES = MODES[:3]
+VGG_PX64_MODES = (MODES[0], *MODES[2:])
 # The variants' names: `rerun[_<family>][_photos]` (the simple CNN without a family) and
 # `tuned64_<family>[_photos]`.
 PRESETS = {
@@ -145,6 +154,8 @@ PRESETS = {
        for f in MODELS for photos in ("", "_photos")},
     "px64": "protocol=px64,family=simple_cnn",
     "px64_long": "protocol=px64,family=simple_cnn,long",
+    **{f"px64_{f}{long}": f"protocol=px64,family={f}{long and ',long'}"
+       for f in ("vgg11", "resnet18") for long in ("", "_long")},
 }
 
 
@@ -155,9 +166,9 @@ def _variant(arg: str | None) -> ml_collections.ConfigDict:
   variant = spec.parse_arg(arg, presets=PRESETS, family=("", tuple(MODELS)),
                            protocol=("", ("rerun", "tuned64", "px64")), long=False,
                            photos=False, smoke=False)
-  if variant.protocol == "px64" and (variant.family != "simple_cnn" or variant.photos):
-    raise ValueError(f"antialias.py:{arg}: px64 is the simple CNN's on scale_shapes; "
-                     "use tuned64_<family> for the others.")
+  if variant.protocol == "px64" and (not variant.family or variant.photos):
+    raise ValueError(f"antialias.py:{arg}: px64 is one family's on scale_shapes (px64, "
+                     "px64_vgg11, px64_resnet18); tuned64_<family>_photos for photographs.")
   if variant.long and variant.protocol != "px64":
     raise ValueError(f"antialias.py:{arg}: `long` is px64's check of convergence; use px64_long.")
   return variant
@@ -224,8 +235,9 @@ def _max_over_stride(arg: str | None, family: str) -> float:
 def get_sweep(arg: str | None = None) -> list[dict]:
   variant = _variant(arg)
   models = RERUN_MODELS if variant.protocol == "rerun" else MODELS
-  modes = (MODES[0], MODES[2]) if variant.smoke else (
-      PX64_MODES if variant.protocol == "px64" else MODES)
+  modes = (MODES[0], MODES[2]) if variant.smoke else MODES
+  if variant.protocol == "px64":
+    modes = VGG_PX64_MODES if variant.family.startswith("vgg") else PX64_MODES
   points = []
   for family in _families(variant):
     for mode in modes:
@@ -245,7 +257,8 @@ def get_sweep(arg: str | None = None) -> list[dict]:
 def get_tuning(arg: str | None = None) -> dict | None:
   variant = _variant(arg)
   if variant.protocol in ("tuned64", "px64"):
-    grid = TUNED64_LR_GRID if variant.protocol == "tuned64" else PX64_LR_GRID
+    simple = variant.protocol == "px64" and variant.family == "simple_cnn"
+    grid = PX64_LR_GRID if simple else TUNED64_LR_GRID
     return {"field": "opt.lr_max", "grid": grid, "metric": "acc@64", "seeds": spec.TUNING_SEEDS}
   if variant.protocol != "rerun":
     return None  # Only the reruns tune.

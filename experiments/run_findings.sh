@@ -54,6 +54,9 @@ sweep train_test_size_long_check configs/train_test_size.py:long_check \
 # steps, then at twice the budget (the convergence check).
 sweep progressive_resizing_fresh configs/progressive_resizing.py
 sweep progressive_resizing_long_fresh configs/progressive_resizing.py:long
+# Claims 2 and 5 for the deeper families at 64 px, sized for a GPU host (`--workers`).
+sweep antialias_px64_vgg11 configs/antialias.py:px64_vgg11 --canvas_topk=5
+sweep antialias_px64_resnet18 configs/antialias.py:px64_resnet18 --canvas_topk=5
 # Claims 2, 5 and 6 have no 32 px sweep here: the 32 px budgets of claims 1, 4 and 7 (6
 # epochs) failed their check of convergence by 20 points, so these claims go straight to
 # 64 px (above). Depth at a fixed total stride (claim 5) is VGG-11/13/16 at 64 px, sized

@@ -195,7 +195,8 @@ def test_every_experiment_point_validates(name, arg):
                                   "depth.py", "depth.py:resnet", "depth.py:tuned64",
                                   "depth.py:resnet,photos", "antialias.py:px64",
                                   "stability.py:px64", "progressive_resizing.py:px64",
-                                  "translation.py:px64", "train_test_size.py:px64_photos"])
+                                  "translation.py:px64", "train_test_size.py:px64_photos",
+                                  "antialias.py:px64_vgg11", "antialias.py:px64_resnet18"])
 def test_every_rerun_point_and_tuning_run_validates(flag):
   sweep = spec.load(f"{REPO}/configs/{flag}")
   points, runs = sweep.expand(), tuning.tuning_points(sweep)
@@ -323,6 +324,8 @@ _SIZES_IN_HYPOTHESES = re.compile(r"(?<=@)\d+|(?<=fixed)\d+")
 @pytest.mark.parametrize("flag,base,epochs", [
     ("antialias.py:px64", "antialias.py:rerun", 16),
     ("antialias.py:px64_long", "antialias.py:rerun", 32),
+    ("antialias.py:px64_vgg11", "antialias.py:rerun_vgg11", 16),
+    ("antialias.py:px64_resnet18", "antialias.py:rerun_resnet18", 16),
     ("stability.py:px64", "stability.py:rerun", 16),
     ("stability.py:px64_long", "stability.py:rerun", 32),
     ("progressive_resizing.py:px64", "progressive_resizing.py", 15.5),
