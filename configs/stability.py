@@ -46,17 +46,17 @@ Accuracy and the other comparisons are exploratory (`get_comparisons`).
 
 `:px64` asks the first two at 64 px with converged networks (RESEARCH.md): the simple
 CNN on `scale_shapes/default_fresh` (64 px, 10,000 / 2,000, a test split drawn afresh)
-with flips for 16 epochs (`PX64_EPOCHS`: experiments/results/convergence found 16 epochs within a
-point of 32 at 64 px), the arms `no_bn_constant`, `no_bn_one_cycle` and `bn_one_cycle`,
-`opt.lr_max` tuned per arm over `PX64_LR_GRID` (0.00625-0.2: the 32 px rerun's arms
-chose 0.025-0.2, and at 64 px 0.025 diverged without batch norm at a constant rate; two
-seeds per value, by accuracy at 64 px; a rate at which a tuning seed diverges is never
-chosen), seeds 0-4, activation
-statistics every 16 steps. The batch arms are left out on the CPU: at equal steps
-batch 512 trains 64 epochs, four times a point of the other arms, and so does its matched
-budget. `:px64_long` is its check of convergence (RESEARCH.md: within a point of twice the
-budget): every arm twice as long, seeds 0 and 1 (`spec.CHECK_SEEDS`), run with
-`--tuning_from=<px64's workdir>` at the rates `:px64` chose.
+with flips for 16 epochs (`PX64_EPOCHS`: experiments/results/convergence found 16 epochs
+within a point of 32 at 64 px), the arms `no_bn_constant`, `no_bn_one_cycle` and
+`bn_one_cycle`, `opt.lr_max` tuned per arm over `PX64_LR_GRID` (0.00625-0.2: the 32 px
+rerun's arms chose 0.025-0.2, and at 64 px 0.025 diverged without batch norm at a
+constant rate; two seeds per value, by accuracy at 64 px; a rate at which a tuning seed
+diverges is never chosen), seeds 0-4, activation statistics every 16 steps. The batch
+arms are left out on the CPU: at equal steps batch 512 trains 64 epochs, four times a
+point of the other arms, and so does its matched budget. `:px64_long` is its check of
+convergence (RESEARCH.md: within a point of twice the budget): every arm twice as long,
+seeds 0 and 1 (`spec.CHECK_SEEDS`), run with `--tuning_from=<px64's workdir>` at the
+rates `:px64` chose.
 """
 
 import ml_collections
