@@ -275,7 +275,7 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   variant = _variant(arg)
   if not variant.protocol:
     return []
-  arms = {p["name"].rsplit("_seed", 1)[0] for p in get_sweep(arg)}
+  arms = set(spec.arm_names(get_sweep(arg)))
   pairs = []
   for family in _families(variant):
     baselines = [f"{family}_stride", f"{family}_{MATCHED}"]
@@ -312,7 +312,7 @@ def get_hypotheses(arg: str | None = None) -> list[dict]:
   train_size = _budget(variant)[0]
   off_scale = train_size * 3 // 2
   families = FAMILIES["photos" if variant.photos else "scale_shapes"]
-  arms = {p["name"].rsplit("_seed", 1)[0] for p in get_sweep(arg)}
+  arms = set(spec.arm_names(get_sweep(arg)))
   stride, blur3 = spec.group(f"{family}_stride"), spec.group(f"{family}_blur3")
   matched = f"{family}_{MATCHED}" if f"{family}_{MATCHED}" in arms else None
   out = [dict(claim=5, name=f"{family}_blur3_changes_less", predicted="< 0",

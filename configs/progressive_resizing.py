@@ -180,8 +180,8 @@ def get_ensemble_sizes(arg: str | None = None) -> dict[int, tuple[int, ...]]:
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   """`(arm, baseline)`: progressive against each other arm (difference: progressive minus it)."""
-  names = [point["name"].rsplit("_seed", 1)[0] for point in get_sweep(arg)]
-  return [("progressive", name) for name in dict.fromkeys(names) if name != "progressive"]
+  return [("progressive", name) for name in spec.arm_names(get_sweep(arg))
+          if name != "progressive"]
 
 
 def _retention(arm: str, sizes, largest: int) -> spec.Contrast:
@@ -197,7 +197,7 @@ def get_hypotheses(arg: str | None = None) -> list[dict]:
   stages = _stages(_variant(arg))
   largest = stages[-1]["size"]
   earlier = [s["size"] for s in stages[:-1]]
-  arms = {point["name"].rsplit("_seed", 1)[0] for point in get_sweep(arg)}
+  arms = set(spec.arm_names(get_sweep(arg)))
   progressive, fixed = spec.group("progressive"), spec.group(f"fixed{largest}_flops")
   zoom = f"fixed{largest}_zoom_flops"
   out = [dict(claim=3, name=f"progressive_beats_fixed{largest}_at_equal_flops", predicted="> 0",

@@ -158,7 +158,7 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   variant = _variant(arg)
   if not (variant.rerun or variant.px64):
     return []
-  arms = {point["name"].rsplit("_seed", 1)[0] for point in get_sweep(arg)}
+  arms = set(spec.arm_names(get_sweep(arg)))
   pairs = [("bn_one_cycle", "no_bn_one_cycle"), ("bn_constant", "no_bn_constant"),
            ("no_bn_one_cycle", "no_bn_constant"), ("bn_one_cycle", "bn_constant"),
            ("bn_one_cycle_batch512", "bn_one_cycle"),

@@ -142,7 +142,7 @@ def get_tuning(arg: str | None = None) -> dict:
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   """`(arm, baseline)`: each shift range against flip, and the full range against half
   (those the sweep trains)."""
-  arms = {point["name"].rsplit("_seed", 1)[0] for point in get_sweep(arg)}
+  arms = set(spec.arm_names(get_sweep(arg)))
   pairs = [("shift_flip", "flip"), ("half_shift_flip", "flip"), ("shift_flip", "half_shift_flip")]
   return [pair for pair in pairs if set(pair) <= arms]
 

@@ -65,6 +65,11 @@ def seed_by_seed(points: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> l
   return [p for seed in seeds for p in with_seeds(points, (seed,))]
 
 
+def arm_names(points: Sequence[Mapping[str, Any]]) -> list[str]:
+  """The arms of `with_seeds` points (their names without `_seed<N>`), in order, once each."""
+  return list(dict.fromkeys(p["name"].rsplit("_seed", 1)[0] for p in points))
+
+
 def _to_bool(text: str) -> bool:
   lowered = text.lower()
   if lowered not in ("true", "1", "yes", "false", "0", "no"):
