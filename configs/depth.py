@@ -4,6 +4,7 @@ only in depth, at the same total stride and input size, tested over the whole pe
   progressive sweep --config=configs/depth.py --workdir=/tmp/depth_vgg
   progressive sweep --config=configs/depth.py:resnet --workdir=/tmp/depth_resnet
   progressive sweep --config=configs/depth.py:tuned64 --workdir=/tmp/depth_vgg64
+  progressive sweep --config=configs/depth.py:px64 --workdir=/tmp/depth_px64 --canvas_topk=5
   progressive sweep --config=configs/depth.py:smoke --workdir=/tmp/depth_smoke
 
 Azulay & Weiss found VGG16 -> ResNet-50 -> InceptionResNet-V2 less and less invariant,
@@ -32,6 +33,15 @@ at 64 px on `scale_shapes/default_fresh` for 8 epochs (grid 0.05-0.8); `photos` 
 real photographs (`photos/sweep32` or `photos/default`, with flips). VGG-16 and ResNet-34
 are slow on a CPU: these sweeps are sized for a GPU host (`--workers`).
 
+`:px64` is the VGG family sized for the CPU with converged networks, as the other px64
+sweeps (RESEARCH.md): width 0.125 (`PX64_WIDTH`: channels 8-64; VGG-11 trains at about
+0.8x the simple CNN's images/s here, VGG-16 at 0.5x, where width 0.25 is 0.4x and 0.2x),
+64 px on `scale_shapes/default_fresh` with flips for 16 epochs (`PX64_EPOCHS`, the
+ladder's budget, experiments/results/convergence), tuned over 0.05-0.2 (`PX64_LR_GRID`),
+the arms of the hypotheses only (`vgg11`, `vgg16`, `vgg11_at_vgg16_flops`; VGG-13 is
+left out on the CPU); `:px64_long` is its check of convergence (twice the budget, seeds 0
+and 1, `spec.CHECK_SEEDS`, run with `--tuning_from=<px64's workdir>`).
+
 `get_hypotheses` names claim 5's primary hypotheses for the family, deepest minus
 shallowest at the training size over the whole period: predictions change more under
 1-px shifts (`pred_change > 0`), more jagged (`jag_period > 0`), and `pred_change > 0`
@@ -58,29 +68,49 @@ EPOCHS = 6
 LR_GRID = (0.025, 0.05, 0.1, 0.2, 0.4, 0.8)
 TUNED64_EPOCHS = 8
 TUNED64_LR_GRID = (0.05, 0.1, 0.2, 0.4, 0.8)
+PX64_WIDTH = 0.125
+PX64_EPOCHS = 16
+PX64_LR_GRID = (0.05, 0.1, 0.2)
 
 
 def _variant(arg: str | None) -> ml_collections.ConfigDict:
-  """`family` (`vgg` or `resnet`), `protocol` (`rerun`: 32 px; `tuned64`: 64 px),
-  `photos`, `smoke`."""
-  return spec.parse_arg(arg, presets={"tuned64": "protocol=tuned64"},
-                        family=("vgg", ("vgg", "resnet")),
-                        protocol=("rerun", ("rerun", "tuned64")), photos=False, smoke=False)
+  """`family` (`vgg` or `resnet`), `protocol` (`rerun`: 32 px; `tuned64`: 64 px; `px64`:
+  64 px, converged, for the CPU), `long` (`px64`'s twice the budget), `photos`, `smoke`;
+  `px64_long` is both."""
+  variant = spec.parse_arg(
+      arg, presets={"tuned64": "protocol=tuned64", "px64": "protocol=px64",
+                    "px64_long": "protocol=px64,long"},
+      family=("vgg", ("vgg", "resnet")), protocol=("rerun", ("rerun", "tuned64", "px64")),
+      long=False, photos=False, smoke=False)
+  if variant.protocol == "px64" and (variant.family != "vgg" or variant.photos):
+    raise ValueError(f"depth.py:{arg}: px64 is the VGG family on scale_shapes, sized for "
+                     "the CPU; use tuned64 for ResNets or photographs.")
+  if variant.long and variant.protocol != "px64":
+    raise ValueError(f"depth.py:{arg}: `long` is px64's check of convergence; use px64_long.")
+  return variant
 
 
 def _size(variant) -> int:
-  return 64 if variant.protocol == "tuned64" and not variant.smoke else 32
+  return 64 if variant.protocol in ("tuned64", "px64") and not variant.smoke else 32
+
+
+def _epochs(variant) -> int:
+  if variant.protocol == "px64":
+    return PX64_EPOCHS * (2 if variant.long else 1)
+  return TUNED64_EPOCHS if _size(variant) == 64 else EPOCHS
 
 
 def _models(variant) -> dict[str, dict]:
-  """Each depth's `config.model` overrides, shallowest first."""
-  width = 0.125 if variant.smoke else 0.25
+  """Each depth's `config.model` overrides, shallowest first (px64: VGG-11 and -16)."""
+  width = 0.125 if variant.smoke else PX64_WIDTH if variant.protocol == "px64" else 0.25
   if variant.family == "resnet":
     return {name: {"model.name": name, "model.width": width, "model.small_stem": True}
             for name in RESNET_DEPTHS}
+  depths = {name: layers for name, layers in VGG_DEPTHS.items()
+            if variant.protocol != "px64" or name != "vgg13"}  # The hypotheses' arms.
   return {name: {"model.name": "vgg", "model.width": width,
                  "model.vgg_layers": layers if _size(variant) == 64 else layers[:-1]}
-          for name, layers in VGG_DEPTHS.items()}
+          for name, layers in depths.items()}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -98,7 +128,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.augment = "flip"
   else:
     config.data.builder_config = builder + "_fresh"
-  config.stages = (dict(size=size, epochs=TUNED64_EPOCHS if size == 64 else EPOCHS),)
+  if variant.protocol == "px64":
+    config.data.augment = "flip"  # As the ladder and the other px64 sweeps train.
+  config.stages = (dict(size=size, epochs=_epochs(variant)),)
   config.eval_sizes = (48, 64, 80) if size == 64 else (24, 32, 40)
   config.progress_bar = False
   return config
@@ -135,13 +167,14 @@ def get_sweep(arg: str | None = None) -> list[dict]:
   budget = stage[key] * flops_ratio(arg)
   stage[key] = round(budget) if key == "steps" else round(budget, 4)
   arms.append({"name": matched, **models[shallow], "stages": (stage,)})
-  seeds = (0, 1) if variant.smoke else SEEDS
+  seeds = (0, 1) if variant.smoke else spec.CHECK_SEEDS if variant.long else SEEDS
   return spec.seed_by_seed(arms, seeds)
 
 
 def get_tuning(arg: str | None = None) -> dict:
   variant = _variant(arg)
-  grid = (0.1, 0.2) if variant.smoke else TUNED64_LR_GRID if _size(variant) == 64 else LR_GRID
+  grid = (0.1, 0.2) if variant.smoke else PX64_LR_GRID if variant.protocol == "px64" else (
+      TUNED64_LR_GRID if _size(variant) == 64 else LR_GRID)
   return {"field": "opt.lr_max", "grid": grid, "metric": "acc@{size}", "seeds": spec.TUNING_SEEDS}
 
 

@@ -36,12 +36,14 @@ sweep stability_px64 configs/stability.py:px64
 sweep progressive_resizing_px64 configs/progressive_resizing.py:px64
 sweep antialias_px64 configs/antialias.py:px64 --canvas_topk=5
 sweep translation_px64 configs/translation.py:px64 --canvas_topk=5
+sweep depth_px64 configs/depth.py:px64 --canvas_topk=5
 # Claims 1, 4 and 7 replicated on real photographs at 64 px (the photographs' ladder first).
 sweep train_test_size_px64_photos configs/train_test_size.py:px64_photos
 sweep train_test_size_px64_photos_long configs/train_test_size.py:px64_photos_long \
   "--tuning_from=$ROOT/train_test_size_px64_photos"
-for name in train_test_size stability progressive_resizing antialias translation; do
-  extra=(); [[ $name == antialias || $name == translation ]] && extra=(--canvas_topk=5)
+for name in train_test_size stability progressive_resizing antialias translation depth; do
+  extra=(); [[ $name == antialias || $name == translation || $name == depth ]] &&
+    extra=(--canvas_topk=5)
   sweep "${name}_px64_long" "configs/$name.py:px64_long" "--tuning_from=$ROOT/${name}_px64" \
     "${extra[@]}"
 done
@@ -59,8 +61,9 @@ sweep antialias_px64_vgg11 configs/antialias.py:px64_vgg11 --canvas_topk=5
 sweep antialias_px64_resnet18 configs/antialias.py:px64_resnet18 --canvas_topk=5
 # Claims 2, 5 and 6 have no 32 px sweep here: the 32 px budgets of claims 1, 4 and 7 (6
 # epochs) failed their check of convergence by 20 points, so these claims go straight to
-# 64 px (above). Depth at a fixed total stride (claim 5) is VGG-11/13/16 at 64 px, sized
-# for a GPU host (`--workers`); on two CPU cores it is days.
+# 64 px (above). Depth at a fixed total stride (claim 5) at the GPU's scale: VGG-11/13/16
+# at width 0.25 (`depth:px64` is VGG-11 and -16 at width 0.125, sized for the CPU), for a
+# GPU host (`--workers`); on two CPU cores it is days.
 sweep depth configs/depth.py:tuned64 --canvas_topk=5
 # Claim 1 inside one object: a self-similar part against a fixed-period part.
 sweep parts configs/parts.py

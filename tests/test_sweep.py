@@ -196,7 +196,8 @@ def test_every_experiment_point_validates(name, arg):
                                   "depth.py:resnet,photos", "antialias.py:px64",
                                   "stability.py:px64", "progressive_resizing.py:px64",
                                   "translation.py:px64", "train_test_size.py:px64_photos",
-                                  "antialias.py:px64_vgg11", "antialias.py:px64_resnet18"])
+                                  "antialias.py:px64_vgg11", "antialias.py:px64_resnet18",
+                                  "depth.py:px64"])
 def test_every_rerun_point_and_tuning_run_validates(flag):
   sweep = spec.load(f"{REPO}/configs/{flag}")
   points, runs = sweep.expand(), tuning.tuning_points(sweep)
@@ -296,7 +297,8 @@ def _field(config, name):
 
 @pytest.mark.parametrize("flag,arms", [
     ("depth.py", ("vgg11", "vgg13", "vgg16")), ("depth.py:tuned64", ("vgg11", "vgg13", "vgg16")),
-    ("depth.py:resnet", ("resnet18", "resnet34"))])
+    ("depth.py:resnet", ("resnet18", "resnet34")), ("depth.py:px64", ("vgg11", "vgg16")),
+    ("depth.py:px64_long", ("vgg11", "vgg16"))])
 def test_depth_arms_share_the_total_stride_and_the_deepest_budget_is_matched(flag, arms):
   sweep = spec.load(f"{REPO}/configs/{flag}")
   configs = {name: config for name, overrides, config in sweep.expand() if overrides["seed"] == 0}
@@ -317,6 +319,16 @@ def test_depth_arms_share_the_total_stride_and_the_deepest_budget_is_matched(fla
   assert all(deep in str(h.contrast) for h in sweep.hypotheses)
 
 
+@pytest.mark.parametrize("arg,message", [
+    ("px64,family=resnet", "px64 is the VGG family on scale_shapes"),
+    ("px64,photos", "px64 is the VGG family on scale_shapes"),
+    ("tuned64,long", "`long` is px64's check of convergence; use px64_long")])
+def test_depth_px64_refuses_what_it_does_not_size_for_the_cpu(arg, message):
+  with pytest.raises(ValueError, match=message) as error:
+    spec.load(f"{REPO}/configs/depth.py:{arg}")
+  assert "\n" not in str(error.value)
+
+
 # The 32 px hypotheses' sizes and the 32 px arms they name (`fixed32_flops`), doubled.
 _SIZES_IN_HYPOTHESES = re.compile(r"(?<=@)\d+|(?<=fixed)\d+")
 
@@ -331,7 +343,9 @@ _SIZES_IN_HYPOTHESES = re.compile(r"(?<=@)\d+|(?<=fixed)\d+")
     ("progressive_resizing.py:px64", "progressive_resizing.py", 15.5),
     ("progressive_resizing.py:px64_long", "progressive_resizing.py:long", 31),
     ("translation.py:px64", "translation.py", 16),
-    ("translation.py:px64_long", "translation.py", 32)])
+    ("translation.py:px64_long", "translation.py", 32),
+    ("depth.py:px64", "depth.py", 16),
+    ("depth.py:px64_long", "depth.py", 32)])
 def test_px64_asks_the_32px_hypotheses_of_converged_networks_at_64px(flag, base, epochs):
   """Claims 2, 3, 5 (blur, shifts) and 6 at 64 px (train_test_size's are its own test):
   the 32 px sweep's hypotheses with every size doubled, read at sizes the points are
@@ -348,7 +362,7 @@ def test_px64_asks_the_32px_hypotheses_of_converged_networks_at_64px(flag, base,
   for name, config in configs.items():
     assert read <= set(config.eval_sizes) and config.stages[-1]["size"] == 64
     assert config.data.builder_config == "default_fresh" and config.data.augment.endswith("flip")
-    if len(config.stages) == 1 and "at_max_flops" not in name:
+    if len(config.stages) == 1 and "_at_" not in name:  # Not an arm at another's FLOPs.
       assert config.stages[0]["epochs"] == epochs
   assert {arm for h in sweep.hypotheses for arm in re.findall(r"(\w+)\[", str(h.contrast))} == {
       name.rsplit("_seed", 1)[0] for name in configs}  # Only the hypotheses' arms train.
