@@ -44,16 +44,19 @@ fewer activations near zero), i.e. lowers `act_near_zero`, the fraction of ReLU 
   that comparison stays exploratory).
 Accuracy and the other comparisons are exploratory (`get_comparisons`).
 
-`:px64` asks the first two at 64 px with converged networks (RESEARCH.md): the simple
+`:px64` asks all three at 64 px with converged networks (RESEARCH.md): the simple
 CNN on `scale_shapes/default_fresh` (64 px, 10,000 / 2,000, a test split drawn afresh)
 with flips for 16 epochs (`PX64_EPOCHS`: experiments/results/convergence found 16 epochs
-within a point of 32 at 64 px), the arms `no_bn_constant`, `no_bn_one_cycle` and
-`bn_one_cycle`, `opt.lr_max` tuned per arm over `PX64_LR_GRID` (0.00625-0.2: the 32 px
+within a point of 32 at 64 px), the arms `no_bn_constant`, `no_bn_one_cycle`,
+`bn_one_cycle` and `bn_one_cycle_batch512` (batch 512 for the same 16 epochs: the images
+and FLOPs of `bn_one_cycle`, a quarter of its steps), `opt.lr_max` tuned per arm over `PX64_LR_GRID` (0.00625-0.2: the 32 px
 rerun's arms chose 0.025-0.2, and at 64 px 0.025 diverged without batch norm at a
 constant rate; two seeds per value, by accuracy at 64 px; a rate at which a tuning seed
-diverges is never chosen), seeds 0-4, activation statistics every 16 steps. The batch
-arms are left out on the CPU: at equal steps batch 512 trains 64 epochs, four times a
-point of the other arms, and so does its matched budget. `:px64_long` is its check of
+diverges is never chosen), seeds 0-4, activation statistics every 16 steps. The larger
+batch is asked at equal images only, `bn_one_cycle_batch512` minus `bn_one_cycle` (the
+rerun's contrast, whose batch-128 arm at batch 512's images is here `bn_one_cycle`
+itself): at equal steps batch 512 would train 64 epochs, four times a point of the other
+arms, and so would the rerun's matched budget. `:px64_long` is its check of
 convergence (RESEARCH.md: within a point of twice the budget): every arm twice as long,
 seeds 0 and 1 (`spec.CHECK_SEEDS`), run with `--tuning_from=<px64's workdir>` at the
 rates `:px64` chose.
@@ -126,8 +129,9 @@ def get_sweep(arg: str | None = None) -> list[dict]:
       {"name": "no_bn_one_cycle", "model.batch_norm": False},
       {"name": "bn_one_cycle", "model.batch_norm": True},
   ]
-  if variant.px64:  # Batch norm and one-cycle; the batch arms cost 4x (the docstring).
-    return spec.with_seeds(arms, spec.CHECK_SEEDS if variant.long else SEEDS)
+  if variant.px64:  # Batch 512 at bn_one_cycle's images (the docstring).
+    batch512 = {"name": "bn_one_cycle_batch512", "model.batch_norm": True, "batch_size": 512}
+    return spec.with_seeds([*arms, batch512], spec.CHECK_SEEDS if variant.long else SEEDS)
   if variant.rerun:
     longer = {"stages": (dict(size=32, epochs=4 * EPOCHS),)}
     return spec.with_seeds([
@@ -154,7 +158,8 @@ def get_tuning(arg: str | None = None) -> dict | None:
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
   """`(arm, baseline)`: batch norm against none, one-cycle against constant, the larger
-  batch at equal steps and at equal images (its matched budget), those the sweep trains."""
+  batch against batch 128 (the rerun: at equal steps; px64: at equal images) and against
+  its matched budget, those the sweep trains."""
   variant = _variant(arg)
   if not (variant.rerun or variant.px64):
     return []
@@ -169,7 +174,8 @@ def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:
 def get_hypotheses(arg: str | None = None) -> list[dict]:
   """Claim 6's primary hypotheses for the reruns and `px64` (the other variants have no
   seeds), each with its predicted sign: batch norm, one-cycle and larger batches each
-  lower the fraction of near-zero ReLU outputs over the run (`px64`: the first two)."""
+  lower the fraction of near-zero ReLU outputs over the run (the larger batch at equal
+  images: against its matched budget in the rerun, against `bn_one_cycle` at px64)."""
   variant = _variant(arg)
   if not (variant.rerun or variant.px64):
     return []
@@ -183,11 +189,9 @@ def get_hypotheses(arg: str | None = None) -> list[dict]:
       dict(claim=6, name="one_cycle_fewer_near_zero_without_bn", predicted="< 0",
            contrast=near_zero("no_bn_one_cycle") - near_zero("no_bn_constant")),
   ]
-  if variant.px64:
-    return out
+  same_images = "bn_one_cycle" if variant.px64 else "bn_one_cycle_at_batch512_images"
   return [*out, dict(claim=6, name="batch512_fewer_near_zero_at_equal_images", predicted="< 0",
-                     contrast=near_zero("bn_one_cycle_batch512")
-                     - near_zero("bn_one_cycle_at_batch512_images"))]
+                     contrast=near_zero("bn_one_cycle_batch512") - near_zero(same_images))]
 
 
 def get_headline(arg: str | None = None) -> list[str]:

@@ -331,6 +331,9 @@ def test_depth_px64_refuses_what_it_does_not_size_for_the_cpu(arg, message):
 
 # The 32 px hypotheses' sizes and the 32 px arms they name (`fixed32_flops`), doubled.
 _SIZES_IN_HYPOTHESES = re.compile(r"(?<=@)\d+|(?<=fixed)\d+")
+# A 32 px budget-matching arm that the 64 px sweep reads from an arm it trains anyway: at
+# 64 px batch 512 trains for bn_one_cycle's epochs, so that arm sees its images.
+_SAME_BUDGET = {"bn_one_cycle_at_batch512_images[": "bn_one_cycle["}
 
 
 @pytest.mark.parametrize("flag,base,epochs", [
@@ -354,7 +357,9 @@ def test_px64_asks_the_32px_hypotheses_of_converged_networks_at_64px(flag, base,
   `_long` twice."""
   sweep, small = spec.load(f"{REPO}/configs/{flag}"), spec.load(f"{REPO}/configs/{base}")
   double = functools.partial(_SIZES_IN_HYPOTHESES.sub, lambda m: str(2 * int(m.group())))
-  asked = {double(h.name): double(str(h.contrast)) for h in small.hypotheses}
+  asked = {double(h.name): functools.reduce(lambda text, pair: text.replace(*pair),
+                                            _SAME_BUDGET.items(), double(str(h.contrast)))
+           for h in small.hypotheses}
   own = {h.name: str(h.contrast) for h in sweep.hypotheses}
   assert own and own.items() <= asked.items()
   configs = {name: config for name, overrides, config in sweep.expand() if overrides["seed"] == 0}
@@ -384,11 +389,17 @@ def test_claim_3_has_a_tuned_zoom_arm_and_its_own_hypotheses(arg):
   assert "fixed32_zoom_flops[acc@32]" in str(names["progressive_beats_zoom_at_equal_flops"].contrast)
 
 
-@pytest.mark.parametrize("arg", ["rerun", "rerun_photos"])
+@pytest.mark.parametrize("arg", ["rerun", "rerun_photos", "px64", "px64_long"])
 def test_claim_6_has_its_own_hypotheses(arg):
   sweep = spec.load(f"{REPO}/configs/stability.py:{arg}")
   assert [(h.claim, h.predicted) for h in sweep.hypotheses] == [(6, "< 0")] * 3
   assert all("[act_near_zero]" in str(h.contrast) for h in sweep.hypotheses)
+  # The larger batch against batch 128 at its images and FLOPs, a quarter of its steps.
+  configs = {name.rsplit("_seed", 1)[0]: config for name, overrides, config in sweep.expand()
+             if overrides["seed"] == 0}
+  big, small = (configs[arm] for arm in re.findall(r"(\w+)\[", str(sweep.hypotheses[2].contrast)))
+  assert (big.batch_size, small.batch_size) == (512, 128)
+  assert big.stages == small.stages and big.model == small.model
   assert not spec.load(f"{REPO}/configs/stability.py").hypotheses  # No seeds, no hypotheses.
 
 
