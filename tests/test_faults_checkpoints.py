@@ -7,6 +7,7 @@ parameters and the same train and eval rows.
 """
 
 import errno
+import logging
 import os
 import pathlib
 import re
@@ -165,6 +166,30 @@ def test_every_checkpoint_damaged_stops_before_anything_trains(reference, tmp_pa
   assert "Traceback" not in out + err and "Compiled" not in out
   assert checkpoints.steps_on_disk(epath.Path(workdir)) == []
   assert checkpoints.set_aside_steps(epath.Path(workdir)) == [16, 20, 24]
+
+
+@pytest.mark.parametrize("fails", [True, False])
+def test_a_read_task_collected_during_the_reads_is_held_back(tmp_path, caplog, capfd,
+                                                              monkeypatch, fails):
+  """asyncio logs "Task exception was never retrieved" when a failed read's task is
+  collected, which can come while the reads go on (it once added a stray line to the
+  one-line error): after a failed read it goes to error.log, else it is logged as usual."""
+  asyncio_logger = logging.getLogger("asyncio")
+  monkeypatch.setattr(asyncio_logger, "filters", [])  # The late-task filter stays local.
+  message = "Task exception was never retrieved\nfuture: <Task finished exception=ValueError()>"
+  with checkpoints._QuietReads(epath.Path(tmp_path)) as reads:  # pylint: disable=protected-access
+    if fails:
+      reads.failed()
+    asyncio_logger.error(message, exc_info=(ValueError, ValueError("a bad read"), None))
+    assert not caplog.records  # Held back while the reads go on.
+  out, err = capfd.readouterr()
+  if fails:
+    assert not caplog.records and "never retrieved" not in out + err
+    log = (tmp_path / checkpoints.ERROR_LOG).read_text()
+    assert "never retrieved" in log and "a bad read" in log
+  else:
+    assert [r.getMessage() for r in caplog.records] == [message]
+    assert not (tmp_path / checkpoints.ERROR_LOG).exists()
 
 
 # `checkpoints/` removed under the run.

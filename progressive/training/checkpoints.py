@@ -490,23 +490,27 @@ class _LateTaskReports:
 
 
 class _QuietReads:
-  """While checkpoints are read: orbax's log records (warnings and above) are held back,
-  for error.log if a read fails (`failed`), else logged as usual at the end; the
-  "Event loop is closed" reports that tensorstore's threads print for a moment after
-  orbax gives up on a failed read go to error.log too, once they have stopped coming."""
+  """While checkpoints are read: orbax's log records (warnings and above) and asyncio's
+  "Task exception was never retrieved" (a failed read's task, collected while the reads
+  go on) are held back, for error.log if a read fails (`failed`), else logged as usual at
+  the end; the "Event loop is closed" reports that tensorstore's threads print for a
+  moment after orbax gives up on a failed read go to error.log too, once they have
+  stopped coming."""
 
   SETTLE_SECONDS = 0.2  # The reports come within milliseconds of the failure.
 
   def __init__(self, workdir: epath.Path):
     self._workdir = workdir
-    self._logger = std_logging.getLogger("absl")
+    self._loggers = [std_logging.getLogger("absl"), std_logging.getLogger("asyncio")]
     self._records: list[std_logging.LogRecord] = []
     self._reports: list[str] = []
     self._last = 0.0  # When the last failure or report came (time.monotonic).
     self._failed = False
 
   def _filter(self, record: std_logging.LogRecord) -> bool:
-    if record.levelno >= std_logging.WARNING and f"{os.sep}orbax{os.sep}" in record.pathname:
+    late_task = record.name == "asyncio" and "never retrieved" in str(record.msg)
+    if late_task or (record.levelno >= std_logging.WARNING
+                     and f"{os.sep}orbax{os.sep}" in record.pathname):
       self._records.append(record)
       return False
     return True
@@ -527,7 +531,8 @@ class _QuietReads:
     return records
 
   def __enter__(self):
-    self._logger.addFilter(self._filter)
+    for logger in self._loggers:
+      logger.addFilter(self._filter)
     self._previous_hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
     return self
 
@@ -536,17 +541,18 @@ class _QuietReads:
     while self._failed and time.monotonic() < min(self._last + self.SETTLE_SECONDS, deadline):
       time.sleep(self.SETTLE_SECONDS / 4)
     sys.unraisablehook = self._previous_hook
-    self._logger.removeFilter(self._filter)
+    for logger in self._loggers:
+      logger.removeFilter(self._filter)
     if not self._failed:
       for record in self._records:
-        self._logger.handle(record)
+        std_logging.getLogger(record.name).handle(record)
       return
     # The failed reads' asyncio tasks are collected later, and asyncio then logs "Task
     # exception was never retrieved" with the traceback: to error.log, for the process's life.
     std_logging.getLogger("asyncio").addFilter(_LateTaskReports(self._workdir))
     held = [_FORMAT.format(r) for r in self._records]
     if self._reports or held:
-      text = "".join(f"--- reported by orbax:\n{r}\n" for r in held)
+      text = "".join(f"--- reported during the reads (orbax, asyncio):\n{r}\n" for r in held)
       if self._reports:
         text += (f"--- tensorstore reported 'Event loop is closed' {len(self._reports)} times "
                  f"after the failed reads (its threads outlive orbax's reads), the first:\n"
