@@ -67,4 +67,5 @@ sweep antialias_px64_resnet18 configs/antialias.py:px64_resnet18 --canvas_topk=5
 sweep depth configs/depth.py:tuned64 --canvas_topk=5
 # Claim 1 inside one object: a self-similar part against a fixed-period part.
 sweep parts configs/parts.py
+sweep parts_long configs/parts.py:long "--tuning_from=$ROOT/parts"
 python experiments/make_findings.py "$ROOT"

@@ -644,3 +644,18 @@ def test_the_parts_sweep_hypothesises_claim_1_within_one_family():
     values = {f"acc_bn_fixed_period_part@{size}": 0.4, "acc_bn_fixed_period_part@32": 0.8,
               f"acc_bn_self_similar_part@{size}": 0.72, "acc_bn_self_similar_part@32": 0.8}
     assert h.contrast.part_value("flip32", values) == pytest.approx(0.5 - 0.9)
+
+
+def test_the_parts_check_trains_both_arms_twice_as_long_on_two_seeds():
+  import pathlib  # pylint: disable=import-outside-toplevel
+
+  from progressive.sweeps import spec  # pylint: disable=import-outside-toplevel
+
+  configs = pathlib.Path(__file__).parents[1] / "configs"
+  first, check = (spec.load(f"{configs}/parts.py{arg}") for arg in ("", ":long"))
+  stages = {o["name"]: o["stages"][0] for o in first.overrides}
+  assert {o["seed"] for o in check.overrides} == set(spec.CHECK_SEEDS)
+  for o in check.overrides:
+    assert o["stages"][0] == {**stages[o["name"]], "epochs": 2 * stages[o["name"]]["epochs"]}
+  assert spec.arm_names(check.overrides) == spec.arm_names(first.overrides)
+  assert [str(h.contrast) for h in check.hypotheses] == [str(h.contrast) for h in first.hypotheses]
