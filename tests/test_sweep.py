@@ -4,9 +4,11 @@ FINDINGS' placeholders (the experiment configs' smoke sweeps are in test_experim
 import csv
 import functools
 import json
+import os
 import pathlib
 import re
 import shutil
+import subprocess
 import types
 
 import numpy as np
@@ -704,6 +706,35 @@ def test_findings_are_built_from_the_committed_results():
       assert (page.parent / link).exists(), (page.name, link)
     # The page is exactly what the script makes of the results: no number typed by hand.
     assert make_findings.render(template, page.parent) == rendered, page.name
+
+
+def test_run_findings_runs_every_sweep_the_findings_read(tmp_path):
+  """experiments/run_findings.sh, with `progressive` and `python` recorded instead of run:
+  it runs a loadable sweep into ROOT/<name> for every results folder a FINDINGS page reads,
+  then builds the pages from ROOT."""
+  bin_dir = tmp_path / "bin"
+  bin_dir.mkdir()
+  for tool in ("progressive", "python"):
+    (bin_dir / tool).write_text(f'#!/bin/bash\necho "{tool} $*" >> {tmp_path / "calls.txt"}\n')
+    (bin_dir / tool).chmod(0o755)
+  env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+  subprocess.run(["bash", str(REPO / "experiments/run_findings.sh"), str(tmp_path / "root")],
+                 env=env, check=True, capture_output=True, text=True)
+  calls = (tmp_path / "calls.txt").read_text().splitlines()
+  assert calls[-1] == f"python experiments/make_findings.py {tmp_path / 'root'}"
+  sweeps = {}
+  for call in calls[:-1]:
+    flags = dict(arg.split("=", 1) for arg in call.split()[2:] if arg.startswith("--"))
+    assert call.startswith("progressive sweep ") and flags["--set"] == "progress_bar=False"
+    sweeps[pathlib.Path(flags["--workdir"]).name] = flags
+    if "--tuning_from" in flags:  # A check borrows from a sweep the script ran before it.
+      assert pathlib.Path(flags["--tuning_from"]).name in sweeps, call
+  make_findings = config_files.load_module(str(REPO / "experiments/make_findings.py"))
+  read = {name for template, _ in make_findings.pages()
+          for name in make_findings.sweep_names(template.read_text())}
+  assert read <= set(sweeps), read - set(sweeps)
+  for name in read:
+    assert spec.load(str(REPO / sweeps[name]["--config"])).overrides, name
 
 
 def _tuned_sweep_file(tmp_path, arms: str) -> None:
