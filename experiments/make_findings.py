@@ -111,15 +111,22 @@ def means(name: str, columns: list[str]) -> str:
 
 
 def tuning(name: str) -> str:
+  """The grid, an arm per row and a value per column (ascending; `-` where the arm was not
+  tuned at it, `diverged` where a tuning seed of the cell diverged)."""
   rows = _rows(name, "tuning.csv")
   metric = next(k for k in rows[0] if k not in ("arm", "value"))
-  values = list(dict.fromkeys(r["value"] for r in rows))
+  values = sorted(dict.fromkeys(r["value"] for r in rows), key=float)
   arms = {}
   for r in rows:
     arms.setdefault(r["arm"], {})[r["value"]] = r[metric]
+
+  def cell(text: str | None) -> str:
+    if text is None:
+      return "-"
+    return "diverged" if text in ("", "-") else f"{float(text):.3f}"
+
   return _markdown([f"arm ({metric} on the validation slice)", *values],
-                   [[arm, *(f"{float(by[v]):.3f}" if v in by else "-" for v in values)]
-                    for arm, by in arms.items()])
+                   [[arm, *(cell(by.get(v)) for v in values)] for arm, by in arms.items()])
 
 
 def table(name: str) -> str:

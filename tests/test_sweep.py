@@ -804,10 +804,37 @@ def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, mon
   markdown = (workdir / "results.md").read_text()
   assert ("Tuning: opt.lr_max chosen per arm by acc@32 on the validation slice (train[90%:], "
           "trained on train[:90%]), the mean over seeds 0, 1 of each grid cell") in markdown
+  assert ("Chosen: stride 0.4, blur 0.4. At an edge of its grid (the best value may lie beyond "
+          "it): stride 0.4 (its highest), blur 0.4 (its highest).") in markdown
   with (workdir / "tuning.csv").open() as f:
     grid = list(csv.DictReader(f))
   assert [(r["arm"], r["value"], r["acc@32"], r["n_seeds"], r["per_seed"]) for r in grid][:2] == [
       ("stride", "0.100", "0.600", "2", "0.900 0.300"), ("stride", "0.400", "0.725", "2", "0.700 0.750")]
+
+
+def test_an_arm_tuned_over_its_own_grid(tmp_path):
+  """`arm_grids`: the named arm's tuning runs take its own values, the others the grid;
+  an arm the sweep lacks is refused in one line; `--tuning_grid` replaces every arm's."""
+  _tuned_sweep_file(tmp_path, "{'name': 'stride', 'model.downsample': 'stride'}, "
+                              "{'name': 'blur', 'model.downsample': 'blur'}")
+  path = tmp_path / "cfg" / "tuned.py"
+  path.write_text(path.read_text().replace("'metric': 'acc@32'}",
+                                           "'metric': 'acc@32', 'arm_grids': {'blur': [0.01, 0.02]}}"))
+  sweep = spec.load(str(path))
+  cells = {(t.name.rsplit("__", 1)[0], t.value, t.overrides["seed"]) for t in tuning.tuning_points(sweep)}
+  assert cells == {(arm, value, seed) for arm, grid in (("stride", (0.1, 0.4)), ("blur", (0.01, 0.02)))
+                   for value in grid for seed in (0, 1)}
+  assert {t.value for t in tuning.tuning_points(sweep.with_grid([0.2]))} == {0.2}
+  path.write_text(path.read_text().replace("{'blur':", "{'max':"))
+  with pytest.raises(ValueError, match=r"arm_grids names \['max'\], not arms of .*: its arms are "
+                                       r"\['blur', 'stride'\]\.$"):
+    spec.load(str(path))
+  # The edges of each arm's own grid: the lowest, the highest, none inside or of one value.
+  choice = {"values": {"a": 0.01, "b": 0.2, "c": 0.4, "d": 0.1},
+            "grid": [{"arm": arm, "key": key, "value": v} for arm, key, grid in (
+                ("blur", "a", (0.01, 0.02)), ("stride", "b", (0.1, 0.2, 0.4)),
+                ("max", "c", (0.1, 0.4)), ("one", "d", (0.1,))) for v in grid]}
+  assert tuning.at_edges(choice) == [("blur", 0.01, "lowest"), ("max", 0.4, "highest")]
 
 
 def _choice_of(sweep, values: dict[str, float]) -> dict:
@@ -1042,7 +1069,8 @@ def test_findings_placeholders_render_intervals_comparisons_and_the_grid(tmp_pat
   (tmp_path / "s" / "comparisons.csv").write_text(
       "metric,arm,baseline,difference,low,high,p,n_arm,n_baseline,verdict\n"
       "acc@16,a,b,0.1,-0.2,0.4,0.5,5,5,not resolved\nacc@32,a,b,0.25,0.1,0.4,0.01,5,5,arm higher\n")
-  (tmp_path / "s" / "tuning.csv").write_text("arm,value,acc@32\na,0.2,0.5\na,0.4,0.75\nb,0.2,0.25\n")
+  (tmp_path / "s" / "tuning.csv").write_text(
+      "arm,value,acc@32,diverged\na,0.2,0.5,0\na,0.4,0.75,0\nb,0.2,0.25,0\nb,0.1,-,1\n")
   (tmp_path / "s" / "results_mean.csv").write_text("name,seeds,images_seen,acc@32\na,0 1,512,0.5 ± 0.1\n")
   assert make_findings.render("{{means:s:images_seen,acc@32}}").splitlines()[2] == "| a | 512 | 0.5 ± 0.1 |"
   with pytest.raises(ValueError, match="no columns"):
@@ -1052,7 +1080,9 @@ def test_findings_placeholders_render_intervals_comparisons_and_the_grid(tmp_pat
   assert lines[2] == "| a | 0.500 [0.400, 0.600] (n=5) | - |"
   assert lines[3] == "| b | 0.250 [0.150, 0.350] (n=5) | 0.125 (n=1) |"
   assert lines[6] == "| acc@32 | a - b | +0.250 [+0.100, +0.400] | 0.01 | 5 / 5 | arm higher |"
-  assert len(lines) == 7 + 4 and lines[-2:] == ["| a | 0.500 | 0.750 |", "| b | 0.250 | - |"]
+  assert len(lines) == 7 + 4 and lines[-4:] == [  # An arm's own grid; a cell that diverged.
+      "| arm (acc@32 on the validation slice) | 0.1 | 0.2 | 0.4 |", "| --- | --- | --- | --- |",
+      "| a | - | 0.500 | 0.750 |", "| b | diverged | 0.250 | - |"]
   assert make_findings.sweep_names("{{intervals:s:acc@32}} {{figure:t}}") == ["s", "t"]
   with pytest.raises(ValueError, match="needs its metrics"):
     make_findings.render("{{comparisons:s}}")

@@ -250,7 +250,9 @@ class Tuning:
   a column of results.csv; `"acc@{size}"` names the accuracy at the arm's own last stage
   size. A grid cell (arm and value) takes at least two seeds (on a validation slice of a
   few hundred images one seed's accuracy moves by several points); `pilot=True` allows
-  one, for a first look whose choice says so."""
+  one, for a first look whose choice says so. `arm_grids` gives the named arms (seed
+  groups) their own grid instead of `grid`, for arms whose usable range lies elsewhere
+  (networks without batch norm train at far lower rates)."""
 
   field: str
   grid: tuple
@@ -259,6 +261,11 @@ class Tuning:
   eval_split: str = "train[90%:]"
   seeds: tuple[int, ...] = TUNING_SEEDS
   pilot: bool = False
+  arm_grids: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
+
+  def grid_of(self, arm: str) -> tuple:
+    """The values the arm (a seed group's name) is tuned over."""
+    return self.arm_grids.get(arm, self.grid)
 
   @classmethod
   def from_dict(cls, given: Mapping[str, Any]) -> "Tuning":
@@ -276,8 +283,12 @@ class Tuning:
     if not seeds or len(set(seeds)) != len(seeds) or not all(
         isinstance(x, int) and not isinstance(x, bool) for x in seeds):
       raise ValueError(f"get_tuning's seeds must be distinct integers, got {given['seeds']!r}.")
+    arm_grids = {arm: tuple(grid) for arm, grid in dict(given.get("arm_grids") or {}).items()}
+    if not all(arm_grids.values()):
+      raise ValueError(f"get_tuning's arm_grids must give each arm a non-empty grid, got "
+                       f"{given['arm_grids']!r}.")
     tuning = cls(**{**given, "grid": tuple(given["grid"]), "seeds": seeds,
-                    "pilot": bool(given.get("pilot", False))})
+                    "pilot": bool(given.get("pilot", False)), "arm_grids": arm_grids})
     if len(seeds) < 2 and not tuning.pilot:
       raise ValueError(
           f"get_tuning chooses {tuning.field} on 1 seed per grid cell (seeds {list(seeds)}); a "
@@ -573,10 +584,12 @@ class Sweep:
     return points
 
   def with_grid(self, grid: Sequence[Any] | None) -> "Sweep":
-    """This sweep with `grid` instead of its tuning grid (itself without `grid`)."""
+    """This sweep with `grid` instead of its tuning grid, for every arm (itself without
+    `grid`)."""
     if not grid or self.tuning is None:
       return self
-    return dataclasses.replace(self, tuning=dataclasses.replace(self.tuning, grid=tuple(grid)))
+    return dataclasses.replace(self, tuning=dataclasses.replace(self.tuning, grid=tuple(grid),
+                                                                arm_grids={}))
 
 
 def load(flag: str, common: Mapping[str, Any] | None = None) -> Sweep:
@@ -597,9 +610,14 @@ def load(flag: str, common: Mapping[str, Any] | None = None) -> Sweep:
                 base=apply_overrides(module.get_config(arg), common),
                 overrides=tuple(dict(o) for o in module.get_sweep(arg)), common=common)
   sweep.expand()  # Bad overrides, names and shared names fail here.
-  tuning = hook("get_tuning")
+  tuning = None if (given := hook("get_tuning")) is None else Tuning.from_dict(given)
+  arms = {group_name(point_name(o), o["seed"]) if "seed" in o else point_name(o)
+          for o in sweep.overrides}
+  if tuning is not None and (unknown := set(tuning.arm_grids) - arms):
+    raise ValueError(f"get_tuning's arm_grids names {sorted(unknown)}, not arms of {flag}: "
+                     f"its arms are {sorted(arms)}.")
   return dataclasses.replace(
-      sweep, tuning=None if tuning is None else Tuning.from_dict(tuning),
+      sweep, tuning=tuning,
       finetune=_finetune(hook("get_finetune")),
       ensemble_sizes=_ensemble_sizes(hook("get_ensemble_sizes", ())),
       comparisons=tuple(tuple(pair) for pair in hook("get_comparisons", ())),

@@ -46,7 +46,7 @@ def tuning_points(sweep: spec.Sweep) -> list[TuningPoint]:
   out = []
   for key, (name, overrides) in arms.items():
     arm = spec.group_name(name, overrides["seed"]) if "seed" in overrides else name
-    for value in tuning.grid:
+    for value in tuning.grid_of(arm):
       for seed in tuning.seeds:
         tuned = {k: v for k, v in overrides.items() if k not in ("seed", "name")}
         tuned.update({tuning.field: value, "data.train_split": tuning.train_split,
@@ -132,6 +132,26 @@ def choose(sweep: spec.Sweep, workdir) -> dict[str, Any]:
   tuning_dir.mkdir(parents=True, exist_ok=True)
   folder.write_text(tuning_dir / CHOICE_FILE, json.dumps(choice, indent=1, default=str) + "\n")
   return choice
+
+
+def at_edges(choice: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
+  """`(arm, value, "lowest" or "highest")` for each arm whose chosen value is the lowest
+  or highest of the numeric values it was tuned over (two or more): the best may lie
+  beyond its grid."""
+  values: dict[str, list] = {}
+  arms = {}
+  for row in choice["grid"]:
+    values.setdefault(row["key"], []).append(row["value"])
+    arms[row["key"]] = row["arm"]
+  out = []
+  for key, grid in values.items():
+    value = choice["values"].get(key)
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in grid)
+    if value is None or not numeric or len(set(grid)) < 2:
+      continue
+    if value == min(grid) or value == max(grid):
+      out.append((arms[key], value, "lowest" if value == min(grid) else "highest"))
+  return out
 
 
 def borrow(sweep: spec.Sweep, workdir, source) -> dict[str, Any]:
