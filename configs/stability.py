@@ -51,8 +51,9 @@ within a point of 32 at 64 px), the arms `no_bn_constant`, `no_bn_one_cycle`,
 `bn_one_cycle` and `bn_one_cycle_batch512` (batch 512 for the same 16 epochs: the images
 and FLOPs of `bn_one_cycle`, a quarter of its steps), `opt.lr_max` tuned per arm over
 `PX64_LR_GRID` (0.00625-0.4: the 32 px rerun's arms chose 0.025-0.2, and at 64 px 0.025
-diverged without batch norm at a constant rate; two seeds per value, by accuracy at 64
-px; a rate at which a tuning seed diverges is never chosen), seeds 0-4, activation
+diverged without batch norm at a constant rate; the arms without batch norm from
+0.0015625, `PX64_NO_BN_LR_GRID`, as both chose 0.00625 first; two seeds per value, by
+accuracy at 64 px; a rate at which a tuning seed diverges is never chosen), seeds 0-4, activation
 statistics every 16 steps. The larger batch is asked at equal images only,
 `bn_one_cycle_batch512` minus `bn_one_cycle` (the rerun's contrast, whose batch-128 arm
 at batch 512's images is here `bn_one_cycle` itself): at equal steps batch 512 would
@@ -77,6 +78,9 @@ PX64_EPOCHS = 16
 # two; the other barely left chance): two steps below it. 0.4 came with the batch-512 arm,
 # whose rate at 32 px (0.2, at 4x these steps) was the old grid's upper edge.
 PX64_LR_GRID = (0.00625, 0.0125, 0.025, 0.05, 0.1, 0.2, 0.4)
+# Both arms without batch norm chose 0.00625, that grid's lowest rate (no_bn_one_cycle:
+# 0.65 on the validation slice, 0.25 at 0.0125): two steps further down for them.
+PX64_NO_BN_LR_GRID = (0.0015625, 0.003125, *PX64_LR_GRID)
 
 
 def _variant(arg: str | None) -> ml_collections.ConfigDict:
@@ -151,7 +155,8 @@ def get_tuning(arg: str | None = None) -> dict | None:
   variant = _variant(arg)
   if variant.px64:
     return {"field": "opt.lr_max", "grid": PX64_LR_GRID, "metric": "acc@64",
-            "seeds": spec.TUNING_SEEDS}
+            "seeds": spec.TUNING_SEEDS,
+            "arm_grids": {arm: PX64_NO_BN_LR_GRID for arm in ("no_bn_constant", "no_bn_one_cycle")}}
   if not variant.rerun:
     return None
   return {"field": "opt.lr_max", "grid": LR_GRID, "metric": "acc@32", "seeds": spec.TUNING_SEEDS}
