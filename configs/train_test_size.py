@@ -55,7 +55,8 @@ of `:long` in turn: its arms for twice its budget (24 epochs), seeds 0 and 1
 afresh), the arms `flip48`, `flip64`, `rrc48` and `rrc64` for 16 epochs (EPOCHS_64: the
 budget `configs/convergence.py` measured for the simple CNN at 64 px, within a point of
 32 epochs on its validation slice; experiments/results/convergence), `opt.lr_max` tuned
-over 0.1-0.4 (`LR_GRID_64`), tested at 32-96 px, the hypotheses and size ensembles 16 px
+over 0.1-0.4 (`LR_GRID_64`; `flip48` from 0.05 and `flip64` to 0.8, `ARM_GRIDS_64`, as
+they chose that grid's edges), tested at 32-96 px, the hypotheses and size ensembles 16 px
 away where the 32 px sweep looks 8 px away; no dataset controls and no fine-tune.
 `:px64_long` is its check of convergence (RESEARCH.md: within a point of twice the
 budget): every arm twice as long, seeds 0 and 1 (`spec.CHECK_SEEDS`), run with
@@ -85,6 +86,9 @@ LR_GRID = (0.2, 0.4, 0.8)
 # At 64 px: the 32 px sweep chose LR_GRID's lowest value, 0.2, for each flip and rrc arm,
 # and on the convergence ladder at 64 px 0.4 trained one seed of two unstably.
 LR_GRID_64 = (0.1, 0.2, 0.4)
+# On scale_shapes flip48 chose 0.1 and flip64 0.4, the grid's edges (0.974 against 0.940 at
+# 0.2; 0.990 against 0.988 at 0.1 on the validation slice): one step beyond each.
+ARM_GRIDS_64 = {"flip48": (0.05, *LR_GRID_64), "flip64": (*LR_GRID_64, 0.8)}
 CONTROLS = {"offladder32": "small_offladder_fresh", "object_period32": "small_object_period_fresh",
             "one_scale32": "small_one_scale_fresh"}
 
@@ -164,8 +168,9 @@ def get_sweep(arg: str | None = None) -> list[dict]:
 def get_tuning(arg: str | None = None) -> dict:
   variant = _variant(arg)
   grid = (0.2, 0.4) if variant.smoke else LR_GRID_64 if variant.px64 else LR_GRID
+  arm_grids = ARM_GRIDS_64 if variant.px64 and not variant.photos else {}
   return {"field": "opt.lr_max", "grid": grid, "metric": "acc@{size}",
-          "seeds": spec.TUNING_SEEDS}
+          "seeds": spec.TUNING_SEEDS, "arm_grids": arm_grids}
 
 
 def get_ensemble_sizes(arg: str | None = None) -> dict[int, tuple[int, ...]]:
