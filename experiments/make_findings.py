@@ -16,6 +16,9 @@ rebuilt from those copies. In the template:
 - `{{comparisons:NAME:m1,m2,...}}`: the named comparisons on those metrics: difference of
   means, 95% Welch interval, p and the verdict the interval gives (`comparisons.csv`);
 - `{{tuning:NAME}}`: the tuning grid, one row per arm (`tuning.csv`);
+- `{{edges:NAME+NAME2+...}}`: the arms of those sweeps whose tuned value is the lowest or
+  highest of their grid (`tuning.csv`'s best mean per arm, as `tuning.choose` takes it;
+  `tuning.at_edges`), or a sentence saying none is;
 - `{{means:NAME:c1,c2,...}}`: those columns of the per-seed-group table
   (`results_mean.csv`: mean ± std, or the value all seeds share);
 - `{{budgets:NAME+NAME2+...:metric[,target]}}`: the same arms swept at several budgets:
@@ -50,7 +53,7 @@ from matplotlib.figure import Figure
 
 from progressive import statistics
 from progressive.analysis import plots
-from progressive.sweeps import budgets, hypotheses
+from progressive.sweeps import budgets, hypotheses, tuning as tuning_lib
 
 HERE = pathlib.Path(__file__).parent
 RESULTS = HERE / "results"
@@ -59,8 +62,8 @@ FILES = ("results.md", "results.csv", "results.png")
 # (claim 5) the canvas protocol; copied when present.
 OPTIONAL_FILES = ("results_mean.csv", "results_intervals.csv", "comparisons.csv", "tuning.csv",
                   "hypotheses.csv", "activations.png", "canvas.png")
-_PLACEHOLDER = (r"\{\{(table|figure|intervals|comparisons|tuning|means|budgets|hypotheses|"
-                r"curves|convergence):([\w+]+)(?::([\w@.,/+]+))?\}\}")
+_PLACEHOLDER = (r"\{\{(table|figure|intervals|comparisons|tuning|edges|means|budgets|"
+                r"hypotheses|curves|convergence):([\w+]+)(?::([\w@.,/+]+))?\}\}")
 
 
 def _rows(name: str, file: str) -> list[dict[str, str]]:
@@ -127,6 +130,32 @@ def tuning(name: str) -> str:
 
   return _markdown([f"arm ({metric} on the validation slice)", *values],
                    [[arm, *(cell(by.get(v)) for v in values)] for arm, by in arms.items()])
+
+
+def edges(names: str) -> str:
+  """The arms of the sweeps `names` (`A+B+...`) tuned at an edge of their grid, each with
+  its grid's range and sweep; the value of an arm is its best mean over the tuning seeds
+  (ties: the first in grid order; a cell that diverged is never taken), as `tuning.choose`
+  takes it."""
+  found = []
+  for name in names.split("+"):
+    rows = _rows(name, "tuning.csv")
+    metric = next(k for k in rows[0] if k not in ("arm", "value"))
+    grid, values = [], {}
+    for r in rows:
+      grid.append({"arm": r["arm"], "key": r["arm"], "value": float(r["value"])})
+      if r[metric] not in ("", "-"):
+        best = values.get(r["arm"])
+        if best is None or float(r[metric]) > best[1]:
+          values[r["arm"]] = (float(r["value"]), float(r[metric]))
+    choice = {"values": {arm: value for arm, (value, _) in values.items()}, "grid": grid}
+    for arm, value, side in tuning_lib.at_edges(choice):
+      span = [g["value"] for g in grid if g["arm"] == arm]
+      found.append(f"{arm} {value:g} (the {side} of {min(span):g}-{max(span):g}, `{name}`)")
+  if not found:
+    return "No arm's tuned value is at an edge of its grid."
+  return ("At an edge of the grid, so the best value may lie beyond it: "
+          + "; ".join(found) + ".")
 
 
 def table(name: str) -> str:
@@ -325,6 +354,8 @@ def _replace(match: re.Match, page: pathlib.Path) -> str:
     return hypotheses_table(name)
   if kind == "convergence":
     return convergence_table(name, metrics)
+  if kind == "edges":
+    return edges(name)
   if kind == "curves":
     return curves(name, metrics, page)
   if kind in ("intervals", "comparisons", "means"):

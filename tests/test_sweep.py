@@ -1083,6 +1083,13 @@ def test_findings_placeholders_render_intervals_comparisons_and_the_grid(tmp_pat
   assert len(lines) == 7 + 4 and lines[-4:] == [  # An arm's own grid; a cell that diverged.
       "| arm (acc@32 on the validation slice) | 0.1 | 0.2 | 0.4 |", "| --- | --- | --- | --- |",
       "| a | - | 0.500 | 0.750 |", "| b | diverged | 0.250 | - |"]
+  # The arms tuned at an edge of their own grid (b's 0.1 diverged: its 0.2 is the best).
+  assert make_findings.render("{{edges:s}}") == (
+      "At an edge of the grid, so the best value may lie beyond it: a 0.4 (the highest of "
+      "0.2-0.4, `s`); b 0.2 (the highest of 0.1-0.2, `s`).")
+  (tmp_path / "t").mkdir()
+  (tmp_path / "t" / "tuning.csv").write_text("arm,value,acc@32\na,0.1,0.5\na,0.2,0.75\na,0.4,0.6\n")
+  assert make_findings.render("{{edges:t}}") == "No arm's tuned value is at an edge of its grid."
   assert make_findings.sweep_names("{{intervals:s:acc@32}} {{figure:t}}") == ["s", "t"]
   with pytest.raises(ValueError, match="needs its metrics"):
     make_findings.render("{{comparisons:s}}")
