@@ -749,7 +749,7 @@ def _tuned_sweep_file(tmp_path, arms: str) -> None:
 
 
 @pytest.mark.slow
-def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, monkeypatch):
+def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, monkeypatch, capsys):
   """A constructed case where validation and test disagree: validation prefers 0.4 on the
   mean of the two tuning seeds (seed 0 alone would prefer 0.1), the test split would
   prefer 0.1. Nothing is trained: training and summaries are faked."""
@@ -785,6 +785,9 @@ def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, mon
   runner.run_sweep(spec.load(str(tmp_path / "cfg" / "tuned.py")), str(workdir), num_shift_images=64,
                    max_shift=4)
 
+  assert ("At an edge of its grid (the best value may lie beyond it; get_tuning's arm_grids "
+          "extends one arm's): stride 0.4 (its highest), blur 0.4 (its highest)\n"
+          in capsys.readouterr().out)  # Said as the choice is made, before the seeds train.
   tuned = [r for r in runs if "__" in r[0]]
   assert sorted(r[0] for r in tuned) == sorted(cells)
   assert {(r[2], r[3]) for r in tuned} == {("train[:90%]", "train[90%:]")}

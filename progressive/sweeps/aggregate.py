@@ -133,13 +133,12 @@ def _tuning_lines(workdir: epath.Path, choice) -> list[str]:
   source = (f"by the sweep in {choice['from']} (this sweep ran no tuning of its own; the "
             "grid below is that sweep's) " if choice.get("from") else "")
   chosen = {r["key"]: r for r in choice["grid"]}.values()
-  edges = tuning.at_edges(choice)
+  edges = tuning.edges_text(choice)
   return ["", f"Tuning: {choice['field']} chosen per arm {source}by {metric} on the validation "
           f"slice ({choice['splits'][1]}, trained on {choice['splits'][0]}), "
           f"{tuning.seeds_text(choice)}; the test split was not used to choose. Chosen: "
           + ", ".join(f"{r['arm']} {choice['values'][r['key']]}" for r in chosen) + "."
-          + (" At an edge of its grid (the best value may lie beyond it): "
-             + ", ".join(f"{arm} {value} (its {side})" for arm, value, side in edges) + "."
+          + (f" At an edge of its grid (the best value may lie beyond it): {edges}."
              if edges else ""), "",
           *tables.markdown(grid)]
 

@@ -89,6 +89,9 @@ def run_sweep(sweep: spec.Sweep, workdir: str, *, workers: int = 1, tune_only: b
       arms = {r["key"]: r for r in choice["grid"]}.values()
       print(f"Chosen by validation {choice['metric']} ({tuning.seeds_text(choice)}): "
             + ", ".join(f"{r['arm']}: {choice['values'][r['key']]}" for r in arms))
+      if edges := tuning.edges_text(choice):  # Worth a look before the seeds spend hours.
+        print("At an edge of its grid (the best value may lie beyond it; get_tuning's "
+              f"arm_grids extends one arm's): {edges}")
       if tune_only:
         tables.write_tuning(workdir, choice)
         return []

@@ -154,6 +154,11 @@ def at_edges(choice: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
   return out
 
 
+def edges_text(choice: Mapping[str, Any]) -> str:
+  """`at_edges` as results.md and the sweep's log say it (empty if no arm is at an edge)."""
+  return ", ".join(f"{arm} {value} (its {side})" for arm, value, side in at_edges(choice))
+
+
 def borrow(sweep: spec.Sweep, workdir, source) -> dict[str, Any]:
   """The choice of the sweep in `source` given to this sweep's arms, matched by arm name
   (the check of convergence, the same arms at twice the budget, runs at the rates the
