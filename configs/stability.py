@@ -50,17 +50,18 @@ flips for 16 epochs (`PX64_EPOCHS`: experiments/results/convergence found 16 epo
 within a point of 32 at 64 px), the arms `no_bn_constant`, `no_bn_one_cycle`,
 `bn_one_cycle` and `bn_one_cycle_batch512` (batch 512 for the same 16 epochs: the images
 and FLOPs of `bn_one_cycle`, a quarter of its steps), `opt.lr_max` tuned per arm over
-`PX64_LR_GRID` (0.00625-0.4: the 32 px rerun's arms chose 0.025-0.2, and at 64 px 0.025
-diverged without batch norm at a constant rate; the arms without batch norm from
-0.0015625, `PX64_NO_BN_LR_GRID`, as both chose 0.00625 first; two seeds per value, by
-accuracy at 64 px; a rate at which a tuning seed diverges is never chosen), seeds 0-4, activation
-statistics every 16 steps. The larger batch is asked at equal images only,
-`bn_one_cycle_batch512` minus `bn_one_cycle` (the rerun's contrast, whose batch-128 arm
-at batch 512's images is here `bn_one_cycle` itself): at equal steps batch 512 would
-train 64 epochs, four times a point of the other arms, and so would the rerun's matched
-budget. `:px64_long` is its check of convergence (RESEARCH.md: within a point of twice
-the budget): every arm twice as long, seeds 0 and 1 (`spec.CHECK_SEEDS`), run with
-`--tuning_from=<px64's workdir>` at the rates `:px64` chose.
+`PX64_LR_GRID` (0.025-0.4 for the arms with batch norm: the 32 px rerun's chose 0.1 and
+0.2) and `PX64_NO_BN_LR_GRID` (0.0015625-0.4 for those without: at 64 px 0.025 diverged
+without batch norm at a constant rate, and both chose 0.00625 when it was the lowest),
+two seeds per value, by accuracy at 64 px (a rate at which a tuning seed diverges is
+never chosen), seeds 0-4, activation statistics every 16 steps. The larger batch is
+asked at equal images only, `bn_one_cycle_batch512` minus `bn_one_cycle` (the rerun's
+contrast, whose batch-128 arm at batch 512's images is here `bn_one_cycle` itself): at
+equal steps batch 512 would train 64 epochs, four times a point of the other arms, and
+so would the rerun's matched budget. `:px64_long` is its check of convergence
+(RESEARCH.md: within a point of twice the budget): every arm twice as long, seeds 0 and
+1 (`spec.CHECK_SEEDS`), run with `--tuning_from=<px64's workdir>` at the rates `:px64`
+chose.
 """
 
 import ml_collections
@@ -74,13 +75,15 @@ EPOCHS = 3
 LR_GRID = (0.0125, 0.025, 0.05, 0.1, 0.2, 0.4, 0.8, 1.6, 3.2)
 SEEDS = (0, 1, 2, 3, 4)
 PX64_EPOCHS = 16
-# The first px64 grid started at 0.025, which diverged for no_bn_constant (a tuning seed of
-# two; the other barely left chance): two steps below it. 0.4 came with the batch-512 arm,
-# whose rate at 32 px (0.2, at 4x these steps) was the old grid's upper edge.
-PX64_LR_GRID = (0.00625, 0.0125, 0.025, 0.05, 0.1, 0.2, 0.4)
-# Both arms without batch norm chose 0.00625, that grid's lowest rate (no_bn_one_cycle:
-# 0.65 on the validation slice, 0.25 at 0.0125): two steps further down for them.
-PX64_NO_BN_LR_GRID = (0.0015625, 0.003125, *PX64_LR_GRID)
+# The arms with batch norm: the 32 px rerun chose 0.1 (bn_one_cycle) and 0.2 (batch 512,
+# at 4x these steps; the top of 0.0125-0.2 here then), 0.025 being far worse (0.44
+# against 0.58): from 0.025 to 0.4.
+PX64_LR_GRID = (0.025, 0.05, 0.1, 0.2, 0.4)
+# The arms without batch norm: the first px64 grid started at 0.025, which diverged for
+# no_bn_constant (a tuning seed of two; the other barely left chance), so it went down to
+# 0.00625; both arms chose that, the lowest rate (no_bn_one_cycle: 0.65 on the validation
+# slice, 0.25 at 0.0125), so it goes two steps further down for them.
+PX64_NO_BN_LR_GRID = (0.0015625, 0.003125, 0.00625, 0.0125, *PX64_LR_GRID)
 
 
 def _variant(arg: str | None) -> ml_collections.ConfigDict:
