@@ -259,7 +259,8 @@ def get_tuning(arg: str | None = None) -> dict | None:
   if variant.protocol in ("tuned64", "px64"):
     simple = variant.protocol == "px64" and variant.family == "simple_cnn"
     grid = PX64_LR_GRID if simple else TUNED64_LR_GRID
-    return {"field": "opt.lr_max", "grid": grid, "metric": "acc@64", "seeds": spec.TUNING_SEEDS}
+    return {"field": "opt.lr_max", "grid": grid, "metric": "acc@64", "seeds": spec.TUNING_SEEDS,
+            "extend_edges": spec.PX64_EXTEND_EDGES if variant.protocol == "px64" else 0}
   if variant.protocol != "rerun":
     return None  # Only the reruns tune.
   grid = LR_GRID if variant.family == "simple_cnn" else DEEP_LR_GRID

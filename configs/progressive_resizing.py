@@ -169,7 +169,7 @@ def get_tuning(arg: str | None = None) -> dict:
   else:  # The first budget on scale_shapes and the photographs' second.
     grid = WIDE_LR_GRID
   return {"field": "opt.lr_max", "grid": grid, "metric": f"acc@{largest}",
-          "seeds": spec.TUNING_SEEDS}
+          "seeds": spec.TUNING_SEEDS, "extend_edges": spec.PX64_EXTEND_EDGES if variant.px64 else 0}
 
 
 def get_ensemble_sizes(arg: str | None = None) -> dict[int, tuple[int, ...]]:

@@ -156,7 +156,7 @@ def get_sweep(arg: str | None = None) -> list[dict]:
 
 def get_tuning(arg: str | None = None) -> dict | None:
   variant = _variant(arg)
-  if variant.px64:
+  if variant.px64:  # Its grids' edges were extended by hand before its seeds trained.
     return {"field": "opt.lr_max", "grid": PX64_LR_GRID, "metric": "acc@64",
             "seeds": spec.TUNING_SEEDS,
             "arm_grids": {arm: PX64_NO_BN_LR_GRID for arm in ("no_bn_constant", "no_bn_one_cycle")}}

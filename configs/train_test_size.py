@@ -169,8 +169,10 @@ def get_tuning(arg: str | None = None) -> dict:
   variant = _variant(arg)
   grid = (0.2, 0.4) if variant.smoke else LR_GRID_64 if variant.px64 else LR_GRID
   arm_grids = ARM_GRIDS_64 if variant.px64 and not variant.photos else {}
+  # On photographs, edges are extended as they come (scale_shapes' were by hand, above).
+  extend = spec.PX64_EXTEND_EDGES if variant.px64 and variant.photos else 0
   return {"field": "opt.lr_max", "grid": grid, "metric": "acc@{size}",
-          "seeds": spec.TUNING_SEEDS, "arm_grids": arm_grids}
+          "seeds": spec.TUNING_SEEDS, "arm_grids": arm_grids, "extend_edges": extend}
 
 
 def get_ensemble_sizes(arg: str | None = None) -> dict[int, tuple[int, ...]]:

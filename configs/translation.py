@@ -136,7 +136,8 @@ def get_tuning(arg: str | None = None) -> dict:
   variant = _variant(arg)
   grid = (0.1, 0.2) if variant.smoke else PX64_LR_GRID if variant.protocol == "px64" else (
       TUNED64_LR_GRID if _size(variant) == 64 else LR_GRID)
-  return {"field": "opt.lr_max", "grid": grid, "metric": "acc@{size}", "seeds": spec.TUNING_SEEDS}
+  return {"field": "opt.lr_max", "grid": grid, "metric": "acc@{size}", "seeds": spec.TUNING_SEEDS,
+          "extend_edges": spec.PX64_EXTEND_EDGES if variant.protocol == "px64" else 0}
 
 
 def get_comparisons(arg: str | None = None) -> list[tuple[str, str]]:

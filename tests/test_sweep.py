@@ -815,6 +815,60 @@ def test_tuning_chooses_on_the_validation_slice_not_the_test_split(tmp_path, mon
       ("stride", "0.100", "0.600", "2", "0.900 0.300"), ("stride", "0.400", "0.725", "2", "0.700 0.750")]
 
 
+def test_an_arm_chosen_at_an_edge_is_tuned_further_before_its_seeds(tmp_path, monkeypatch, capsys):
+  """`extend_edges`, by the grid's own step (x4 here): `stride` keeps improving upwards
+  (0.4, then 1.6, then 6.4, the limit of two extensions, still at the edge); `blur` is
+  best at 0.1, its lower edge, then 0.025 is worse (inside now: no further). The seeds train at the final choices; a rerun
+  trains nothing more. Nothing is trained: training and summaries are faked."""
+  _tuned_sweep_file(tmp_path, "{'name': 'stride', 'model.downsample': 'stride'}, "
+                              "{'name': 'blur', 'model.downsample': 'blur'}")
+  path = tmp_path / "cfg" / "tuned.py"
+  path.write_text(path.read_text().replace("'metric': 'acc@32'}", "'metric': 'acc@32', 'extend_edges': 2}"))
+  validation = {"stride": {0.1: 0.3, 0.4: 0.5, 1.6: 0.6, 6.4: 0.7},
+                "blur": {0.025: 0.4, 0.1: 0.6, 0.4: 0.5}}
+  runs, done = [], set()
+
+  def fake_train(config, workdir):
+    runs.append((pathlib.Path(workdir).name, config.opt.lr_max))
+    done.add(str(workdir))
+    return types.SimpleNamespace(interrupted=None)
+
+  def fake_summary(workdir, name, overrides, config, settings, **kwargs):
+    accuracy = (validation[config.model.downsample][config.opt.lr_max]
+                if config.data.eval_split == "train[90%:]" else 0.5)
+    summary = {"name": name, "options": settings.options(config), "step": 24,
+               "overrides": {k: v for k, v in overrides.items() if k != "name"},
+               "eval": {"32": {"accuracy": accuracy}}, "best_size": 32, "images_seen": 1,
+               "wall_seconds": 1.0}
+    (pathlib.Path(workdir) / measure.SUMMARY_FILE).write_text(json.dumps(summary))
+
+  monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+  monkeypatch.setattr(measure, "summarize_point", fake_summary)
+  monkeypatch.setattr(measure, "finished", lambda point_dir, config: str(point_dir) in done)
+  workdir = tmp_path / "sweep"
+  sweep = spec.load(str(path))
+  runner.run_sweep(sweep, str(workdir), num_shift_images=8, max_shift=4)
+  tuned = sorted({(name.split("__")[0], lr) for name, lr in runs if "__" in name})
+  assert tuned == [("blur", 0.025), ("blur", 0.1), ("blur", 0.4), ("stride", 0.1),
+                   ("stride", 0.4), ("stride", 1.6), ("stride", 6.4)]
+  assert sorted({(name, lr) for name, lr in runs if "__" not in name}) == [
+      ("blur_seed1", 0.1), ("blur_seed2", 0.1), ("stride_seed1", 6.4), ("stride_seed2", 6.4)]
+  out = capsys.readouterr().out
+  assert "At an edge of its grid, so tuned one value further: stride 1.6, blur 0.025\n" in out
+  assert "At an edge of its grid, so tuned one value further: stride 6.4\n" in out
+  markdown = (workdir / "results.md").read_text()
+  assert "At an edge of its grid (the best value may lie beyond it): stride 6.4 (its highest)." in markdown
+  before = len(runs)
+  runner.run_sweep(sweep, str(workdir), num_shift_images=8, max_shift=4)  # The same extensions.
+  assert len(runs) == before
+  for bad in (-1, True, 1.5):
+    with pytest.raises(ValueError, match="extend_edges must be a count"):
+      spec.Tuning.from_dict({"field": "opt.lr_max", "grid": [0.1], "metric": "acc@32",
+                             "extend_edges": bad})
+  assert {r["arm"]: r["value"] for r in tuning.read_choice(workdir)["grid"]
+          if r["value"] in (0.025, 6.4)} == {"blur": 0.025, "stride": 6.4}
+
+
 def test_an_arm_tuned_over_its_own_grid(tmp_path):
   """`arm_grids`: the named arm's tuning runs take its own values, the others the grid;
   an arm the sweep lacks is refused in one line; `--tuning_grid` replaces every arm's."""

@@ -62,7 +62,10 @@ def run_sweep(sweep: spec.Sweep, workdir: str, *, workers: int = 1, tune_only: b
   `tune_only`, only the tuning grid (`tuning_grid`, if given, instead of the sweep's: to
   check other values in another workdir): it writes the choice and `DIR/tuning.csv` and
   returns no rows. With `tuning_from` (another sweep's workdir) no tuning runs: each arm
-  takes the value that sweep chose for its arm of the same name (`tuning.borrow`).
+  takes the value that sweep chose for its arm of the same name (`tuning.borrow`). With
+  the tuning's `extend_edges`, an arm chosen at an edge of its grid is tuned one value
+  further, up to that many times, before the seeds train (`tuning.extend_at_edges`; a
+  rerun finds the same extensions from the same finished runs).
 
   `settings` are `measure.Settings.of`'s: `num_shift_images`, `max_shift`,
   `ensemble_sizes` and `finetune` (default: the sweep's), `bn_images` (the scale
@@ -86,6 +89,18 @@ def run_sweep(sweep: spec.Sweep, workdir: str, *, workers: int = 1, tune_only: b
       train_points([spec.Point(t.name, t.overrides, t.config) for t in runs],
                    workdir / tuning.TUNING_DIR, measure.Settings(tuning=True), workers)
       choice = tuning.choose(tuned, workdir)
+      for _ in range(tuned.tuning.extend_edges):  # The same extensions again on a rerun.
+        wider = tuning.extend_at_edges(tuned, choice)
+        if wider is tuned:
+          break
+        tuned = wider
+        added = [t for t in tuning.tuning_points(tuned) if t.name not in {r.name for r in runs}]
+        runs += added
+        cells = dict.fromkeys(f"{t.name.rsplit('__', 1)[0]} {t.value}" for t in added)
+        print("At an edge of its grid, so tuned one value further: " + ", ".join(cells))
+        train_points([spec.Point(t.name, t.overrides, t.config) for t in added],
+                     workdir / tuning.TUNING_DIR, measure.Settings(tuning=True), workers)
+        choice = tuning.choose(tuned, workdir)
       arms = {r["key"]: r for r in choice["grid"]}.values()
       print(f"Chosen by validation {choice['metric']} ({tuning.seeds_text(choice)}): "
             + ", ".join(f"{r['arm']}: {choice['values'][r['key']]}" for r in arms))

@@ -239,6 +239,10 @@ TUNING_SEEDS = (0, 1)  # Seeds per tuning cell: a cell's metric is their mean.
 # A check of convergence (the same arms at twice the budget, at the first budget's rates:
 # `progressive sweep --tuning_from`) runs two seeds, as the budget's ladder did.
 CHECK_SEEDS = (0, 1)
+# The px64 sweeps tune an arm chosen at an edge of its grid one value further before its
+# seeds train (`Tuning.extend_edges`): hours of seeds at a rate that may not be the best
+# cost far more than two tuning runs.
+PX64_EXTEND_EDGES = 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,7 +256,10 @@ class Tuning:
   few hundred images one seed's accuracy moves by several points); `pilot=True` allows
   one, for a first look whose choice says so. `arm_grids` gives the named arms (seed
   groups) their own grid instead of `grid`, for arms whose usable range lies elsewhere
-  (networks without batch norm train at far lower rates)."""
+  (networks without batch norm train at far lower rates). With `extend_edges` = N, an arm
+  whose choice is its grid's lowest or highest value gets one more value beyond it (the
+  grid's own step there: x2 or /2 for a grid of doubling rates), up to N times, before
+  its seeds train (`tuning.extend_at_edges`)."""
 
   field: str
   grid: tuple
@@ -262,6 +269,7 @@ class Tuning:
   seeds: tuple[int, ...] = TUNING_SEEDS
   pilot: bool = False
   arm_grids: Mapping[str, tuple] = dataclasses.field(default_factory=dict)
+  extend_edges: int = 0
 
   def grid_of(self, arm: str) -> tuple:
     """The values the arm (a seed group's name) is tuned over."""
@@ -287,6 +295,9 @@ class Tuning:
     if not all(arm_grids.values()):
       raise ValueError(f"get_tuning's arm_grids must give each arm a non-empty grid, got "
                        f"{given['arm_grids']!r}.")
+    extend = given.get("extend_edges", 0)
+    if not isinstance(extend, int) or isinstance(extend, bool) or extend < 0:
+      raise ValueError(f"get_tuning's extend_edges must be a count (0 or more), got {extend!r}.")
     tuning = cls(**{**given, "grid": tuple(given["grid"]), "seeds": seeds,
                     "pilot": bool(given.get("pilot", False)), "arm_grids": arm_grids})
     if len(seeds) < 2 and not tuning.pilot:
@@ -588,8 +599,8 @@ class Sweep:
     `grid`)."""
     if not grid or self.tuning is None:
       return self
-    return dataclasses.replace(self, tuning=dataclasses.replace(self.tuning, grid=tuple(grid),
-                                                                arm_grids={}))
+    return dataclasses.replace(self, tuning=dataclasses.replace(
+        self.tuning, grid=tuple(grid), arm_grids={}, extend_edges=0))
 
 
 def load(flag: str, common: Mapping[str, Any] | None = None) -> Sweep:

@@ -12,6 +12,7 @@ may instead borrow another sweep's choice (`borrow`: a check at twice the budget
 the first budget's rates); its choice then names that sweep (`from`).
 """
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -152,6 +153,23 @@ def at_edges(choice: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
     if value == min(grid) or value == max(grid):
       out.append((arms[key], value, "lowest" if value == min(grid) else "highest"))
   return out
+
+
+def extend_at_edges(sweep: spec.Sweep, choice: Mapping[str, Any]) -> spec.Sweep:
+  """`sweep` with one more value in the grid of each arm whose `choice` is at an edge
+  (`at_edges`), beyond that edge by the grid's own step there (a ratio where every value
+  is positive, else a difference); `sweep` itself where none is."""
+  tuning = sweep.tuning
+  grids = dict(tuning.arm_grids)
+  for arm, _, side in at_edges(choice):
+    grid = sorted(tuning.grid_of(arm))
+    inner, edge = (grid[1], grid[0]) if side == "lowest" else (grid[-2], grid[-1])
+    value = edge * (edge / inner) if all(v > 0 for v in grid) else edge + (edge - inner)
+    value = round(value, 12)  # 0.1 / 2, not 0.05000000000000001.
+    grids[arm] = tuple(sorted((*grid, value)))
+  if grids == dict(tuning.arm_grids):
+    return sweep
+  return dataclasses.replace(sweep, tuning=dataclasses.replace(tuning, arm_grids=grids))
 
 
 def edges_text(choice: Mapping[str, Any]) -> str:
