@@ -595,8 +595,8 @@ class Sweep:
     return points
 
   def with_grid(self, grid: Sequence[Any] | None) -> "Sweep":
-    """This sweep with `grid` instead of its tuning grid, for every arm (itself without
-    `grid`)."""
+    """This sweep with `grid` instead of its tuning grid, for every arm and with no edge
+    extension: the values asked for, no others (itself without `grid`)."""
     if not grid or self.tuning is None:
       return self
     return dataclasses.replace(self, tuning=dataclasses.replace(
