@@ -53,7 +53,8 @@ from matplotlib.figure import Figure
 
 from progressive import statistics
 from progressive.analysis import plots
-from progressive.sweeps import budgets, hypotheses, tuning as tuning_lib
+from progressive.sweeps import budgets, hypotheses
+from progressive.sweeps import tuning as tuning_lib
 
 HERE = pathlib.Path(__file__).parent
 RESULTS = HERE / "results"
@@ -113,11 +114,16 @@ def means(name: str, columns: list[str]) -> str:
   return _markdown(["arm", *columns], [[r["name"], *(r[c] for c in columns)] for r in rows])
 
 
+def _tuning_rows(name: str) -> tuple[list[dict[str, str]], str]:
+  """`tuning.csv`'s rows and the metric its cells hold (the column after arm and value)."""
+  rows = _rows(name, "tuning.csv")
+  return rows, next(k for k in rows[0] if k not in ("arm", "value"))
+
+
 def tuning(name: str) -> str:
   """The grid, an arm per row and a value per column (ascending; `-` where the arm was not
   tuned at it, `diverged` where a tuning seed of the cell diverged)."""
-  rows = _rows(name, "tuning.csv")
-  metric = next(k for k in rows[0] if k not in ("arm", "value"))
+  rows, metric = _tuning_rows(name)
   values = sorted(dict.fromkeys(r["value"] for r in rows), key=float)
   arms = {}
   for r in rows:
@@ -139,8 +145,7 @@ def edges(names: str) -> str:
   takes it."""
   found = []
   for name in names.split("+"):
-    rows = _rows(name, "tuning.csv")
-    metric = next(k for k in rows[0] if k not in ("arm", "value"))
+    rows, metric = _tuning_rows(name)
     grid, values = [], {}
     for r in rows:
       grid.append({"arm": r["arm"], "key": r["arm"], "value": float(r["value"])})

@@ -84,22 +84,25 @@ def run_sweep(sweep: spec.Sweep, workdir: str, *, workers: int = 1, tune_only: b
     if tuning_from:
       tuning.borrow(sweep, workdir, tuning_from)
     runs = [] if tuning_from else tuning.tuning_points(tuned)
+
+    def train_tuning(points) -> None:
+      train_points([spec.Point(t.name, t.overrides, t.config) for t in points],
+                   workdir / tuning.TUNING_DIR, measure.Settings(tuning=True), workers)
+
     if runs:
       print(f"Tuning {tuned.tuning.field} on the validation slice: {len(runs)} runs.")
-      train_points([spec.Point(t.name, t.overrides, t.config) for t in runs],
-                   workdir / tuning.TUNING_DIR, measure.Settings(tuning=True), workers)
+      train_tuning(runs)
       choice = tuning.choose(tuned, workdir)
       for _ in range(tuned.tuning.extend_edges):  # The same extensions again on a rerun.
         wider = tuning.extend_at_edges(tuned, choice)
         if wider is tuned:
           break
+        known = {t.name for t in tuning.tuning_points(tuned)}
         tuned = wider
-        added = [t for t in tuning.tuning_points(tuned) if t.name not in {r.name for r in runs}]
-        runs += added
+        added = [t for t in tuning.tuning_points(tuned) if t.name not in known]
         cells = dict.fromkeys(f"{t.name.rsplit('__', 1)[0]} {t.value}" for t in added)
         print("At an edge of its grid, so tuned one value further: " + ", ".join(cells))
-        train_points([spec.Point(t.name, t.overrides, t.config) for t in added],
-                     workdir / tuning.TUNING_DIR, measure.Settings(tuning=True), workers)
+        train_tuning(added)
         choice = tuning.choose(tuned, workdir)
       arms = {r["key"]: r for r in choice["grid"]}.values()
       print(f"Chosen by validation {choice['metric']} ({tuning.seeds_text(choice)}): "

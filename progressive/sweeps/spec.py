@@ -198,6 +198,12 @@ def group_name(name: str, seed: int) -> str:
   return name.replace(f"_seed={seed}_", "_", 1)
 
 
+def arm_of(overrides: Mapping[str, Any]) -> str:
+  """The seed group (arm) a point belongs to: its `group_name`, or its name without a seed."""
+  name = point_name(overrides)
+  return group_name(name, overrides["seed"]) if "seed" in overrides else name
+
+
 def apply_overrides(config: ml_collections.ConfigDict, overrides: Mapping[str, Any]):
   """A copy of `config` with dotted-key overrides applied (unknown keys are a `KeyError`)."""
   config = config.copy_and_resolve_references()
@@ -622,8 +628,7 @@ def load(flag: str, common: Mapping[str, Any] | None = None) -> Sweep:
                 overrides=tuple(dict(o) for o in module.get_sweep(arg)), common=common)
   sweep.expand()  # Bad overrides, names and shared names fail here.
   tuning = None if (given := hook("get_tuning")) is None else Tuning.from_dict(given)
-  arms = {group_name(point_name(o), o["seed"]) if "seed" in o else point_name(o)
-          for o in sweep.overrides}
+  arms = {arm_of(o) for o in sweep.overrides}
   if tuning is not None and (unknown := set(tuning.arm_grids) - arms):
     raise ValueError(f"get_tuning's arm_grids names {sorted(unknown)}, not arms of {flag}: "
                      f"its arms are {sorted(arms)}.")

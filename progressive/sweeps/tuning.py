@@ -46,7 +46,7 @@ def tuning_points(sweep: spec.Sweep) -> list[TuningPoint]:
     arms.setdefault(spec.arm_key(overrides), (name, overrides))
   out = []
   for key, (name, overrides) in arms.items():
-    arm = spec.group_name(name, overrides["seed"]) if "seed" in overrides else name
+    arm = spec.arm_of(overrides)
     for value in tuning.grid_of(arm):
       for seed in tuning.seeds:
         tuned = {k: v for k, v in overrides.items() if k not in ("seed", "name")}
