@@ -8,6 +8,7 @@ import os
 import pathlib
 import re
 import shutil
+import socket
 import subprocess
 import types
 
@@ -462,6 +463,56 @@ def test_finished_points_are_skipped_and_partial_ones_resume(antialias_smoke, ca
 
 
 @pytest.mark.slow
+def test_status_from_the_console_says_where_a_held_sweep_stands(antialias_smoke, tmp_path):
+  """`progressive sweep --status` as a user meets it (the installed command, another
+  folder, no PYTHONPATH) on a copy of a real sweep: one point killed partway (logged to
+  step 6, checkpointed at 4 of 8), the other finished under another learning rate, the
+  folder held by a live sweep (this process). It names all of that and writes nothing."""
+  from progressive.sweeps import folder as sweep_folder  # pylint: disable=import-outside-toplevel
+  from progressive.training import workdir as workdir_lib  # pylint: disable=import-outside-toplevel
+
+  workdir, common, _ = antialias_smoke
+  copy = tmp_path / "copy"
+  shutil.copytree(workdir, copy)
+  point = copy / "simple_cnn_blur3"
+  shutil.rmtree(point / "checkpoints" / "8")
+  (point / measure.SUMMARY_FILE).unlink()
+  rows = [json.loads(r) for r in (point / "metrics.jsonl").read_text().splitlines()]
+  rows = [r for r in rows if r.get("step", 0) <= 4]  # Logged every 4 steps: one more at 6.
+  rows.append({**next(r for r in rows if r.get("event") == "train" and r["step"] == 4), "step": 6})
+  (point / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  stored = json.loads((copy / "simple_cnn_stride" / "config.json").read_text())
+  lr = stored["opt"]["lr_max"]
+  stored["opt"]["lr_max"] = 2 * lr
+  (copy / "simple_cnn_stride" / "config.json").write_text(json.dumps(stored))
+  hold = workdir_lib.Hold(copy, file=sweep_folder.HOLD_FILE)
+  hold.acquire()
+  try:
+    before = {p: p.stat().st_mtime_ns for p in copy.rglob("*") if p.name != sweep_folder.HOLD_FILE}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    result = subprocess.run(
+        [shutil.which("progressive"), "sweep", f"--config={REPO}/configs/antialias.py:smoke",
+         f"--workdir={copy}", "--status", *(f"--set={k}={v}" for k, v in common.items())],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300, check=False)
+  finally:
+    hold.release()
+  assert result.returncode == 0, result.stderr[-3000:]
+  lines = result.stdout.splitlines()
+  assert f"in {copy}: running (process {os.getpid()} on {socket.gethostname()}, since " in lines[0]
+  assert lines[1:5] == [
+      "Points: 2, 1 finished, 1 partway.",
+      "  simple_cnn_stride: finished",
+      f"    simple_cnn_stride was trained under another config (opt.lr_max: {2 * lr!r} -> {lr!r}): "
+      "the sweep stops on it; move its folder aside to rerun it.",
+      "  simple_cnn_blur3: partway at step 6 of 8, checkpointed at 4",
+  ]
+  assert re.fullmatch(r"Time: 1 finished runs trained in \d+ s \(\d+ s each\)\. Left: 1 run\(s\), "
+                      r"about \d+ s of training at each arm's rate so far; the points' measures "
+                      r"come on top\.", lines[5]), lines[5]
+  assert {p: p.stat().st_mtime_ns for p in copy.rglob("*")} == before  # Nothing written.
+
+
+@pytest.mark.slow
 def test_points_copied_without_checkpoints_are_not_trained_again(antialias_smoke, tmp_path, capsys):
   """A workdir copied from the machine it ran on without its checkpoints (summaries and
   logs only) is finished for the sweep with the same measures, as for aggregation."""
@@ -501,10 +552,12 @@ def test_workers_train_the_same_points_as_one_process(antialias_smoke, tmp_path)
     ("--workers=0", "--workers must be at least 1, got 0."),
     ("--tune_only", "defines no tuning (get_tuning); --tune_only has nothing to run."),
     ("--tuning_grid=0.05,0.1", "--tuning_grid needs --tune_only"),
+    ("--status --aggregate_only", "--status only reads the sweep folder: it goes with neither "
+     "--print_commands, --aggregate_only, --tune_only nor --tuning_grid."),
 ])
 def test_workers_and_tune_only_are_refused_before_anything_runs(flag, message):
   fv = cli.parse(sweep_command.COMMAND, ["prog", f"--config={REPO}/configs/antialias.py:smoke",
-                                 "--workdir=/tmp/x", flag])
+                                 "--workdir=/tmp/x", *flag.split()])
   with pytest.raises(cli.Error, match=re.escape(message)):
     sweep_command._main(fv)
 
@@ -867,6 +920,92 @@ def test_an_arm_chosen_at_an_edge_is_tuned_further_before_its_seeds(tmp_path, mo
                              "extend_edges": bad})
   assert {r["arm"]: r["value"] for r in tuning.read_choice(workdir)["grid"]
           if r["value"] in (0.025, 6.4)} == {"blur": 0.025, "stride": 6.4}
+
+
+def _tuning_run(workdir, name, accuracy=None, *, diverged=False, step=None):
+  """A tuning run's folder as the sweep leaves it: summarised with `accuracy` at 32 px
+  after 60 s of training, diverged, or logged to `step` without a checkpoint."""
+  point_dir = workdir / tuning.TUNING_DIR / name
+  point_dir.mkdir(parents=True)
+  if diverged:
+    measure.record_diverged(point_dir, "Non-finite loss at step 3.")
+  elif step is not None:
+    (point_dir / "metrics.jsonl").write_text(json.dumps({"event": "train", "step": step}) + "\n")
+  else:
+    (point_dir / measure.SUMMARY_FILE).write_text(json.dumps(
+        {"name": name, "overrides": {}, "step": 24, "eval": {"32": {"accuracy": accuracy}}}))
+    measure.record_trained_seconds(point_dir, 60.0)
+
+
+def test_status_follows_the_tuning_to_its_choice_and_edge_extension(tmp_path):
+  """`status.report` reads the tuning as the sweep would: a cell's mean once each seed is
+  in, a diverged seed makes its cell diverged, a partway one its step; once every run is
+  in, the edge extension the sweep would add (`extend_edges`: 1, x4 here) and its runs;
+  then the choice. It writes nothing. The runs' files are written here as a sweep writes
+  them (nothing trains)."""
+  from progressive.sweeps import status  # pylint: disable=import-outside-toplevel
+
+  _tuned_sweep_file(tmp_path, "{'name': 'stride', 'model.downsample': 'stride'}, "
+                              "{'name': 'blur', 'model.downsample': 'blur'}")
+  path = tmp_path / "cfg" / "tuned.py"
+  path.write_text(path.read_text().replace("'metric': 'acc@32'}", "'metric': 'acc@32', 'extend_edges': 1}"))
+  sweep, workdir = spec.load(str(path)), tmp_path / "sweep"
+  for name, accuracy in [("stride__lr_max=0.1_seed0", 0.3), ("stride__lr_max=0.1_seed1", 0.5),
+                         ("stride__lr_max=0.4_seed0", 0.6), ("stride__lr_max=0.4_seed1", 0.7),
+                         ("blur__lr_max=0.1_seed0", 0.6), ("blur__lr_max=0.4_seed0", 0.5)]:
+    _tuning_run(workdir, name, accuracy)
+  _tuning_run(workdir, "blur__lr_max=0.1_seed1", diverged=True)
+  _tuning_run(workdir, "blur__lr_max=0.4_seed1", step=10)
+  files = sorted(workdir.rglob("*"))
+  lines = status.report(sweep, workdir).splitlines()
+  assert lines[0] == f"{path} in {workdir}: not running."
+  assert lines[1:6] == [
+      "Tuning opt.lr_max by acc@32 on train[90%:] (trained on train[:90%]), seeds 0, 1 per "
+      "value: 8 runs, 6 finished, 1 diverged, 1 partway.",
+      "  stride: 0.1 0.400 | 0.4 0.650",
+      "  blur: 0.1 diverged | 0.4 0.500 (1 of 2 seeds; seed 1 at step 10 of 24)",
+      "  Not chosen yet: 1 run(s) to go, then up to 1 more value(s) per arm chosen at an edge.",
+      "Points: 4, 4 not started.",
+  ]
+  assert lines[6:8] == ["  stride (opt.lr_max not chosen yet): seeds not started 1, 2",
+                        "  blur (opt.lr_max not chosen yet): seeds not started 1, 2"]
+  # At 2.5 s a step (60 s for 24): 14 steps of the partway run and 4 points of 24 steps.
+  assert lines[8] == ("Time: 6 finished runs trained in 6 min (1 min each). Left: 5 run(s), about "
+                      "5 min of training at each arm's rate so far; the points' measures come on "
+                      "top, and any edge extension of the tuning (up to 1 value(s) per arm).")
+  assert sorted(workdir.rglob("*")) == files  # Nothing written.
+
+  # Every run in: both arms chose their highest value, so each is tuned one value further.
+  shutil.rmtree(workdir / tuning.TUNING_DIR / "blur__lr_max=0.4_seed1")
+  _tuning_run(workdir, "blur__lr_max=0.4_seed1", 0.3)
+  lines = status.report(sweep, workdir).splitlines()
+  assert lines[1:5] == [
+      "Tuning opt.lr_max by acc@32 on train[90%:] (trained on train[:90%]), seeds 0, 1 per "
+      "value: 12 runs, 7 finished, 1 diverged, 4 not started.",
+      "  stride: 0.1 0.400 | 0.4 0.650 | 1.6 (0 of 2 seeds)",
+      "  blur: 0.1 diverged | 0.4 0.400 | 1.6 (0 of 2 seeds)",
+      "  Not chosen yet: 4 run(s) to go.",
+  ]
+  for name, accuracy in [("stride__lr_max=1.6_seed0", 0.55), ("stride__lr_max=1.6_seed1", 0.65)]:
+    _tuning_run(workdir, name, accuracy)
+  for seed in (0, 1):
+    _tuning_run(workdir, f"blur__lr_max=1.6_seed{seed}", diverged=True)
+  lines = status.report(sweep, workdir).splitlines()
+  assert lines[2:9] == [
+      "  stride: 0.1 0.400 | 0.4 0.650 (chosen) | 1.6 0.600",
+      "  blur: 0.1 diverged | 0.4 0.400 (chosen) | 1.6 diverged",
+      "  choice.json is not written yet: the sweep writes this one when it runs next.",
+      "Points: 4, 4 not started.",
+      "  stride (opt.lr_max 0.4): seeds not started 1, 2",
+      "  blur (opt.lr_max 0.4): seeds not started 1, 2",
+      "Time: 9 finished runs trained in 9 min (1 min each). Left: 4 run(s), about 4 min of "
+      "training at each arm's rate so far; the points' measures come on top.",
+  ]
+  stale = tuning.choose(sweep, workdir)  # On the grid before the extension, as a stale choice.
+  stale["values"] = {k: 0.1 for k in stale["values"]}
+  (workdir / tuning.TUNING_DIR / tuning.CHOICE_FILE).write_text(json.dumps(stale))
+  assert ("  choice.json holds another choice (made before the grid changed): the sweep writes "
+          "this one when it runs next.") in status.report(sweep, workdir).splitlines()
 
 
 def test_an_arm_tuned_over_its_own_grid(tmp_path):

@@ -3,6 +3,7 @@ r"""`progressive sweep`: train, print or aggregate the points of a config file's
   progressive sweep --config=configs/antialias.py:smoke --workdir=/tmp/antialias
   progressive sweep --config=configs/antialias.py --workdir=DIR --print_commands
   progressive sweep --config=configs/antialias.py --workdir=DIR --aggregate_only
+  progressive sweep --config=configs/antialias.py --workdir=DIR --status
   progressive sweep --config=configs/antialias.py --workdir=DIR --set=data.data_dir=/data
 
 A config file that sweeps defines `get_sweep(arg)` beside `get_config(arg)`: a list of
@@ -16,7 +17,10 @@ naming every such point and field: move those folders aside to rerun them. Aggre
 reads whatever has finished, so points trained elsewhere (`--print_commands` for a
 cluster) count too, and writes `DIR/results.csv`, `DIR/results.md` and `DIR/results.png`.
 `--workers=N` trains N points at a time, each in its own process: on a GPU host, where
-one small model leaves the accelerator and most cores idle.
+one small model leaves the accelerator and most cores idle. `--status` prints where the
+sweep stands and changes nothing, so it runs beside the sweep: each tuning run and point
+finished, diverged, partway (at which step) or not started, each tuning cell's mean
+metric and the choice, and the training time so far with about how much is left.
 
 `with_seeds(points, seeds)` repeats every point per seed; aggregation then adds the mean
 and standard deviation over the seeds of points whose overrides differ only in `seed`.
@@ -39,7 +43,7 @@ import signal
 from absl import flags
 
 from progressive import cli
-from progressive.sweeps import aggregate, run, spec, tuning
+from progressive.sweeps import aggregate, run, spec, status, tuning
 
 
 def define_flags(fv: flags.FlagValues) -> None:
@@ -52,6 +56,10 @@ def define_flags(fv: flags.FlagValues) -> None:
   flags.DEFINE_bool("print_commands", False, "Print one `progressive train` command per point.",
                     **define)
   flags.DEFINE_bool("aggregate_only", False, "Only aggregate what has finished.", **define)
+  flags.DEFINE_bool("status", False, "Print where the sweep stands (each tuning run and point "
+                    "finished, diverged, partway or not started; the tuning choice; the time "
+                    "so far and about what is left), reading only: safe beside the running "
+                    "sweep.", **define)
   flags.DEFINE_multi_string("set", [], "field=value applied to every point, e.g. "
                             "data.data_dir=/data.", **define)
   flags.DEFINE_integer("shift_images", 0, "Test images for the shift measures (0: every one).",
@@ -82,6 +90,12 @@ def _main(fv: flags.FlagValues) -> int | None:
   + the signal's number if a signal stopped the sweep (the training points checkpointed)."""
   try:  # A bad sweep file, --set or --ensemble_sizes fails here, before any point trains.
     sweep = spec.load(fv.config, spec.parse_overrides(fv.set))
+    if fv.status:
+      if fv.print_commands or fv.aggregate_only or fv.tune_only or fv.tuning_grid:
+        raise ValueError("--status only reads the sweep folder: it goes with neither "
+                         "--print_commands, --aggregate_only, --tune_only nor --tuning_grid.")
+      print(status.report(sweep, fv.workdir, tuning_from=fv.tuning_from))
+      return None
     if fv.tune_only and sweep.tuning is None:
       raise run.nothing_to_tune(sweep)
     grid = [spec.parse_overrides([f"value={v}"])["value"] for v in fv.tuning_grid or ()]

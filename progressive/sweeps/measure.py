@@ -123,6 +123,12 @@ def trained_otherwise(point_dir: epath.Path, config) -> dict[str, tuple[Any, Any
                                         ignore=config_lib.RESUMABLE_FIELDS)
 
 
+def trained_otherwise_text(point_dir: epath.Path, config) -> str:
+  """`trained_otherwise` as one phrase, `field: stored -> now; ...` (empty where they agree)."""
+  return "; ".join(f"{k}: {a!r} -> {b!r}"
+                   for k, (a, b) in trained_otherwise(point_dir, config).items())
+
+
 def trained_seconds(point_dir: epath.Path) -> float | None:
   """The wall seconds the sweep spent training the point in `point_dir` (`WALL_FILE`),
   or None where it was not trained by a sweep that recorded it."""

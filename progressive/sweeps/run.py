@@ -100,7 +100,7 @@ def run_sweep(sweep: spec.Sweep, workdir: str, *, workers: int = 1, tune_only: b
         known = {t.name for t in tuning.tuning_points(tuned)}
         tuned = wider
         added = [t for t in tuning.tuning_points(tuned) if t.name not in known]
-        cells = dict.fromkeys(f"{t.name.rsplit('__', 1)[0]} {t.value}" for t in added)
+        cells = dict.fromkeys(f"{t.arm} {t.value}" for t in added)
         print("At an edge of its grid, so tuned one value further: " + ", ".join(cells))
         train_tuning(added)
         choice = tuning.choose(tuned, workdir)
@@ -132,9 +132,9 @@ def train_points(points: Sequence[spec.Point], workdir: epath.Path, settings: me
           or measure.diverged(workdir / name)}
   stale = {}
   for name, _, config in points:
-    differences = measure.trained_otherwise(workdir / name, config) if name in done else {}
+    differences = measure.trained_otherwise_text(workdir / name, config) if name in done else ""
     if differences:
-      stale[name] = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in differences.items())
+      stale[name] = differences
   if stale:
     listed = ", ".join(f"{name} ({details})" for name, details in stale.items())
     raise SweepError(

@@ -34,6 +34,11 @@ class TuningPoint(NamedTuple):
   overrides: dict[str, Any]
   config: ml_collections.ConfigDict
 
+  @property
+  def arm(self) -> str:
+    """The arm's name (its seed group's, `spec.arm_of` of its points)."""
+    return self.name.rsplit("__", 1)[0]
+
 
 def tuning_points(sweep: spec.Sweep) -> list[TuningPoint]:
   """Every tuning run: each arm of the sweep once per grid value and tuning seed, on the
@@ -93,25 +98,43 @@ def choose(sweep: spec.Sweep, workdir) -> dict[str, Any]:
   a non-finite loss (`measure.diverged`) makes its cell one that diverged: its metric is
   None, `diverged` counts its seeds that did, and it is never chosen. `ValueError` for a
   run that has not finished, and for an arm whose every cell diverged."""
-  tuning = sweep.tuning
   tuning_dir = epath.Path(workdir) / TUNING_DIR
-  cells = {}
-  for key, value, name, overrides, config in tuning_points(sweep):
-    arm = name.rsplit("__", 1)[0]
-    if measure.diverged(tuning_dir / name):
-      cells.setdefault((key, json.dumps(value)), (arm, key, value, []))[3].append(None)
-      continue
-    summary = measure.read_summary(tuning_dir / name)
-    if summary is None and measure.finished(tuning_dir / name, config):  # Run elsewhere.
-      summary = measure.summarize_point(tuning_dir / name, name, overrides, config,
-                                        measure.Settings(tuning=True))
+
+  def metric(run: TuningPoint) -> float | None:
+    if measure.diverged(tuning_dir / run.name):
+      return None
+    summary = measure.read_summary(tuning_dir / run.name)
+    if summary is None and measure.finished(tuning_dir / run.name, run.config):  # Run elsewhere.
+      summary = measure.summarize_point(tuning_dir / run.name, run.name, run.overrides,
+                                        run.config, measure.Settings(tuning=True))
     if summary is None:
-      raise ValueError(f"Tuning run {tuning_dir / name} has not finished; run the sweep first.")
-    column = arm_metric(tuning.metric, config)
-    metric = tables.point_row(summary).get(column)
-    if metric is None:
-      raise ValueError(f"Tuning run {name} has no {column!r}; name a column of results.csv.")
-    cells.setdefault((key, json.dumps(value)), (arm, key, value, []))[3].append(metric)
+      raise ValueError(f"Tuning run {tuning_dir / run.name} has not finished; run the sweep first.")
+    return run_metric(sweep, run, summary)
+
+  choice = decide(sweep, [(run, metric(run)) for run in tuning_points(sweep)], tuning_dir)
+  tuning_dir.mkdir(parents=True, exist_ok=True)
+  folder.write_text(tuning_dir / CHOICE_FILE, json.dumps(choice, indent=1, default=str) + "\n")
+  return choice
+
+
+def run_metric(sweep: spec.Sweep, run: TuningPoint, summary: Mapping[str, Any]) -> float:
+  """The tuning metric of one finished run, from its summary; `ValueError` if it has none."""
+  column = arm_metric(sweep.tuning.metric, run.config)
+  value = tables.point_row(summary).get(column)
+  if value is None:
+    raise ValueError(f"Tuning run {run.name} has no {column!r}; name a column of results.csv.")
+  return value
+
+
+def decide(sweep: spec.Sweep, runs: Sequence[tuple[TuningPoint, float | None]],
+           where) -> dict[str, Any]:
+  """The choice (`choice.json`'s fields) from every tuning run's metric (None: it
+  diverged), without writing it; `ValueError` for an arm whose every cell diverged (its
+  runs are in `where`)."""
+  tuning = sweep.tuning
+  cells = {}
+  for run, metric in runs:
+    cells.setdefault((run.key, json.dumps(run.value)), (run.arm, run.key, run.value, []))[3].append(metric)
   rows, best = [], {}
   for arm, key, value, metrics in cells.values():  # In grid order, arm by arm.
     failed = sum(m is None for m in metrics)
@@ -125,14 +148,11 @@ def choose(sweep: spec.Sweep, workdir) -> dict[str, Any]:
   lost = ", ".join(dict.fromkeys(r["arm"] for r in rows if r["key"] not in best))
   if lost:
     raise ValueError(f"Every {tuning.field} of the grid diverged for {lost} (a non-finite loss "
-                     f"in a tuning seed of each cell, {tuning_dir}): extend the grid below its "
+                     f"in a tuning seed of each cell, {where}): extend the grid below its "
                      "lowest value.")
-  choice = {"field": tuning.field, "metric": tuning.metric,
-            "splits": [tuning.train_split, tuning.eval_split], "seeds": list(tuning.seeds),
-            "pilot": tuning.pilot, "values": {k: v for k, (v, _) in best.items()}, "grid": rows}
-  tuning_dir.mkdir(parents=True, exist_ok=True)
-  folder.write_text(tuning_dir / CHOICE_FILE, json.dumps(choice, indent=1, default=str) + "\n")
-  return choice
+  return {"field": tuning.field, "metric": tuning.metric,
+          "splits": [tuning.train_split, tuning.eval_split], "seeds": list(tuning.seeds),
+          "pilot": tuning.pilot, "values": {k: v for k, (v, _) in best.items()}, "grid": rows}
 
 
 def at_edges(choice: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
@@ -192,7 +212,7 @@ def borrow(sweep: spec.Sweep, workdir, source) -> dict[str, Any]:
     raise ValueError(f"{source} tuned {theirs['field']}; {sweep.flag} tunes "
                      f"{sweep.tuning.field if sweep.tuning else 'nothing'}.")
   rows = {r["arm"]: r for r in theirs["grid"]}
-  ours = {t.name.rsplit("__", 1)[0]: t.key for t in tuning_points(sweep)}
+  ours = {t.arm: t.key for t in tuning_points(sweep)}
   missing = [arm for arm in ours if arm not in rows]
   if missing:
     raise ValueError(f"{source}'s tuning choice has no arm {', '.join(missing)} of {sweep.flag}.")

@@ -311,13 +311,19 @@ class Hold:
       pass
 
 
+def live_holder(workdir, file: str = HOLD_FILE) -> dict[str, Any] | None:
+  """The record of the live run holding `workdir` (`Hold`'s `file`), or None where none
+  does (no hold, or a stale one); reads only."""
+  holder = Hold(workdir, file)._read()  # pylint: disable=protected-access
+  return holder if holder is not None and _gone(holder) is None else None
+
+
 def check_not_held(workdir) -> None:
   """`WorkdirError` naming the holder if a live run holds `workdir`, for a command that
   writes there without a run's hold; a stale hold is left for the next run to take over."""
-  hold = Hold(workdir)
-  holder = hold._read()  # pylint: disable=protected-access
-  if holder is not None and _gone(holder) is None:
-    raise WorkdirError(hold._held_message(holder))  # pylint: disable=protected-access
+  holder = live_holder(workdir)
+  if holder is not None:
+    raise WorkdirError(Hold(workdir)._held_message(holder))  # pylint: disable=protected-access
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
