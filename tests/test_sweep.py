@@ -506,9 +506,10 @@ def test_status_from_the_console_says_where_a_held_sweep_stands(antialias_smoke,
       "the sweep stops on it; move its folder aside to rerun it.",
       "  simple_cnn_blur3: partway at step 6 of 8, checkpointed at 4",
   ]
-  assert re.fullmatch(r"Time: 1 finished runs trained in \d+ s \(\d+ s each\)\. Left: 1 run\(s\), "
-                      r"about \d+ s of training at each arm's rate so far; the points' measures "
-                      r"come on top\.", lines[5]), lines[5]
+  # The partway point's training and measures left, at the finished point's pace.
+  assert re.fullmatch(r"Time: 1 finished run\(s\) trained in \d+ s \(\d+ s each\); 1 point\(s\) "
+                      r"measured in \d+ s \(\d+ s each\)\. Left: 1 run\(s\) to train and 1 "
+                      r"point\(s\) to measure, about \d+ s at each arm's pace so far\.", lines[5]), lines[5]
   assert {p: p.stat().st_mtime_ns for p in copy.rglob("*")} == before  # Nothing written.
 
 
@@ -970,9 +971,10 @@ def test_status_follows_the_tuning_to_its_choice_and_edge_extension(tmp_path):
   assert lines[6:8] == ["  stride (opt.lr_max not chosen yet): seeds not started 1, 2",
                         "  blur (opt.lr_max not chosen yet): seeds not started 1, 2"]
   # At 2.5 s a step (60 s for 24): 14 steps of the partway run and 4 points of 24 steps.
-  assert lines[8] == ("Time: 6 finished runs trained in 6 min (1 min each). Left: 5 run(s), about "
-                      "5 min of training at each arm's rate so far; the points' measures come on "
-                      "top, and any edge extension of the tuning (up to 1 value(s) per arm).")
+  assert lines[8] == ("Time: 6 finished run(s) trained in 6 min (1 min each). Left: 5 run(s) to "
+                      "train and 4 point(s) to measure, about 5 min at each arm's pace so far; the "
+                      "points' measures come on top (none is timed yet), and any edge extension "
+                      "of the tuning (up to 1 value(s) per arm).")
   assert sorted(workdir.rglob("*")) == files  # Nothing written.
 
   # Every run in: both arms chose their highest value, so each is tuned one value further.
@@ -998,8 +1000,9 @@ def test_status_follows_the_tuning_to_its_choice_and_edge_extension(tmp_path):
       "Points: 4, 4 not started.",
       "  stride (opt.lr_max 0.4): seeds not started 1, 2",
       "  blur (opt.lr_max 0.4): seeds not started 1, 2",
-      "Time: 9 finished runs trained in 9 min (1 min each). Left: 4 run(s), about 4 min of "
-      "training at each arm's rate so far; the points' measures come on top.",
+      "Time: 9 finished run(s) trained in 9 min (1 min each). Left: 4 run(s) to train and 4 "
+      "point(s) to measure, about 4 min at each arm's pace so far; the points' measures come "
+      "on top (none is timed yet).",
   ]
   stale = tuning.choose(sweep, workdir)  # On the grid before the extension, as a stale choice.
   stale["values"] = {k: 0.1 for k in stale["values"]}

@@ -17,6 +17,7 @@ mapping from a point's last stage size to its own (sizes near each training size
 import dataclasses
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -630,9 +631,11 @@ def summarize_point(point_dir: epath.Path, name: str, overrides, config, setting
                     wall_seconds: float | None = None) -> dict:
   """Writes `point_dir/sweep_point.json`: the overrides, final eval rows, the best test
   size, the test images they are over (`eval_images`), the wall time and the device kind
-  it trained on (`device_summary`; when run by the sweep) and every measure of `settings`
+  it trained on (`device_summary`; when run by the sweep), every measure of `settings`
   (`Settings.measures`; the ensemble, the controls and the fine-tune read the whole eval
-  split into memory). Returns the summary."""
+  split into memory) and the wall time they took (`measure_seconds`). Returns the
+  summary."""
+  start = time.perf_counter()
   point_dir = epath.Path(point_dir)
   rows = read_rows(point_dir / "metrics.jsonl")
   last = max(r["step"] for r in rows if r["event"] == "eval")
@@ -654,5 +657,6 @@ def summarize_point(point_dir: epath.Path, name: str, overrides, config, setting
     summary["eval_images"] = min(int(r["examples"]) for r in final.values())
   for measure in measures:
     summary.update(measure.run(inputs))
+  summary["measure_seconds"] = time.perf_counter() - start
   folder.write_text(point_dir / SUMMARY_FILE, json.dumps(summary, indent=1, default=str) + "\n")
   return summary

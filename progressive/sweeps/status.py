@@ -6,14 +6,14 @@ is earlier) or not started. A finished one trained under another config than the
 now gives it is named, since the sweep stops on it. Then the tuning: each arm's grid
 with each cell's mean validation metric, the choice once every run is in (with the edge
 extensions the sweep would add, as `run.run_sweep` adds them), and the arms chosen at an
-edge. Last, the time: what the finished runs took to train (`measure.WALL_FILE`) and,
-at each arm's rate so far, about what is left (training only; a point's measures come
-on top). It trains, summarises and writes nothing, and takes no hold: it runs beside
-the sweep that holds the folder.
+edge. Last, the time: what the finished runs took to train (`measure.WALL_FILE`) and
+the measured points to measure (`measure_seconds`), and at each arm's pace so far,
+about what is left of both. It trains, summarises and writes nothing, and takes no
+hold: it runs beside the sweep that holds the folder.
 """
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from etils import epath
@@ -67,10 +67,9 @@ def report(sweep: spec.Sweep, workdir, *, tuning_from: str | None = None) -> str
   """Where the sweep in `workdir` stands, as `progressive sweep --status` prints it."""
   workdir = epath.Path(workdir)
   lines = [f"{sweep.flag} in {workdir}: {_running(workdir)}"]
-  states, choice, extensions = [], None, 0
+  runs, choice, extensions = [], None, 0
   if sweep.tuning is not None and not tuning_from:
     runs, choice, extensions, text = _tuning(sweep, workdir)
-    states += [state for _, state in runs]
     lines += text
   elif sweep.tuning is not None:
     choice = tuning.read_choice(workdir)
@@ -80,10 +79,10 @@ def report(sweep: spec.Sweep, workdir, *, tuning_from: str | None = None) -> str
   known = sweep.tuning is None or choice is not None  # Else finished points can't be judged.
   points = [(p, run_state(workdir / p.name, p.overrides, p.config, check_config=known))
             for p in sweep.expand(choice)]
-  states += [state for _, state in points]
   lines += _points(sweep, points, choice)
-  lines.append(_time(states, sweep.tuning.extend_edges - extensions
-                     if sweep.tuning is not None and not tuning_from and choice is None else 0))
+  more_tuning = (sweep.tuning.extend_edges - extensions
+                 if sweep.tuning is not None and not tuning_from and choice is None else 0)
+  lines.append(_time([s for _, s in runs], [s for _, s in points], more_tuning))
   return "\n".join(lines)
 
 
@@ -220,29 +219,50 @@ def _counts(states: Sequence[RunState]) -> str:
   return ", ".join(f"{n} {k}" for k, n in counts.items() if n) or "none"
 
 
-def _time(states: Sequence[RunState], more_tuning: int) -> str:
-  """The training time so far and, at each arm's rate, about what is left."""
-  timed = [s for s in states if s.state == FINISHED and s.seconds]
+def _time(runs: Sequence[RunState], points: Sequence[RunState], more_tuning: int) -> str:
+  """The time so far and, at each arm's pace so far, about what is left: the training of
+  every run, and the measures of every point not yet measured (at the `measure_seconds`
+  the measured points of its arm took)."""
+  timed = [s for s in (*runs, *points) if s.state == FINISHED and s.seconds]
   if not timed:
     return "Time: no run has finished yet, so no estimate."
   spent = sum(s.seconds for s in timed)
-  rate = {}  # Seconds per step, by arm.
-  for s in timed:
-    seconds, steps = rate.get(s.arm, (0.0, 0))
-    rate[s.arm] = (seconds + s.seconds, steps + s.total)
-  overall = spent / sum(s.total for s in timed)
-  left = [s for s in states if s.state in (PARTWAY, NOT_STARTED)]
-  seconds_left = sum((s.total - s.step) * (rate[s.arm][0] / rate[s.arm][1] if s.arm in rate
-                                          else overall) for s in left)
+  text = (f"Time: {len(timed)} finished run(s) trained in {_duration(spent)} "
+          f"({_duration(spent / len(timed))} each)")
+  measured = [s for s in points if (s.summary or {}).get("measure_seconds") is not None]
+  if measured:
+    took = sum(s.summary["measure_seconds"] for s in measured)
+    text += (f"; {len(measured)} point(s) measured in {_duration(took)} "
+             f"({_duration(took / len(measured))} each)")
+  left = [s for s in (*runs, *points) if s.state in (PARTWAY, NOT_STARTED)]
+  unmeasured = [s for s in points if s.state != DIVERGED and s.summary is None]
+  if not left and not unmeasured:
+    return text + "; nothing is left to do."
+  seconds = _per_arm(timed, lambda s: s.seconds / s.total)
+  left_seconds = sum((s.total - s.step) * seconds(s.arm) for s in left)
+  if measured:
+    left_seconds += sum(map(_per_arm(measured, lambda s: s.summary["measure_seconds"]),
+                            (s.arm for s in unmeasured)))
+  untimed = ("" if measured or not unmeasured else
+             "; the points' measures come on top (none is timed yet)")
   more = (f", and any edge extension of the tuning (up to {more_tuning} value(s) per arm)"
           if more_tuning else "")
-  if not left:
-    return (f"Time: {len(timed)} finished runs trained in {_duration(spent)} "
-            f"({_duration(spent / len(timed))} each); nothing is left to train.")
-  return (f"Time: {len(timed)} finished runs trained in {_duration(spent)} "
-          f"({_duration(spent / len(timed))} each). Left: {len(left)} run(s), about "
-          f"{_duration(seconds_left)} of training at each arm's rate so far; the points' "
-          f"measures come on top{more}.")
+  return (f"{text}. Left: {len(left)} run(s) to train and {len(unmeasured)} point(s) to "
+          f"measure, about {_duration(left_seconds)} at each arm's pace so far{untimed}{more}.")
+
+
+def _per_arm(states: Sequence[RunState], value) -> Callable[[str], float]:
+  """A function of an arm: the mean of `value` over its `states`, else over all of them."""
+  by_arm: dict[str, list[float]] = {}
+  for s in states:
+    by_arm.setdefault(s.arm, []).append(value(s))
+  everything = [v for values in by_arm.values() for v in values]
+
+  def mean(arm: str) -> float:
+    values = by_arm.get(arm, everything)
+    return sum(values) / len(values)
+
+  return mean
 
 
 def _duration(seconds: float) -> str:
