@@ -2,6 +2,7 @@
 # Runs every sweep behind experiments/FINDINGS.md, one after another, then rebuilds it:
 #
 #   bash experiments/run_findings.sh /tmp/exp [DATA_DIR]
+#   bash experiments/run_findings.sh --status /tmp/exp    # where each sweep stands
 #
 # ROOT (default /tmp/exp) gets one folder per sweep, named as its copy under
 # experiments/results/; DATA_DIR (default: TFDS's usual directory) is where the built-in
@@ -10,19 +11,30 @@
 # background at nice 19, across sessions). In the background, lower its scheduling group
 # as well as its nice: Linux weighs each session's group (`setsid`, a new terminal)
 # equally whatever its processes' nice, so a nice 19 sweep under `setsid` still takes
-# half of the machine from the terminal's work. For example:
+# half of the machine from the terminal's work. `--status` runs nothing: it prints each
+# sweep's `progressive sweep --status` headline (running or not, its runs, the time left),
+# safe beside the running script. For example:
 #   setsid nohup bash -c 'echo 19 > /proc/self/autogroup; exec nice -n 19 \
 #     bash experiments/run_findings.sh /tmp/exp' > /tmp/exp.log 2>&1 &
 # On two CPU cores each sweep takes hours:
 # train_test_size took 2 h 20 min of one core. The sweeps behind HISTORY.md are in this
 # file's history (commit 9725734).
 set -euo pipefail
+STATUS=0
+[[ ${1:-} == --status ]] && { STATUS=1; shift; }
 ROOT=${1:-/tmp/exp}
 DATA_DIR=${2:-}
 cd "$(dirname "$0")/.."
 common=(--set=progress_bar=False)
 [[ -n "$DATA_DIR" ]] && common+=("--set=data.data_dir=$DATA_DIR")
-sweep() { progressive sweep "--config=$2" "--workdir=$ROOT/$1" "${common[@]}" "${@:3}"; }
+sweep() {
+  if (( STATUS )); then
+    progressive sweep "--config=$2" "--workdir=$ROOT/$1" "${common[@]}" "${@:3}" --status |
+      awk 'NR == 1 || /^(Tuning|Points|Time)/'
+  else
+    progressive sweep "--config=$2" "--workdir=$ROOT/$1" "${common[@]}" "${@:3}"
+  fi
+}
 
 # The budget the 64 px sweeps need: the simple CNN at 4-32 epochs, on a validation slice.
 sweep convergence configs/convergence.py --shift_images=64
@@ -68,4 +80,4 @@ sweep depth configs/depth.py:tuned64 --canvas_topk=5
 # Claim 1 inside one object: a self-similar part against a fixed-period part.
 sweep parts configs/parts.py
 sweep parts_long configs/parts.py:long "--tuning_from=$ROOT/parts"
-python experiments/make_findings.py "$ROOT"
+(( STATUS )) || python experiments/make_findings.py "$ROOT"

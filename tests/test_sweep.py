@@ -789,6 +789,11 @@ def test_run_findings_runs_every_sweep_the_findings_read(tmp_path):
   assert read <= set(sweeps), read - set(sweeps)
   for name in read:
     assert spec.load(str(REPO / sweeps[name]["--config"])).overrides, name
+  # --status: the same sweeps, each only asked where it stands; nothing built.
+  (tmp_path / "calls.txt").unlink()
+  subprocess.run(["bash", str(REPO / "experiments/run_findings.sh"), "--status", str(tmp_path / "root")],
+                 env=env, check=True, capture_output=True, text=True)
+  assert (tmp_path / "calls.txt").read_text().splitlines() == [f"{c} --status" for c in calls[:-1]]
 
 
 def _tuned_sweep_file(tmp_path, arms: str) -> None:
