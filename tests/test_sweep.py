@@ -1014,6 +1014,9 @@ def test_status_follows_the_tuning_to_its_choice_and_edge_extension(tmp_path):
   (workdir / tuning.TUNING_DIR / tuning.CHOICE_FILE).write_text(json.dumps(stale))
   assert ("  choice.json holds another choice (made before the grid changed): the sweep writes "
           "this one when it runs next.") in status.report(sweep, workdir).splitlines()
+  (tmp_path / "file").write_text("")
+  with pytest.raises(ValueError, match=re.escape(f"--workdir={tmp_path / 'file'} is a file, not a sweep folder")):
+    status.report(sweep, tmp_path / "file")
 
 
 def test_an_arm_tuned_over_its_own_grid(tmp_path):

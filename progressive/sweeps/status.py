@@ -66,6 +66,9 @@ def run_state(point_dir, overrides: Mapping[str, Any], config, *, arm: str | Non
 def report(sweep: spec.Sweep, workdir, *, tuning_from: str | None = None) -> str:
   """Where the sweep in `workdir` stands, as `progressive sweep --status` prints it."""
   workdir = epath.Path(workdir)
+  if workdir.exists() and not workdir.is_dir():
+    raise ValueError(f"--workdir={workdir} is a file, not a sweep folder: give the folder the "
+                     "sweep trains into.")
   lines = [f"{sweep.flag} in {workdir}: {_running(workdir)}"]
   runs, choice, extensions = [], None, 0
   if sweep.tuning is not None and not tuning_from:
