@@ -1,13 +1,14 @@
 """Builds experiments/FINDINGS.md from FINDINGS.template.md, and each per-claim page
 `experiments/findings/NAME.md` from its `NAME.template.md`, from the sweeps' results.
 
-    python experiments/make_findings.py [SWEEP_ROOT]
+    python experiments/make_findings.py [SWEEP_ROOT [NAME ...]]
 
-With SWEEP_ROOT (the parent of the sweeps' workdirs), every sweep the template names has
+With SWEEP_ROOT (the parent of the sweeps' workdirs), every sweep the templates name (or
+only the sweeps NAME..., such as one that has just finished while the others run) has
 its `results.md`, `results.csv` and `results.png` copied into `experiments/results/NAME/`
-first (and, where the sweep wrote them, its intervals, comparisons and tuning grid; a
-sweep run with `--tune_only` has its tuning grid alone); without it, FINDINGS.md is
-rebuilt from those copies. In the template:
+first (and, where the sweep wrote them, its intervals, comparisons, tuning grid,
+hypotheses and figures; a sweep run with `--tune_only` has its tuning grid alone);
+without it, FINDINGS.md is rebuilt from those copies. In the template:
 
 - `{{table:NAME}}`: the tables of `results/NAME/results.md`;
 - `{{figure:NAME}}`: a link to its plot;
@@ -333,18 +334,19 @@ def draw_figures(template: str) -> None:
 
 def collect(root: pathlib.Path, names) -> None:
   """Copies each sweep's results from `root/<name>/`; a sweep run with `--tune_only` has
-  only its `tuning.csv`."""
+  only its `tuning.csv`. A sweep lacking a results file is a `FileNotFoundError` naming
+  it, before anything is copied."""
+  copies = []
   for name in names:
-    target = RESULTS / name
-    target.mkdir(parents=True, exist_ok=True)
     tune_only = not (root / name / FILES[0]).exists() and (root / name / "tuning.csv").exists()
     for file in () if tune_only else FILES:
       if not (root / name / file).exists():
         raise FileNotFoundError(f"{root / name / file} is missing: run that sweep first.")
-      shutil.copyfile(root / name / file, target / file)
-    for file in OPTIONAL_FILES:
-      if (root / name / file).exists():
-        shutil.copyfile(root / name / file, target / file)
+    copies += [(name, file) for file in (() if tune_only else FILES) + OPTIONAL_FILES
+               if (root / name / file).exists()]
+  for name, file in copies:
+    (RESULTS / name).mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(root / name / file, RESULTS / name / file)
 
 
 def sweep_names(template: str) -> list[str]:
@@ -390,7 +392,7 @@ def pages() -> list[tuple[pathlib.Path, pathlib.Path]]:
 def main(argv) -> None:
   templates = [(template.read_text(), page) for template, page in pages()]
   if len(argv) > 1:
-    collect(pathlib.Path(argv[1]),
+    collect(pathlib.Path(argv[1]), argv[2:] or
             list(dict.fromkeys(n for text, _ in templates for n in sweep_names(text))))
   for text, page in templates:
     draw_figures(text)

@@ -762,6 +762,31 @@ def test_findings_are_built_from_the_committed_results():
     assert make_findings.render(template, page.parent) == rendered, page.name
 
 
+def test_make_findings_collects_the_sweeps_named_from_a_root(tmp_path, monkeypatch):
+  """`make_findings.py ROOT [NAME ...]` copies each sweep's results (the optional files
+  where it wrote them; a --tune_only sweep's tuning grid alone) into results/NAME/, only
+  the NAMEs where given; a sweep lacking a results file is one line naming it, and
+  nothing is copied."""
+  make_findings = config_files.load_module(str(REPO / "experiments/make_findings.py"))
+  root, results = tmp_path / "root", tmp_path / "results"
+  monkeypatch.setattr(make_findings, "RESULTS", results)
+  monkeypatch.setattr(make_findings, "pages", lambda: [])  # No page rendered here.
+  for name, files in [("done", (*make_findings.FILES, "hypotheses.csv")), ("other", make_findings.FILES),
+                      ("tuned", ("tuning.csv",)), ("partial", ("results.md",))]:
+    (root / name).mkdir(parents=True)
+    for file in files:
+      (root / name / file).write_text(f"{name} {file}")
+  make_findings.main(["make_findings.py", str(root), "done", "tuned"])
+  assert sorted(p.relative_to(results).as_posix() for p in results.rglob("*.*")) == [
+      "done/hypotheses.csv", "done/results.csv", "done/results.md", "done/results.png",
+      "tuned/tuning.csv"]
+  assert (results / "done" / "results.csv").read_text() == "done results.csv"
+  with pytest.raises(FileNotFoundError, match=re.escape(f"{root / 'partial' / 'results.csv'} is "
+                                                        "missing: run that sweep first.")):
+    make_findings.main(["make_findings.py", str(root), "other", "partial"])
+  assert not (results / "other").exists() and not (results / "partial").exists()  # Nothing copied.
+
+
 def test_run_findings_runs_every_sweep_the_findings_read(tmp_path):
   """experiments/run_findings.sh, with `progressive` and `python` recorded instead of run:
   it runs a loadable sweep into ROOT/<name> for every results folder a FINDINGS page reads,
