@@ -156,9 +156,10 @@ def get_sweep(arg: str | None = None) -> list[dict]:
 
 def get_tuning(arg: str | None = None) -> dict | None:
   variant = _variant(arg)
-  if variant.px64:  # Its grids' edges were extended by hand before its seeds trained.
+  if variant.px64:  # The arms without batch norm were moved lower by hand as it tuned;
+    # an arm still chosen at an edge is tuned one value further before its seeds.
     return {"field": "opt.lr_max", "grid": PX64_LR_GRID, "metric": "acc@64",
-            "seeds": spec.TUNING_SEEDS,
+            "seeds": spec.TUNING_SEEDS, "extend_edges": spec.PX64_EXTEND_EDGES,
             "arm_grids": {arm: PX64_NO_BN_LR_GRID for arm in ("no_bn_constant", "no_bn_one_cycle")}}
   if not variant.rerun:
     return None
