@@ -16,7 +16,10 @@
 # safe beside the running script. For example:
 #   setsid nohup bash -c 'echo 19 > /proc/self/autogroup; exec nice -n 19 \
 #     bash experiments/run_findings.sh /tmp/exp' > /tmp/exp.log 2>&1 &
-# On two CPU cores each sweep takes hours:
+# A machine that is not kept (a new session may start on a bare one) saves the runs that
+# have ended into the repository with `python experiments/progress.py save ROOT`, and a new
+# one restores them first with `python experiments/progress.py restore ROOT`
+# (experiments/progress/README.md). On two CPU cores each sweep takes hours:
 # train_test_size took 2 h 20 min of one core. The sweeps behind HISTORY.md are in this
 # file's history (commit 9725734).
 set -euo pipefail

@@ -534,6 +534,48 @@ def test_points_copied_without_checkpoints_are_not_trained_again(antialias_smoke
 
 
 @pytest.mark.slow
+def test_progress_saved_and_restored_goes_on_from_the_ended_runs(antialias_smoke, tmp_path,
+                                                                 monkeypatch, capsys):
+  """`experiments/progress.py save ROOT` keeps each ended run of a sweep under ROOT without
+  its checkpoints, events or hold, and leaves out a run that has not ended; `restore`
+  into a fresh ROOT lets the sweep go on: the saved point is not trained again, the other
+  one trains from its start, and a run already there is kept."""
+  progress = config_files.load_module(str(REPO / "experiments/progress.py"))
+  monkeypatch.setattr(progress, "PROGRESS", tmp_path / "progress")
+  workdir, common, rows = antialias_smoke
+  root = tmp_path / "root"
+  shutil.copytree(workdir, root / "aa")
+  (root / "aa" / "simple_cnn_blur3" / measure.SUMMARY_FILE).unlink()  # Trained, not ended.
+  (root / "aa" / ".sweep_hold").write_text("{}")
+  progress.main(["progress.py", "save", str(root)])
+  assert "aa: 1 ended run(s) saved" in capsys.readouterr().out
+  saved = tmp_path / "progress" / "aa"
+  kept = sorted(p.relative_to(saved).as_posix() for p in saved.rglob("*"))
+  assert "simple_cnn_stride/sweep_point.json" in kept and "simple_cnn_stride/metrics.jsonl" in kept
+  assert "results.csv" in kept and not any(k.startswith("simple_cnn_blur3") for k in kept)
+  assert not [k for k in kept if "checkpoints" in k or "tensorboard" in k or "hold" in k
+              or k.endswith(".png")]
+
+  fresh = tmp_path / "fresh"
+  progress.main(["progress.py", "restore", str(fresh)])
+  assert "aa: 1 run(s) restored" in capsys.readouterr().out
+  again = runner.run_sweep(spec.load(f"{REPO}/configs/antialias.py:smoke", common),
+                           str(fresh / "aa"), num_shift_images=16)
+  out = capsys.readouterr().out
+  assert "[simple_cnn_stride] finished already; skipped." in out
+  assert "[simple_cnn_blur3] starting." in out
+  assert [r["acc@32"] for r in again][:1] == [r["acc@32"] for r in rows][:1]
+  mine = fresh / "aa" / "simple_cnn_stride" / "metrics.jsonl"
+  mine.write_text("this machine's")
+  progress.main(["progress.py", "restore", str(fresh)])
+  out = capsys.readouterr().out
+  assert "aa: 0 run(s) restored" in out and "1 there already, kept" in out
+  assert mine.read_text() == "this machine's"
+  with pytest.raises(SystemExit, match="nope is not a folder"):
+    progress.main(["progress.py", "save", str(root), "nope"])
+
+
+@pytest.mark.slow
 def test_workers_train_the_same_points_as_one_process(antialias_smoke, tmp_path):
   """`workers=2` trains both points at once in spawned processes: the same accuracies,
   step for step, as the fixture's run one after another in this process."""

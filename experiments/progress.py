@@ -1,0 +1,114 @@
+"""Keeps the background sweeps' finished runs in the repository, so that a sweep goes on
+from them on another machine (a session's machine is not kept).
+
+    python experiments/progress.py save ROOT [NAME ...]
+    python experiments/progress.py restore ROOT [NAME ...]
+
+`save` copies each sweep folder `ROOT/NAME` (every one under ROOT, or the NAMEs given)
+into `experiments/progress/NAME/`, replacing the earlier copy: its own files (the tuning
+choice, the tables), and each run that has ended, as a point or a tuning run, with its
+summary (`sweep_point.json`) or its divergence (`sweep_diverged.json`). A run is copied
+without its checkpoints and TensorBoard events, which a summarised run does not need
+(`measure.summarized`); a run that has not ended is left out, and trains again from its
+start. `restore` copies them into `ROOT/NAME` where that run or file is not there
+already, so `bash experiments/run_findings.sh ROOT` (or the same `progressive sweep`)
+goes on from them. Neither touches a sweep's hold: `save` beside a running sweep copies
+what has ended by then.
+"""
+
+import fnmatch
+import pathlib
+import shutil
+import sys
+
+from progressive.sweeps import folder, measure, tuning
+from progressive.training import workdir as workdir_lib
+
+PROGRESS = pathlib.Path(__file__).parent / "progress"
+# Not needed to go on (checkpoints, TensorBoard events, plots remade by aggregation), a
+# hold, or a file being written (`workdir.write_atomically`).
+LEFT_OUT = ("checkpoints", "tensorboard", folder.HOLD_FILE, workdir_lib.HOLD_FILE, "*.png", "*.tmp")
+
+
+def ended(run: pathlib.Path) -> bool:
+  """Whether `run` is a run folder that has ended: summarised, or stopped on a non-finite loss."""
+  return (run / measure.SUMMARY_FILE).is_file() or (run / measure.DIVERGED_FILE).is_file()
+
+
+def _files(folder_: pathlib.Path) -> list[pathlib.Path]:
+  return sorted(p for p in folder_.iterdir()
+                if p.is_file() and not any(fnmatch.fnmatch(p.name, x) for x in LEFT_OUT))
+
+
+def _copy_run(run: pathlib.Path, to: pathlib.Path) -> None:
+  shutil.copytree(run, to, ignore=shutil.ignore_patterns(*LEFT_OUT))
+
+
+def save(sweep: pathlib.Path, to: pathlib.Path) -> tuple[int, int]:
+  """Copies `sweep`'s own files and its ended runs into `to` (replaced whole, through a
+  folder beside it); returns the runs copied and the runs left out."""
+  staging = to.with_name(to.name + ".saving")
+  shutil.rmtree(staging, ignore_errors=True)
+  copied = left = 0
+  for parent in (sweep, sweep / tuning.TUNING_DIR):
+    if not parent.is_dir():
+      continue
+    (staging / parent.relative_to(sweep)).mkdir(parents=True, exist_ok=True)
+    for file in _files(parent):
+      shutil.copy2(file, staging / parent.relative_to(sweep) / file.name)
+    for run in sorted(p for p in parent.iterdir() if p.is_dir() and p.name != tuning.TUNING_DIR):
+      if ended(run):
+        _copy_run(run, staging / run.relative_to(sweep))
+        copied += 1
+      elif (run / "config.json").exists():
+        left += 1
+  shutil.rmtree(to, ignore_errors=True)
+  staging.rename(to)
+  return copied, left
+
+
+def restore(saved: pathlib.Path, sweep: pathlib.Path) -> tuple[int, int]:
+  """Copies `saved` into `sweep`, each run and file only where it is not there already;
+  returns the runs restored and the runs already there."""
+  restored = present = 0
+  for parent in (saved, saved / tuning.TUNING_DIR):
+    if not parent.is_dir():
+      continue
+    into = sweep / parent.relative_to(saved)
+    into.mkdir(parents=True, exist_ok=True)
+    for file in _files(parent):
+      if not (into / file.name).exists():
+        shutil.copy2(file, into / file.name)
+    for run in sorted(p for p in parent.iterdir() if p.is_dir() and p.name != tuning.TUNING_DIR):
+      if (into / run.name).exists():
+        present += 1
+      else:
+        _copy_run(run, into / run.name)
+        restored += 1
+  return restored, present
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) < 3 or argv[1] not in ("save", "restore"):
+    sys.exit("usage: python experiments/progress.py save|restore ROOT [NAME ...]")
+  action, root, names = argv[1], pathlib.Path(argv[2]), argv[3:]
+  source = root if action == "save" else PROGRESS
+  if not source.is_dir():
+    sys.exit(f"{source} is not a folder: {'run the sweeps into it first' if action == 'save' else 'nothing has been saved'}.")
+  names = names or sorted(p.name for p in source.iterdir() if p.is_dir() and not p.name.endswith(".saving"))
+  for name in names:
+    if not (source / name).is_dir():
+      sys.exit(f"{source / name} is not a folder: name a sweep under {source}.")
+  for name in names:
+    if action == "save":
+      copied, left = save(root / name, PROGRESS / name)
+      print(f"{name}: {copied} ended run(s) saved to {PROGRESS / name}"
+            + (f"; {left} not ended, left out" if left else ""))
+    else:
+      restored, present = restore(PROGRESS / name, root / name)
+      print(f"{name}: {restored} run(s) restored into {root / name}"
+            + (f"; {present} there already, kept" if present else ""))
+
+
+if __name__ == "__main__":
+  main(sys.argv)
