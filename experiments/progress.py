@@ -9,7 +9,7 @@ into `experiments/progress/NAME/`, replacing the earlier copy: its own files (th
 choice, the tables), and each run that has ended, as a point or a tuning run, with its
 summary (`sweep_point.json`) or its divergence (`sweep_diverged.json`). A run is copied
 without its checkpoints and TensorBoard events, which a summarised run does not need
-(`measure.summarized`); a run that has not ended is left out, and trains again from its
+(`measure.summarized`), and a tuning run without its activation records; a run that has not ended is left out, and trains again from its
 start. `restore` copies them into `ROOT/NAME` where that run or file is not there
 already, so `bash experiments/run_findings.sh ROOT` (or the same `progressive sweep`)
 goes on from them. Neither touches a sweep's hold: `save` beside a running sweep copies
@@ -22,6 +22,7 @@ import shutil
 import sys
 
 from progressive.sweeps import folder, measure, tuning
+from progressive.training import activations
 from progressive.training import workdir as workdir_lib
 
 PROGRESS = pathlib.Path(__file__).parent / "progress"
@@ -40,8 +41,11 @@ def _files(folder_: pathlib.Path) -> list[pathlib.Path]:
                 if p.is_file() and not any(fnmatch.fnmatch(p.name, x) for x in LEFT_OUT))
 
 
-def _copy_run(run: pathlib.Path, to: pathlib.Path) -> None:
-  shutil.copytree(run, to, ignore=shutil.ignore_patterns(*LEFT_OUT))
+def _copy_run(run: pathlib.Path, to: pathlib.Path, tuning_run: bool = False) -> None:
+  """A tuning run goes without its activation records too (about 0.3 MB at 64 px): it is
+  read for its metric alone; a point's feed claim 6's figure."""
+  extra = (activations.STATS_FILE,) if tuning_run else ()
+  shutil.copytree(run, to, ignore=shutil.ignore_patterns(*LEFT_OUT, *extra))
 
 
 def save(sweep: pathlib.Path, to: pathlib.Path) -> tuple[int, int]:
@@ -58,7 +62,7 @@ def save(sweep: pathlib.Path, to: pathlib.Path) -> tuple[int, int]:
       shutil.copy2(file, staging / parent.relative_to(sweep) / file.name)
     for run in sorted(p for p in parent.iterdir() if p.is_dir() and p.name != tuning.TUNING_DIR):
       if ended(run):
-        _copy_run(run, staging / run.relative_to(sweep))
+        _copy_run(run, staging / run.relative_to(sweep), tuning_run=parent != sweep)
         copied += 1
       elif (run / "config.json").exists():
         left += 1

@@ -547,18 +547,22 @@ def test_progress_saved_and_restored_goes_on_from_the_ended_runs(antialias_smoke
   shutil.copytree(workdir, root / "aa")
   (root / "aa" / "simple_cnn_blur3" / measure.SUMMARY_FILE).unlink()  # Trained, not ended.
   (root / "aa" / ".sweep_hold").write_text("{}")
+  shutil.copytree(root / "aa" / "simple_cnn_stride", root / "aa" / tuning.TUNING_DIR / "stride_lr")
   progress.main(["progress.py", "save", str(root)])
-  assert "aa: 1 ended run(s) saved" in capsys.readouterr().out
+  assert "aa: 2 ended run(s) saved" in capsys.readouterr().out
   saved = tmp_path / "progress" / "aa"
   kept = sorted(p.relative_to(saved).as_posix() for p in saved.rglob("*"))
   assert "simple_cnn_stride/sweep_point.json" in kept and "simple_cnn_stride/metrics.jsonl" in kept
   assert "results.csv" in kept and not any(k.startswith("simple_cnn_blur3") for k in kept)
+  assert "simple_cnn_stride/activation_stats.jsonl" in kept  # Claim 6's figure reads them.
+  assert "tuning/stride_lr/sweep_point.json" in kept  # Its metric alone.
+  assert "tuning/stride_lr/activation_stats.jsonl" not in kept
   assert not [k for k in kept if "checkpoints" in k or "tensorboard" in k or "hold" in k
               or k.endswith(".png")]
 
   fresh = tmp_path / "fresh"
   progress.main(["progress.py", "restore", str(fresh)])
-  assert "aa: 1 run(s) restored" in capsys.readouterr().out
+  assert "aa: 2 run(s) restored" in capsys.readouterr().out
   again = runner.run_sweep(spec.load(f"{REPO}/configs/antialias.py:smoke", common),
                            str(fresh / "aa"), num_shift_images=16)
   out = capsys.readouterr().out
@@ -569,7 +573,7 @@ def test_progress_saved_and_restored_goes_on_from_the_ended_runs(antialias_smoke
   mine.write_text("this machine's")
   progress.main(["progress.py", "restore", str(fresh)])
   out = capsys.readouterr().out
-  assert "aa: 0 run(s) restored" in out and "1 there already, kept" in out
+  assert "aa: 0 run(s) restored" in out and "2 there already, kept" in out
   assert mine.read_text() == "this machine's"
   with pytest.raises(SystemExit, match="nope is not a folder"):
     progress.main(["progress.py", "save", str(root), "nope"])
