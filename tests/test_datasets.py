@@ -394,6 +394,7 @@ def test_scale_shapes_keeps_its_stored_size(smoke_config):
   validate(smoke_config, jax.device_count())
 
 
+@pytest.mark.slow  # A training run in this process, 9 s on 2 cores: full suite only.
 def test_scale_shapes_takes_split_slices_for_validation(smoke_config, tmp_path):
   data = smoke_config.data
   full = pipeline.scale_shapes_examples(data, "train")[0]

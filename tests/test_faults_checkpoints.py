@@ -78,6 +78,7 @@ class _Unraisable:
 # A damaged checkpoint.
 
 
+@pytest.mark.slow  # A training run in this process, 6 s on 2 cores: full suite only.
 def test_damaged_latest_checkpoint_is_one_line_and_the_previous_resumes(reference, tmp_path,
                                                                          capfd, monkeypatch):
   config, ref_dir = reference

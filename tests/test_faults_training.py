@@ -124,6 +124,7 @@ def test_non_finite_or_overflowing_values_name_the_field(edit, pattern, smoke_co
 # Non-finite steps and states.
 
 
+@pytest.mark.slow  # A training run in this process, 5 s on 2 cores: full suite only.
 def test_non_finite_steps_can_be_skipped(smoke_config, tmp_path, monkeypatch):
   _poison(monkeypatch, lambda step, size: step % 4 == 1)  # A quarter of the steps.
   smoke_config.skip_nonfinite = True
@@ -136,6 +137,7 @@ def test_non_finite_steps_can_be_skipped(smoke_config, tmp_path, monkeypatch):
   assert all(_all_finite(tmp_path).values())
 
 
+@pytest.mark.slow  # A training run in this process, 5 s on 2 cores: full suite only.
 def test_a_run_that_skips_most_steps_stops_in_one_line(data_dir, tmp_path, monkeypatch, capsys):
   _poison(monkeypatch, lambda step, size: size == 24)  # Every step of the second stage.
   workdir = tmp_path / "run"
@@ -157,6 +159,7 @@ def test_a_run_that_skips_most_steps_stops_in_one_line(data_dir, tmp_path, monke
   assert _all_finite(workdir) == {4: True}
 
 
+@pytest.mark.slow  # A training run in this process, 5 s on 2 cores: full suite only.
 def test_a_state_that_is_not_finite_is_never_checkpointed(smoke_config, tmp_path, monkeypatch):
   _poison(monkeypatch, lambda step, size: step == 0)
   smoke_config.stages = (dict(size=16, steps=1), dict(size=24, steps=1))

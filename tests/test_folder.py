@@ -169,6 +169,7 @@ def _refused(root, match, **fields):
     config_lib.validate(config, 1)
 
 
+@pytest.mark.slow  # A training run in this process, 7 s on 2 cores: full suite only.
 def test_corrupt_file_is_named_before_compiling_or_skipped_and_counted(broken_root, tmp_path, capsys):
   bad = broken_root / "train" / "camera" / "notes.jpg"
   bad.write_bytes(b"not an image at all")

@@ -537,8 +537,8 @@ def test_zoo_options_for_imported_networks_run_at_the_min_input_size(name):
 # bottleneck with BlurPool against antialiased-cnns' logits (tests/test_pretrained.py).
 TRAIN_CASES = [
     ("simple_cnn", "blur"),
-    ("vgg", "stride"),
-    pytest.param("vgg11", "avg", marks=pytest.mark.slow),  # 9 s here; "vgg" is VGG quick.
+    pytest.param("vgg", "stride", marks=pytest.mark.slow),  # 6 s here; simple_cnn is the quick one.
+    pytest.param("vgg11", "avg", marks=pytest.mark.slow),  # 9 s here.
     # 13 s here. ResNet-18 with max-pooling is built and run without the trainer
     # (test_zoo_shapes_and_parameter_counts); through the trainer it adds no path blur lacks.
     pytest.param("resnet18", "blur", marks=pytest.mark.slow),

@@ -260,6 +260,7 @@ def smoke_run(tmp_path_factory, photos_dir):
   return config, workdir, summary
 
 
+@pytest.mark.slow  # On the module's smoke run (12 s on 2 cores): full suite only.
 def test_smoke_run_trains_through_every_stage(smoke_run):
   config, workdir, summary = smoke_run
   assert config.data.name == "photos" and config.data.builder_config == "small"
@@ -274,6 +275,7 @@ def test_smoke_run_trains_through_every_stage(smoke_run):
     assert {f"accuracy_{f}" for f in photos.FAMILY_NAMES} <= set(row)
 
 
+@pytest.mark.slow  # On the module's smoke run (12 s on 2 cores): full suite only.
 def test_shift_analyses_cut_camera_shifts_on_the_run(smoke_run):
   _, workdir, _ = smoke_run
   run = run_lib.load_run(workdir)
@@ -300,6 +302,7 @@ def test_shift_analyses_cut_camera_shifts_on_the_run(smoke_run):
   assert counts["left_out"] == 16 and len(kept["label"]) == 0
 
 
+@pytest.mark.slow  # On the module's smoke run (12 s on 2 cores): full suite only.
 def test_object_scale_analysis_bins_zoom_on_the_run(smoke_run):
   _, workdir, _ = smoke_run
   run = run_lib.load_run(workdir)

@@ -121,6 +121,7 @@ def test_unreadable_meta_falls_back(reference, tmp_path, capsys):
   assert "checkpoints/24 cannot be restored" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # A training run in this process, 6 s on 2 cores: full suite only.
 def test_half_written_checkpoint_is_never_restored(reference, tmp_path):
   config, ref_dir = reference
   workdir = tmp_path / "run"

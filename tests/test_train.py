@@ -168,6 +168,7 @@ def test_interrupted_run_resumes_to_identical_result(smoke_run, smoke_config, tm
   assert evals == [(r["step"], r["size"], r["accuracy"]) for r in reference_rows if r["event"] == "eval"]
 
 
+@pytest.mark.slow  # A training run in this process, 4 s on 2 cores: full suite only.
 def test_non_finite_loss_stops_with_step_and_stage(smoke_config, tmp_path):
   config = smoke_config
   config.opt.lr_max = 1e30
@@ -230,6 +231,7 @@ def test_evaluate_reads_the_split_once_for_every_size():
   ]
 
 
+@pytest.mark.slow  # A training run in this process, 5 s on 2 cores: full suite only.
 def test_every_stage_closes_its_data_iterator(smoke_config, tmp_path, monkeypatch):
   from progressive.data import pipeline
 
@@ -249,6 +251,7 @@ def test_every_stage_closes_its_data_iterator(smoke_config, tmp_path, monkeypatc
   assert len(opened) == 2 and all(it._closed for it in opened)  # pylint: disable=protected-access
 
 
+@pytest.mark.slow  # A training run in this process, 7 s on 2 cores: full suite only.
 def test_evaluation_reports_accuracy_with_recalibrated_batch_norm(smoke_config, tmp_path):
   from progressive import analysis  # pylint: disable=import-outside-toplevel
 
