@@ -9,8 +9,9 @@ into `experiments/progress/NAME/`, replacing the earlier copy: its own files (th
 choice, the tables), and each run that has ended, as a point or a tuning run, with its
 summary (`sweep_point.json`) or its divergence (`sweep_diverged.json`). A run is copied
 without its checkpoints and TensorBoard events, which a summarised run does not need
-(`measure.summarized`), and a tuning run without its activation records; a run that has not ended is left out, and trains again from its
-start. `restore` copies them into `ROOT/NAME` where that run or file is not there
+(`measure.summarized`), and a tuning run without its activation records; a run that has
+not ended is left out, and trains again from its start. A folder under ROOT that holds
+no run is not a sweep's, and is passed over (refused where it is named). `restore` copies them into `ROOT/NAME` where that run or file is not there
 already, so `bash experiments/run_findings.sh ROOT` (or the same `progressive sweep`)
 goes on from them. Neither touches a sweep's hold: `save` beside a running sweep copies
 what has ended by then.
@@ -36,9 +37,20 @@ def ended(run: pathlib.Path) -> bool:
   return (run / measure.SUMMARY_FILE).is_file() or (run / measure.DIVERGED_FILE).is_file()
 
 
-def _files(folder_: pathlib.Path) -> list[pathlib.Path]:
-  return sorted(p for p in folder_.iterdir()
-                if p.is_file() and not any(fnmatch.fnmatch(p.name, x) for x in LEFT_OUT))
+def runs(sweep: pathlib.Path) -> list[pathlib.Path]:
+  """The run folders of a sweep folder: its points and its tuning runs (`config.json`)."""
+  return [run for parent in _parents(sweep) for run in sorted(parent.iterdir())
+          if (run / "config.json").is_file()]
+
+
+def own_files(sweep: pathlib.Path) -> list[pathlib.Path]:
+  """The sweep's own files beside its runs: the tuning choice, the tables."""
+  return [file for parent in _parents(sweep) for file in sorted(parent.iterdir())
+          if file.is_file() and not any(fnmatch.fnmatch(file.name, x) for x in LEFT_OUT)]
+
+
+def _parents(sweep: pathlib.Path) -> list[pathlib.Path]:
+  return [p for p in (sweep, sweep / tuning.TUNING_DIR) if p.is_dir()]
 
 
 def _copy_run(run: pathlib.Path, to: pathlib.Path, tuning_run: bool = False) -> None:
@@ -48,24 +60,26 @@ def _copy_run(run: pathlib.Path, to: pathlib.Path, tuning_run: bool = False) -> 
   shutil.copytree(run, to, ignore=shutil.ignore_patterns(*LEFT_OUT, *extra))
 
 
+def _copy_file(file: pathlib.Path, to: pathlib.Path) -> None:
+  to.parent.mkdir(parents=True, exist_ok=True)
+  shutil.copy2(file, to)
+
+
 def save(sweep: pathlib.Path, to: pathlib.Path) -> tuple[int, int]:
   """Copies `sweep`'s own files and its ended runs into `to` (replaced whole, through a
   folder beside it); returns the runs copied and the runs left out."""
   staging = to.with_name(to.name + ".saving")
   shutil.rmtree(staging, ignore_errors=True)
+  staging.mkdir(parents=True)
+  for file in own_files(sweep):
+    _copy_file(file, staging / file.relative_to(sweep))
   copied = left = 0
-  for parent in (sweep, sweep / tuning.TUNING_DIR):
-    if not parent.is_dir():
-      continue
-    (staging / parent.relative_to(sweep)).mkdir(parents=True, exist_ok=True)
-    for file in _files(parent):
-      shutil.copy2(file, staging / parent.relative_to(sweep) / file.name)
-    for run in sorted(p for p in parent.iterdir() if p.is_dir() and p.name != tuning.TUNING_DIR):
-      if ended(run):
-        _copy_run(run, staging / run.relative_to(sweep), tuning_run=parent != sweep)
-        copied += 1
-      elif (run / "config.json").exists():
-        left += 1
+  for run in runs(sweep):
+    if ended(run):
+      _copy_run(run, staging / run.relative_to(sweep), tuning_run=run.parent != sweep)
+      copied += 1
+    else:
+      left += 1
   shutil.rmtree(to, ignore_errors=True)
   staging.rename(to)
   return copied, left
@@ -74,21 +88,16 @@ def save(sweep: pathlib.Path, to: pathlib.Path) -> tuple[int, int]:
 def restore(saved: pathlib.Path, sweep: pathlib.Path) -> tuple[int, int]:
   """Copies `saved` into `sweep`, each run and file only where it is not there already;
   returns the runs restored and the runs already there."""
+  for file in own_files(saved):
+    if not (sweep / file.relative_to(saved)).exists():
+      _copy_file(file, sweep / file.relative_to(saved))
   restored = present = 0
-  for parent in (saved, saved / tuning.TUNING_DIR):
-    if not parent.is_dir():
-      continue
-    into = sweep / parent.relative_to(saved)
-    into.mkdir(parents=True, exist_ok=True)
-    for file in _files(parent):
-      if not (into / file.name).exists():
-        shutil.copy2(file, into / file.name)
-    for run in sorted(p for p in parent.iterdir() if p.is_dir() and p.name != tuning.TUNING_DIR):
-      if (into / run.name).exists():
-        present += 1
-      else:
-        _copy_run(run, into / run.name)
-        restored += 1
+  for run in runs(saved):
+    if (sweep / run.relative_to(saved)).exists():
+      present += 1
+    else:
+      _copy_run(run, sweep / run.relative_to(saved))
+      restored += 1
   return restored, present
 
 
@@ -98,11 +107,12 @@ def main(argv: list[str]) -> None:
   action, root, names = argv[1], pathlib.Path(argv[2]), argv[3:]
   source = root if action == "save" else PROGRESS
   if not source.is_dir():
-    sys.exit(f"{source} is not a folder: {'run the sweeps into it first' if action == 'save' else 'nothing has been saved'}.")
-  names = names or sorted(p.name for p in source.iterdir() if p.is_dir() and not p.name.endswith(".saving"))
+    fix = "run the sweeps into it first" if action == "save" else "nothing has been saved"
+    sys.exit(f"{source} is not a folder: {fix}.")
+  names = names or sorted(p.name for p in source.iterdir() if runs(p))
   for name in names:
-    if not (source / name).is_dir():
-      sys.exit(f"{source / name} is not a folder: name a sweep under {source}.")
+    if not runs(source / name):
+      sys.exit(f"{source / name} holds no run of a sweep: name a sweep folder under {source}.")
   for name in names:
     if action == "save":
       copied, left = save(root / name, PROGRESS / name)

@@ -575,8 +575,12 @@ def test_progress_saved_and_restored_goes_on_from_the_ended_runs(antialias_smoke
   out = capsys.readouterr().out
   assert "aa: 0 run(s) restored" in out and "2 there already, kept" in out
   assert mine.read_text() == "this machine's"
-  with pytest.raises(SystemExit, match="nope is not a folder"):
-    progress.main(["progress.py", "save", str(root), "nope"])
+  (root / "notes").mkdir()  # Not a sweep's: passed over, and refused by name.
+  progress.main(["progress.py", "save", str(root)])
+  assert capsys.readouterr().out.startswith("aa: ") and not (tmp_path / "progress" / "notes").exists()
+  for name in ("notes", "nope"):
+    with pytest.raises(SystemExit, match=f"{name} holds no run of a sweep"):
+      progress.main(["progress.py", "save", str(root), name])
 
 
 @pytest.mark.slow
