@@ -57,8 +57,9 @@ budget `configs/convergence.py` measured for the simple CNN at 64 px, within a p
 32 epochs on its validation slice; experiments/results/convergence), `opt.lr_max` tuned
 over 0.1-0.4 (`LR_GRID_64`; `flip48` from 0.05 and `flip64` to 0.8, `ARM_GRIDS_64`, as
 they chose that grid's edges in a first run; an arm still chosen at an edge is tuned one
-value further, `spec.PX64_EXTEND_EDGES`), tested at 32-96 px, the hypotheses and size ensembles 16 px
-away where the 32 px sweep looks 8 px away; no dataset controls and no fine-tune.
+value further, `spec.PX64_EXTEND_EDGES`), tested at 32-96 px, the hypotheses and size
+ensembles 16 px away where the 32 px sweep looks 8 px away; no dataset controls and no
+fine-tune.
 `:px64_long` is its check of convergence (RESEARCH.md: within a point of twice the
 budget): every arm twice as long, seeds 0 and 1 (`spec.CHECK_SEEDS`), run with
 `--tuning_from=<px64's workdir>` at the rates `:px64` chose. `:px64_photos` (and

@@ -11,10 +11,11 @@ summary (`sweep_point.json`) or its divergence (`sweep_diverged.json`). A run is
 without its checkpoints and TensorBoard events, which a summarised run does not need
 (`measure.summarized`), and a tuning run without its activation records; a run that has
 not ended is left out, and trains again from its start. A folder under ROOT that holds
-no run is not a sweep's, and is passed over (refused where it is named). `restore` copies them into `ROOT/NAME` where that run or file is not there
-already, so `bash experiments/run_findings.sh ROOT` (or the same `progressive sweep`)
-goes on from them. Neither touches a sweep's hold: `save` beside a running sweep copies
-what has ended by then.
+no run is not a sweep's, and is passed over (refused where it is named). `restore`
+copies them into `ROOT/NAME` where that run or file is not there already, so `bash
+experiments/run_findings.sh ROOT` (or the same `progressive sweep`) goes on from them.
+Neither touches a sweep's hold: `save` beside a running sweep copies what has ended by
+then.
 """
 
 import fnmatch
@@ -34,7 +35,7 @@ LEFT_OUT = ("checkpoints", "tensorboard", folder.HOLD_FILE, workdir_lib.HOLD_FIL
 
 def ended(run: pathlib.Path) -> bool:
   """Whether `run` is a run folder that has ended: summarised, or stopped on a non-finite loss."""
-  return (run / measure.SUMMARY_FILE).is_file() or (run / measure.DIVERGED_FILE).is_file()
+  return measure.read_summary(run) is not None or measure.diverged(run) is not None
 
 
 def runs(sweep: pathlib.Path) -> list[pathlib.Path]:
@@ -89,14 +90,14 @@ def restore(saved: pathlib.Path, sweep: pathlib.Path) -> tuple[int, int]:
   """Copies `saved` into `sweep`, each run and file only where it is not there already;
   returns the runs restored and the runs already there."""
   for file in own_files(saved):
-    if not (sweep / file.relative_to(saved)).exists():
-      _copy_file(file, sweep / file.relative_to(saved))
+    if not (to := sweep / file.relative_to(saved)).exists():
+      _copy_file(file, to)
   restored = present = 0
   for run in runs(saved):
-    if (sweep / run.relative_to(saved)).exists():
+    if (to := sweep / run.relative_to(saved)).exists():
       present += 1
     else:
-      _copy_run(run, sweep / run.relative_to(saved))
+      _copy_run(run, to)
       restored += 1
   return restored, present
 
@@ -109,7 +110,8 @@ def main(argv: list[str]) -> None:
   if not source.is_dir():
     fix = "run the sweeps into it first" if action == "save" else "nothing has been saved"
     sys.exit(f"{source} is not a folder: {fix}.")
-  names = names or sorted(p.name for p in source.iterdir() if runs(p))
+  names = names or sorted(p.name for p in source.iterdir()
+                          if runs(p) and not p.name.endswith(".saving"))  # Not a save cut short.
   for name in names:
     if not runs(source / name):
       sys.exit(f"{source / name} holds no run of a sweep: name a sweep folder under {source}.")
