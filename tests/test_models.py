@@ -495,7 +495,8 @@ def test_resnet_passes_zero_init_residual_to_every_block(name):
   assert sum(zeroed) == sum(models.RESNET_PRESETS[name][0])  # One norm per block.
 
 
-@pytest.mark.parametrize("name", _quick_but(["vgg11", "resnet18"], "resnet18"))  # 7 s.
+# 7-10 s each; test_bfloat16_compute_keeps_float32_params is the quick one.
+@pytest.mark.parametrize("name", _quick_but(["vgg11", "resnet18"], "vgg11", "resnet18"))
 def test_zoo_bfloat16_compute_keeps_float32_params(name):
   model = models.build(_zoo_config(name, dtype="bfloat16", downsample="blur"), num_classes=12)
   x = jnp.ones((1, 32, 32, 3))
