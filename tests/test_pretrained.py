@@ -176,28 +176,28 @@ def test_import_then_analyze_a_folder_from_the_console(tmp_path):
     folder = tmp_path / "val" / name
     folder.mkdir(parents=True)
     Image.open(os.path.join(FIXTURES, "images", f"{name}.png")).convert("RGB").save(folder / "0.jpg")
-  done = _console("import", "--arch=resnet50", f"--weights={_path('resnet50')}",
-                  "--workdir=rn50", "--class_names=classes.txt", "--crop_px=112", cwd=tmp_path)
+  done = _console("import", "--arch=resnet18", f"--weights={_path('resnet18')}",
+                  "--workdir=rn18", "--class_names=classes.txt", "--crop_px=112", cwd=tmp_path)
   assert done.returncode == 0, done.stderr
-  assert "Imported resnet50 at width 0.0625 (torchvision" in done.stdout
-  assert load_run(tmp_path / "rn50").info.class_names == tuple(names)
-  done = _console("analyze", "--workdir=rn50", "--images=val", "--num_images=4", "--sizes=112",
+  assert "Imported resnet18 at width 0.0625 (torchvision" in done.stdout
+  assert load_run(tmp_path / "rn18").info.class_names == tuple(names)
+  done = _console("analyze", "--workdir=rn18", "--images=val", "--num_images=4", "--sizes=112",
                   "--bn_images=4", "--stats_images=4", "--show_batch_images=0", cwd=tmp_path)
   assert done.returncode == 0, done.stderr
-  report = (tmp_path / "rn50" / "analysis" / "report.md").read_text()
+  report = (tmp_path / "rn18" / "analysis" / "report.md").read_text()
   assert "4 test images" in report or "all 4" in report
   # The three experiments and their table (tests/test_invariance.py puts two runs in one).
-  done = _console("invariance", "--workdir=rn50", "--images=val", "--num_images=4",
+  done = _console("invariance", "--workdir=rn18", "--images=val", "--num_images=4",
                   "--bn_images=val", "--sizes=112", "--draws=1", "--object_px=100",
                   "--canvas_px=112", "--max_shift=2", "--out=table", cwd=tmp_path)
   assert done.returncode == 0, done.stderr
-  assert "| resnet50 | 112 |" in (tmp_path / "table" / "invariance.md").read_text()
-  folder = tmp_path / "rn50" / "analysis" / "invariance"
+  assert "| resnet18 | 112 |" in (tmp_path / "table" / "invariance.md").read_text()
+  folder = tmp_path / "rn18" / "analysis" / "invariance"
   for name in ("canvas.json", "crops.json", "consistency.json", "resolution.json", "canvas.png",
                "resolution.png"):
     assert (folder / name).exists(), name
-  again = _console("import", "--arch=resnet18", f"--weights={_path('resnet18')}",
-                   "--workdir=rn50", cwd=tmp_path)
+  again = _console("import", "--arch=resnet50", f"--weights={_path('resnet50')}",
+                   "--workdir=rn18", cwd=tmp_path)
   assert again.returncode == 2 and again.stderr.strip().startswith("Error: ")
   assert len(again.stderr.strip().splitlines()) == 1 and "already holds a run" in again.stderr
 
