@@ -123,3 +123,39 @@ def test_persistent_cache_follows_each_run_s_directory(tmp_path):
   assert any(first.iterdir()) and any(second.iterdir())
 
 
+
+
+LAZY_IMPORT_PROBE = """
+import contextlib, sys, threading
+from etils import epy
+
+original, opened = epy.lazy_imports, []
+
+@contextlib.contextmanager
+def lazy_imports(*args, **kwargs):  # Each window, the module that opened it and the threads.
+  opened.append((sys._getframe(2).f_globals.get("__name__"), threading.active_count()))
+  with original(*args, **kwargs):
+    yield
+
+epy.lazy_imports = lazy_imports
+from progressive import cli
+try:
+  cli.main(["progressive", *sys.argv[1:]])
+finally:
+  print("WINDOWS", [name for name, threads in opened if threads > 1], file=sys.stderr)
+"""
+
+
+@pytest.mark.slow
+def test_no_lazy_import_window_opens_while_a_stage_compiles(smoke_config, tmp_path):
+  """etils' `epy.lazy_imports()`, which TFDS's modules open when first imported, swaps
+  `builtins.__import__` for every thread: an import that JAX makes while a stage compiles
+  in the background then became a lazy module of a class (`jax._src.hijax.HiPspec`), and
+  the compile failed. Every such module is imported before the first compile starts."""
+  result = subprocess.run(
+      [sys.executable, "-c", LAZY_IMPORT_PROBE, "train", "--config=configs/default.py:smoke",
+       f"--workdir={tmp_path / 'run'}", f"--config.data.data_dir={smoke_config.data.data_dir}",
+       "--config.progress_bar=False"],
+      cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert "WINDOWS []" in result.stderr, result.stderr[-2000:]

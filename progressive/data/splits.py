@@ -5,6 +5,13 @@ from collections.abc import Mapping
 
 import tensorflow_datasets as tfds
 
+# TFDS imports some of its modules lazily, and a few of those open etils'
+# `epy.lazy_imports()` when first imported, which swaps `builtins.__import__` for every
+# thread. Left to the first builder (as the data opens, while a stage compiles in the
+# background), that window once turned an import JAX made in the compile thread into a
+# lazy module of a class, and the compile failed. Imported here, before any thread starts.
+from tensorflow_datasets.core import dataset_metadata  # noqa: F401  pylint: disable=unused-import
+
 
 def folder_and_slice(spec: str) -> tuple[str, str | None]:
   """`("train", "[:90%]")` from "train[:90%]"; `(spec, None)` without a slice."""
