@@ -257,7 +257,10 @@ def execute(command: Command, fv: flags.FlagValues) -> int | None:
       # Here, not at the top: JAX takes 1.4 s to import, and `progressive --help` needs none.
       from progressive.training import parallel  # pylint: disable=import-outside-toplevel
 
-      parallel.initialize_distributed(fv.config.distributed)
+      if parallel.initialize_distributed(fv.config.distributed):
+        status = command.main(fv)
+        parallel.shutdown_distributed()  # Only after a run every process finished.
+        return status
     return command.main(fv)
   except errors.Error as e:
     return fail(e)

@@ -100,6 +100,38 @@ def test_execute_maps_errors_and_signals_to_exit_codes(monkeypatch, capsys):
     logging.set_verbosity(verbosity)
 
 
+def test_a_multi_process_run_leaves_together_only_once_it_finished(monkeypatch):
+  """After a distributed run's command returns, every process meets at JAX's shutdown
+  barrier before exiting; a run that failed here leaves it to JAX's exit handler."""
+  from progressive.config import ConfigError  # pylint: disable=import-outside-toplevel
+  from progressive.training import parallel, train  # pylint: disable=import-outside-toplevel
+
+  main = importlib.import_module("progressive.commands.train")
+  fv = cli.parse(main.COMMAND, ["prog", SMOKE, "--workdir=/tmp/x"])
+  events = []
+  monkeypatch.setattr(parallel, "initialize_distributed",
+                      lambda config: events.append("join") or True)
+  monkeypatch.setattr(parallel, "shutdown_distributed", lambda: events.append("leave"))
+  outcomes = iter([types.SimpleNamespace(interrupted=None), ConfigError("config.x is bad.")])
+
+  def fake_train(config, workdir, force):
+    events.append("train")
+    outcome = next(outcomes)
+    if isinstance(outcome, Exception):
+      raise outcome
+    return outcome
+
+  monkeypatch.setattr(train, "train_and_evaluate", fake_train)
+  verbosity = logging.get_verbosity()
+  try:
+    assert cli.execute(main.COMMAND, fv) is None
+    assert events == ["join", "train", "leave"]
+    assert cli.execute(main.COMMAND, fv) == 2
+    assert events[3:] == ["join", "train"]
+  finally:
+    logging.set_verbosity(verbosity)
+
+
 def _run(*args, timeout=120):
   env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
   return subprocess.run([sys.executable, *args], check=False, cwd=REPO, env=dict(env, JAX_PLATFORMS="cpu"),

@@ -169,8 +169,9 @@ def stage_batches(
   return DevicePrefetch(iterator, sharding)
 
 
-def initialize_distributed(config: Mapping[str, Any]) -> None:
-  """Joins a multi-process run when `config.distributed` (or the launcher) asks for it.
+def initialize_distributed(config: Mapping[str, Any]) -> bool:
+  """Joins a multi-process run when `config.distributed` (or the launcher) asks for it;
+  whether it did.
 
   With `initialize=True` and no address, `jax.distributed.initialize()` reads the
   cluster from the environment (Cloud TPU, Slurm, Open MPI, Kubernetes); otherwise the
@@ -183,6 +184,16 @@ def initialize_distributed(config: Mapping[str, Any]) -> None:
   }
   if config["initialize"] or explicit or os.environ.get("JAX_COORDINATOR_ADDRESS"):
     jax.distributed.initialize(**explicit)
+    return True
+  return False
+
+
+def shutdown_distributed() -> None:
+  """Leaves a finished multi-process run together: every process waits at JAX's shutdown
+  barrier, then process 0 stops the coordination service. Left to JAX's exit handler,
+  process 0 once aborted there in gRPC (`server.cc: Check failed: queue.Pop() ==
+  nullptr`, SIGABRT) after a run that had finished and written everything."""
+  jax.distributed.shutdown()
 
 
 def is_primary() -> bool:
