@@ -43,14 +43,18 @@ def test_every_config_loads_from_another_directory(tmp_path):
 
 
 def test_train_photos_smoke_from_another_directory(tmp_path):
-  """(A config importing `configs.default` trains a ResNet-18 from another directory in
+  """The workdir given relative to the current directory, as a user types it (orbax
+  writes only to absolute paths: this failed at the first checkpoint). (A config
+  importing `configs.default` trains a ResNet-18 from another directory in
   tests/test_own_images.py too.)"""
   for config, extra in (("photos.py:smoke", [f"--config.data.data_dir={tmp_path / 'tfds'}"]),):
     workdir = tmp_path / config.split(".")[0]
-    result = progressive(["train", f"--config={REPO / 'configs' / config}", f"--workdir={workdir}",
-                          "--config.progress_bar=False", *extra], cwd=tmp_path)
+    result = progressive(["train", f"--config={REPO / 'configs' / config}",
+                          f"--workdir={workdir.name}", "--config.progress_bar=False", *extra],
+                         cwd=tmp_path)
     assert result.returncode == 0, (config, result.stderr[-3000:])
     assert any(r["event"] == "eval" for r in read_rows(workdir / "metrics.jsonl")), config
+    assert sorted(p.name for p in (workdir / "checkpoints").iterdir()) == ["16", "24", "8"]
     # TFDS's noise (photos is generated here, and its images decoded by TFDS's features).
     for noise in ("Downloading", "Unknown size", "OpenCV", "dataset_info.json"):
       assert noise not in result.stdout + result.stderr, (config, noise)

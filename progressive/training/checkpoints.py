@@ -72,8 +72,12 @@ _WRITES: "weakref.WeakKeyDictionary[ocp.CheckpointManager, _Write]" = weakref.We
 
 
 def manager(workdir: epath.Path, max_to_keep: int) -> ocp.CheckpointManager:
+  """The manager of `workdir/checkpoints`, by its absolute path: orbax's tensorstore
+  writes refuse a relative one (a `--workdir` typed relative to the current directory
+  failed at the run's first checkpoint)."""
+  directory = workdir / "checkpoints"
   return ocp.CheckpointManager(
-      workdir / "checkpoints",
+      directory if directory.is_absolute() else directory.absolute(),
       options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True),
   )
 
