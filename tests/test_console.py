@@ -90,14 +90,20 @@ def test_printed_sweep_commands_run_from_another_directory(data_dir, tmp_path):
   assert {r["size"] for r in rows if r["event"] == "eval"} == {32}
 
 
-def test_a_config_file_with_a_syntax_error_is_one_line(tmp_path):
+def test_a_config_file_with_a_syntax_error_or_a_failed_import_is_one_line(tmp_path):
+  """For a run's config and a sweep's file alike (the sweep printed a traceback)."""
   configs = tmp_path / "project" / "configs"
   configs.mkdir(parents=True)
   (configs / "broken.py").write_text("import ml_collections\n\ndef get_config(:\n  pass\n")
-  result = progressive(["arch", f"--config={configs / 'broken.py'}"], cwd=tmp_path)
-  assert result.returncode == 2
-  assert result.stderr.strip().splitlines() == [
-      f"Error: Cannot load the config file {configs / 'broken.py'}: invalid syntax at line 3."]
+  (configs / "missing.py").write_text("import ml_collections\nfrom mine import base\n")
+  for command in (["arch"], ["sweep", f"--workdir={tmp_path / 'sweep'}"]):
+    for name, error in (("broken.py", "invalid syntax at line 3."),
+                        ("missing.py", "ModuleNotFoundError: No module named 'mine' (line 2).")):
+      result = progressive([*command, f"--config={configs / name}"], cwd=tmp_path)
+      assert result.returncode == 2, (command, result.stderr[-3000:])
+      assert result.stderr.strip().splitlines() == [
+          f"Error: Cannot load the config file {configs / name}: {error}"], command
+  assert not (tmp_path / "sweep").exists()
 
 
 def test_a_config_importing_its_own_defaults_loads_from_its_project(tmp_path):

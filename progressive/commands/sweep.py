@@ -85,11 +85,24 @@ def define_flags(fv: flags.FlagValues) -> None:
                        "0: off; a forward pass per pixel of two periods per image).", **define)
 
 
+def _load(flag: str, common) -> spec.Sweep:
+  """`spec.load`; an error raised in the sweep file itself (a syntax error, a failed
+  import, an exception in `get_config` or `get_sweep`) as one line naming the file and
+  line, as every command reports its config file's."""
+  try:
+    return spec.load(flag, common)
+  except Exception as e:  # pylint: disable=broad-exception-caught
+    message = cli.config_load_error(e, spec.split_flag(flag)[0])
+    if message is None:
+      raise
+    raise cli.Error(message) from e
+
+
 def _main(fv: flags.FlagValues) -> int | None:
   """Prints the commands, aggregates, or trains every unfinished point and aggregates; 128
   + the signal's number if a signal stopped the sweep (the training points checkpointed)."""
   try:  # A bad sweep file, --set or --ensemble_sizes fails here, before any point trains.
-    sweep = spec.load(fv.config, spec.parse_overrides(fv.set))
+    sweep = _load(fv.config, spec.parse_overrides(fv.set))
     if fv.status:
       if fv.print_commands or fv.aggregate_only or fv.tune_only or fv.tuning_grid:
         raise ValueError("--status only reads the sweep folder: it goes with neither "
