@@ -123,8 +123,6 @@ def test_persistent_cache_follows_each_run_s_directory(tmp_path):
   assert any(first.iterdir()) and any(second.iterdir())
 
 
-
-
 LAZY_IMPORT_PROBE = """
 import contextlib, sys, threading
 from etils import epy
