@@ -202,7 +202,7 @@ def get_config(arg=None):
   config = default.get_config("smoke")
   config.data.data_dir = {data_dir!r}
   config.progress_bar = False
-  config.stages = [dict(size=16, steps=40), dict(size=24, steps=40), dict(size=32, steps=20)]
+  config.stages = [dict(size=16, steps=20), dict(size=24, steps=20), dict(size=32, steps=10)]
   config.checkpoint_every_steps = 5
   config.log_every_steps = 5
   return config
@@ -279,9 +279,9 @@ def test_sigkill_then_rerun_ends_identical(kill_setup, tmp_path, moment, ready):
   config_path, reference_dir = kill_setup
   workdir = tmp_path / "run"
   assert _kill_when(config_path, workdir, ready), f"the run finished before the kill {moment}"
-  assert 100 not in _steps(workdir)  # Killed before the end.
+  assert 50 not in _steps(workdir)  # Killed before the end.
   _run(config_path, workdir)
-  assert _final_params(workdir)[0] == 100
+  assert _final_params(workdir)[0] == 50
   assert_same_params(_final_params(workdir)[1], _final_params(reference_dir)[1])
   assert train_rows(workdir) == train_rows(reference_dir)
   assert eval_rows(workdir) == eval_rows(reference_dir)
