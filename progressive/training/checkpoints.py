@@ -146,11 +146,16 @@ def wait(mngr: ocp.CheckpointManager, *, redo: bool = True) -> None:
 
 def _join_write_threads(timeout: float = 10.0) -> None:
   """Waits (up to `timeout` seconds) for the threads of orbax's failed write: orbax reports
-  the first failure while the others still write (and log, and create folders)."""
+  the first failure while the others still write (and log, and create folders). Their
+  `join` raises what they met (another item of the write, failing as its folder went) or
+  that they outlived the wait: the failure is the one being handled."""
   deadline = time.monotonic() + timeout
   for thread in threading.enumerate():
     if type(thread).__name__ == "_SignalingThread" and thread is not threading.current_thread():
-      thread.join(max(0.0, deadline - time.monotonic()))
+      try:
+        thread.join(max(0.0, deadline - time.monotonic()))
+      except Exception:  # pylint: disable=broad-except
+        pass
 
 
 def _removed_steps(mngr: ocp.CheckpointManager, error: BaseException | None = None) -> list[int] | None:
