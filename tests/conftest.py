@@ -32,8 +32,9 @@ if _OWN_CACHE:
 SHARED_CACHE = os.environ["JAX_COMPILATION_CACHE_DIR"]
 # Every program, as a run with `compilation_cache_dir` caches them: the small eager
 # operations too, which every process would otherwise compile afresh (a smoke run's 36
-# programs, 26 of them under 0.1 s to compile; caching them all took the full suite from
-# 1,489 to 1,378 CPU-seconds, 2026-12-07).
+# programs, 26 of them under 0.1 s to compile; from a warm cache it took 6.5 CPU-seconds
+# instead of 7.3 with only the others cached, 2026-12-07). The quick tier leaves about
+# 1,600 files, removed in seconds.
 os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "-1"
 
