@@ -16,33 +16,37 @@ def _model_and_images(smoke_config, n=48, size=16, batch_norm=True):
   config = smoke_config.model
   config.batch_norm = batch_norm
   model = models.build(config, num_classes=12)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)))
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, size, size, 3)))
   rng = np.random.default_rng(0)
   # Images whose statistics differ from the initial running averages (mean 0, var 1).
   images = np.clip(rng.normal(170, 40, (n, size, size, 3)), 0, 255).astype(np.uint8)
   return model, dict(variables), images
 
 
+# Jitted, as the library runs a model: eagerly, every operation is its own compile.
 def _logits(model, variables, images, size):
-  return np.asarray(model.apply(variables, preprocess(jnp.asarray(images), size, MEAN, STD)))
+  logits = jax.jit(lambda v, x: model.apply(v, preprocess(x, size, MEAN, STD)))
+  return np.asarray(logits(variables, jnp.asarray(images)))
 
 
 def _running_averages(model, variables, images, size, steps=80, batch=16):
   """What training's momentum updates converge to with the parameters held fixed."""
+  @jax.jit
+  def update(stats, x):
+    _, updates = model.apply({"params": variables["params"], "batch_stats": stats},
+                             preprocess(x, size, MEAN, STD), train=True, mutable=["batch_stats"])
+    return updates["batch_stats"]
+
   stats = variables["batch_stats"]
   for i in range(steps):
-    chunk = images[(i * batch) % len(images):][:batch]
-    _, updates = model.apply(
-        {"params": variables["params"], "batch_stats": stats},
-        preprocess(jnp.asarray(chunk), size, MEAN, STD), train=True, mutable=["batch_stats"],
-    )
-    stats = updates["batch_stats"]
+    stats = update(stats, jnp.asarray(images[(i * batch) % len(images):][:batch]))
   return {**variables, "batch_stats": stats}
 
 
 def test_statistics_are_the_population_ones_whatever_the_batch_size(smoke_config):
   model, variables, images = _model_and_images(smoke_config)
-  whole = recalibrate.batch_moments(model.apply, variables, preprocess(jnp.asarray(images), 24, MEAN, STD))
+  whole = jax.jit(lambda v, x: recalibrate.batch_moments(model.apply, v, preprocess(x, 24, MEAN, STD)))(
+      variables, jnp.asarray(images))
   for batch_size in (48, 24, 32):  # One batch; two equal ones; a short last batch.
     out = recalibrate.recalibrate(model.apply, variables, images, 24, MEAN, STD, batch_size=batch_size)
     # The first layer's input does not depend on batch norm: exact for any batching.
