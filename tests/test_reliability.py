@@ -267,19 +267,20 @@ def kill_setup(tmp_path_factory, data_dir):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "moment,ready",
-    [
-        ("during a stage", lambda w: 15 in _steps(w)),
-        ("during a checkpoint write", _writing),
-        ("at a stage switch", _compiled_stage_1),
-    ],
-)
-def test_sigkill_then_rerun_ends_identical(kill_setup, tmp_path, moment, ready):
+def test_sigkill_at_each_moment_then_rerun_ends_identical(kill_setup, tmp_path):
+  """One run SIGKILLed three times, at a moment each, every restart resuming the last
+  one's workdir (what a preempted machine does to a run); then run to the end."""
   config_path, reference_dir = kill_setup
   workdir = tmp_path / "run"
-  assert _kill_when(config_path, workdir, ready), f"the run finished before the kill {moment}"
-  assert 50 not in _steps(workdir)  # Killed before the end.
+  moments = [
+      ("during a checkpoint write", _writing),  # One written (step 5), the next half.
+      ("during a stage", lambda w: 15 in _steps(w)),
+      ("at a stage switch", _compiled_stage_1),
+  ]
+  for moment, ready in moments:
+    assert not ready(workdir), moment  # Each moment comes in the run it kills.
+    assert _kill_when(config_path, workdir, ready), f"the run finished before the kill {moment}"
+    assert 50 not in _steps(workdir), moment  # Killed before the end.
   _run(config_path, workdir)
   assert _final_params(workdir)[0] == 50
   assert_same_params(_final_params(workdir)[1], _final_params(reference_dir)[1])
