@@ -39,7 +39,8 @@ def test_gap_head_runs_at_every_size(size):
 def test_parameter_count_matches_formula(batch_norm):
   channels, k0, k = (8, 16, 32), 5, 3
   config = _model_config(channels=channels, first_kernel=k0, kernel=k, batch_norm=batch_norm)
-  variables = models.build(config, num_classes=12).init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  model = models.build(config, num_classes=12)
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
   expected, c_in = 0, 3
   for i, c_out in enumerate(channels):
     ks = k0 if i == 0 else k
@@ -54,10 +55,10 @@ def test_parameter_count_matches_formula(batch_norm):
 
 def test_flatten_head_is_tied_to_its_size():
   model = models.build(_model_config(head="flatten"), num_classes=12)
-  variables = model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
-  assert model.apply(variables, jnp.ones((1, 32, 32, 3))).shape == (1, 12)
+  variables = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+  assert jax.jit(model.apply)(variables, jnp.ones((1, 32, 32, 3))).shape == (1, 12)
   with pytest.raises(ValueError, match="only runs at the input size it was initialised at"):
-    model.apply(variables, jnp.ones((1, 64, 64, 3)))
+    jax.jit(model.apply)(variables, jnp.ones((1, 64, 64, 3)))
 
 
 def test_bfloat16_compute_keeps_float32_params():
@@ -390,9 +391,10 @@ def test_vgg_stride_is_its_max_pool():
   # VGG subsamples only in its max pools, so "stride" (as published) and "max" agree.
   x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
   stride = models.build(_zoo_config("vgg"), num_classes=12)
-  variables = stride.init(jax.random.key(0), x)
-  same = models.build(_zoo_config("vgg", downsample="max"), num_classes=12).apply(variables, x)
-  np.testing.assert_array_equal(stride.apply(variables, x), same)
+  variables = jax.jit(stride.init)(jax.random.key(0), x)
+  max_pool = models.build(_zoo_config("vgg", downsample="max"), num_classes=12)
+  same = jax.jit(max_pool.apply)(variables, x)
+  np.testing.assert_array_equal(jax.jit(stride.apply)(variables, x), same)
 
 
 def _pooled_features(model, variables, x):
@@ -510,9 +512,9 @@ def test_zoo_bfloat16_compute_keeps_float32_params(name):
 def test_resnet_flatten_head_is_tied_to_its_size():
   model = models.build(_zoo_config("resnet18", head="flatten", small_stem=True), num_classes=12)
   variables = _he_variables(model, jnp.zeros((1, 16, 16, 3)))
-  assert model.apply(variables, jnp.ones((1, 16, 16, 3))).shape == (1, 12)
+  assert jax.jit(model.apply)(variables, jnp.ones((1, 16, 16, 3))).shape == (1, 12)
   with pytest.raises(ValueError, match="only runs at the input size it was initialised at"):
-    model.apply(variables, jnp.ones((1, 32, 32, 3)))
+    jax.jit(model.apply)(variables, jnp.ones((1, 32, 32, 3)))
 
 
 @pytest.mark.parametrize("mode", MODES)

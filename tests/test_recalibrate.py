@@ -45,8 +45,9 @@ def _running_averages(model, variables, images, size, steps=80, batch=16):
 
 def test_statistics_are_the_population_ones_whatever_the_batch_size(smoke_config):
   model, variables, images = _model_and_images(smoke_config)
-  whole = jax.jit(lambda v, x: recalibrate.batch_moments(model.apply, v, preprocess(x, 24, MEAN, STD)))(
-      variables, jnp.asarray(images))
+  moments = jax.jit(
+      lambda v, x: recalibrate.batch_moments(model.apply, v, preprocess(x, 24, MEAN, STD)))
+  whole = moments(variables, jnp.asarray(images))
   for batch_size in (48, 24, 32):  # One batch; two equal ones; a short last batch.
     out = recalibrate.recalibrate(model.apply, variables, images, 24, MEAN, STD, batch_size=batch_size)
     # The first layer's input does not depend on batch norm: exact for any batching.

@@ -2,6 +2,8 @@
 `steps.eval_step`) and in the analysis (`ensemble.flip_tta`), the mean softmax over each
 image and its horizontal mirror."""
 
+import functools
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -81,13 +83,16 @@ class Linear(nn.Module):
 
 
 def eval_outputs(model, images, labels, tta):
-  params = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
+  # Jitted, as training runs them (eagerly, each operation would be its own compile).
+  params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))["params"]
   state = steps.TrainState.create(apply_fn=model.apply, params=params, tx=optax.sgd(0.1),
                                   batch_stats={})
   batch = {"image": jnp.asarray(images), "label": jnp.asarray(labels)}
-  out = steps.eval_step(state, batch, size=8, mean=MEAN, std=STD, tta=tta)
+  step = functools.partial(steps.eval_step, size=8, mean=MEAN, std=STD, tta=tta)
+  out = jax.jit(step)(state, batch)
   inputs = (np.asarray(images, np.float32) / 255 - MEAN) / STD
-  logits = lambda x: np.asarray(model.apply({"params": params}, jnp.asarray(x, jnp.float32)))
+  apply = jax.jit(model.apply)
+  logits = lambda x: np.asarray(apply({"params": params}, jnp.asarray(x, jnp.float32)))
   return jax.device_get(out), logits(inputs), logits(mirror(inputs))
 
 
