@@ -5,6 +5,7 @@ with the same device count, a resumed run must end with bitwise the same paramet
 and the same metrics rows.
 """
 
+import functools
 import json
 import os
 import pathlib
@@ -246,14 +247,35 @@ def _steps(workdir):
   return sorted(int(p.name) for p in path.iterdir() if p.name.isdigit()) if path.exists() else []
 
 
-def _writing(workdir):
+def _writes(workdir):
+  """The checkpoint writes in flight: orbax's temporary folders."""
   path = workdir / "checkpoints"
-  return path.exists() and any("orbax-checkpoint-tmp" in p.name for p in path.iterdir()) and bool(_steps(workdir))
+  if not path.exists():
+    return set()
+  return {p.name for p in path.iterdir() if "orbax-checkpoint-tmp" in p.name}
 
 
-def _compiled_stage_1(workdir):
+def _stage_1_setups(workdir):
+  """How many times stage 1's programs were set up (a compile row each)."""
   rows = read_rows(workdir / "metrics.jsonl") if (workdir / "metrics.jsonl").exists() else []
-  return any(r["event"] == "compile" and r["stage"] == 1 for r in rows if r.get("event"))
+  return sum(r.get("event") == "compile" and r.get("stage") == 1 for r in rows)
+
+
+def _seen(workdir):
+  return {"steps": set(_steps(workdir)), "writes": _writes(workdir),
+          "stage_1_setups": _stage_1_setups(workdir)}
+
+
+# Each moment as what the killed run did since it started (`seen`: the workdir then), so
+# that every kill lands in the run it stops, whatever the runs before it left.
+KILL_MOMENTS = [
+    ("during a checkpoint write",  # One finished, and a write this run began in flight.
+     lambda w, seen: bool(_steps(w)) and bool(_writes(w) - seen["writes"])),
+    ("during a stage",  # A checkpoint this run wrote inside stage 0 (which ends at step 20).
+     lambda w, seen: any(s < 20 for s in set(_steps(w)) - seen["steps"])),
+    ("at a stage switch",  # Stage 1 set up by this run.
+     lambda w, seen: _stage_1_setups(w) > seen["stage_1_setups"]),
+]
 
 
 @pytest.fixture(scope="module")
@@ -272,14 +294,10 @@ def test_sigkill_at_each_moment_then_rerun_ends_identical(kill_setup, tmp_path):
   one's workdir (what a preempted machine does to a run); then run to the end."""
   config_path, reference_dir = kill_setup
   workdir = tmp_path / "run"
-  moments = [
-      ("during a checkpoint write", _writing),  # One written (step 5), the next half.
-      ("during a stage", lambda w: 15 in _steps(w)),
-      ("at a stage switch", _compiled_stage_1),
-  ]
-  for moment, ready in moments:
-    assert not ready(workdir), moment  # Each moment comes in the run it kills.
-    assert _kill_when(config_path, workdir, ready), f"the run finished before the kill {moment}"
+  for moment, ready in KILL_MOMENTS:
+    seen = _seen(workdir)
+    assert _kill_when(config_path, workdir, functools.partial(ready, seen=seen)), (
+        f"the run finished before the kill {moment}")
     assert 50 not in _steps(workdir), moment  # Killed before the end.
   _run(config_path, workdir)
   assert _final_params(workdir)[0] == 50
