@@ -250,8 +250,10 @@ def test_histogram_edges_follow_torch_histc():
 def test_stats_rows_are_json_lines_in_call_order():
   model = _Toy()
   x = np.ones((4, 5), np.float32)
-  variables = model.init(jax.random.key(0), x)
-  stats = jax.device_get(activations.activation_stats(model.apply, variables, x))
+  variables = jax.jit(model.init)(jax.random.key(0), x)
+  # Jitted, as training and the analysis run it (eagerly, each operation is a compile).
+  stats = jax.device_get(jax.jit(functools.partial(activations.activation_stats, model.apply))(
+      variables, x))
   order = activations.layer_names(model.apply, variables, x)
   assert order == ["dense0", "bn", "out"]
   rows = activations.stats_rows(stats, step=12, stage=1, size=24, order=order)
