@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from progressive import models
+from progressive.analysis import run as run_lib
 from progressive.data.resize import preprocess
 from progressive.training import recalibrate
 
@@ -23,10 +24,9 @@ def _model_and_images(smoke_config, n=48, size=16, batch_norm=True):
   return model, dict(variables), images
 
 
-# Jitted, as the library runs a model: eagerly, every operation is its own compile.
 def _logits(model, variables, images, size):
-  logits = jax.jit(lambda v, x: model.apply(v, preprocess(x, size, MEAN, STD)))
-  return np.asarray(logits(variables, jnp.asarray(images)))
+  # The analysis's jitted logits (eagerly, every operation would be its own compile).
+  return np.asarray(run_lib.make_logits_fn(model, MEAN, STD)(variables, images, size))
 
 
 def _running_averages(model, variables, images, size, steps=80, batch=16):
