@@ -147,6 +147,14 @@ def make_optimizer(
   return tx if fine_tuning is None else fine_tuned(tx, fine_tuning)
 
 
+def with_lr_scale(opt_state, lr_scale: float):
+  """`opt_state` of a `make_optimizer` optimiser with its learning-rate scale set to
+  `lr_scale`, as `make_optimizer(..., lr_scale=lr_scale)`'s `init` would have set it."""
+  hyperparams = dict(opt_state.hyperparams)
+  hyperparams["lr_scale"] = jnp.asarray(lr_scale, hyperparams["lr_scale"].dtype)
+  return opt_state._replace(hyperparams=hyperparams)
+
+
 def _injected(config, lr_fn, momentum_fn, lr_scale) -> optax.GradientTransformation:
   name = config["name"]
   if name == "sgd":

@@ -46,6 +46,7 @@ def smoke_run(tmp_path_factory, data_dir, backend_compiles):
   # Its compiles are counted: none is read from the tests' shared cache (back after the test).
   jax.config.update("jax_compilation_cache_dir", None)
   compilation_cache.reset_cache()
+  jax.clear_caches()  # Nor from an earlier run of this config in this process.
   before = len(backend_compiles)
   summary = train.train_and_evaluate(config, str(workdir))
   train_compiles = [n for n in backend_compiles[before:] if "parallel_train_step" in n]
@@ -89,6 +90,51 @@ def test_one_compile_per_stage_shape(smoke_run):
   # Counted by XLA itself, not assumed: one backend compile of the step per stage shape.
   assert len(train_compiles) == 3
   assert summary.compile == compile_rows
+
+
+def test_a_later_run_in_the_process_reuses_the_programs_at_its_own_learning_rate(
+    smoke_run, backend_compiles, tmp_path):
+  config, workdir, _, _ = smoke_run
+  config = config.copy_and_resolve_references()
+  config.opt.lr_max /= 2  # A learning-rate grid's next point, at another seed.
+  config.seed += 1
+  before = len(backend_compiles)
+  summary = train.train_and_evaluate(config, str(tmp_path / "half"))
+  assert not [n for n in backend_compiles[before:] if "parallel_" in n]
+  assert summary.compile and all(r["reused"] and not r["cache_hit"] for r in summary.compile)
+  # The shared program follows this run's peak, held in its optimiser state.
+  first, half = ({r["step"]: r["lr"] for r in read_rows(w / "metrics.jsonl") if r["event"] == "train"}
+                 for w in (workdir, tmp_path / "half"))
+  assert first.keys() == half.keys()
+  for step, lr in half.items():
+    assert lr == pytest.approx(first[step] / 2, rel=1e-6)
+
+
+def test_runs_share_programs_only_where_their_programs_are_the_same(smoke_config):
+  from progressive.data import pipeline
+
+  info = pipeline.dataset_info(smoke_config.data)
+  mesh = parallel.make_mesh()
+
+  def state(**changes):
+    config = smoke_config.copy_and_resolve_references()
+    for path, value in changes.items():
+      *parents, name = path.split(".")
+      node = config
+      for parent in parents:
+        node = node[parent]
+      node[name] = value
+    plan = schedules.stage_plan(config.stages, config.batch_size, info.num_train)
+    return train.build_state(config, info, plan, mesh)
+
+  base = state()
+  for same in (state(**{"opt.lr_max": 0.5}), state(seed=7)):
+    assert same.tx is base.tx and same.apply_fn == base.apply_fn
+  assert state(**{"opt.lr_max": 0.5}).opt_state.hyperparams["lr_scale"] == 0.5
+  for other in (state(**{"opt.pct_start": 0.5}), state(**{"opt.weight_decay": 0.0}),
+                state(stages=({"size": 16, "steps": 8},))):
+    assert other.tx is not base.tx
+  assert state(**{"model.channels": (8, 16, 16)}).apply_fn != base.apply_fn
 
 
 def test_eval_rows_for_every_eval_size(smoke_run):

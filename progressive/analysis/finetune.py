@@ -16,6 +16,7 @@ a few more steps add anyway).
 """
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -41,6 +42,39 @@ def trainable_mask(params: Mapping[str, Any]) -> Any:
   return mark(params, False)
 
 
+@functools.lru_cache(maxsize=32)
+def _finetune_step(model, mean, std, size: int, flip: bool, lr: float, momentum: float,
+                   has_stats: bool):
+  """The fine-tune's optimiser and jitted step, one pair per model and settings in a
+  process (`models.build` makes one module per architecture), so the runs of a sweep
+  share the compiled step."""
+  tx = optax.multi_transform(
+      {True: optax.sgd(lr, momentum=momentum), False: optax.set_to_zero()}, trainable_mask)
+  apply_fn = model.apply
+
+  @jax.jit
+  def step(params, stats, opt_state, batch, labels, key):
+    inputs = preprocess(batch, size, mean, std)
+    if flip:
+      flipped = jax.random.bernoulli(key, 0.5, (inputs.shape[0], 1, 1, 1))
+      inputs = jnp.where(flipped, inputs[:, :, ::-1], inputs)
+
+    def loss_fn(params):
+      variables = {"params": params, **({"batch_stats": stats} if has_stats else {})}
+      if has_stats:
+        logits, updates = apply_fn(variables, inputs, train=True, mutable=["batch_stats"])
+      else:
+        logits, updates = apply_fn(variables, inputs, train=True), {}
+      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+      return loss, updates.get("batch_stats", stats)
+
+    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), new_stats, opt_state, loss
+
+  return tx, step
+
+
 def finetune(run, size: int, images: np.ndarray, labels: np.ndarray, *, steps: int,
              lr: float, batch_size: int = 128, momentum: float = 0.9, flip: bool = True,
              seed: int = 0, calibration: np.ndarray | None = None):
@@ -57,32 +91,9 @@ def finetune(run, size: int, images: np.ndarray, labels: np.ndarray, *, steps: i
   if not batch_size:
     raise ValueError("finetune needs at least one training image.")
   params = run.variables["params"]
-  mask = trainable_mask(params)
-  tx = optax.multi_transform(
-      {True: optax.sgd(lr, momentum=momentum), False: optax.set_to_zero()}, mask)
-  mean, std = tuple(run.info.mean), tuple(run.info.std)
-  apply_fn = run.model.apply
   stats = run.variables.get("batch_stats", {})
-
-  @jax.jit
-  def step(params, stats, opt_state, batch, labels, key):
-    inputs = preprocess(batch, size, mean, std)
-    if flip:
-      flipped = jax.random.bernoulli(key, 0.5, (inputs.shape[0], 1, 1, 1))
-      inputs = jnp.where(flipped, inputs[:, :, ::-1], inputs)
-
-    def loss_fn(params):
-      variables = {"params": params, **({"batch_stats": stats} if stats else {})}
-      if stats:
-        logits, updates = apply_fn(variables, inputs, train=True, mutable=["batch_stats"])
-      else:
-        logits, updates = apply_fn(variables, inputs, train=True), {}
-      loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-      return loss, updates.get("batch_stats", stats)
-
-    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), new_stats, opt_state, loss
+  tx, step = _finetune_step(run.model, tuple(run.info.mean), tuple(run.info.std), int(size),
+                            bool(flip), float(lr), float(momentum), bool(stats))
 
   rng = np.random.default_rng(seed)
   key = jax.random.key(seed)

@@ -78,8 +78,11 @@ def _read_json_item(path) -> dict | None:
   return ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(path)
 
 
+@functools.lru_cache(maxsize=32)
 def make_logits_fn(model, mean, std) -> Callable:
-  """`(variables, images [B, S, S, 3] in 0..255, size) -> float32 logits [B, classes]`, jitted."""
+  """`(variables, images [B, S, S, 3] in 0..255, size) -> float32 logits [B, classes]`, jitted;
+  one function per model and normalisation in a process, so runs of one architecture
+  share its compiled programs."""
 
   def logits(variables, images, size):
     return jnp.asarray(model.apply(variables, preprocess(images, size, mean, std)), jnp.float32)

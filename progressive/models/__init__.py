@@ -132,7 +132,15 @@ def build(config: Mapping[str, Any], *, num_classes: int, bn_axis_name: str | No
   if config["name"] not in MODELS:
     raise ValueError(f"config.model.name must be one of {sorted(MODELS)}, got {config['name']!r}.")
   constructor, _ = MODELS[config["name"]]
-  return constructor(config, num_classes, bn_axis_name)
+  model = constructor(config, num_classes, bn_axis_name)
+  return _BUILT.setdefault(model, model)
+
+
+# Every module `build` made in this process, each its own key: one object per architecture,
+# so that `model.apply` of two builds compares equal (a bound method compares its module
+# by identity). A train state holds `apply` as a static field and jitted functions are
+# cached by it: the runs of a sweep then share their traced and compiled programs.
+_BUILT: dict = {}
 
 
 def min_input_size(config: Mapping[str, Any]) -> int:

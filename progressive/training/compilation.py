@@ -28,6 +28,7 @@ from jax.sharding import NamedSharding
 from progressive import errors
 
 CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+LOWERING_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
 
 _thread_state = threading.local()
 
@@ -38,15 +39,23 @@ def _count_cache_hits(event: str, **kwargs) -> None:
     _thread_state.hits += 1
 
 
+def _count_lowerings(event: str, duration: float, **kwargs) -> None:
+  del duration, kwargs
+  if event == LOWERING_EVENT and getattr(_thread_state, "lowerings", None) is not None:
+    _thread_state.lowerings += 1
+
+
 _listener_lock = threading.Lock()
 _listener_installed = []
 
 
 def _install_listener() -> None:
-  """Registers (once per process) the listener that attributes cache hits to a compile."""
+  """Registers (once per process) the listeners that attribute cache hits and lowerings
+  to a compile."""
   with _listener_lock:
     if not _listener_installed:
       monitoring.register_event_listener(_count_cache_hits)
+      monitoring.register_event_duration_secs_listener(_count_lowerings)
       _listener_installed.append(True)
 
 
@@ -79,6 +88,10 @@ class CompileResult:
   seconds: float  # Wall time of lower + compile (in the background thread).
   cache_hit: bool  # Read from the persistent compilation cache.
   flops: float | None  # XLA's count for one call, on one device; None where not reported.
+  # Already compiled in this process (a sweep's earlier run): nothing traced, lowered or
+  # compiled. The step functions, the model and the optimiser are made once per process
+  # (`parallel`, `models.build`, `train.build_state`), so JAX's caches serve it.
+  reused: bool = False
 
 
 def program_flops(executable) -> float | None:
@@ -95,14 +108,16 @@ def program_flops(executable) -> float | None:
 
 
 def _compile(fn: Callable, args: Sequence[Any], static: Any) -> CompileResult:
-  _thread_state.hits = 0
+  _thread_state.hits = _thread_state.lowerings = 0
   start = time.perf_counter()
   try:
     executable = fn.lower(*args, static).compile()
   finally:
     hits, _thread_state.hits = _thread_state.hits, None
+    lowerings, _thread_state.lowerings = _thread_state.lowerings, None
   seconds = time.perf_counter() - start
-  return CompileResult(executable, seconds, hits > 0, program_flops(executable))
+  return CompileResult(executable, seconds, hits > 0, program_flops(executable),
+                       reused=not lowerings)
 
 
 class StageCompiler:
@@ -402,14 +417,15 @@ class Programs:
     self.rows.append(self._writer.write(
         "compile", step=step, stage=stage.index, kind=kind, size=size,
         batch_size=batch_size, seconds=result.seconds, waited=waited,
-        cache_hit=result.cache_hit,
+        cache_hit=result.cache_hit, reused=result.reused,
         # One call over the whole mesh, XLA's count (a train step's has the backward pass).
         flops=None if result.flops is None else result.flops * self._num_devices,
     ))
     if kind == "train" and jax.process_index() == 0:
       print(
           f"Compiled stage {stage.index} ({size}px, batch {batch_size}) in "
-          f"{result.seconds:.1f}s{' (cache hit)' if result.cache_hit else ''}; "
+          f"{result.seconds:.1f}s{' (cache hit)' if result.cache_hit else ''}"
+          f"{' (already compiled in this process)' if result.reused else ''}; "
           f"waited {waited:.1f}s for it."
       )
 

@@ -46,8 +46,9 @@ class Objective:
   @classmethod
   def from_config(cls, config) -> "Objective":
     """The objective a run's config asks for."""
-    return cls(float(config.opt.label_smoothing), float(config.data.mixup_alpha),
-               float(config.data.cutmix_alpha), int(config.seed))
+    mixup, cutmix = float(config.data.mixup_alpha), float(config.data.cutmix_alpha)
+    seed = int(config.seed) if mixup > 0 or cutmix > 0 else 0  # Unused unless mixing.
+    return cls(float(config.opt.label_smoothing), mixup, cutmix, seed)
 
   @property
   def mixes(self) -> bool:

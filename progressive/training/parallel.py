@@ -1,8 +1,11 @@
 """Data parallelism: the `"batch"` mesh, the jitted `shard_map` wrappers of the steps,
 batch sharding, device prefetch, multi-process start, and a stage's training iterator.
 
-The wrappers are built once per run; `size` is a static argument, so each distinct
-(stage size, batch size) is one compile.
+The wrappers are built once per process for each set of arguments (cached), and the
+model and optimiser a state holds as static fields are too (`models.build`,
+`train.build_state`), so the runs of a sweep that share an architecture, plan and
+optimiser settings (a learning-rate grid, its seeds) share the traced and compiled steps.
+`size` is a static argument, so each distinct (stage size, batch size) is one compile.
 """
 
 import collections
@@ -37,6 +40,7 @@ def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+@functools.lru_cache(maxsize=32)
 def make_train_step(mesh: jax.sharding.Mesh, mean, std, *, skip_nonfinite: bool = False,
                     objective: mixing.Objective = mixing.PLAIN) -> Callable:
   """The data-parallel step, jitted once: `(state, batch, size) -> (state, metrics)`.
@@ -58,6 +62,7 @@ def make_train_step(mesh: jax.sharding.Mesh, mean, std, *, skip_nonfinite: bool 
   return jax.jit(parallel_train_step, static_argnums=2, donate_argnums=0)
 
 
+@functools.lru_cache(maxsize=32)
 def make_eval_step(mean, std, *, tta: str = "none") -> Callable:
   """`(state, batch, size) -> per-example outputs`, jitted; sharded like its inputs;
   `tta` as `steps.eval_step` takes it."""
@@ -68,6 +73,7 @@ def make_eval_step(mean, std, *, tta: str = "none") -> Callable:
   return jax.jit(parallel_eval_step, static_argnums=2)
 
 
+@functools.lru_cache(maxsize=32)
 def make_stats_step(model, mean, std) -> Callable:
   """`(state, batch, size) -> activation statistics`, jitted.
 

@@ -10,6 +10,7 @@ batch norm's running averages do. Accuracy with the recalibrated statistics sepa
 what the features can do at a size from the stale statistics.
 """
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -50,9 +51,12 @@ def _per_layer(fn: Callable, *trees):
   return {key: _per_layer(fn, *(t[key] for t in trees)) for key in first}
 
 
+@functools.lru_cache(maxsize=32)
 def make_moments_fn(apply_fn: Callable, mean, std) -> Callable:
   """`(variables, uint8 images [B, S, S, 3], size) -> {"mean", "square"}` per batch-norm
-  layer: the batch's mean and mean of squares at `size`; jitted once per (batch, size)."""
+  layer: the batch's mean and mean of squares at `size`; jitted once per (batch, size),
+  one function per `apply_fn` (`models.build` makes one module per architecture) and
+  normalisation in a process."""
 
   def moments(variables, images, size):
     batch = batch_moments(apply_fn, variables, preprocess(images, size, mean, std))

@@ -9,6 +9,7 @@ has its own module: `parallel` (mesh, wrappers, batches), `compilation`, `evalua
 """
 
 import dataclasses
+import functools
 import json
 import signal
 import time
@@ -55,23 +56,37 @@ def build_state(config, info: pipeline.DatasetInfo, plan, mesh, *, schedule=None
   """The initial train state of `config`, initialised at the first stage's size and
   replicated over `mesh`; `schedule` = `(lr_fn, momentum_fn)` replaces the one-cycle."""
   model = models.build(config.model, num_classes=info.num_classes, bn_axis_name=steps.AXIS)
-  # The one-cycle with a peak of 1, scaled by lr_max as a value in the optimiser state
-  # (optim), so a learning-rate grid shares one compiled training step.
-  lr_fn, momentum_fn = schedule or schedules.make_schedules(
-      plan,
-      1.0,
-      cycle=config.opt.cycle,
-      div=config.opt.div,
-      div_final=config.opt.div_final,
-      pct_start=config.opt.pct_start,
-      moms=tuple(config.opt.moms),
-  )
-  lr_scale = 1.0 if schedule else config.opt.lr_max
-  fine_tuning = optim.FineTuning.from_plan(plan, config.opt.lr_body_div, config.opt.train_bn)
-  tx = optim.make_optimizer(config.opt, lr_fn, momentum_fn, lr_scale=lr_scale,
-                            fine_tuning=fine_tuning)
+  if schedule is None:
+    tx = _one_cycle_optimizer(_opt_key(config.opt), tuple(plan))
+    lr_scale = config.opt.lr_max
+  else:
+    fine_tuning = optim.FineTuning.from_plan(plan, config.opt.lr_body_div, config.opt.train_bn)
+    tx = optim.make_optimizer(config.opt, *schedule, fine_tuning=fine_tuning)
+    lr_scale = 1.0
   state = steps.create_train_state(model, tx, jax.random.key(config.seed), plan[0].size)
+  state = state.replace(opt_state=optim.with_lr_scale(state.opt_state, lr_scale))
   return jax.device_put(state, parallel.replicated(mesh))
+
+
+def _opt_key(opt: ml_collections.ConfigDict) -> str:
+  """`config.opt` but its peak learning rate, as a key: the optimiser's program does not
+  depend on `lr_max`, which the state holds (`optim.with_lr_scale`)."""
+  return json.dumps({k: v for k, v in opt.to_dict().items() if k != "lr_max"}, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=64)
+def _one_cycle_optimizer(opt_key: str, plan: tuple[schedules.Stage, ...]):
+  """The one-cycle optimiser of `plan` with a peak of 1, one object per optimiser config
+  and plan in a process: the train state holds it as a static field, so every run of a
+  sweep with the same plan (a learning-rate grid, its seeds) reuses the training step
+  traced and compiled for the first instead of tracing it again."""
+  opt = ml_collections.ConfigDict(json.loads(opt_key))
+  lr_fn, momentum_fn = schedules.make_schedules(
+      plan, 1.0, cycle=opt.cycle, div=opt.div, div_final=opt.div_final,
+      pct_start=opt.pct_start, moms=tuple(opt.moms),
+  )
+  fine_tuning = optim.FineTuning.from_plan(plan, opt.lr_body_div, opt.train_bn)
+  return optim.make_optimizer(opt, lr_fn, momentum_fn, fine_tuning=fine_tuning)
 
 
 def every(n: int, step: int, stage: schedules.Stage | None = None) -> bool:
