@@ -136,9 +136,9 @@ def build(config: Mapping[str, Any], *, num_classes: int, bn_axis_name: str | No
   return _BUILT.setdefault(model, model)
 
 
-# Every module `build` made in this process, each its own key: one object per architecture,
-# so that `model.apply` of two builds compares equal (a bound method compares its module
-# by identity). A train state holds `apply` as a static field and jitted functions are
+# Every distinct module `build` has made in this process, mapped to itself: one object per
+# architecture, so that `model.apply` of two builds compares equal (a bound method compares
+# its module by identity). A train state holds `apply` as a static field and jitted functions are
 # cached by it: the runs of a sweep then share their traced and compiled programs.
 _BUILT: dict = {}
 

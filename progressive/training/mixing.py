@@ -35,8 +35,8 @@ from flax import struct
 @dataclasses.dataclass(frozen=True)
 class Objective:
   """What the training step fits (`config.opt.label_smoothing`, `config.data.mixup_alpha`,
-  `config.data.cutmix_alpha`); `seed` (the run's) keys the draws. Frozen: the jitted
-  step closes over it."""
+  `config.data.cutmix_alpha`); `seed` (the run's; 0 where nothing is mixed, so runs at
+  other seeds share the step) keys the draws. Frozen: the jitted step closes over it."""
 
   label_smoothing: float = 0.0
   mixup_alpha: float = 0.0
