@@ -9,7 +9,6 @@ has its own module: `parallel` (mesh, wrappers, batches), `compilation`, `evalua
 """
 
 import dataclasses
-import functools
 import json
 import signal
 import time
@@ -18,6 +17,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
+import optax
 from etils import epath
 
 from progressive import models, optim, schedules
@@ -57,7 +57,7 @@ def build_state(config, info: pipeline.DatasetInfo, plan, mesh, *, schedule=None
   replicated over `mesh`; `schedule` = `(lr_fn, momentum_fn)` replaces the one-cycle."""
   model = models.build(config.model, num_classes=info.num_classes, bn_axis_name=steps.AXIS)
   if schedule is None:
-    tx = _one_cycle_optimizer(_opt_key(config.opt), tuple(plan))
+    tx = _one_cycle_optimizer(config.opt, plan)
     lr_scale = config.opt.lr_max
   else:
     fine_tuning = optim.FineTuning.from_plan(plan, config.opt.lr_body_div, config.opt.train_bn)
@@ -68,25 +68,32 @@ def build_state(config, info: pipeline.DatasetInfo, plan, mesh, *, schedule=None
   return jax.device_put(state, parallel.replicated(mesh))
 
 
-def _opt_key(opt: ml_collections.ConfigDict) -> str:
-  """`config.opt` but its peak learning rate, as a key: the optimiser's program does not
-  depend on `lr_max`, which the state holds (`optim.with_lr_scale`)."""
-  return json.dumps({k: v for k, v in opt.to_dict().items() if k != "lr_max"}, sort_keys=True)
+# The one-cycle optimisers made in this process, by `_optimizer_key` (the most recent 64).
+_OPTIMIZERS: dict = {}
 
 
-@functools.lru_cache(maxsize=64)
-def _one_cycle_optimizer(opt_key: str, plan: tuple[schedules.Stage, ...]):
+def _optimizer_key(opt: ml_collections.ConfigDict, plan) -> tuple:
+  """What the one-cycle optimiser depends on: `config.opt` but its peak learning rate
+  (which the state holds: `optim.with_lr_scale`), and the plan."""
+  return repr(sorted((k, v) for k, v in opt.to_dict().items() if k != "lr_max")), tuple(plan)
+
+
+def _one_cycle_optimizer(opt: ml_collections.ConfigDict, plan) -> optax.GradientTransformation:
   """The one-cycle optimiser of `plan` with a peak of 1, one object per optimiser config
   and plan in a process: the train state holds it as a static field, so every run of a
   sweep with the same plan (a learning-rate grid, its seeds) reuses the training step
   traced and compiled for the first instead of tracing it again."""
-  opt = ml_collections.ConfigDict(json.loads(opt_key))
-  lr_fn, momentum_fn = schedules.make_schedules(
-      plan, 1.0, cycle=opt.cycle, div=opt.div, div_final=opt.div_final,
-      pct_start=opt.pct_start, moms=tuple(opt.moms),
-  )
-  fine_tuning = optim.FineTuning.from_plan(plan, opt.lr_body_div, opt.train_bn)
-  return optim.make_optimizer(opt, lr_fn, momentum_fn, fine_tuning=fine_tuning)
+  key = _optimizer_key(opt, plan)
+  if key not in _OPTIMIZERS:
+    lr_fn, momentum_fn = schedules.make_schedules(
+        plan, 1.0, cycle=opt.cycle, div=opt.div, div_final=opt.div_final,
+        pct_start=opt.pct_start, moms=tuple(opt.moms),
+    )
+    fine_tuning = optim.FineTuning.from_plan(plan, opt.lr_body_div, opt.train_bn)
+    if len(_OPTIMIZERS) >= 64:
+      del _OPTIMIZERS[next(iter(_OPTIMIZERS))]
+    _OPTIMIZERS[key] = optim.make_optimizer(opt, lr_fn, momentum_fn, fine_tuning=fine_tuning)
+  return _OPTIMIZERS[key]
 
 
 def every(n: int, step: int, stage: schedules.Stage | None = None) -> bool:
