@@ -83,7 +83,7 @@ def test_one_compile_per_stage_shape(smoke_run):
   assert [(r["step"], r["size"]) for r in compile_rows if r["kind"] == "eval"] == [
       (8, 16), (8, 32), (16, 24)
   ]
-  assert all(r["seconds"] > 0 and not r["cache_hit"] for r in compile_rows)
+  assert all(r["seconds"] > 0 and not r["cache_hit"] and not r["reused"] for r in compile_rows)
   # XLA's FLOP count of one step over the whole mesh grows with the stage's size.
   flops = [r["flops"] for r in train_rows]
   assert 0 < flops[0] < flops[1] < flops[2]
