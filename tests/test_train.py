@@ -112,18 +112,13 @@ def test_a_later_run_in_the_process_reuses_the_programs_at_its_own_learning_rate
 
 def test_runs_share_programs_only_where_their_programs_are_the_same(smoke_config):
   from progressive.data import pipeline
+  from progressive.sweeps import spec
 
   info = pipeline.dataset_info(smoke_config.data)
   mesh = parallel.make_mesh()
 
   def state(**changes):
-    config = smoke_config.copy_and_resolve_references()
-    for path, value in changes.items():
-      *parents, name = path.split(".")
-      node = config
-      for parent in parents:
-        node = node[parent]
-      node[name] = value
+    config = spec.apply_overrides(smoke_config, changes)
     plan = schedules.stage_plan(config.stages, config.batch_size, info.num_train)
     return train.build_state(config, info, plan, mesh)
 
