@@ -9,6 +9,8 @@ from the TFDS builder's code, with split sizes equal to the mock's example count
 import io
 import json
 import math
+import os
+import shutil
 
 import jax
 import numpy as np
@@ -413,6 +415,34 @@ def test_scale_shapes_takes_split_slices_for_validation(smoke_config, tmp_path):
   data.eval_split = "validation"
   with pytest.raises(ConfigError, match=r"eval_split must be one of \['test', 'train'\] or a slice"):
     validate(smoke_config, 4)
+
+
+def test_a_built_in_split_is_decoded_once_per_process_until_its_files_change(
+    data_dir, tmp_path, monkeypatch):
+  """A sweep's points and a notebook's analyses read the split decoded by the first."""
+  shutil.copytree(data_dir, tmp_path / "data")
+  data = {"name": "scale_shapes", "builder_config": "small", "data_dir": str(tmp_path / "data")}
+  reads = []
+  as_data_source = tfds.core.DatasetBuilder.as_data_source
+  monkeypatch.setattr(tfds.core.DatasetBuilder, "as_data_source",
+                      lambda self, **kw: reads.append(kw["split"]) or as_data_source(self, **kw))
+  first, start = pipeline.builtin_examples(data, "test")
+  again, _ = pipeline.builtin_examples(data, "test")
+  assert reads == ["test"] and start == 0
+  assert all(again[k] is first[k] for k in first)  # Shared, so read-only.
+  with pytest.raises(ValueError, match="read-only"):
+    again["image"][0] = 0
+  again["extra"] = None  # A caller's own dict: the next caller does not see it.
+  assert "extra" not in pipeline.builtin_examples(data, "test")[0]
+  pipeline.builtin_examples(data, "test", num=8)  # Another slice, another read.
+  assert reads == ["test", "test"]
+  # A file of the prepared dataset changed (prepared again): read afresh, same examples.
+  record = next(p for p in (tmp_path / "data").rglob("*test.array_record*"))
+  os.utime(record, ns=(record.stat().st_atime_ns, record.stat().st_mtime_ns + 1))
+  fresh, _ = pipeline.builtin_examples(data, "test")
+  assert reads == ["test", "test", "test"]
+  assert fresh["image"] is not first["image"]
+  np.testing.assert_array_equal(fresh["image"], first["image"])
 
 
 def test_split_specs_and_shards_follow_tfds_rules():

@@ -33,6 +33,7 @@ from (seed, epoch, example), so a resumed run sees exactly the batches it would 
 """
 
 import dataclasses
+import os
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -627,6 +628,21 @@ def prepare_builtins(configs) -> list[Mapping[str, Any]]:
   return list(prepared.values())
 
 
+# Decoded splits of the built-in datasets, kept for the next run in this process (a
+# sweep's points, a notebook's analyses, the tests' runs): decoding is most of what
+# opening one costs (`_EXAMPLES_CACHE_BYTES` bounds what is kept, the most recent first).
+_EXAMPLES_CACHE: dict[tuple, tuple[dict[str, np.ndarray], int]] = {}
+_EXAMPLES_CACHE_BYTES = 1 << 30
+
+
+def _split_files_stamp(builder) -> tuple:
+  """The prepared dataset's files (name, size, modification time): a dataset prepared
+  again, or a file changed, is read again."""
+  path = os.fspath(builder.data_dir)
+  with os.scandir(path) as entries:
+    return (path, *sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries))
+
+
 def builtin_examples(
     config: Mapping[str, Any], split: str, *, shard: int = 0, num_shards: int = 1,
     num: int | None = None,
@@ -637,20 +653,35 @@ def builtin_examples(
 
   Every feature is stacked: `image` uint8 `[N, S, S, 3]`, `label` and `family` int32
   `[N]`, and the metadata that redraws the example: `object_scale`, `center`, `seed` for
-  `scale_shapes.render`; `zoom` (float32) and `center` for `photos.cut`.
+  `scale_shapes.render`; `zoom` (float32) and `center` for `photos.cut`. The arrays are
+  read-only: later calls in this process share them (copy one to change it).
   """
-  source = prepare_builtin(config).as_data_source(split=split)
+  builder = prepare_builtin(config)
+  key = (split, shard, num_shards, num, _split_files_stamp(builder))
+  if key in _EXAMPLES_CACHE:
+    arrays, start = _EXAMPLES_CACHE.pop(key)
+    _EXAMPLES_CACHE[key] = arrays, start  # The most recent last.
+    return dict(arrays), start
+  source = builder.as_data_source(split=split)
   start, stop = splits.shard_bounds(len(source), shard, num_shards)
   if num is not None:
     stop = min(stop, start + num)
   examples = source.__getitems__(list(range(start, stop)))
   arrays = {key: np.stack([np.asarray(e[key]) for e in examples]) for key in examples[0]}
   arrays["image"] = arrays["image"].astype(np.uint8)
-  for key in ("label", "family"):
-    arrays[key] = arrays[key].astype(np.int32)
+  for name in ("label", "family"):
+    arrays[name] = arrays[name].astype(np.int32)
   if "zoom" in arrays:  # Stored as float32, read back as float64.
     arrays["zoom"] = arrays["zoom"].astype(np.float32)
-  return arrays, start
+  for array in arrays.values():
+    array.flags.writeable = False
+  _EXAMPLES_CACHE[key] = arrays, start
+  kept = 0
+  for old in reversed(list(_EXAMPLES_CACHE)):  # The oldest go first past the bound.
+    kept += sum(a.nbytes for a in _EXAMPLES_CACHE[old][0].values())
+    if kept > _EXAMPLES_CACHE_BYTES and old != key:
+      del _EXAMPLES_CACHE[old]
+  return dict(arrays), start
 
 
 scale_shapes_examples = builtin_examples  # Its name from before `photos`; callers use both.
