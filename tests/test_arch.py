@@ -44,6 +44,17 @@ def test_simple_cnn_by_hand():
   assert geometry.totals(table)["total_stride"] == 8  # Three stride-2 convs; not the gap's jump.
 
 
+def test_a_table_is_remembered_per_model_config_and_size():
+  """The analyses ask for the same model's table at every point of a sweep."""
+  geometry._layer_table.cache_clear()
+  first = geometry.layer_table(_model_config(), 32)
+  first[0]["rf"] = 0  # The caller's own rows.
+  assert geometry.layer_table(_model_config(), 32)[0]["rf"] == 5
+  assert geometry._layer_table.cache_info()[:2] == (1, 1)
+  assert geometry.layer_table(_model_config(downsample="max"), 32) != first  # Another model.
+  assert geometry._layer_table.cache_info()[:2] == (1, 2)
+
+
 def test_simple_cnn_blur_by_hand():
   # Each conv at stride 1, then BlurPool(3, stride 2): k=3 adds 2 * j before the jump doubles.
   table = geometry.layer_table(_model_config(downsample="blur"), 32)

@@ -47,6 +47,7 @@ def test_counting_reads_shapes_and_compiles_nothing(fresh_compiles):
       compiles.append(event)
 
   model = simple_cnn.SimpleCNN(num_classes=10, channels=(32, 64, 128, 256))
+  flops._layer_macs.cache_clear()  # Counted here, not remembered from another test.
   monitoring.register_event_duration_secs_listener(listener)
   try:
     count = flops.forward_macs(model, 32)
@@ -55,6 +56,19 @@ def test_counting_reads_shapes_and_compiles_nothing(fresh_compiles):
   finally:
     monitoring.unregister_event_duration_listener(listener)
   assert counted == [] and count == _hand_count(32) and compiles
+
+
+def test_a_count_is_remembered_per_model_and_size():
+  """A sweep counts every point's model: an equal module at the same size is counted once,
+  and each caller gets a dict of its own."""
+  flops._layer_macs.cache_clear()
+  first = flops.layer_macs(simple_cnn.SimpleCNN(num_classes=10, channels=(32, 64, 128, 256)), 32)
+  first["conv0/conv"] = 0
+  again = flops.layer_macs(simple_cnn.SimpleCNN(num_classes=10, channels=(32, 64, 128, 256)), 32)
+  assert again["conv0/conv"] == 614_400
+  assert flops._layer_macs.cache_info()[:2] == (1, 1)  # One hit, one miss.
+  flops.layer_macs(simple_cnn.SimpleCNN(num_classes=10, channels=(32, 64, 128, 256)), 64)
+  assert flops._layer_macs.cache_info()[:2] == (1, 2)  # Another size, counted.
 
 
 def test_scans_count_their_body_per_iteration():

@@ -94,7 +94,17 @@ def traced_macs(fn: Callable, *args) -> dict[str, int]:
 
 def layer_macs(model: Any, size: int, channels: int = 3) -> dict[str, int]:
   """Per layer, the multiply-adds of one `[size, size, channels]` image through `model`
-  (a Flax module taking `[B, H, W, C]`; inference mode, the same layers as training)."""
+  (a Flax module taking `[B, H, W, C]`; inference mode, the same layers as training).
+  Remembered per model and size (a sweep counts them for every point)."""
+  try:
+    hash(model)
+  except TypeError:  # A module with a field that cannot be hashed: counted afresh.
+    return _layer_macs.__wrapped__(model, int(size), int(channels))
+  return dict(_layer_macs(model, int(size), int(channels)))
+
+
+@functools.lru_cache(maxsize=64)
+def _layer_macs(model: Any, size: int, channels: int) -> dict[str, int]:
   image = jax.ShapeDtypeStruct((1, size, size, channels), jnp.float32)
   variables = jax.eval_shape(model.init, jax.random.key(0), image)
   return traced_macs(lambda v, x: model.apply(v, x), variables, image)
