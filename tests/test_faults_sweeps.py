@@ -217,6 +217,9 @@ def test_a_second_sweep_on_a_held_folder_is_refused_naming_the_holder(tmp_path, 
   workdir = tmp_path / "sweep"
   try:
     _wait_for(first, lambda: _training(workdir / "p0"))
+    # Paused while the second is refused (a paused sweep holds its folder as a training
+    # one does), so that its steps do not take the cores the second needs.
+    first.send_signal(signal.SIGSTOP)
     for flags in ((), ("--aggregate_only",)):
       second = subprocess.run(command + list(flags), cwd=REPO, capture_output=True, text=True,
                               timeout=120, check=False)
@@ -228,6 +231,7 @@ def test_a_second_sweep_on_a_held_folder_is_refused_naming_the_holder(tmp_path, 
       assert f"sweep --config={tmp_path / 'sweep_config.py'} --workdir={workdir}`" in lines[0]
       assert lines[0].endswith(f"The hold is {workdir / folder.HOLD_FILE}.")
     assert not (workdir / "p1").exists()  # The second started nothing.
+    first.send_signal(signal.SIGCONT)
     first.send_signal(signal.SIGTERM)  # The first goes on until stopped, untouched.
     output, _ = first.communicate(timeout=240)
   finally:
