@@ -443,6 +443,11 @@ def test_a_built_in_split_is_decoded_once_per_process_until_its_files_change(
   assert reads == ["test", "test", "test"]
   assert fresh["image"] is not first["image"]
   np.testing.assert_array_equal(fresh["image"], first["image"])
+  # Where the files cannot be listed here (a bucket), every call reads.
+  monkeypatch.setattr(os, "scandir", lambda path: (_ for _ in ()).throw(OSError(path)))
+  pipeline.builtin_examples(data, "test")
+  pipeline.builtin_examples(data, "test")
+  assert reads == ["test"] * 5
 
 
 def test_split_specs_and_shards_follow_tfds_rules():

@@ -635,12 +635,16 @@ _EXAMPLES_CACHE: dict[tuple, tuple[dict[str, np.ndarray], int]] = {}
 _EXAMPLES_CACHE_BYTES = 1 << 30
 
 
-def _split_files_stamp(builder) -> tuple:
+def _split_files_stamp(builder) -> tuple | None:
   """The prepared dataset's files (name, size, modification time): a dataset prepared
-  again, or a file changed, is read again."""
+  again, or a file changed, is read again. None where they cannot be listed on this
+  host's file system (a bucket): then nothing is kept."""
   path = os.fspath(builder.data_dir)
-  with os.scandir(path) as entries:
-    return (path, *sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries))
+  try:
+    with os.scandir(path) as entries:
+      return (path, *sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries))
+  except OSError:
+    return None
 
 
 def builtin_examples(
@@ -657,7 +661,8 @@ def builtin_examples(
   read-only: later calls in this process share them (copy one to change it).
   """
   builder = prepare_builtin(config)
-  key = (split, shard, num_shards, num, _split_files_stamp(builder))
+  stamp = _split_files_stamp(builder)
+  key = (split, shard, num_shards, num, stamp)
   if key in _EXAMPLES_CACHE:
     arrays, start = _EXAMPLES_CACHE.pop(key)
     _EXAMPLES_CACHE[key] = arrays, start  # The most recent last.
@@ -675,6 +680,8 @@ def builtin_examples(
     arrays["zoom"] = arrays["zoom"].astype(np.float32)
   for array in arrays.values():
     array.flags.writeable = False
+  if stamp is None:
+    return arrays, start
   _EXAMPLES_CACHE[key] = arrays, start
   kept = 0
   for old in reversed(list(_EXAMPLES_CACHE)):  # The oldest go first past the bound.
