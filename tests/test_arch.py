@@ -46,13 +46,13 @@ def test_simple_cnn_by_hand():
 
 def test_a_table_is_remembered_per_model_config_and_size():
   """The analyses ask for the same model's table at every point of a sweep."""
-  geometry._layer_table.cache_clear()
+  geometry._remembered_table.cache_clear()
   first = geometry.layer_table(_model_config(), 32)
   first[0]["rf"] = 0  # The caller's own rows.
   assert geometry.layer_table(_model_config(), 32)[0]["rf"] == 5
-  assert geometry._layer_table.cache_info()[:2] == (1, 1)
+  assert geometry._remembered_table.cache_info()[:2] == (1, 1)
   assert geometry.layer_table(_model_config(downsample="max"), 32) != first  # Another model.
-  assert geometry._layer_table.cache_info()[:2] == (1, 2)
+  assert geometry._remembered_table.cache_info()[:2] == (1, 2)
 
 
 def test_simple_cnn_blur_by_hand():

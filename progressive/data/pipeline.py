@@ -642,7 +642,8 @@ def _split_files_stamp(builder) -> tuple | None:
   path = os.fspath(builder.data_dir)
   try:
     with os.scandir(path) as entries:
-      return (path, *sorted((e.name, e.stat().st_size, e.stat().st_mtime_ns) for e in entries))
+      stats = [(e.name, e.stat()) for e in entries]
+    return (path, *sorted((name, st.st_size, st.st_mtime_ns) for name, st in stats))
   except OSError:
     return None
 

@@ -19,7 +19,6 @@ fusion choices, unlike XLA's own `cost_analysis` (which the sweeps keep beside i
 """
 
 import functools
-import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -27,7 +26,6 @@ from typing import Any
 import jax
 import jax.extend as jex
 import jax.numpy as jnp
-import ml_collections
 
 from progressive import models
 
@@ -123,13 +121,6 @@ def train_flops(model: Any, size: int, channels: int = 3) -> int:
 
 def config_train_flops(model_config, size: int, num_classes: int, channels: int = 3) -> int:
   """`train_flops` of the model a config's `model` group builds (`models.build`): what a
-  sweep file needs to give one arm another arm's training FLOPs. Remembered per model
-  config, size and classes (a sweep file's hooks ask again for the same arms)."""
-  key = json.dumps(model_config.to_dict(), sort_keys=True, default=str)
-  return _config_train_flops(key, int(size), int(num_classes), int(channels))
-
-
-@functools.cache
-def _config_train_flops(model_json: str, size: int, num_classes: int, channels: int) -> int:
-  model_config = ml_collections.ConfigDict(json.loads(model_json))
+  sweep file needs to give one arm another arm's training FLOPs. Remembered as
+  `layer_macs` is (a sweep file's hooks ask again for the same arms)."""
   return train_flops(models.build(model_config, num_classes=num_classes), size, channels)

@@ -24,14 +24,12 @@ its two branches.
 
 import dataclasses
 import functools
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from progressive import models
@@ -228,17 +226,15 @@ def layer_table(
     model_config: Mapping[str, Any], size: int, num_classes: int = 10
 ) -> list[dict[str, Any]]:
   """`trace_table` of the model `config.model` builds, at input side `size`. Remembered
-  per model config, size and classes (a sweep's measures ask again for every point)."""
-  if not hasattr(model_config, "to_dict"):  # Not a ConfigDict: built afresh.
-    return trace_table(models.build(model_config, num_classes=num_classes), size)
-  key = json.dumps(model_config.to_dict(), sort_keys=True, default=str)
-  return [dict(row) for row in _layer_table(key, int(size), int(num_classes))]
+  per model and size (a sweep's measures ask again for every point; `models.build` gives
+  one module per architecture)."""
+  model = models.build(model_config, num_classes=num_classes)
+  return [dict(row) for row in _remembered_table(model, int(size))]
 
 
 @functools.lru_cache(maxsize=64)
-def _layer_table(model_json: str, size: int, num_classes: int) -> tuple[dict[str, Any], ...]:
-  model_config = ml_collections.ConfigDict(json.loads(model_json))
-  return tuple(trace_table(models.build(model_config, num_classes=num_classes), size))
+def _remembered_table(model: nn.Module, size: int) -> tuple[dict[str, Any], ...]:
+  return tuple(trace_table(model, size))
 
 
 def totals(table: Sequence[Mapping[str, Any]]) -> dict[str, int]:
