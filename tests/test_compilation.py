@@ -1,18 +1,22 @@
 """Ahead-of-time stage compiles, the persistent cache, and no host sync per step."""
 
+import json
 import pathlib
 import subprocess
 import sys
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+from etils import epath
+from jax._src import monitoring
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from progressive import models, optim, schedules
 from progressive.data import pipeline
-from progressive.training import compilation, parallel, steps, train
+from progressive.training import checkpoints, compilation, parallel, steps, train
 from progressive.training.metrics import read_rows
 
 REPO = pathlib.Path(__file__).parents[1]
@@ -121,6 +125,44 @@ def test_persistent_cache_follows_each_run_s_directory(tmp_path):
   compilation.enable_persistent_cache(str(second))
   jax.jit(lambda x: x * 3 - 1).lower(jax.numpy.ones(5)).compile()
   assert any(first.iterdir()) and any(second.iterdir())
+
+
+def _save_and_count_compiles(mngr, step, state, config_json) -> int:
+  compiles = []
+
+  def listener(event, duration, **kwargs):
+    del duration, kwargs
+    if event == "/jax/core/compile/backend_compile_duration":
+      compiles.append(event)
+
+  monitoring.register_event_duration_secs_listener(listener)
+  try:
+    checkpoints.save(mngr, step, state, {}, stage=0, config_json=config_json)
+    checkpoints.wait(mngr)
+  finally:
+    monitoring.unregister_event_duration_listener(listener)
+  return len(compiles)
+
+
+def test_a_checkpoint_of_a_replicated_state_compiles_nothing(smoke_config, tmp_path, fresh_compiles):
+  """Each array is written whole from its first replica (`single_replica_writes`): orbax's
+  replica-parallel write would cut every array on each of the 4 devices with a compiled
+  slice, dozens of compiles at a process's first checkpoint. The same state restores."""
+  _, _, state = _setup(smoke_config)
+  config_json = json.loads(smoke_config.to_json())
+  handler = ocp.type_handlers.get_type_handler(jax.Array)
+  mngr = checkpoints.manager(epath.Path(tmp_path), max_to_keep=3)
+  try:
+    assert _save_and_count_compiles(mngr, 1, state, config_json) == 0
+    handler._use_replica_parallel = True  # What this would cost: the counter hears it.
+    assert _save_and_count_compiles(mngr, 2, state, config_json) > 10
+  finally:
+    handler._use_replica_parallel = False
+  restored, _, meta = checkpoints.restore_latest(mngr, epath.Path(tmp_path), state, config_json)
+  assert meta["step"] == 2
+  for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
+    np.testing.assert_array_equal(a, b)
+  mngr.close()
 
 
 LAZY_IMPORT_PROBE = """
