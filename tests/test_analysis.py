@@ -277,6 +277,7 @@ def smoke_workdir(tmp_path_factory, data_dir):
   config = default.get_config("smoke")
   config.data.data_dir = data_dir
   config.progress_bar = False
+  config.activation_stats_every = 4
   workdir = tmp_path_factory.mktemp("analysis_smoke")
   train.train_and_evaluate(config, str(workdir))
   assert activation_analysis.read_stats(workdir)  # Recorded by training (activation_stats_every).

@@ -99,7 +99,7 @@ def test_persistent_cache_serves_a_rerun_at_another_learning_rate(smoke_config, 
   args = [
       sys.executable, "-m", "progressive", "train", "--config=configs/default.py:smoke",
       f"--config.data.data_dir={smoke_config.data.data_dir}", "--config.progress_bar=False",
-      f"--config.compilation_cache_dir={cache}",
+      f"--config.compilation_cache_dir={cache}", "--config.activation_stats_every=4",
   ]
   runs = {"first": [], "second": ["--config.opt.lr_max=0.05", "--config.seed=3"]}
   for run, extra in runs.items():

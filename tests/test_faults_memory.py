@@ -123,6 +123,7 @@ def test_every_program_of_a_stage_is_checked_by_name_before_its_first_step(smoke
   """Stage 0 sets its own batch size; its train, statistics and evaluation programs are
   each checked, with the field to lower, before it trains (the last one stops the run)."""
   smoke_config.stages = (dict(size=16, steps=8, batch_size=32), *smoke_config.stages[1:])
+  smoke_config.activation_stats_every = 4
   checked = []
 
   def check_memory(compiled, what, fix):

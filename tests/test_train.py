@@ -42,6 +42,7 @@ def smoke_run(tmp_path_factory, data_dir, backend_compiles):
   config = default.get_config("smoke")
   config.data.data_dir = data_dir
   config.progress_bar = False
+  config.activation_stats_every = 4  # Recorded, and checked below.
   workdir = tmp_path_factory.mktemp("smoke")
   # Its compiles are counted: none is read from the tests' shared cache (back after the test).
   jax.config.update("jax_compilation_cache_dir", None)
@@ -184,6 +185,7 @@ def test_interrupted_run_resumes_to_identical_result(smoke_run, smoke_config, tm
   reference_rows = read_rows(smoke_run[1] / "metrics.jsonl")
   config = smoke_config
   config.checkpoint_every_steps = 4  # Mid-stage checkpoints, with the data iterator's state.
+  config.activation_stats_every = 4  # As the reference run: its rows resume too.
   die_after_save(monkeypatch, 12)  # Mid-way through stage 1.
   with pytest.raises(Killed):
     train.train_and_evaluate(config, str(tmp_path))
