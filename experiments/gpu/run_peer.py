@@ -6,7 +6,8 @@ same file:
   python experiments/gpu/run_peer.py experiments/gpu/peer_flax_resnet50.py --smoke
 
 `--smoke` replaces the script's list of (size, batch) points with one tiny point, its
-count of timed steps with 2 and its blocks per stage with 1, and jits its initialisation:
+warm-up and timed steps with 1 and 2, its blocks per stage with 1 and its widths with an
+eighth, and jits its initialisation:
 it checks that the file runs and prints the line the report reads, and times nothing worth
 reading. It refuses a script whose text no longer has what it replaces (a changed peer
 must be looked at, not timed at sizes nobody chose).
@@ -23,7 +24,8 @@ SMOKE = {
     # ... its depth to one block per stage (a ResNet-50 compiles for half a minute on a CPU),
     # and its initialisation jitted (op by op it takes seconds there).
     "peer_flax_resnet50.py": [("[(224, 256), (128, 256)]", "[(24, 8)]"), ("n = 20", "n = 2"),
-                              ("[3, 4, 6, 3]", "[1, 1, 1, 1]"),
+                              ("range(3)", "range(1)"), ("[3, 4, 6, 3]", "[1, 1, 1, 1]"),
+                              ("64 * 2 ** i", "8 * 2 ** i"),  # bfloat16 convolutions are slow on a CPU.
                               ("v = m.init(", "v = jax.jit(m.init)(")],
 }
 
