@@ -58,8 +58,9 @@ def single_replica_writes() -> None:
   writes a slice of it, cut by an eager `lax.slice` per array and device, which lowers
   and compiles one program per shape and device at a process's first checkpoint. At
   this project's model sizes that costs far more than the parallel write saves: the
-  first save of ResNet-18's variables on 4 CPU devices took 3.2 CPU-s, 0.3 without
-  (2026-12-07). Either way the checkpoint restores to the same arrays.
+  first save of ResNet-18's train state on 4 CPU devices took 3.5 s, 0.6 s without
+  (`experiments/checkpoint_bench.py`, docs/BENCHMARKS.md). Either way the checkpoint
+  restores to the same arrays.
   """
   handler = ocp.type_handlers.get_type_handler(jax.Array)  # The registered one, as orbax built it.
   handler._use_replica_parallel = False  # pylint: disable=protected-access
