@@ -165,6 +165,20 @@ def test_a_checkpoint_of_a_replicated_state_compiles_nothing(smoke_config, tmp_p
   mngr.close()
 
 
+def test_the_checkpoint_benchmark_times_two_saves():
+  """`experiments/checkpoint_bench.py`'s case for one model, in this process, with the
+  writes every run uses (docs/BENCHMARKS.md has its table)."""
+  sys.path.insert(0, str(REPO / "experiments"))
+  try:
+    import checkpoint_bench  # pylint: disable=import-outside-toplevel
+  finally:
+    sys.path.remove(str(REPO / "experiments"))
+  result = checkpoint_bench._one("simple_cnn", replica_parallel=False)  # pylint: disable=protected-access
+  assert result["arrays"] == 44 and result["devices"] == jax.device_count() == 4
+  assert len(result["seconds"]) == 2 and all(w > 0 and c > 0 for w, c in result["seconds"])
+  assert not ocp.type_handlers.get_type_handler(jax.Array)._use_replica_parallel  # pylint: disable=protected-access
+
+
 LAZY_IMPORT_PROBE = """
 import contextlib, sys, threading
 from etils import epy
