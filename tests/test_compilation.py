@@ -100,6 +100,7 @@ def test_persistent_cache_serves_a_rerun_at_another_learning_rate(smoke_config, 
       sys.executable, "-m", "progressive", "train", "--config=configs/default.py:smoke",
       f"--config.data.data_dir={smoke_config.data.data_dir}", "--config.progress_bar=False",
       f"--config.compilation_cache_dir={cache}", "--config.activation_stats_every=4",
+      "--config.stages=({'size': 16, 'steps': 8}, {'size': 32, 'steps': 8})",
   ]
   runs = {"first": [], "second": ["--config.opt.lr_max=0.05", "--config.seed=3"]}
   for run, extra in runs.items():
@@ -108,7 +109,8 @@ def test_persistent_cache_serves_a_rerun_at_another_learning_rate(smoke_config, 
     assert result.returncode == 0, result.stderr[-2000:]
   rows = {run: read_rows(tmp_path / run / "metrics.jsonl") for run in runs}
   first, second = ([r for r in rows[run] if r["event"] == "compile"] for run in runs)
-  assert len(first) == len(second) == 9  # Train, activation-stats and eval programs.
+  # Per stage, its train and activation-statistics programs; evaluation at 16 and 32 px.
+  assert len(first) == len(second) == 6
   assert not any(r["cache_hit"] for r in first)
   assert all(r["cache_hit"] for r in second)
   assert any(cache.iterdir())
