@@ -1,7 +1,11 @@
-"""Helpers the tests share for comparing runs and for killing one mid-way."""
+"""Helpers the tests share for comparing runs, for killing one mid-way, and for
+counting what XLA compiles."""
+
+import contextlib
 
 import jax
 import numpy as np
+from jax._src import monitoring
 
 from progressive.training import checkpoints
 from progressive.training.metrics import read_rows
@@ -34,3 +38,21 @@ def train_rows(workdir):
 
 def eval_rows(workdir):
   return [(r["step"], r["size"], r["accuracy"]) for r in read_rows(workdir / "metrics.jsonl") if r["event"] == "eval"]
+
+
+@contextlib.contextmanager
+def backend_compiles():
+  """The names of the functions XLA compiles inside the block (a program read from the
+  persistent cache is not compiled)."""
+  names = []
+
+  def listener(event, duration, **kwargs):
+    del duration
+    if event == "/jax/core/compile/backend_compile_duration":
+      names.append(kwargs.get("fun_name"))
+
+  monitoring.register_event_duration_secs_listener(listener)
+  try:
+    yield names
+  finally:
+    monitoring.unregister_event_duration_listener(listener)

@@ -10,7 +10,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 from etils import epath
-from jax._src import monitoring
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -18,6 +17,7 @@ from progressive import models, optim, schedules
 from progressive.data import pipeline
 from progressive.training import checkpoints, compilation, parallel, steps, train
 from progressive.training.metrics import read_rows
+from tests.runs import backend_compiles
 
 REPO = pathlib.Path(__file__).parents[1]
 
@@ -130,19 +130,9 @@ def test_persistent_cache_follows_each_run_s_directory(tmp_path):
 
 
 def _save_and_count_compiles(mngr, step, state, config_json) -> int:
-  compiles = []
-
-  def listener(event, duration, **kwargs):
-    del duration, kwargs
-    if event == "/jax/core/compile/backend_compile_duration":
-      compiles.append(event)
-
-  monitoring.register_event_duration_secs_listener(listener)
-  try:
+  with backend_compiles() as compiles:
     checkpoints.save(mngr, step, state, {}, stage=0, config_json=config_json)
     checkpoints.wait(mngr)
-  finally:
-    monitoring.unregister_event_duration_listener(listener)
   return len(compiles)
 
 

@@ -16,7 +16,6 @@ import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from jax._src import monitoring
 from PIL import Image
 
 from configs import cifar10, imagenette
@@ -26,6 +25,7 @@ from progressive.data import augment, decode, pipeline, splits
 from progressive.sweeps import measure
 from progressive.training import train
 from progressive.training.metrics import read_rows
+from tests import runs
 
 NUM_EXAMPLES = 48
 SPLITS = {"cifar10": ("train", "test"), "imagenette/320px-v2": ("train", "validation")}
@@ -342,16 +342,8 @@ def test_grain_worker_processes_give_the_same_batches(mock_tfds):
 
 @pytest.fixture
 def backend_compiles():
-  names = []
-
-  def listener(event, duration, **kwargs):
-    del duration
-    if event == "/jax/core/compile/backend_compile_duration":
-      names.append(kwargs.get("fun_name"))
-
-  monitoring.register_event_duration_secs_listener(listener)
-  yield names
-  monitoring.unregister_event_duration_listener(listener)
+  with runs.backend_compiles() as names:
+    yield names
 
 
 def test_missing_dataset_says_how_to_prepare_it(tmp_path, backend_compiles):

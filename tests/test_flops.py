@@ -2,11 +2,9 @@
 backend involved in counting."""
 
 import jax
-from jax._src import monitoring
 
 from progressive.models import flops, simple_cnn
-
-BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+from tests.runs import backend_compiles
 
 
 def _hand_count(size: int, channels=(32, 64, 128, 256), num_classes: int = 10, stride: int = 2):
@@ -39,22 +37,12 @@ def test_the_simple_cnn_matches_a_hand_count():
 def test_counting_reads_shapes_and_compiles_nothing(fresh_compiles):
   """The count comes from the traced program's shapes, before any backend lowers it: no
   XLA compile happens, so every backend gives the same number."""
-  compiles = []
-
-  def listener(event, duration, **kwargs):
-    del duration, kwargs
-    if event == BACKEND_COMPILE_EVENT:
-      compiles.append(event)
-
   model = simple_cnn.SimpleCNN(num_classes=10, channels=(32, 64, 128, 256))
   flops._layer_macs.cache_clear()  # Counted here, not remembered from another test.
-  monitoring.register_event_duration_secs_listener(listener)
-  try:
+  with backend_compiles() as compiles:
     count = flops.forward_macs(model, 32)
     counted = list(compiles)
     jax.jit(lambda x: x * 3.0)(jax.numpy.ones(7))  # The listener hears a compile.
-  finally:
-    monitoring.unregister_event_duration_listener(listener)
   assert counted == [] and count == _hand_count(32) and compiles
 
 

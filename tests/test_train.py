@@ -7,7 +7,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax._src import monitoring
 from jax.experimental.compilation_cache import compilation_cache
 
 from progressive import models, schedules
@@ -15,24 +14,14 @@ from progressive.models import layers as model_layers
 from progressive.training import activations, evaluate, parallel, steps, train
 from progressive.training.metrics import read_rows
 from progressive.training.workdir import WorkdirError
+from tests import runs
 from tests.runs import Killed, die_after_save
-
-BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
-
 
 @pytest.fixture(scope="module")
 def backend_compiles():
   """Names of the functions XLA compiles while the fixture is alive."""
-  names = []
-
-  def listener(event, duration, **kwargs):
-    del duration
-    if event == BACKEND_COMPILE_EVENT:
-      names.append(kwargs.get("fun_name"))
-
-  monitoring.register_event_duration_secs_listener(listener)
-  yield names
-  monitoring.unregister_event_duration_listener(listener)
+  with runs.backend_compiles() as names:
+    yield names
 
 
 @pytest.fixture(scope="module")
