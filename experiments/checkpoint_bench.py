@@ -24,8 +24,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _one(model: str, replica_parallel: bool) -> dict:
   """In this process: two saves of `model`'s train state; the seconds of each."""
   import jax  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
-  import orbax.checkpoint as ocp  # pylint: disable=import-outside-toplevel
   from etils import epath  # pylint: disable=import-outside-toplevel
   from jax.sharding import NamedSharding, PartitionSpec  # pylint: disable=import-outside-toplevel
 
@@ -34,8 +32,7 @@ def _one(model: str, replica_parallel: bool) -> dict:
   from progressive import models, optim, schedules  # pylint: disable=import-outside-toplevel
   from progressive.training import checkpoints, parallel, steps  # pylint: disable=import-outside-toplevel
 
-  # What `single_replica_writes` changes, set back for the other case.
-  ocp.type_handlers.get_type_handler(jax.Array)._use_replica_parallel = replica_parallel  # pylint: disable=protected-access
+  checkpoints.single_replica_writes(not replica_parallel)
   config = zoo.get_config(model)  # The zoo's defaults: the simple CNN at full width, ResNets at 0.25.
   plan = schedules.stage_plan(config.stages, config.batch_size, 1024)
   lr_fn, mom_fn = schedules.make_schedules(plan, config.opt.lr_max)

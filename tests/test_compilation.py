@@ -142,14 +142,13 @@ def test_a_checkpoint_of_a_replicated_state_compiles_nothing(smoke_config, tmp_p
   slice, dozens of compiles at a process's first checkpoint. The same state restores."""
   _, _, state = _setup(smoke_config)
   config_json = json.loads(smoke_config.to_json())
-  handler = ocp.type_handlers.get_type_handler(jax.Array)
   mngr = checkpoints.manager(epath.Path(tmp_path), max_to_keep=3)
   try:
     assert _save_and_count_compiles(mngr, 1, state, config_json) == 0
-    handler._use_replica_parallel = True  # What this would cost: the counter hears it.
+    checkpoints.single_replica_writes(False)  # What this would cost: the counter hears it.
     assert _save_and_count_compiles(mngr, 2, state, config_json) > 10
   finally:
-    handler._use_replica_parallel = False
+    checkpoints.single_replica_writes()
   restored, _, meta = checkpoints.restore_latest(mngr, epath.Path(tmp_path), state, config_json)
   assert meta["step"] == 2
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):

@@ -50,9 +50,10 @@ PARTIAL_SUFFIX = ".orbax-checkpoint-tmp"  # Orbax's folder of a write not yet co
 SPACE_FACTOR, SPACE_SLACK = 1.1, 1 << 20  # A checkpoint needs its estimate x 1.1 + 1 MiB.
 
 
-def single_replica_writes() -> None:
+def single_replica_writes(enabled: bool = True) -> None:
   """Has orbax write each array whole from its first replica, as it does where
-  `JAX_PLATFORMS` names a GPU.
+  `JAX_PLATFORMS` names a GPU (`enabled=False`: orbax's replica-parallel write, for
+  `experiments/checkpoint_bench.py` to compare).
 
   Elsewhere orbax's default is replica-parallel: each replica of a replicated array
   writes a slice of it, cut by an eager `lax.slice` per array and device, which lowers
@@ -63,7 +64,7 @@ def single_replica_writes() -> None:
   restores to the same arrays.
   """
   handler = ocp.type_handlers.get_type_handler(jax.Array)  # The registered one, as orbax built it.
-  handler._use_replica_parallel = False  # pylint: disable=protected-access
+  handler._use_replica_parallel = not enabled  # pylint: disable=protected-access
 
 
 single_replica_writes()
