@@ -32,9 +32,11 @@ without it, FINDINGS.md is rebuilt from those copies. In the template:
   (default: accuracy at its own training size, `acc@{size}`) in both sweeps, the gain
   with its 95% Welch interval, and whether the means agree within a point
   (`budgets.convergence`);
-- `{{hypotheses:NAME+NAME2+...}}`: the primary hypotheses of those sweeps
-  (`hypotheses.csv`), Holm-corrected again across all of them (`statistics.judge`), one
-  row each with the sweep it came from, ordered by claim;
+- `{{hypotheses:NAME+NAME2+...[:NAME/CHECK,...]}}`: the primary hypotheses of those
+  sweeps (`hypotheses.csv`), Holm-corrected again across all of them (`statistics.judge`),
+  one row each with the sweep it came from, ordered by claim; with `NAME/CHECK` pairs
+  (the sweep, then its arms at twice the budget), a last column says whether every arm
+  the hypothesis reads passed that check of convergence (`converged_cell`);
 - `{{curves:NAME:ARM/METRIC+ARM/METRIC+...@S1,S2,...}}`: a figure of each series'
   `METRIC@S` against the test size S, the mean over seeds with its 95% interval
   (`results_intervals.csv`), e.g. `{{curves:tts:flip32/acc_bn_shape+flip32/acc_bn_texture@16,32,48}}`;
@@ -49,6 +51,7 @@ import pathlib
 import re
 import shutil
 import sys
+from collections.abc import Mapping, Sequence
 
 from matplotlib.figure import Figure
 
@@ -246,21 +249,62 @@ def convergence_table(names: str, metric: str | None) -> str:
           f"(by the means over seeds).")
 
 
-def hypotheses_table(names: str) -> str:
+def _checks(spec: str | None) -> dict[str, str]:
+  """`NAME/CHECK,...` as `{NAME: CHECK}`."""
+  checks = {}
+  for pair in (spec or "").split(","):
+    if pair:
+      name, _, check = pair.partition("/")
+      if not check:
+        raise ValueError(f"{pair!r} names no check: write the sweep, then its check at twice "
+                         "the budget, as NAME/CHECK.")
+      checks[name] = check
+  return checks
+
+
+def converged_cell(contrast: str, check: str | None,
+                   rows: Sequence[Mapping] | None) -> str:
+  """Whether every arm `contrast` reads (`arm[metric]`) is within a point of twice its
+  budget in `rows` (`budgets.convergence` of its sweep against `check`): "yes", "**no**"
+  with each arm that is not and the gain of twice its budget, or why it is not known."""
+  if check is None:
+    return "no check run"
+  by_arm = {r["arm"]: r for r in rows}
+  arms = list(dict.fromkeys(re.findall(r"(\w+)\[", contrast)))
+  missing = [a for a in arms if a not in by_arm]
+  if missing:
+    return f"not in {check}: " + ", ".join(missing)
+  failed = [f"{a} {by_arm[a]['gain']['difference']:+.3f}" for a in arms
+            if not by_arm[a]["converged"]]
+  return "**no**: " + ", ".join(failed) if failed else "yes"
+
+
+def hypotheses_table(names: str, checks: str | None = None) -> str:
   """The hypotheses of the sweeps `names` (`A+B+...`), judged together: Holm's correction
-  across every one of them, so a verdict accounts for all the tests FINDINGS reports."""
+  across every one of them, so a verdict accounts for all the tests FINDINGS reports.
+  `checks` (`A/A_CHECK,...`) adds whether each hypothesis's arms passed their sweep's
+  check of convergence (`converged_cell`)."""
+  pairs = _checks(checks)
+  unknown = sorted(set(pairs) - set(names.split("+")))
+  if unknown:
+    raise ValueError(f"{{{{hypotheses:{names}:{checks}}}}} checks {', '.join(unknown)}, which "
+                     "it does not list.")
+  convergence = {name: budgets.convergence(RESULTS / name, RESULTS / check)
+                 for name, check in pairs.items()}
   rows = []
   for name in names.split("+"):
     path = RESULTS / name / hypotheses.FILE
     if not path.exists():
       raise FileNotFoundError(f"{path} is missing: the sweep {name} wrote no {hypotheses.FILE}.")
-    rows += [{**row, "name": f"{name}: {row['name']}"} for row in hypotheses.read(path)]
+    rows += [{**row, "name": f"{name}: {row['name']}",
+              "converged": converged_cell(row["contrast"], pairs.get(name), convergence.get(name))}
+             for row in hypotheses.read(path)]
   judged = sorted(statistics.judge(rows, hypotheses.ALPHA), key=lambda h: h["claim"])
   counts = {v: sum(h["verdict"] == v for h in judged)
             for v in ("supported", "contradicted", "not resolved")}
   summary = ", ".join(f"{n} {verdict}" for verdict, n in counts.items())
   return (f"{len(judged)} primary hypotheses, Holm-corrected across all of them: {summary}.\n\n"
-          + "\n".join(hypotheses.markdown_lines(judged)))
+          + "\n".join(hypotheses.markdown_lines(judged, converged=bool(pairs))))
 
 
 def _curves_spec(name: str, spec: str) -> tuple[list[tuple[str, str]], list[int]]:
@@ -358,7 +402,7 @@ def _replace(match: re.Match, page: pathlib.Path) -> str:
   if kind == "budgets":
     return budgets_table(name, metrics, page)
   if kind == "hypotheses":
-    return hypotheses_table(name)
+    return hypotheses_table(name, metrics)
   if kind == "convergence":
     return convergence_table(name, metrics)
   if kind == "edges":

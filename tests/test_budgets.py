@@ -7,8 +7,8 @@ import pathlib
 import pytest
 from scipy import stats
 
-from progressive import config_files
-from progressive.sweeps import budgets
+from progressive import config_files, statistics
+from progressive.sweeps import budgets, hypotheses
 
 REPO = pathlib.Path(__file__).parents[1]
 HEAD = "name,seed,train_gflops,images_seen,wall_seconds,acc@32\n"
@@ -124,3 +124,38 @@ def test_convergence_reads_each_arm_at_its_own_training_size(tmp_path, monkeypat
   assert lines[2] == ("| a24 | `acc@24` | 0.810 [0.683, 0.937] (n=2) | 0.815 [0.688, 0.942] (n=2) "
                       f"| +0.005 [{0.005 - half:+.3f}, {0.005 + half:+.3f}] | yes |")
   assert lines[3].endswith("| **no** |") and lines[-1].startswith("1 of 2 arms within a point")
+
+
+def test_findings_hypotheses_say_whether_their_arms_passed_the_check(tmp_path, monkeypatch):
+  """`{{hypotheses:short:short/long}}`: a last column saying whether every arm a
+  hypothesis reads is within a point at twice the budget, naming each that is not."""
+  head = "name,stages,seed,acc@24,acc@32\n"
+  for name, rows in (("short", ["a24_seed0,24/6,0,0.80,0.1", "a24_seed1,24/6,1,0.82,0.1",
+                                "b_seed0,32/6,0,0.1,0.70", "b_seed1,32/6,1,0.1,0.74",
+                                "control_seed0,32/6,0,0.1,0.5"]),
+                     ("long", ["a24_seed0,24/12,0,0.805,0.9", "a24_seed1,24/12,1,0.825,0.9",
+                               "b_seed0,32/12,0,0.1,0.80", "b_seed1,32/12,1,0.1,0.82"])):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "results.csv").write_text(head + "\n".join(rows) + "\n")
+
+  def row(name, contrast, p):
+    return {"claim": 1, "name": name, "contrast": contrast, "predicted": "> 0", "estimate": 0.1,
+            "p": p, "se": 0.02, "df": 1.0, "n_seeds": "2", "n_images": 100, "method": "t",
+            "device": "cpu"}
+
+  hypotheses.write(tmp_path / "short" / hypotheses.FILE, statistics.judge([
+      row("own", "a24[acc@24] - a24[acc@32]", 0.01),
+      row("between", "b[acc@32] - a24[acc@24]", 0.02),
+      row("control", "a24[acc@24] - control[acc@32]", 0.03)]))
+  make_findings = config_files.load_module(str(REPO / "experiments/make_findings.py"))
+  monkeypatch.setattr(make_findings, "RESULTS", tmp_path)
+  lines = make_findings.render("{{hypotheses:short:short/long}}").splitlines()
+  assert lines[2].endswith("| device | converged |")
+  assert [line.rsplit(" | ", 1)[1] for line in lines[4:]] == [
+      "yes |", "**no**: b +0.090 |", "not in long: control |"]
+  # Without the check, no column; a check of a sweep not listed, or without a check, is refused.
+  assert make_findings.render("{{hypotheses:short}}").splitlines()[2].endswith("| device |")
+  with pytest.raises(ValueError, match="checks other, which it does not list"):
+    make_findings.render("{{hypotheses:short:other/long}}")
+  with pytest.raises(ValueError, match="names no check"):
+    make_findings.render("{{hypotheses:short:short}}")

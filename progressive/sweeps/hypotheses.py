@@ -148,11 +148,12 @@ def read(path) -> list[dict[str, Any]]:
   return out
 
 
-def markdown_lines(judged: Sequence[Mapping[str, Any]]) -> list[str]:
-  """The table of results.md about the hypotheses."""
+def markdown_lines(judged: Sequence[Mapping[str, Any]], converged: bool = False) -> list[str]:
+  """The table of results.md about the hypotheses; with `converged`, a last column of
+  each row's `converged` text (whether its arms passed a check of convergence)."""
   cell = tables.cell
   head = ["claim", "name", "contrast", "predicted", "estimate", "interval", "p", "p_holm",
-          "n_seeds", "n_images", "verdict", "device"]
+          "n_seeds", "n_images", "verdict", "device", *(["converged"] if converged else [])]
   lines = ["| " + " | ".join(head) + " |", "| " + " | ".join("---" for _ in head) + " |"]
   for h in judged:
     interval = ("-" if h["low"] is None else
@@ -161,5 +162,6 @@ def markdown_lines(judged: Sequence[Mapping[str, Any]]) -> list[str]:
     lines.append("| " + " | ".join([
         str(h["claim"]), h["name"], f"`{h['contrast']}`", h["predicted"], cell(h["estimate"]),
         interval, p, cell(h["p_holm"]), cell(h["n_seeds"]), cell(h["n_images"]),
-        h["verdict"], cell(h.get("device"))]) + " |")
+        h["verdict"], cell(h.get("device")),
+        *([h["converged"]] if converged else [])]) + " |")
   return lines
