@@ -62,6 +62,12 @@ for name in train_test_size stability progressive_resizing antialias translation
   sweep "${name}_px64_long" "configs/$name.py:px64_long" "--tuning_from=$ROOT/${name}_px64" \
     "${extra[@]}"
 done
+# train_test_size's check found only flip64 within a point at 16 epochs, so its `:px64_long`
+# is a second budget with every seed (32 epochs), checked in turn at 64 epochs.
+for data in "" _photos; do
+  sweep "train_test_size_px64${data}_long_check" "configs/train_test_size.py:px64${data}_long_check" \
+    "--tuning_from=$ROOT/train_test_size_px64${data}"
+done
 # Claims 1, 4 and 7 at 32 px, then the same arms at twice the budget (the convergence check).
 sweep train_test_size_fresh configs/train_test_size.py
 sweep train_test_size_long configs/train_test_size.py:long

@@ -164,8 +164,8 @@ def test_train_test_size_smoke_reports_finetune_size_and_seed_ensembles(data_dir
   assert "acc@{size} (the accuracy at each arm's own training size)" in markdown
 
 
-@pytest.mark.parametrize("arg", [None, "long", "long_check", "photos", "px64", "px64_long",
-                                 "px64_photos", "px64_photos_long"])
+@pytest.mark.parametrize("arg", [None, "long", "long_check", "photos", "px64", "px64_long", "px64_long_check",
+                                 "px64_photos", "px64_photos_long", "px64_photos_long_check"])
 def test_train_test_size_hypotheses_read_sizes_each_point_is_tested_at(arg):
   """Every size a primary hypothesis or a size ensemble reads is one the points are
   evaluated at, on a dataset the sweep can build; `:px64` asks the 32 px sweep's
@@ -183,7 +183,7 @@ def test_train_test_size_hypotheses_read_sizes_each_point_is_tested_at(arg):
   ensembles = sweep.ensemble_sizes
   assert {s for sizes in ensembles.values() for s in sizes} <= eval_sizes
   if arg and arg.startswith("px64"):
-    base_arg = ",".join(part for part in ("photos", "long") if part in arg)
+    base_arg = ",".join(part for part in ("photos", "long", "check") if part in arg)
     base = spec.load(f"{REPO}/configs/train_test_size.py" + (f":{base_arg}" if base_arg else ""))
     doubled = re.compile(r"\d+")
     assert [h.name for h in sweep.hypotheses] == [

@@ -1131,7 +1131,9 @@ def _choice_of(sweep, values: dict[str, float]) -> dict:
 def test_a_check_at_twice_the_budget_borrows_the_first_budgets_rates(tmp_path, capsys):
   """`--tuning_from`: px64_long's arms (twice the epochs, so other tuning keys) take the
   rates px64 chose for the arms of the same names, and no tuning runs; the command
-  prints each point at its borrowed rate, and refuses what it cannot borrow in one line."""
+  prints each point at its borrowed rate, and refuses what it cannot borrow in one line.
+  px64_long is a second budget with every seed; its own check, px64_long_check, twice it
+  again with two seeds, borrows the same rates."""
   first, check = (spec.load(f"{REPO}/configs/train_test_size.py:{v}") for v in ("px64", "px64_long"))
   chosen = {"flip48": 0.4, "flip64": 0.2, "rrc48": 0.1, "rrc64": 0.2}
   source = tmp_path / "first" / tuning.TUNING_DIR
@@ -1141,9 +1143,13 @@ def test_a_check_at_twice_the_budget_borrows_the_first_budgets_rates(tmp_path, c
   choice = tuning.borrow(check, workdir, tmp_path / "first")
   assert choice["from"] == str(tmp_path / "first") and tuning.read_choice(workdir) == choice
   points = check.expand(choice)
-  assert {o["seed"] for _, o, _ in points} == set(spec.CHECK_SEEDS)
+  assert {o["seed"] for _, o, _ in points} == {0, 1, 2, 3, 4}
   assert {n: (c.opt.lr_max, c.stages[0]["epochs"]) for n, _, c in points if n.endswith("seed0")} == {
       f"{arm}_seed0": (lr, 32) for arm, lr in chosen.items()}
+  long_check = spec.load(f"{REPO}/configs/train_test_size.py:px64_long_check")
+  twice = long_check.expand(tuning.borrow(long_check, tmp_path / "long_check64", tmp_path / "first"))
+  assert {(n, c.opt.lr_max, c.stages[0]["epochs"]) for n, _, c in twice if "rrc48" in n} == {
+      ("rrc48_seed0", 0.1, 64), ("rrc48_seed1", 0.1, 64)}
   # The 32 px sweep at twice the budget is checked the same way, at 24 epochs.
   long, long_check = (spec.load(f"{REPO}/configs/train_test_size.py:{v}") for v in ("long", "long_check"))
   (tmp_path / "long" / tuning.TUNING_DIR).mkdir(parents=True)
@@ -1184,7 +1190,8 @@ def test_a_check_at_twice_the_budget_borrows_the_first_budgets_rates(tmp_path, c
 
 
 def test_a_borrowed_choice_trains_the_points_and_no_tuning_run(tmp_path, monkeypatch):
-  first, check = (spec.load(f"{REPO}/configs/train_test_size.py:{v}") for v in ("px64", "px64_long"))
+  first, check = (spec.load(f"{REPO}/configs/train_test_size.py:{v}")
+                  for v in ("px64", "px64_long_check"))
   (tmp_path / "first" / tuning.TUNING_DIR).mkdir(parents=True)
   (tmp_path / "first" / tuning.TUNING_DIR / tuning.CHOICE_FILE).write_text(json.dumps(
       _choice_of(first, {"flip48": 0.4, "flip64": 0.2, "rrc48": 0.1, "rrc64": 0.2})))
