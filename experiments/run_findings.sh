@@ -3,6 +3,7 @@
 #
 #   bash experiments/run_findings.sh /tmp/exp [DATA_DIR]
 #   bash experiments/run_findings.sh --status /tmp/exp    # where each sweep stands
+#   bash experiments/run_findings.sh --workers=2 /tmp/exp # two points at a time
 #
 # ROOT (default /tmp/exp) gets one folder per sweep, named as its copy under
 # experiments/results/; DATA_DIR (default: TFDS's usual directory) is where the built-in
@@ -13,7 +14,10 @@
 # equally whatever its processes' nice, so a nice 19 sweep under `setsid` still takes
 # half of the machine from the terminal's work. `--status` runs nothing: it prints each
 # sweep's `progressive sweep --status` headline (running or not, its runs, the time left),
-# safe beside the running script. For example:
+# safe beside the running script. `--workers=N` passes on to every sweep: N points (or
+# tuning runs) train at a time, each in its own process; on two CPU cores two processes
+# train 15-35% more images a second than one (docs/BENCHMARKS.md), and on a GPU host
+# more. For example:
 #   setsid nohup bash -c 'echo 19 > /proc/self/autogroup; exec nice -n 19 \
 #     bash experiments/run_findings.sh /tmp/exp' > /tmp/exp.log 2>&1 &
 # A machine that is not kept (a new session may start on a bare one) saves the runs that
@@ -24,7 +28,15 @@
 # file's history (commit 9725734).
 set -euo pipefail
 STATUS=0
-[[ ${1:-} == --status ]] && { STATUS=1; shift; }
+WORKERS=()
+while [[ ${1:-} == --* ]]; do
+  case $1 in
+    --status) STATUS=1 ;;
+    --workers=*) WORKERS=("$1") ;;
+    *) echo "run_findings.sh: unknown option $1 (--status, --workers=N)" >&2; exit 2 ;;
+  esac
+  shift
+done
 ROOT=${1:-/tmp/exp}
 DATA_DIR=${2:-}
 cd "$(dirname "$0")/.."
@@ -35,7 +47,7 @@ sweep() {
     progressive sweep "--config=$2" "--workdir=$ROOT/$1" "${common[@]}" "${@:3}" --status |
       awk 'NR == 1 || /^(Tuning|Points|Time)/'
   else
-    progressive sweep "--config=$2" "--workdir=$ROOT/$1" "${common[@]}" "${@:3}"
+    progressive sweep "--config=$2" "--workdir=$ROOT/$1" "${common[@]}" "${WORKERS[@]}" "${@:3}"
   fi
 }
 

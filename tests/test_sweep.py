@@ -869,6 +869,17 @@ def test_run_findings_runs_every_sweep_the_findings_read(tmp_path):
   subprocess.run(["bash", str(REPO / "experiments/run_findings.sh"), "--status", str(tmp_path / "root")],
                  env=env, check=True, capture_output=True, text=True)
   assert (tmp_path / "calls.txt").read_text().splitlines() == [f"{c} --status" for c in calls[:-1]]
+  # --workers=N: every sweep trains N points at a time; an unknown option runs nothing.
+  (tmp_path / "calls.txt").unlink()
+  subprocess.run(["bash", str(REPO / "experiments/run_findings.sh"), "--workers=2", str(tmp_path / "root")],
+                 env=env, check=True, capture_output=True, text=True)
+  with_workers = (tmp_path / "calls.txt").read_text().splitlines()
+  assert len(with_workers) == len(calls) and all("--workers=2" in c.split() for c in with_workers[:-1])
+  (tmp_path / "calls.txt").unlink()
+  wrong = subprocess.run(["bash", str(REPO / "experiments/run_findings.sh"), "--worker=2", str(tmp_path)],
+                         env=env, capture_output=True, text=True, check=False)
+  assert wrong.returncode == 2 and "unknown option --worker=2" in wrong.stderr
+  assert not (tmp_path / "calls.txt").exists()
 
 
 def _tuned_sweep_file(tmp_path, arms: str) -> None:
