@@ -17,6 +17,7 @@ from progressive.training.workdir import WorkdirError
 from tests import runs
 from tests.runs import Killed, die_after_save
 
+
 @pytest.fixture(scope="module")
 def backend_compiles():
   """Names of the functions XLA compiles while the fixture is alive."""
